@@ -1,0 +1,197 @@
+//! The command line (CONTRACT §1): `serve`, `routes` and `invoke`.
+//!
+//! Serve flags carry no clap defaults: an absent flag stays `None`, so the one place
+//! that applies defaults ([`crate::config`]) can tell "given" from "defaulted" and
+//! flags > environment > file > defaults stays decidable. Every flag is also read from
+//! `WATCHDOG_<FLAG>`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "watchdog", version, about = "Turn a folder of executables into an HTTP API, one process per request")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve DIR over HTTP: every executable below it answers at the URL its path names.
+    Serve(ServeArgs),
+    /// Print the route table (and the files that are not routes, with why) and exit.
+    Routes(RoutesArgs),
+    /// Run one request through a function without a server and print the response.
+    ///
+    /// Exits 1 when the response is a 5xx.
+    Invoke(InvokeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RoutesArgs {
+    /// Folder of functions.
+    #[arg(default_value = "api", env = "WATCHDOG_DIR")]
+    pub dir: PathBuf,
+    /// URL prefix routes are mounted under [default: `/` + DIR's folder name].
+    #[arg(long, env = "WATCHDOG_PREFIX")]
+    pub prefix: Option<String>,
+    /// Print the table as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InvokeArgs {
+    /// Folder of functions.
+    pub dir: PathBuf,
+    /// Request path with optional query, e.g. `/api/users/42?full=1`.
+    pub path: String,
+    /// HTTP method.
+    #[arg(short = 'X', long, default_value = "GET")]
+    pub method: String,
+    /// Request header `Name: value`; repeatable.
+    #[arg(short = 'H', long = "header")]
+    pub headers: Vec<String>,
+    /// Request body; `@FILE` reads it from a file, `@-` from standard input.
+    #[arg(short = 'd', long = "data")]
+    pub data: Option<String>,
+    /// Print only the body, not the status line and headers.
+    #[arg(long)]
+    pub body_only: bool,
+    #[command(flatten)]
+    pub serve: ServeFlags,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Folder of functions.
+    #[arg(default_value = "api", env = "WATCHDOG_DIR")]
+    pub dir: PathBuf,
+    /// Address to bind; port 0 picks a free port and the bound address is logged.
+    ///
+    /// [default: 127.0.0.1:3000, or 0.0.0.0:$PORT when PORT is set]
+    #[arg(long, env = "WATCHDOG_LISTEN", help_heading = "Server")]
+    pub listen: Option<String>,
+    #[command(flatten)]
+    pub flags: ServeFlags,
+}
+
+/// The flags `serve` and `invoke` share.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeFlags {
+    /// URL prefix routes are mounted under; `/` is allowed.
+    ///
+    /// [default: `/` + DIR's folder name, e.g. `./api` → `/api`]
+    #[arg(long, env = "WATCHDOG_PREFIX", help_heading = "Server")]
+    pub prefix: Option<String>,
+    /// Wall-clock limit per invocation, e.g. `500ms`, `2m` [default: 30s].
+    #[arg(long, env = "WATCHDOG_TIMEOUT", value_parser = parse_duration, help_heading = "Limits")]
+    pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL of a function's process group [default: 2s].
+    #[arg(long, env = "WATCHDOG_KILL_GRACE", value_parser = parse_duration, help_heading = "Limits")]
+    pub kill_grace: Option<Duration>,
+    /// Request body limit, e.g. `32MiB`; larger bodies are answered 413 [default: 32MiB].
+    #[arg(long, env = "WATCHDOG_MAX_BODY", value_parser = parse_size, help_heading = "Limits")]
+    pub max_body: Option<u64>,
+    /// Invocations running at once in the whole server; more wait in a queue [default: 256].
+    #[arg(long, env = "WATCHDOG_MAX_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Limits")]
+    pub max_concurrency: Option<u32>,
+    /// Longest wait in that queue before a 503 with Retry-After [default: 10s].
+    #[arg(long, env = "WATCHDOG_QUEUE_TIMEOUT", value_parser = parse_duration, help_heading = "Limits")]
+    pub queue_timeout: Option<Duration>,
+    /// `NAME=VALUE` passed to every function; repeatable (one pair per line in WATCHDOG_ENV).
+    #[arg(long = "env", env = "WATCHDOG_ENV", value_delimiter = '\n', value_parser = parse_env_pair, help_heading = "Functions")]
+    pub env: Vec<(String, String)>,
+    /// Pass this variable of watchdog's own environment through; repeatable.
+    #[arg(long = "pass-env", env = "WATCHDOG_PASS_ENV", value_delimiter = ',', help_heading = "Functions")]
+    pub pass_env: Vec<String>,
+    /// On SIGTERM/SIGINT, keep serving this long while readyz answers 503 [default: 0s].
+    #[arg(long, env = "WATCHDOG_DRAIN_DELAY", value_parser = parse_duration, help_heading = "Shutdown")]
+    pub drain_delay: Option<Duration>,
+    /// Then how long in-flight requests may finish [default: 10s].
+    #[arg(long, env = "WATCHDOG_DRAIN_TIMEOUT", value_parser = parse_duration, help_heading = "Shutdown")]
+    pub drain_timeout: Option<Duration>,
+    /// Run functions as this unprivileged user (when watchdog runs as root).
+    #[arg(long, env = "WATCHDOG_USER", help_heading = "Functions")]
+    pub user: Option<String>,
+    /// Per-function settings file [default: watchdog.toml beside DIR, if present].
+    #[arg(long, env = "WATCHDOG_CONFIG", help_heading = "Server")]
+    pub config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "WATCHDOG_LOG_FORMAT", value_enum, help_heading = "Server")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// humantime durations: `500ms`, `30s`, `2m`, `1h 30m`.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value).map_err(|err| format!("{err} (examples: 500ms, 30s, 2m)"))
+}
+
+/// Sizes: `32MiB`, `10MB`, `512k`, `1048576`.
+pub fn parse_size(value: &str) -> Result<u64, String> {
+    value
+        .trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|err| format!("{err} (examples: 32MiB, 10MB, 1048576)"))
+}
+
+fn parse_env_pair(value: &str) -> Result<(String, String), String> {
+    let (name, val) = value
+        .split_once('=')
+        .ok_or_else(|| format!("`{value}` is not NAME=VALUE"))?;
+    let valid = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!("`{name}` is not a valid variable name (letters, digits, `_`)"));
+    }
+    Ok((name.to_owned(), val.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_serve_flag_has_its_env_var() {
+        let command = Cli::command();
+        let serve = command.find_subcommand("serve").unwrap();
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(long, "help" | "version") {
+                continue;
+            }
+            let want = format!("WATCHDOG_{}", long.to_uppercase().replace('-', "_"));
+            let got = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            assert_eq!(got.as_deref(), Some(want.as_str()), "--{long}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("32MiB"), Ok(32 * 1024 * 1024));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_env_pair("A=b=c").is_ok_and(|(n, v)| n == "A" && v == "b=c"));
+        assert!(parse_env_pair("1A=x").is_err());
+    }
+}

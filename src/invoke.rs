@@ -1,0 +1,116 @@
+//! The invocation seam: one request in, one response (or a local redirect) out.
+//!
+//! Routing, limits and the HTTP layer build an [`Invocation`] and hand it to an
+//! [`Invoker`]; they never know how the function runs. The CGI spawner
+//! ([`cgi::CgiInvoker`]) is the first implementation; a warm process pool and the Node
+//! adapter plug in behind the same trait.
+
+pub mod cgi;
+pub mod envelope;
+pub mod request_body;
+pub mod stderr;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Response, StatusCode, Uri, Version};
+
+use crate::config::Settings;
+use crate::observability::InvocationRecord;
+use crate::routes::RouteMatch;
+pub use envelope::EnvelopeError;
+pub use request_body::RequestBody;
+
+/// Everything a function needs to answer one request.
+pub struct Invocation {
+    pub request_id: String,
+    pub route: RouteMatch,
+    pub method: Method,
+    /// The URI as the client sent it (path and query, raw).
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: RequestBody,
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    /// When the invocation must be over; queue wait already counted.
+    pub deadline: tokio::time::Instant,
+    /// The same instant as Unix epoch milliseconds, for `WATCHDOG_DEADLINE_MS`.
+    pub deadline_epoch_ms: u128,
+    pub settings: Arc<Settings>,
+    /// Lives until the function has fully finished (not just until the response
+    /// head): its drop writes the invocation's log event and frees its slot.
+    pub record: InvocationRecord,
+}
+
+/// What a function answered.
+pub enum Reply {
+    Response(Response<Body>),
+    /// `Location: /local/path` with no status: the server answers from that URL.
+    LocalRedirect(String),
+}
+
+/// Why an invocation produced no response of its own. Each variant has one status.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("{file}: cannot start the function: {cause}")]
+    Spawn {
+        file: String,
+        cause: String,
+        hint: String,
+    },
+    #[error("{file}: invalid response: {error}")]
+    BadOutput { file: String, error: EnvelopeError },
+    #[error("{file}: exited with {exit} before writing a complete header block")]
+    ExitedEarly { file: String, exit: String },
+    #[error("{file}: timed out after {after:?}; its process group was killed")]
+    Timeout {
+        file: String,
+        after: std::time::Duration,
+    },
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("reading the request body failed: {0}")]
+    BodyRead(String),
+    #[error("the invocation ended unexpectedly (an internal error); see the log")]
+    Internal,
+}
+
+impl InvokeError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            InvokeError::Spawn { .. } | InvokeError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            InvokeError::BadOutput { .. } | InvokeError::ExitedEarly { .. } => StatusCode::BAD_GATEWAY,
+            InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            InvokeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            InvokeError::BodyRead(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            InvokeError::Spawn { hint, .. } => Some(hint.clone()),
+            InvokeError::BadOutput { .. } | InvokeError::ExitedEarly { .. } => {
+                Some(format!("{}; the function's stderr is in watchdog's log", EnvelopeError::HINT))
+            }
+            InvokeError::Timeout { .. } => Some("raise --timeout, or make the function finish sooner".into()),
+            InvokeError::BodyTooLarge { .. } => Some("send a smaller body, or raise --max-body".into()),
+            InvokeError::BodyRead(_) | InvokeError::Internal => None,
+        }
+    }
+}
+
+pub type InvokeFuture = Pin<Box<dyn Future<Output = Result<Reply, InvokeError>> + Send>>;
+
+/// A way of running functions.
+pub trait Invoker: Send + Sync {
+    /// Runs `invocation` until its response head is known. The body may keep
+    /// streaming (and the process keep running) after this resolves; the
+    /// implementation owns the process until then and must enforce the deadline,
+    /// kill on client disconnect and leave nothing behind.
+    fn invoke(&self, invocation: Invocation) -> InvokeFuture;
+}

@@ -1,0 +1,162 @@
+//! The environment a CGI function starts with (CONTRACT §3, RFC 3875 §4.1).
+//!
+//! The child's environment is cleared; only what is built here reaches it. Request
+//! headers become `HTTP_*` variables with two guards: `Proxy` never becomes
+//! `HTTP_PROXY` (httpoxy), and a header name holding `_` or any character outside
+//! letters, digits and `-` is dropped, as Apache does, so `X_Forwarded_For` cannot pose
+//! as `X-Forwarded-For` once both are spelled `HTTP_X_FORWARDED_FOR`.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+
+use axum::http::{HeaderMap, header};
+
+use crate::invoke::Invocation;
+use crate::routes::ParamValue;
+
+pub const SERVER_SOFTWARE: &str = concat!("watchdog/", env!("CARGO_PKG_VERSION"));
+
+/// Builds the full environment, in the order it is applied (later entries win): the
+/// server's function environment first, then the meta-variables, which a user's
+/// `--env` cannot override.
+pub fn build(invocation: &Invocation) -> Vec<(OsString, OsString)> {
+    let settings = &invocation.settings;
+    let route = &invocation.route;
+    let mut env: Vec<(OsString, OsString)> = settings.function_env.clone();
+    let mut set = |name: &str, value: &str| env.push((name.into(), value.into()));
+
+    set("GATEWAY_INTERFACE", "CGI/1.1");
+    set("SERVER_SOFTWARE", SERVER_SOFTWARE);
+    set("SERVER_PROTOCOL", &format!("{:?}", invocation.version));
+    set("REQUEST_METHOD", invocation.method.as_str());
+    set("QUERY_STRING", invocation.uri.query().unwrap_or(""));
+    let request_uri = invocation
+        .uri
+        .path_and_query()
+        .map_or_else(|| invocation.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    set("REQUEST_URI", &request_uri);
+    set("SCRIPT_NAME", &route.script_name);
+    set("PATH_INFO", &route.path_info);
+    let script_filename = settings.document_root.join(&route.function.file.relative);
+    set("SCRIPT_FILENAME", &script_filename.to_string_lossy());
+    set("DOCUMENT_ROOT", &settings.document_root.to_string_lossy());
+    set("SERVER_NAME", &server_name(&invocation.headers, invocation.local));
+    set("SERVER_PORT", &invocation.local.port().to_string());
+    set("REMOTE_ADDR", &invocation.client.ip().to_string());
+    set("REMOTE_PORT", &invocation.client.port().to_string());
+    set("REQUEST_SCHEME", "http");
+    set("REDIRECT_STATUS", "200");
+    if let Some(length) = invocation.body.content_length() {
+        set("CONTENT_LENGTH", &length.to_string());
+    }
+    if let Some(content_type) = invocation.headers.get(header::CONTENT_TYPE) {
+        env.push(("CONTENT_TYPE".into(), OsString::from_vec(content_type.as_bytes().to_vec())));
+    }
+    let mut set = |name: &str, value: &str| env.push((name.into(), value.into()));
+    set("WATCHDOG_REQUEST_ID", &invocation.request_id);
+    set("WATCHDOG_DEADLINE_MS", &invocation.deadline_epoch_ms.to_string());
+    let mut params_json = serde_json::Map::new();
+    for (name, value) in &route.params {
+        let (text, json) = match value {
+            ParamValue::One(one) => (one.clone(), serde_json::Value::from(one.as_str())),
+            ParamValue::Many(many) => (many.join("/"), serde_json::Value::from(many.clone())),
+        };
+        set(&format!("WATCHDOG_PARAM_{}", env_name(name)), &text);
+        params_json.insert(name.clone(), json);
+    }
+    set("WATCHDOG_PARAMS", &serde_json::Value::Object(params_json).to_string());
+    env.extend(http_variables(&invocation.headers));
+    env
+}
+
+/// `HTTP_*` variables for the request headers that may become one.
+pub fn http_variables(headers: &HeaderMap) -> Vec<(OsString, OsString)> {
+    let mut joined: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        if name == "content-type" || name == "content-length" || name == "proxy" {
+            continue;
+        }
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            continue;
+        }
+        let separator: &[u8] = if name == "cookie" { b"; " } else { b", " };
+        let entry = joined.entry(format!("HTTP_{}", env_name(name))).or_default();
+        if !entry.is_empty() {
+            entry.extend_from_slice(separator);
+        }
+        entry.extend_from_slice(value.as_bytes());
+    }
+    joined
+        .into_iter()
+        .map(|(name, value)| (OsString::from(name), OsString::from_vec(value)))
+        .collect()
+}
+
+/// `x-forwarded-for` → `X_FORWARDED_FOR`.
+fn env_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() })
+        .collect()
+}
+
+/// The Host header without its port, or the address the request arrived on.
+fn server_name(headers: &HeaderMap, local: std::net::SocketAddr) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()));
+    match host {
+        Some(host) if host.starts_with('[') => host.split_inclusive(']').next().unwrap_or(host).to_owned(),
+        Some(host) => host.split(':').next().unwrap_or(host).to_owned(),
+        None => local.ip().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn header_variables() {
+        let mut headers = HeaderMap::new();
+        headers.insert("proxy", HeaderValue::from_static("http://evil"));
+        headers.insert("x_forwarded_for", HeaderValue::from_static("spoof"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        headers.append("accept", HeaderValue::from_static("a"));
+        headers.append("accept", HeaderValue::from_static("b"));
+        headers.append("cookie", HeaderValue::from_static("a=1"));
+        headers.append("cookie", HeaderValue::from_static("b=2"));
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        headers.insert("authorization", HeaderValue::from_static("Bearer t"));
+        let vars: BTreeMap<String, String> = http_variables(&headers)
+            .into_iter()
+            .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
+            .collect();
+        let want: BTreeMap<String, String> = [
+            ("HTTP_ACCEPT", "a, b"),
+            ("HTTP_AUTHORIZATION", "Bearer t"),
+            ("HTTP_COOKIE", "a=1; b=2"),
+            ("HTTP_X_FORWARDED_FOR", "1.2.3.4"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(vars, want);
+    }
+
+    #[test]
+    fn server_names() {
+        let local: std::net::SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let with = |host: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static(host));
+            server_name(&h, local)
+        };
+        assert_eq!(with("example.com:8080"), "example.com");
+        assert_eq!(with("[::1]:3000"), "[::1]");
+        assert_eq!(server_name(&HeaderMap::new(), local), "127.0.0.1");
+    }
+}

@@ -1,0 +1,52 @@
+//! Writes the request body to the function's stdin, in its own task.
+//!
+//! Running apart from the stdout reader is what keeps a function that writes before
+//! it reads (or echoes as it reads) from deadlocking on full pipes. When the function
+//! stops reading (it exited, or closed stdin), the rest of a streamed body is read
+//! and dropped, so the client's upload completes and its connection stays usable.
+
+use axum::body::Body;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::process::ChildStdin;
+
+use crate::invoke::request_body::{RequestBody, Spill};
+
+/// Starts the pump; it ends when the body is written (stdin is then closed, the
+/// function sees EOF) or cannot be.
+pub fn spawn(stdin: ChildStdin, body: RequestBody) {
+    tokio::spawn(pump(stdin, body));
+}
+
+async fn pump(mut stdin: ChildStdin, body: RequestBody) {
+    match body {
+        RequestBody::Empty => {}
+        RequestBody::Streaming { body, .. } => stream(stdin, body).await,
+        RequestBody::Spilled {
+            spill: Spill::Memory(bytes),
+            ..
+        } => {
+            let _ = stdin.write_all(&bytes).await;
+        }
+        RequestBody::Spilled {
+            spill: Spill::File(file),
+            ..
+        } => {
+            let mut file = tokio::fs::File::from_std(file);
+            let _ = tokio::io::copy(&mut file, &mut stdin).await;
+        }
+    }
+}
+
+async fn stream(stdin: ChildStdin, body: Body) {
+    let mut chunks = body.into_data_stream();
+    let mut stdin = Some(stdin);
+    while let Some(Ok(chunk)) = chunks.next().await {
+        if let Some(pipe) = stdin.as_mut()
+            && pipe.write_all(&chunk).await.is_err()
+        {
+            // EPIPE: the function is not reading any more. Close our end and drain.
+            stdin = None;
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! The CGI response envelope: the header block a function writes before its body.
+//!
+//! The parser is pure and incremental. [`EnvelopeReader::push`] takes stdout chunks as
+//! they arrive and answers as soon as the block is complete, so the body can stream.
+//! It works line by line in order, which makes the result independent of how the
+//! output was split into chunks (a property test checks this).
+//!
+//! Rules (RFC 3875 §6 plus what real hosts accept): lines end in LF or CRLF, a blank
+//! line ends the block, names are case-insensitive, `Status:` sets the status,
+//! `Location:` without `Status:` redirects (302 for an absolute URL, an internal
+//! re-dispatch for a local path), repeated headers are kept, hop-by-hop headers are
+//! dropped, and a value holding a bare CR or any other control byte is refused so a
+//! function can never split the response.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use bytes::{Bytes, BytesMut};
+
+/// The header block must end (blank line included) within this many bytes.
+pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
+
+/// A parsed header block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// Set when `Location:` names a local path and no `Status:` was given: the server
+    /// answers with that URL instead (RFC 3875 §6.2.2).
+    pub local_redirect: Option<String>,
+}
+
+/// Why a function's output is not a valid header block. Each maps to a 502.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("the function wrote nothing to stdout")]
+    NoOutput,
+    #[error("stdout ended before the blank line that closes the header block")]
+    Unterminated,
+    #[error("no blank line within the first {MAX_HEADER_BLOCK} bytes of output")]
+    TooLarge,
+    #[error("line {line} of the header block is not `Name: value`")]
+    NotAHeader { line: usize },
+    #[error("line {line}: header name `{name}` holds characters a header name cannot have")]
+    BadName { line: usize, name: String },
+    #[error("line {line}: the value of `{name}` holds a control character (CR, LF or NUL)")]
+    BadValue { line: usize, name: String },
+    #[error("line {line}: `Status: {value}` is not a status code from 200 to 599")]
+    BadStatus { line: usize, value: String },
+    #[error("line {line}: `Content-Length: {value}` is not a number")]
+    BadContentLength { line: usize, value: String },
+}
+
+impl EnvelopeError {
+    /// What a valid response looks like, for the error page.
+    pub const HINT: &'static str = "a function must print headers, a blank line, then the body, e.g. \
+         \"Content-Type: text/plain\\n\\nhello\"; `Status: 404` sets the status";
+}
+
+/// Accumulates stdout until the header block is complete.
+#[derive(Debug, Default)]
+pub struct EnvelopeReader {
+    buf: BytesMut,
+    /// Start of the first line not yet parsed.
+    line_start: usize,
+    line_no: usize,
+    status: Option<StatusCode>,
+    location: Option<String>,
+    headers: HeaderMap,
+}
+
+impl EnvelopeReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds a chunk. Returns the envelope and the body bytes that followed it in the
+    /// same chunk once the blank line has been seen.
+    ///
+    /// # Errors
+    /// The first problem found, in line order; see [`EnvelopeError`].
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Option<(Envelope, Bytes)>, EnvelopeError> {
+        self.buf.extend_from_slice(chunk);
+        while let Some(offset) = memchr_newline(&self.buf[self.line_start..]) {
+            let end = self.line_start + offset;
+            if end + 1 > MAX_HEADER_BLOCK {
+                return Err(EnvelopeError::TooLarge);
+            }
+            let mut line = &self.buf[self.line_start..end];
+            if let [rest @ .., b'\r'] = line {
+                line = rest;
+            }
+            self.line_no += 1;
+            if line.is_empty() {
+                let body = self.buf.split_off(end + 1).freeze();
+                return Ok(Some((self.finish_block(), body)));
+            }
+            let line = line.to_vec();
+            self.parse_line(&line)?;
+            self.line_start = end + 1;
+        }
+        if self.buf.len() >= MAX_HEADER_BLOCK {
+            return Err(EnvelopeError::TooLarge);
+        }
+        Ok(None)
+    }
+
+    /// Called at end of output when [`push`](Self::push) has not completed a block.
+    pub fn finish(&self) -> EnvelopeError {
+        if self.buf.is_empty() {
+            EnvelopeError::NoOutput
+        } else {
+            EnvelopeError::Unterminated
+        }
+    }
+
+    fn parse_line(&mut self, line: &[u8]) -> Result<(), EnvelopeError> {
+        let line_no = self.line_no;
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(EnvelopeError::NotAHeader { line: line_no })?;
+        let raw_name = &line[..colon];
+        let raw_value = trim_whitespace(&line[colon + 1..]);
+        let name = HeaderName::from_bytes(raw_name).map_err(|_| EnvelopeError::BadName {
+            line: line_no,
+            name: String::from_utf8_lossy(raw_name).into_owned(),
+        })?;
+        let value = HeaderValue::from_bytes(raw_value).map_err(|_| EnvelopeError::BadValue {
+            line: line_no,
+            name: name.to_string(),
+        })?;
+        if name.as_str() == "status" {
+            self.status = Some(parse_status(raw_value).ok_or_else(|| {
+                EnvelopeError::BadStatus {
+                    line: line_no,
+                    value: String::from_utf8_lossy(raw_value).into_owned(),
+                }
+            })?);
+            return Ok(());
+        }
+        if name == header::CONTENT_LENGTH
+            && !(value.as_bytes().iter().all(u8::is_ascii_digit) && !value.is_empty())
+        {
+            return Err(EnvelopeError::BadContentLength {
+                line: line_no,
+                value: String::from_utf8_lossy(raw_value).into_owned(),
+            });
+        }
+        if is_hop_by_hop(&name) {
+            return Ok(());
+        }
+        if name == header::LOCATION {
+            self.location = Some(String::from_utf8_lossy(raw_value).into_owned());
+        }
+        self.headers.append(name, value);
+        Ok(())
+    }
+
+    fn finish_block(&mut self) -> Envelope {
+        let mut headers = std::mem::take(&mut self.headers);
+        let local = self
+            .location
+            .as_deref()
+            .filter(|l| l.starts_with('/') && !l.starts_with("//"));
+        let (status, local_redirect) = match (self.status, local) {
+            (Some(status), _) => (status, None),
+            (None, Some(path)) => {
+                headers.remove(header::LOCATION);
+                (StatusCode::OK, Some(path.to_owned()))
+            }
+            (None, None) if self.location.is_some() => (StatusCode::FOUND, None),
+            (None, None) => (StatusCode::OK, None),
+        };
+        Envelope {
+            status,
+            headers,
+            local_redirect,
+        }
+    }
+}
+
+fn memchr_newline(haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == b'\n')
+}
+
+fn trim_whitespace(bytes: &[u8]) -> &[u8] {
+    let is_ws = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = bytes.iter().position(|b| !is_ws(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !is_ws(b)).map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// `404`, `404 Not Found`: the reason phrase is ignored (hyper writes the canonical one).
+fn parse_status(value: &[u8]) -> Option<StatusCode> {
+    let code = value.split(|b| *b == b' ' || *b == b'\t').next()?;
+    if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let status = StatusCode::from_bytes(code).ok()?;
+    (200..=599).contains(&status.as_u16()).then_some(status)
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "proxy-connection" | "te" | "trailer"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(input: &[u8]) -> Result<Option<(Envelope, Bytes)>, EnvelopeError> {
+        EnvelopeReader::new().push(input)
+    }
+
+    fn parse_whole(input: &[u8]) -> (Envelope, Bytes) {
+        parse(input).expect("valid").expect("complete")
+    }
+
+    #[test]
+    fn plain_block_lf_and_crlf() {
+        for input in [
+            &b"Content-Type: text/plain\n\nhello"[..],
+            &b"Content-Type: text/plain\r\n\r\nhello"[..],
+            &b"content-type:text/plain  \r\n\nhello"[..],
+        ] {
+            let (env, body) = parse_whole(input);
+            assert_eq!(env.status, StatusCode::OK);
+            assert_eq!(env.headers[header::CONTENT_TYPE], "text/plain");
+            assert_eq!(&body[..], b"hello");
+        }
+    }
+
+    #[test]
+    fn status_forms() {
+        let table: &[(&[u8], u16)] = &[
+            (b"Status: 404 Not Found\n\n", 404),
+            (b"Status: 201\n\n", 201),
+            (b"STATUS:503 busy\r\n\r\n", 503),
+            (b"Location: https://example.com/\n\n", 302),
+            (b"Status: 301\nLocation: https://example.com/\n\n", 301),
+            (b"X-A: 1\n\n", 200),
+        ];
+        for (input, want) in table {
+            assert_eq!(parse_whole(input).0.status.as_u16(), *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn bad_status_is_refused() {
+        for input in [&b"Status: abc\n\n"[..], b"Status: 99\n\n", b"Status: 101\n\n", b"Status: 600\n\n"] {
+            assert!(matches!(parse(input), Err(EnvelopeError::BadStatus { line: 1, .. })), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn local_location_is_an_internal_redirect() {
+        let (env, _) = parse_whole(b"Location: /api/other?x=1\n\n");
+        assert_eq!(env.local_redirect.as_deref(), Some("/api/other?x=1"));
+        assert!(env.headers.get(header::LOCATION).is_none());
+        // Protocol-relative is a client redirect, not a local path.
+        let (env, _) = parse_whole(b"Location: //evil.example/\n\n");
+        assert_eq!(env.local_redirect, None);
+        assert_eq!(env.status, StatusCode::FOUND);
+    }
+
+    #[test]
+    fn repeated_headers_kept_hop_by_hop_dropped() {
+        let (env, _) = parse_whole(
+            b"Set-Cookie: a=1\nSet-Cookie: b=2\nConnection: close\nTransfer-Encoding: chunked\n\n",
+        );
+        let cookies: Vec<_> = env.headers.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert!(env.headers.get(header::CONNECTION).is_none());
+        assert!(env.headers.get(header::TRANSFER_ENCODING).is_none());
+    }
+
+    #[test]
+    fn injection_and_garbage_are_refused() {
+        assert!(matches!(parse(b"X-A: a\rSet-Cookie: evil\n\n"), Err(EnvelopeError::BadValue { .. })));
+        assert!(matches!(parse(b"X-A: a\0b\n\n"), Err(EnvelopeError::BadValue { .. })));
+        assert!(matches!(parse(b"hello world\n\n"), Err(EnvelopeError::NotAHeader { line: 1 })));
+        assert!(matches!(parse(b"Bad Name: x\n\n"), Err(EnvelopeError::BadName { .. })));
+        assert!(matches!(parse(b"Content-Length: ten\n\n"), Err(EnvelopeError::BadContentLength { .. })));
+        assert_eq!(parse(&vec![b'x'; MAX_HEADER_BLOCK]), Err(EnvelopeError::TooLarge));
+    }
+
+    #[test]
+    fn incomplete_and_empty_output() {
+        let mut reader = EnvelopeReader::new();
+        assert_eq!(reader.push(b"Content-Type: text/plain\n"), Ok(None));
+        assert_eq!(reader.finish(), EnvelopeError::Unterminated);
+        assert_eq!(EnvelopeReader::new().finish(), EnvelopeError::NoOutput);
+    }
+
+    #[test]
+    fn empty_block_is_allowed() {
+        let (env, body) = parse_whole(b"\nbody");
+        assert_eq!(env.status, StatusCode::OK);
+        assert_eq!(&body[..], b"body");
+    }
+
+    /// Feeds `input` in pieces cut at `cuts`, returning what the whole-input parse would.
+    fn parse_split(input: &[u8], cuts: &[usize]) -> Result<Option<(Envelope, Vec<u8>)>, EnvelopeError> {
+        let mut reader = EnvelopeReader::new();
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        points.push(input.len());
+        points.sort_unstable();
+        let mut start = 0;
+        for point in points {
+            if let Some((env, first)) = reader.push(&input[start..point])? {
+                let mut body = first.to_vec();
+                body.extend_from_slice(&input[point..]);
+                return Ok(Some((env, body)));
+            }
+            start = point;
+        }
+        Ok(None)
+    }
+
+    fn header_like() -> impl Strategy<Value = Vec<u8>> {
+        let line = prop_oneof![
+            Just(b"Status: 404 Not Found".to_vec()),
+            Just(b"Location: /api/x".to_vec()),
+            Just(b"Location: http://x/".to_vec()),
+            Just(b"Content-Type: text/plain".to_vec()),
+            Just(b"Set-Cookie: a=b".to_vec()),
+            Just(b"Connection: close".to_vec()),
+            Just(Vec::new()),
+            proptest::collection::vec(any::<u8>(), 0..20),
+        ];
+        let eol = prop_oneof![Just(b"\n".to_vec()), Just(b"\r\n".to_vec())];
+        proptest::collection::vec((line, eol), 0..8)
+            .prop_map(|lines| lines.into_iter().flat_map(|(l, e)| l.into_iter().chain(e)).collect())
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(input in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = parse(&input);
+        }
+
+        #[test]
+        fn any_split_gives_the_same_result(
+            input in prop_oneof![header_like(), proptest::collection::vec(any::<u8>(), 0..512)],
+            cuts in proptest::collection::vec(any::<usize>(), 0..6),
+        ) {
+            let whole = parse_split(&input, &[]);
+            prop_assert_eq!(parse_split(&input, &cuts), whole);
+        }
+    }
+}

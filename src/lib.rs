@@ -1,0 +1,46 @@
+//! # watchdog
+//!
+//! Turns a folder of executables into an HTTP API: each request runs its function
+//! CGI-style, one process per request (see `README.md` and the contract).
+//!
+//! # Layout
+//!
+//! ```text
+//! main.rs               thin: parse, init logs, dispatch, exit 0/1/2
+//! cli.rs                clap: serve | routes | invoke, every flag with WATCHDOG_*
+//! config.rs             validated Settings: flags > env > defaults
+//! commands/             one file per subcommand
+//! routes.rs             RouteTable: URL → function
+//!   routes/discover.rs    the one walk of DIR: functions and skipped files with reasons
+//!   routes/pattern.rs     `[id]`, `[...path]`, `[[...path]]`
+//!   routes/table.rs       the trie and its precedence rules
+//!   routes/path.rs        request path decoding and safety (`..`, NUL, %2F)
+//! server.rs             axum server, graceful drain
+//!   server/handler.rs     request → route → slot → invoke → local redirects
+//!   server/builtin.rs     /_watchdog/ endpoints
+//!   server/error.rs       every error status, text or JSON by Accept
+//!   server/request_id.rs  X-Request-Id
+//! invoke.rs             the seam: trait Invoker, Invocation, Reply, InvokeError
+//!   invoke/cgi.rs         spawn and drive one CGI process
+//!   invoke/cgi/environment.rs   the RFC 3875 environment
+//!   invoke/cgi/stdin.rs   request body → stdin, in its own task
+//!   invoke/envelope.rs    the CGI header-block parser (pure)
+//!   invoke/request_body.rs  Content-Length or de-chunked spill
+//!   invoke/stderr.rs      function stderr → log lines
+//! process.rs            OS processes
+//!   process/group.rs      ProcessGroup: killpg, TERM → grace → KILL, kill on drop
+//!   process/exit_watch.rs pidfd: exit without reaping
+//!   process/reaper.rs     subreaper, reaping a finished group
+//! observability.rs      one log event per invocation
+//! shutdown.rs           SIGTERM/SIGINT
+//! ```
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod invoke;
+pub mod observability;
+pub mod process;
+pub mod routes;
+pub mod server;
+pub mod shutdown;

@@ -1,0 +1,267 @@
+//! The route table: which function answers which URL (CONTRACT §2).
+//!
+//! Built once from a walk of DIR ([`discover`]); a request is then answered from
+//! memory by a trie lookup ([`table`]) on safely decoded segments ([`path`]).
+
+pub mod discover;
+pub mod path;
+pub mod pattern;
+pub mod table;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use discover::{FunctionFile, Runner, Skipped};
+pub use path::PathError;
+pub use table::ParamValue;
+
+use table::{Endpoint, Trie};
+
+/// One routable function.
+#[derive(Debug)]
+pub struct Function {
+    pub file: FunctionFile,
+    /// The pattern as users see it: `/api/users/[id]`.
+    pub pattern: String,
+}
+
+/// Everything known about DIR's routes.
+#[derive(Debug)]
+pub struct RouteTable {
+    pub dir: PathBuf,
+    pub prefix: String,
+    prefix_segments: Vec<String>,
+    pub functions: Vec<Arc<Function>>,
+    pub skipped: Vec<Skipped>,
+    /// URL patterns claimed by more than one file, with the files' indexes.
+    pub conflicts: Vec<(String, Vec<usize>)>,
+    trie: Trie,
+}
+
+/// The outcome of routing one request.
+#[derive(Debug)]
+pub enum Lookup {
+    Found(RouteMatch),
+    Conflict { pattern: String, files: Vec<String> },
+    NotFound,
+}
+
+/// A request matched to its function.
+#[derive(Debug, Clone)]
+pub struct RouteMatch {
+    pub function: Arc<Function>,
+    pub params: Vec<(String, ParamValue)>,
+    /// The URL up to (not including) a catch-all: RFC 3875's SCRIPT_NAME.
+    pub script_name: String,
+    /// The catch-all part with a leading `/`, or empty.
+    pub path_info: String,
+}
+
+impl RouteTable {
+    /// Walks `dir` and builds the table mounted under `prefix`.
+    ///
+    /// # Errors
+    /// When `dir` is missing or not a readable folder.
+    pub fn build(dir: &Path, prefix: &str) -> std::io::Result<Self> {
+        let found = discover::discover(dir)?;
+        let prefix = normalize_prefix(prefix);
+        let prefix_segments: Vec<String> =
+            prefix.split('/').filter(|s| !s.is_empty()).map(String::from).collect();
+        let mut trie = Trie::default();
+        let mut functions = Vec::with_capacity(found.functions.len());
+        for (id, file) in found.functions.into_iter().enumerate() {
+            trie.insert(&file.segments, id);
+            for alias in &file.aliases {
+                trie.insert(alias, id);
+            }
+            functions.push(Arc::new(Function {
+                pattern: pattern::display(&prefix, &file.segments),
+                file,
+            }));
+        }
+        let mut conflicts: Vec<(String, Vec<usize>)> = Vec::new();
+        for (id, function) in functions.iter().enumerate() {
+            for segments in std::iter::once(&function.file.segments).chain(&function.file.aliases) {
+                if let Some(Endpoint::Conflict(ids)) = trie.endpoint_at(segments)
+                    && ids[0] == id
+                {
+                    conflicts.push((pattern::display(&prefix, segments), ids.clone()));
+                }
+            }
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            prefix,
+            prefix_segments,
+            functions,
+            skipped: found.skipped,
+            conflicts,
+            trie,
+        })
+    }
+
+    /// The table as `/_watchdog/routes` and `watchdog routes --json` show it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let routes: Vec<serde_json::Value> = self
+            .functions
+            .iter()
+            .map(|f| {
+                let aliases: Vec<String> = f
+                    .file
+                    .aliases
+                    .iter()
+                    .map(|a| pattern::display(&self.prefix, a))
+                    .collect();
+                serde_json::json!({
+                    "pattern": f.pattern,
+                    "file": f.file.relative,
+                    "also": aliases,
+                    "runs_as": f.file.runner.describe(),
+                })
+            })
+            .collect();
+        let conflicts: Vec<serde_json::Value> = self
+            .conflicts
+            .iter()
+            .map(|(pattern, ids)| {
+                let files: Vec<&str> = ids.iter().map(|&i| self.functions[i].file.relative.as_str()).collect();
+                serde_json::json!({ "pattern": pattern, "files": files })
+            })
+            .collect();
+        let skipped: Vec<serde_json::Value> = self
+            .skipped
+            .iter()
+            .map(|s| serde_json::json!({ "file": s.relative, "reason": s.reason }))
+            .collect();
+        serde_json::json!({
+            "dir": self.dir.display().to_string(),
+            "prefix": self.prefix,
+            "routes": routes,
+            "conflicts": conflicts,
+            "skipped": skipped,
+        })
+    }
+
+    /// Routes a raw request path (no query string).
+    ///
+    /// # Errors
+    /// A path that is unsafe or malformed ([`PathError`]), answered 400.
+    pub fn lookup(&self, raw_path: &str) -> Result<Lookup, PathError> {
+        let segments = path::decode_segments(raw_path)?;
+        let Some(rest) = segments.strip_prefix(self.prefix_segments.as_slice()) else {
+            return Ok(Lookup::NotFound);
+        };
+        let Some(found) = self.trie.lookup(rest) else {
+            return Ok(Lookup::NotFound);
+        };
+        let id = match found.endpoint {
+            Endpoint::One(id) => id,
+            Endpoint::Conflict(ids) => {
+                let first = &self.functions[ids[0]];
+                return Ok(Lookup::Conflict {
+                    pattern: first.pattern.clone(),
+                    files: ids.iter().map(|&i| self.functions[i].file.relative.clone()).collect(),
+                });
+            }
+        };
+        let split = self.prefix_segments.len() + found.consumed;
+        let script_name = join_path(&segments[..split]);
+        let path_info = if split < segments.len() {
+            join_path(&segments[split..])
+        } else {
+            String::new()
+        };
+        Ok(Lookup::Found(RouteMatch {
+            function: Arc::clone(&self.functions[id]),
+            params: found.params,
+            script_name,
+            path_info,
+        }))
+    }
+}
+
+fn join_path(segments: &[String]) -> String {
+    if segments.is_empty() {
+        return "/".to_owned();
+    }
+    let mut out = String::new();
+    for segment in segments {
+        out.push('/');
+        out.push_str(segment);
+    }
+    out
+}
+
+/// `api`, `/api/`, `/api` → `/api`; `` and `/` → `/`.
+pub fn normalize_prefix(prefix: &str) -> String {
+    let trimmed = prefix.trim_matches('/');
+    if trimmed.is_empty() {
+        "/".to_owned()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn table(files: &[&str]) -> (tempfile::TempDir, RouteTable) {
+        let tmp = tempfile::tempdir().unwrap();
+        for rel in files {
+            let path = tmp.path().join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, "#!/bin/sh\n").unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let table = RouteTable::build(tmp.path(), "/api").unwrap();
+        (tmp, table)
+    }
+
+    fn found(table: &RouteTable, url: &str) -> RouteMatch {
+        match table.lookup(url).unwrap() {
+            Lookup::Found(m) => m,
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn urls_and_cgi_paths() {
+        let (_tmp, table) = table(&["hello.sh", "index.sh", "users/[id].sh", "git/[...path].sh"]);
+        assert_eq!(found(&table, "/api/hello").function.file.relative, "hello.sh");
+        assert_eq!(found(&table, "/api/hello.sh").function.file.relative, "hello.sh");
+        assert_eq!(found(&table, "/api/hello/").function.file.relative, "hello.sh");
+        assert_eq!(found(&table, "/api").function.file.relative, "index.sh");
+        assert_eq!(found(&table, "/api/index.sh").function.file.relative, "index.sh");
+        let user = found(&table, "/api/users/42");
+        assert_eq!((user.script_name.as_str(), user.path_info.as_str()), ("/api/users/42", ""));
+        let git = found(&table, "/api/git/repo.git/info/refs");
+        assert_eq!(git.script_name, "/api/git");
+        assert_eq!(git.path_info, "/repo.git/info/refs");
+        assert!(matches!(table.lookup("/other/hello").unwrap(), Lookup::NotFound));
+        assert!(matches!(table.lookup("/api/nope").unwrap(), Lookup::NotFound));
+        assert!(table.lookup("/api/%2e%2e/hello").is_err());
+    }
+
+    #[test]
+    fn conflicts_are_reported_and_answered() {
+        let (_tmp, table) = table(&["a.sh", "a.py", "b.sh"]);
+        assert_eq!(table.conflicts.len(), 1);
+        assert_eq!(table.conflicts[0].0, "/api/a");
+        match table.lookup("/api/a").unwrap() {
+            Lookup::Conflict { files, .. } => assert_eq!(files, ["a.py", "a.sh"]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(found(&table, "/api/a.sh").function.file.relative, "a.sh");
+    }
+
+    #[test]
+    fn prefix_normalization() {
+        assert_eq!(normalize_prefix("api"), "/api");
+        assert_eq!(normalize_prefix("/api/"), "/api");
+        assert_eq!(normalize_prefix("/"), "/");
+        assert_eq!(normalize_prefix(""), "/");
+    }
+}

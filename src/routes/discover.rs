@@ -1,0 +1,284 @@
+//! Walks DIR once and classifies every file: a function (with its URL segments and how
+//! to run it) or a skipped file with the reason a user needs to fix it.
+//!
+//! The walk is the only filesystem access routing does; requests never touch the disk
+//! to find their function. Entries are visited in sorted order so reports are stable,
+//! and precedence never depends on it anyway (see `table.rs`).
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::pattern::Segment;
+
+/// Script extensions run by an interpreter when the file has no execute bit.
+pub const INTERPRETERS: &[(&str, &str)] = &[
+    ("sh", "sh"),
+    ("py", "python3"),
+    ("pl", "perl"),
+    ("rb", "ruby"),
+    ("php", "php-cgi"),
+];
+
+/// Handler modules for the Node adapter (CONTRACT §5).
+const MODULE_EXTENSIONS: &[&str] = &["js", "mjs", "cjs", "ts"];
+
+/// How a function file is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runner {
+    /// The file has an execute bit: exec it directly, shebang honoured.
+    pub executable: bool,
+    /// The interpreter its extension names, used when it is not executable (or when
+    /// exec fails with ENOEXEC, e.g. a shell script without a `#!` line).
+    pub interpreter: Option<&'static str>,
+}
+
+impl Runner {
+    /// `executable`, `sh`, `executable (sh without #!)`.
+    pub fn describe(&self) -> String {
+        match (self.executable, self.interpreter) {
+            (true, None) => "executable".into(),
+            (true, Some(program)) => format!("executable (else {program})"),
+            (false, Some(program)) => program.into(),
+            (false, None) => "not runnable".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FunctionFile {
+    /// DIR joined with the relative path (not canonicalized: cwd and SCRIPT_FILENAME
+    /// follow what the user wrote).
+    pub path: PathBuf,
+    /// Relative to DIR, `/`-separated: what messages name.
+    pub relative: String,
+    /// The URL pattern below the prefix.
+    pub segments: Vec<Segment>,
+    /// Further static patterns that reach the same function (`hello.sh`, `index`).
+    pub aliases: Vec<Vec<Segment>>,
+    pub runner: Runner,
+}
+
+/// A file under DIR that is not a function, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub relative: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Discovery {
+    pub functions: Vec<FunctionFile>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Walks `dir`.
+///
+/// # Errors
+/// Only when `dir` itself cannot be read; problems below it become [`Skipped`] entries.
+pub fn discover(dir: &Path) -> std::io::Result<Discovery> {
+    let root = dir.canonicalize()?;
+    if !root.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    let mut walk = Walk {
+        root: root.clone(),
+        visited: HashSet::from([root]),
+        out: Discovery::default(),
+    };
+    walk.dir(dir, "", &[]);
+    Ok(walk.out)
+}
+
+struct Walk {
+    root: PathBuf,
+    /// Canonical folders already entered, so a symlink loop ends.
+    visited: HashSet<PathBuf>,
+    out: Discovery,
+}
+
+impl Walk {
+    fn skip(&mut self, relative: String, reason: impl Into<String>) {
+        self.out.skipped.push(Skipped {
+            relative,
+            reason: reason.into(),
+        });
+    }
+
+    fn dir(&mut self, dir: &Path, relative: &str, segments: &[Segment]) {
+        let mut entries: Vec<_> = match fs::read_dir(dir) {
+            Ok(entries) => entries.filter_map(Result::ok).collect(),
+            Err(err) => {
+                let shown = if relative.is_empty() { "." } else { relative };
+                self.skip(shown.to_owned(), format!("cannot read folder: {err}"));
+                return;
+            }
+        };
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                self.skip(
+                    format!("{relative}{}", name.to_string_lossy()),
+                    "name is not valid UTF-8, so no URL can name it",
+                );
+                continue;
+            };
+            let rel = format!("{relative}{name}");
+            if name.starts_with('_') || name.starts_with('.') {
+                self.skip(rel, "private: names starting with `_` or `.` are never routes");
+                continue;
+            }
+            let path = entry.path();
+            let Ok(meta) = fs::metadata(&path) else {
+                self.skip(rel, "broken symlink or unreadable file");
+                continue;
+            };
+            let Ok(canonical) = path.canonicalize() else {
+                self.skip(rel, "cannot resolve its real path");
+                continue;
+            };
+            if !canonical.starts_with(&self.root) {
+                self.skip(rel, "symlink leads outside DIR; only files inside DIR are served");
+                continue;
+            }
+            if meta.is_dir() {
+                self.folder(&path, &rel, name, canonical, segments);
+            } else if meta.is_file() {
+                self.file(path, rel, name, meta.permissions().mode(), segments);
+            } else {
+                self.skip(rel, "not a regular file");
+            }
+        }
+    }
+
+    fn folder(&mut self, path: &Path, rel: &str, name: &str, canonical: PathBuf, segments: &[Segment]) {
+        if !self.visited.insert(canonical) {
+            self.skip(rel.to_owned(), "symlink loop: this folder was already visited");
+            return;
+        }
+        match Segment::parse(name) {
+            Ok(segment) if segment.is_catch_all() => self.skip(
+                rel.to_owned(),
+                "a catch-all folder would need segments after it; put the catch-all in a file name",
+            ),
+            Ok(segment) => {
+                let mut inner = segments.to_vec();
+                inner.push(segment);
+                self.dir(path, &format!("{rel}/"), &inner);
+            }
+            Err(reason) => self.skip(rel.to_owned(), reason),
+        }
+    }
+
+    fn file(&mut self, path: PathBuf, rel: String, name: &str, mode: u32, segments: &[Segment]) {
+        let (stem, extension) = match name.rsplit_once('.') {
+            Some((stem, ext)) if !stem.is_empty() => (stem, Some(ext)),
+            _ => (name, None),
+        };
+        let executable = mode & 0o111 != 0;
+        let interpreter = extension.and_then(|ext| {
+            INTERPRETERS
+                .iter()
+                .find(|(known, _)| *known == ext)
+                .map(|(_, program)| *program)
+        });
+        if !executable && interpreter.is_none() {
+            let reason = if extension.is_some_and(|ext| MODULE_EXTENSIONS.contains(&ext)) {
+                "a JavaScript handler module: this version runs only CGI programs; \
+                 make it executable with a `#!/usr/bin/env node` line to run it as a CGI script"
+                    .to_owned()
+            } else {
+                format!(
+                    "not executable and no known script extension ({}); `chmod +x` it or rename it",
+                    INTERPRETERS
+                        .iter()
+                        .map(|(ext, _)| format!(".{ext}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            };
+            self.skip(rel, reason);
+            return;
+        }
+        let last = match Segment::parse(stem) {
+            Ok(segment) => segment,
+            Err(reason) => return self.skip(rel, reason),
+        };
+        let mut main = segments.to_vec();
+        let mut aliases = Vec::new();
+        let with_extension = |full: &str| {
+            let mut alias = segments.to_vec();
+            alias.push(Segment::Static(full.to_owned()));
+            alias
+        };
+        match &last {
+            Segment::Static(s) if s == "index" => {
+                aliases.push(with_extension("index"));
+                if extension.is_some() {
+                    aliases.push(with_extension(name));
+                }
+            }
+            Segment::Static(_) => {
+                main.push(last);
+                if extension.is_some() {
+                    aliases.push(with_extension(name));
+                }
+            }
+            _ => main.push(last),
+        }
+        self.out.functions.push(FunctionFile {
+            path,
+            relative: rel,
+            segments: main,
+            aliases,
+            runner: Runner {
+                executable,
+                interpreter,
+            },
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn write(dir: &Path, rel: &str, mode: u32) {
+        let path = dir.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn classifies_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        write(dir, "hello.sh", 0o644);
+        write(dir, "bin", 0o755);
+        write(dir, "notes.txt", 0o644);
+        write(dir, "mod.js", 0o644);
+        write(dir, "_private.sh", 0o755);
+        write(dir, "users/index.py", 0o644);
+        write(dir, "users/[id].sh", 0o644);
+        write(dir, "[...rest]/x.sh", 0o644);
+        symlink("/bin/sh", dir.join("outside")).unwrap();
+        let found = discover(dir).unwrap();
+        let names: Vec<_> = found.functions.iter().map(|f| f.relative.as_str()).collect();
+        assert_eq!(names, ["bin", "hello.sh", "users/[id].sh", "users/index.py"]);
+        let hello = &found.functions[1];
+        assert_eq!(hello.segments, [Segment::Static("hello".into())]);
+        assert_eq!(hello.aliases, [vec![Segment::Static("hello.sh".into())]]);
+        assert_eq!(hello.runner, Runner { executable: false, interpreter: Some("sh") });
+        let index = &found.functions[3];
+        assert_eq!(index.segments, [Segment::Static("users".into())]);
+        let skipped: Vec<_> = found.skipped.iter().map(|s| s.relative.as_str()).collect();
+        assert_eq!(skipped, ["[...rest]", "_private.sh", "mod.js", "notes.txt", "outside"]);
+    }
+}

@@ -1,0 +1,34 @@
+//! Built-in endpoints under the reserved `/_watchdog/` prefix (CONTRACT §7). No
+//! request under that prefix ever reaches a function.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+
+use super::App;
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
+    if app.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
+}
+
+pub async fn routes(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    Json(app.routes.to_json())
+}
+
+pub async fn reserved() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        "404: no such built-in endpoint; /_watchdog/ offers healthz, readyz and routes\n",
+    )
+}

@@ -1,0 +1,138 @@
+//! Errors watchdog itself answers with, rendered as text or JSON by `Accept`.
+//!
+//! Every status has one place ([`AppError::status`]). The client gets a message
+//! that says what happened and what to do, plus the request id; never any bytes the
+//! function wrote.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+
+use crate::invoke::InvokeError;
+use crate::routes::PathError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("bad request path: {0}")]
+    BadPath(#[from] PathError),
+    #[error("no function answers {path}")]
+    NotFound { path: String },
+    #[error("{pattern} is claimed by more than one file: {}", files.join(", "))]
+    Conflict { pattern: String, files: Vec<String> },
+    #[error("too many invocations are running and the queue wait passed {seconds}s")]
+    Overloaded { seconds: u64 },
+    #[error("local redirects went {hops} deep; the last went to {location}")]
+    RedirectLoop { hops: usize, location: String },
+    #[error("local redirect to `{location}` is not a valid path")]
+    BadRedirect { location: String },
+    #[error("{0}")]
+    Invoke(#[from] InvokeError),
+}
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadPath(_) => StatusCode::BAD_REQUEST,
+            AppError::NotFound { .. } => StatusCode::NOT_FOUND,
+            AppError::Conflict { .. } | AppError::RedirectLoop { .. } | AppError::BadRedirect { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Invoke(err) => err.status(),
+        }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            AppError::BadPath(_) => Some("paths may not hold `..`, NUL bytes or encoded slashes".into()),
+            AppError::NotFound { .. } => Some("`watchdog routes DIR` lists every route and the files that are not routes".into()),
+            AppError::Conflict { .. } => Some("rename or remove all but one of these files".into()),
+            AppError::Overloaded { .. } => Some("retry later, or raise --max-concurrency".into()),
+            AppError::RedirectLoop { .. } | AppError::BadRedirect { .. } => {
+                Some("a `Location: /path` header without `Status:` makes watchdog serve that path instead".into())
+            }
+            AppError::Invoke(err) => err.hint(),
+        }
+    }
+
+    /// The error page, JSON when the client prefers it.
+    pub fn into_response(self, request_id: &str, request_headers: &HeaderMap) -> Response<Body> {
+        let status = self.status();
+        let message = self.to_string();
+        let hint = self.hint();
+        let (content_type, body) = if prefers_json(request_headers) {
+            let json = serde_json::json!({
+                "error": {
+                    "status": status.as_u16(),
+                    "message": message,
+                    "hint": hint,
+                    "request_id": request_id,
+                }
+            });
+            ("application/json", format!("{json}\n"))
+        } else {
+            let mut text = format!("{} {}: {message}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+            if let Some(hint) = hint {
+                text.push_str(&format!("hint: {hint}\n"));
+            }
+            text.push_str(&format!("request id: {request_id}\n"));
+            ("text/plain; charset=utf-8", text)
+        };
+        let mut response = Response::new(Body::from(body));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let AppError::Overloaded { seconds } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        response
+    }
+}
+
+/// Whether `Accept` ranks JSON above plain text and HTML.
+pub fn prefers_json(headers: &HeaderMap) -> bool {
+    let mut best_json = 0.0_f32;
+    let mut best_other = 0.0_f32;
+    for value in headers.get_all(header::ACCEPT) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let quality = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            if media == "application/json" || media.ends_with("+json") {
+                best_json = best_json.max(quality);
+            } else if media.starts_with("text/") || media == "*/*" {
+                // `*/*` alone must not win over an explicit JSON preference.
+                let weight = if media == "*/*" { quality * 0.99 } else { quality };
+                best_other = best_other.max(weight);
+            }
+        }
+    }
+    best_json > 0.0 && best_json >= best_other
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        assert!(prefers_json(&accept("application/json")));
+        assert!(prefers_json(&accept("application/json, */*")));
+        assert!(prefers_json(&accept("application/problem+json")));
+        assert!(!prefers_json(&accept("text/html,application/json;q=0.9")));
+        assert!(!prefers_json(&accept("*/*")));
+        assert!(!prefers_json(&HeaderMap::new()));
+    }
+}
