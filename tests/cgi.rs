@@ -1,0 +1,374 @@
+//! CGI invocation (CONTRACT §3) against the real binary over real HTTP.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{TestServer, alive, client, fixtures, gone, raw_request};
+
+fn server(flags: &[&str]) -> TestServer {
+    let mut all = vec!["--prefix", "/api"];
+    all.extend_from_slice(flags);
+    TestServer::start(&fixtures("cgi"), &all)
+}
+
+fn env_map(body: &str) -> BTreeMap<String, String> {
+    body.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn environment_is_clean_and_complete() {
+    let server = TestServer::start_with(
+        &fixtures("cgi"),
+        &["--prefix", "/api", "--env", "STAGE=dev", "--pass-env", "KEEP_ME"],
+        |command| {
+            command.env("WATCHDOG_TEST_SECRET", "leak").env("KEEP_ME", "kept").env("AWS_SECRET_ACCESS_KEY", "x");
+        },
+    );
+    let response = client()
+        .post(server.url("/api/env?b=2&a=1"))
+        .header("Proxy", "http://evil.example:8080")
+        .header("X-Forwarded-For", "1.2.3.4")
+        .header("X_Forwarded_For", "spoofed")
+        .header("Authorization", "Bearer token")
+        .header("Cookie", "a=1")
+        .header("Content-Type", "text/plain")
+        .header("X-Request-Id", "req-123")
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "req-123");
+    let env = env_map(&response.text().await.unwrap());
+    let expect = [
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("REQUEST_METHOD", "POST"),
+        ("QUERY_STRING", "b=2&a=1"),
+        ("REQUEST_URI", "/api/env?b=2&a=1"),
+        ("SCRIPT_NAME", "/api/env"),
+        ("CONTENT_TYPE", "text/plain"),
+        ("CONTENT_LENGTH", "2"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("SERVER_NAME", "127.0.0.1"),
+        ("REMOTE_ADDR", "127.0.0.1"),
+        ("REQUEST_SCHEME", "http"),
+        ("REDIRECT_STATUS", "200"),
+        ("HTTP_X_FORWARDED_FOR", "1.2.3.4"),
+        ("HTTP_AUTHORIZATION", "Bearer token"),
+        ("HTTP_COOKIE", "a=1"),
+        ("WATCHDOG_REQUEST_ID", "req-123"),
+        ("STAGE", "dev"),
+        ("KEEP_ME", "kept"),
+    ];
+    for (name, value) in expect {
+        assert_eq!(env.get(name).map(String::as_str), Some(value), "{name}");
+    }
+    assert_eq!(env["SERVER_PORT"], server.addr.port().to_string());
+    assert!(env["SERVER_SOFTWARE"].starts_with("watchdog/"));
+    let root = fixtures("cgi").canonicalize().unwrap();
+    assert_eq!(env["DOCUMENT_ROOT"], root.display().to_string());
+    assert_eq!(env["SCRIPT_FILENAME"], root.join("env.sh").display().to_string());
+    assert_eq!(env["PWD"], root.display().to_string(), "working directory is the function's folder");
+    assert!(env.contains_key("REMOTE_PORT") && env.contains_key("PATH"));
+    let deadline: u128 = env["WATCHDOG_DEADLINE_MS"].parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    assert!(deadline > now && deadline <= now + 31_000, "deadline {deadline} vs now {now}");
+    for absent in ["HTTP_PROXY", "WATCHDOG_TEST_SECRET", "AWS_SECRET_ACCESS_KEY", "HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"] {
+        assert!(!env.contains_key(absent), "{absent} must not reach the function");
+    }
+    assert_eq!(env.keys().filter(|k| k.contains("FORWARDED")).count(), 1);
+    server.assert_no_children();
+}
+
+#[tokio::test]
+async fn binary_post_of_5_mb_is_echoed_byte_exact() {
+    let server = server(&[]);
+    let body: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let response = client().post(server.url("/api/echo")).body(body.clone()).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let got = response.bytes().await.unwrap();
+    assert_eq!(got.len(), body.len());
+    assert!(got[..] == body[..], "echoed bytes differ");
+    server.assert_no_children();
+}
+
+#[tokio::test]
+async fn chunked_upload_arrives_with_content_length() {
+    let server = server(&[]);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..40).map(|_| Ok(vec![b'x'; 10_000])).collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let response = client().post(server.url("/api/body-info")).body(body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("CONTENT_LENGTH=400000\n"), "{text}");
+    assert!(text.contains("received=400000\n"), "{text}");
+}
+
+#[tokio::test]
+async fn body_limit_answers_413() {
+    let server = server(&["--max-body", "1KiB"]);
+    let response = client().post(server.url("/api/body-info")).body(vec![0u8; 2048]).send().await.unwrap();
+    assert_eq!(response.status(), 413);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..4).map(|_| Ok(vec![b'x'; 1000])).collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let response = client().post(server.url("/api/body-info")).body(body).send().await;
+    // The server may close the connection as soon as it has answered.
+    if let Ok(response) = response {
+        assert_eq!(response.status(), 413);
+    }
+    let ok = client().post(server.url("/api/body-info")).body(vec![0u8; 1000]).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn repeated_set_cookie_headers_are_kept() {
+    let server = server(&[]);
+    let response = client().get(server.url("/api/cookies")).send().await.unwrap();
+    let cookies: Vec<_> = response.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    assert_eq!(cookies, ["a=1; Path=/", "b=2; Path=/"]);
+}
+
+#[tokio::test]
+async fn a_function_that_never_reads_a_20_mb_body_does_not_hang() {
+    let server = server(&[]);
+    let started = Instant::now();
+    let response = client().post(server.url("/api/hello")).body(vec![7u8; 20 * 1024 * 1024]).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "hello\n");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    // The connection stays usable.
+    let again = client().get(server.url("/api/hello")).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    server.assert_no_children();
+}
+
+#[tokio::test]
+async fn output_reaches_the_client_before_the_function_exits() {
+    let server = server(&[]);
+    let started = Instant::now();
+    let mut response = client().get(server.url("/api/stream")).send().await.unwrap();
+    let first = response.chunk().await.unwrap().unwrap();
+    let first_at = started.elapsed();
+    assert_eq!(&first[..], b"first\n");
+    let mut rest = Vec::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    let done_at = started.elapsed();
+    assert_eq!(rest, b"second\n");
+    assert!(done_at - first_at >= Duration::from_millis(800), "first chunk at {first_at:?}, end at {done_at:?}");
+}
+
+#[tokio::test]
+async fn timeout_kills_the_group_and_answers_504() {
+    let server = server(&["--timeout", "1s", "--kill-grace", "1s"]);
+    let started = Instant::now();
+    let response = client()
+        .get(server.url("/api/sleepy"))
+        .header("X-Request-Id", "sleepy-1")
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 504);
+    assert!(elapsed < Duration::from_secs(3), "answered after {elapsed:?}");
+    let json: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(json["error"]["status"], 504);
+    assert_eq!(json["error"]["request_id"], "sleepy-1");
+    let pids = server.pids("sleepy-sleepy-1");
+    assert_eq!(pids.len(), 2);
+    for pid in pids {
+        assert!(common::wait_until(Duration::from_secs(2), || gone(pid)), "pid {pid} survived the timeout");
+    }
+    assert!(server.wait_for_log("timed_out=true", Duration::from_secs(2)));
+    server.assert_no_children();
+}
+
+#[tokio::test]
+async fn a_background_child_holding_stdout_does_not_hold_the_request() {
+    let server = server(&[]);
+    let started = Instant::now();
+    let response = client().get(server.url("/api/held-stdout")).header("X-Request-Id", "held-1").send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "done\n");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let pid = server.pids("held-held-1")[0];
+    assert!(common::wait_until(Duration::from_secs(3), || gone(pid)), "background child {pid} survived");
+    server.assert_no_children();
+}
+
+#[tokio::test]
+async fn client_disconnect_kills_the_group() {
+    use std::io::{Read, Write};
+    let server = server(&[]);
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .write_all(b"GET /api/slow-writer HTTP/1.1\r\nHost: x\r\nX-Request-Id: writer-1\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 64];
+    let n = stream.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    let pid = server.pids("writer-writer-1")[0];
+    assert!(alive(pid));
+    drop(stream);
+    assert!(common::wait_until(Duration::from_secs(5), || gone(pid)), "writer {pid} outlived its client");
+    assert!(server.wait_for_log("client_gone=true", Duration::from_secs(2)));
+    server.assert_no_children();
+}
+
+#[tokio::test]
+async fn client_disconnect_before_headers_kills_the_group() {
+    use std::io::Write;
+    let server = server(&["--timeout", "20s"]);
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .write_all(b"GET /api/sleepy HTTP/1.1\r\nHost: x\r\nX-Request-Id: gone-1\r\n\r\n")
+        .unwrap();
+    let pids = server.pids("sleepy-gone-1");
+    drop(stream);
+    for pid in pids {
+        assert!(common::wait_until(Duration::from_secs(5), || gone(pid)), "pid {pid} outlived its client");
+    }
+    server.assert_no_children();
+}
+
+#[tokio::test]
+async fn garbage_output_is_a_502_without_the_functions_bytes() {
+    let server = server(&[]);
+    let response = client().get(server.url("/api/garbage")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    let text = response.text().await.unwrap();
+    assert!(!text.contains("SECRET-GARBAGE"), "{text}");
+    assert!(text.contains("garbage.sh") && text.contains("Name: value"), "{text}");
+    assert!(text.contains("hint:"), "{text}");
+}
+
+#[tokio::test]
+async fn header_injection_is_a_502() {
+    let server = server(&[]);
+    let response = client().get(server.url("/api/injection")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    assert!(response.headers().get("set-cookie").is_none());
+}
+
+#[tokio::test]
+async fn exit_before_headers_is_a_502_and_stderr_is_logged() {
+    let server = server(&[]);
+    let response = client().get(server.url("/api/fail-early")).header("X-Request-Id", "early-1").send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    assert!(response.text().await.unwrap().contains("exit 3"));
+    assert!(server.wait_for_log("something went wrong", Duration::from_secs(2)));
+    let log = server.log();
+    let line = log.lines().find(|l| l.contains("something went wrong")).unwrap();
+    assert!(line.contains("early-1") && line.contains("/api/fail-early"), "{line}");
+}
+
+#[tokio::test]
+async fn status_location_and_header_forms() {
+    let server = server(&[]);
+    let c = client();
+    let teapot = c.get(server.url("/api/status")).send().await.unwrap();
+    assert_eq!(teapot.status(), 418);
+    assert_eq!(teapot.headers()["x-custom"], "yes");
+    assert_eq!(teapot.text().await.unwrap(), "teapot\n");
+
+    let plain = c.get(server.url("/api/no-type")).send().await.unwrap();
+    assert_eq!(plain.status(), 200);
+    assert_eq!(plain.headers()["x-only"], "header");
+    assert_eq!(plain.text().await.unwrap(), "plain body\n");
+
+    let redirect = c.get(server.url("/api/redirect")).send().await.unwrap();
+    assert_eq!(redirect.status(), 302);
+    assert_eq!(redirect.headers()["location"], "https://example.com/elsewhere");
+
+    let local = c.get(server.url("/api/local-redirect")).send().await.unwrap();
+    assert_eq!(local.status(), 200);
+    assert_eq!(local.text().await.unwrap(), "hello\n");
+
+    let looped = c.get(server.url("/api/loop-redirect")).send().await.unwrap();
+    assert_eq!(looped.status(), 500);
+    assert!(looped.text().await.unwrap().contains("local redirects"));
+}
+
+#[tokio::test]
+async fn head_runs_the_function_and_drops_its_body() {
+    let server = server(&[]);
+    let response = client().head(server.url("/api/head")).header("X-Request-Id", "head-1").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap().len(), 0);
+    assert!(common::wait_until(Duration::from_secs(3), || server.pid_dir.path().join("head-head-1").exists()));
+}
+
+#[tokio::test]
+async fn scripts_without_execute_bit_or_shebang_run_through_their_interpreter() {
+    let server = server(&[]);
+    let c = client();
+    for (path, want) in [
+        ("/api/plain", "no execute bit, run by sh\n"),
+        ("/api/plain-py", "python without execute bit\n"),
+        ("/api/noshebang", "executable without #!\n"),
+    ] {
+        let response = c.get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.text().await.unwrap(), want, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_function_that_cannot_start_is_a_500_naming_file_and_cause() {
+    let server = server(&[]);
+    let response = client().get(server.url("/api/bad-shebang")).send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("bad-shebang") && text.contains("#!"), "{text}");
+    let missing = client().get(server.url("/api/notes")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
+async fn request_ids_are_generated_and_errors_follow_accept() {
+    let server = server(&[]);
+    let response = client().get(server.url("/api/nothing-here")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 16);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(response.text().await.unwrap().contains(&id));
+    let json = client()
+        .get(server.url("/api/nothing-here"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.headers()["content-type"], "application/json");
+    let value: serde_json::Value = json.json().await.unwrap();
+    assert_eq!(value["error"]["status"], 404);
+    assert!(value["error"]["hint"].is_string());
+}
+
+#[tokio::test]
+async fn unsafe_paths_never_reach_a_function() {
+    let server = server(&[]);
+    for path in ["/api/../cgi/hello.sh", "/api/%2e%2e/cgi/hello", "/api/hello%00.sh", "/api/..%2fhello"] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let response = raw_request(server.addr, request.as_bytes());
+        assert!(response.starts_with("HTTP/1.1 400"), "{path}: {response}");
+    }
+}
+
+#[tokio::test]
+async fn builtin_prefix_never_reaches_a_function() {
+    let server = TestServer::start(&fixtures("cgi"), &["--prefix", "/"]);
+    let c = client();
+    assert_eq!(c.get(server.url("/_watchdog/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(server.url("/_watchdog/readyz")).send().await.unwrap().status(), 200);
+    let routes: serde_json::Value = c.get(server.url("/_watchdog/routes")).send().await.unwrap().json().await.unwrap();
+    assert!(routes["routes"].as_array().unwrap().iter().any(|r| r["pattern"] == "/hello"));
+    assert_eq!(c.get(server.url("/_watchdog/hello")).send().await.unwrap().status(), 404);
+    assert_eq!(c.get(server.url("/hello")).send().await.unwrap().status(), 200);
+}

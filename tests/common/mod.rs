@@ -1,0 +1,242 @@
+//! Test harness: the real `watchdog` binary on an ephemeral port, talked to over HTTP.
+//!
+//! `TestServer` starts `watchdog serve --listen 127.0.0.1:0`, reads the bound address
+//! from its log, keeps the log for assertions, and on drop stops the server by PID
+//! (SIGTERM, then SIGKILL). Helpers check that no process a test started survives.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn fixtures(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+pub fn watchdog() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_watchdog"));
+    // Hermetic: nothing from the developer's environment configures the server.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("WATCHDOG_") || name == "PORT" || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+pub struct TestServer {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    /// A private folder functions may write pids into (`PID_DIR`).
+    pub pid_dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Serves `dir` with extra flags; `PID_DIR` is passed to every function.
+    pub fn start(dir: &Path, flags: &[&str]) -> Self {
+        Self::start_with(dir, flags, |_| {})
+    }
+
+    pub fn start_with(dir: &Path, flags: &[&str], tweak: impl FnOnce(&mut Command)) -> Self {
+        let pid_dir = tempfile::tempdir().expect("temp dir");
+        let mut command = watchdog();
+        command
+            .arg("serve")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--env")
+            .arg(format!("PID_DIR={}", pid_dir.path().display()))
+            .args(flags)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        tweak(&mut command);
+        let mut child = command.spawn().expect("start watchdog");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        let pid = child.id();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[watchdog {pid}] {line}");
+                if !sent && let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = addr_tx.send(addr);
+                    sent = true;
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("watchdog logged its address")
+            .parse()
+            .expect("a socket address");
+        Self {
+            child,
+            addr,
+            log,
+            pid_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
+        wait_until(within, || self.log().contains(needle))
+    }
+
+    /// Reads a pid file a function wrote into `PID_DIR`.
+    pub fn pids(&self, name: &str) -> Vec<i32> {
+        let path = self.pid_dir.path().join(name);
+        let mut text = String::new();
+        let found = wait_until(Duration::from_secs(5), || {
+            text = std::fs::read_to_string(&path).unwrap_or_default();
+            text.ends_with('\n')
+        });
+        assert!(found, "{name} was not written");
+        text.split_whitespace().map(|p| p.parse().expect("pid")).collect()
+    }
+
+    /// Asserts that the server has no child processes left (zombies included),
+    /// allowing a moment for reaping to finish.
+    pub fn assert_no_children(&self) {
+        let ok = wait_until(Duration::from_secs(5), || children(self.pid()).is_empty());
+        assert!(ok, "watchdog still has children: {:?}", describe(&children(self.pid())));
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        signal(self.child.id() as i32, libc_sigterm());
+        let status = self.child.wait().expect("wait for watchdog");
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        signal(self.child.id() as i32, libc_sigterm());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn libc_sigterm() -> nix::sys::signal::Signal {
+    nix::sys::signal::Signal::SIGTERM
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
+
+pub fn wait_until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Direct children of `pid`, from every thread's children list.
+pub fn children(pid: u32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// `pid (state) cmdline` for messages.
+fn describe(pids: &[i32]) -> Vec<String> {
+    pids.iter()
+        .map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            format!("{p}: {}", stat.split(')').next_back().unwrap_or("").trim())
+        })
+        .collect()
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Whether a process is gone entirely (not even a zombie).
+pub fn gone(pid: i32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("reqwest client")
+}
+
+/// Sends raw bytes and returns the raw response (for paths a client library would
+/// normalise).
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream.write_all(request).expect("write");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// Copies a fixture folder into a fresh temp dir (for tests that change files).
+pub fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(fixtures(name))
+        .arg(tmp.path().join("api"))
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    tmp
+}
