@@ -1,0 +1,86 @@
+//! Routing (CONTRACT §2) through the real server.
+
+mod common;
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+
+use common::{TestServer, client, copy_fixture, fixtures, raw_request};
+
+/// Each routing fixture prints `file|SCRIPT_NAME|PATH_INFO|WATCHDOG_PARAMS`.
+async fn get(server: &TestServer, path: &str) -> (u16, String) {
+    let response = client().get(server.url(path)).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn urls_mirror_file_paths_with_precedence() {
+    let server = TestServer::start(&fixtures("routing"), &["--prefix", "/api"]);
+    let table: &[(&str, &str)] = &[
+        ("/api", "index.sh|/api||{}"),
+        ("/api/", "index.sh|/api||{}"),
+        ("/api/index.sh", "index.sh|/api/index.sh||{}"),
+        ("/api/users", "users/index.sh|/api/users||{}"),
+        ("/api/users/", "users/index.sh|/api/users||{}"),
+        ("/api/users/new", "users/new.sh|/api/users/new||{}"),
+        ("/api/users/new.sh", "users/new.sh|/api/users/new.sh||{}"),
+        ("/api/users/42", r#"users/[id].sh|/api/users/42||{"id":"42"}"#),
+        ("/api/users/new/edit", r#"users/[id]/edit.sh|/api/users/new/edit||{"id":"new"}"#),
+        ("/api/users/a%20b", r#"users/[id].sh|/api/users/a b||{"id":"a b"}"#),
+        ("/api/docs/a/b/c", r#"docs/[...slug].sh|/api/docs|/a/b/c|{"slug":["a","b","c"]}"#),
+        ("/api/shop", r#"shop/[[...rest]].sh|/api/shop||{"rest":[]}"#),
+        ("/api/shop/x/y", r#"shop/[[...rest]].sh|/api/shop|/x/y|{"rest":["x","y"]}"#),
+        ("/api/shop/cart", "shop/cart.sh|/api/shop/cart||{}"),
+        ("/api/plain", "plain|/api/plain||{}"),
+    ];
+    for (url, want) in table {
+        let (status, body) = get(&server, url).await;
+        assert_eq!(status, 200, "{url}");
+        assert_eq!(body.trim_end(), *want, "{url}");
+    }
+    for missing in ["/api/docs", "/api/_private/secret", "/api/_hidden", "/api/.hidden/x", "/api/nope", "/other", "/api/users/1/2/3"] {
+        assert_eq!(get(&server, missing).await.0, 404, "{missing}");
+    }
+    server.assert_no_children();
+}
+
+#[tokio::test]
+async fn default_prefix_is_the_folder_name_and_slash_works() {
+    let server = TestServer::start(&fixtures("routing"), &[]);
+    assert_eq!(get(&server, "/routing/users/7").await.0, 200);
+    assert_eq!(get(&server, "/api/users/7").await.0, 404);
+    let root = TestServer::start(&fixtures("routing"), &["--prefix", "/"]);
+    assert_eq!(get(&root, "/users/7").await.0, 200);
+    assert!(get(&root, "/").await.1.starts_with("index.sh|/|"));
+}
+
+#[tokio::test]
+async fn symlinks_leading_outside_dir_are_never_served() {
+    let tmp = copy_fixture("routing");
+    let api = tmp.path().join("api");
+    let outside = tmp.path().join("outside.sh");
+    std::fs::write(&outside, "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nOUTSIDE\\n'\n").unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
+    symlink(&outside, api.join("escape.sh")).unwrap();
+    symlink(tmp.path(), api.join("up")).unwrap();
+    symlink(api.join("users/new.sh"), api.join("inside.sh")).unwrap();
+    let server = TestServer::start(&api, &["--prefix", "/api"]);
+    assert_eq!(get(&server, "/api/escape").await.0, 404);
+    assert_eq!(get(&server, "/api/up/outside").await.0, 404);
+    assert_eq!(get(&server, "/api/inside").await.0, 200);
+    let request = b"GET /api/../outside.sh HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert!(raw_request(server.addr, request).starts_with("HTTP/1.1 400"));
+}
+
+#[tokio::test]
+async fn conflicting_files_answer_500_naming_both() {
+    let tmp = copy_fixture("routing");
+    let api = tmp.path().join("api");
+    std::fs::write(api.join("users/new.py"), "print('Content-Type: text/plain\\n\\npy')\n").unwrap();
+    let server = TestServer::start(&api, &["--prefix", "/api"]);
+    let (status, body) = get(&server, "/api/users/new").await;
+    assert_eq!(status, 500);
+    assert!(body.contains("users/new.py") && body.contains("users/new.sh"), "{body}");
+    assert!(server.log().contains("route conflict"));
+    // Each file still answers under its own extension.
+    assert_eq!(get(&server, "/api/users/new.sh").await.0, 200);
+}
