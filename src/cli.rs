@@ -11,7 +11,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "watchdog", version, about = "Turn a folder of executables into an HTTP API, one process per request")]
+#[command(
+    name = "watchdog",
+    version,
+    about = "Turn a folder of executables into an HTTP API, one process per request"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -105,7 +109,12 @@ pub struct ServeFlags {
     #[arg(long = "env", env = "WATCHDOG_ENV", value_delimiter = '\n', value_parser = parse_env_pair, help_heading = "Functions")]
     pub env: Vec<(String, String)>,
     /// Pass this variable of watchdog's own environment through; repeatable.
-    #[arg(long = "pass-env", env = "WATCHDOG_PASS_ENV", value_delimiter = ',', help_heading = "Functions")]
+    #[arg(
+        long = "pass-env",
+        env = "WATCHDOG_PASS_ENV",
+        value_delimiter = ',',
+        help_heading = "Functions"
+    )]
     pub pass_env: Vec<String>,
     /// On SIGTERM/SIGINT, keep serving this long while readyz answers 503 [default: 0s].
     #[arg(long, env = "WATCHDOG_DRAIN_DELAY", value_parser = parse_duration, help_heading = "Shutdown")]
@@ -153,7 +162,9 @@ fn parse_env_pair(value: &str) -> Result<(String, String), String> {
         && !name.starts_with(|c: char| c.is_ascii_digit())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
-        return Err(format!("`{name}` is not a valid variable name (letters, digits, `_`)"));
+        return Err(format!(
+            "`{name}` is not a valid variable name (letters, digits, `_`)"
+        ));
     }
     Ok((name.to_owned(), val.to_owned()))
 }

@@ -31,7 +31,10 @@ pub enum ConfigError {
     #[error("PORT={value}: not a port number; unset PORT or pass --listen")]
     Port { value: String },
     #[error("{flag}: {what} is not available in this version of watchdog")]
-    Unsupported { flag: &'static str, what: &'static str },
+    Unsupported {
+        flag: &'static str,
+        what: &'static str,
+    },
 }
 
 /// Everything an invocation needs to know about the server's settings.
@@ -114,10 +117,12 @@ impl Settings {
 /// An unparsable flag or PORT value.
 pub fn listen_addr(flag: Option<&str>, port_env: Option<&str>) -> Result<SocketAddr, ConfigError> {
     if let Some(value) = flag {
-        return value.parse().map_err(|err: std::net::AddrParseError| ConfigError::Listen {
-            value: value.to_owned(),
-            cause: err.to_string(),
-        });
+        return value
+            .parse()
+            .map_err(|err: std::net::AddrParseError| ConfigError::Listen {
+                value: value.to_owned(),
+                cause: err.to_string(),
+            });
     }
     match port_env {
         Some(port) => {
@@ -158,9 +163,20 @@ mod tests {
 
     #[test]
     fn listen_defaults() {
-        assert_eq!(listen_addr(None, None).unwrap().to_string(), "127.0.0.1:3000");
-        assert_eq!(listen_addr(None, Some("8080")).unwrap().to_string(), "0.0.0.0:8080");
-        assert_eq!(listen_addr(Some("127.0.0.1:0"), Some("8080")).unwrap().to_string(), "127.0.0.1:0");
+        assert_eq!(
+            listen_addr(None, None).unwrap().to_string(),
+            "127.0.0.1:3000"
+        );
+        assert_eq!(
+            listen_addr(None, Some("8080")).unwrap().to_string(),
+            "0.0.0.0:8080"
+        );
+        assert_eq!(
+            listen_addr(Some("127.0.0.1:0"), Some("8080"))
+                .unwrap()
+                .to_string(),
+            "127.0.0.1:0"
+        );
         assert!(listen_addr(Some("nope"), None).is_err());
         assert!(listen_addr(None, Some("http")).is_err());
     }

@@ -83,7 +83,9 @@ impl InvokeError {
     pub fn status(&self) -> StatusCode {
         match self {
             InvokeError::Spawn { .. } | InvokeError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            InvokeError::BadOutput { .. } | InvokeError::ExitedEarly { .. } => StatusCode::BAD_GATEWAY,
+            InvokeError::BadOutput { .. } | InvokeError::ExitedEarly { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             InvokeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             InvokeError::BodyRead(_) => StatusCode::BAD_REQUEST,
@@ -94,11 +96,16 @@ impl InvokeError {
     pub fn hint(&self) -> Option<String> {
         match self {
             InvokeError::Spawn { hint, .. } => Some(hint.clone()),
-            InvokeError::BadOutput { .. } | InvokeError::ExitedEarly { .. } => {
-                Some(format!("{}; the function's stderr is in watchdog's log", EnvelopeError::HINT))
+            InvokeError::BadOutput { .. } | InvokeError::ExitedEarly { .. } => Some(format!(
+                "{}; the function's stderr is in watchdog's log",
+                EnvelopeError::HINT
+            )),
+            InvokeError::Timeout { .. } => {
+                Some("raise --timeout, or make the function finish sooner".into())
             }
-            InvokeError::Timeout { .. } => Some("raise --timeout, or make the function finish sooner".into()),
-            InvokeError::BodyTooLarge { .. } => Some("send a smaller body, or raise --max-body".into()),
+            InvokeError::BodyTooLarge { .. } => {
+                Some("send a smaller body, or raise --max-body".into())
+            }
             InvokeError::BodyRead(_) | InvokeError::Internal => None,
         }
     }

@@ -16,7 +16,10 @@ fn main() -> ExitCode {
         Command::Routes(_) => None,
     };
     init_logging(log_format.unwrap_or_default());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("watchdog: error: cannot start the async runtime: {err}");

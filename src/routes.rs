@@ -65,8 +65,11 @@ impl RouteTable {
     pub fn build(dir: &Path, prefix: &str) -> std::io::Result<Self> {
         let found = discover::discover(dir)?;
         let prefix = normalize_prefix(prefix);
-        let prefix_segments: Vec<String> =
-            prefix.split('/').filter(|s| !s.is_empty()).map(String::from).collect();
+        let prefix_segments: Vec<String> = prefix
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
         let mut trie = Trie::default();
         let mut functions = Vec::with_capacity(found.functions.len());
         for (id, file) in found.functions.into_iter().enumerate() {
@@ -124,7 +127,10 @@ impl RouteTable {
             .conflicts
             .iter()
             .map(|(pattern, ids)| {
-                let files: Vec<&str> = ids.iter().map(|&i| self.functions[i].file.relative.as_str()).collect();
+                let files: Vec<&str> = ids
+                    .iter()
+                    .map(|&i| self.functions[i].file.relative.as_str())
+                    .collect();
                 serde_json::json!({ "pattern": pattern, "files": files })
             })
             .collect();
@@ -160,7 +166,10 @@ impl RouteTable {
                 let first = &self.functions[ids[0]];
                 return Ok(Lookup::Conflict {
                     pattern: first.pattern.clone(),
-                    files: ids.iter().map(|&i| self.functions[i].file.relative.clone()).collect(),
+                    files: ids
+                        .iter()
+                        .map(|&i| self.functions[i].file.relative.clone())
+                        .collect(),
                 });
             }
         };
@@ -230,18 +239,39 @@ mod tests {
     #[test]
     fn urls_and_cgi_paths() {
         let (_tmp, table) = table(&["hello.sh", "index.sh", "users/[id].sh", "git/[...path].sh"]);
-        assert_eq!(found(&table, "/api/hello").function.file.relative, "hello.sh");
-        assert_eq!(found(&table, "/api/hello.sh").function.file.relative, "hello.sh");
-        assert_eq!(found(&table, "/api/hello/").function.file.relative, "hello.sh");
+        assert_eq!(
+            found(&table, "/api/hello").function.file.relative,
+            "hello.sh"
+        );
+        assert_eq!(
+            found(&table, "/api/hello.sh").function.file.relative,
+            "hello.sh"
+        );
+        assert_eq!(
+            found(&table, "/api/hello/").function.file.relative,
+            "hello.sh"
+        );
         assert_eq!(found(&table, "/api").function.file.relative, "index.sh");
-        assert_eq!(found(&table, "/api/index.sh").function.file.relative, "index.sh");
+        assert_eq!(
+            found(&table, "/api/index.sh").function.file.relative,
+            "index.sh"
+        );
         let user = found(&table, "/api/users/42");
-        assert_eq!((user.script_name.as_str(), user.path_info.as_str()), ("/api/users/42", ""));
+        assert_eq!(
+            (user.script_name.as_str(), user.path_info.as_str()),
+            ("/api/users/42", "")
+        );
         let git = found(&table, "/api/git/repo.git/info/refs");
         assert_eq!(git.script_name, "/api/git");
         assert_eq!(git.path_info, "/repo.git/info/refs");
-        assert!(matches!(table.lookup("/other/hello").unwrap(), Lookup::NotFound));
-        assert!(matches!(table.lookup("/api/nope").unwrap(), Lookup::NotFound));
+        assert!(matches!(
+            table.lookup("/other/hello").unwrap(),
+            Lookup::NotFound
+        ));
+        assert!(matches!(
+            table.lookup("/api/nope").unwrap(),
+            Lookup::NotFound
+        ));
         assert!(table.lookup("/api/%2e%2e/hello").is_err());
     }
 

@@ -24,9 +24,19 @@ fn env_map(body: &str) -> BTreeMap<String, String> {
 async fn environment_is_clean_and_complete() {
     let server = TestServer::start_with(
         &fixtures("cgi"),
-        &["--prefix", "/api", "--env", "STAGE=dev", "--pass-env", "KEEP_ME"],
+        &[
+            "--prefix",
+            "/api",
+            "--env",
+            "STAGE=dev",
+            "--pass-env",
+            "KEEP_ME",
+        ],
         |command| {
-            command.env("WATCHDOG_TEST_SECRET", "leak").env("KEEP_ME", "kept").env("AWS_SECRET_ACCESS_KEY", "x");
+            command
+                .env("WATCHDOG_TEST_SECRET", "leak")
+                .env("KEEP_ME", "kept")
+                .env("AWS_SECRET_ACCESS_KEY", "x");
         },
     );
     let response = client()
@@ -72,14 +82,36 @@ async fn environment_is_clean_and_complete() {
     assert!(env["SERVER_SOFTWARE"].starts_with("watchdog/"));
     let root = fixtures("cgi").canonicalize().unwrap();
     assert_eq!(env["DOCUMENT_ROOT"], root.display().to_string());
-    assert_eq!(env["SCRIPT_FILENAME"], root.join("env.sh").display().to_string());
-    assert_eq!(env["PWD"], root.display().to_string(), "working directory is the function's folder");
+    assert_eq!(
+        env["SCRIPT_FILENAME"],
+        root.join("env.sh").display().to_string()
+    );
+    assert_eq!(
+        env["PWD"],
+        root.display().to_string(),
+        "working directory is the function's folder"
+    );
     assert!(env.contains_key("REMOTE_PORT") && env.contains_key("PATH"));
     let deadline: u128 = env["WATCHDOG_DEADLINE_MS"].parse().unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
-    assert!(deadline > now && deadline <= now + 31_000, "deadline {deadline} vs now {now}");
-    for absent in ["HTTP_PROXY", "WATCHDOG_TEST_SECRET", "AWS_SECRET_ACCESS_KEY", "HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"] {
-        assert!(!env.contains_key(absent), "{absent} must not reach the function");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    assert!(
+        deadline > now && deadline <= now + 31_000,
+        "deadline {deadline} vs now {now}"
+    );
+    for absent in [
+        "HTTP_PROXY",
+        "WATCHDOG_TEST_SECRET",
+        "AWS_SECRET_ACCESS_KEY",
+        "HTTP_CONTENT_TYPE",
+        "HTTP_CONTENT_LENGTH",
+    ] {
+        assert!(
+            !env.contains_key(absent),
+            "{absent} must not reach the function"
+        );
     }
     assert_eq!(env.keys().filter(|k| k.contains("FORWARDED")).count(), 1);
     server.assert_no_children();
@@ -88,8 +120,15 @@ async fn environment_is_clean_and_complete() {
 #[tokio::test]
 async fn binary_post_of_5_mb_is_echoed_byte_exact() {
     let server = server(&[]);
-    let body: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    let response = client().post(server.url("/api/echo")).body(body.clone()).send().await.unwrap();
+    let body: Vec<u8> = (0..5 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let response = client()
+        .post(server.url("/api/echo"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let got = response.bytes().await.unwrap();
     assert_eq!(got.len(), body.len());
@@ -100,9 +139,15 @@ async fn binary_post_of_5_mb_is_echoed_byte_exact() {
 #[tokio::test]
 async fn chunked_upload_arrives_with_content_length() {
     let server = server(&[]);
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..40).map(|_| Ok(vec![b'x'; 10_000])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..40).map(|_| Ok(vec![b'x'; 10_000])).collect();
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
-    let response = client().post(server.url("/api/body-info")).body(body).send().await.unwrap();
+    let response = client()
+        .post(server.url("/api/body-info"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     assert!(text.contains("CONTENT_LENGTH=400000\n"), "{text}");
@@ -112,24 +157,48 @@ async fn chunked_upload_arrives_with_content_length() {
 #[tokio::test]
 async fn body_limit_answers_413() {
     let server = server(&["--max-body", "1KiB"]);
-    let response = client().post(server.url("/api/body-info")).body(vec![0u8; 2048]).send().await.unwrap();
+    let response = client()
+        .post(server.url("/api/body-info"))
+        .body(vec![0u8; 2048])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 413);
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..4).map(|_| Ok(vec![b'x'; 1000])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..4).map(|_| Ok(vec![b'x'; 1000])).collect();
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
-    let response = client().post(server.url("/api/body-info")).body(body).send().await;
+    let response = client()
+        .post(server.url("/api/body-info"))
+        .body(body)
+        .send()
+        .await;
     // The server may close the connection as soon as it has answered.
     if let Ok(response) = response {
         assert_eq!(response.status(), 413);
     }
-    let ok = client().post(server.url("/api/body-info")).body(vec![0u8; 1000]).send().await.unwrap();
+    let ok = client()
+        .post(server.url("/api/body-info"))
+        .body(vec![0u8; 1000])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
 }
 
 #[tokio::test]
 async fn repeated_set_cookie_headers_are_kept() {
     let server = server(&[]);
-    let response = client().get(server.url("/api/cookies")).send().await.unwrap();
-    let cookies: Vec<_> = response.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    let response = client()
+        .get(server.url("/api/cookies"))
+        .send()
+        .await
+        .unwrap();
+    let cookies: Vec<_> = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
     assert_eq!(cookies, ["a=1; Path=/", "b=2; Path=/"]);
 }
 
@@ -137,10 +206,19 @@ async fn repeated_set_cookie_headers_are_kept() {
 async fn a_function_that_never_reads_a_20_mb_body_does_not_hang() {
     let server = server(&[]);
     let started = Instant::now();
-    let response = client().post(server.url("/api/hello")).body(vec![7u8; 20 * 1024 * 1024]).send().await.unwrap();
+    let response = client()
+        .post(server.url("/api/hello"))
+        .body(vec![7u8; 20 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "hello\n");
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
     // The connection stays usable.
     let again = client().get(server.url("/api/hello")).send().await.unwrap();
     assert_eq!(again.status(), 200);
@@ -151,7 +229,11 @@ async fn a_function_that_never_reads_a_20_mb_body_does_not_hang() {
 async fn output_reaches_the_client_before_the_function_exits() {
     let server = server(&[]);
     let started = Instant::now();
-    let mut response = client().get(server.url("/api/stream")).send().await.unwrap();
+    let mut response = client()
+        .get(server.url("/api/stream"))
+        .send()
+        .await
+        .unwrap();
     let first = response.chunk().await.unwrap().unwrap();
     let first_at = started.elapsed();
     assert_eq!(&first[..], b"first\n");
@@ -161,7 +243,10 @@ async fn output_reaches_the_client_before_the_function_exits() {
     }
     let done_at = started.elapsed();
     assert_eq!(rest, b"second\n");
-    assert!(done_at - first_at >= Duration::from_millis(800), "first chunk at {first_at:?}, end at {done_at:?}");
+    assert!(
+        done_at - first_at >= Duration::from_millis(800),
+        "first chunk at {first_at:?}, end at {done_at:?}"
+    );
 }
 
 #[tokio::test]
@@ -177,14 +262,20 @@ async fn timeout_kills_the_group_and_answers_504() {
         .unwrap();
     let elapsed = started.elapsed();
     assert_eq!(response.status(), 504);
-    assert!(elapsed < Duration::from_secs(3), "answered after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "answered after {elapsed:?}"
+    );
     let json: serde_json::Value = response.json().await.unwrap();
     assert_eq!(json["error"]["status"], 504);
     assert_eq!(json["error"]["request_id"], "sleepy-1");
     let pids = server.pids("sleepy-sleepy-1");
     assert_eq!(pids.len(), 2);
     for pid in pids {
-        assert!(common::wait_until(Duration::from_secs(2), || gone(pid)), "pid {pid} survived the timeout");
+        assert!(
+            common::wait_until(Duration::from_secs(2), || gone(pid)),
+            "pid {pid} survived the timeout"
+        );
     }
     assert!(server.wait_for_log("timed_out=true", Duration::from_secs(2)));
     server.assert_no_children();
@@ -194,11 +285,19 @@ async fn timeout_kills_the_group_and_answers_504() {
 async fn a_background_child_holding_stdout_does_not_hold_the_request() {
     let server = server(&[]);
     let started = Instant::now();
-    let response = client().get(server.url("/api/held-stdout")).header("X-Request-Id", "held-1").send().await.unwrap();
+    let response = client()
+        .get(server.url("/api/held-stdout"))
+        .header("X-Request-Id", "held-1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.text().await.unwrap(), "done\n");
     assert!(started.elapsed() < Duration::from_secs(5));
     let pid = server.pids("held-held-1")[0];
-    assert!(common::wait_until(Duration::from_secs(3), || gone(pid)), "background child {pid} survived");
+    assert!(
+        common::wait_until(Duration::from_secs(3), || gone(pid)),
+        "background child {pid} survived"
+    );
     server.assert_no_children();
 }
 
@@ -216,7 +315,10 @@ async fn client_disconnect_kills_the_group() {
     let pid = server.pids("writer-writer-1")[0];
     assert!(alive(pid));
     drop(stream);
-    assert!(common::wait_until(Duration::from_secs(5), || gone(pid)), "writer {pid} outlived its client");
+    assert!(
+        common::wait_until(Duration::from_secs(5), || gone(pid)),
+        "writer {pid} outlived its client"
+    );
     assert!(server.wait_for_log("client_gone=true", Duration::from_secs(2)));
     server.assert_no_children();
 }
@@ -232,7 +334,10 @@ async fn client_disconnect_before_headers_kills_the_group() {
     let pids = server.pids("sleepy-gone-1");
     drop(stream);
     for pid in pids {
-        assert!(common::wait_until(Duration::from_secs(5), || gone(pid)), "pid {pid} outlived its client");
+        assert!(
+            common::wait_until(Duration::from_secs(5), || gone(pid)),
+            "pid {pid} outlived its client"
+        );
     }
     server.assert_no_children();
 }
@@ -240,18 +345,29 @@ async fn client_disconnect_before_headers_kills_the_group() {
 #[tokio::test]
 async fn garbage_output_is_a_502_without_the_functions_bytes() {
     let server = server(&[]);
-    let response = client().get(server.url("/api/garbage")).send().await.unwrap();
+    let response = client()
+        .get(server.url("/api/garbage"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 502);
     let text = response.text().await.unwrap();
     assert!(!text.contains("SECRET-GARBAGE"), "{text}");
-    assert!(text.contains("garbage.sh") && text.contains("Name: value"), "{text}");
+    assert!(
+        text.contains("garbage.sh") && text.contains("Name: value"),
+        "{text}"
+    );
     assert!(text.contains("hint:"), "{text}");
 }
 
 #[tokio::test]
 async fn header_injection_is_a_502() {
     let server = server(&[]);
-    let response = client().get(server.url("/api/injection")).send().await.unwrap();
+    let response = client()
+        .get(server.url("/api/injection"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 502);
     assert!(response.headers().get("set-cookie").is_none());
 }
@@ -259,13 +375,24 @@ async fn header_injection_is_a_502() {
 #[tokio::test]
 async fn exit_before_headers_is_a_502_and_stderr_is_logged() {
     let server = server(&[]);
-    let response = client().get(server.url("/api/fail-early")).header("X-Request-Id", "early-1").send().await.unwrap();
+    let response = client()
+        .get(server.url("/api/fail-early"))
+        .header("X-Request-Id", "early-1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 502);
     assert!(response.text().await.unwrap().contains("exit 3"));
     assert!(server.wait_for_log("something went wrong", Duration::from_secs(2)));
     let log = server.log();
-    let line = log.lines().find(|l| l.contains("something went wrong")).unwrap();
-    assert!(line.contains("early-1") && line.contains("/api/fail-early"), "{line}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("something went wrong"))
+        .unwrap();
+    assert!(
+        line.contains("early-1") && line.contains("/api/fail-early"),
+        "{line}"
+    );
 }
 
 #[tokio::test]
@@ -284,13 +411,24 @@ async fn status_location_and_header_forms() {
 
     let redirect = c.get(server.url("/api/redirect")).send().await.unwrap();
     assert_eq!(redirect.status(), 302);
-    assert_eq!(redirect.headers()["location"], "https://example.com/elsewhere");
+    assert_eq!(
+        redirect.headers()["location"],
+        "https://example.com/elsewhere"
+    );
 
-    let local = c.get(server.url("/api/local-redirect")).send().await.unwrap();
+    let local = c
+        .get(server.url("/api/local-redirect"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(local.status(), 200);
     assert_eq!(local.text().await.unwrap(), "hello\n");
 
-    let looped = c.get(server.url("/api/loop-redirect")).send().await.unwrap();
+    let looped = c
+        .get(server.url("/api/loop-redirect"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(looped.status(), 500);
     assert!(looped.text().await.unwrap().contains("local redirects"));
 }
@@ -298,10 +436,19 @@ async fn status_location_and_header_forms() {
 #[tokio::test]
 async fn head_runs_the_function_and_drops_its_body() {
     let server = server(&[]);
-    let response = client().head(server.url("/api/head")).header("X-Request-Id", "head-1").send().await.unwrap();
+    let response = client()
+        .head(server.url("/api/head"))
+        .header("X-Request-Id", "head-1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.bytes().await.unwrap().len(), 0);
-    assert!(common::wait_until(Duration::from_secs(3), || server.pid_dir.path().join("head-head-1").exists()));
+    assert!(common::wait_until(Duration::from_secs(3), || server
+        .pid_dir
+        .path()
+        .join("head-head-1")
+        .exists()));
 }
 
 #[tokio::test]
@@ -322,10 +469,17 @@ async fn scripts_without_execute_bit_or_shebang_run_through_their_interpreter() 
 #[tokio::test]
 async fn a_function_that_cannot_start_is_a_500_naming_file_and_cause() {
     let server = server(&[]);
-    let response = client().get(server.url("/api/bad-shebang")).send().await.unwrap();
+    let response = client()
+        .get(server.url("/api/bad-shebang"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 500);
     let text = response.text().await.unwrap();
-    assert!(text.contains("bad-shebang") && text.contains("#!"), "{text}");
+    assert!(
+        text.contains("bad-shebang") && text.contains("#!"),
+        "{text}"
+    );
     let missing = client().get(server.url("/api/notes")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
 }
@@ -333,11 +487,23 @@ async fn a_function_that_cannot_start_is_a_500_naming_file_and_cause() {
 #[tokio::test]
 async fn request_ids_are_generated_and_errors_follow_accept() {
     let server = server(&[]);
-    let response = client().get(server.url("/api/nothing-here")).send().await.unwrap();
+    let response = client()
+        .get(server.url("/api/nothing-here"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
-    let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(id.len(), 16);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     assert!(response.text().await.unwrap().contains(&id));
     let json = client()
         .get(server.url("/api/nothing-here"))
@@ -354,7 +520,12 @@ async fn request_ids_are_generated_and_errors_follow_accept() {
 #[tokio::test]
 async fn unsafe_paths_never_reach_a_function() {
     let server = server(&[]);
-    for path in ["/api/../cgi/hello.sh", "/api/%2e%2e/cgi/hello", "/api/hello%00.sh", "/api/..%2fhello"] {
+    for path in [
+        "/api/../cgi/hello.sh",
+        "/api/%2e%2e/cgi/hello",
+        "/api/hello%00.sh",
+        "/api/..%2fhello",
+    ] {
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         let response = raw_request(server.addr, request.as_bytes());
         assert!(response.starts_with("HTTP/1.1 400"), "{path}: {response}");
@@ -365,10 +536,47 @@ async fn unsafe_paths_never_reach_a_function() {
 async fn builtin_prefix_never_reaches_a_function() {
     let server = TestServer::start(&fixtures("cgi"), &["--prefix", "/"]);
     let c = client();
-    assert_eq!(c.get(server.url("/_watchdog/healthz")).send().await.unwrap().status(), 200);
-    assert_eq!(c.get(server.url("/_watchdog/readyz")).send().await.unwrap().status(), 200);
-    let routes: serde_json::Value = c.get(server.url("/_watchdog/routes")).send().await.unwrap().json().await.unwrap();
-    assert!(routes["routes"].as_array().unwrap().iter().any(|r| r["pattern"] == "/hello"));
-    assert_eq!(c.get(server.url("/_watchdog/hello")).send().await.unwrap().status(), 404);
-    assert_eq!(c.get(server.url("/hello")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(server.url("/_watchdog/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(server.url("/_watchdog/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let routes: serde_json::Value = c
+        .get(server.url("/_watchdog/routes"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        routes["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["pattern"] == "/hello")
+    );
+    assert_eq!(
+        c.get(server.url("/_watchdog/hello"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        c.get(server.url("/hello")).send().await.unwrap().status(),
+        200
+    );
 }

@@ -6,15 +6,37 @@ use common::{fixtures, watchdog};
 
 #[test]
 fn routes_lists_functions_conflicts_and_skipped_files() {
-    let output = watchdog().arg("routes").arg(fixtures("cgi")).output().unwrap();
+    let output = watchdog()
+        .arg("routes")
+        .arg(fixtures("cgi"))
+        .output()
+        .unwrap();
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();
-    assert!(text.contains("/cgi/hello") && text.contains("hello.sh"), "{text}");
-    assert!(text.contains("notes.txt: not executable and no known script extension"), "{text}");
-    let json = watchdog().args(["routes", "--json", "--prefix", "/api"]).arg(fixtures("routing")).output().unwrap();
+    assert!(
+        text.contains("/cgi/hello") && text.contains("hello.sh"),
+        "{text}"
+    );
+    assert!(
+        text.contains("notes.txt: not executable and no known script extension"),
+        "{text}"
+    );
+    let json = watchdog()
+        .args(["routes", "--json", "--prefix", "/api"])
+        .arg(fixtures("routing"))
+        .output()
+        .unwrap();
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    let patterns: Vec<&str> = value["routes"].as_array().unwrap().iter().map(|r| r["pattern"].as_str().unwrap()).collect();
-    assert!(patterns.contains(&"/api/users/[id]") && patterns.contains(&"/api/docs/[...slug]"), "{patterns:?}");
+    let patterns: Vec<&str> = value["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["pattern"].as_str().unwrap())
+        .collect();
+    assert!(
+        patterns.contains(&"/api/users/[id]") && patterns.contains(&"/api/docs/[...slug]"),
+        "{patterns:?}"
+    );
 }
 
 #[test]
@@ -22,26 +44,50 @@ fn invoke_prints_the_response_and_fails_on_5xx() {
     let output = watchdog()
         .args(["invoke"])
         .arg(fixtures("cgi"))
-        .args(["/cgi/echo", "-X", "POST", "-H", "X-Test: 1", "-d", "payload"])
+        .args([
+            "/cgi/echo",
+            "-X",
+            "POST",
+            "-H",
+            "X-Test: 1",
+            "-d",
+            "payload",
+        ])
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(text.starts_with("HTTP/1.1 200 OK\n"), "{text}");
-    assert!(text.contains("content-type: application/octet-stream\n"), "{text}");
+    assert!(
+        text.contains("content-type: application/octet-stream\n"),
+        "{text}"
+    );
     assert!(text.ends_with("\n\npayload"), "{text}");
 
-    let failed = watchdog().arg("invoke").arg(fixtures("cgi")).arg("/cgi/garbage").output().unwrap();
+    let failed = watchdog()
+        .arg("invoke")
+        .arg(fixtures("cgi"))
+        .arg("/cgi/garbage")
+        .output()
+        .unwrap();
     assert_eq!(failed.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&failed.stdout).starts_with("HTTP/1.1 502"));
 }
 
 #[test]
 fn bad_usage_exits_2_with_a_clear_message() {
-    let missing = watchdog().args(["serve", "/no/such/dir", "--listen", "127.0.0.1:0"]).output().unwrap();
+    let missing = watchdog()
+        .args(["serve", "/no/such/dir", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/no/such/dir"));
-    let bad_duration = watchdog().arg("serve").arg(fixtures("cgi")).args(["--timeout", "soon"]).output().unwrap();
+    let bad_duration = watchdog()
+        .arg("serve")
+        .arg(fixtures("cgi"))
+        .args(["--timeout", "soon"])
+        .output()
+        .unwrap();
     assert_eq!(bad_duration.status.code(), Some(2));
     let env_flag = watchdog()
         .arg("serve")
@@ -58,7 +104,11 @@ async fn sigterm_exits_0_and_flags_can_come_from_the_environment() {
     let server = common::TestServer::start_with(&fixtures("cgi"), &[], |command| {
         command.env("WATCHDOG_TIMEOUT", "5s");
     });
-    let response = common::client().get(server.url("/cgi/hello")).send().await.unwrap();
+    let response = common::client()
+        .get(server.url("/cgi/hello"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert!(server.log().contains("timeout=5s"));
     let status = server.terminate();

@@ -23,12 +23,27 @@ async fn urls_mirror_file_paths_with_precedence() {
         ("/api/users/", "users/index.sh|/api/users||{}"),
         ("/api/users/new", "users/new.sh|/api/users/new||{}"),
         ("/api/users/new.sh", "users/new.sh|/api/users/new.sh||{}"),
-        ("/api/users/42", r#"users/[id].sh|/api/users/42||{"id":"42"}"#),
-        ("/api/users/new/edit", r#"users/[id]/edit.sh|/api/users/new/edit||{"id":"new"}"#),
-        ("/api/users/a%20b", r#"users/[id].sh|/api/users/a b||{"id":"a b"}"#),
-        ("/api/docs/a/b/c", r#"docs/[...slug].sh|/api/docs|/a/b/c|{"slug":["a","b","c"]}"#),
+        (
+            "/api/users/42",
+            r#"users/[id].sh|/api/users/42||{"id":"42"}"#,
+        ),
+        (
+            "/api/users/new/edit",
+            r#"users/[id]/edit.sh|/api/users/new/edit||{"id":"new"}"#,
+        ),
+        (
+            "/api/users/a%20b",
+            r#"users/[id].sh|/api/users/a b||{"id":"a b"}"#,
+        ),
+        (
+            "/api/docs/a/b/c",
+            r#"docs/[...slug].sh|/api/docs|/a/b/c|{"slug":["a","b","c"]}"#,
+        ),
         ("/api/shop", r#"shop/[[...rest]].sh|/api/shop||{"rest":[]}"#),
-        ("/api/shop/x/y", r#"shop/[[...rest]].sh|/api/shop|/x/y|{"rest":["x","y"]}"#),
+        (
+            "/api/shop/x/y",
+            r#"shop/[[...rest]].sh|/api/shop|/x/y|{"rest":["x","y"]}"#,
+        ),
         ("/api/shop/cart", "shop/cart.sh|/api/shop/cart||{}"),
         ("/api/plain", "plain|/api/plain||{}"),
     ];
@@ -37,7 +52,15 @@ async fn urls_mirror_file_paths_with_precedence() {
         assert_eq!(status, 200, "{url}");
         assert_eq!(body.trim_end(), *want, "{url}");
     }
-    for missing in ["/api/docs", "/api/_private/secret", "/api/_hidden", "/api/.hidden/x", "/api/nope", "/other", "/api/users/1/2/3"] {
+    for missing in [
+        "/api/docs",
+        "/api/_private/secret",
+        "/api/_hidden",
+        "/api/.hidden/x",
+        "/api/nope",
+        "/other",
+        "/api/users/1/2/3",
+    ] {
         assert_eq!(get(&server, missing).await.0, 404, "{missing}");
     }
     server.assert_no_children();
@@ -58,7 +81,11 @@ async fn symlinks_leading_outside_dir_are_never_served() {
     let tmp = copy_fixture("routing");
     let api = tmp.path().join("api");
     let outside = tmp.path().join("outside.sh");
-    std::fs::write(&outside, "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nOUTSIDE\\n'\n").unwrap();
+    std::fs::write(
+        &outside,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nOUTSIDE\\n'\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
     symlink(&outside, api.join("escape.sh")).unwrap();
     symlink(tmp.path(), api.join("up")).unwrap();
@@ -75,11 +102,18 @@ async fn symlinks_leading_outside_dir_are_never_served() {
 async fn conflicting_files_answer_500_naming_both() {
     let tmp = copy_fixture("routing");
     let api = tmp.path().join("api");
-    std::fs::write(api.join("users/new.py"), "print('Content-Type: text/plain\\n\\npy')\n").unwrap();
+    std::fs::write(
+        api.join("users/new.py"),
+        "print('Content-Type: text/plain\\n\\npy')\n",
+    )
+    .unwrap();
     let server = TestServer::start(&api, &["--prefix", "/api"]);
     let (status, body) = get(&server, "/api/users/new").await;
     assert_eq!(status, 500);
-    assert!(body.contains("users/new.py") && body.contains("users/new.sh"), "{body}");
+    assert!(
+        body.contains("users/new.py") && body.contains("users/new.sh"),
+        "{body}"
+    );
     assert!(server.log().contains("route conflict"));
     // Each file still answers under its own extension.
     assert_eq!(get(&server, "/api/users/new.sh").await.0, 200);

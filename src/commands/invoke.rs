@@ -36,7 +36,10 @@ pub async fn run(args: InvokeArgs) -> Result<(), CommandError> {
             status.canonical_reason().unwrap_or("")
         );
         for (name, value) in response.headers() {
-            head.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+            head.push_str(&format!(
+                "{name}: {}\n",
+                String::from_utf8_lossy(value.as_bytes())
+            ));
         }
         head.push('\n');
         stdout.write_all(head.as_bytes()).map_err(runtime)?;
@@ -81,16 +84,21 @@ fn build_request(args: &InvokeArgs) -> anyhow::Result<Request<Body>> {
         None => Vec::new(),
         Some("@-") => {
             let mut data = Vec::new();
-            std::io::stdin().read_to_end(&mut data).context("reading the body from stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut data)
+                .context("reading the body from stdin")?;
             data
         }
         Some(data) => match data.strip_prefix('@') {
-            Some(file) => std::fs::read(file).with_context(|| format!("--data @{file}: cannot read the file"))?,
+            Some(file) => std::fs::read(file)
+                .with_context(|| format!("--data @{file}: cannot read the file"))?,
             None => data.as_bytes().to_vec(),
         },
     };
     if args.data.is_some() {
         builder = builder.header(header::CONTENT_LENGTH, body.len());
     }
-    builder.body(Body::from(body)).context("building the request")
+    builder
+        .body(Body::from(body))
+        .context("building the request")
 }

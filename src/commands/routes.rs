@@ -11,9 +11,17 @@ pub fn run(args: &RoutesArgs) -> Result<(), CommandError> {
         Some(prefix) => prefix.clone(),
         None => {
             let dir = args.dir.canonicalize().map_err(|err| {
-                usage(anyhow::anyhow!("{}: {err}\nhint: pass the folder of functions, e.g. `watchdog routes ./api`", args.dir.display()))
+                usage(anyhow::anyhow!(
+                    "{}: {err}\nhint: pass the folder of functions, e.g. `watchdog routes ./api`",
+                    args.dir.display()
+                ))
             })?;
-            format!("/{}", dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+            format!(
+                "/{}",
+                dir.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            )
         }
     };
     let table = RouteTable::build(&args.dir, &normalize_prefix(&prefix))
@@ -29,7 +37,13 @@ pub fn run(args: &RoutesArgs) -> Result<(), CommandError> {
 /// The human table.
 pub fn render(table: &RouteTable) -> String {
     let mut out = String::new();
-    let width = table.functions.iter().map(|f| f.pattern.len()).max().unwrap_or(0).max(5);
+    let width = table
+        .functions
+        .iter()
+        .map(|f| f.pattern.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
     let _ = writeln!(out, "{:width$}  {:30}  RUNS AS", "ROUTE", "FILE");
     for function in &table.functions {
         let _ = writeln!(
@@ -41,9 +55,15 @@ pub fn render(table: &RouteTable) -> String {
         );
     }
     if !table.conflicts.is_empty() {
-        let _ = writeln!(out, "\nconflicts (each URL answers 500 until one file is left):");
+        let _ = writeln!(
+            out,
+            "\nconflicts (each URL answers 500 until one file is left):"
+        );
         for (pattern, ids) in &table.conflicts {
-            let files: Vec<&str> = ids.iter().map(|&i| table.functions[i].file.relative.as_str()).collect();
+            let files: Vec<&str> = ids
+                .iter()
+                .map(|&i| table.functions[i].file.relative.as_str())
+                .collect();
             let _ = writeln!(out, "  {pattern}: {}", files.join(", "));
         }
     }

@@ -61,15 +61,12 @@ async fn run(mut invocation: Invocation) -> Result<Reply, InvokeError> {
     let has_body = !matches!(body, RequestBody::Empty);
     let file = invocation.route.function.file.relative.clone();
     let path = invocation.settings.document_root.join(&file);
-    let mut child = spawn(&path, &invocation, env, has_body).map_err(|(cause, hint)| InvokeError::Spawn {
-        file: file.clone(),
-        cause,
-        hint,
-    })?;
-    // A child that was just spawned and not yet waited on always has a pid.
-    let Some(pid) = child.id() else {
-        return Err(InvokeError::Internal);
-    };
+    let (mut child, pid) =
+        spawn(&path, &invocation, env, has_body).map_err(|(cause, hint)| InvokeError::Spawn {
+            file: file.clone(),
+            cause,
+            hint,
+        })?;
     let group = ProcessGroup::new(pid);
     let exit_watch = ExitWatch::new(pid).map_err(|err| InvokeError::Spawn {
         file: file.clone(),
@@ -105,7 +102,7 @@ fn spawn(
     invocation: &Invocation,
     env: Vec<(OsString, OsString)>,
     has_body: bool,
-) -> Result<tokio::process::Child, (String, String)> {
+) -> Result<(tokio::process::Child, u32), (String, String)> {
     let runner = &invocation.route.function.file.runner;
     let attempt = |interpreter: Option<&str>| {
         let mut command = match interpreter {
@@ -121,16 +118,32 @@ fn spawn(
             .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(path.parent().unwrap_or(Path::new("/")))
             .process_group(0)
-            .stdin(if has_body { Stdio::piped() } else { Stdio::null() })
+            .stdin(if has_body {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        command.spawn()
+        reaper::spawn_leader(|| {
+            let child = command.spawn()?;
+            // A child that was just spawned and not yet waited on always has a pid.
+            let pid = child
+                .id()
+                .ok_or_else(|| io::Error::other("spawned child has no pid"))?;
+            Ok((child, pid))
+        })
     };
-    let direct = if runner.executable { attempt(None) } else { Err(io::Error::from_raw_os_error(ENOEXEC)) };
+    let direct = if runner.executable {
+        attempt(None)
+    } else {
+        Err(io::Error::from_raw_os_error(ENOEXEC))
+    };
     match direct {
         Err(err) if err.raw_os_error() == Some(ENOEXEC) && runner.interpreter.is_some() => {
-            attempt(runner.interpreter).map_err(|err| describe_spawn_error(&err, path, runner.interpreter))
+            attempt(runner.interpreter)
+                .map_err(|err| describe_spawn_error(&err, path, runner.interpreter))
         }
         other => other.map_err(|err| describe_spawn_error(&err, path, None)),
     }
@@ -139,7 +152,11 @@ fn spawn(
 const ENOEXEC: i32 = nix::errno::Errno::ENOEXEC as i32;
 
 /// Says why a spawn failed and what to do about it.
-fn describe_spawn_error(err: &io::Error, path: &Path, interpreter: Option<&str>) -> (String, String) {
+fn describe_spawn_error(
+    err: &io::Error,
+    path: &Path,
+    interpreter: Option<&str>,
+) -> (String, String) {
     if let Some(program) = interpreter
         && err.kind() == io::ErrorKind::NotFound
     {
@@ -159,7 +176,8 @@ fn describe_spawn_error(err: &io::Error, path: &Path, interpreter: Option<&str>)
         ),
         _ if err.raw_os_error() == Some(ENOEXEC) => (
             "not a program the system can run (a script without a `#!` line?)".into(),
-            "add a `#!` line such as `#!/bin/sh`, or use a known extension (.sh .py .pl .rb .php)".into(),
+            "add a `#!` line such as `#!/bin/sh`, or use a known extension (.sh .py .pl .rb .php)"
+                .into(),
         ),
         _ => (err.to_string(), "see watchdog's log".into()),
     }
@@ -204,7 +222,10 @@ struct Driver {
 enum Sink {
     /// Still reading the header block.
     Head(EnvelopeReader),
-    Client { tx: BodySender, complete: Arc<AtomicBool> },
+    Client {
+        tx: BodySender,
+        complete: Arc<AtomicBool>,
+    },
     /// HEAD request or local redirect: the function runs on, its body is dropped.
     Discard,
 }
@@ -267,7 +288,12 @@ impl Driver {
     }
 
     /// Feeds one stdout chunk; returns body bytes to forward to the client.
-    fn on_stdout(&mut self, sink: &mut Sink, head_tx: &mut Option<HeadSender>, chunk: Bytes) -> Result<Option<Bytes>, ()> {
+    fn on_stdout(
+        &mut self,
+        sink: &mut Sink,
+        head_tx: &mut Option<HeadSender>,
+        chunk: Bytes,
+    ) -> Result<Option<Bytes>, ()> {
         let reader = match sink {
             Sink::Head(reader) => reader,
             Sink::Client { .. } => return Ok(Some(chunk)),
@@ -329,6 +355,9 @@ impl Driver {
                 self.reap_leader().await
             }
         };
+        if let Some(pid) = self.record.pid {
+            reaper::leader_reaped(pid);
+        }
         reaper::reap_group(self.group.pgid(), REAP_LIMIT).await;
         self.group.disarm();
         self.stderr.flush();
@@ -419,7 +448,10 @@ fn body_from_channel(rx: mpsc::Receiver<io::Result<Bytes>>, complete: Arc<Atomic
             match rx.recv().await {
                 Some(item) => Some((item, Some(rx))),
                 None if complete.load(Ordering::Acquire) => None,
-                None => Some((Err(io::Error::other("the function's output was cut off")), None)),
+                None => Some((
+                    Err(io::Error::other("the function's output was cut off")),
+                    None,
+                )),
             }
         }
     });

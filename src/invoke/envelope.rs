@@ -129,17 +129,17 @@ impl EnvelopeReader {
             name: name.to_string(),
         })?;
         if name.as_str() == "status" {
-            self.status = Some(parse_status(raw_value).ok_or_else(|| {
-                EnvelopeError::BadStatus {
-                    line: line_no,
-                    value: String::from_utf8_lossy(raw_value).into_owned(),
-                }
-            })?);
+            self.status =
+                Some(
+                    parse_status(raw_value).ok_or_else(|| EnvelopeError::BadStatus {
+                        line: line_no,
+                        value: String::from_utf8_lossy(raw_value).into_owned(),
+                    })?,
+                );
             return Ok(());
         }
-        if name == header::CONTENT_LENGTH
-            && !(value.as_bytes().iter().all(u8::is_ascii_digit) && !value.is_empty())
-        {
+        let is_number = !value.is_empty() && value.as_bytes().iter().all(u8::is_ascii_digit);
+        if name == header::CONTENT_LENGTH && !is_number {
             return Err(EnvelopeError::BadContentLength {
                 line: line_no,
                 value: String::from_utf8_lossy(raw_value).into_owned(),
@@ -185,7 +185,10 @@ fn memchr_newline(haystack: &[u8]) -> Option<usize> {
 fn trim_whitespace(bytes: &[u8]) -> &[u8] {
     let is_ws = |b: &u8| *b == b' ' || *b == b'\t';
     let start = bytes.iter().position(|b| !is_ws(b)).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !is_ws(b)).map_or(start, |i| i + 1);
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_ws(b))
+        .map_or(start, |i| i + 1);
     &bytes[start..end]
 }
 
@@ -202,7 +205,13 @@ fn parse_status(value: &[u8]) -> Option<StatusCode> {
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "proxy-connection" | "te" | "trailer"
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
     )
 }
 
@@ -250,8 +259,16 @@ mod tests {
 
     #[test]
     fn bad_status_is_refused() {
-        for input in [&b"Status: abc\n\n"[..], b"Status: 99\n\n", b"Status: 101\n\n", b"Status: 600\n\n"] {
-            assert!(matches!(parse(input), Err(EnvelopeError::BadStatus { line: 1, .. })), "{input:?}");
+        for input in [
+            &b"Status: abc\n\n"[..],
+            b"Status: 99\n\n",
+            b"Status: 101\n\n",
+            b"Status: 600\n\n",
+        ] {
+            assert!(
+                matches!(parse(input), Err(EnvelopeError::BadStatus { line: 1, .. })),
+                "{input:?}"
+            );
         }
     }
 
@@ -279,12 +296,30 @@ mod tests {
 
     #[test]
     fn injection_and_garbage_are_refused() {
-        assert!(matches!(parse(b"X-A: a\rSet-Cookie: evil\n\n"), Err(EnvelopeError::BadValue { .. })));
-        assert!(matches!(parse(b"X-A: a\0b\n\n"), Err(EnvelopeError::BadValue { .. })));
-        assert!(matches!(parse(b"hello world\n\n"), Err(EnvelopeError::NotAHeader { line: 1 })));
-        assert!(matches!(parse(b"Bad Name: x\n\n"), Err(EnvelopeError::BadName { .. })));
-        assert!(matches!(parse(b"Content-Length: ten\n\n"), Err(EnvelopeError::BadContentLength { .. })));
-        assert_eq!(parse(&vec![b'x'; MAX_HEADER_BLOCK]), Err(EnvelopeError::TooLarge));
+        assert!(matches!(
+            parse(b"X-A: a\rSet-Cookie: evil\n\n"),
+            Err(EnvelopeError::BadValue { .. })
+        ));
+        assert!(matches!(
+            parse(b"X-A: a\0b\n\n"),
+            Err(EnvelopeError::BadValue { .. })
+        ));
+        assert!(matches!(
+            parse(b"hello world\n\n"),
+            Err(EnvelopeError::NotAHeader { line: 1 })
+        ));
+        assert!(matches!(
+            parse(b"Bad Name: x\n\n"),
+            Err(EnvelopeError::BadName { .. })
+        ));
+        assert!(matches!(
+            parse(b"Content-Length: ten\n\n"),
+            Err(EnvelopeError::BadContentLength { .. })
+        ));
+        assert_eq!(
+            parse(&vec![b'x'; MAX_HEADER_BLOCK]),
+            Err(EnvelopeError::TooLarge)
+        );
     }
 
     #[test]
@@ -303,7 +338,10 @@ mod tests {
     }
 
     /// Feeds `input` in pieces cut at `cuts`, returning what the whole-input parse would.
-    fn parse_split(input: &[u8], cuts: &[usize]) -> Result<Option<(Envelope, Vec<u8>)>, EnvelopeError> {
+    fn parse_split(
+        input: &[u8],
+        cuts: &[usize],
+    ) -> Result<Option<(Envelope, Vec<u8>)>, EnvelopeError> {
         let mut reader = EnvelopeReader::new();
         let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
         points.push(input.len());
@@ -332,8 +370,12 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..20),
         ];
         let eol = prop_oneof![Just(b"\n".to_vec()), Just(b"\r\n".to_vec())];
-        proptest::collection::vec((line, eol), 0..8)
-            .prop_map(|lines| lines.into_iter().flat_map(|(l, e)| l.into_iter().chain(e)).collect())
+        proptest::collection::vec((line, eol), 0..8).prop_map(|lines| {
+            lines
+                .into_iter()
+                .flat_map(|(l, e)| l.into_iter().chain(e))
+                .collect()
+        })
     }
 
     proptest! {

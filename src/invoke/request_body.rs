@@ -20,9 +20,15 @@ pub const SPILL_IN_MEMORY: usize = 256 * 1024;
 pub enum RequestBody {
     Empty,
     /// Content-Length was given: streamed as it arrives.
-    Streaming { length: u64, body: Body },
+    Streaming {
+        length: u64,
+        body: Body,
+    },
     /// A chunked body, received whole.
-    Spilled { length: u64, spill: Spill },
+    Spilled {
+        length: u64,
+        spill: Spill,
+    },
 }
 
 pub enum Spill {
@@ -36,7 +42,11 @@ impl RequestBody {
     /// # Errors
     /// [`InvokeError::BodyTooLarge`] over `max`, [`InvokeError::BodyRead`] when the
     /// client's body breaks off or the spill file cannot be written.
-    pub async fn receive(body: Body, content_length: Option<u64>, max: u64) -> Result<Self, InvokeError> {
+    pub async fn receive(
+        body: Body,
+        content_length: Option<u64>,
+        max: u64,
+    ) -> Result<Self, InvokeError> {
         match content_length {
             Some(length) if length > max => Err(InvokeError::BodyTooLarge { limit: max }),
             Some(0) => Ok(RequestBody::Streaming {
@@ -53,7 +63,9 @@ impl RequestBody {
     pub fn content_length(&self) -> Option<u64> {
         match self {
             RequestBody::Empty => None,
-            RequestBody::Streaming { length, .. } | RequestBody::Spilled { length, .. } => Some(*length),
+            RequestBody::Streaming { length, .. } | RequestBody::Spilled { length, .. } => {
+                Some(*length)
+            }
         }
     }
 }
@@ -69,7 +81,9 @@ async fn spill(body: Body, max: u64) -> Result<RequestBody, InvokeError> {
         if length > max {
             return Err(InvokeError::BodyTooLarge { limit: max });
         }
-        let write_error = |err: std::io::Error| InvokeError::BodyRead(format!("spilling the body to a temporary file: {err}"));
+        let write_error = |err: std::io::Error| {
+            InvokeError::BodyRead(format!("spilling the body to a temporary file: {err}"))
+        };
         match &mut file {
             Some(file) => file.write_all(&chunk).map_err(write_error)?,
             None if memory.len() + chunk.len() > SPILL_IN_MEMORY => {

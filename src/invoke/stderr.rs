@@ -75,7 +75,10 @@ mod tests {
     fn lines_across_chunks_and_long_lines() {
         let mut partial = BytesMut::new();
         assert_eq!(split_lines(&mut partial, b"ab"), Vec::<Vec<u8>>::new());
-        assert_eq!(split_lines(&mut partial, b"c\nd\n\ne"), vec![b"abc".to_vec(), b"d".to_vec(), vec![]]);
+        assert_eq!(
+            split_lines(&mut partial, b"c\nd\n\ne"),
+            vec![b"abc".to_vec(), b"d".to_vec(), vec![]]
+        );
         assert_eq!(&partial[..], b"e");
         let long = vec![b'x'; MAX_LINE * 2 + 1];
         let mut partial = BytesMut::new();

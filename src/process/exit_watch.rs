@@ -27,6 +27,7 @@ impl ExitWatch {
             .and_then(Pid::from_raw)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "invalid pid"))?;
         let fd = pidfd_open(pid, PidfdFlags::NONBLOCK)?;
+        #[allow(unsafe_code)]
         // SAFETY: `register` needs the fd to stay open and unreplaced while the AsyncFd
         // owns it; an `OwnedFd` moved in guarantees exactly that.
         let fd = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;

@@ -33,7 +33,10 @@ pub async fn reap_group(pgid: i32, limit: Duration) -> usize {
         match waitpid(Pid::from_raw(-pgid), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {
                 if tokio::time::Instant::now() >= deadline {
-                    tracing::warn!(pgid, "processes of a finished function are still alive after SIGKILL");
+                    tracing::warn!(
+                        pgid,
+                        "processes of a finished function are still alive after SIGKILL"
+                    );
                     return reaped;
                 }
                 tokio::time::sleep(pause).await;
@@ -45,4 +48,112 @@ pub async fn reap_group(pgid: i32, limit: Duration) -> usize {
             Err(_) => return reaped,
         }
     }
+}
+
+/// Leaders spawned by invokers and not yet reaped by them. The orphan sweep must
+/// never reap these: their exit status belongs to the invoker (through tokio).
+struct Leaders {
+    /// Spawners hold it shared across spawn + register; the sweep holds it
+    /// exclusively, so it never sees a leader that exists but is not registered yet.
+    spawning: std::sync::RwLock<()>,
+    pids: std::sync::Mutex<std::collections::HashSet<i32>>,
+}
+
+static LEADERS: std::sync::LazyLock<Leaders> = std::sync::LazyLock::new(|| Leaders {
+    spawning: std::sync::RwLock::new(()),
+    pids: std::sync::Mutex::new(std::collections::HashSet::new()),
+});
+
+/// Spawns with `spawn` and registers the leader's pid before the orphan sweep can
+/// look at our children again.
+///
+/// # Errors
+/// Whatever `spawn` returns.
+pub fn spawn_leader<T>(
+    spawn: impl FnOnce() -> std::io::Result<(T, u32)>,
+) -> std::io::Result<(T, u32)> {
+    let _guard = LEADERS
+        .spawning
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (child, pid) = spawn()?;
+    lock_pids().insert(pid as i32);
+    Ok((child, pid))
+}
+
+/// Called once the invoker has reaped its leader.
+pub fn leader_reaped(pid: u32) {
+    lock_pids().remove(&(pid as i32));
+}
+
+fn lock_pids() -> std::sync::MutexGuard<'static, std::collections::HashSet<i32>> {
+    LEADERS
+        .pids
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Reaps zombie children that no invoker owns: processes that left their
+/// function's group (a daemon that called `setsid`, such as `git gc --auto`) and were
+/// handed to us as subreaper when their parent died. Returns how many were reaped.
+pub fn sweep_orphans() -> usize {
+    let _guard = LEADERS
+        .spawning
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let leaders = lock_pids().clone();
+    let mut reaped = 0;
+    for pid in own_children() {
+        if leaders.contains(&pid) || !is_zombie(pid) {
+            continue;
+        }
+        if let Ok(status) = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG))
+            && status != WaitStatus::StillAlive
+        {
+            tracing::debug!(pid, ?status, "reaped an orphaned process");
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
+/// Runs [`sweep_orphans`] every `interval` for the life of the runtime.
+pub fn start_orphan_sweeper(interval: Duration) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let _ = tokio::task::spawn_blocking(sweep_orphans).await;
+        }
+    });
+}
+
+/// Our direct children, from `/proc/self/task/*/children`.
+fn own_children() -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return pids;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            pids.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }

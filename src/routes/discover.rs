@@ -130,7 +130,10 @@ impl Walk {
             };
             let rel = format!("{relative}{name}");
             if name.starts_with('_') || name.starts_with('.') {
-                self.skip(rel, "private: names starting with `_` or `.` are never routes");
+                self.skip(
+                    rel,
+                    "private: names starting with `_` or `.` are never routes",
+                );
                 continue;
             }
             let path = entry.path();
@@ -143,7 +146,10 @@ impl Walk {
                 continue;
             };
             if !canonical.starts_with(&self.root) {
-                self.skip(rel, "symlink leads outside DIR; only files inside DIR are served");
+                self.skip(
+                    rel,
+                    "symlink leads outside DIR; only files inside DIR are served",
+                );
                 continue;
             }
             if meta.is_dir() {
@@ -156,9 +162,19 @@ impl Walk {
         }
     }
 
-    fn folder(&mut self, path: &Path, rel: &str, name: &str, canonical: PathBuf, segments: &[Segment]) {
+    fn folder(
+        &mut self,
+        path: &Path,
+        rel: &str,
+        name: &str,
+        canonical: PathBuf,
+        segments: &[Segment],
+    ) {
         if !self.visited.insert(canonical) {
-            self.skip(rel.to_owned(), "symlink loop: this folder was already visited");
+            self.skip(
+                rel.to_owned(),
+                "symlink loop: this folder was already visited",
+            );
             return;
         }
         match Segment::parse(name) {
@@ -270,15 +286,31 @@ mod tests {
         write(dir, "[...rest]/x.sh", 0o644);
         symlink("/bin/sh", dir.join("outside")).unwrap();
         let found = discover(dir).unwrap();
-        let names: Vec<_> = found.functions.iter().map(|f| f.relative.as_str()).collect();
-        assert_eq!(names, ["bin", "hello.sh", "users/[id].sh", "users/index.py"]);
+        let names: Vec<_> = found
+            .functions
+            .iter()
+            .map(|f| f.relative.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["bin", "hello.sh", "users/[id].sh", "users/index.py"]
+        );
         let hello = &found.functions[1];
         assert_eq!(hello.segments, [Segment::Static("hello".into())]);
         assert_eq!(hello.aliases, [vec![Segment::Static("hello.sh".into())]]);
-        assert_eq!(hello.runner, Runner { executable: false, interpreter: Some("sh") });
+        assert_eq!(
+            hello.runner,
+            Runner {
+                executable: false,
+                interpreter: Some("sh")
+            }
+        );
         let index = &found.functions[3];
         assert_eq!(index.segments, [Segment::Static("users".into())]);
         let skipped: Vec<_> = found.skipped.iter().map(|s| s.relative.as_str()).collect();
-        assert_eq!(skipped, ["[...rest]", "_private.sh", "mod.js", "notes.txt", "outside"]);
+        assert_eq!(
+            skipped,
+            ["[...rest]", "_private.sh", "mod.js", "notes.txt", "outside"]
+        );
     }
 }

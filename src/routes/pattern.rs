@@ -20,24 +20,32 @@ impl Segment {
     /// # Errors
     /// A bracketed name that is empty or not a plain identifier, with the reason.
     pub fn parse(name: &str) -> Result<Self, String> {
-        let (inner, make): (&str, fn(String) -> Segment) =
-            if let Some(inner) = name.strip_prefix("[[...").and_then(|n| n.strip_suffix("]]")) {
-                (inner, Segment::OptionalCatchAll)
-            } else if let Some(inner) = name.strip_prefix("[...").and_then(|n| n.strip_suffix(']')) {
-                (inner, Segment::CatchAll)
-            } else if let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
-                (inner, Segment::Param)
-            } else if name.contains('[') || name.contains(']') {
-                return Err(format!("`{name}` mixes brackets with text; a dynamic segment is the whole name, like `[id]`"));
-            } else {
-                return Ok(Segment::Static(name.to_owned()));
-            };
+        let (inner, make): (&str, fn(String) -> Segment) = if let Some(inner) = name
+            .strip_prefix("[[...")
+            .and_then(|n| n.strip_suffix("]]"))
+        {
+            (inner, Segment::OptionalCatchAll)
+        } else if let Some(inner) = name.strip_prefix("[...").and_then(|n| n.strip_suffix(']')) {
+            (inner, Segment::CatchAll)
+        } else if let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+            (inner, Segment::Param)
+        } else if name.contains('[') || name.contains(']') {
+            return Err(format!(
+                "`{name}` mixes brackets with text; a dynamic segment is the whole name, like `[id]`"
+            ));
+        } else {
+            return Ok(Segment::Static(name.to_owned()));
+        };
         let valid = !inner.is_empty()
-            && inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if valid {
             Ok(make(inner.to_owned()))
         } else {
-            Err(format!("`{name}`: a parameter name is letters, digits, `_` or `-`"))
+            Err(format!(
+                "`{name}`: a parameter name is letters, digits, `_` or `-`"
+            ))
         }
     }
 
@@ -78,8 +86,14 @@ mod tests {
     fn parses_each_form() {
         assert_eq!(Segment::parse("users"), Ok(Segment::Static("users".into())));
         assert_eq!(Segment::parse("[id]"), Ok(Segment::Param("id".into())));
-        assert_eq!(Segment::parse("[...path]"), Ok(Segment::CatchAll("path".into())));
-        assert_eq!(Segment::parse("[[...slug]]"), Ok(Segment::OptionalCatchAll("slug".into())));
+        assert_eq!(
+            Segment::parse("[...path]"),
+            Ok(Segment::CatchAll("path".into()))
+        );
+        assert_eq!(
+            Segment::parse("[[...slug]]"),
+            Ok(Segment::OptionalCatchAll("slug".into()))
+        );
         assert!(Segment::parse("[]").is_err());
         assert!(Segment::parse("a[id]").is_err());
         assert!(Segment::parse("[a b]").is_err());

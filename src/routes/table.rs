@@ -111,7 +111,12 @@ fn add(entry: std::collections::btree_map::Entry<'_, String, Endpoint>, id: usiz
         .or_insert(Endpoint::One(id));
 }
 
-fn find(node: &Node, segments: &[String], at: usize, params: &mut Vec<(String, ParamValue)>) -> Option<Found> {
+fn find(
+    node: &Node,
+    segments: &[String],
+    at: usize,
+    params: &mut Vec<(String, ParamValue)>,
+) -> Option<Found> {
     let found = |endpoint: &Endpoint, params: &Vec<(String, ParamValue)>| Found {
         endpoint: endpoint.clone(),
         params: params.clone(),
@@ -137,7 +142,11 @@ fn find(node: &Node, segments: &[String], at: usize, params: &mut Vec<(String, P
         }
         params.pop();
     }
-    let (name, endpoint) = node.catch_all.iter().next().or_else(|| node.optional.iter().next())?;
+    let (name, endpoint) = node
+        .catch_all
+        .iter()
+        .next()
+        .or_else(|| node.optional.iter().next())?;
     params.push((name.clone(), ParamValue::Many(segments[at..].to_vec())));
     Some(found(endpoint, params))
 }
@@ -154,20 +163,23 @@ mod tests {
     }
 
     fn path(text: &str) -> Vec<String> {
-        text.split('/').filter(|s| !s.is_empty()).map(String::from).collect()
+        text.split('/')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
     }
 
     const PATTERNS: &[&str] = &[
-        "",                      // 0: index
-        "users",                 // 1
-        "users/[id]",            // 2
-        "users/new",             // 3
-        "users/[id]/edit",       // 4
-        "docs/[...slug]",        // 5
-        "shop/[[...rest]]",      // 6
-        "shop/cart",             // 7
+        "",                       // 0: index
+        "users",                  // 1
+        "users/[id]",             // 2
+        "users/new",              // 3
+        "users/[id]/edit",        // 4
+        "docs/[...slug]",         // 5
+        "shop/[[...rest]]",       // 6
+        "shop/cart",              // 7
         "files/[name]/[...rest]", // 8
-        "[...any]",              // 9
+        "[...any]",               // 9
     ];
 
     fn build(order: &[usize]) -> Trie {
@@ -180,7 +192,14 @@ mod tests {
 
     #[test]
     fn precedence_table() {
-        let table: &[(&str, usize, &[(&str, &str)], usize)] = &[
+        /// (url, expected pattern index, expected params, segments before a catch-all)
+        type Case = (
+            &'static str,
+            usize,
+            &'static [(&'static str, &'static str)],
+            usize,
+        );
+        let table: &[Case] = &[
             ("/", 0, &[], 0),
             ("/users", 1, &[], 1),
             ("/users/new", 3, &[], 2),
@@ -194,11 +213,16 @@ mod tests {
             ("/files/f/a/b", 8, &[("name", "f"), ("rest", "a/b")], 2),
             ("/users/1/2/3", 9, &[("any", "users/1/2/3")], 0),
         ];
-        let orders: [Vec<usize>; 2] = [(0..PATTERNS.len()).collect(), (0..PATTERNS.len()).rev().collect()];
+        let orders: [Vec<usize>; 2] = [
+            (0..PATTERNS.len()).collect(),
+            (0..PATTERNS.len()).rev().collect(),
+        ];
         for order in &orders {
             let trie = build(order);
             for (url, want, want_params, consumed) in table {
-                let hit = trie.lookup(&path(url)).unwrap_or_else(|| panic!("{url} not found"));
+                let hit = trie
+                    .lookup(&path(url))
+                    .unwrap_or_else(|| panic!("{url} not found"));
                 assert_eq!(hit.endpoint, Endpoint::One(*want), "{url}");
                 let params: Vec<(String, String)> = hit
                     .params
@@ -208,8 +232,10 @@ mod tests {
                         ParamValue::Many(v) => (k.clone(), v.join("/")),
                     })
                     .collect();
-                let want_params: Vec<(String, String)> =
-                    want_params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                let want_params: Vec<(String, String)> = want_params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
                 assert_eq!(params, want_params, "{url}");
                 assert_eq!(hit.consumed, *consumed, "{url}");
             }
@@ -222,7 +248,10 @@ mod tests {
         trie.insert(&pattern("a"), 0);
         trie.insert(&pattern("a"), 1);
         trie.insert(&pattern("b/[...x]"), 2);
-        assert_eq!(trie.lookup(&path("/a")).unwrap().endpoint, Endpoint::Conflict(vec![0, 1]));
+        assert_eq!(
+            trie.lookup(&path("/a")).unwrap().endpoint,
+            Endpoint::Conflict(vec![0, 1])
+        );
         assert_eq!(trie.lookup(&path("/b")), None);
         assert_eq!(trie.lookup(&path("/c")), None);
     }

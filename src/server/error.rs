@@ -33,9 +33,9 @@ impl AppError {
         match self {
             AppError::BadPath(_) => StatusCode::BAD_REQUEST,
             AppError::NotFound { .. } => StatusCode::NOT_FOUND,
-            AppError::Conflict { .. } | AppError::RedirectLoop { .. } | AppError::BadRedirect { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            AppError::Conflict { .. }
+            | AppError::RedirectLoop { .. }
+            | AppError::BadRedirect { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Invoke(err) => err.status(),
         }
@@ -70,7 +70,11 @@ impl AppError {
             });
             ("application/json", format!("{json}\n"))
         } else {
-            let mut text = format!("{} {}: {message}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+            let mut text = format!(
+                "{} {}: {message}\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            );
             if let Some(hint) = hint {
                 text.push_str(&format!("hint: {hint}\n"));
             }
@@ -108,7 +112,11 @@ pub fn prefers_json(headers: &HeaderMap) -> bool {
                 best_json = best_json.max(quality);
             } else if media.starts_with("text/") || media == "*/*" {
                 // `*/*` alone must not win over an explicit JSON preference.
-                let weight = if media == "*/*" { quality * 0.99 } else { quality };
+                let weight = if media == "*/*" {
+                    quality * 0.99
+                } else {
+                    quality
+                };
                 best_other = best_other.max(weight);
             }
         }

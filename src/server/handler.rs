@@ -47,7 +47,12 @@ pub async fn handle(app: &App, client: SocketAddr, request: Request) -> Response
     response
 }
 
-async fn dispatch(app: &App, client: SocketAddr, request: Request, request_id: &str) -> Result<Response<Body>, AppError> {
+async fn dispatch(
+    app: &App,
+    client: SocketAddr,
+    request: Request,
+    request_id: &str,
+) -> Result<Response<Body>, AppError> {
     let settings = &app.settings;
     let deadline = tokio::time::Instant::now() + settings.timeout;
     let deadline_epoch_ms = (SystemTime::now() + settings.timeout)
@@ -70,11 +75,17 @@ async fn dispatch(app: &App, client: SocketAddr, request: Request, request_id: &
                     path: uri.path().to_owned(),
                 });
             }
-            Lookup::Conflict { pattern, files } => return Err(AppError::Conflict { pattern, files }),
+            Lookup::Conflict { pattern, files } => {
+                return Err(AppError::Conflict { pattern, files });
+            }
         };
-        let request_body = RequestBody::receive(std::mem::take(&mut body), content_length, settings.max_body).await?;
+        let request_body =
+            RequestBody::receive(std::mem::take(&mut body), content_length, settings.max_body)
+                .await?;
         let queued = tokio::time::Instant::now();
-        let wait_limit = settings.queue_timeout.min(deadline.saturating_duration_since(queued));
+        let wait_limit = settings
+            .queue_timeout
+            .min(deadline.saturating_duration_since(queued));
         let slot = tokio::time::timeout(wait_limit, Arc::clone(&app.slots).acquire_owned())
             .await
             .ok()

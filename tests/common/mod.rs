@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn fixtures(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 pub fn watchdog() -> Command {
@@ -116,14 +118,20 @@ impl TestServer {
             text.ends_with('\n')
         });
         assert!(found, "{name} was not written");
-        text.split_whitespace().map(|p| p.parse().expect("pid")).collect()
+        text.split_whitespace()
+            .map(|p| p.parse().expect("pid"))
+            .collect()
     }
 
     /// Asserts that the server has no child processes left (zombies included),
     /// allowing a moment for reaping to finish.
     pub fn assert_no_children(&self) {
         let ok = wait_until(Duration::from_secs(5), || children(self.pid()).is_empty());
-        assert!(ok, "watchdog still has children: {:?}", describe(&children(self.pid())));
+        assert!(
+            ok,
+            "watchdog still has children: {:?}",
+            describe(&children(self.pid()))
+        );
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -179,7 +187,10 @@ pub fn children(pid: u32) -> Vec<i32> {
     };
     for task in tasks.flatten() {
         let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
     }
     out.sort_unstable();
     out.dedup();
@@ -199,7 +210,12 @@ fn describe(pids: &[i32]) -> Vec<String> {
 /// Whether a process exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -221,7 +237,9 @@ pub fn client() -> reqwest::Client {
 /// normalise).
 pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     stream.write_all(request).expect("write");
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);

@@ -31,17 +31,20 @@ pub fn build(invocation: &Invocation) -> Vec<(OsString, OsString)> {
     set("SERVER_PROTOCOL", &format!("{:?}", invocation.version));
     set("REQUEST_METHOD", invocation.method.as_str());
     set("QUERY_STRING", invocation.uri.query().unwrap_or(""));
-    let request_uri = invocation
-        .uri
-        .path_and_query()
-        .map_or_else(|| invocation.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    let request_uri = invocation.uri.path_and_query().map_or_else(
+        || invocation.uri.path().to_owned(),
+        |pq| pq.as_str().to_owned(),
+    );
     set("REQUEST_URI", &request_uri);
     set("SCRIPT_NAME", &route.script_name);
     set("PATH_INFO", &route.path_info);
     let script_filename = settings.document_root.join(&route.function.file.relative);
     set("SCRIPT_FILENAME", &script_filename.to_string_lossy());
     set("DOCUMENT_ROOT", &settings.document_root.to_string_lossy());
-    set("SERVER_NAME", &server_name(&invocation.headers, invocation.local));
+    set(
+        "SERVER_NAME",
+        &server_name(&invocation.headers, invocation.local),
+    );
     set("SERVER_PORT", &invocation.local.port().to_string());
     set("REMOTE_ADDR", &invocation.client.ip().to_string());
     set("REMOTE_PORT", &invocation.client.port().to_string());
@@ -51,11 +54,17 @@ pub fn build(invocation: &Invocation) -> Vec<(OsString, OsString)> {
         set("CONTENT_LENGTH", &length.to_string());
     }
     if let Some(content_type) = invocation.headers.get(header::CONTENT_TYPE) {
-        env.push(("CONTENT_TYPE".into(), OsString::from_vec(content_type.as_bytes().to_vec())));
+        env.push((
+            "CONTENT_TYPE".into(),
+            OsString::from_vec(content_type.as_bytes().to_vec()),
+        ));
     }
     let mut set = |name: &str, value: &str| env.push((name.into(), value.into()));
     set("WATCHDOG_REQUEST_ID", &invocation.request_id);
-    set("WATCHDOG_DEADLINE_MS", &invocation.deadline_epoch_ms.to_string());
+    set(
+        "WATCHDOG_DEADLINE_MS",
+        &invocation.deadline_epoch_ms.to_string(),
+    );
     let mut params_json = serde_json::Map::new();
     for (name, value) in &route.params {
         let (text, json) = match value {
@@ -65,7 +74,10 @@ pub fn build(invocation: &Invocation) -> Vec<(OsString, OsString)> {
         set(&format!("WATCHDOG_PARAM_{}", env_name(name)), &text);
         params_json.insert(name.clone(), json);
     }
-    set("WATCHDOG_PARAMS", &serde_json::Value::Object(params_json).to_string());
+    set(
+        "WATCHDOG_PARAMS",
+        &serde_json::Value::Object(params_json).to_string(),
+    );
     env.extend(http_variables(&invocation.headers));
     env
 }
@@ -82,7 +94,9 @@ pub fn http_variables(headers: &HeaderMap) -> Vec<(OsString, OsString)> {
             continue;
         }
         let separator: &[u8] = if name == "cookie" { b"; " } else { b", " };
-        let entry = joined.entry(format!("HTTP_{}", env_name(name))).or_default();
+        let entry = joined
+            .entry(format!("HTTP_{}", env_name(name)))
+            .or_default();
         if !entry.is_empty() {
             entry.extend_from_slice(separator);
         }
@@ -97,7 +111,13 @@ pub fn http_variables(headers: &HeaderMap) -> Vec<(OsString, OsString)> {
 /// `x-forwarded-for` → `X_FORWARDED_FOR`.
 fn env_name(name: &str) -> String {
     name.chars()
-        .map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() })
+        .map(|c| {
+            if c == '-' {
+                '_'
+            } else {
+                c.to_ascii_uppercase()
+            }
+        })
         .collect()
 }
 
@@ -108,7 +128,9 @@ fn server_name(headers: &HeaderMap, local: std::net::SocketAddr) -> String {
         .and_then(|h| h.to_str().ok())
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()));
     match host {
-        Some(host) if host.starts_with('[') => host.split_inclusive(']').next().unwrap_or(host).to_owned(),
+        Some(host) if host.starts_with('[') => {
+            host.split_inclusive(']').next().unwrap_or(host).to_owned()
+        }
         Some(host) => host.split(':').next().unwrap_or(host).to_owned(),
         None => local.ip().to_string(),
     }
