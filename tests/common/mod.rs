@@ -144,7 +144,16 @@ impl TestServer {
 }
 
 impl Drop for TestServer {
+    /// Checks the promise of "no zombie, ever" after every test, then stops the
+    /// server by PID: SIGTERM, then SIGKILL.
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let pid = self.pid();
+            let clean = wait_until(Duration::from_secs(5), || {
+                !children(pid).iter().any(|&c| is_zombie(c))
+            });
+            assert!(clean, "zombies left behind: {:?}", describe(&children(pid)));
+        }
         signal(self.child.id() as i32, libc_sigterm());
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
@@ -205,6 +214,16 @@ fn describe(pids: &[i32]) -> Vec<String> {
             format!("{p}: {}", stat.split(')').next_back().unwrap_or("").trim())
         })
         .collect()
+}
+
+pub fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
 }
 
 /// Whether a process exists and is not a zombie.
