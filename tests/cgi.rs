@@ -580,3 +580,35 @@ async fn builtin_prefix_never_reaches_a_function() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let server = server(&[
+        "--max-concurrency",
+        "1",
+        "--queue-timeout",
+        "300ms",
+        "--timeout",
+        "3s",
+    ]);
+    let c = client();
+    let first = tokio::spawn({
+        let url = server.url("/api/stream");
+        let c = c.clone();
+        async move { c.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = c.get(server.url("/api/hello")).send().await.unwrap();
+    assert_eq!(second.status(), 503);
+    assert!(second.headers().contains_key("retry-after"));
+    assert_eq!(first.await.unwrap(), "first\nsecond\n");
+    // The slot is free again once the first function has exited.
+    assert_eq!(
+        c.get(server.url("/api/hello"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
