@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use axum::routing::{any, get};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -85,6 +86,13 @@ pub async fn serve(
         let _ = stopped_tx.send(true);
     };
     let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+    // Without TCP_NODELAY a response written in pieces (head, body chunks, the final
+    // chunk) waits on the client's delayed ACK: 40 ms per keep-alive request.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, service).with_graceful_shutdown(graceful);
     tokio::select! {
         result = server => result,
