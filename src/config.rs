@@ -86,13 +86,10 @@ impl Settings {
                 cause: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a folder"),
             });
         }
-        let prefix = flags.prefix.clone().unwrap_or_else(|| {
-            let name = document_root
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            format!("/{name}")
-        });
+        let prefix = flags
+            .prefix
+            .clone()
+            .unwrap_or_else(|| default_prefix(dir, &document_root));
         Ok(Self {
             dir: dir.to_path_buf(),
             document_root,
@@ -108,6 +105,21 @@ impl Settings {
             function_env: function_env(std::env::vars_os(), flags),
         })
     }
+}
+
+/// `/` + DIR's folder name as the user wrote it (`./api` → `/api`, even when `api`
+/// is a symlink), or as it resolves for `.` and `..`.
+pub fn default_prefix(dir: &Path, resolved: &Path) -> String {
+    let written = dir
+        .file_name()
+        .filter(|name| *name != "." && *name != "..")
+        .or_else(|| resolved.file_name());
+    format!(
+        "/{}",
+        written
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    )
 }
 
 /// The listen address: the flag, else `0.0.0.0:$PORT` when PORT is set (Cloud Run,
@@ -160,6 +172,22 @@ fn function_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_prefix_follows_the_written_name() {
+        assert_eq!(
+            default_prefix(Path::new("./api"), Path::new("/srv/build/fn")),
+            "/api"
+        );
+        assert_eq!(
+            default_prefix(Path::new("."), Path::new("/srv/api")),
+            "/api"
+        );
+        assert_eq!(
+            default_prefix(Path::new("api/"), Path::new("/srv/api")),
+            "/api"
+        );
+    }
 
     #[test]
     fn listen_defaults() {

@@ -71,6 +71,10 @@ pub enum InvokeError {
         file: String,
         after: std::time::Duration,
     },
+    #[error(
+        "the request headers are too large to pass to a function (the kernel caps one variable at 128 KiB)"
+    )]
+    HeadersTooLarge,
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("reading the request body failed: {0}")]
@@ -88,6 +92,7 @@ impl InvokeError {
             }
             InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             InvokeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            InvokeError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             InvokeError::BodyRead(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -107,6 +112,9 @@ impl InvokeError {
                 Some("send a smaller body, or raise --max-body".into())
             }
             InvokeError::BodyRead(_) | InvokeError::Internal => None,
+            InvokeError::HeadersTooLarge => {
+                Some("send smaller headers (cookies especially)".into())
+            }
         }
     }
 }

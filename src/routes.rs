@@ -82,13 +82,35 @@ impl RouteTable {
                 file,
             }));
         }
+        // `users/[id].sh` and `users/[slug].sh` live in different trie branches but
+        // claim the same URLs: make each endpoint a conflict naming both.
+        let mut shapes: std::collections::BTreeMap<Vec<pattern::Segment>, Vec<usize>> =
+            Default::default();
+        for (id, function) in functions.iter().enumerate() {
+            shapes
+                .entry(shape(&function.file.segments))
+                .or_default()
+                .push(id);
+        }
+        for ids in shapes.values().filter(|ids| ids.len() > 1) {
+            for &id in ids {
+                for &other in ids {
+                    trie.insert(&functions[other].file.segments, id);
+                }
+            }
+        }
         let mut conflicts: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut reported = std::collections::HashSet::new();
         for (id, function) in functions.iter().enumerate() {
             for segments in std::iter::once(&function.file.segments).chain(&function.file.aliases) {
                 if let Some(Endpoint::Conflict(ids)) = trie.endpoint_at(segments)
                     && ids[0] == id
                 {
-                    conflicts.push((pattern::display(&prefix, segments), ids.clone()));
+                    let mut key = ids.clone();
+                    key.sort_unstable();
+                    if reported.insert(key) {
+                        conflicts.push((pattern::display(&prefix, segments), ids.clone()));
+                    }
                 }
             }
         }
@@ -189,6 +211,21 @@ impl RouteTable {
     }
 }
 
+/// A pattern with its parameter names erased: two patterns of one shape match
+/// exactly the same URLs.
+fn shape(segments: &[pattern::Segment]) -> Vec<pattern::Segment> {
+    use pattern::Segment;
+    segments
+        .iter()
+        .map(|segment| match segment {
+            Segment::Static(s) => Segment::Static(s.clone()),
+            Segment::Param(_) => Segment::Param(String::new()),
+            Segment::CatchAll(_) => Segment::CatchAll(String::new()),
+            Segment::OptionalCatchAll(_) => Segment::OptionalCatchAll(String::new()),
+        })
+        .collect()
+}
+
 fn join_path(segments: &[String]) -> String {
     if segments.is_empty() {
         return "/".to_owned();
@@ -285,6 +322,20 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(found(&table, "/api/a.sh").function.file.relative, "a.sh");
+    }
+
+    #[test]
+    fn differently_named_parameters_in_one_place_conflict() {
+        let (_tmp, table) = table(&["users/[id].sh", "users/[slug].sh", "users/[id]/edit.sh"]);
+        assert_eq!(table.conflicts.len(), 1, "{:?}", table.conflicts);
+        assert!(matches!(
+            table.lookup("/api/users/7").unwrap(),
+            Lookup::Conflict { .. }
+        ));
+        assert_eq!(
+            found(&table, "/api/users/7/edit").function.file.relative,
+            "users/[id]/edit.sh"
+        );
     }
 
     #[test]

@@ -612,3 +612,58 @@ async fn a_full_queue_answers_503_with_retry_after() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_finished_response_does_not_kill_a_function_still_working() {
+    let server = server(&[]);
+    let c = client();
+    let empty = c
+        .get(server.url("/api/after-204"))
+        .header("X-Request-Id", "r204")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), 204);
+    let sized = c
+        .get(server.url("/api/after-length"))
+        .header("X-Request-Id", "rlen")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sized.text().await.unwrap(), "ok\n");
+    for file in ["after204-r204", "afterlen-rlen"] {
+        let path = server.pid_dir.path().join(file);
+        assert!(
+            common::wait_until(Duration::from_secs(3), || path.exists()),
+            "{file}: the function was cut short"
+        );
+    }
+    assert!(
+        !server.log().contains("client_gone=true"),
+        "{}",
+        server.log()
+    );
+}
+
+#[tokio::test]
+async fn timeout_gives_the_group_its_kill_grace() {
+    let server = server(&["--timeout", "500ms", "--kill-grace", "2s"]);
+    let response = client()
+        .get(server.url("/api/graceful-child"))
+        .header("X-Request-Id", "g1")
+        .send()
+        .await
+        .unwrap();
+    // Headers were sent, so the body is cut off rather than answered 504.
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.text().await.is_err(),
+        "a timed-out body must not look complete"
+    );
+    let cleaned = server.pid_dir.path().join("cleanup-g1");
+    assert!(
+        common::wait_until(Duration::from_secs(3), || cleaned.exists()),
+        "the TERM handler had no time to run"
+    );
+    server.assert_no_children();
+}

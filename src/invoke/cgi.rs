@@ -8,20 +8,20 @@
 //! driver keeps going; nothing the client does can leave the process behind.
 
 pub mod environment;
+pub mod spawn;
 pub mod stdin;
 
-use std::ffi::OsString;
 use std::io;
-use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Method, Response};
+use axum::http::{Method, Response, StatusCode, header};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_process_stream::{Item, ProcessChunkStream};
@@ -61,18 +61,21 @@ async fn run(mut invocation: Invocation) -> Result<Reply, InvokeError> {
     let has_body = !matches!(body, RequestBody::Empty);
     let file = invocation.route.function.file.relative.clone();
     let path = invocation.settings.document_root.join(&file);
-    let (mut child, pid) =
-        spawn(&path, &invocation, env, has_body).map_err(|(cause, hint)| InvokeError::Spawn {
-            file: file.clone(),
-            cause,
-            hint,
-        })?;
+    let runner = &invocation.route.function.file.runner;
+    let (mut child, pid) = spawn::spawn(&path, &file, runner, &env, has_body)?;
     let group = ProcessGroup::new(pid);
-    let exit_watch = ExitWatch::new(pid).map_err(|err| InvokeError::Spawn {
-        file: file.clone(),
-        cause: format!("cannot watch the process (pidfd_open: {err})"),
-        hint: "watchdog needs Linux 5.3 or newer".into(),
-    })?;
+    let exit_watch = match ExitWatch::new(pid) {
+        Ok(watch) => watch,
+        Err(err) => {
+            // Dropping the child kills it (kill_on_drop) and tokio reaps it.
+            reaper::leader_reaped(pid);
+            return Err(InvokeError::Spawn {
+                file,
+                cause: format!("cannot watch the process: pidfd_open failed: {err}"),
+                hint: "watchdog needs Linux 5.3+ and a sandbox (seccomp profile) that allows pidfd_open".into(),
+            });
+        }
+    };
     if let Some(pipe) = child.stdin.take() {
         stdin::spawn(pipe, body);
     }
@@ -88,107 +91,19 @@ async fn run(mut invocation: Invocation) -> Result<Reply, InvokeError> {
         grace: invocation.settings.kill_grace,
         is_head: invocation.method == Method::HEAD,
         file,
+        remaining: None,
         record: invocation.record,
     };
     tokio::spawn(driver.drive(head_tx));
     head_rx.await.unwrap_or(Err(InvokeError::Internal))
 }
 
-/// Spawns the function as the leader of a new process group with a clean
-/// environment. A file without an execute bit, or whose exec fails with ENOEXEC (a
-/// script without `#!`), runs through the interpreter its extension names.
-fn spawn(
-    path: &Path,
-    invocation: &Invocation,
-    env: Vec<(OsString, OsString)>,
-    has_body: bool,
-) -> Result<(tokio::process::Child, u32), (String, String)> {
-    let runner = &invocation.route.function.file.runner;
-    let attempt = |interpreter: Option<&str>| {
-        let mut command = match interpreter {
-            Some(program) => {
-                let mut command = tokio::process::Command::new(program);
-                command.arg(path);
-                command
-            }
-            None => tokio::process::Command::new(path),
-        };
-        command
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .current_dir(path.parent().unwrap_or(Path::new("/")))
-            .process_group(0)
-            .stdin(if has_body {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        reaper::spawn_leader(|| {
-            let child = command.spawn()?;
-            // A child that was just spawned and not yet waited on always has a pid.
-            let pid = child
-                .id()
-                .ok_or_else(|| io::Error::other("spawned child has no pid"))?;
-            Ok((child, pid))
-        })
-    };
-    let direct = if runner.executable {
-        attempt(None)
-    } else {
-        Err(io::Error::from_raw_os_error(ENOEXEC))
-    };
-    match direct {
-        Err(err) if err.raw_os_error() == Some(ENOEXEC) && runner.interpreter.is_some() => {
-            attempt(runner.interpreter)
-                .map_err(|err| describe_spawn_error(&err, path, runner.interpreter))
-        }
-        other => other.map_err(|err| describe_spawn_error(&err, path, None)),
-    }
-}
-
-const ENOEXEC: i32 = nix::errno::Errno::ENOEXEC as i32;
-
-/// Says why a spawn failed and what to do about it.
-fn describe_spawn_error(
-    err: &io::Error,
-    path: &Path,
-    interpreter: Option<&str>,
-) -> (String, String) {
-    if let Some(program) = interpreter
-        && err.kind() == io::ErrorKind::NotFound
-    {
-        return (
-            format!("interpreter `{program}` was not found on PATH"),
-            format!("install {program}, or make the file executable with a `#!` line"),
-        );
-    }
-    match err.kind() {
-        io::ErrorKind::NotFound => (
-            "the file or the interpreter named on its `#!` line was not found".into(),
-            format!("check the first line of {}", path.display()),
-        ),
-        io::ErrorKind::PermissionDenied => (
-            "permission denied".into(),
-            format!("`chmod +x {}`", path.display()),
-        ),
-        _ if err.raw_os_error() == Some(ENOEXEC) => (
-            "not a program the system can run (a script without a `#!` line?)".into(),
-            "add a `#!` line such as `#!/bin/sh`, or use a known extension (.sh .py .pl .rb .php)"
-                .into(),
-        ),
-        _ => (err.to_string(), "see watchdog's log".into()),
-    }
-}
-
 /// Why the driver's main loop ended.
 enum End {
-    /// stdout and stderr closed and the leader was reaped.
-    Exited(io::Result<ExitStatus>),
+    /// stdout and stderr closed and tokio reaped the leader.
+    Exited(Option<ExitStatus>),
     /// The leader exited but its pipes stayed open past the linger (a background
-    /// child holds them). The leader is not reaped yet.
+    /// child holds them). The leader is an unreaped zombie.
     LeaderGone,
     TimedOut,
     ClientGone,
@@ -215,6 +130,8 @@ struct Driver {
     grace: Duration,
     is_head: bool,
     file: String,
+    /// Body bytes still owed to the client when the function sent Content-Length.
+    remaining: Option<u64>,
     record: InvocationRecord,
 }
 
@@ -226,7 +143,8 @@ enum Sink {
         tx: BodySender,
         complete: Arc<AtomicBool>,
     },
-    /// HEAD request or local redirect: the function runs on, its body is dropped.
+    /// No body may be sent (HEAD, 204, 304, Content-Length reached) or a local
+    /// redirect: the function runs on, its output is dropped.
     Discard,
 }
 
@@ -245,7 +163,11 @@ impl Driver {
                 () = body_closed(&sink), if pending.is_none() => Event::End(End::ClientGone),
                 permit = reserve(&sink), if pending.is_some() => match permit {
                     Some(permit) => {
-                        let chunk = pending.take().unwrap_or_default();
+                        let mut chunk = pending.take().unwrap_or_default();
+                        if let Some(remaining) = &mut self.remaining {
+                            chunk.truncate(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                            *remaining -= chunk.len() as u64;
+                        }
                         self.record.bytes_out += chunk.len() as u64;
                         permit.send(Ok(chunk));
                         Event::Continue
@@ -259,7 +181,7 @@ impl Driver {
                         self.stderr.push(&chunk);
                         Event::Continue
                     }
-                    Some(Item::Done(status)) => Event::End(End::Exited(status)),
+                    Some(Item::Done(status)) => Event::End(End::Exited(status.ok())),
                     None => Event::End(End::LeaderGone),
                 },
                 () = tokio::time::sleep_until(linger), if leader_exited && pending.is_none() => {
@@ -282,6 +204,11 @@ impl Driver {
                         Err(()) => break End::BadOutput,
                     }
                 }
+            }
+            if self.remaining == Some(0) && pending.is_none() {
+                // Everything the function declared has been sent: the response is whole.
+                mark_complete(&sink);
+                sink = Sink::Discard;
             }
         };
         self.finish(end, head_tx, sink).await;
@@ -310,11 +237,24 @@ impl Driver {
         };
         if let Some(location) = envelope.local_redirect {
             *sink = Sink::Discard;
+            // The redirect target runs as a new invocation; this one no longer
+            // counts against the concurrency limit while it finishes.
+            self.record.slot = None;
             send_head(head_tx, Ok(Reply::LocalRedirect(location)));
             return Ok(None);
         }
-        self.record.status = Some(envelope.status.as_u16());
-        let body = if self.is_head {
+        let status = envelope.status;
+        self.record.status = Some(status.as_u16());
+        self.remaining = envelope
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let bodiless = self.is_head
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+            || self.remaining == Some(0);
+        let body = if bodiless {
             *sink = Sink::Discard;
             Body::empty()
         } else {
@@ -327,45 +267,29 @@ impl Driver {
             body_from_channel(rx, complete)
         };
         let mut response = Response::new(body);
-        *response.status_mut() = envelope.status;
+        *response.status_mut() = status;
         *response.headers_mut() = envelope.headers;
         send_head(head_tx, Ok(Reply::Response(response)));
-        Ok((!rest.is_empty() && !self.is_head).then_some(rest))
+        Ok((!rest.is_empty() && !bodiless).then_some(rest))
     }
 
-    /// Stops what is still running, reaps everything, and answers or ends the body.
-    async fn finish(mut self, mut end: End, mut head_tx: Option<HeadSender>, sink: Sink) {
-        let exit = match &mut end {
+    /// Answers or ends the response, then stops whatever is still running and
+    /// reaps it all. The client is settled first unless the function timed out:
+    /// a 504 is sent only once the group is gone.
+    async fn finish(mut self, end: End, mut head_tx: Option<HeadSender>, sink: Sink) {
+        let exit = match end {
             End::Exited(status) => {
-                // The leader is reaped; kill what it left in its group (pinned by
-                // those members while any exist, so the id is still ours).
-                if self.group.exists() {
-                    self.group.signal(nix::sys::signal::Signal::SIGKILL);
-                }
-                status.as_ref().ok().copied()
+                self.settle(&mut head_tx, &sink, status);
+                self.stop_group(status.is_some(), status).await
             }
             End::LeaderGone => {
-                self.group.signal(nix::sys::signal::Signal::SIGKILL);
-                self.reap_leader().await
+                let status = self.stop_group(false, None).await;
+                self.settle(&mut head_tx, &sink, status);
+                status
             }
-            End::TimedOut | End::ClientGone | End::BadOutput => {
-                self.record.timed_out = matches!(end, End::TimedOut);
-                self.record.client_gone = matches!(end, End::ClientGone);
-                self.group.terminate(&self.exit_watch, self.grace).await;
-                self.reap_leader().await
-            }
-        };
-        if let Some(pid) = self.record.pid {
-            reaper::leader_reaped(pid);
-        }
-        reaper::reap_group(self.group.pgid(), REAP_LIMIT).await;
-        self.group.disarm();
-        self.stderr.flush();
-        let exit_text = exit.map(describe_exit);
-        self.record.exit.clone_from(&exit_text);
-
-        match end {
             End::TimedOut => {
+                self.record.timed_out = true;
+                let status = self.stop_group(false, None).await;
                 let error = InvokeError::Timeout {
                     file: self.file.clone(),
                     after: self.timeout,
@@ -375,35 +299,92 @@ impl Driver {
                     send_head(&mut head_tx, Err(error));
                 }
                 // Otherwise the body is cut off: `complete` stays false.
+                status
             }
-            End::Exited(_) | End::LeaderGone => {
-                if let Sink::Head(reader) = &sink {
-                    let error = match exit {
-                        Some(status) if !status.success() => InvokeError::ExitedEarly {
-                            file: self.file.clone(),
-                            exit: exit_text.unwrap_or_default(),
-                        },
-                        _ => InvokeError::BadOutput {
-                            file: self.file.clone(),
-                            error: reader.finish(),
-                        },
-                    };
-                    self.record.status = Some(error.status().as_u16());
-                    send_head(&mut head_tx, Err(error));
-                } else if let Sink::Client { complete, .. } = &sink {
-                    complete.store(true, Ordering::Release);
-                }
+            End::ClientGone => {
+                self.record.client_gone = true;
+                self.stop_group(false, None).await
             }
-            End::BadOutput => self.record.status = Some(502),
-            End::ClientGone => {}
-        }
+            End::BadOutput => {
+                self.record.status = Some(502);
+                self.stop_group(false, None).await
+            }
+        };
+        self.stderr.flush();
+        self.record.exit = exit.map(describe_exit);
         drop(sink);
     }
 
-    /// Waits for the leader (already exited or killed) and reaps it.
-    async fn reap_leader(&mut self) -> Option<ExitStatus> {
-        let child = self.stream.child_mut()?;
-        child.wait().await.ok()
+    /// The function has exited: complete the body, or answer the error if the
+    /// header block never finished.
+    fn settle(&mut self, head_tx: &mut Option<HeadSender>, sink: &Sink, exit: Option<ExitStatus>) {
+        match sink {
+            Sink::Head(reader) => {
+                let error = match exit {
+                    Some(status) if !status.success() => InvokeError::ExitedEarly {
+                        file: self.file.clone(),
+                        exit: describe_exit(status),
+                    },
+                    _ => InvokeError::BadOutput {
+                        file: self.file.clone(),
+                        error: reader.finish(),
+                    },
+                };
+                self.record.status = Some(error.status().as_u16());
+                send_head(head_tx, Err(error));
+            }
+            Sink::Client { .. } => mark_complete(sink),
+            Sink::Discard => {}
+        }
+    }
+
+    /// Stops the group: SIGTERM, up to `--kill-grace` for everything in it to exit,
+    /// SIGKILL to what is left; reaps the leader and every member. Returns the
+    /// leader's exit status.
+    ///
+    /// The leader is reaped only after the group has been signalled, while its
+    /// zombie still pins the group id. When tokio already reaped it
+    /// (`leader_reaped`), the id is pinned by any member still there, and when
+    /// there is none, `killpg` finds nothing.
+    async fn stop_group(
+        &mut self,
+        leader_reaped: bool,
+        status: Option<ExitStatus>,
+    ) -> Option<ExitStatus> {
+        let grace_end = Instant::now() + self.grace;
+        let mut status = status;
+        if !leader_reaped {
+            self.group.signal(Signal::SIGTERM);
+            let exited = tokio::select! {
+                () = self.exit_watch.exited() => true,
+                () = tokio::time::sleep_until(grace_end) => false,
+            };
+            if !exited {
+                self.group.signal(Signal::SIGKILL);
+            }
+            status = match self.stream.child_mut() {
+                Some(child) => child.wait().await.ok(),
+                None => status,
+            };
+        } else if self.group.exists() {
+            self.group.signal(Signal::SIGTERM);
+        }
+        if let Some(pid) = self.record.pid {
+            reaper::leader_reaped(pid);
+        }
+        let pgid = self.group.pgid();
+        if !reaper::wait_group_gone(pgid, grace_end).await {
+            self.group.signal(Signal::SIGKILL);
+            reaper::reap_group(pgid, REAP_LIMIT).await;
+        }
+        self.group.disarm();
+        status
+    }
+}
+
+fn mark_complete(sink: &Sink) {
+    if let Sink::Client { complete, .. } = sink {
+        complete.store(true, Ordering::Release);
     }
 }
 
@@ -432,7 +413,7 @@ async fn body_closed(sink: &Sink) {
 async fn reserve(sink: &Sink) -> Option<mpsc::Permit<'_, io::Result<Bytes>>> {
     match sink {
         Sink::Client { tx, .. } => tx.reserve().await.ok(),
-        // Nothing to send to: the pending chunk is dropped by the caller's next turn.
+        // Unreachable in practice: body bytes are only pending for a client sink.
         _ => None,
     }
 }
@@ -463,7 +444,7 @@ pub fn describe_exit(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit {code}"),
-        (None, Some(signal)) => match nix::sys::signal::Signal::try_from(signal) {
+        (None, Some(signal)) => match Signal::try_from(signal) {
             Ok(name) => format!("signal {signal} ({name})"),
             Err(_) => format!("signal {signal}"),
         },

@@ -38,15 +38,24 @@ pub enum EnvelopeError {
     #[error("no blank line within the first {MAX_HEADER_BLOCK} bytes of output")]
     TooLarge,
     #[error("line {line} of the header block is not `Name: value`")]
-    NotAHeader { line: usize },
-    #[error("line {line}: header name `{name}` holds characters a header name cannot have")]
-    BadName { line: usize, name: String },
-    #[error("line {line}: the value of `{name}` holds a control character (CR, LF or NUL)")]
-    BadValue { line: usize, name: String },
-    #[error("line {line}: `Status: {value}` is not a status code from 200 to 599")]
-    BadStatus { line: usize, value: String },
-    #[error("line {line}: `Content-Length: {value}` is not a number")]
-    BadContentLength { line: usize, value: String },
+    NotAHeader { line: usize, excerpt: String },
+    #[error("line {line} of the header block: the header name holds characters a name cannot have")]
+    BadName { line: usize, excerpt: String },
+    #[error(
+        "line {line} of the header block: a header value holds a control character (CR, LF or NUL)"
+    )]
+    BadValue { line: usize, excerpt: String },
+    #[error("line {line} of the header block: `Status:` is not a status code from 200 to 599")]
+    BadStatus { line: usize, excerpt: String },
+    #[error("line {line} of the header block: `Content-Length:` is not a number")]
+    BadContentLength { line: usize, excerpt: String },
+}
+
+/// The start of an offending line, escaped, for watchdog's log only: error messages
+/// sent to clients never include a function's bytes.
+fn excerpt(line: &[u8]) -> String {
+    let cut = &line[..line.len().min(80)];
+    cut.escape_ascii().to_string()
 }
 
 impl EnvelopeError {
@@ -114,26 +123,29 @@ impl EnvelopeReader {
 
     fn parse_line(&mut self, line: &[u8]) -> Result<(), EnvelopeError> {
         let line_no = self.line_no;
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(EnvelopeError::NotAHeader { line: line_no })?;
+        let colon =
+            line.iter()
+                .position(|&b| b == b':')
+                .ok_or_else(|| EnvelopeError::NotAHeader {
+                    line: line_no,
+                    excerpt: excerpt(line),
+                })?;
         let raw_name = &line[..colon];
         let raw_value = trim_whitespace(&line[colon + 1..]);
         let name = HeaderName::from_bytes(raw_name).map_err(|_| EnvelopeError::BadName {
             line: line_no,
-            name: String::from_utf8_lossy(raw_name).into_owned(),
+            excerpt: excerpt(line),
         })?;
         let value = HeaderValue::from_bytes(raw_value).map_err(|_| EnvelopeError::BadValue {
             line: line_no,
-            name: name.to_string(),
+            excerpt: excerpt(line),
         })?;
         if name.as_str() == "status" {
             self.status =
                 Some(
                     parse_status(raw_value).ok_or_else(|| EnvelopeError::BadStatus {
                         line: line_no,
-                        value: String::from_utf8_lossy(raw_value).into_owned(),
+                        excerpt: excerpt(line),
                     })?,
                 );
             return Ok(());
@@ -142,7 +154,7 @@ impl EnvelopeReader {
         if name == header::CONTENT_LENGTH && !is_number {
             return Err(EnvelopeError::BadContentLength {
                 line: line_no,
-                value: String::from_utf8_lossy(raw_value).into_owned(),
+                excerpt: excerpt(line),
             });
         }
         if is_hop_by_hop(&name) {
@@ -306,7 +318,7 @@ mod tests {
         ));
         assert!(matches!(
             parse(b"hello world\n\n"),
-            Err(EnvelopeError::NotAHeader { line: 1 })
+            Err(EnvelopeError::NotAHeader { line: 1, .. })
         ));
         assert!(matches!(
             parse(b"Bad Name: x\n\n"),
@@ -320,6 +332,20 @@ mod tests {
             parse(&vec![b'x'; MAX_HEADER_BLOCK]),
             Err(EnvelopeError::TooLarge)
         );
+    }
+
+    #[test]
+    fn error_messages_never_carry_the_functions_bytes() {
+        for input in [
+            &b"SECRET\n\n"[..],
+            b"SEC RET: x\n\n",
+            b"X: SEC\rRET\n\n",
+            b"Status: SECRET\n\n",
+            b"Content-Length: SECRET\n\n",
+        ] {
+            let message = parse(input).unwrap_err().to_string();
+            assert!(!message.contains("SEC"), "{message}");
+        }
     }
 
     #[test]

@@ -1,16 +1,12 @@
-//! A function's process group: signalled as a whole, killed on timeout, on client
-//! disconnect and when dropped.
+//! A function's process group: signalled as a whole, and killed when its owner
+//! goes away without finishing (the ladder itself lives in the CGI driver).
 //!
 //! Every function is spawned as the leader of its own group (`process_group(0)`), so
 //! `killpg` reaches the children and grandchildren a shell script starts, which
 //! `kill_on_drop` alone would miss (it signals only the leader).
 
-use std::time::Duration;
-
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-
-use super::ExitWatch;
 
 /// Owns the right to signal one process group.
 #[derive(Debug)]
@@ -19,15 +15,6 @@ pub struct ProcessGroup {
     /// Cleared once the group has been reaped: after that the id may belong to
     /// someone else and must never be signalled again.
     armed: bool,
-}
-
-/// How a terminate ladder ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Termination {
-    /// The leader exited within the grace period after SIGTERM.
-    Terminated,
-    /// SIGKILL was needed.
-    Killed,
 }
 
 impl ProcessGroup {
@@ -55,22 +42,6 @@ impl ProcessGroup {
     /// Whether any process of the group is still there (zombies included).
     pub fn exists(&self) -> bool {
         self.armed && killpg(self.pgid, None).is_ok()
-    }
-
-    /// TERM to the group, up to `grace` for the leader to exit, then KILL to the group.
-    /// The KILL is sent even when the leader exits in time, so children that ignored
-    /// TERM do not outlive it. The leader is left unreaped for the caller.
-    ///
-    /// # Cancel safety
-    /// Not cancel safe: cancelling after TERM skips the KILL.
-    pub async fn terminate(&self, leader: &ExitWatch, grace: Duration) -> Termination {
-        self.signal(Signal::SIGTERM);
-        let outcome = tokio::select! {
-            () = leader.exited() => Termination::Terminated,
-            () = tokio::time::sleep(grace) => Termination::Killed,
-        };
-        self.signal(Signal::SIGKILL);
-        outcome
     }
 
     /// Marks the group as reaped: from now on it is never signalled.

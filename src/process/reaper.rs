@@ -50,6 +50,30 @@ pub async fn reap_group(pgid: i32, limit: Duration) -> usize {
     }
 }
 
+/// Reaps members of group `pgid` as they exit, until none is left (true) or
+/// `until` passes with some still running (false). Call only after the leader has
+/// been reaped.
+pub async fn wait_group_gone(pgid: i32, until: tokio::time::Instant) -> bool {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match waitpid(Pid::from_raw(-pgid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {
+                if tokio::time::Instant::now() >= until {
+                    return false;
+                }
+                tokio::time::sleep(
+                    pause.min(until.saturating_duration_since(tokio::time::Instant::now())),
+                )
+                .await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            // ECHILD: no process of ours is left in that group.
+            Err(_) => return true,
+        }
+    }
+}
+
 /// Leaders spawned by invokers and not yet reaped by them. The orphan sweep must
 /// never reap these: their exit status belongs to the invoker (through tokio).
 struct Leaders {
@@ -119,6 +143,16 @@ pub fn sweep_orphans() -> usize {
 
 /// Runs [`sweep_orphans`] every `interval` for the life of the runtime.
 pub fn start_orphan_sweeper(interval: Duration) {
+    if !std::path::Path::new("/proc/self/task")
+        .join(std::process::id().to_string())
+        .join("children")
+        .exists()
+    {
+        tracing::warn!(
+            "/proc/self/task/*/children is missing (kernel without CONFIG_PROC_CHILDREN): \
+             processes that leave their function's group will stay zombies until watchdog exits"
+        );
+    }
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -20,10 +20,12 @@ pub enum AppError {
     Conflict { pattern: String, files: Vec<String> },
     #[error("too many invocations are running and the queue wait passed {seconds}s")]
     Overloaded { seconds: u64 },
-    #[error("local redirects went {hops} deep; the last went to {location}")]
+    #[error("the function's local redirects went {hops} deep without an answer")]
     RedirectLoop { hops: usize, location: String },
-    #[error("local redirect to `{location}` is not a valid path")]
+    #[error("the function's local redirect (`Location:` without `Status:`) is not a valid path")]
     BadRedirect { location: String },
+    #[error("the request body did not arrive within the timeout")]
+    BodyTimeout,
     #[error("{0}")]
     Invoke(#[from] InvokeError),
 }
@@ -37,6 +39,7 @@ impl AppError {
             | AppError::RedirectLoop { .. }
             | AppError::BadRedirect { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             AppError::Invoke(err) => err.status(),
         }
     }
@@ -47,6 +50,7 @@ impl AppError {
             AppError::NotFound { .. } => Some("`watchdog routes DIR` lists every route and the files that are not routes".into()),
             AppError::Conflict { .. } => Some("rename or remove all but one of these files".into()),
             AppError::Overloaded { .. } => Some("retry later, or raise --max-concurrency".into()),
+            AppError::BodyTimeout => Some("send the body faster, or raise --timeout".into()),
             AppError::RedirectLoop { .. } | AppError::BadRedirect { .. } => {
                 Some("a `Location: /path` header without `Status:` makes watchdog serve that path instead".into())
             }

@@ -37,7 +37,15 @@ pub async fn handle(app: &App, client: SocketAddr, request: Request) -> Response
     let mut response = match dispatch(app, client, request, &request_id).await {
         Ok(response) => response,
         Err(error) => {
-            tracing::warn!(request_id = %request_id, %method, %path, status = error.status().as_u16(), error = %error, "request failed");
+            tracing::warn!(
+                request_id = %request_id,
+                %method,
+                %path,
+                status = error.status().as_u16(),
+                error = %error,
+                detail = ?error,
+                "request failed"
+            );
             error.into_response(&request_id, &accept)
         }
     };
