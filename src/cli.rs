@@ -38,12 +38,12 @@ pub struct RoutesArgs {
     /// Folder of functions.
     #[arg(default_value = "api", env = "WATCHDOG_DIR")]
     pub dir: PathBuf,
-    /// URL prefix routes are mounted under [default: `/` + DIR's folder name].
-    #[arg(long, env = "WATCHDOG_PREFIX")]
-    pub prefix: Option<String>,
     /// Print the table as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The serve flags, so the table shows the settings `serve` would use.
+    #[command(flatten)]
+    pub serve: ServeFlags,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -133,7 +133,8 @@ pub struct ServeFlags {
     pub log_format: Option<LogFormat>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
     Text,

@@ -1,8 +1,12 @@
 //! The validated settings a server runs with, decided in one place.
 //!
 //! Precedence: command-line flags > `WATCHDOG_*` environment (both resolved by clap
-//! into `Option`s) > defaults here. The configuration file joins between environment
-//! and defaults when it lands (CONTRACT §6).
+//! into `Option`s) > `watchdog.toml` > defaults. Per-function sections of the file
+//! (and `vercel.json`) then refine the server-wide values for the files they match
+//! ([`functions`]).
+
+pub mod file;
+pub mod functions;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -10,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::{LogFormat, ServeFlags};
+pub use file::FileError;
+pub use functions::{Defaults, FunctionRules, FunctionSettings, SectionSource};
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
@@ -21,7 +27,7 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Variables of watchdog's own environment every function gets (CONTRACT §3).
 const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "TZ", "TMPDIR"];
 
-/// A setting that cannot be used, named for the user.
+/// A setting that cannot be used, named for the user. All of these exit 2.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{dir}: {cause}\nhint: pass the folder of functions, e.g. `watchdog serve ./api`")]
@@ -35,16 +41,19 @@ pub enum ConfigError {
         flag: &'static str,
         what: &'static str,
     },
+    #[error("{0}")]
+    File(#[from] FileError),
 }
 
-/// Everything an invocation needs to know about the server's settings.
-#[derive(Debug, Clone)]
+/// Everything the server and its invocations need to know about the settings.
+#[derive(Debug)]
 pub struct Settings {
     /// DIR as given on the command line.
     pub dir: PathBuf,
     /// DIR made absolute and resolved: DOCUMENT_ROOT.
     pub document_root: PathBuf,
     pub prefix: String,
+    pub listen: SocketAddr,
     pub timeout: Duration,
     pub kill_grace: Duration,
     pub max_body: u64,
@@ -53,29 +62,26 @@ pub struct Settings {
     pub drain_delay: Duration,
     pub drain_timeout: Duration,
     pub log_format: LogFormat,
-    /// The environment every function starts from: inherited basics, `--pass-env`,
-    /// then `--env` (later entries win).
+    /// The environment every function starts from: inherited basics, pass-through
+    /// variables, `.env`, the file's `env`, then `--env` (later entries win).
     pub function_env: Vec<(OsString, OsString)>,
+    /// Per-function sections.
+    pub rules: FunctionRules,
+    /// The configuration file in use, if any.
+    pub config_file: Option<PathBuf>,
 }
 
 impl Settings {
-    /// Applies defaults to what the command line and environment gave.
+    /// Reads the configuration files and applies flags, environment and defaults.
     ///
     /// # Errors
-    /// A DIR that is not a readable folder, or a flag this version cannot honour.
-    pub fn resolve(dir: &Path, flags: &ServeFlags) -> Result<Self, ConfigError> {
-        if flags.config.is_some() {
-            return Err(ConfigError::Unsupported {
-                flag: "--config",
-                what: "a configuration file (watchdog.toml)",
-            });
-        }
-        if flags.user.is_some() {
-            return Err(ConfigError::Unsupported {
-                flag: "--user",
-                what: "running functions as another user",
-            });
-        }
+    /// A DIR that is not a readable folder, a bad address, a configuration file
+    /// problem (located by file, line and key), or a flag this version cannot honour.
+    pub fn resolve(
+        dir: &Path,
+        listen: Option<&str>,
+        flags: &ServeFlags,
+    ) -> Result<Self, ConfigError> {
         let document_root = dir.canonicalize().map_err(|cause| ConfigError::Dir {
             dir: dir.display().to_string(),
             cause,
@@ -86,24 +92,108 @@ impl Settings {
                 cause: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a folder"),
             });
         }
+        let config_file = file::locate(flags.config.as_deref(), &document_root);
+        let config = match &config_file {
+            Some(path) => file::load(path)?,
+            None => file::ConfigFile::default(),
+        };
+        if flags.user.is_some() || config.user.is_some() {
+            return Err(ConfigError::Unsupported {
+                flag: "--user (or `user` in the config file)",
+                what: "running functions as another user",
+            });
+        }
         let prefix = flags
             .prefix
             .clone()
+            .or_else(|| config.prefix.clone())
             .unwrap_or_else(|| default_prefix(dir, &document_root));
+        let listen = listen_addr(
+            listen.or(config.listen.as_deref()),
+            std::env::var("PORT").ok().as_deref(),
+        )?;
+        let dotenv = file::dotenv(&document_root)?;
+        let mut pass_env = flags.pass_env.clone();
+        pass_env.extend(config.pass_env.clone().unwrap_or_default());
+        let mut function_env = inherited_env(std::env::vars_os(), &pass_env);
+        let pairs = dotenv
+            .into_iter()
+            .chain(config.env.clone().unwrap_or_default())
+            .chain(flags.env.iter().cloned());
+        function_env.extend(pairs.map(|(k, v)| (OsString::from(k), OsString::from(v))));
+
+        let mut sections = Vec::new();
+        for (glob, section) in file::vercel_sections(&document_root)? {
+            let source = SectionSource {
+                file: document_root
+                    .parent()
+                    .unwrap_or(Path::new("/"))
+                    .join("vercel.json"),
+                line: 0,
+                priority: 0,
+            };
+            sections.push((glob, section, source));
+        }
+        if let Some(path) = &config_file {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            for (glob, section) in config.functions {
+                let line = text[..glob.span().start.min(text.len())]
+                    .matches('\n')
+                    .count()
+                    + 1;
+                let source = SectionSource {
+                    file: path.clone(),
+                    line,
+                    priority: 1,
+                };
+                sections.push((glob.into_inner(), section, source));
+            }
+        }
+        let rules = FunctionRules::new(sections)?;
+
         Ok(Self {
             dir: dir.to_path_buf(),
             document_root,
             prefix: crate::routes::normalize_prefix(&prefix),
-            timeout: flags.timeout.unwrap_or(DEFAULT_TIMEOUT),
-            kill_grace: flags.kill_grace.unwrap_or(DEFAULT_KILL_GRACE),
-            max_body: flags.max_body.unwrap_or(DEFAULT_MAX_BODY),
-            max_concurrency: flags.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY),
-            queue_timeout: flags.queue_timeout.unwrap_or(DEFAULT_QUEUE_TIMEOUT),
-            drain_delay: flags.drain_delay.unwrap_or_default(),
-            drain_timeout: flags.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
-            log_format: flags.log_format.unwrap_or_default(),
-            function_env: function_env(std::env::vars_os(), flags),
+            listen,
+            timeout: flags.timeout.or(config.timeout).unwrap_or(DEFAULT_TIMEOUT),
+            kill_grace: flags
+                .kill_grace
+                .or(config.kill_grace)
+                .unwrap_or(DEFAULT_KILL_GRACE),
+            max_body: flags
+                .max_body
+                .or(config.max_body)
+                .unwrap_or(DEFAULT_MAX_BODY),
+            max_concurrency: flags
+                .max_concurrency
+                .or(config.max_concurrency)
+                .unwrap_or(DEFAULT_MAX_CONCURRENCY)
+                .max(1),
+            queue_timeout: flags
+                .queue_timeout
+                .or(config.queue_timeout)
+                .unwrap_or(DEFAULT_QUEUE_TIMEOUT),
+            drain_delay: flags.drain_delay.or(config.drain_delay).unwrap_or_default(),
+            drain_timeout: flags
+                .drain_timeout
+                .or(config.drain_timeout)
+                .unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+            log_format: flags.log_format.or(config.log_format).unwrap_or_default(),
+            function_env,
+            rules,
+            config_file,
         })
+    }
+
+    /// The settings of the function at `relative` below DIR.
+    pub fn function(&self, relative: &str) -> FunctionSettings {
+        let defaults = Defaults {
+            timeout: self.timeout,
+            max_body: self.max_body,
+            env: self.function_env.clone(),
+        };
+        self.rules.resolve(relative, &defaults)
     }
 }
 
@@ -122,11 +212,11 @@ pub fn default_prefix(dir: &Path, resolved: &Path) -> String {
     )
 }
 
-/// The listen address: the flag, else `0.0.0.0:$PORT` when PORT is set (Cloud Run,
-/// Knative), else 127.0.0.1:3000.
+/// The listen address: the flag (or file), else `0.0.0.0:$PORT` when PORT is set
+/// (Cloud Run, Knative), else 127.0.0.1:3000.
 ///
 /// # Errors
-/// An unparsable flag or PORT value.
+/// An unparsable address or PORT value.
 pub fn listen_addr(flag: Option<&str>, port_env: Option<&str>) -> Result<SocketAddr, ConfigError> {
     if let Some(value) = flag {
         return value
@@ -147,25 +237,19 @@ pub fn listen_addr(flag: Option<&str>, port_env: Option<&str>) -> Result<SocketA
     }
 }
 
-fn function_env(
+fn inherited_env(
     own: impl Iterator<Item = (OsString, OsString)>,
-    flags: &ServeFlags,
+    pass_env: &[String],
 ) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = own
         .filter(|(name, _)| {
             let name = name.to_string_lossy();
             INHERITED.contains(&name.as_ref())
                 || name.starts_with("LC_")
-                || flags.pass_env.iter().any(|p| *p == name)
+                || pass_env.iter().any(|p| *p == name)
         })
         .collect();
     env.sort();
-    env.extend(
-        flags
-            .env
-            .iter()
-            .map(|(name, value)| (OsString::from(name), OsString::from(value))),
-    );
     env
 }
 
@@ -220,15 +304,10 @@ mod tests {
         ]
         .into_iter()
         .map(|(k, v)| (OsString::from(k), OsString::from(v)));
-        let flags = ServeFlags {
-            pass_env: vec!["KEEP".into()],
-            env: vec![("STAGE".into(), "dev".into())],
-            ..ServeFlags::default()
-        };
-        let names: Vec<_> = function_env(own, &flags)
+        let names: Vec<_> = inherited_env(own, &["KEEP".into()])
             .into_iter()
             .map(|(k, _)| k.into_string().unwrap())
             .collect();
-        assert_eq!(names, ["KEEP", "LC_ALL", "PATH", "STAGE"]);
+        assert_eq!(names, ["KEEP", "LC_ALL", "PATH"]);
     }
 }

@@ -42,8 +42,13 @@ pub struct Invocation {
     pub deadline_epoch_ms: u128,
     pub settings: Arc<Settings>,
     /// Lives until the function has fully finished (not just until the response
-    /// head): its drop writes the invocation's log event and frees its slot.
+    /// head): its drop writes the invocation's log event and frees its slots.
     pub record: InvocationRecord,
+    /// Background work that outlives the response head (a driver task) is spawned
+    /// here, so shutdown can wait for it.
+    pub tasks: tokio_util::task::TaskTracker,
+    /// Cancelled when the server gives up draining: stop the function now.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// What a function answered.
@@ -66,6 +71,8 @@ pub enum InvokeError {
     BadOutput { file: String, error: EnvelopeError },
     #[error("{file}: exited with {exit} before writing a complete header block")]
     ExitedEarly { file: String, exit: String },
+    #[error("{file}: wrote more than {limit} bytes with `output = \"raw\"`; it was stopped")]
+    OutputTooLarge { file: String, limit: u64 },
     #[error("{file}: timed out after {after:?}; its process group was killed")]
     Timeout {
         file: String,
@@ -87,9 +94,9 @@ impl InvokeError {
     pub fn status(&self) -> StatusCode {
         match self {
             InvokeError::Spawn { .. } | InvokeError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            InvokeError::BadOutput { .. } | InvokeError::ExitedEarly { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            InvokeError::BadOutput { .. }
+            | InvokeError::ExitedEarly { .. }
+            | InvokeError::OutputTooLarge { .. } => StatusCode::BAD_GATEWAY,
             InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             InvokeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             InvokeError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -105,9 +112,14 @@ impl InvokeError {
                 "{}; the function's stderr is in watchdog's log",
                 EnvelopeError::HINT
             )),
-            InvokeError::Timeout { .. } => {
-                Some("raise --timeout, or make the function finish sooner".into())
-            }
+            InvokeError::Timeout { .. } => Some(
+                "raise the timeout (--timeout, or `timeout` in the function's watchdog.toml section), \
+                 or make the function finish sooner"
+                    .into(),
+            ),
+            InvokeError::OutputTooLarge { .. } => Some(
+                "raise `max_output` in the function's watchdog.toml section, or use CGI output, which streams".into(),
+            ),
             InvokeError::BodyTooLarge { .. } => {
                 Some("send a smaller body, or raise --max-body".into())
             }

@@ -1,4 +1,5 @@
-//! The `watchdog` binary: parse, set up logging, run a subcommand, exit 0/1/2.
+//! The `watchdog` binary: parse, resolve settings, set up logging, run a
+//! subcommand, exit 0/1/2.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -7,15 +8,23 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use watchdog::cli::{Cli, Command, LogFormat};
 use watchdog::commands;
+use watchdog::config::Settings;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log_format = match &cli.command {
-        Command::Serve(args) => args.flags.log_format,
-        Command::Invoke(args) => args.serve.log_format,
-        Command::Routes(_) => None,
+    let resolved = match &cli.command {
+        Command::Serve(args) => Settings::resolve(&args.dir, args.listen.as_deref(), &args.flags),
+        Command::Routes(args) => Settings::resolve(&args.dir, None, &args.serve),
+        Command::Invoke(args) => Settings::resolve(&args.dir, None, &args.serve),
     };
-    init_logging(log_format.unwrap_or_default());
+    let settings = match resolved {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("watchdog: error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(settings.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -28,12 +37,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => commands::serve::run(args).await,
-            Command::Routes(args) => commands::routes::run(&args),
-            Command::Invoke(args) => commands::invoke::run(args).await,
+            Command::Serve(_) => commands::serve::run(settings).await,
+            Command::Routes(args) => commands::routes::run(&settings, args.json),
+            Command::Invoke(args) => commands::invoke::run(settings, args).await,
         }
     });
-    // Do not wait for stray blocking tasks (a body still draining) at exit.
+    // Do not wait for stray tasks (a request body still draining) at exit.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@
 pub mod discover;
 pub mod path;
 pub mod pattern;
+pub mod reload;
 pub mod table;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ pub use discover::{FunctionFile, Runner, Skipped};
 pub use path::PathError;
 pub use table::ParamValue;
 
+use crate::config::FunctionSettings;
 use table::{Endpoint, Trie};
 
 /// One routable function.
@@ -23,6 +25,8 @@ pub struct Function {
     pub file: FunctionFile,
     /// The pattern as users see it: `/api/users/[id]`.
     pub pattern: String,
+    /// Its effective settings (defaults, flags, config sections).
+    pub settings: FunctionSettings,
 }
 
 /// Everything known about DIR's routes.
@@ -58,11 +62,16 @@ pub struct RouteMatch {
 }
 
 impl RouteTable {
-    /// Walks `dir` and builds the table mounted under `prefix`.
+    /// Walks `dir` and builds the table mounted under `prefix`; `settings_for` gives
+    /// each function (by its path relative to `dir`) its settings.
     ///
     /// # Errors
     /// When `dir` is missing or not a readable folder.
-    pub fn build(dir: &Path, prefix: &str) -> std::io::Result<Self> {
+    pub fn build(
+        dir: &Path,
+        prefix: &str,
+        settings_for: impl Fn(&str) -> FunctionSettings,
+    ) -> std::io::Result<Self> {
         let found = discover::discover(dir)?;
         let prefix = normalize_prefix(prefix);
         let prefix_segments: Vec<String> = prefix
@@ -79,6 +88,7 @@ impl RouteTable {
             }
             functions.push(Arc::new(Function {
                 pattern: pattern::display(&prefix, &file.segments),
+                settings: settings_for(&file.relative),
                 file,
             }));
         }
@@ -125,6 +135,16 @@ impl RouteTable {
         })
     }
 
+    /// Builds the table for a server's settings.
+    ///
+    /// # Errors
+    /// When DIR cannot be read.
+    pub fn for_settings(settings: &crate::config::Settings) -> std::io::Result<Self> {
+        Self::build(&settings.dir, &settings.prefix, |relative| {
+            settings.function(relative)
+        })
+    }
+
     /// The table as `/_watchdog/routes` and `watchdog routes --json` show it.
     pub fn to_json(&self) -> serde_json::Value {
         let routes: Vec<serde_json::Value> = self
@@ -137,11 +157,20 @@ impl RouteTable {
                     .iter()
                     .map(|a| pattern::display(&self.prefix, a))
                     .collect();
+                let s = &f.settings;
                 serde_json::json!({
                     "pattern": f.pattern,
                     "file": f.file.relative,
                     "also": aliases,
                     "runs_as": f.file.runner.describe(),
+                    "settings": {
+                        "timeout": humantime::format_duration(s.timeout).to_string(),
+                        "max_body": s.max_body,
+                        "max_concurrency": s.max_concurrency,
+                        "output": format!("{:?}", s.output).to_lowercase(),
+                        "env_style": format!("{:?}", s.env_style).to_lowercase(),
+                        "sections": s.matched,
+                    },
                 })
             })
             .collect();
@@ -262,8 +291,17 @@ mod tests {
             fs::write(&path, "#!/bin/sh\n").unwrap();
             fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
         }
-        let table = RouteTable::build(tmp.path(), "/api").unwrap();
+        let table = RouteTable::build(tmp.path(), "/api", test_settings).unwrap();
         (tmp, table)
+    }
+
+    pub(crate) fn test_settings(relative: &str) -> FunctionSettings {
+        let defaults = crate::config::Defaults {
+            timeout: std::time::Duration::from_secs(30),
+            max_body: 1024,
+            env: Vec::new(),
+        };
+        crate::config::FunctionRules::default().resolve(relative, &defaults)
     }
 
     fn found(table: &RouteTable, url: &str) -> RouteMatch {

@@ -1,20 +1,26 @@
 //! The HTTP server: binds, routes `/_watchdog/*` to the built-in endpoints and every
-//! other request to a function, and drains on SIGTERM/SIGINT.
+//! other request to a function, and drains on SIGTERM/SIGINT (CONTRACT §8).
 
 pub mod builtin;
 pub mod error;
 pub mod handler;
 pub mod request_id;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::routing::{any, get};
 use axum::serve::ListenerExt;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::invoke::Invoker;
@@ -24,31 +30,57 @@ use crate::routes::RouteTable;
 /// What every request handler shares.
 pub struct App {
     pub settings: Arc<Settings>,
-    pub routes: Arc<RouteTable>,
+    /// Swapped whole by live reload; a request loads it once.
+    pub routes: Arc<ArcSwap<RouteTable>>,
     pub invoker: Arc<dyn Invoker>,
     /// One permit per invocation allowed to run at once (`--max-concurrency`).
     pub slots: Arc<Semaphore>,
+    /// Per-function limits (`max_concurrency` in a section), by file and limit, so a
+    /// reload that keeps the limit keeps the semaphore.
+    function_slots: Mutex<HashMap<(String, u32), Arc<Semaphore>>>,
     /// Set on SIGTERM/SIGINT: readyz answers 503 from then on.
     pub draining: AtomicBool,
     /// The address the server is bound to; `invoke` uses a stand-in.
     pub local: SocketAddr,
+    pub metrics: Option<PrometheusHandle>,
+    /// Every invocation's driver task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    /// Cancelled when the drain timeout has passed: invocations still running are
+    /// stopped by process group.
+    pub stop_invocations: CancellationToken,
 }
 
 impl App {
-    pub fn new(settings: Settings, routes: RouteTable, local: SocketAddr) -> Self {
+    pub fn new(settings: Arc<Settings>, routes: RouteTable, local: SocketAddr) -> Self {
         let slots = Arc::new(Semaphore::new(settings.max_concurrency as usize));
         Self {
-            settings: Arc::new(settings),
-            routes: Arc::new(routes),
+            settings,
+            routes: Arc::new(ArcSwap::from_pointee(routes)),
             invoker: Arc::new(CgiInvoker),
             slots,
+            function_slots: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             local,
+            metrics: None,
+            tasks: TaskTracker::new(),
+            stop_invocations: CancellationToken::new(),
         }
     }
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The semaphore limiting invocations of one function.
+    pub fn function_slots(&self, file: &str, limit: u32) -> Arc<Semaphore> {
+        let mut map = self
+            .function_slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(
+            map.entry((file.to_owned(), limit))
+                .or_insert_with(|| Arc::new(Semaphore::new(limit as usize))),
+        )
     }
 }
 
@@ -57,14 +89,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_watchdog/healthz", get(builtin::healthz))
         .route("/_watchdog/readyz", get(builtin::readyz))
         .route("/_watchdog/routes", get(builtin::routes))
+        .route("/_watchdog/metrics", get(builtin::metrics))
         .route("/_watchdog", any(builtin::reserved))
         .route("/_watchdog/{*rest}", any(builtin::reserved))
         .fallback(handler::function)
         .with_state(app)
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and lets in-flight
-/// requests finish; gives up on them after the app's drain timeout.
+/// Serves until `shutdown` resolves, then drains: readyz turns 503 at once,
+/// requests are still served for the drain delay, then no new connection is
+/// accepted and in-flight invocations get the drain timeout to finish; what is left
+/// is stopped by process group (TERM, kill grace, KILL).
 ///
 /// # Errors
 /// Accept-loop failures from the listener.
@@ -73,19 +108,24 @@ pub async fn serve(
     app: Arc<App>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stopped_tx, mut stopped_rx) = tokio::sync::watch::channel(false);
-    let drain_delay = app.settings.drain_delay;
     let drain_timeout = app.settings.drain_timeout;
+    // Set when the server stops accepting: the moment the drain timeout runs out.
+    let (drain_end_tx, mut drain_end_rx) = tokio::sync::watch::channel(None);
+    let settings = Arc::clone(&app.settings);
     let draining_app = Arc::clone(&app);
     let graceful = async move {
         shutdown.await;
         draining_app.draining.store(true, Ordering::Relaxed);
-        tracing::info!(drain_delay = ?drain_delay, drain_timeout = ?drain_timeout, "shutting down: readyz now answers 503");
-        tokio::time::sleep(drain_delay).await;
+        tracing::info!(
+            drain_delay = ?settings.drain_delay,
+            drain_timeout = ?settings.drain_timeout,
+            "shutting down: readyz now answers 503"
+        );
+        tokio::time::sleep(settings.drain_delay).await;
         tracing::info!("no longer accepting connections; waiting for in-flight requests");
-        let _ = stopped_tx.send(true);
+        let _ = drain_end_tx.send(Some(tokio::time::Instant::now() + drain_timeout));
     };
-    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+    let service = router(Arc::clone(&app)).into_make_service_with_connect_info::<SocketAddr>();
     // Without TCP_NODELAY a response written in pieces (head, body chunks, the final
     // chunk) waits on the client's delayed ACK: 40 ms per keep-alive request.
     let listener = listener.tap_io(|tcp| {
@@ -94,14 +134,39 @@ pub async fn serve(
         }
     });
     let server = axum::serve(listener, service).with_graceful_shutdown(graceful);
-    tokio::select! {
+    let mut watch_end = drain_end_rx.clone();
+    let result = tokio::select! {
         result = server => result,
         () = async {
-            let _ = stopped_rx.wait_for(|stopped| *stopped).await;
-            tokio::time::sleep(drain_timeout).await;
+            let end = watch_end.wait_for(Option::is_some).await.ok().and_then(|end| *end);
+            if let Some(end) = end {
+                tokio::time::sleep_until(end).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
         } => {
-            tracing::warn!("drain timeout reached; killing the invocations still running");
+            tracing::warn!("drain timeout reached with connections still open; closing them");
             Ok(())
         }
+    };
+    // The server has stopped accepting. Functions may still be running (a response
+    // can be complete before its process exits): they get what is left of the
+    // drain timeout, then are stopped by process group.
+    let drain_end = drain_end_rx
+        .borrow_and_update()
+        .unwrap_or_else(|| tokio::time::Instant::now() + drain_timeout);
+    app.tasks.close();
+    if tokio::time::timeout_at(drain_end, app.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            running = app.tasks.len(),
+            "drain timeout reached; stopping the invocations still running"
+        );
+        app.stop_invocations.cancel();
+        let limit = app.settings.kill_grace + Duration::from_secs(2);
+        let _ = tokio::time::timeout(limit, app.tasks.wait()).await;
     }
+    result
 }

@@ -667,3 +667,19 @@ async fn timeout_gives_the_group_its_kill_grace() {
     );
     server.assert_no_children();
 }
+
+#[tokio::test]
+async fn a_megabyte_stderr_line_does_not_block_the_request() {
+    let server = server(&[]);
+    let started = Instant::now();
+    let response = client()
+        .get(server.url("/api/long-stderr"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "after the long line\n");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Logged in bounded pieces, not one line of a megabyte.
+    assert!(server.wait_for_log("xxxxxxxx", Duration::from_secs(2)));
+    assert!(server.log().lines().all(|line| line.len() < 20_000));
+}

@@ -15,9 +15,8 @@ use crate::config::Settings;
 use crate::routes::RouteTable;
 use crate::server::{App, handler};
 
-pub async fn run(args: InvokeArgs) -> Result<(), CommandError> {
-    let settings = Settings::resolve(&args.dir, &args.serve).map_err(usage)?;
-    let routes = RouteTable::build(&settings.dir, &settings.prefix)
+pub async fn run(settings: Settings, args: InvokeArgs) -> Result<(), CommandError> {
+    let routes = RouteTable::for_settings(&settings)
         .with_context(|| format!("reading {}", settings.dir.display()))
         .map_err(usage)?;
     if let Err(err) = crate::process::reaper::become_subreaper() {
@@ -25,7 +24,7 @@ pub async fn run(args: InvokeArgs) -> Result<(), CommandError> {
     }
     let request = build_request(&args).map_err(usage)?;
     let stand_in: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
-    let app = App::new(settings, routes, stand_in);
+    let app = App::new(std::sync::Arc::new(settings), routes, stand_in);
     let response = handler::handle(&app, stand_in, request).await;
     let status = response.status();
     let mut stdout = std::io::stdout().lock();
@@ -50,6 +49,9 @@ pub async fn run(args: InvokeArgs) -> Result<(), CommandError> {
         stdout.write_all(&chunk).map_err(runtime)?;
         stdout.flush().map_err(runtime)?;
     }
+    // Let the function's driver finish reaping before the process exits.
+    app.tasks.close();
+    app.tasks.wait().await;
     if status.is_server_error() {
         return Err(runtime(anyhow!("the function answered {status}")));
     }

@@ -1,32 +1,19 @@
-//! `watchdog routes DIR`: the route table, conflicts, and files that are not routes.
+//! `watchdog routes DIR`: the route table with each function's effective settings,
+//! conflicts, and files that are not routes (with why).
 
 use std::fmt::Write;
 
-use super::{CommandError, usage};
-use crate::cli::RoutesArgs;
-use crate::routes::{RouteTable, normalize_prefix};
+use anyhow::Context;
 
-pub fn run(args: &RoutesArgs) -> Result<(), CommandError> {
-    let prefix = match &args.prefix {
-        Some(prefix) => prefix.clone(),
-        None => {
-            let dir = args.dir.canonicalize().map_err(|err| {
-                usage(anyhow::anyhow!(
-                    "{}: {err}\nhint: pass the folder of functions, e.g. `watchdog routes ./api`",
-                    args.dir.display()
-                ))
-            })?;
-            format!(
-                "/{}",
-                dir.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            )
-        }
-    };
-    let table = RouteTable::build(&args.dir, &normalize_prefix(&prefix))
-        .map_err(|err| usage(anyhow::anyhow!("{}: {err}", args.dir.display())))?;
-    if args.json {
+use super::{CommandError, usage};
+use crate::config::Settings;
+use crate::routes::RouteTable;
+
+pub fn run(settings: &Settings, json: bool) -> Result<(), CommandError> {
+    let table = RouteTable::for_settings(settings)
+        .with_context(|| format!("reading {}", settings.dir.display()))
+        .map_err(usage)?;
+    if json {
         println!("{:#}", table.to_json());
     } else {
         print!("{}", render(&table));
@@ -44,14 +31,40 @@ pub fn render(table: &RouteTable) -> String {
         .max()
         .unwrap_or(0)
         .max(5);
-    let _ = writeln!(out, "{:width$}  {:30}  RUNS AS", "ROUTE", "FILE");
+    let file_width = table
+        .functions
+        .iter()
+        .map(|f| f.file.relative.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let _ = writeln!(
+        out,
+        "{:width$}  {:file_width$}  {:22}  SETTINGS",
+        "ROUTE", "FILE", "RUNS AS"
+    );
     for function in &table.functions {
+        let s = &function.settings;
+        let mut notes = vec![format!("timeout={}", humantime::format_duration(s.timeout))];
+        if let Some(n) = s.max_concurrency {
+            notes.push(format!("max_concurrency={n}"));
+        }
+        if s.output == crate::config::file::OutputMode::Raw {
+            notes.push("output=raw".into());
+        }
+        if s.env_style == crate::config::file::EnvStyle::Openfaas {
+            notes.push("env_style=openfaas".into());
+        }
+        if !s.matched.is_empty() {
+            notes.push(format!("from {}", s.matched.join(" < ")));
+        }
         let _ = writeln!(
             out,
-            "{:width$}  {:30}  {}",
+            "{:width$}  {:file_width$}  {:22}  {}",
             function.pattern,
             function.file.relative,
-            function.file.runner.describe()
+            function.file.runner.describe(),
+            notes.join(" ")
         );
     }
     if !table.conflicts.is_empty() {

@@ -1,43 +1,49 @@
 //! `watchdog serve DIR`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 
 use super::{CommandError, runtime, usage};
-use crate::cli::ServeArgs;
-use crate::config::{Settings, listen_addr};
+use crate::config::Settings;
 use crate::process::reaper;
-use crate::routes::RouteTable;
+use crate::routes::{RouteTable, reload};
 use crate::server::{self, App};
 
 /// How often zombies that left their function's group are looked for and reaped.
-const ORPHAN_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+const ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 
-pub async fn run(args: ServeArgs) -> Result<(), CommandError> {
-    let settings = Settings::resolve(&args.dir, &args.flags).map_err(usage)?;
-    let addr = listen_addr(
-        args.listen.as_deref(),
-        std::env::var("PORT").ok().as_deref(),
-    )
-    .map_err(usage)?;
-    let routes = RouteTable::build(&settings.dir, &settings.prefix)
+pub async fn run(settings: Settings) -> Result<(), CommandError> {
+    let settings = Arc::new(settings);
+    let routes = RouteTable::for_settings(&settings)
         .with_context(|| format!("reading {}", settings.dir.display()))
         .map_err(usage)?;
-    report_routes(&routes);
+    let metrics = crate::observability::metrics::install();
+    reload::report(&routes, false);
+    for note in settings.rules.unenforced() {
+        tracing::warn!(section = %note, "these keys are read but not enforced by this version of watchdog");
+    }
     match reaper::become_subreaper() {
         Ok(()) => reaper::start_orphan_sweeper(ORPHAN_SWEEP_INTERVAL),
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot become a child subreaper; orphaned grandchildren of functions will be reaped by init")
-        }
+        Err(err) => tracing::warn!(
+            error = %err,
+            "cannot become a child subreaper; orphaned grandchildren of functions will be reaped by init"
+        ),
     }
-    let listener = tokio::net::TcpListener::bind(addr)
+    let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
-        .with_context(|| format!("cannot listen on {addr}; pick another address with --listen"))
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; pick another address with --listen",
+                settings.listen
+            )
+        })
         .map_err(runtime)?;
     let local = listener.local_addr().map_err(runtime)?;
     tracing::info!(
         dir = %settings.dir.display(),
+        config = ?settings.config_file,
         prefix = %settings.prefix,
         timeout = ?settings.timeout,
         kill_grace = ?settings.kill_grace,
@@ -45,30 +51,21 @@ pub async fn run(args: ServeArgs) -> Result<(), CommandError> {
         max_concurrency = settings.max_concurrency,
         "settings"
     );
+    let mut app = App::new(Arc::clone(&settings), routes, local);
+    app.metrics = metrics;
+    let app = Arc::new(app);
+    let _watcher = match reload::watch(Arc::clone(&settings), Arc::clone(&app.routes)) {
+        Ok(watcher) => Some(watcher),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch DIR for changes; restart watchdog to pick up new files");
+            None
+        }
+    };
     tracing::info!(addr = %local, "listening on http://{local}");
-    let app = Arc::new(App::new(settings, routes, local));
     let shutdown = crate::shutdown::on_signal().map_err(runtime)?;
     server::serve(listener, app, shutdown)
         .await
         .map_err(runtime)?;
     tracing::info!("stopped");
     Ok(())
-}
-
-fn report_routes(routes: &RouteTable) {
-    tracing::info!(
-        functions = routes.functions.len(),
-        skipped = routes.skipped.len(),
-        "routes loaded"
-    );
-    for (pattern, ids) in &routes.conflicts {
-        let files: Vec<&str> = ids
-            .iter()
-            .map(|&i| routes.functions[i].file.relative.as_str())
-            .collect();
-        tracing::warn!(%pattern, files = %files.join(", "), "route conflict: this URL answers 500 until only one file claims it");
-    }
-    for skipped in &routes.skipped {
-        tracing::debug!(file = %skipped.relative, reason = %skipped.reason, "not a route");
-    }
 }

@@ -29,6 +29,7 @@ use tokio_process_stream::{Item, ProcessChunkStream};
 use super::envelope::EnvelopeReader;
 use super::stderr::StderrLog;
 use super::{Invocation, InvokeError, InvokeFuture, Invoker, Reply, RequestBody};
+use crate::config::file::OutputMode;
 use crate::observability::InvocationRecord;
 use crate::process::{ExitWatch, ProcessGroup, reaper};
 
@@ -87,15 +88,38 @@ async fn run(mut invocation: Invocation) -> Result<Reply, InvokeError> {
         group,
         exit_watch,
         deadline: invocation.deadline,
-        timeout: invocation.settings.timeout,
+        timeout: invocation.route.function.settings.timeout,
+        raw: (invocation.route.function.settings.output == OutputMode::Raw).then(|| RawOutput {
+            content_type: invocation.route.function.settings.content_type.clone(),
+            exit_status: invocation.route.function.settings.exit_status.clone(),
+            limit: invocation
+                .route
+                .function
+                .settings
+                .limits
+                .max_output
+                .unwrap_or(DEFAULT_RAW_LIMIT),
+        }),
         grace: invocation.settings.kill_grace,
         is_head: invocation.method == Method::HEAD,
         file,
         remaining: None,
         record: invocation.record,
     };
-    tokio::spawn(driver.drive(head_tx));
+    invocation
+        .tasks
+        .spawn(driver.drive(head_tx, invocation.stop));
     head_rx.await.unwrap_or(Err(InvokeError::Internal))
+}
+
+/// `output = "raw"` holds stdout until exit; without `max_output`, this much.
+const DEFAULT_RAW_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// How an `output = "raw"` function (OpenFaaS classic) is answered.
+struct RawOutput {
+    content_type: Option<String>,
+    exit_status: std::collections::BTreeMap<i32, u16>,
+    limit: u64,
 }
 
 /// Why the driver's main loop ended.
@@ -107,7 +131,10 @@ enum End {
     LeaderGone,
     TimedOut,
     ClientGone,
-    /// The header block was invalid; the error went to the client already.
+    /// The server gave up draining.
+    Shutdown,
+    /// The header block was invalid (or raw output too large); the error went to
+    /// the client already.
     BadOutput,
 }
 
@@ -132,6 +159,7 @@ struct Driver {
     file: String,
     /// Body bytes still owed to the client when the function sent Content-Length.
     remaining: Option<u64>,
+    raw: Option<RawOutput>,
     record: InvocationRecord,
 }
 
@@ -139,6 +167,8 @@ struct Driver {
 enum Sink {
     /// Still reading the header block.
     Head(EnvelopeReader),
+    /// `output = "raw"`: all of stdout, answered at exit.
+    Raw(bytes::BytesMut),
     Client {
         tx: BodySender,
         complete: Arc<AtomicBool>,
@@ -149,9 +179,13 @@ enum Sink {
 }
 
 impl Driver {
-    async fn drive(mut self, head_tx: HeadSender) {
+    async fn drive(mut self, head_tx: HeadSender, stop: tokio_util::sync::CancellationToken) {
         let mut head_tx = Some(head_tx);
-        let mut sink = Sink::Head(EnvelopeReader::new());
+        let mut sink = if self.raw.is_some() {
+            Sink::Raw(bytes::BytesMut::new())
+        } else {
+            Sink::Head(EnvelopeReader::new())
+        };
         let mut pending: Option<Bytes> = None;
         let mut leader_exited = false;
         let mut linger = Instant::now() + Duration::from_secs(86_400 * 365);
@@ -159,6 +193,7 @@ impl Driver {
             let event = tokio::select! {
                 biased;
                 () = tokio::time::sleep_until(self.deadline) => Event::End(End::TimedOut),
+                () = stop.cancelled() => Event::End(End::Shutdown),
                 () = head_closed(&mut head_tx) => Event::End(End::ClientGone),
                 () = body_closed(&sink), if pending.is_none() => Event::End(End::ClientGone),
                 permit = reserve(&sink), if pending.is_some() => match permit {
@@ -225,6 +260,16 @@ impl Driver {
             Sink::Head(reader) => reader,
             Sink::Client { .. } => return Ok(Some(chunk)),
             Sink::Discard => return Ok(None),
+            Sink::Raw(buffer) => {
+                let limit = self.raw.as_ref().map_or(DEFAULT_RAW_LIMIT, |r| r.limit);
+                if buffer.len() as u64 + chunk.len() as u64 > limit {
+                    let file = self.file.clone();
+                    send_head(head_tx, Err(InvokeError::OutputTooLarge { file, limit }));
+                    return Err(());
+                }
+                buffer.extend_from_slice(&chunk);
+                return Ok(None);
+            }
         };
         let (envelope, rest) = match reader.push(&chunk) {
             Ok(None) => return Ok(None),
@@ -238,8 +283,8 @@ impl Driver {
         if let Some(location) = envelope.local_redirect {
             *sink = Sink::Discard;
             // The redirect target runs as a new invocation; this one no longer
-            // counts against the concurrency limit while it finishes.
-            self.record.slot = None;
+            // counts against the concurrency limits while it finishes.
+            self.record.slots.clear();
             send_head(head_tx, Ok(Reply::LocalRedirect(location)));
             return Ok(None);
         }
@@ -305,13 +350,19 @@ impl Driver {
                 self.record.client_gone = true;
                 self.stop_group(false, None).await
             }
+            End::Shutdown => {
+                self.record.shutdown = true;
+                self.stop_group(false, None).await
+            }
             End::BadOutput => {
                 self.record.status = Some(502);
                 self.stop_group(false, None).await
             }
         };
         self.stderr.flush();
-        self.record.exit = exit.map(describe_exit);
+        if let Some(status) = exit {
+            self.record.set_exit(status);
+        }
         drop(sink);
     }
 
@@ -333,9 +384,47 @@ impl Driver {
                 self.record.status = Some(error.status().as_u16());
                 send_head(head_tx, Err(error));
             }
+            Sink::Raw(buffer) => {
+                let response = self.raw_response(buffer.clone().freeze(), exit);
+                self.record.status = Some(response.status().as_u16());
+                self.record.bytes_out = buffer.len() as u64;
+                send_head(head_tx, Ok(Reply::Response(response)));
+            }
             Sink::Client { .. } => mark_complete(sink),
             Sink::Discard => {}
         }
+    }
+
+    /// The OpenFaaS classic answer: stdout as the body; exit 0 → 200, a mapped exit
+    /// code → its status, anything else → 500.
+    fn raw_response(&self, body: Bytes, exit: Option<ExitStatus>) -> Response<Body> {
+        let raw = self.raw.as_ref();
+        let code = exit.and_then(|e| e.code());
+        let status = match code {
+            Some(0) => StatusCode::OK,
+            Some(code) => raw
+                .and_then(|r| r.exit_status.get(&code))
+                .and_then(|s| StatusCode::from_u16(*s).ok())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            None => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let content_type = raw
+            .and_then(|r| r.content_type.as_deref())
+            .and_then(|c| axum::http::HeaderValue::from_str(c).ok())
+            .unwrap_or(axum::http::HeaderValue::from_static(
+                "text/plain; charset=utf-8",
+            ));
+        let body = if self.is_head {
+            Body::empty()
+        } else {
+            Body::from(body)
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
+        response
     }
 
     /// Stops the group: SIGTERM, up to `--kill-grace` for everything in it to exit,

@@ -1,5 +1,5 @@
-//! From an HTTP request to a function's response: route, queue for a slot, receive
-//! the body, invoke, follow local redirects. Errors are rendered once, here.
+//! From an HTTP request to a function's response: route, receive the body, queue
+//! for a slot, invoke, follow local redirects. Errors are rendered once, here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,12 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, Response, Uri, header};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::App;
 use super::error::AppError;
 use super::request_id;
 use crate::invoke::{Invocation, Reply, RequestBody};
-use crate::observability::InvocationRecord;
+use crate::observability::{InvocationRecord, metrics};
 use crate::routes::Lookup;
 
 /// Local redirects followed for one request before giving up (CONTRACT §3).
@@ -34,7 +35,8 @@ pub async fn handle(app: &App, client: SocketAddr, request: Request) -> Response
     let accept = request.headers().clone();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let mut response = match dispatch(app, client, request, &request_id).await {
+    let mut route = String::from("unmatched");
+    let mut response = match dispatch(app, client, request, &request_id, &mut route).await {
         Ok(response) => response,
         Err(error) => {
             tracing::warn!(
@@ -49,6 +51,7 @@ pub async fn handle(app: &App, client: SocketAddr, request: Request) -> Response
             error.into_response(&request_id, &accept)
         }
     };
+    metrics::request(&route, response.status().as_u16());
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(request_id::HEADER, value);
     }
@@ -60,13 +63,10 @@ async fn dispatch(
     client: SocketAddr,
     request: Request,
     request_id: &str,
+    route_label: &mut String,
 ) -> Result<Response<Body>, AppError> {
-    let settings = &app.settings;
-    let deadline = tokio::time::Instant::now() + settings.timeout;
-    let deadline_epoch_ms = (SystemTime::now() + settings.timeout)
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis();
+    let started = tokio::time::Instant::now();
+    let started_wall = SystemTime::now();
     let (parts, body) = request.into_parts();
     let (mut method, mut uri, mut headers) = (parts.method, parts.uri, parts.headers);
     let mut content_length = headers
@@ -76,7 +76,8 @@ async fn dispatch(
     let mut body = body;
     let mut hops = 0;
     loop {
-        let route = match app.routes.lookup(uri.path())? {
+        let table = app.routes.load();
+        let route = match table.lookup(uri.path())? {
             Lookup::Found(route) => route,
             Lookup::NotFound => {
                 return Err(AppError::NotFound {
@@ -84,29 +85,40 @@ async fn dispatch(
                 });
             }
             Lookup::Conflict { pattern, files } => {
+                route_label.clone_from(&pattern);
                 return Err(AppError::Conflict { pattern, files });
             }
         };
-        let request_body =
-            RequestBody::receive(std::mem::take(&mut body), content_length, settings.max_body)
-                .await?;
-        let queued = tokio::time::Instant::now();
-        let wait_limit = settings
-            .queue_timeout
-            .min(deadline.saturating_duration_since(queued));
-        let slot = tokio::time::timeout(wait_limit, Arc::clone(&app.slots).acquire_owned())
+        drop(table);
+        route_label.clone_from(&route.function.pattern);
+        let function = &route.function.settings;
+        let deadline = started + function.timeout;
+        let deadline_epoch_ms = (started_wall + function.timeout)
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis();
+        let receive =
+            RequestBody::receive(std::mem::take(&mut body), content_length, function.max_body);
+        let request_body = tokio::time::timeout_at(deadline, receive)
             .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or(AppError::Overloaded {
-                seconds: settings.queue_timeout.as_secs().max(1),
-            })?;
-        let mut record = InvocationRecord::new(request_id, method.as_str());
-        record.route.clone_from(&route.function.pattern);
-        record.file.clone_from(&route.function.file.relative);
-        record.queue_wait_ms = queued.elapsed().as_millis() as u64;
+            .map_err(|_| AppError::BodyTimeout)??;
+        let queued = tokio::time::Instant::now();
+        let slots = acquire_slots(
+            app,
+            &route.function.file.relative,
+            function.max_concurrency,
+            deadline,
+        )
+        .await?;
+        let mut record = InvocationRecord::start(
+            request_id,
+            method.as_str(),
+            &route.function.pattern,
+            &route.function.file.relative,
+        );
+        record.queue_wait = queued.elapsed();
         record.bytes_in = request_body.content_length().unwrap_or(0);
-        record.slot = Some(slot);
+        record.slots = slots;
         let invocation = Invocation {
             request_id: request_id.to_owned(),
             route,
@@ -119,8 +131,10 @@ async fn dispatch(
             local: app.local,
             deadline,
             deadline_epoch_ms,
-            settings: Arc::clone(settings),
+            settings: Arc::clone(&app.settings),
             record,
+            tasks: app.tasks.clone(),
+            stop: app.stop_invocations.clone(),
         };
         match app.invoker.invoke(invocation).await? {
             Reply::Response(response) => return Ok(response),
@@ -143,4 +157,28 @@ async fn dispatch(
             }
         }
     }
+}
+
+/// Waits for a server-wide slot (and the function's own, when it has a limit). The
+/// wait counts against the deadline and is capped by `--queue-timeout`.
+async fn acquire_slots(
+    app: &App,
+    file: &str,
+    function_limit: Option<u32>,
+    deadline: tokio::time::Instant,
+) -> Result<Vec<OwnedSemaphorePermit>, AppError> {
+    let settings = &app.settings;
+    let give_up = (tokio::time::Instant::now() + settings.queue_timeout).min(deadline);
+    let overloaded = || AppError::Overloaded {
+        seconds: settings.queue_timeout.as_secs().max(1),
+    };
+    let mut slots = Vec::with_capacity(2);
+    if let Some(limit) = function_limit {
+        let semaphore = app.function_slots(file, limit);
+        let permit = tokio::time::timeout_at(give_up, semaphore.acquire_owned()).await;
+        slots.push(permit.ok().and_then(Result::ok).ok_or_else(overloaded)?);
+    }
+    let permit = tokio::time::timeout_at(give_up, Arc::clone(&app.slots).acquire_owned()).await;
+    slots.push(permit.ok().and_then(Result::ok).ok_or_else(overloaded)?);
+    Ok(slots)
 }

@@ -70,7 +70,10 @@ impl TestServer {
                 let Ok(line) = line else { break };
                 eprintln!("[watchdog {pid}] {line}");
                 if !sent && let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                        .collect();
                     let _ = addr_tx.send(addr);
                     sent = true;
                 }

@@ -12,6 +12,7 @@ use std::os::unix::ffi::OsStringExt;
 
 use axum::http::{HeaderMap, header};
 
+use crate::config::file::EnvStyle;
 use crate::invoke::Invocation;
 use crate::routes::ParamValue;
 
@@ -23,7 +24,8 @@ pub const SERVER_SOFTWARE: &str = concat!("watchdog/", env!("CARGO_PKG_VERSION")
 pub fn build(invocation: &Invocation) -> Vec<(OsString, OsString)> {
     let settings = &invocation.settings;
     let route = &invocation.route;
-    let mut env: Vec<(OsString, OsString)> = settings.function_env.clone();
+    let function = &route.function.settings;
+    let mut env: Vec<(OsString, OsString)> = function.env.clone();
     let mut set = |name: &str, value: &str| env.push((name.into(), value.into()));
 
     set("GATEWAY_INTERFACE", "CGI/1.1");
@@ -79,6 +81,59 @@ pub fn build(invocation: &Invocation) -> Vec<(OsString, OsString)> {
         &serde_json::Value::Object(params_json).to_string(),
     );
     env.extend(http_variables(&invocation.headers));
+    if function.env_style == EnvStyle::Openfaas {
+        env.extend(openfaas_variables(invocation));
+    }
+    env
+}
+
+/// The OpenFaaS classic watchdog's variables: `Http_Method`, `Http_Path`,
+/// `Http_Query`, `Http_Content_Length`, and `Http_<Header>` with `-` turned into `_`
+/// and the header's canonical capitalisation (`Http_X_Call_Id`).
+pub fn openfaas_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> {
+    let mut env = vec![
+        (
+            OsString::from("Http_Method"),
+            OsString::from(invocation.method.as_str()),
+        ),
+        (
+            OsString::from("Http_Path"),
+            OsString::from(invocation.uri.path()),
+        ),
+        (
+            OsString::from("Http_Query"),
+            OsString::from(invocation.uri.query().unwrap_or("")),
+        ),
+    ];
+    if let Some(length) = invocation.body.content_length() {
+        env.push(("Http_Content_Length".into(), length.to_string().into()));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, value) in &invocation.headers {
+        if !name
+            .as_str()
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            || !seen.insert(name.as_str())
+        {
+            continue;
+        }
+        let canonical: Vec<String> = name
+            .as_str()
+            .split('-')
+            .map(|part| {
+                let mut chars = part.chars();
+                chars
+                    .next()
+                    .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+                    .unwrap_or_default()
+            })
+            .collect();
+        env.push((
+            OsString::from(format!("Http_{}", canonical.join("_"))),
+            OsString::from_vec(value.as_bytes().to_vec()),
+        ));
+    }
     env
 }
 

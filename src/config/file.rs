@@ -1,0 +1,375 @@
+//! `watchdog.toml` (CONTRACT §6) and the `vercel.json` / `.env` files that may sit
+//! beside DIR.
+//!
+//! Parsing is strict: an unknown key or a bad value fails start-up with the file, the
+//! line and the key named (`watchdog.toml:7: \`timeout\`: invalid duration ...`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use crate::cli::LogFormat;
+
+/// A problem in one of the configuration files, located for the user.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct FileError {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+impl FileError {
+    /// Locates `span` (a byte range of `source`) and names the key on that line.
+    pub fn at(
+        file: &Path,
+        source: &str,
+        span: Option<std::ops::Range<usize>>,
+        message: &str,
+    ) -> Self {
+        let start = span.map_or(0, |s| s.start).min(source.len());
+        let line = source[..start].matches('\n').count() + 1;
+        let text = source.lines().nth(line - 1).unwrap_or("");
+        let key = text
+            .split_once('=')
+            .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+            .filter(|k| !k.is_empty() && !k.starts_with('['));
+        let message = message.trim().replace('\n', " ");
+        Self {
+            file: file.display().to_string(),
+            line,
+            message: match key {
+                Some(key) if !message.contains(&format!("`{key}`")) => {
+                    format!("`{key}`: {message}")
+                }
+                _ => message,
+            },
+        }
+    }
+}
+
+/// The whole of `watchdog.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub listen: Option<String>,
+    pub prefix: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub kill_grace: Option<Duration>,
+    #[serde(default, deserialize_with = "size")]
+    pub max_body: Option<u64>,
+    pub max_concurrency: Option<u32>,
+    #[serde(default, deserialize_with = "duration")]
+    pub queue_timeout: Option<Duration>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub pass_env: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "duration")]
+    pub drain_delay: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub drain_timeout: Option<Duration>,
+    pub user: Option<String>,
+    pub log_format: Option<LogFormat>,
+    #[serde(default)]
+    pub functions: BTreeMap<Spanned<String>, FunctionSection>,
+}
+
+/// One `[functions."glob"]` section. Every key is optional; sections that match one
+/// file merge key by key.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSection {
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "size")]
+    pub max_body: Option<u64>,
+    pub max_concurrency: Option<u32>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub output: Option<OutputMode>,
+    pub content_type: Option<String>,
+    #[serde(default, deserialize_with = "exit_statuses")]
+    pub exit_status: Option<BTreeMap<i32, u16>>,
+    pub env_style: Option<EnvStyle>,
+    #[serde(default, deserialize_with = "size")]
+    pub memory: Option<u64>,
+    #[serde(default, deserialize_with = "duration")]
+    pub cpu_time: Option<Duration>,
+    #[serde(default, deserialize_with = "size")]
+    pub max_output: Option<u64>,
+    pub max_processes: Option<u32>,
+    pub open_files: Option<u32>,
+    pub warm: Option<WarmSection>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputMode {
+    /// A CGI header block, then the body, streamed.
+    #[default]
+    Cgi,
+    /// The whole of stdout is the body (OpenFaaS classic watchdog).
+    Raw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvStyle {
+    #[default]
+    Cgi,
+    /// Adds `Http_Method`, `Http_Path`, `Http_Query` and `Http_<Header>`.
+    Openfaas,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmSection {
+    pub protocol: WarmProtocol,
+    pub min: Option<u32>,
+    pub max: Option<u32>,
+    #[serde(default, deserialize_with = "duration")]
+    pub idle_timeout: Option<Duration>,
+    pub max_requests: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WarmProtocol {
+    Http,
+    Lambda,
+}
+
+fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(de)?;
+    crate::cli::parse_duration(&text)
+        .map(Some)
+        .map_err(|err| serde::de::Error::custom(format!("invalid duration `{text}`: {err}")))
+}
+
+fn size<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(de)? {
+        Size::Bytes(n) => Ok(Some(n)),
+        Size::Text(text) => crate::cli::parse_size(&text)
+            .map(Some)
+            .map_err(|err| serde::de::Error::custom(format!("invalid size `{text}`: {err}"))),
+    }
+}
+
+fn exit_statuses<'de, D: Deserializer<'de>>(de: D) -> Result<Option<BTreeMap<i32, u16>>, D::Error> {
+    let raw = BTreeMap::<String, u16>::deserialize(de)?;
+    let mut out = BTreeMap::new();
+    for (code, status) in raw {
+        let code: i32 = code
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("exit code `{code}` is not a number")))?;
+        if !(100..=599).contains(&status) {
+            return Err(serde::de::Error::custom(format!(
+                "status {status} for exit code {code} is not from 100 to 599"
+            )));
+        }
+        out.insert(code, status);
+    }
+    Ok(Some(out))
+}
+
+/// Reads and parses a `watchdog.toml`.
+///
+/// # Errors
+/// An unreadable file, or a [`FileError`] locating the first problem.
+pub fn load(path: &Path) -> Result<ConfigFile, FileError> {
+    let source = std::fs::read_to_string(path).map_err(|err| FileError {
+        file: path.display().to_string(),
+        line: 0,
+        message: format!("cannot read: {err}"),
+    })?;
+    toml::from_str(&source).map_err(|err| FileError::at(path, &source, err.span(), err.message()))
+}
+
+/// The config file to use: `--config`, else `watchdog.toml` beside DIR if present.
+pub fn locate(flag: Option<&Path>, document_root: &Path) -> Option<PathBuf> {
+    match flag {
+        Some(path) => Some(path.to_path_buf()),
+        None => {
+            let beside = document_root.parent()?.join("watchdog.toml");
+            beside.is_file().then_some(beside)
+        }
+    }
+}
+
+/// `functions.<glob>.maxDuration` from a `vercel.json` beside DIR, as sections keyed
+/// by globs relative to DIR (Vercel's globs start at the project root, `api/...`).
+///
+/// # Errors
+/// A `vercel.json` that is not valid JSON or has a `maxDuration` that is not a
+/// positive number of seconds.
+pub fn vercel_sections(document_root: &Path) -> Result<Vec<(String, FunctionSection)>, FileError> {
+    let Some(project) = document_root.parent() else {
+        return Ok(Vec::new());
+    };
+    let path = project.join("vercel.json");
+    let Ok(source) = std::fs::read_to_string(&path) else {
+        return Ok(Vec::new());
+    };
+    let json: serde_json::Value = serde_json::from_str(&source).map_err(|err| FileError {
+        file: path.display().to_string(),
+        line: err.line(),
+        message: format!("not valid JSON: {err}"),
+    })?;
+    let folder = document_root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut sections = Vec::new();
+    let Some(functions) = json.get("functions").and_then(|f| f.as_object()) else {
+        return Ok(sections);
+    };
+    for (glob, settings) in functions {
+        let Some(max) = settings.get("maxDuration") else {
+            continue;
+        };
+        let seconds = max.as_f64().filter(|s| *s > 0.0).ok_or_else(|| FileError {
+            file: path.display().to_string(),
+            line: line_of(&source, glob),
+            message: format!(
+                "`functions.\"{glob}\".maxDuration`: expected a positive number of seconds"
+            ),
+        })?;
+        let relative = glob.trim_start_matches("./");
+        let Some(relative) = relative.strip_prefix(&format!("{folder}/")) else {
+            tracing::debug!(%glob, "vercel.json function pattern is outside DIR; ignored");
+            continue;
+        };
+        sections.push((
+            relative.to_owned(),
+            FunctionSection {
+                timeout: Some(Duration::from_secs_f64(seconds)),
+                ..FunctionSection::default()
+            },
+        ));
+    }
+    Ok(sections)
+}
+
+fn line_of(source: &str, needle: &str) -> usize {
+    source
+        .lines()
+        .position(|l| l.contains(needle))
+        .map_or(0, |i| i + 1)
+}
+
+/// `NAME=value` pairs from a `.env` beside DIR, if there is one.
+///
+/// # Errors
+/// A line dotenv cannot parse, with its line number.
+pub fn dotenv(document_root: &Path) -> Result<Vec<(String, String)>, FileError> {
+    let Some(project) = document_root.parent() else {
+        return Ok(Vec::new());
+    };
+    let path = project.join(".env");
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let error = |message: String, line: usize| FileError {
+        file: path.display().to_string(),
+        line,
+        message,
+    };
+    let iter = dotenvy::from_path_iter(&path).map_err(|err| error(err.to_string(), 0))?;
+    let mut pairs = Vec::new();
+    for item in iter {
+        match item {
+            Ok(pair) => pairs.push(pair),
+            Err(dotenvy::Error::LineParse(text, _)) => {
+                let source = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(error(
+                    format!("cannot parse `{text}`"),
+                    line_of(&source, &text),
+                ));
+            }
+            Err(err) => return Err(error(err.to_string(), 0)),
+        }
+    }
+    Ok(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ConfigFile, FileError> {
+        toml::from_str(text).map_err(|err| {
+            FileError::at(Path::new("watchdog.toml"), text, err.span(), err.message())
+        })
+    }
+
+    #[test]
+    fn contract_example_parses() {
+        let config = parse(
+            r#"
+timeout = "30s"
+env = { STAGE = "dev" }
+
+[functions."reports/*.sh"]
+timeout = "2m"
+memory = "256MiB"
+max_concurrency = 1
+
+[functions."legacy/*"]
+output = "raw"
+content_type = "application/json"
+env_style = "openfaas"
+exit_status = { 2 = 400, 3 = 404 }
+
+[functions."hello.js"]
+warm = { protocol = "http", min = 1, max = 4, idle_timeout = "5m", max_requests = 10000 }
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.timeout, Some(Duration::from_secs(30)));
+        let legacy = config
+            .functions
+            .iter()
+            .find(|(k, _)| k.get_ref() == "legacy/*")
+            .unwrap()
+            .1;
+        assert_eq!(legacy.output, Some(OutputMode::Raw));
+        assert_eq!(legacy.exit_status.as_ref().unwrap()[&3], 404);
+        let reports = config
+            .functions
+            .iter()
+            .find(|(k, _)| k.get_ref() == "reports/*.sh")
+            .unwrap()
+            .1;
+        assert_eq!(reports.memory, Some(256 * 1024 * 1024));
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let err =
+            parse("timeout = \"30s\"\n\n[functions.\"a.sh\"]\ntimeuot = \"1s\"\n").unwrap_err();
+        assert_eq!(err.line, 4, "{err}");
+        assert!(err.to_string().contains("timeuot"), "{err}");
+        let err = parse("kill_grace = \"soon\"\n").unwrap_err();
+        assert_eq!(err.line, 1);
+        assert!(
+            err.to_string().contains("`kill_grace`") && err.to_string().contains("soon"),
+            "{err}"
+        );
+        let err = parse("[functions.\"x\"]\nexit_status = { 2 = 700 }\n").unwrap_err();
+        assert_eq!(err.line, 2, "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("watchdog.toml:2: `exit_status`"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,250 @@
+//! Per-function settings: the `[functions."glob"]` sections (and `vercel.json`'s
+//! `maxDuration`) resolved for one file.
+//!
+//! Several sections may match a file; they merge key by key, the more specific glob
+//! winning: fewer wildcards first, then the longer glob. `watchdog.toml` sections win
+//! over `vercel.json` ones. Globs are relative to DIR and `*` does not cross `/`.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::time::Duration;
+
+use globset::{GlobBuilder, GlobMatcher};
+
+use super::file::{EnvStyle, FileError, FunctionSection, OutputMode, WarmSection};
+
+/// Everything one function runs with, after defaults, flags, files and sections.
+#[derive(Debug, Clone)]
+pub struct FunctionSettings {
+    pub timeout: Duration,
+    pub max_body: u64,
+    /// A per-function limit on invocations at once (`1` serialises the function).
+    pub max_concurrency: Option<u32>,
+    /// The full environment the function starts from (before CGI variables).
+    pub env: Vec<(OsString, OsString)>,
+    pub output: OutputMode,
+    pub content_type: Option<String>,
+    pub exit_status: BTreeMap<i32, u16>,
+    pub env_style: EnvStyle,
+    pub limits: ResourceLimits,
+    pub warm: Option<WarmSection>,
+    /// The globs that applied, least specific first, for `watchdog routes`.
+    pub matched: Vec<String>,
+}
+
+/// Resource limits as configured; enforced by the robustness work (issue 4), except
+/// `max_output`, which bounds `output = "raw"` already.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceLimits {
+    pub memory: Option<u64>,
+    pub cpu_time: Option<Duration>,
+    pub max_output: Option<u64>,
+    pub max_processes: Option<u32>,
+    pub open_files: Option<u32>,
+}
+
+/// The server-wide values a function starts from.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub timeout: Duration,
+    pub max_body: u64,
+    pub env: Vec<(OsString, OsString)>,
+}
+
+#[derive(Debug)]
+struct Rule {
+    glob: String,
+    matcher: GlobMatcher,
+    section: FunctionSection,
+    /// Sort key: later rules override earlier ones.
+    rank: (u8, std::cmp::Reverse<usize>, usize),
+}
+
+/// The compiled sections.
+#[derive(Debug, Default)]
+pub struct FunctionRules {
+    rules: Vec<Rule>,
+}
+
+/// Where a section came from, for error messages and precedence.
+#[derive(Debug, Clone)]
+pub struct SectionSource {
+    pub file: std::path::PathBuf,
+    pub line: usize,
+    /// 0 for vercel.json, 1 for watchdog.toml.
+    pub priority: u8,
+}
+
+impl FunctionRules {
+    /// Compiles the globs.
+    ///
+    /// # Errors
+    /// A glob that does not compile, located in its file.
+    pub fn new(sections: Vec<(String, FunctionSection, SectionSource)>) -> Result<Self, FileError> {
+        let mut rules = Vec::with_capacity(sections.len());
+        for (glob, section, source) in sections {
+            let matcher = GlobBuilder::new(&glob)
+                .literal_separator(true)
+                .build()
+                .map_err(|err| FileError {
+                    file: source.file.display().to_string(),
+                    line: source.line,
+                    message: format!("`functions.\"{glob}\"`: not a valid glob: {}", err.kind()),
+                })?
+                .compile_matcher();
+            let wildcards = glob
+                .chars()
+                .filter(|c| matches!(c, '*' | '?' | '[' | '{'))
+                .count();
+            rules.push(Rule {
+                rank: (source.priority, std::cmp::Reverse(wildcards), glob.len()),
+                glob,
+                matcher,
+                section,
+            });
+        }
+        rules.sort_by_key(|rule| rule.rank);
+        Ok(Self { rules })
+    }
+
+    /// The settings of the function at `relative` (a `/`-separated path below DIR).
+    pub fn resolve(&self, relative: &str, defaults: &Defaults) -> FunctionSettings {
+        let mut merged = FunctionSection::default();
+        let mut matched = Vec::new();
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        for rule in self.rules.iter().filter(|r| r.matcher.is_match(relative)) {
+            matched.push(rule.glob.clone());
+            let s = &rule.section;
+            macro_rules! take {
+                ($($field:ident),*) => { $( if s.$field.is_some() { merged.$field = s.$field.clone(); } )* };
+            }
+            take!(
+                timeout,
+                max_body,
+                max_concurrency,
+                output,
+                content_type,
+                exit_status,
+                env_style,
+                memory,
+                cpu_time,
+                max_output,
+                max_processes,
+                open_files,
+                warm
+            );
+            if let Some(extra) = &s.env {
+                env.extend(extra.clone());
+            }
+        }
+        let mut full_env = defaults.env.clone();
+        full_env.extend(
+            env.into_iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+        );
+        FunctionSettings {
+            timeout: merged.timeout.unwrap_or(defaults.timeout),
+            max_body: merged.max_body.unwrap_or(defaults.max_body),
+            max_concurrency: merged.max_concurrency,
+            env: full_env,
+            output: merged.output.unwrap_or_default(),
+            content_type: merged.content_type,
+            exit_status: merged.exit_status.unwrap_or_default(),
+            env_style: merged.env_style.unwrap_or_default(),
+            limits: ResourceLimits {
+                memory: merged.memory,
+                cpu_time: merged.cpu_time,
+                max_output: merged.max_output,
+                max_processes: merged.max_processes,
+                open_files: merged.open_files,
+            },
+            warm: merged.warm,
+            matched,
+        }
+    }
+
+    /// Whether any section asks for something this version does not enforce yet.
+    pub fn unenforced(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for rule in &self.rules {
+            let s = &rule.section;
+            let keys: Vec<&str> = [
+                ("memory", s.memory.is_some()),
+                ("cpu_time", s.cpu_time.is_some()),
+                ("max_processes", s.max_processes.is_some()),
+                ("open_files", s.open_files.is_some()),
+                ("warm", s.warm.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(k, set)| set.then_some(k))
+            .collect();
+            if !keys.is_empty() {
+                notes.push(format!("functions.\"{}\": {}", rule.glob, keys.join(", ")));
+            }
+        }
+        notes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(timeout_s: u64) -> FunctionSection {
+        FunctionSection {
+            timeout: Some(Duration::from_secs(timeout_s)),
+            ..FunctionSection::default()
+        }
+    }
+
+    fn source(priority: u8) -> SectionSource {
+        SectionSource {
+            file: "watchdog.toml".into(),
+            line: 1,
+            priority,
+        }
+    }
+
+    #[test]
+    fn more_specific_globs_win_key_by_key() {
+        let mut env_section = section(5);
+        env_section.timeout = None;
+        env_section.env = Some([("A".to_owned(), "1".to_owned())].into());
+        let rules = FunctionRules::new(vec![
+            ("reports/report.sh".into(), section(120), source(1)),
+            ("**".into(), section(1), source(1)),
+            ("reports/*.sh".into(), section(60), source(1)),
+            ("reports/*".into(), env_section, source(1)),
+            ("reports/report.sh".into(), section(9), source(0)),
+        ])
+        .unwrap();
+        let defaults = Defaults {
+            timeout: Duration::from_secs(30),
+            max_body: 10,
+            env: vec![],
+        };
+        let exact = rules.resolve("reports/report.sh", &defaults);
+        assert_eq!(exact.timeout, Duration::from_secs(120));
+        assert_eq!(exact.env, vec![(OsString::from("A"), OsString::from("1"))]);
+        assert_eq!(
+            rules.resolve("reports/other.sh", &defaults).timeout,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            rules.resolve("reports/sub/x.sh", &defaults).timeout,
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            rules.resolve("top.sh", &defaults).timeout,
+            Duration::from_secs(1)
+        );
+        let none = FunctionRules::default().resolve("x.sh", &defaults);
+        assert_eq!((none.timeout, none.max_body), (Duration::from_secs(30), 10));
+    }
+
+    #[test]
+    fn bad_globs_are_located() {
+        let err = FunctionRules::new(vec![("a[".into(), section(1), source(1))]).unwrap_err();
+        assert!(err.to_string().contains("a["), "{err}");
+    }
+}

@@ -1,0 +1,128 @@
+//! One log event per invocation, written when the invocation is over.
+//!
+//! The record travels with the invocation, through whichever invoker runs it, and is
+//! filled in as facts become known (pid, status, exit). Its `Drop` writes the log
+//! event and the metrics, so every path, including errors and client disconnects,
+//! reports exactly once. It also carries the invocation's concurrency slots,
+//! released at the same moment.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::metrics;
+
+#[derive(Debug)]
+pub struct InvocationRecord {
+    pub request_id: String,
+    pub method: String,
+    pub route: String,
+    pub file: String,
+    pub pid: Option<u32>,
+    pub status: Option<u16>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub client_gone: bool,
+    pub shutdown: bool,
+    pub queue_wait: Duration,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub started: Instant,
+    /// The server-wide and per-function slots this invocation holds.
+    pub slots: Vec<OwnedSemaphorePermit>,
+}
+
+impl InvocationRecord {
+    /// Starts the record of an invocation of `file` (answering `route`).
+    pub fn start(request_id: &str, method: &str, route: &str, file: &str) -> Self {
+        metrics::invocation_started(route);
+        Self {
+            request_id: request_id.to_owned(),
+            method: method.to_owned(),
+            route: route.to_owned(),
+            file: file.to_owned(),
+            pid: None,
+            status: None,
+            exit_code: None,
+            signal: None,
+            timed_out: false,
+            client_gone: false,
+            shutdown: false,
+            queue_wait: Duration::ZERO,
+            bytes_in: 0,
+            bytes_out: 0,
+            started: Instant::now(),
+            slots: Vec::new(),
+        }
+    }
+
+    /// Records how the process ended.
+    pub fn set_exit(&mut self, status: std::process::ExitStatus) {
+        use std::os::unix::process::ExitStatusExt;
+        self.exit_code = status.code();
+        self.signal = status.signal();
+    }
+
+    /// `exit 0`, `signal 9 (SIGKILL)`, for humans.
+    pub fn exit_text(&self) -> Option<String> {
+        match (self.exit_code, self.signal) {
+            (Some(code), _) => Some(format!("exit {code}")),
+            (None, Some(signal)) => Some(match nix::sys::signal::Signal::try_from(signal) {
+                Ok(name) => format!("signal {signal} ({name})"),
+                Err(_) => format!("signal {signal}"),
+            }),
+            (None, None) => None,
+        }
+    }
+
+    fn kill_reason(&self) -> Option<&'static str> {
+        if self.timed_out {
+            Some("timeout")
+        } else if self.client_gone {
+            Some("client_gone")
+        } else if self.shutdown {
+            Some("shutdown")
+        } else {
+            None
+        }
+    }
+}
+
+impl Drop for InvocationRecord {
+    fn drop(&mut self) {
+        let elapsed = self.started.elapsed();
+        let exit = self.exit_text();
+        let exit_label = match (self.exit_code, self.signal) {
+            (Some(code), _) => Some(format!("code:{code}")),
+            (None, Some(signal)) => Some(format!("signal:{signal}")),
+            (None, None) => None,
+        };
+        metrics::invocation_finished(
+            &self.route,
+            elapsed,
+            self.queue_wait,
+            exit_label.as_deref(),
+            self.kill_reason(),
+        );
+        tracing::info!(
+            target: "watchdog::invocation",
+            request_id = %self.request_id,
+            method = %self.method,
+            route = %self.route,
+            file = %self.file,
+            pid = self.pid,
+            status = self.status,
+            exit = exit.as_deref(),
+            exit_code = self.exit_code,
+            signal = self.signal,
+            timed_out = self.timed_out,
+            client_gone = self.client_gone,
+            queue_wait_ms = self.queue_wait.as_secs_f64() * 1000.0,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            bytes_in = self.bytes_in,
+            bytes_out = self.bytes_out,
+            "invocation"
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! Live reload: a change under DIR rebuilds the route table for the next request.
+//!
+//! Every filesystem event (create, remove, rename, chmod, write) restarts a short
+//! quiet period; when DIR has been quiet for [`SETTLE`] (or changes have gone on
+//! for [`MAX_SETTLE`]), the whole tree is walked again and the new table swapped
+//! in at once. A burst such as a `git checkout` therefore lands as one consistent
+//! table, and requests never see a half-built one. Requests pay one atomic load.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use notify::{RecursiveMode, Watcher};
+
+use super::RouteTable;
+use crate::config::Settings;
+
+/// How long DIR must be quiet before the table is rebuilt.
+pub const SETTLE: Duration = Duration::from_millis(75);
+/// The longest a stream of changes can delay a rebuild.
+pub const MAX_SETTLE: Duration = Duration::from_millis(750);
+
+/// Watches DIR and keeps `routes` current. The watcher stops when the returned
+/// value is dropped.
+///
+/// # Errors
+/// When the OS cannot watch DIR (inotify limits, for example).
+pub fn watch(
+    settings: Arc<Settings>,
+    routes: Arc<ArcSwap<RouteTable>>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.as_ref().is_ok_and(|e| !e.kind.is_access()) || event.is_err() {
+            let _ = tx.send(());
+        }
+    })?;
+    watcher.watch(&settings.document_root, RecursiveMode::Recursive)?;
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            let started = tokio::time::Instant::now();
+            loop {
+                let quiet_until = (tokio::time::Instant::now() + SETTLE).min(started + MAX_SETTLE);
+                match tokio::time::timeout_at(quiet_until, rx.recv()).await {
+                    Ok(Some(())) if tokio::time::Instant::now() < started + MAX_SETTLE => {}
+                    Ok(None) => return,
+                    _ => break,
+                }
+            }
+            let settings = Arc::clone(&settings);
+            match tokio::task::spawn_blocking(move || RouteTable::for_settings(&settings)).await {
+                Ok(Ok(table)) => {
+                    report(&table, true);
+                    routes.store(Arc::new(table));
+                }
+                Ok(Err(err)) => {
+                    tracing::error!(error = %err, "cannot re-read DIR; keeping the previous routes")
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "route rebuild failed; keeping the previous routes")
+                }
+            }
+        }
+    });
+    Ok(watcher)
+}
+
+/// Logs a freshly built table: counts, conflicts by name, and (at debug) the files
+/// that are not routes with the reason.
+pub fn report(table: &RouteTable, reload: bool) {
+    crate::observability::metrics::routes_loaded(
+        table.functions.len(),
+        table.conflicts.len(),
+        reload,
+    );
+    tracing::info!(
+        functions = table.functions.len(),
+        skipped = table.skipped.len(),
+        conflicts = table.conflicts.len(),
+        "{}",
+        if reload {
+            "routes reloaded"
+        } else {
+            "routes loaded"
+        }
+    );
+    for (pattern, ids) in &table.conflicts {
+        let files: Vec<&str> = ids
+            .iter()
+            .map(|&i| table.functions[i].file.relative.as_str())
+            .collect();
+        tracing::warn!(%pattern, files = %files.join(", "), "route conflict: this URL answers 500 until only one file claims it");
+    }
+    for skipped in &table.skipped {
+        // Private names are deliberate; anything else is probably a user's mistake.
+        if skipped.reason.starts_with("private") {
+            tracing::debug!(file = %skipped.relative, reason = %skipped.reason, "not a route");
+        } else {
+            tracing::info!(file = %skipped.relative, reason = %skipped.reason, "not a route");
+        }
+    }
+}

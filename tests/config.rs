@@ -1,0 +1,257 @@
+//! Configuration (CONTRACT §6, issue 3): watchdog.toml, vercel.json, .env.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{TestServer, client, watchdog};
+
+/// Writes an executable script.
+fn script(path: &Path, body: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn sleeper(project: &Path, name: &str, seconds: &str) {
+    script(
+        &project.join("api").join(name),
+        &format!("sleep {seconds}\nprintf 'Content-Type: text/plain\\n\\nslept\\n'"),
+    );
+}
+
+#[tokio::test]
+async fn per_function_timeouts_from_watchdog_toml_and_vercel_json() {
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    sleeper(dir, "slow.sh", "3");
+    sleeper(dir, "patient.sh", "1.5");
+    sleeper(dir, "vercel-slow.sh", "3");
+    std::fs::write(
+        dir.join("watchdog.toml"),
+        "timeout = \"1s\"\nkill_grace = \"500ms\"\n\n[functions.\"patient.sh\"]\ntimeout = \"10s\"\n\n[functions.\"vercel-*.sh\"]\nkill_grace_is_not_here = false\n",
+    )
+    .unwrap();
+    // That last key is a mistake on purpose: start-up must fail and name it.
+    let bad = watchdog()
+        .arg("serve")
+        .arg(dir.join("api"))
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("watchdog.toml:8") && stderr.contains("kill_grace_is_not_here"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        dir.join("watchdog.toml"),
+        "timeout = \"1s\"\nkill_grace = \"500ms\"\n\n[functions.\"patient.sh\"]\ntimeout = \"10s\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("vercel.json"),
+        r#"{ "functions": { "api/vercel-slow.sh": { "maxDuration": 30 }, "api/slow.sh": { "maxDuration": 60 } } }"#,
+    )
+    .unwrap();
+    let server = TestServer::start(&dir.join("api"), &[]);
+    let c = client();
+    let patient = c.get(server.url("/api/patient")).send().await.unwrap();
+    assert_eq!(
+        patient.status(),
+        200,
+        "the section's 10s beats the global 1s"
+    );
+    let vercel = c.get(server.url("/api/vercel-slow")).send().await.unwrap();
+    assert_eq!(
+        vercel.status(),
+        200,
+        "vercel.json maxDuration 30 beats the global 1s"
+    );
+    // watchdog.toml has no section for slow.sh, so vercel.json's 60s applies: any
+    // per-function value beats the server-wide one.
+    let started = Instant::now();
+    let slow = c.get(server.url("/api/slow")).send().await.unwrap();
+    assert_eq!(
+        slow.status(),
+        200,
+        "vercel.json maxDuration applies per function"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    drop(server);
+
+    // Without vercel.json the global 1s holds for slow.sh.
+    std::fs::remove_file(dir.join("vercel.json")).unwrap();
+    let server = TestServer::start(&dir.join("api"), &[]);
+    let started = Instant::now();
+    let slow = client().get(server.url("/api/slow")).send().await.unwrap();
+    assert_eq!(slow.status(), 504);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    // A flag still beats the file's global value.
+    drop(server);
+    let server = TestServer::start(&dir.join("api"), &["--timeout", "5s"]);
+    assert_eq!(
+        client()
+            .get(server.url("/api/slow"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn an_openfaas_classic_function_runs_unchanged() {
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    // A function written for OpenFaaS's classic watchdog: reads Http_* variables,
+    // prints its whole answer to stdout, signals "not found" with exit code 3.
+    script(
+        &dir.join("api/legacy/lookup.sh"),
+        r#"if [ "$Http_Query" = "id=missing" ]; then echo '{"error":"not found"}'; exit 3; fi
+body=$(cat)
+printf '{"method":"%s","query":"%s","path":"%s","agent":"%s","body":"%s"}\n' "$Http_Method" "$Http_Query" "$Http_Path" "$Http_User_Agent" "$body""#,
+    );
+    std::fs::write(
+        dir.join("watchdog.toml"),
+        "[functions.\"legacy/*\"]\noutput = \"raw\"\ncontent_type = \"application/json\"\nenv_style = \"openfaas\"\nexit_status = { 2 = 400, 3 = 404 }\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&dir.join("api"), &[]);
+    let c = client();
+    let ok = c
+        .post(server.url("/api/legacy/lookup?id=7"))
+        .header("User-Agent", "faas-cli")
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["content-type"], "application/json");
+    let json: serde_json::Value = ok.json().await.unwrap();
+    assert_eq!(json["method"], "POST");
+    assert_eq!(json["query"], "id=7");
+    assert_eq!(json["path"], "/api/legacy/lookup");
+    assert_eq!(json["agent"], "faas-cli");
+    assert_eq!(json["body"], "hi");
+    let missing = c
+        .get(server.url("/api/legacy/lookup?id=missing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.text().await.unwrap(), "{\"error\":\"not found\"}\n");
+}
+
+#[tokio::test]
+async fn env_comes_from_dotenv_config_and_sections_in_order() {
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    script(
+        &dir.join("api/env.sh"),
+        "printf 'Content-Type: text/plain\\n\\n'; env | sort",
+    );
+    script(
+        &dir.join("api/special/env.sh"),
+        "printf 'Content-Type: text/plain\\n\\n'; env | sort",
+    );
+    std::fs::write(
+        dir.join(".env"),
+        "FROM_DOTENV=1\nOVERRIDDEN=dotenv\nCRON_SECRET=s3cret\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("watchdog.toml"),
+        "env = { OVERRIDDEN = \"config\", STAGE = \"dev\" }\n\n[functions.\"special/*\"]\nenv = { STAGE = \"special\" }\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&dir.join("api"), &["--env", "FROM_FLAG=yes"]);
+    let c = client();
+    let plain = c
+        .get(server.url("/api/env"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "FROM_DOTENV=1",
+        "OVERRIDDEN=config",
+        "STAGE=dev",
+        "FROM_FLAG=yes",
+        "CRON_SECRET=s3cret",
+    ] {
+        assert!(plain.lines().any(|l| l == line), "{line} missing:\n{plain}");
+    }
+    let special = c
+        .get(server.url("/api/special/env"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(special.lines().any(|l| l == "STAGE=special"), "{special}");
+}
+
+#[tokio::test]
+async fn max_concurrency_one_serialises_a_function() {
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    sleeper(dir, "deploy.sh", "0.5");
+    std::fs::write(
+        dir.join("watchdog.toml"),
+        "[functions.\"deploy.sh\"]\nmax_concurrency = 1\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&dir.join("api"), &[]);
+    let started = Instant::now();
+    let c = client();
+    let requests = (0..3).map(|_| {
+        let c = c.clone();
+        let url = server.url("/api/deploy");
+        tokio::spawn(async move { c.get(url).send().await.unwrap().status() })
+    });
+    for request in requests.collect::<Vec<_>>() {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "ran in parallel: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn routes_shows_effective_settings() {
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    sleeper(dir, "reports/daily.sh", "0");
+    std::fs::write(
+        dir.join("watchdog.toml"),
+        "[functions.\"reports/*.sh\"]\ntimeout = \"2m\"\n",
+    )
+    .unwrap();
+    let output = watchdog()
+        .arg("routes")
+        .arg(dir.join("api"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("/api/reports/daily")
+            && text.contains("timeout=2m")
+            && text.contains("reports/*.sh"),
+        "{text}"
+    );
+}

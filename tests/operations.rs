@@ -1,0 +1,330 @@
+//! Operations (CONTRACT §2 live reload, §7 endpoints and logs, §8 shutdown).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{TestServer, client, gone};
+
+fn script(path: &Path, body: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+async fn status_of(server: &TestServer, path: &str) -> u16 {
+    client()
+        .get(server.url(path))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn eventually(server: &TestServer, path: &str, want: u16, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let status = status_of(server, path).await;
+        if status == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "{path} still answers {status}, wanted {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn files_added_removed_and_renamed_while_serving() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    script(
+        &api.join("first.sh"),
+        "printf 'Content-Type: text/plain\\n\\nfirst\\n'",
+    );
+    let server = TestServer::start(&api, &[]);
+    assert_eq!(status_of(&server, "/api/second").await, 404);
+
+    script(
+        &api.join("second.sh"),
+        "printf 'Content-Type: text/plain\\n\\nsecond\\n'",
+    );
+    let took = eventually(&server, "/api/second", 200, Duration::from_secs(1)).await;
+    eprintln!("new file answered after {took:?}");
+
+    std::fs::remove_file(api.join("first.sh")).unwrap();
+    eventually(&server, "/api/first", 404, Duration::from_secs(1)).await;
+
+    script(
+        &api.join("team/members/list.sh"),
+        "printf 'Content-Type: text/plain\\n\\nlist\\n'",
+    );
+    eventually(
+        &server,
+        "/api/team/members/list",
+        200,
+        Duration::from_secs(1),
+    )
+    .await;
+    std::fs::rename(api.join("team"), api.join("crew")).unwrap();
+    eventually(
+        &server,
+        "/api/crew/members/list",
+        200,
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(status_of(&server, "/api/team/members/list").await, 404);
+
+    // A burst of changes settles into one consistent table.
+    for i in 0..50 {
+        script(
+            &api.join(format!("burst/f{i}.sh")),
+            "printf 'Content-Type: text/plain\\n\\nb\\n'",
+        );
+    }
+    eventually(&server, "/api/burst/f49", 200, Duration::from_secs(2)).await;
+    for i in 0..50 {
+        assert_eq!(status_of(&server, &format!("/api/burst/f{i}")).await, 200);
+    }
+
+    // A conflict appearing while serving is reported and answers 500.
+    std::fs::write(
+        api.join("second.py"),
+        "print('Content-Type: text/plain\\n\\npy')\n",
+    )
+    .unwrap();
+    eventually(&server, "/api/second", 500, Duration::from_secs(1)).await;
+    assert!(server.wait_for_log("route conflict", Duration::from_secs(1)));
+    let body = client()
+        .get(server.url("/api/second"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("second.py") && body.contains("second.sh"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_timeouts_and_durations() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    script(
+        &api.join("ok.sh"),
+        "printf 'Content-Type: text/plain\\n\\nok\\n'",
+    );
+    script(&api.join("slow.sh"), "sleep 5");
+    let server = TestServer::start(&api, &["--timeout", "300ms", "--kill-grace", "100ms"]);
+    let c = client();
+    for _ in 0..3 {
+        assert_eq!(
+            c.get(server.url("/api/ok")).send().await.unwrap().status(),
+            200
+        );
+    }
+    assert_eq!(
+        c.get(server.url("/api/slow"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        504
+    );
+    assert_eq!(
+        c.get(server.url("/api/missing"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = c
+        .get(server.url("/_watchdog/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let has = |needle: &str| metrics.lines().any(|l| l.starts_with(needle));
+    assert!(
+        has(r#"watchdog_requests_total{route="/api/ok",status="200"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        has(r#"watchdog_requests_total{route="/api/slow",status="504"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        has(r#"watchdog_requests_total{route="unmatched",status="404"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        has(r#"watchdog_timeouts_total{route="/api/slow"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        has(r#"watchdog_invocation_duration_seconds_count{route="/api/ok"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        has(r#"watchdog_function_exits_total{route="/api/ok",exit="code:0"} 3"#),
+        "{metrics}"
+    );
+    assert!(has("watchdog_routes 2"), "{metrics}");
+}
+
+#[tokio::test]
+async fn json_logs_parse_and_carry_exit_codes_and_signals() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    script(
+        &api.join("fails.sh"),
+        "printf 'Content-Type: text/plain\\n\\nno\\n'; exit 7",
+    );
+    script(&api.join("hangs.sh"), "echo to-stderr >&2; sleep 5");
+    let server = TestServer::start(
+        &api,
+        &[
+            "--log-format",
+            "json",
+            "--timeout",
+            "300ms",
+            "--kill-grace",
+            "100ms",
+        ],
+    );
+    let c = client();
+    c.get(server.url("/api/fails"))
+        .header("X-Request-Id", "json-1")
+        .send()
+        .await
+        .unwrap();
+    c.get(server.url("/api/hangs"))
+        .header("X-Request-Id", "json-2")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        server.wait_for_log("json-2\",\"method", Duration::from_secs(3))
+            || server.wait_for_log("\"json-2\"", Duration::from_secs(3))
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events: Vec<serde_json::Value> = server
+        .log()
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"))
+        })
+        .collect();
+    let invocation = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["message"] == "invocation" && e["request_id"] == id)
+            .unwrap_or_else(|| panic!("no invocation event for {id}"))
+            .clone()
+    };
+    let fails = invocation("json-1");
+    assert_eq!(fails["exit_code"], 7);
+    assert_eq!(fails["status"], 200);
+    assert_eq!(fails["route"], "/api/fails");
+    let hangs = invocation("json-2");
+    assert_eq!(hangs["signal"], 15);
+    assert_eq!(hangs["timed_out"], true);
+    assert_eq!(hangs["status"], 504);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["request_id"] == "json-2" && e["message"] == "to-stderr")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_0() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    script(
+        &api.join("two-seconds.sh"),
+        "echo $$ > \"$PID_DIR/drain\"; sleep 2; printf 'Content-Type: text/plain\\n\\ndone\\n'",
+    );
+    let server = TestServer::start(&api, &["--drain-timeout", "10s"]);
+    let addr = server.addr;
+    let url = server.url("/api/two-seconds");
+    let in_flight = tokio::spawn(async move { client().get(url).send().await.unwrap() });
+    let pid = server.pids("drain")[0];
+    let watchdog_pid = server.pid();
+    let stopped = std::thread::spawn(move || server.terminate());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "a new connection must be refused while draining"
+    );
+    let response = in_flight.await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "done\n");
+    let status = stopped.join().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(gone(pid));
+    assert!(common::children(watchdog_pid).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_stops_what_is_still_running() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    script(
+        &api.join("forever.sh"),
+        "echo $$ > \"$PID_DIR/forever\"; sleep 60",
+    );
+    let server = TestServer::start(&api, &["--drain-timeout", "500ms", "--kill-grace", "200ms"]);
+    let url = server.url("/api/forever");
+    let in_flight = tokio::spawn(async move { client().get(url).send().await });
+    let pid = server.pids("forever")[0];
+    let started = Instant::now();
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(gone(pid) || !common::alive(pid));
+    let _ = in_flight.await;
+}
+
+#[tokio::test]
+async fn readyz_turns_503_during_the_drain_delay() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    script(
+        &api.join("ok.sh"),
+        "printf 'Content-Type: text/plain\\n\\nok\\n'",
+    );
+    let server = TestServer::start(&api, &["--drain-delay", "1s"]);
+    assert_eq!(status_of(&server, "/_watchdog/readyz").await, 200);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(status_of(&server, "/_watchdog/readyz").await, 503);
+    assert_eq!(
+        status_of(&server, "/api/ok").await,
+        200,
+        "still serving during the drain delay"
+    );
+}
