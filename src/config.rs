@@ -69,6 +69,8 @@ pub struct Settings {
     pub rules: FunctionRules,
     /// The configuration file in use, if any.
     pub config_file: Option<PathBuf>,
+    /// Scheduled jobs from `[[cron]]` and vercel.json `crons`.
+    pub cron: Vec<crate::cron::CronJob>,
 }
 
 impl Settings {
@@ -122,6 +124,7 @@ impl Settings {
             .chain(flags.env.iter().cloned());
         function_env.extend(pairs.map(|(k, v)| (OsString::from(k), OsString::from(v))));
 
+        let cron = cron_jobs(&config, config_file.as_deref(), &document_root)?;
         let mut sections = Vec::new();
         for (glob, section) in file::vercel_sections(&document_root)? {
             let source = SectionSource {
@@ -183,6 +186,7 @@ impl Settings {
             function_env,
             rules,
             config_file,
+            cron,
         })
     }
 
@@ -195,6 +199,47 @@ impl Settings {
         };
         self.rules.resolve(relative, &defaults)
     }
+}
+
+fn cron_jobs(
+    config: &file::ConfigFile,
+    config_file: Option<&Path>,
+    document_root: &Path,
+) -> Result<Vec<crate::cron::CronJob>, ConfigError> {
+    let mut jobs: Vec<crate::cron::CronJob> = Vec::new();
+    if let Some(path) = config_file {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        for entry in &config.cron {
+            let located =
+                |message: String| FileError::at(path, &text, Some(entry.span()), &message);
+            let section = entry.get_ref();
+            let job = crate::cron::CronJob::new(&section.name, &section.path, &section.schedule)
+                .map_err(located)?;
+            if jobs.iter().any(|j| j.name == job.name) {
+                return Err(located(format!("cron `{}` is defined twice", job.name)).into());
+            }
+            jobs.push(job);
+        }
+    }
+    for (path, schedule) in file::vercel_crons(document_root)? {
+        let name = path.trim_matches('/').replace('/', "-");
+        if jobs.iter().any(|j| j.path == path) {
+            continue;
+        }
+        let job =
+            crate::cron::CronJob::new(&name, &path, &schedule).map_err(|message| FileError {
+                file: document_root
+                    .parent()
+                    .unwrap_or(Path::new("/"))
+                    .join("vercel.json")
+                    .display()
+                    .to_string(),
+                line: 0,
+                message,
+            })?;
+        jobs.push(job);
+    }
+    Ok(jobs)
 }
 
 /// `/` + DIR's folder name as the user wrote it (`./api` → `/api`, even when `api`

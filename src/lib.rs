@@ -8,13 +8,16 @@
 //! ```text
 //! main.rs               thin: parse, init logs, dispatch, exit 0/1/2
 //! cli.rs                clap: serve | routes | invoke, every flag with WATCHDOG_*
-//! config.rs             validated Settings: flags > env > defaults
+//! config.rs             validated Settings: flags > env > file > defaults
+//!   config/file.rs        watchdog.toml, vercel.json, .env; file:line:key errors
+//!   config/functions.rs   per-function sections merged by glob specificity
 //! commands/             one file per subcommand
 //! routes.rs             RouteTable: URL → function
 //!   routes/discover.rs    the one walk of DIR: functions and skipped files with reasons
 //!   routes/pattern.rs     `[id]`, `[...path]`, `[[...path]]`
 //!   routes/table.rs       the trie and its precedence rules
 //!   routes/path.rs        request path decoding and safety (`..`, NUL, %2F)
+//!   routes/reload.rs      live reload: watch DIR, settle, swap the table
 //! server.rs             axum server, graceful drain
 //!   server/handler.rs     request → route → slot → invoke → local redirects
 //!   server/builtin.rs     /_watchdog/ endpoints
@@ -23,6 +26,7 @@
 //! invoke.rs             the seam: trait Invoker, Invocation, Reply, InvokeError
 //!   invoke/cgi.rs         spawn and drive one CGI process
 //!   invoke/cgi/environment.rs   the RFC 3875 environment
+//!   invoke/cgi/spawn.rs   the command, clean env, process group, spawn errors
 //!   invoke/cgi/stdin.rs   request body → stdin, in its own task
 //!   invoke/envelope.rs    the CGI header-block parser (pure)
 //!   invoke/request_body.rs  Content-Length or de-chunked spill
@@ -31,13 +35,15 @@
 //!   process/group.rs      ProcessGroup: killpg, TERM → grace → KILL, kill on drop
 //!   process/exit_watch.rs pidfd: exit without reaping
 //!   process/reaper.rs     subreaper, reaping a finished group
-//! observability.rs      one log event per invocation
+//! cron.rs               scheduled invocations ([[cron]], vercel.json crons)
+//! observability.rs      one log event per invocation, Prometheus metrics
 //! shutdown.rs           SIGTERM/SIGINT
 //! ```
 
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod cron;
 pub mod invoke;
 pub mod observability;
 pub mod process;

@@ -90,6 +90,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_watchdog/readyz", get(builtin::readyz))
         .route("/_watchdog/routes", get(builtin::routes))
         .route("/_watchdog/metrics", get(builtin::metrics))
+        .route("/_watchdog/cron/{name}", axum::routing::post(builtin::cron))
         .route("/_watchdog", any(builtin::reserved))
         .route("/_watchdog/{*rest}", any(builtin::reserved))
         .fallback(handler::function)

@@ -255,3 +255,60 @@ fn routes_shows_effective_settings() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn cron_jobs_run_on_schedule_and_on_demand_with_the_secret() {
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    script(
+        &dir.join("api/cleanup.sh"),
+        "echo \"$HTTP_AUTHORIZATION|$HTTP_USER_AGENT\" >> \"$PID_DIR/cron-runs\"\nprintf 'Content-Type: text/plain\\n\\ncleaned\\n'",
+    );
+    std::fs::write(dir.join(".env"), "CRON_SECRET=s3cret\n").unwrap();
+    std::fs::write(
+        dir.join("watchdog.toml"),
+        "[[cron]]\nname = \"cleanup\"\npath = \"/api/cleanup\"\nschedule = \"* * * * * *\"\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&dir.join("api"), &[]);
+    let runs = server.pid_dir.path().join("cron-runs");
+    assert!(
+        common::wait_until(Duration::from_secs(4), || std::fs::read_to_string(&runs)
+            .is_ok_and(|t| t.lines().count() >= 2)),
+        "the every-second job did not run twice"
+    );
+    let first = std::fs::read_to_string(&runs).unwrap();
+    assert!(first.starts_with("Bearer s3cret|watchdog-cron/"), "{first}");
+    let now = client()
+        .post(server.url("/_watchdog/cron/cleanup"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(now.status(), 200);
+    assert_eq!(now.text().await.unwrap(), "cleaned\n");
+    let unknown = client()
+        .post(server.url("/_watchdog/cron/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert!(unknown.text().await.unwrap().contains("cleanup"));
+
+    std::fs::write(
+        dir.join("watchdog.toml"),
+        "[[cron]]\nname = \"bad\"\npath = \"/api/cleanup\"\nschedule = \"every day\"\n",
+    )
+    .unwrap();
+    let bad = watchdog()
+        .arg("serve")
+        .arg(dir.join("api"))
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("watchdog.toml:1") && stderr.contains("every day"),
+        "{stderr}"
+    );
+}

@@ -61,6 +61,7 @@ pub async fn run(settings: Settings) -> Result<(), CommandError> {
             None
         }
     };
+    crate::cron::start(Arc::clone(&app));
     tracing::info!(addr = %local, "listening on http://{local}");
     let shutdown = crate::shutdown::on_signal().map_err(runtime)?;
     server::serve(listener, app, shutdown)

@@ -76,6 +76,17 @@ pub struct ConfigFile {
     pub log_format: Option<LogFormat>,
     #[serde(default)]
     pub functions: BTreeMap<Spanned<String>, FunctionSection>,
+    #[serde(default)]
+    pub cron: Vec<Spanned<CronSection>>,
+}
+
+/// One `[[cron]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CronSection {
+    pub name: String,
+    pub path: String,
+    pub schedule: String,
 }
 
 /// One `[functions."glob"]` section. Every key is optional; sections that match one
@@ -203,6 +214,42 @@ pub fn locate(flag: Option<&Path>, document_root: &Path) -> Option<PathBuf> {
             beside.is_file().then_some(beside)
         }
     }
+}
+
+/// `crons` from a `vercel.json` beside DIR: `(path, schedule)` pairs.
+pub fn vercel_crons(document_root: &Path) -> Result<Vec<(String, String)>, FileError> {
+    let Some(project) = document_root.parent() else {
+        return Ok(Vec::new());
+    };
+    let path = project.join("vercel.json");
+    let Ok(source) = std::fs::read_to_string(&path) else {
+        return Ok(Vec::new());
+    };
+    let json: serde_json::Value = serde_json::from_str(&source).map_err(|err| FileError {
+        file: path.display().to_string(),
+        line: err.line(),
+        message: format!("not valid JSON: {err}"),
+    })?;
+    let mut crons = Vec::new();
+    for entry in json
+        .get("crons")
+        .and_then(|c| c.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let field = |name: &str| entry.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+        match (field("path"), field("schedule")) {
+            (Some(path), Some(schedule)) => crons.push((path, schedule)),
+            _ => {
+                return Err(FileError {
+                    file: path.display().to_string(),
+                    line: line_of(&source, "crons"),
+                    message: "`crons`: each entry needs a `path` and a `schedule`".into(),
+                });
+            }
+        }
+    }
+    Ok(crons)
 }
 
 /// `functions.<glob>.maxDuration` from a `vercel.json` beside DIR, as sections keyed

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
@@ -40,6 +40,29 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
             "metrics are unavailable: the recorder could not be installed (see the log)\n"
                 .to_owned(),
         ),
+    }
+}
+
+/// Runs a cron job now and answers with the function's response.
+pub async fn cron(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> axum::response::Response {
+    match app.settings.cron.iter().find(|job| job.name == name) {
+        Some(job) => crate::cron::run(&app, job).await.into_response(),
+        None => {
+            let names: Vec<&str> = app.settings.cron.iter().map(|j| j.name.as_str()).collect();
+            let known = if names.is_empty() {
+                "none are configured".to_owned()
+            } else {
+                names.join(", ")
+            };
+            (
+                StatusCode::NOT_FOUND,
+                format!("404: no cron job named `{name}` (known: {known})\n"),
+            )
+                .into_response()
+        }
     }
 }
 
