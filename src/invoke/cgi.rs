@@ -69,7 +69,7 @@ async fn run(mut invocation: Invocation) -> Result<Reply, InvokeError> {
         Ok(watch) => watch,
         Err(err) => {
             // Dropping the child kills it (kill_on_drop) and tokio reaps it.
-            reaper::leader_reaped(pid);
+            reaper::group_finished(pid);
             return Err(InvokeError::Spawn {
                 file,
                 cause: format!("cannot watch the process: pidfd_open failed: {err}"),
@@ -458,15 +458,15 @@ impl Driver {
         } else if self.group.exists() {
             self.group.signal(Signal::SIGTERM);
         }
-        if let Some(pid) = self.record.pid {
-            reaper::leader_reaped(pid);
-        }
         let pgid = self.group.pgid();
         if !reaper::wait_group_gone(pgid, grace_end).await {
             self.group.signal(Signal::SIGKILL);
             reaper::reap_group(pgid, REAP_LIMIT).await;
         }
         self.group.disarm();
+        if let Some(pid) = self.record.pid {
+            reaper::group_finished(pid);
+        }
         status
     }
 }

@@ -74,71 +74,107 @@ pub async fn wait_group_gone(pgid: i32, until: tokio::time::Instant) -> bool {
     }
 }
 
-/// Leaders spawned by invokers and not yet reaped by them. The orphan sweep must
-/// never reap these: their exit status belongs to the invoker (through tokio).
-struct Leaders {
+/// Process groups of invocations still being run or cleaned up, by leader pid
+/// (which is also the group id). The orphan sweep never touches these: the leader's
+/// exit status belongs to the invoker (through tokio), and members left behind are
+/// the invoker's to stop, with their kill grace.
+struct Groups {
     /// Spawners hold it shared across spawn + register; the sweep holds it
     /// exclusively, so it never sees a leader that exists but is not registered yet.
     spawning: std::sync::RwLock<()>,
     pids: std::sync::Mutex<std::collections::HashSet<i32>>,
 }
 
-static LEADERS: std::sync::LazyLock<Leaders> = std::sync::LazyLock::new(|| Leaders {
+static GROUPS: std::sync::LazyLock<Groups> = std::sync::LazyLock::new(|| Groups {
     spawning: std::sync::RwLock::new(()),
     pids: std::sync::Mutex::new(std::collections::HashSet::new()),
 });
 
-/// Spawns with `spawn` and registers the leader's pid before the orphan sweep can
-/// look at our children again.
+/// Spawns with `spawn` and registers the new group before the orphan sweep can look
+/// at our children again.
 ///
 /// # Errors
 /// Whatever `spawn` returns.
-pub fn spawn_leader<T>(
-    spawn: impl FnOnce() -> std::io::Result<(T, u32)>,
-) -> std::io::Result<(T, u32)> {
-    let _guard = LEADERS
-        .spawning
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+pub fn spawn_leader<T>(spawn: impl FnOnce() -> std::io::Result<(T, u32)>) -> std::io::Result<(T, u32)> {
+    let _guard = GROUPS.spawning.read().unwrap_or_else(std::sync::PoisonError::into_inner);
     let (child, pid) = spawn()?;
-    lock_pids().insert(pid as i32);
+    lock_groups().insert(pid as i32);
     Ok((child, pid))
 }
 
-/// Called once the invoker has reaped its leader.
-pub fn leader_reaped(pid: u32) {
-    lock_pids().remove(&(pid as i32));
+/// Called once the invoker has reaped its leader and stopped its group.
+pub fn group_finished(leader: u32) {
+    lock_groups().remove(&(leader as i32));
 }
 
-fn lock_pids() -> std::sync::MutexGuard<'static, std::collections::HashSet<i32>> {
-    LEADERS
-        .pids
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+fn lock_groups() -> std::sync::MutexGuard<'static, std::collections::HashSet<i32>> {
+    GROUPS.pids.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Reaps zombie children that no invoker owns: processes that left their
-/// function's group (a daemon that called `setsid`, such as `git gc --auto`) and were
-/// handed to us as subreaper when their parent died. Returns how many were reaped.
-pub fn sweep_orphans() -> usize {
-    let _guard = LEADERS
-        .spawning
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let leaders = lock_pids().clone();
-    let mut reaped = 0;
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sweep {
+    pub reaped: usize,
+    pub killed: usize,
+}
+
+/// Deals with our children that no invocation owns: processes that left their
+/// function's group (a daemon that double-forks and calls `setsid`, or `git gc
+/// --auto`) and were handed to us, as subreaper, when their parent died. A function
+/// may not leave processes behind, so a live one is killed (and logged), and a
+/// zombie is reaped.
+pub fn sweep_orphans() -> Sweep {
+    let _guard = GROUPS.spawning.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let groups = lock_groups().clone();
+    let mut sweep = Sweep::default();
     for pid in own_children() {
-        if leaders.contains(&pid) || !is_zombie(pid) {
+        let Some(stat) = ProcStat::read(pid) else { continue };
+        if groups.contains(&pid) || groups.contains(&stat.pgid) {
             continue;
         }
-        if let Ok(status) = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG))
-            && status != WaitStatus::StillAlive
-        {
-            tracing::debug!(pid, ?status, "reaped an orphaned process");
-            reaped += 1;
+        if stat.zombie {
+            if let Ok(status) = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG))
+                && status != WaitStatus::StillAlive
+            {
+                tracing::debug!(pid, ?status, "reaped an orphaned process");
+                sweep.reaped += 1;
+            }
+        } else {
+            tracing::warn!(
+                pid,
+                command = %stat.command,
+                "killing a process a function left behind outside its process group (setsid daemon)"
+            );
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            sweep.killed += 1;
         }
     }
-    reaped
+    sweep
+}
+
+/// The fields of `/proc/PID/stat` the sweep needs.
+struct ProcStat {
+    command: String,
+    zombie: bool,
+    pgid: i32,
+}
+
+impl ProcStat {
+    fn read(pid: i32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let open = stat.find('(')?;
+        let close = stat.rfind(')')?;
+        let command = stat.get(open + 1..close)?.to_owned();
+        let mut rest = stat.get(close + 1..)?.split_whitespace();
+        let state = rest.next()?;
+        let _ppid = rest.next()?;
+        let pgid = rest.next()?.parse().ok()?;
+        Some(Self {
+            command,
+            zombie: state == "Z",
+            pgid,
+        })
+    }
 }
 
 /// Runs [`sweep_orphans`] every `interval` for the life of the runtime.
@@ -180,14 +216,4 @@ fn own_children() -> Vec<i32> {
     pids.sort_unstable();
     pids.dedup();
     pids
-}
-
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
 }
