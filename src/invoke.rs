@@ -86,6 +86,8 @@ pub enum InvokeError {
     BodyTooLarge { limit: u64 },
     #[error("reading the request body failed: {0}")]
     BodyRead(String),
+    #[error("the request body stalled: no data for {after:?}")]
+    BodyIdle { after: std::time::Duration },
     #[error("the invocation ended unexpectedly (an internal error); see the log")]
     Internal,
 }
@@ -101,6 +103,7 @@ impl InvokeError {
             InvokeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             InvokeError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             InvokeError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            InvokeError::BodyIdle { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -124,6 +127,7 @@ impl InvokeError {
                 Some("send a smaller body, or raise --max-body".into())
             }
             InvokeError::BodyRead(_) | InvokeError::Internal => None,
+            InvokeError::BodyIdle { .. } => Some("send the body without long pauses".into()),
             InvokeError::HeadersTooLarge => {
                 Some("send smaller headers (cookies especially)".into())
             }

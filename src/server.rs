@@ -4,6 +4,7 @@
 pub mod builtin;
 pub mod error;
 pub mod handler;
+pub mod listener;
 pub mod request_id;
 
 use std::collections::HashMap;
@@ -15,7 +16,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::routing::{any, get};
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -99,22 +99,19 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// Serves until `shutdown` resolves, then drains: readyz turns 503 at once,
 /// requests are still served for the drain delay, then no new connection is
-/// accepted and in-flight invocations get the drain timeout to finish; what is left
-/// is stopped by process group (TERM, kill grace, KILL).
+/// accepted and in-flight requests and invocations get the drain timeout to finish;
+/// what is left is stopped by process group (TERM, kill grace, KILL).
 ///
 /// # Errors
-/// Accept-loop failures from the listener.
+/// None today; kept for listener failures that should end the server.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let drain_timeout = app.settings.drain_timeout;
-    // Set when the server stops accepting: the moment the drain timeout runs out.
-    let (drain_end_tx, mut drain_end_rx) = tokio::sync::watch::channel(None);
     let settings = Arc::clone(&app.settings);
     let draining_app = Arc::clone(&app);
-    let graceful = async move {
+    let stop_accepting = async move {
         shutdown.await;
         draining_app.draining.store(true, Ordering::Relaxed);
         tracing::info!(
@@ -124,38 +121,19 @@ pub async fn serve(
         );
         tokio::time::sleep(settings.drain_delay).await;
         tracing::info!("no longer accepting connections; waiting for in-flight requests");
-        let _ = drain_end_tx.send(Some(tokio::time::Instant::now() + drain_timeout));
     };
-    let service = router(Arc::clone(&app)).into_make_service_with_connect_info::<SocketAddr>();
-    // Without TCP_NODELAY a response written in pieces (head, body chunks, the final
-    // chunk) waits on the client's delayed ACK: 40 ms per keep-alive request.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, service).with_graceful_shutdown(graceful);
-    let mut watch_end = drain_end_rx.clone();
-    let result = tokio::select! {
-        result = server => result,
-        () = async {
-            let end = watch_end.wait_for(Option::is_some).await.ok().and_then(|end| *end);
-            if let Some(end) = end {
-                tokio::time::sleep_until(end).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        } => {
-            tracing::warn!("drain timeout reached with connections still open; closing them");
-            Ok(())
-        }
-    };
-    // The server has stopped accepting. Functions may still be running (a response
-    // can be complete before its process exits): they get what is left of the
-    // drain timeout, then are stopped by process group.
-    let drain_end = drain_end_rx
-        .borrow_and_update()
-        .unwrap_or_else(|| tokio::time::Instant::now() + drain_timeout);
+    let connections =
+        listener::accept_until(listener, router(Arc::clone(&app)), stop_accepting).await;
+    let drain_end = tokio::time::Instant::now() + app.settings.drain_timeout;
+    if tokio::time::timeout_at(drain_end, connections.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached with connections still open; closing them");
+    }
+    // Functions may still be running (a response can be complete before its
+    // process exits): they get what is left of the drain timeout, then are stopped
+    // by process group.
     app.tasks.close();
     if tokio::time::timeout_at(drain_end, app.tasks.wait())
         .await
@@ -169,5 +147,5 @@ pub async fn serve(
         let limit = app.settings.kill_grace + Duration::from_secs(2);
         let _ = tokio::time::timeout(limit, app.tasks.wait()).await;
     }
-    result
+    Ok(())
 }

@@ -16,19 +16,33 @@ fn server(flags: &[&str]) -> TestServer {
 }
 
 fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Runs `check` and then asserts the server's open descriptors came back to where
 /// they were (a small margin for the runtime's own).
 async fn without_leaks<F: std::future::Future<Output = ()>>(server: &TestServer, check: F) {
     // Warm up once so lazily opened descriptors (epoll, pidfd, inotify) exist.
-    let _ = client().get(server.url("/api/no-stdin")).send().await.unwrap().text().await;
+    let _ = client()
+        .get(server.url("/api/no-stdin"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = fd_count(server.pid());
     check.await;
-    let settled = common::wait_until(Duration::from_secs(5), || fd_count(server.pid()) <= before + 2);
-    assert!(settled, "descriptors grew from {before} to {}", fd_count(server.pid()));
+    let settled = common::wait_until(Duration::from_secs(5), || {
+        fd_count(server.pid()) <= before + 2
+    });
+    assert!(
+        settled,
+        "descriptors grew from {before} to {}",
+        fd_count(server.pid())
+    );
     server.assert_no_children();
 }
 
@@ -36,7 +50,12 @@ async fn without_leaks<F: std::future::Future<Output = ()>>(server: &TestServer,
 async fn segfault_before_headers_is_a_502_naming_the_signal() {
     let server = server(&[]);
     without_leaks(&server, async {
-        let response = client().get(server.url("/api/segfault")).header("X-Request-Id", "segv").send().await.unwrap();
+        let response = client()
+            .get(server.url("/api/segfault"))
+            .header("X-Request-Id", "segv")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 502);
         assert!(response.text().await.unwrap().contains("SIGSEGV"));
         assert!(server.wait_for_log("signal=11", Duration::from_secs(2)));
@@ -48,7 +67,11 @@ async fn segfault_before_headers_is_a_502_naming_the_signal() {
 async fn kill_9_halfway_through_the_headers_is_a_502() {
     let server = server(&[]);
     without_leaks(&server, async {
-        let response = client().get(server.url("/api/kill9-midway")).send().await.unwrap();
+        let response = client()
+            .get(server.url("/api/kill9-midway"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 502);
         assert!(response.text().await.unwrap().contains("SIGKILL"));
     })
@@ -61,7 +84,12 @@ async fn exit_before_reading_stdin_answers_and_keeps_the_connection() {
     without_leaks(&server, async {
         let c = client();
         for _ in 0..3 {
-            let response = c.post(server.url("/api/no-stdin")).body(vec![1u8; 3 * 1024 * 1024]).send().await.unwrap();
+            let response = c
+                .post(server.url("/api/no-stdin"))
+                .body(vec![1u8; 3 * 1024 * 1024])
+                .send()
+                .await
+                .unwrap();
             assert_eq!(response.status(), 200);
             assert_eq!(response.text().await.unwrap(), "ignored your body\n");
         }
@@ -73,10 +101,18 @@ async fn exit_before_reading_stdin_answers_and_keeps_the_connection() {
 async fn a_setsid_daemon_is_found_and_killed() {
     let server = server(&[]);
     without_leaks(&server, async {
-        let response = client().get(server.url("/api/daemon")).header("X-Request-Id", "d1").send().await.unwrap();
+        let response = client()
+            .get(server.url("/api/daemon"))
+            .header("X-Request-Id", "d1")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.text().await.unwrap(), "daemon started\n");
         let pid = server.pids("daemon-d1")[0];
-        assert!(common::wait_until(Duration::from_secs(3), || gone(pid)), "daemon {pid} survived");
+        assert!(
+            common::wait_until(Duration::from_secs(3), || gone(pid)),
+            "daemon {pid} survived"
+        );
         assert!(server.log().contains("setsid daemon"));
     })
     .await;
@@ -86,7 +122,11 @@ async fn a_setsid_daemon_is_found_and_killed() {
 async fn a_megabyte_header_line_is_a_502() {
     let server = server(&[]);
     without_leaks(&server, async {
-        let response = client().get(server.url("/api/big-header")).send().await.unwrap();
+        let response = client()
+            .get(server.url("/api/big-header"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 502);
         let text = response.text().await.unwrap();
         assert!(text.contains("65536") && !text.contains("aaaa"), "{text}");
@@ -98,7 +138,11 @@ async fn a_megabyte_header_line_is_a_502() {
 async fn nul_in_a_header_value_is_a_502() {
     let server = server(&[]);
     without_leaks(&server, async {
-        let response = client().get(server.url("/api/nul-header")).send().await.unwrap();
+        let response = client()
+            .get(server.url("/api/nul-header"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 502);
         assert!(response.headers().get("x-bad").is_none());
     })
@@ -110,7 +154,11 @@ async fn endless_output_is_cut_off_at_the_timeout() {
     let server = server(&["--timeout", "1s", "--kill-grace", "200ms"]);
     without_leaks(&server, async {
         let started = Instant::now();
-        let mut response = client().get(server.url("/api/endless")).send().await.unwrap();
+        let mut response = client()
+            .get(server.url("/api/endless"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         let mut received = 0usize;
         let outcome = loop {
@@ -120,7 +168,10 @@ async fn endless_output_is_cut_off_at_the_timeout() {
                 Err(err) => break Err(err),
             }
         };
-        assert!(outcome.is_err(), "a body cut off by the timeout must not end cleanly");
+        assert!(
+            outcome.is_err(),
+            "a body cut off by the timeout must not end cleanly"
+        );
         assert!(received > 0);
         assert!(started.elapsed() < Duration::from_secs(4));
         assert!(server.wait_for_log("timed_out=true", Duration::from_secs(2)));
@@ -142,7 +193,12 @@ async fn client_disconnect_mid_upload_kills_the_function() {
     assert_eq!(&head, b"HTTP/1.1 200");
     drop(stream);
     assert!(server.wait_for_log("up-1", Duration::from_secs(5)));
-    assert!(common::wait_until(Duration::from_secs(5), || server.log().contains("client_gone=true")));
-    assert!(common::wait_until(Duration::from_secs(5), || fd_count(server.pid()) <= before + 2));
+    assert!(common::wait_until(Duration::from_secs(5), || server
+        .log()
+        .contains("client_gone=true")));
+    assert!(common::wait_until(Duration::from_secs(5), || fd_count(
+        server.pid()
+    ) <= before
+        + 2));
     server.assert_no_children();
 }

@@ -11,11 +11,27 @@ use crate::process::reaper;
 use crate::routes::{RouteTable, reload};
 use crate::server::{self, App};
 
+/// Every connection and every running function holds descriptors (socket, three
+/// pipes, a pidfd): lift the soft limit to the hard one so a thousand concurrent
+/// clients do not run out.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+            Err(err) => tracing::warn!(error = %err, soft, "cannot raise the open-file limit"),
+        }
+    }
+}
+
 /// How often zombies that left their function's group are looked for and reaped.
 const ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 
 pub async fn run(settings: Settings) -> Result<(), CommandError> {
     let settings = Arc::new(settings);
+    raise_open_file_limit();
     let routes = RouteTable::for_settings(&settings)
         .with_context(|| format!("reading {}", settings.dir.display()))
         .map_err(usage)?;

@@ -17,6 +17,10 @@ use super::InvokeError;
 /// Chunked bodies up to this size stay in memory; larger ones go to a temp file.
 pub const SPILL_IN_MEMORY: usize = 256 * 1024;
 
+/// A client that sends no body bytes for this long has given up or is stalling
+/// on purpose; the body is abandoned (the request's own deadline also applies).
+pub const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub enum RequestBody {
     Empty,
     /// Content-Length was given: streamed as it arrives.
@@ -75,7 +79,13 @@ async fn spill(body: Body, max: u64) -> Result<RequestBody, InvokeError> {
     let mut memory: Vec<u8> = Vec::new();
     let mut file: Option<std::fs::File> = None;
     let mut length: u64 = 0;
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let next = tokio::time::timeout(BODY_IDLE_TIMEOUT, stream.next())
+            .await
+            .map_err(|_| InvokeError::BodyIdle {
+                after: BODY_IDLE_TIMEOUT,
+            })?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|err| InvokeError::BodyRead(err.to_string()))?;
         length += chunk.len() as u64;
         if length > max {

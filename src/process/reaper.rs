@@ -95,8 +95,13 @@ static GROUPS: std::sync::LazyLock<Groups> = std::sync::LazyLock::new(|| Groups 
 ///
 /// # Errors
 /// Whatever `spawn` returns.
-pub fn spawn_leader<T>(spawn: impl FnOnce() -> std::io::Result<(T, u32)>) -> std::io::Result<(T, u32)> {
-    let _guard = GROUPS.spawning.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+pub fn spawn_leader<T>(
+    spawn: impl FnOnce() -> std::io::Result<(T, u32)>,
+) -> std::io::Result<(T, u32)> {
+    let _guard = GROUPS
+        .spawning
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (child, pid) = spawn()?;
     lock_groups().insert(pid as i32);
     Ok((child, pid))
@@ -108,7 +113,10 @@ pub fn group_finished(leader: u32) {
 }
 
 fn lock_groups() -> std::sync::MutexGuard<'static, std::collections::HashSet<i32>> {
-    GROUPS.pids.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    GROUPS
+        .pids
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What one sweep did.
@@ -124,11 +132,16 @@ pub struct Sweep {
 /// may not leave processes behind, so a live one is killed (and logged), and a
 /// zombie is reaped.
 pub fn sweep_orphans() -> Sweep {
-    let _guard = GROUPS.spawning.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _guard = GROUPS
+        .spawning
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let groups = lock_groups().clone();
     let mut sweep = Sweep::default();
     for pid in own_children() {
-        let Some(stat) = ProcStat::read(pid) else { continue };
+        let Some(stat) = ProcStat::read(pid) else {
+            continue;
+        };
         if groups.contains(&pid) || groups.contains(&stat.pgid) {
             continue;
         }

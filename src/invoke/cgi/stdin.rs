@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 
-use crate::invoke::request_body::{RequestBody, Spill};
+use crate::invoke::request_body::{BODY_IDLE_TIMEOUT, RequestBody, Spill};
 
 /// Starts the pump; it ends when the body is written (stdin is then closed, the
 /// function sees EOF) or cannot be.
@@ -41,7 +41,17 @@ async fn pump(mut stdin: ChildStdin, body: RequestBody) {
 async fn stream(stdin: ChildStdin, body: Body) {
     let mut chunks = body.into_data_stream();
     let mut stdin = Some(stdin);
-    while let Some(Ok(chunk)) = chunks.next().await {
+    loop {
+        let chunk = match tokio::time::timeout(BODY_IDLE_TIMEOUT, chunks.next()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(Some(Err(_)) | None) => break,
+            Err(_) => {
+                // The client stalled: the function sees stdin end early, and dropping
+                // the body makes hyper close the connection.
+                tracing::warn!(after = ?BODY_IDLE_TIMEOUT, "request body stalled; closing stdin");
+                break;
+            }
+        };
         if let Some(pipe) = stdin.as_mut()
             && pipe.write_all(&chunk).await.is_err()
         {

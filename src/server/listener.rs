@@ -1,0 +1,83 @@
+//! The accept loop, on hyper-util directly rather than `axum::serve`, for the
+//! protections a server facing hostile clients needs and `axum::serve` does not
+//! expose: a deadline for the request head (slowloris), caps on header count and
+//! size, TCP_NODELAY, graceful shutdown of every connection, and an accept loop
+//! that survives running out of file descriptors.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+/// A client must send its whole request head within this long.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most request headers accepted (hyper answers 431 beyond).
+pub const MAX_HEADERS: usize = 100;
+/// Largest request head, request line and headers together (hyper answers 431).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Accepts connections and serves `router` on them until `stop_accepting`
+/// resolves, then closes the listener (new connections are refused) and returns a
+/// handle that finishes the open ones.
+pub async fn accept_until(
+    listener: TcpListener,
+    router: Router,
+    stop_accepting: impl std::future::Future<Output = ()>,
+) -> GracefulShutdown {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(stop_accepting);
+    loop {
+        let (stream, remote) = tokio::select! {
+            () = &mut stop_accepting => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // EMFILE/ENFILE and friends: back off instead of spinning; the
+                    // connections already open keep being served.
+                    tracing::warn!(error = %err, "accept failed; retrying shortly");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Without TCP_NODELAY a response written in pieces (head, body chunks, the
+        // final chunk) waits on the client's delayed ACK: 40 ms per request.
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request
+                .extensions_mut()
+                .insert(ConnectInfo::<SocketAddr>(remote));
+            router.clone().oneshot(request)
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, %remote, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful
+}

@@ -1,0 +1,121 @@
+//! Slow and hostile clients (issue 4): they are cut off, and everyone else is
+//! still served.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{TestServer, client, fixtures, raw_request};
+
+fn server() -> TestServer {
+    TestServer::start(&fixtures("cgi"), &["--prefix", "/api"])
+}
+
+#[tokio::test]
+async fn a_slowloris_head_is_cut_off_and_others_are_served() {
+    let server = server();
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.write_all(b"GET /api/hello HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    // Meanwhile, a normal client is served at once.
+    assert_eq!(
+        client()
+            .get(server.url("/api/hello"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(15),
+        "closed after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn too_many_or_too_large_headers_are_refused() {
+    let server = server();
+    let mut many = String::from("GET /api/hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for i in 0..150 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let response = raw_request(server.addr, many.as_bytes());
+    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+
+    let big = format!(
+        "GET /api/hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1024 * 1024)
+    );
+    let response = raw_request(server.addr, big.as_bytes());
+    assert!(
+        response.is_empty() || response.starts_with("HTTP/1.1 431"),
+        "{}",
+        &response[..response.len().min(200)]
+    );
+    assert_eq!(
+        client()
+            .get(server.url("/api/hello"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn request_smuggling_attempts_are_rejected() {
+    let server = server();
+    // Two different Content-Lengths: ambiguous framing, refused.
+    let response = raw_request(
+        server.addr,
+        b"POST /api/body-info HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 40\r\n\r\nabc",
+    );
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    // Content-Length together with chunked: the body is framed as chunked (RFC 9112
+    // §6.3) and the connection is closed after it, so a smuggled second request can
+    // never run as its own.
+    let response = raw_request(
+        server.addr,
+        b"POST /api/body-info HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /api/env HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(
+        !response.contains("GATEWAY_INTERFACE"),
+        "a smuggled request ran: {response}"
+    );
+    // An invalid Transfer-Encoding is refused.
+    let response = raw_request(
+        server.addr,
+        b"POST /api/body-info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 400") || response.starts_with("HTTP/1.1 501"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_header_with_invalid_utf8_reaches_the_function_as_bytes() {
+    let server = server();
+    let mut request =
+        b"GET /api/env HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Latin: caf\xe9\r\n\r\n"
+            .to_vec();
+    let response = raw_request(server.addr, &request);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("HTTP_X_LATIN=caf"), "{response}");
+    // A NUL byte in a request header never reaches a function.
+    request =
+        b"GET /api/env HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Nul: a\0b\r\n\r\n".to_vec();
+    let response = raw_request(server.addr, &request);
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+}
