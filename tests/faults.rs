@@ -202,3 +202,30 @@ async fn client_disconnect_mid_upload_kills_the_function() {
         + 2));
     server.assert_no_children();
 }
+
+#[tokio::test]
+async fn closing_stdout_early_ends_the_response_while_the_function_runs_on() {
+    let server = server(&[]);
+    without_leaks(&server, async {
+        let started = Instant::now();
+        let response = client()
+            .get(server.url("/api/close-stdout"))
+            .header("X-Request-Id", "c1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.text().await.unwrap(), "answered early\n");
+        assert!(
+            started.elapsed() < Duration::from_millis(800),
+            "the response waited for exit: {:?}",
+            started.elapsed()
+        );
+        let finished = server.pid_dir.path().join("closed-c1");
+        assert!(
+            common::wait_until(Duration::from_secs(3), || finished.exists()),
+            "the function was cut short"
+        );
+        assert!(server.wait_for_log("request_id=c1", Duration::from_secs(3)));
+    })
+    .await;
+}

@@ -1,7 +1,7 @@
 //! The CGI invoker: one process per request (CONTRACT §3, RFC 3875).
 //!
 //! [`run`] spawns the function and hands the process to a driver task, which owns it
-//! to the end: it reads stdout and stderr as a stream (tokio-process-stream), parses
+//! to the end: it reads stdout and (through tokio-process-stream) stderr, parses
 //! the header block, streams the body to the client with backpressure, and enforces
 //! the deadline and client disconnects with the TERM → grace → KILL ladder. The
 //! request future only waits for the response head, so the body streams while the
@@ -25,6 +25,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_process_stream::{Item, ProcessChunkStream};
+use tokio_util::io::ReaderStream;
 
 use super::envelope::EnvelopeReader;
 use super::stderr::StderrLog;
@@ -39,6 +40,9 @@ const LINGER_AFTER_EXIT: Duration = Duration::from_millis(100);
 
 /// How long to wait for killed group members to die before giving up on reaping.
 const REAP_LIMIT: Duration = Duration::from_secs(5);
+
+/// Bytes asked for per stdout read.
+const STDOUT_READ_SIZE: usize = 64 * 1024;
 
 /// Chunks of body buffered between the driver and the client: the backpressure window.
 const BODY_CHANNEL_CHUNKS: usize = 4;
@@ -80,10 +84,14 @@ async fn run(mut invocation: Invocation) -> Result<Reply, InvokeError> {
     if let Some(pipe) = child.stdin.take() {
         stdin::spawn(pipe, body);
     }
+    let Some(stdout) = child.stdout.take() else {
+        return Err(InvokeError::Internal);
+    };
     invocation.record.pid = Some(pid);
     let (head_tx, head_rx) = oneshot::channel();
     let driver = Driver {
         stderr: StderrLog::new(&invocation.route.function.pattern, &invocation.request_id),
+        stdout: ReaderStream::with_capacity(stdout, STDOUT_READ_SIZE),
         stream: ProcessChunkStream::from(child),
         group,
         exit_watch,
@@ -126,9 +134,11 @@ struct RawOutput {
 enum End {
     /// stdout and stderr closed and tokio reaped the leader.
     Exited(Option<ExitStatus>),
-    /// The leader exited but its pipes stayed open past the linger (a background
-    /// child holds them). The leader is an unreaped zombie.
-    LeaderGone,
+    /// The leader exited but a pipe stayed open past the linger (a background
+    /// child holds it). `reaped` is set when the leader was reaped already.
+    LeaderGone {
+        reaped: Option<Option<ExitStatus>>,
+    },
     TimedOut,
     ClientGone,
     /// The server gave up draining.
@@ -143,11 +153,20 @@ enum Event {
     Continue,
     LeaderExited,
     Stdout(Bytes),
+    StdoutClosed,
+    /// stderr closed and the leader was reaped, with its status if known.
+    Reaped(Option<ExitStatus>),
     End(End),
 }
 
 /// Owns one running function until it is gone.
 struct Driver {
+    /// The function's stdout, read apart from the stream below: the response body
+    /// must end at stdout EOF even while the process runs on (RFC 3875), and
+    /// tokio-process-stream reports the end of its pipes only once the process has
+    /// exited. Large reads keep the per-chunk overhead low for big bodies.
+    stdout: ReaderStream<tokio::process::ChildStdout>,
+    /// stderr lines for the log and the exit status, from tokio-process-stream.
     stream: ProcessChunkStream,
     group: ProcessGroup,
     exit_watch: ExitWatch,
@@ -187,8 +206,12 @@ impl Driver {
             Sink::Head(EnvelopeReader::new())
         };
         let mut pending: Option<Bytes> = None;
+        let mut stdout_open = true;
         let mut leader_exited = false;
-        let mut linger = Instant::now() + Duration::from_secs(86_400 * 365);
+        // Set once tokio-process-stream has seen stderr close and reaped the leader.
+        let mut reaped: Option<Option<ExitStatus>> = None;
+        let never = Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut linger = never;
         let end = loop {
             let event = tokio::select! {
                 biased;
@@ -210,17 +233,22 @@ impl Driver {
                     None => Event::End(End::ClientGone),
                 },
                 () = self.exit_watch.exited(), if !leader_exited => Event::LeaderExited,
-                item = self.stream.next(), if pending.is_none() => match item {
-                    Some(Item::Stdout(chunk)) => Event::Stdout(chunk),
+                chunk = self.stdout.next(), if stdout_open && pending.is_none() => match chunk {
+                    Some(Ok(chunk)) => Event::Stdout(chunk),
+                    Some(Err(_)) | None => Event::StdoutClosed,
+                },
+                item = self.stream.next(), if reaped.is_none() => match item {
                     Some(Item::Stderr(chunk)) => {
                         self.stderr.push(&chunk);
                         Event::Continue
                     }
-                    Some(Item::Done(status)) => Event::End(End::Exited(status.ok())),
-                    None => Event::End(End::LeaderGone),
+                    Some(Item::Done(status)) => Event::Reaped(status.ok()),
+                    // Stdout is read above; the stream only carries stderr.
+                    Some(Item::Stdout(_)) => Event::Continue,
+                    None => Event::Reaped(None),
                 },
                 () = tokio::time::sleep_until(linger), if leader_exited && pending.is_none() => {
-                    Event::End(End::LeaderGone)
+                    Event::End(End::LeaderGone { reaped })
                 }
             };
             match event {
@@ -229,6 +257,16 @@ impl Driver {
                 Event::LeaderExited => {
                     leader_exited = true;
                     linger = Instant::now() + LINGER_AFTER_EXIT;
+                }
+                Event::Reaped(status) => reaped = Some(status),
+                Event::StdoutClosed => {
+                    stdout_open = false;
+                    if matches!(sink, Sink::Client { .. }) {
+                        // RFC 3875: the body ends at stdout EOF, even if the process
+                        // runs on; it is still bound by its deadline.
+                        mark_complete(&sink);
+                        sink = Sink::Discard;
+                    }
                 }
                 Event::Stdout(chunk) => {
                     if leader_exited {
@@ -239,6 +277,9 @@ impl Driver {
                         Err(()) => break End::BadOutput,
                     }
                 }
+            }
+            if !stdout_open && let Some(status) = reaped {
+                break End::Exited(status);
             }
             if self.remaining == Some(0) && pending.is_none() {
                 // Everything the function declared has been sent: the response is whole.
@@ -327,8 +368,8 @@ impl Driver {
                 self.settle(&mut head_tx, &sink, status);
                 self.stop_group(status.is_some(), status).await
             }
-            End::LeaderGone => {
-                let status = self.stop_group(false, None).await;
+            End::LeaderGone { reaped } => {
+                let status = self.stop_group(reaped.is_some(), reaped.flatten()).await;
                 self.settle(&mut head_tx, &sink, status);
                 status
             }
