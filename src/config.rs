@@ -43,6 +43,8 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     File(#[from] FileError),
+    #[error("{0}")]
+    User(String),
 }
 
 /// Everything the server and its invocations need to know about the settings.
@@ -71,6 +73,8 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     /// Scheduled jobs from `[[cron]]` and vercel.json `crons`.
     pub cron: Vec<crate::cron::CronJob>,
+    /// `--user`: the unprivileged user functions run as.
+    pub run_as: Option<crate::limits::RunAs>,
 }
 
 impl Settings {
@@ -99,12 +103,10 @@ impl Settings {
             Some(path) => file::load(path)?,
             None => file::ConfigFile::default(),
         };
-        if flags.user.is_some() || config.user.is_some() {
-            return Err(ConfigError::Unsupported {
-                flag: "--user (or `user` in the config file)",
-                what: "running functions as another user",
-            });
-        }
+        let run_as = match flags.user.as_deref().or(config.user.as_deref()) {
+            Some(name) => Some(crate::limits::RunAs::lookup(name).map_err(ConfigError::User)?),
+            None => None,
+        };
         let prefix = flags
             .prefix
             .clone()
@@ -187,6 +189,7 @@ impl Settings {
             rules,
             config_file,
             cron,
+            run_as,
         })
     }
 

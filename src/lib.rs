@@ -45,6 +45,7 @@ pub mod commands;
 pub mod config;
 pub mod cron;
 pub mod invoke;
+pub mod limits;
 pub mod observability;
 pub mod process;
 pub mod routes;

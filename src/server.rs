@@ -33,6 +33,8 @@ pub struct App {
     /// Swapped whole by live reload; a request loads it once.
     pub routes: Arc<ArcSwap<RouteTable>>,
     pub invoker: Arc<dyn Invoker>,
+    /// Cgroups and `--user`, for the start-up report of how limits are held.
+    pub limiter: Arc<crate::limits::Limiter>,
     /// One permit per invocation allowed to run at once (`--max-concurrency`).
     pub slots: Arc<Semaphore>,
     /// Per-function limits (`max_concurrency` in a section), by file and limit, so a
@@ -53,10 +55,12 @@ pub struct App {
 impl App {
     pub fn new(settings: Arc<Settings>, routes: RouteTable, local: SocketAddr) -> Self {
         let slots = Arc::new(Semaphore::new(settings.max_concurrency as usize));
+        let limiter = Arc::new(crate::limits::Limiter::new(settings.run_as.clone()));
         Self {
             settings,
             routes: Arc::new(ArcSwap::from_pointee(routes)),
-            invoker: Arc::new(CgiInvoker),
+            invoker: Arc::new(CgiInvoker::new(Arc::clone(&limiter))),
+            limiter,
             slots,
             function_slots: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),

@@ -11,6 +11,29 @@ use crate::process::reaper;
 use crate::routes::{RouteTable, reload};
 use crate::server::{self, App};
 
+/// Says once how each function's limits are held, and warns when functions would
+/// run as root.
+fn report_limits(app: &App) {
+    let limiter = &app.limiter;
+    tracing::info!(
+        pids_cgroup = ?limiter.cgroups.pids,
+        memory_cgroup = ?limiter.cgroups.memory,
+        user = limiter.run_as.as_ref().map(|u| u.name.as_str()),
+        "resource limit mechanisms"
+    );
+    if limiter.run_as.is_none() && nix::unistd::geteuid().is_root() {
+        tracing::warn!(
+            "functions run as root: pass --user NAME (e.g. --user nobody) to run them unprivileged"
+        );
+    }
+    for function in &app.routes.load().functions {
+        let held = limiter.describe(&function.settings.limits);
+        if !held.is_empty() {
+            tracing::info!(route = %function.pattern, limits = %held.join(", "), "limits");
+        }
+    }
+}
+
 /// Every connection and every running function holds descriptors (socket, three
 /// pipes, a pidfd): lift the soft limit to the hard one so a thousand concurrent
 /// clients do not run out.
@@ -70,6 +93,7 @@ pub async fn run(settings: Settings) -> Result<(), CommandError> {
     let mut app = App::new(Arc::clone(&settings), routes, local);
     app.metrics = metrics;
     let app = Arc::new(app);
+    report_limits(&app);
     let _watcher = match reload::watch(Arc::clone(&settings), Arc::clone(&app.routes)) {
         Ok(watcher) => Some(watcher),
         Err(err) => {

@@ -32,8 +32,7 @@ pub struct FunctionSettings {
     pub matched: Vec<String>,
 }
 
-/// Resource limits as configured; enforced by the robustness work (issue 4), except
-/// `max_output`, which bounds `output = "raw"` already.
+/// Resource limits as configured; `crate::limits` enforces them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResourceLimits {
     pub memory: Option<u64>,
@@ -168,16 +167,10 @@ impl FunctionRules {
         let mut notes = Vec::new();
         for rule in &self.rules {
             let s = &rule.section;
-            let keys: Vec<&str> = [
-                ("memory", s.memory.is_some()),
-                ("cpu_time", s.cpu_time.is_some()),
-                ("max_processes", s.max_processes.is_some()),
-                ("open_files", s.open_files.is_some()),
-                ("warm", s.warm.is_some()),
-            ]
-            .into_iter()
-            .filter_map(|(k, set)| set.then_some(k))
-            .collect();
+            let keys: Vec<&str> = [("warm", s.warm.is_some())]
+                .into_iter()
+                .filter_map(|(k, set)| set.then_some(k))
+                .collect();
             if !keys.is_empty() {
                 notes.push(format!("functions.\"{}\": {}", rule.glob, keys.join(", ")));
             }

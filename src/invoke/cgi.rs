@@ -31,6 +31,7 @@ use super::envelope::EnvelopeReader;
 use super::stderr::StderrLog;
 use super::{Invocation, InvokeError, InvokeFuture, Invoker, Reply, RequestBody};
 use crate::config::file::OutputMode;
+use crate::limits::Limiter;
 use crate::observability::InvocationRecord;
 use crate::process::{ExitWatch, ProcessGroup, reaper};
 
@@ -48,26 +49,47 @@ const STDOUT_READ_SIZE: usize = 64 * 1024;
 const BODY_CHANNEL_CHUNKS: usize = 4;
 
 /// Runs functions as CGI programs.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CgiInvoker;
+#[derive(Debug, Clone)]
+pub struct CgiInvoker {
+    limiter: Arc<Limiter>,
+}
+
+impl CgiInvoker {
+    pub fn new(limiter: Arc<Limiter>) -> Self {
+        Self { limiter }
+    }
+
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+}
 
 impl Invoker for CgiInvoker {
     fn invoke(&self, invocation: Invocation) -> InvokeFuture {
-        Box::pin(run(invocation))
+        Box::pin(run(invocation, Arc::clone(&self.limiter)))
     }
 }
 
 type HeadSender = oneshot::Sender<Result<Reply, InvokeError>>;
 type BodySender = mpsc::Sender<io::Result<Bytes>>;
 
-async fn run(mut invocation: Invocation) -> Result<Reply, InvokeError> {
+async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply, InvokeError> {
     let env = environment::build(&invocation);
     let body = std::mem::replace(&mut invocation.body, RequestBody::Empty);
     let has_body = !matches!(body, RequestBody::Empty);
     let file = invocation.route.function.file.relative.clone();
     let path = invocation.settings.document_root.join(&file);
     let runner = &invocation.route.function.file.runner;
-    let (mut child, pid) = spawn::spawn(&path, &file, runner, &env, has_body)?;
+    let limits = &invocation.route.function.settings.limits;
+    let plan = limiter.plan(limits).map_err(|err| InvokeError::Spawn {
+        file: file.clone(),
+        cause: format!("cannot set up its resource limits: {err}"),
+        hint: "check that watchdog may write its cgroups under /sys/fs/cgroup".into(),
+    })?;
+    let (mut child, pid) = spawn::spawn(&path, &file, runner, &env, has_body, |command| {
+        limiter.apply(&plan, command);
+    })?;
+    let output_limit = limits.max_output;
     let group = ProcessGroup::new(pid);
     let exit_watch = match ExitWatch::new(pid) {
         Ok(watch) => watch,
@@ -97,6 +119,9 @@ async fn run(mut invocation: Invocation) -> Result<Reply, InvokeError> {
         exit_watch,
         deadline: invocation.deadline,
         timeout: invocation.route.function.settings.timeout,
+        cgroup: plan.cgroup,
+        output_limit,
+        stdout_bytes: 0,
         raw: (invocation.route.function.settings.output == OutputMode::Raw).then(|| RawOutput {
             content_type: invocation.route.function.settings.content_type.clone(),
             exit_status: invocation.route.function.settings.exit_status.clone(),
@@ -179,6 +204,11 @@ struct Driver {
     /// Body bytes still owed to the client when the function sent Content-Length.
     remaining: Option<u64>,
     raw: Option<RawOutput>,
+    /// The invocation's own cgroup, when it has cgroup-held limits.
+    cgroup: Option<crate::limits::InvocationCgroup>,
+    /// `max_output`: stdout bytes allowed before the function is stopped.
+    output_limit: Option<u64>,
+    stdout_bytes: u64,
     record: InvocationRecord,
 }
 
@@ -271,6 +301,19 @@ impl Driver {
                 Event::Stdout(chunk) => {
                     if leader_exited {
                         linger = Instant::now() + LINGER_AFTER_EXIT;
+                    }
+                    self.stdout_bytes += chunk.len() as u64;
+                    if let Some(limit) = self.output_limit
+                        && self.stdout_bytes > limit
+                        && self.raw.is_none()
+                    {
+                        self.record.limit_hit = Some("max_output");
+                        let file = self.file.clone();
+                        send_head(
+                            &mut head_tx,
+                            Err(InvokeError::OutputTooLarge { file, limit }),
+                        );
+                        break End::BadOutput;
                     }
                     match self.on_stdout(&mut sink, &mut head_tx, chunk) {
                         Ok(body) => pending = body,
@@ -403,6 +446,17 @@ impl Driver {
         self.stderr.flush();
         if let Some(status) = exit {
             self.record.set_exit(status);
+        }
+        if let Some(cgroup) = self.cgroup.take() {
+            let hits = cgroup.finish().await;
+            if hits.memory {
+                self.record.limit_hit = Some("memory");
+            } else if hits.processes {
+                self.record.limit_hit = Some("max_processes");
+            }
+        }
+        if self.record.signal == Some(Signal::SIGXCPU as i32) {
+            self.record.limit_hit = Some("cpu_time");
         }
         drop(sink);
     }

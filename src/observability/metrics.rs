@@ -15,6 +15,7 @@ pub const EXITS: &str = "watchdog_function_exits_total";
 pub const ROUTES: &str = "watchdog_routes";
 pub const CONFLICTS: &str = "watchdog_route_conflicts";
 pub const RELOADS: &str = "watchdog_route_reloads_total";
+pub const LIMIT_HITS: &str = "watchdog_limit_hits_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -89,4 +90,9 @@ pub fn routes_loaded(functions: usize, conflicts: usize, reload: bool) {
     if reload {
         counter!(RELOADS).increment(1);
     }
+}
+
+/// A function ran into one of its resource limits.
+pub fn limit_hit(route: &str, limit: &'static str) {
+    counter!(LIMIT_HITS, "route" => route.to_owned(), "limit" => limit).increment(1);
 }

@@ -25,6 +25,8 @@ pub struct InvocationRecord {
     pub timed_out: bool,
     pub client_gone: bool,
     pub shutdown: bool,
+    /// The resource limit the function ran into, if any.
+    pub limit_hit: Option<&'static str>,
     pub queue_wait: Duration,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -49,6 +51,7 @@ impl InvocationRecord {
             timed_out: false,
             client_gone: false,
             shutdown: false,
+            limit_hit: None,
             queue_wait: Duration::ZERO,
             bytes_in: 0,
             bytes_out: 0,
@@ -105,6 +108,9 @@ impl Drop for InvocationRecord {
             exit_label.as_deref(),
             self.kill_reason(),
         );
+        if let Some(limit) = self.limit_hit {
+            metrics::limit_hit(&self.route, limit);
+        }
         tracing::info!(
             target: "watchdog::invocation",
             request_id = %self.request_id,
@@ -118,6 +124,7 @@ impl Drop for InvocationRecord {
             signal = self.signal,
             timed_out = self.timed_out,
             client_gone = self.client_gone,
+            limit_hit = self.limit_hit,
             queue_wait_ms = self.queue_wait.as_secs_f64() * 1000.0,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             bytes_in = self.bytes_in,

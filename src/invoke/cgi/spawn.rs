@@ -27,6 +27,7 @@ pub fn spawn(
     runner: &Runner,
     env: &[(OsString, OsString)],
     has_body: bool,
+    prepare: impl Fn(&mut tokio::process::Command),
 ) -> Result<(tokio::process::Child, u32), InvokeError> {
     let attempt = |interpreter: Option<&str>| {
         let mut command = match interpreter {
@@ -50,6 +51,7 @@ pub fn spawn(
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        prepare(&mut command);
         reaper::spawn_leader(|| {
             let child = command.spawn()?;
             // A child that was just spawned and not yet waited on always has a pid.

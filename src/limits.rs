@@ -1,0 +1,183 @@
+//! Resource limits of one invocation (CONTRACT §6: `memory`, `cpu_time`,
+//! `max_processes`, `open_files`; `max_output` is counted by the invoker), and
+//! running functions as an unprivileged user (`--user`).
+//!
+//! Each limit is held by the strongest mechanism available, and the log says which:
+//! a cgroup for processes and memory where watchdog can make one (a root process
+//! can lift its own rlimits and is not bound by RLIMIT_NPROC), an rlimit otherwise,
+//! and an rlimit for CPU time and open files. Functions without limits take the
+//! fast spawn path: nothing here runs for them.
+
+pub mod cgroup;
+
+use std::ffi::CString;
+
+use nix::sys::resource::Resource;
+
+use crate::config::functions::ResourceLimits;
+pub use cgroup::{Cgroups, Hits, InvocationCgroup};
+
+/// The user functions run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl RunAs {
+    /// Looks `name` up in the user database.
+    ///
+    /// # Errors
+    /// An unknown user, named.
+    pub fn lookup(name: &str) -> Result<Self, String> {
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(user)) => Ok(Self {
+                name: name.to_owned(),
+                uid: user.uid.as_raw(),
+                gid: user.gid.as_raw(),
+            }),
+            Ok(None) => Err(format!(
+                "--user {name}: no such user; create it or name another (e.g. nobody)"
+            )),
+            Err(err) => Err(format!(
+                "--user {name}: cannot read the user database: {err}"
+            )),
+        }
+    }
+}
+
+/// Server-wide: the cgroup hierarchies found at start-up and the user to run as.
+#[derive(Debug, Default)]
+pub struct Limiter {
+    pub cgroups: Cgroups,
+    pub run_as: Option<RunAs>,
+}
+
+/// What one invocation gets applied before exec.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub cgroup: Option<InvocationCgroup>,
+    rlimits: Vec<(Resource, u64, u64)>,
+}
+
+impl Limiter {
+    pub fn new(run_as: Option<RunAs>) -> Self {
+        Self {
+            cgroups: Cgroups::detect(),
+            run_as,
+        }
+    }
+
+    /// Says how each configured limit is held, for the start-up log.
+    pub fn describe(&self, limits: &ResourceLimits) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(n) = limits.max_processes {
+            out.push(match (&self.cgroups.pids, &self.run_as) {
+                (Some(_), _) => format!("max_processes={n} by cgroup pids.max"),
+                (None, Some(_)) => format!("max_processes={n} by RLIMIT_NPROC (per user)"),
+                (None, None) => format!(
+                    "max_processes={n} by RLIMIT_NPROC, which does not bind root: use --user"
+                ),
+            });
+        }
+        if let Some(bytes) = limits.memory {
+            out.push(match &self.cgroups.memory {
+                Some(_) => format!("memory={bytes} by cgroup memory.limit_in_bytes"),
+                None => format!("memory={bytes} by RLIMIT_AS (address space)"),
+            });
+        }
+        if let Some(cpu) = limits.cpu_time {
+            out.push(format!("cpu_time={}s by RLIMIT_CPU", cpu.as_secs().max(1)));
+        }
+        if let Some(n) = limits.open_files {
+            out.push(format!("open_files={n} by RLIMIT_NOFILE"));
+        }
+        if let Some(n) = limits.max_output {
+            out.push(format!("max_output={n} counted by watchdog"));
+        }
+        out
+    }
+
+    /// Prepares the cgroup and rlimits of one invocation.
+    ///
+    /// # Errors
+    /// When a cgroup cannot be made or configured.
+    pub fn plan(&self, limits: &ResourceLimits) -> std::io::Result<Plan> {
+        let use_pids = limits.max_processes.is_some() && self.cgroups.pids.is_some();
+        let use_memory = limits.memory.is_some() && self.cgroups.memory.is_some();
+        let cgroup = if use_pids || use_memory {
+            Some(InvocationCgroup::create(
+                &self.cgroups,
+                limits.max_processes.filter(|_| use_pids),
+                limits.memory.filter(|_| use_memory),
+            )?)
+        } else {
+            None
+        };
+        let mut rlimits = Vec::new();
+        if let Some(cpu) = limits.cpu_time {
+            // The soft limit sends SIGXCPU, the hard one a second later SIGKILL.
+            let seconds = cpu.as_secs().max(1);
+            rlimits.push((Resource::RLIMIT_CPU, seconds, seconds + 1));
+        }
+        if let Some(n) = limits.open_files {
+            rlimits.push((Resource::RLIMIT_NOFILE, u64::from(n), u64::from(n)));
+        }
+        if let Some(bytes) = limits.memory.filter(|_| !use_memory) {
+            rlimits.push((Resource::RLIMIT_AS, bytes, bytes));
+        }
+        if let Some(n) = limits.max_processes.filter(|_| !use_pids) {
+            rlimits.push((Resource::RLIMIT_NPROC, u64::from(n), u64::from(n)));
+        }
+        Ok(Plan { cgroup, rlimits })
+    }
+
+    /// Applies `plan` (and `--user`) to `command`.
+    pub fn apply(&self, plan: &Plan, command: &mut tokio::process::Command) {
+        if let Some(user) = &self.run_as {
+            command.uid(user.uid).gid(user.gid);
+        }
+        let procs_files: Vec<CString> = plan
+            .cgroup
+            .as_ref()
+            .map(|c| c.procs_files.clone())
+            .unwrap_or_default();
+        let rlimits = plan.rlimits.clone();
+        if procs_files.is_empty() && rlimits.is_empty() {
+            return;
+        }
+        // A pre_exec closure makes std fork instead of posix_spawn; it is only
+        // installed for functions with limits, never on the default path. Joining
+        // the cgroup here (in the child, before exec) means not even the first
+        // fork of the function escapes it.
+        #[allow(unsafe_code)]
+        // SAFETY: the closure runs between fork and exec and only makes
+        // async-signal-safe system calls (open, write, close, setrlimit) on data
+        // prepared before the fork; it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                for path in &procs_files {
+                    let fd = nix::fcntl::open(
+                        path.as_c_str(),
+                        nix::fcntl::OFlag::O_WRONLY,
+                        nix::sys::stat::Mode::empty(),
+                    )
+                    .map_err(std::io::Error::from)?;
+                    nix::unistd::write(&fd, b"0").map_err(std::io::Error::from)?;
+                }
+                for (resource, soft, hard) in &rlimits {
+                    nix::sys::resource::setrlimit(*resource, *soft, *hard)
+                        .map_err(std::io::Error::from)?;
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        self.cgroups.remove();
+    }
+}

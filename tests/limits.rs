@@ -1,0 +1,156 @@
+//! Resource limits (issue 4): each held by the kernel, reported in the log and in
+//! metrics when hit, with nothing left behind.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestServer, client, fixtures};
+
+fn server(flags: &[&str]) -> TestServer {
+    let config = fixtures("limits.toml");
+    let mut all = vec![
+        "--prefix",
+        "/api",
+        "--config",
+        config.to_str().unwrap(),
+        "--timeout",
+        "20s",
+    ];
+    all.extend_from_slice(flags);
+    TestServer::start(&fixtures("limits"), &all)
+}
+
+#[tokio::test]
+async fn a_fork_bomb_is_held_by_max_processes() {
+    let server = server(&[]);
+    let response = client()
+        .get(server.url("/api/forkbomb"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let forked: usize = response.text().await.unwrap().trim().parse().unwrap();
+    assert!(
+        forked < 20,
+        "forked {forked} children despite max_processes = 20"
+    );
+    assert!(
+        server.wait_for_log("limit_hit=\"max_processes\"", Duration::from_secs(15)),
+        "{}",
+        server.log()
+    );
+    assert!(server.log().contains("max_processes=20 by cgroup pids.max"));
+    server.assert_no_children();
+}
+
+#[tokio::test]
+async fn a_memory_hog_is_held_by_memory() {
+    let server = server(&[]);
+    let response = client()
+        .get(server.url("/api/memory-hog"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502, "the hog was not stopped");
+    assert!(
+        server.wait_for_log("limit_hit=\"memory\"", Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
+    let metrics = client()
+        .get(server.url("/_watchdog/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"watchdog_limit_hits_total{route="/api/memory-hog",limit="memory"} 1"#),
+        "{metrics}"
+    );
+    server.assert_no_children();
+}
+
+#[tokio::test]
+async fn cpu_time_stops_a_spinning_function() {
+    let server = server(&[]);
+    let started = Instant::now();
+    let response = client().get(server.url("/api/spin")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        server.wait_for_log("limit_hit=\"cpu_time\"", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+}
+
+#[tokio::test]
+async fn open_files_caps_descriptors() {
+    let server = server(&[]);
+    let opened: usize = client()
+        .get(server.url("/api/many-files"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(opened < 32, "opened {opened} files despite open_files = 32");
+}
+
+#[tokio::test]
+async fn max_output_stops_a_chatty_function() {
+    let server = server(&[]);
+    let mut response = client()
+        .get(server.url("/api/chatty"))
+        .send()
+        .await
+        .unwrap();
+    let mut received = 0usize;
+    let ended = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => received += chunk.len(),
+            Ok(None) => break Ok(()),
+            Err(err) => break Err(err),
+        }
+    };
+    assert!(
+        ended.is_err(),
+        "a body cut at max_output must not look complete"
+    );
+    assert!(received <= 1024 * 1024 + 64 * 1024, "received {received}");
+    assert!(server.wait_for_log("limit_hit=\"max_output\"", Duration::from_secs(5)));
+    server.assert_no_children();
+}
+
+#[tokio::test]
+async fn functions_run_as_the_user_given() {
+    let server = server(&["--user", "nobody"]);
+    let uid = client()
+        .get(server.url("/api/whoami"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(uid.trim(), "65534");
+    let unknown = common::watchdog()
+        .arg("serve")
+        .arg(fixtures("limits"))
+        .args(["--user", "no-such-user-here", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no-such-user-here"));
+}
