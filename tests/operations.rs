@@ -126,7 +126,7 @@ async fn metrics_count_requests_timeouts_and_durations() {
         "printf 'Content-Type: text/plain\\n\\nok\\n'",
     );
     script(&api.join("slow.sh"), "sleep 5");
-    let server = TestServer::start(&api, &["--timeout", "300ms", "--kill-grace", "100ms"]);
+    let server = TestServer::start(&api, &["--timeout", "1500ms", "--kill-grace", "100ms"]);
     let c = client();
     for _ in 0..3 {
         assert_eq!(

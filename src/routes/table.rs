@@ -255,4 +255,97 @@ mod tests {
         assert_eq!(trie.lookup(&path("/b")), None);
         assert_eq!(trie.lookup(&path("/c")), None);
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn segment() -> impl Strategy<Value = Segment> {
+            prop_oneof![
+                4 => prop_oneof![Just("a"), Just("b"), Just("users"), Just("new"), Just("x.sh")]
+                    .prop_map(|s| Segment::Static(s.to_owned())),
+                2 => prop_oneof![Just("id"), Just("slug")].prop_map(|s| Segment::Param(s.to_owned())),
+                1 => Just(Segment::CatchAll("rest".to_owned())),
+                1 => Just(Segment::OptionalCatchAll("all".to_owned())),
+            ]
+        }
+
+        /// A pattern as discovery would build it: catch-alls only last.
+        fn pattern() -> impl Strategy<Value = Vec<Segment>> {
+            proptest::collection::vec(segment(), 0..4).prop_map(|segments| {
+                let last = segments.len().saturating_sub(1);
+                segments
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(index, segment)| !segment.is_catch_all() || *index == last)
+                    .map(|(_, segment)| segment)
+                    .collect()
+            })
+        }
+
+        fn request() -> impl Strategy<Value = Vec<String>> {
+            proptest::collection::vec(
+                prop_oneof![
+                    Just("a"),
+                    Just("b"),
+                    Just("users"),
+                    Just("new"),
+                    Just("x.sh"),
+                    Just("42"),
+                    Just("")
+                ],
+                0..5,
+            )
+            .prop_map(|v| {
+                v.into_iter()
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+        }
+
+        proptest! {
+            /// Lookups never panic, and the answer does not depend on the order in
+            /// which files were found.
+            #[test]
+            fn lookup_is_total_and_order_independent(
+                patterns in proptest::collection::vec(pattern(), 1..12),
+                requests in proptest::collection::vec(request(), 1..12),
+                seed in any::<u64>(),
+            ) {
+                let mut forward = Trie::default();
+                for (id, p) in patterns.iter().enumerate() {
+                    forward.insert(p, id);
+                }
+                let mut order: Vec<usize> = (0..patterns.len()).collect();
+                let mut state = seed | 1;
+                for i in (1..order.len()).rev() {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    order.swap(i, (state % (i as u64 + 1)) as usize);
+                }
+                let mut shuffled = Trie::default();
+                for &id in &order {
+                    shuffled.insert(&patterns[id], id);
+                }
+                for request in &requests {
+                    let a = forward.lookup(request);
+                    let b = shuffled.lookup(request);
+                    let normalize = |found: Option<Found>| found.map(|mut f| {
+                        if let Endpoint::Conflict(ids) = &mut f.endpoint {
+                            ids.sort_unstable();
+                        }
+                        f
+                    });
+                    prop_assert_eq!(normalize(a), normalize(b));
+                }
+            }
+
+            #[test]
+            fn path_decoding_never_panics(raw in "\\PC{0,64}") {
+                let _ = crate::routes::path::decode_segments(&raw);
+            }
+        }
+    }
 }
