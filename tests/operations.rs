@@ -202,7 +202,7 @@ async fn json_logs_parse_and_carry_exit_codes_and_signals() {
             "--log-format",
             "json",
             "--timeout",
-            "300ms",
+            "1500ms",
             "--kill-grace",
             "100ms",
         ],
