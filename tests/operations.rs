@@ -129,10 +129,11 @@ async fn metrics_count_requests_timeouts_and_durations() {
     let server = TestServer::start(&api, &["--timeout", "1500ms", "--kill-grace", "100ms"]);
     let c = client();
     for _ in 0..3 {
-        assert_eq!(
-            c.get(server.url("/api/ok")).send().await.unwrap().status(),
-            200
-        );
+        // Read each body: a client that leaves early gets its function killed,
+        // which would (rightly) change the exit counted below.
+        let response = c.get(server.url("/api/ok")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "ok\n");
     }
     assert_eq!(
         c.get(server.url("/api/slow"))
