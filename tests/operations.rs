@@ -209,21 +209,32 @@ async fn json_logs_parse_and_carry_exit_codes_and_signals() {
         ],
     );
     let c = client();
-    c.get(server.url("/api/fails"))
-        .header("X-Request-Id", "json-1")
-        .send()
-        .await
-        .unwrap();
-    c.get(server.url("/api/hangs"))
-        .header("X-Request-Id", "json-2")
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        server.wait_for_log("json-2\",\"method", Duration::from_secs(3))
-            || server.wait_for_log("\"json-2\"", Duration::from_secs(3))
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in ["json-1", "json-2"] {
+        let path = if id == "json-1" {
+            "/api/fails"
+        } else {
+            "/api/hangs"
+        };
+        // Read the body, so the client never leaves before the function ends.
+        let response = c
+            .get(server.url(path))
+            .header("X-Request-Id", id)
+            .send()
+            .await
+            .unwrap();
+        let _ = response.text().await;
+    }
+    let logged = |id: &str| {
+        server.log().lines().any(|l| {
+            l.contains("\"message\":\"invocation\"")
+                && l.contains(&format!("\"request_id\":\"{id}\""))
+        })
+    };
+    assert!(common::wait_until(Duration::from_secs(5), || logged(
+        "json-1"
+    ) && logged(
+        "json-2"
+    )));
     let events: Vec<serde_json::Value> = server
         .log()
         .lines()
