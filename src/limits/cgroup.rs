@@ -128,7 +128,7 @@ impl InvocationCgroup {
     /// Kills everything still in the group (including processes that left their
     /// process group), waits for it to empty, reads which limits were hit, and
     /// removes the folders.
-    pub async fn finish(self) -> Hits {
+    pub async fn finish(mut self) -> Hits {
         let hits = Hits {
             memory: self.memory_dir.as_ref().is_some_and(|dir| {
                 // With swap accounting the charge fails at the memsw level first.
@@ -173,11 +173,21 @@ impl InvocationCgroup {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        for dir in &self.dirs {
-            if let Err(err) = std::fs::remove_dir(dir) {
+        for dir in std::mem::take(&mut self.dirs) {
+            if let Err(err) = std::fs::remove_dir(&dir) {
                 tracing::warn!(dir = %dir.display(), error = %err, "cannot remove an invocation's cgroup");
             }
         }
         hits
+    }
+}
+
+impl Drop for InvocationCgroup {
+    /// A group whose invocation never started (spawn failed) is empty: remove it.
+    /// After [`InvocationCgroup::finish`] the folders are gone and this does nothing.
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
