@@ -23,6 +23,8 @@ pub struct RunAs {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
+    /// Their home folder, given to functions as HOME instead of watchdog's own.
+    pub home: std::path::PathBuf,
 }
 
 impl RunAs {
@@ -36,6 +38,7 @@ impl RunAs {
                 name: name.to_owned(),
                 uid: user.uid.as_raw(),
                 gid: user.gid.as_raw(),
+                home: user.dir,
             }),
             Ok(None) => Err(format!(
                 "--user {name}: no such user; create it or name another (e.g. nobody)"
@@ -75,7 +78,9 @@ impl Limiter {
         if let Some(n) = limits.max_processes {
             out.push(match (&self.cgroups.pids, &self.run_as) {
                 (Some(_), _) => format!("max_processes={n} by cgroup pids.max"),
-                (None, Some(_)) => format!("max_processes={n} by RLIMIT_NPROC (per user)"),
+                (None, Some(_)) => format!(
+                    "max_processes={n} by RLIMIT_NPROC, counted over all processes of the user"
+                ),
                 (None, None) => format!(
                     "max_processes={n} by RLIMIT_NPROC, which does not bind root: use --user"
                 ),
@@ -88,7 +93,10 @@ impl Limiter {
             });
         }
         if let Some(cpu) = limits.cpu_time {
-            out.push(format!("cpu_time={}s by RLIMIT_CPU", cpu.as_secs().max(1)));
+            out.push(format!(
+                "cpu_time={}s by RLIMIT_CPU (per process)",
+                cpu.as_secs().max(1)
+            ));
         }
         if let Some(n) = limits.open_files {
             out.push(format!("open_files={n} by RLIMIT_NOFILE"));
@@ -135,26 +143,36 @@ impl Limiter {
 
     /// Applies `plan` (and `--user`) to `command`.
     pub fn apply(&self, plan: &Plan, command: &mut tokio::process::Command) {
-        if let Some(user) = &self.run_as {
-            command.uid(user.uid).gid(user.gid);
-        }
         let procs_files: Vec<CString> = plan
             .cgroup
             .as_ref()
             .map(|c| c.procs_files.clone())
             .unwrap_or_default();
         let rlimits = plan.rlimits.clone();
-        if procs_files.is_empty() && rlimits.is_empty() {
+        // std's own uid()/gid() would switch user before our closure runs, and an
+        // unprivileged child could no longer join its (root-owned) cgroup: the
+        // switch is done here, last.
+        let run_as = self.run_as.as_ref().map(|user| {
+            (
+                nix::unistd::Uid::from_raw(user.uid),
+                nix::unistd::Gid::from_raw(user.gid),
+            )
+        });
+        if let Some(user) = &self.run_as {
+            command.env("HOME", &user.home);
+        }
+        if procs_files.is_empty() && rlimits.is_empty() && run_as.is_none() {
             return;
         }
         // A pre_exec closure makes std fork instead of posix_spawn; it is only
-        // installed for functions with limits, never on the default path. Joining
+        // installed for functions with limits or with --user, never on the
+        // default path. Joining
         // the cgroup here (in the child, before exec) means not even the first
         // fork of the function escapes it.
         #[allow(unsafe_code)]
         // SAFETY: the closure runs between fork and exec and only makes
-        // async-signal-safe system calls (open, write, close, setrlimit) on data
-        // prepared before the fork; it allocates nothing.
+        // async-signal-safe system calls (open, write, close, setrlimit, setgroups,
+        // setgid, setuid) on data prepared before the fork; it allocates nothing.
         unsafe {
             command.pre_exec(move || {
                 for path in &procs_files {
@@ -169,6 +187,11 @@ impl Limiter {
                 for (resource, soft, hard) in &rlimits {
                     nix::sys::resource::setrlimit(*resource, *soft, *hard)
                         .map_err(std::io::Error::from)?;
+                }
+                if let Some((uid, gid)) = run_as {
+                    nix::unistd::setgroups(&[]).map_err(std::io::Error::from)?;
+                    nix::unistd::setgid(gid).map_err(std::io::Error::from)?;
+                    nix::unistd::setuid(uid).map_err(std::io::Error::from)?;
                 }
                 Ok(())
             });

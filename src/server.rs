@@ -148,7 +148,8 @@ pub async fn serve(
             "drain timeout reached; stopping the invocations still running"
         );
         app.stop_invocations.cancel();
-        let limit = app.settings.kill_grace + Duration::from_secs(2);
+        // Kill grace, then reaping and cgroup cleanup.
+        let limit = app.settings.kill_grace + Duration::from_secs(8);
         let _ = tokio::time::timeout(limit, app.tasks.wait()).await;
     }
     Ok(())

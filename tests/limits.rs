@@ -154,3 +154,53 @@ async fn functions_run_as_the_user_given() {
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no-such-user-here"));
 }
+
+#[tokio::test]
+async fn limits_hold_for_functions_run_as_another_user() {
+    let server = server(&["--user", "nobody"]);
+    let forked: usize = client()
+        .get(server.url("/api/forkbomb"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        forked < 20,
+        "forked {forked} children as nobody despite max_processes = 20"
+    );
+    let hog = client()
+        .get(server.url("/api/memory-hog"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hog.status(), 502);
+    let home = client()
+        .get(server.url("/api/whoami"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(home.trim(), "65534");
+    server.assert_no_children();
+}
+
+#[tokio::test]
+async fn an_executable_script_without_a_shebang_uses_its_interpreter_with_limits_too() {
+    let server = server(&[]);
+    let text = client()
+        .get(server.url("/api/noshebang-limited"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, "ran under python3\n");
+}

@@ -86,9 +86,16 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         cause: format!("cannot set up its resource limits: {err}"),
         hint: "check that watchdog may write its cgroups under /sys/fs/cgroup".into(),
     })?;
-    let (mut child, pid) = spawn::spawn(&path, &file, runner, &env, has_body, |command| {
-        limiter.apply(&plan, command);
-    })?;
+    let run_as = limiter.run_as.as_ref().map(|user| user.name.as_str());
+    let (mut child, pid) = spawn::spawn(
+        &path,
+        &file,
+        runner,
+        &env,
+        has_body,
+        |command| limiter.apply(&plan, command),
+        run_as,
+    )?;
     let output_limit = limits.max_output;
     let group = ProcessGroup::new(pid);
     let exit_watch = match ExitWatch::new(pid) {
@@ -104,7 +111,7 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         }
     };
     if let Some(pipe) = child.stdin.take() {
-        stdin::spawn(pipe, body);
+        stdin::spawn(pipe, body, invocation.deadline);
     }
     let Some(stdout) = child.stdout.take() else {
         return Err(InvokeError::Internal);
@@ -330,7 +337,7 @@ impl Driver {
                 sink = Sink::Discard;
             }
         };
-        self.finish(end, head_tx, sink).await;
+        self.finish(end, reaped, head_tx, sink).await;
     }
 
     /// Feeds one stdout chunk; returns body bytes to forward to the client.
@@ -405,7 +412,13 @@ impl Driver {
     /// Answers or ends the response, then stops whatever is still running and
     /// reaps it all. The client is settled first unless the function timed out:
     /// a 504 is sent only once the group is gone.
-    async fn finish(mut self, end: End, mut head_tx: Option<HeadSender>, sink: Sink) {
+    async fn finish(
+        mut self,
+        end: End,
+        reaped: Option<Option<ExitStatus>>,
+        mut head_tx: Option<HeadSender>,
+        sink: Sink,
+    ) {
         let exit = match end {
             End::Exited(status) => {
                 self.settle(&mut head_tx, &sink, status);
@@ -418,7 +431,7 @@ impl Driver {
             }
             End::TimedOut => {
                 self.record.timed_out = true;
-                let status = self.stop_group(false, None).await;
+                let status = self.stop_group(reaped.is_some(), reaped.flatten()).await;
                 let error = InvokeError::Timeout {
                     file: self.file.clone(),
                     after: self.timeout,
@@ -432,15 +445,15 @@ impl Driver {
             }
             End::ClientGone => {
                 self.record.client_gone = true;
-                self.stop_group(false, None).await
+                self.stop_group(reaped.is_some(), reaped.flatten()).await
             }
             End::Shutdown => {
                 self.record.shutdown = true;
-                self.stop_group(false, None).await
+                self.stop_group(reaped.is_some(), reaped.flatten()).await
             }
             End::BadOutput => {
                 self.record.status = Some(502);
-                self.stop_group(false, None).await
+                self.stop_group(reaped.is_some(), reaped.flatten()).await
             }
         };
         self.stderr.flush();
@@ -546,10 +559,23 @@ impl Driver {
             if !exited {
                 self.group.signal(Signal::SIGKILL);
             }
-            status = match self.stream.child_mut() {
-                Some(child) => child.wait().await.ok(),
-                None => status,
-            };
+            if let Some(child) = self.stream.child_mut() {
+                // Bounded: if the exit watch failed rather than saw an exit, the
+                // leader may still be alive; KILL it rather than wait forever.
+                status =
+                    match tokio::time::timeout(self.grace + Duration::from_secs(1), child.wait())
+                        .await
+                    {
+                        Ok(result) => result.ok(),
+                        Err(_) => {
+                            self.group.signal(Signal::SIGKILL);
+                            tokio::time::timeout(REAP_LIMIT, child.wait())
+                                .await
+                                .ok()
+                                .and_then(Result::ok)
+                        }
+                    };
+            }
         } else if self.group.exists() {
             self.group.signal(Signal::SIGTERM);
         }

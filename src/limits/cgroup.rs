@@ -42,6 +42,15 @@ impl Cgroups {
             let dir = mount
                 .join(relative)
                 .join(format!("watchdog-{}", std::process::id()));
+            // A folder of that name may be left from an earlier run with the same
+            // pid (PID 1 in a container): clear out its empty invocation groups.
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for entry in entries.flatten() {
+                    if entry.file_name().to_string_lossy().starts_with("inv-") {
+                        let _ = std::fs::remove_dir(entry.path());
+                    }
+                }
+            }
             match std::fs::create_dir_all(&dir) {
                 Ok(()) => Some(dir),
                 Err(err) => {
@@ -130,18 +139,13 @@ impl InvocationCgroup {
     /// removes the folders.
     pub async fn finish(mut self) -> Hits {
         let hits = Hits {
+            // Only an OOM kill counts: failcnt also grows with ordinary page-cache
+            // reclaim in a function that succeeds.
             memory: self.memory_dir.as_ref().is_some_and(|dir| {
-                // With swap accounting the charge fails at the memsw level first.
-                let counted = |file: &str| {
-                    std::fs::read_to_string(dir.join(file))
-                        .is_ok_and(|n| n.trim() != "0" && !n.trim().is_empty())
-                };
-                let oom_killed =
-                    std::fs::read_to_string(dir.join("memory.oom_control")).is_ok_and(|text| {
-                        text.lines()
-                            .any(|l| l.starts_with("oom_kill ") && l.trim() != "oom_kill 0")
-                    });
-                counted("memory.failcnt") || counted("memory.memsw.failcnt") || oom_killed
+                std::fs::read_to_string(dir.join("memory.oom_control")).is_ok_and(|text| {
+                    text.lines()
+                        .any(|l| l.starts_with("oom_kill ") && l.trim() != "oom_kill 0")
+                })
             }),
             processes: self
                 .pids_dir
@@ -183,11 +187,29 @@ impl InvocationCgroup {
 }
 
 impl Drop for InvocationCgroup {
-    /// A group whose invocation never started (spawn failed) is empty: remove it.
-    /// After [`InvocationCgroup::finish`] the folders are gone and this does nothing.
+    /// The backstop when [`InvocationCgroup::finish`] never ran (spawn failed, or
+    /// the driver was dropped at shutdown): kill what is inside, remove the
+    /// folders. After `finish` there is nothing left to do.
     fn drop(&mut self) {
         for dir in &self.dirs {
-            let _ = std::fs::remove_dir(dir);
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        for dir in &self.dirs {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
         }
     }
 }

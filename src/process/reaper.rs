@@ -82,12 +82,14 @@ struct Groups {
     /// Spawners hold it shared across spawn + register; the sweep holds it
     /// exclusively, so it never sees a leader that exists but is not registered yet.
     spawning: std::sync::RwLock<()>,
-    pids: std::sync::Mutex<std::collections::HashSet<i32>>,
+    /// Counted, because a pid can be reused by a new leader before the invocation
+    /// that had it first has finished its cleanup.
+    pids: std::sync::Mutex<std::collections::HashMap<i32, usize>>,
 }
 
 static GROUPS: std::sync::LazyLock<Groups> = std::sync::LazyLock::new(|| Groups {
     spawning: std::sync::RwLock::new(()),
-    pids: std::sync::Mutex::new(std::collections::HashSet::new()),
+    pids: std::sync::Mutex::new(std::collections::HashMap::new()),
 });
 
 /// Spawns with `spawn` and registers the new group before the orphan sweep can look
@@ -103,16 +105,22 @@ pub fn spawn_leader<T>(
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (child, pid) = spawn()?;
-    lock_groups().insert(pid as i32);
+    *lock_groups().entry(pid as i32).or_insert(0) += 1;
     Ok((child, pid))
 }
 
 /// Called once the invoker has reaped its leader and stopped its group.
 pub fn group_finished(leader: u32) {
-    lock_groups().remove(&(leader as i32));
+    let mut groups = lock_groups();
+    if let Some(count) = groups.get_mut(&(leader as i32)) {
+        *count -= 1;
+        if *count == 0 {
+            groups.remove(&(leader as i32));
+        }
+    }
 }
 
-fn lock_groups() -> std::sync::MutexGuard<'static, std::collections::HashSet<i32>> {
+fn lock_groups() -> std::sync::MutexGuard<'static, std::collections::HashMap<i32, usize>> {
     GROUPS
         .pids
         .lock()
@@ -136,7 +144,7 @@ pub fn sweep_orphans() -> Sweep {
         .spawning
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let groups = lock_groups().clone();
+    let groups: std::collections::HashSet<i32> = lock_groups().keys().copied().collect();
     let mut sweep = Sweep::default();
     for pid in own_children() {
         let Some(stat) = ProcStat::read(pid) else {

@@ -27,7 +27,8 @@ const MODULE_EXTENSIONS: &[&str] = &["js", "mjs", "cjs", "ts"];
 /// How a function file is started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Runner {
-    /// The file has an execute bit: exec it directly, shebang honoured.
+    /// The file has an execute bit and can be exec'd: it starts with `#!` or is an
+    /// ELF binary, or it has no known extension to fall back on.
     pub executable: bool,
     /// The interpreter its extension names, used when it is not executable (or when
     /// exec fails with ENOEXEC, e.g. a shell script without a `#!` line).
@@ -196,13 +197,17 @@ impl Walk {
             Some((stem, ext)) if !stem.is_empty() => (stem, Some(ext)),
             _ => (name, None),
         };
-        let executable = mode & 0o111 != 0;
         let interpreter = extension.and_then(|ext| {
             INTERPRETERS
                 .iter()
                 .find(|(known, _)| *known == ext)
                 .map(|(_, program)| *program)
         });
+        // An executable script without `#!` goes to its extension's interpreter:
+        // decided here, once, because glibc's execvp (used on the fork path, with
+        // limits or --user) would quietly run it under /bin/sh instead of failing.
+        let executable =
+            mode & 0o111 != 0 && (interpreter.is_none() || starts_like_a_program(&path));
         if !executable && interpreter.is_none() {
             let reason = if extension.is_some_and(|ext| MODULE_EXTENSIONS.contains(&ext)) {
                 "a JavaScript handler module: this version runs only CGI programs; \
@@ -258,6 +263,17 @@ impl Walk {
             },
         });
     }
+}
+
+/// Whether a file starts with `#!` or the ELF magic number.
+fn starts_like_a_program(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    let Ok(mut file) = fs::File::open(path) else {
+        return false;
+    };
+    let read = file.read(&mut head).unwrap_or(0);
+    head[..read].starts_with(b"#!") || head[..read] == *b"\x7fELF"
 }
 
 #[cfg(test)]

@@ -31,7 +31,9 @@ pub async fn accept_until(
     router: Router,
     stop_accepting: impl std::future::Future<Output = ()>,
 ) -> GracefulShutdown {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1 only: the contract needs no h2c, and protocol detection would read
+    // the first bytes of a connection with no deadline at all.
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())

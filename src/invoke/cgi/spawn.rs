@@ -28,6 +28,7 @@ pub fn spawn(
     env: &[(OsString, OsString)],
     has_body: bool,
     prepare: impl Fn(&mut tokio::process::Command),
+    run_as: Option<&str>,
 ) -> Result<(tokio::process::Child, u32), InvokeError> {
     let attempt = |interpreter: Option<&str>| {
         let mut command = match interpreter {
@@ -69,9 +70,9 @@ pub fn spawn(
     match direct {
         Err(err) if err.raw_os_error() == Some(ENOEXEC) && runner.interpreter.is_some() => {
             attempt(runner.interpreter)
-                .map_err(|err| describe(&err, path, relative, runner.interpreter))
+                .map_err(|err| describe(&err, path, relative, runner.interpreter, run_as))
         }
-        other => other.map_err(|err| describe(&err, path, relative, None)),
+        other => other.map_err(|err| describe(&err, path, relative, None, run_as)),
     }
 }
 
@@ -81,6 +82,7 @@ fn describe(
     path: &Path,
     relative: &str,
     interpreter: Option<&str>,
+    run_as: Option<&str>,
 ) -> InvokeError {
     let spawn_error = |cause: String, hint: String| InvokeError::Spawn {
         file: relative.to_owned(),
@@ -103,10 +105,20 @@ fn describe(
             "the file or the interpreter named on its `#!` line was not found".into(),
             format!("check the first line of {}", path.display()),
         ),
-        io::ErrorKind::PermissionDenied => spawn_error(
-            "permission denied".into(),
-            format!("`chmod +x {}`", path.display()),
-        ),
+        io::ErrorKind::PermissionDenied => match run_as {
+            Some(user) => spawn_error(
+                format!("permission denied for user {user}"),
+                format!(
+                    "the file and every folder above it must be readable and searchable by {user} \
+                     (e.g. `chmod o+rx` on the folders and on {})",
+                    path.display()
+                ),
+            ),
+            None => spawn_error(
+                "permission denied".into(),
+                format!("`chmod +x {}`", path.display()),
+            ),
+        },
         _ if err.raw_os_error() == Some(ENOEXEC) => spawn_error(
             "not a program the system can run (a script without a `#!` line?)".into(),
             "add a `#!` line such as `#!/bin/sh`, or use a known extension (.sh .py .pl .rb .php)"

@@ -14,8 +14,11 @@ use crate::invoke::request_body::{BODY_IDLE_TIMEOUT, RequestBody, Spill};
 
 /// Starts the pump; it ends when the body is written (stdin is then closed, the
 /// function sees EOF) or cannot be.
-pub fn spawn(stdin: ChildStdin, body: RequestBody) {
-    tokio::spawn(pump(stdin, body));
+pub fn spawn(stdin: ChildStdin, body: RequestBody, deadline: tokio::time::Instant) {
+    // Nothing is read or written for this request past its deadline.
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout_at(deadline, pump(stdin, body)).await;
+    });
 }
 
 async fn pump(mut stdin: ChildStdin, body: RequestBody) {
