@@ -6,7 +6,9 @@
 //! adapter plug in behind the same trait.
 
 pub mod cgi;
+pub mod dispatch;
 pub mod envelope;
+pub mod pool;
 pub mod request_body;
 pub mod stderr;
 
@@ -78,6 +80,14 @@ pub enum InvokeError {
         file: String,
         after: std::time::Duration,
     },
+    #[error("{file}: its warm worker failed: {cause}")]
+    WorkerFailed { file: String, cause: String },
+    #[error(
+        "{file}: its warm workers crashed 5 times within a minute; it answers 503 until the file changes"
+    )]
+    Crashed { file: String },
+    #[error("no warm worker became free in time")]
+    Overloaded { seconds: u64 },
     #[error(
         "the request headers are too large to pass to a function (the kernel caps one variable at 128 KiB)"
     )]
@@ -103,6 +113,10 @@ impl InvokeError {
             InvokeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             InvokeError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             InvokeError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            InvokeError::WorkerFailed { .. } => StatusCode::BAD_GATEWAY,
+            InvokeError::Crashed { .. } | InvokeError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             InvokeError::BodyIdle { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
@@ -127,6 +141,9 @@ impl InvokeError {
                 Some("send a smaller body, or raise --max-body".into())
             }
             InvokeError::BodyRead(_) | InvokeError::Internal => None,
+            InvokeError::WorkerFailed { .. } => Some("the worker's output is in watchdog's log; a warm function must serve HTTP on $PORT".into()),
+            InvokeError::Crashed { .. } => Some("fix the function and save its file: that restarts its pool".into()),
+            InvokeError::Overloaded { .. } => Some("retry later, or raise `max` in its `warm` settings".into()),
             InvokeError::BodyIdle { .. } => Some("send the body without long pauses".into()),
             InvokeError::HeadersTooLarge => {
                 Some("send smaller headers (cookies especially)".into())

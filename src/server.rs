@@ -25,6 +25,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::Settings;
 use crate::invoke::Invoker;
 use crate::invoke::cgi::CgiInvoker;
+use crate::invoke::dispatch::Dispatcher;
+use crate::invoke::pool::PoolInvoker;
 use crate::routes::RouteTable;
 
 /// What every request handler shares.
@@ -33,6 +35,8 @@ pub struct App {
     /// Swapped whole by live reload; a request loads it once.
     pub routes: Arc<ArcSwap<RouteTable>>,
     pub invoker: Arc<dyn Invoker>,
+    /// The warm pools, stopped at shutdown.
+    pub pool: Arc<PoolInvoker>,
     /// Cgroups and `--user`, for the start-up report of how limits are held.
     pub limiter: Arc<crate::limits::Limiter>,
     /// One permit per invocation allowed to run at once (`--max-concurrency`).
@@ -56,10 +60,18 @@ impl App {
     pub fn new(settings: Arc<Settings>, routes: RouteTable, local: SocketAddr) -> Self {
         let slots = Arc::new(Semaphore::new(settings.max_concurrency as usize));
         let limiter = Arc::new(crate::limits::Limiter::new(settings.run_as.clone()));
+        let pool = Arc::new(PoolInvoker::new(
+            Arc::clone(&settings),
+            Arc::clone(&limiter),
+        ));
         Self {
             settings,
             routes: Arc::new(ArcSwap::from_pointee(routes)),
-            invoker: Arc::new(CgiInvoker::new(Arc::clone(&limiter))),
+            invoker: Arc::new(Dispatcher {
+                cgi: CgiInvoker::new(Arc::clone(&limiter)),
+                pool: Arc::clone(&pool),
+            }),
+            pool,
             limiter,
             slots,
             function_slots: Mutex::new(HashMap::new()),
@@ -152,5 +164,6 @@ pub async fn serve(
         let limit = app.settings.kill_grace + Duration::from_secs(8);
         let _ = tokio::time::timeout(limit, app.tasks.wait()).await;
     }
+    app.pool.shutdown().await;
     Ok(())
 }

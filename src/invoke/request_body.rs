@@ -63,6 +63,24 @@ impl RequestBody {
         }
     }
 
+    /// The body as a stream again, for invokers that forward it (the warm pool).
+    pub fn into_body(self) -> Body {
+        match self {
+            RequestBody::Empty => Body::empty(),
+            RequestBody::Streaming { body, .. } => body,
+            RequestBody::Spilled {
+                spill: Spill::Memory(bytes),
+                ..
+            } => Body::from(bytes),
+            RequestBody::Spilled {
+                spill: Spill::File(file),
+                ..
+            } => Body::from_stream(tokio_util::io::ReaderStream::new(
+                tokio::fs::File::from_std(file),
+            )),
+        }
+    }
+
     /// CONTENT_LENGTH, when the request has a body (or said Content-Length: 0).
     pub fn content_length(&self) -> Option<u64> {
         match self {

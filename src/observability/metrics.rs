@@ -16,6 +16,10 @@ pub const ROUTES: &str = "watchdog_routes";
 pub const CONFLICTS: &str = "watchdog_route_conflicts";
 pub const RELOADS: &str = "watchdog_route_reloads_total";
 pub const LIMIT_HITS: &str = "watchdog_limit_hits_total";
+pub const COLD_STARTS: &str = "watchdog_cold_starts_total";
+pub const INIT_DURATION: &str = "watchdog_worker_init_seconds";
+pub const WARM_HITS: &str = "watchdog_warm_hits_total";
+pub const WORKERS: &str = "watchdog_workers";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -95,4 +99,21 @@ pub fn routes_loaded(functions: usize, conflicts: usize, reload: bool) {
 /// A function ran into one of its resource limits.
 pub fn limit_hit(route: &str, limit: &'static str) {
     counter!(LIMIT_HITS, "route" => route.to_owned(), "limit" => limit).increment(1);
+}
+
+/// A warm function started a worker for a request.
+pub fn cold_start(route: &str, init: Duration) {
+    counter!(COLD_STARTS, "route" => route.to_owned()).increment(1);
+    histogram!(INIT_DURATION, "route" => route.to_owned()).record(init.as_secs_f64());
+}
+
+/// A request found an idle warm worker.
+pub fn warm_hit(route: &str) {
+    counter!(WARM_HITS, "route" => route.to_owned()).increment(1);
+}
+
+/// Workers of a warm pool by state.
+pub fn pool_workers(route: &str, idle: usize, busy: usize) {
+    gauge!(WORKERS, "route" => route.to_owned(), "state" => "idle").set(idle as f64);
+    gauge!(WORKERS, "route" => route.to_owned(), "state" => "busy").set(busy as f64);
 }

@@ -25,6 +25,8 @@ pub struct InvocationRecord {
     pub timed_out: bool,
     pub client_gone: bool,
     pub shutdown: bool,
+    /// For warm functions: whether this request started a worker.
+    pub cold: Option<bool>,
     /// The resource limit the function ran into, if any.
     pub limit_hit: Option<&'static str>,
     pub queue_wait: Duration,
@@ -51,6 +53,7 @@ impl InvocationRecord {
             timed_out: false,
             client_gone: false,
             shutdown: false,
+            cold: None,
             limit_hit: None,
             queue_wait: Duration::ZERO,
             bytes_in: 0,
@@ -125,6 +128,8 @@ impl Drop for InvocationRecord {
             timed_out = self.timed_out,
             client_gone = self.client_gone,
             limit_hit = self.limit_hit,
+            start = self.cold.map(|cold| if cold { "cold" } else { "warm" }),
+            start = self.cold.map(|cold| if cold { "cold" } else { "warm" }),
             queue_wait_ms = self.queue_wait.as_secs_f64() * 1000.0,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             bytes_in = self.bytes_in,

@@ -59,6 +59,9 @@ pub struct FunctionFile {
     /// Further static patterns that reach the same function (`hello.sh`, `index`).
     pub aliases: Vec<Vec<Segment>>,
     pub runner: Runner,
+    /// Changes whenever the file does (modification time, size, inode, mode): a
+    /// warm pool started from one version is recycled when it changes.
+    pub version: u64,
 }
 
 /// A file under DIR that is not a function, and why.
@@ -156,7 +159,7 @@ impl Walk {
             if meta.is_dir() {
                 self.folder(&path, &rel, name, canonical, segments);
             } else if meta.is_file() {
-                self.file(path, rel, name, meta.permissions().mode(), segments);
+                self.file(path, rel, name, &meta, segments);
             } else {
                 self.skip(rel, "not a regular file");
             }
@@ -192,7 +195,15 @@ impl Walk {
         }
     }
 
-    fn file(&mut self, path: PathBuf, rel: String, name: &str, mode: u32, segments: &[Segment]) {
+    fn file(
+        &mut self,
+        path: PathBuf,
+        rel: String,
+        name: &str,
+        meta: &fs::Metadata,
+        segments: &[Segment],
+    ) {
+        let mode = meta.permissions().mode();
         let (stem, extension) = match name.rsplit_once('.') {
             Some((stem, ext)) if !stem.is_empty() => (stem, Some(ext)),
             _ => (name, None),
@@ -261,8 +272,25 @@ impl Walk {
                 executable,
                 interpreter,
             },
+            version: version_of(meta),
         });
     }
+}
+
+/// A fingerprint of a file's current version.
+fn version_of(meta: &fs::Metadata) -> u64 {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.size(),
+        meta.ino(),
+        meta.mode(),
+    )
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Whether a file starts with `#!` or the ELF magic number.

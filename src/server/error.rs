@@ -90,7 +90,9 @@ impl AppError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        if let AppError::Overloaded { seconds } = self {
+        if let AppError::Invoke(InvokeError::Overloaded { seconds })
+        | AppError::Overloaded { seconds } = self
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));

@@ -1,0 +1,438 @@
+//! The keep-warm pool (CONTRACT §4): functions marked `warm` are started once and
+//! reused. One [`Pool`] per function version; the protocol (HTTP on $PORT, or the
+//! AWS Lambda Runtime API) decides how a request reaches a worker.
+//!
+//! Supervision: workers start lazily (or `min` of them at once), at most `max`
+//! run, requests beyond that wait (the wait counts against the deadline), idle
+//! workers are stopped after `idle_timeout` down to `min`, a worker is recycled
+//! after `max_requests`, a request that times out kills its worker's process group
+//! and the worker is replaced, a crash is restarted with backoff, and five crashes
+//! in a minute mark the function crashed (503) until its file changes, which
+//! recycles the pool.
+
+pub mod http;
+pub mod policy;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{Invocation, InvokeError, InvokeFuture, Invoker};
+use crate::config::Settings;
+use crate::config::file::WarmProtocol;
+use crate::limits::Limiter;
+use crate::observability::metrics;
+use crate::routes::Function;
+pub use policy::WarmConfig;
+pub use worker::Worker;
+
+/// How often idle workers are checked against their idle timeout.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
+
+/// Runs warm functions; one pool per function file and version.
+pub struct PoolInvoker {
+    pools: Mutex<HashMap<String, Arc<Pool>>>,
+    limiter: Arc<Limiter>,
+    settings: Arc<Settings>,
+}
+
+impl PoolInvoker {
+    pub fn new(settings: Arc<Settings>, limiter: Arc<Limiter>) -> Self {
+        Self {
+            pools: Mutex::new(HashMap::new()),
+            limiter,
+            settings,
+        }
+    }
+
+    /// The pool for this version of the function, replacing (and retiring) the
+    /// pool of an older version.
+    fn pool(&self, function: &Arc<Function>) -> Arc<Pool> {
+        let mut pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = function.file.relative.clone();
+        if let Some(pool) = pools.get(&key)
+            && pool.version == function.file.version
+        {
+            return Arc::clone(pool);
+        }
+        let pool = Pool::start(
+            Arc::clone(function),
+            Arc::clone(&self.settings),
+            Arc::clone(&self.limiter),
+        );
+        if let Some(old) = pools.insert(key, Arc::clone(&pool)) {
+            old.retire();
+        }
+        pool
+    }
+
+    /// Stops every worker (shutdown).
+    pub async fn shutdown(&self) {
+        let pools: Vec<Arc<Pool>> = self
+            .pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain()
+            .map(|(_, pool)| pool)
+            .collect();
+        for pool in pools {
+            pool.retire();
+            pool.stop_idle_now().await;
+        }
+    }
+}
+
+impl Invoker for PoolInvoker {
+    fn invoke(&self, invocation: Invocation) -> InvokeFuture {
+        let pool = self.pool(&invocation.route.function);
+        Box::pin(async move {
+            let lease = pool.acquire(invocation.deadline).await?;
+            match pool.config.protocol {
+                WarmProtocol::Http => http::forward(lease, invocation).await,
+                WarmProtocol::Lambda => Err(InvokeError::Spawn {
+                    file: invocation.route.function.file.relative.clone(),
+                    cause: "the Lambda Runtime API protocol is not available in this version"
+                        .into(),
+                    hint: "use `warm = { protocol = \"http\" }`, or drop `warm` to run it as CGI"
+                        .into(),
+                }),
+            }
+        })
+    }
+}
+
+/// The warm workers of one version of one function.
+pub struct Pool {
+    pub function: Arc<Function>,
+    pub config: WarmConfig,
+    pub version: u64,
+    settings: Arc<Settings>,
+    limiter: Arc<Limiter>,
+    /// One permit per worker that may exist; a request holds one while it runs.
+    capacity: Arc<Semaphore>,
+    idle: Mutex<Vec<Worker>>,
+    crashes: Mutex<policy::CrashRecord>,
+    /// Set when a newer version replaced this pool: workers are stopped, not reused.
+    retired: std::sync::atomic::AtomicBool,
+}
+
+/// A worker lent to one request, with the right to hold a place in the pool.
+pub struct Lease {
+    pub worker: Option<Worker>,
+    pub pool: Arc<Pool>,
+    pub cold: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// How a request left its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served: the worker can take the next request.
+    Served,
+    /// The request timed out: kill and replace.
+    Stuck,
+    /// The worker died or broke the protocol.
+    Crashed,
+}
+
+impl Pool {
+    fn start(function: Arc<Function>, settings: Arc<Settings>, limiter: Arc<Limiter>) -> Arc<Self> {
+        let config = function
+            .settings
+            .warm
+            .as_ref()
+            .map(WarmConfig::from_section)
+            .unwrap_or_else(|| {
+                WarmConfig::from_section(&crate::config::file::WarmSection {
+                    protocol: WarmProtocol::Http,
+                    min: None,
+                    max: None,
+                    idle_timeout: None,
+                    max_requests: None,
+                })
+            });
+        let pool = Arc::new(Self {
+            version: function.file.version,
+            capacity: Arc::new(Semaphore::new(config.max)),
+            config,
+            function,
+            settings,
+            limiter,
+            idle: Mutex::new(Vec::new()),
+            crashes: Mutex::new(policy::CrashRecord::default()),
+            retired: std::sync::atomic::AtomicBool::new(false),
+        });
+        tracing::info!(
+            route = %pool.function.pattern,
+            protocol = ?pool.config.protocol,
+            min = pool.config.min,
+            max = pool.config.max,
+            "warm pool created"
+        );
+        Arc::clone(&pool).supervise();
+        pool
+    }
+
+    /// Starts `min` workers and keeps idle ones within their idle timeout.
+    fn supervise(self: Arc<Self>) {
+        let weak = Arc::downgrade(&self);
+        tokio::spawn(async move {
+            loop {
+                let Some(pool) = weak.upgrade() else { return };
+                if pool.is_retired() {
+                    return;
+                }
+                pool.reap_idle().await;
+                pool.fill_to_min().await;
+                drop(pool);
+                tokio::time::sleep(IDLE_CHECK).await;
+            }
+        });
+    }
+
+    fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let idle: Vec<Worker> = self.lock_idle().drain(..).collect();
+        for worker in idle {
+            tokio::spawn(worker.stop(self.settings.kill_grace));
+        }
+    }
+
+    async fn stop_idle_now(&self) {
+        let idle: Vec<Worker> = self.lock_idle().drain(..).collect();
+        for worker in idle {
+            worker.stop(self.settings.kill_grace).await;
+        }
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Worker>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_crashes(&self) -> std::sync::MutexGuard<'_, policy::CrashRecord> {
+        self.crashes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn reap_idle(&self) {
+        let now = Instant::now();
+        let expired: Vec<Worker> = {
+            let mut idle = self.lock_idle();
+            let in_use = self.config.max - self.capacity.available_permits();
+            let mut keep = self.config.min.saturating_sub(in_use);
+            let mut expired = Vec::new();
+            // Most recently used last: keep those, expire the oldest first.
+            idle.sort_by_key(|w| w.last_used);
+            let mut kept = Vec::new();
+            for worker in idle.drain(..).rev() {
+                if worker.has_exited() {
+                    expired.push(worker);
+                } else if keep > 0
+                    || now.duration_since(worker.last_used) < self.config.idle_timeout
+                {
+                    keep = keep.saturating_sub(1);
+                    kept.push(worker);
+                } else {
+                    expired.push(worker);
+                }
+            }
+            kept.reverse();
+            *idle = kept;
+            expired
+        };
+        for worker in expired {
+            tracing::info!(route = %self.function.pattern, pid = worker.pid, "stopping an idle worker");
+            worker.stop(self.settings.kill_grace).await;
+        }
+        metrics::pool_workers(
+            &self.function.pattern,
+            self.lock_idle().len(),
+            self.config.max - self.capacity.available_permits(),
+        );
+    }
+
+    async fn fill_to_min(self: &Arc<Self>) {
+        while self.lock_idle().len() + (self.config.max - self.capacity.available_permits())
+            < self.config.min
+        {
+            if self.lock_crashes().given_up(Instant::now()) {
+                return;
+            }
+            let Ok(permit) = Arc::clone(&self.capacity).try_acquire_owned() else {
+                return;
+            };
+            let deadline = tokio::time::Instant::now() + self.settings.timeout;
+            match self.start_worker(deadline).await {
+                Ok(worker) => self.lock_idle().push(worker),
+                Err(err) => {
+                    tracing::warn!(route = %self.function.pattern, error = %err, "could not pre-start a worker");
+                    drop(permit);
+                    return;
+                }
+            }
+            drop(permit);
+        }
+    }
+
+    /// Takes an idle worker or starts one, waiting for room when `max` are busy.
+    ///
+    /// # Errors
+    /// [`InvokeError::Crashed`] when the function crashed too often,
+    /// [`InvokeError::Overloaded`] when no worker frees up in time, or why a new
+    /// worker could not start.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Lease, InvokeError> {
+        let file = &self.function.file.relative;
+        if self.lock_crashes().given_up(Instant::now()) {
+            return Err(InvokeError::Crashed { file: file.clone() });
+        }
+        let give_up = (tokio::time::Instant::now() + self.settings.queue_timeout).min(deadline);
+        let permit = tokio::time::timeout_at(give_up, Arc::clone(&self.capacity).acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or(InvokeError::Overloaded {
+                seconds: self.settings.queue_timeout.as_secs().max(1),
+            })?;
+        loop {
+            let candidate = self.lock_idle().pop();
+            match candidate {
+                Some(worker) if worker.has_exited() => {
+                    self.crashed(worker, "exited while idle");
+                }
+                Some(worker) => {
+                    metrics::warm_hit(&self.function.pattern);
+                    return Ok(Lease {
+                        worker: Some(worker),
+                        pool: Arc::clone(self),
+                        cold: false,
+                        _permit: permit,
+                    });
+                }
+                None => break,
+            }
+        }
+        let backoff = self.lock_crashes().backoff();
+        if !backoff.is_zero() {
+            tracing::info!(route = %self.function.pattern, ?backoff, "waiting before restarting a crashed worker");
+            if tokio::time::Instant::now() + backoff > deadline {
+                return Err(InvokeError::Overloaded {
+                    seconds: backoff.as_secs().max(1),
+                });
+            }
+            tokio::time::sleep(backoff).await;
+        }
+        let started = Instant::now();
+        let worker = match self.start_worker(deadline).await {
+            Ok(worker) => worker,
+            Err(err) => {
+                self.lock_crashes().crashed(Instant::now());
+                return Err(err);
+            }
+        };
+        metrics::cold_start(&self.function.pattern, started.elapsed());
+        Ok(Lease {
+            worker: Some(worker),
+            pool: Arc::clone(self),
+            cold: true,
+            _permit: permit,
+        })
+    }
+
+    async fn start_worker(&self, deadline: tokio::time::Instant) -> Result<Worker, InvokeError> {
+        match self.config.protocol {
+            WarmProtocol::Http => {
+                http::start(&self.function, &self.settings, &self.limiter, deadline).await
+            }
+            WarmProtocol::Lambda => Err(InvokeError::Spawn {
+                file: self.function.file.relative.clone(),
+                cause: "the Lambda Runtime API protocol is not available in this version".into(),
+                hint: "use `warm = { protocol = \"http\" }`, or drop `warm` to run it as CGI"
+                    .into(),
+            }),
+        }
+    }
+
+    fn crashed(&self, worker: Worker, why: &str) {
+        tracing::warn!(route = %self.function.pattern, pid = worker.pid, why, "worker crashed");
+        let given_up = {
+            let mut crashes = self.lock_crashes();
+            crashes.crashed(Instant::now());
+            crashes.given_up(Instant::now())
+        };
+        if given_up {
+            tracing::error!(
+                route = %self.function.pattern,
+                "worker crashed 5 times within 60 s: answering 503 until the file changes"
+            );
+        }
+        tokio::spawn(worker.stop(self.settings.kill_grace));
+    }
+
+    /// Takes a worker back after a request.
+    pub fn release(&self, mut worker: Worker, outcome: Outcome) {
+        match outcome {
+            Outcome::Served if worker.has_exited() => {
+                self.crashed(worker, "exited after a request")
+            }
+            Outcome::Served => {
+                self.lock_crashes().healthy();
+                worker.served += 1;
+                worker.last_used = Instant::now();
+                if self.is_retired() || self.config.worn_out(worker.served) {
+                    tracing::info!(route = %self.function.pattern, pid = worker.pid, served = worker.served, "recycling a worker");
+                    tokio::spawn(worker.stop(self.settings.kill_grace));
+                } else {
+                    self.lock_idle().push(worker);
+                }
+            }
+            Outcome::Stuck => {
+                tracing::warn!(route = %self.function.pattern, pid = worker.pid, "killing a worker whose request timed out");
+                tokio::spawn(worker.stop(Duration::ZERO));
+            }
+            Outcome::Crashed => self.crashed(worker, "broke off a request"),
+        }
+    }
+}
+
+impl Lease {
+    pub fn worker(&self) -> &Worker {
+        // A lease holds its worker until it is given back, in `finish` or `drop`.
+        self.worker
+            .as_ref()
+            .expect("a lease holds its worker until it is given back")
+    }
+
+    /// Gives the worker back.
+    pub fn finish(mut self, outcome: Outcome) {
+        if let Some(worker) = self.worker.take() {
+            self.pool.release(worker, outcome);
+        }
+    }
+}
+
+impl Drop for Lease {
+    /// A lease dropped without a verdict (the client left mid-response): the
+    /// worker itself is fine; its connection is simply closed.
+    fn drop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            self.pool.release(worker, Outcome::Served);
+        }
+    }
+}

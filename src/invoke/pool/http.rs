@@ -1,0 +1,253 @@
+//! `protocol = "http"`: the worker serves HTTP on 127.0.0.1:$PORT (the convention
+//! of Cloud Run, Knative and of-watchdog's http mode). It is ready once it accepts
+//! connections; each request is proxied to it over a fresh connection, streaming
+//! both ways, and the worker is lent to that one request until its response body
+//! has been sent.
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderName, Request, Response, header};
+use bytes::Bytes;
+use http_body::Frame;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::{Lease, Outcome, Worker};
+use crate::config::Settings;
+use crate::invoke::{Invocation, InvokeError, Reply};
+use crate::limits::Limiter;
+use crate::observability::InvocationRecord;
+use crate::routes::Function;
+
+/// How often a starting worker's port is tried.
+const READY_POLL: Duration = Duration::from_millis(5);
+
+/// Starts a worker on a free port and waits until it accepts connections.
+///
+/// # Errors
+/// The function cannot start, exits before it is ready, or is not ready by
+/// `deadline`.
+pub async fn start(
+    function: &Function,
+    settings: &Settings,
+    limiter: &Limiter,
+    deadline: tokio::time::Instant,
+) -> Result<Worker, InvokeError> {
+    let file = function.file.relative.clone();
+    let port = free_port().map_err(|err| InvokeError::Spawn {
+        file: file.clone(),
+        cause: format!("no free port for the worker: {err}"),
+        hint: "see watchdog's log".into(),
+    })?;
+    let env = vec![(OsString::from("PORT"), OsString::from(port.to_string()))];
+    let mut worker = Worker::spawn(function, &settings.document_root, limiter, env)?;
+    worker.port = port;
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            tracing::info!(route = %function.pattern, pid = worker.pid, port, "warm worker ready");
+            return Ok(worker);
+        }
+        if worker.has_exited() {
+            let status = worker.stop(Duration::ZERO).await;
+            return Err(InvokeError::WorkerFailed {
+                file,
+                cause: format!(
+                    "exited ({}) before listening on $PORT",
+                    status.map_or_else(
+                        || "unknown status".into(),
+                        crate::invoke::cgi::describe_exit
+                    )
+                ),
+            });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            worker.stop(Duration::ZERO).await;
+            return Err(InvokeError::WorkerFailed {
+                file,
+                cause: format!("did not listen on 127.0.0.1:{port} ($PORT) before the timeout"),
+            });
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
+
+/// A port nothing listens on right now (the worker binds it a moment later).
+fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Proxies one request to the lent worker.
+///
+/// # Errors
+/// 504 when the worker does not answer by the deadline (it is then killed and
+/// replaced), 502 when it breaks off.
+pub async fn forward(lease: Lease, mut invocation: Invocation) -> Result<Reply, InvokeError> {
+    let worker = lease.worker();
+    let (port, pid) = (worker.port, worker.pid);
+    let file = invocation.route.function.file.relative.clone();
+    invocation.record.pid = Some(pid);
+    invocation.record.cold = Some(lease.cold);
+    let body =
+        std::mem::replace(&mut invocation.body, crate::invoke::RequestBody::Empty).into_body();
+    let request = upstream_request(&invocation, port, body);
+    let deadline = invocation.deadline;
+    let broken = |cause: String| InvokeError::WorkerFailed {
+        file: file.clone(),
+        cause,
+    };
+    let exchange = async {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|err| broken(format!("refused the connection: {err}")))?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|err| broken(format!("HTTP handshake failed: {err}")))?;
+        tokio::spawn(connection);
+        sender
+            .send_request(request)
+            .await
+            .map_err(|err| broken(format!("broke off the request: {err}")))
+    };
+    let response = match tokio::time::timeout_at(deadline, exchange).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(err)) => {
+            lease.finish(Outcome::Crashed);
+            return Err(err);
+        }
+        Err(_) => {
+            invocation.record.timed_out = true;
+            lease.finish(Outcome::Stuck);
+            return Err(InvokeError::Timeout {
+                file,
+                after: invocation.route.function.settings.timeout,
+            });
+        }
+    };
+    let (mut parts, incoming) = response.into_parts();
+    for name in HOP_BY_HOP {
+        parts.headers.remove(name);
+    }
+    invocation.record.status = Some(parts.status.as_u16());
+    let body = LeasedBody {
+        inner: incoming,
+        lease: Some(lease),
+        deadline: Box::pin(tokio::time::sleep_until(deadline)),
+        record: Some(invocation.record),
+    };
+    Ok(Reply::Response(Response::from_parts(
+        parts,
+        Body::new(body),
+    )))
+}
+
+const HOP_BY_HOP: [HeaderName; 4] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+];
+
+fn upstream_request(invocation: &Invocation, port: u16, body: Body) -> Request<Body> {
+    let path = invocation.uri.path_and_query().map_or_else(
+        || invocation.uri.path().to_owned(),
+        |pq| pq.as_str().to_owned(),
+    );
+    let mut request = Request::new(body);
+    *request.method_mut() = invocation.method.clone();
+    *request.uri_mut() = path.parse().unwrap_or_default();
+    let headers = request.headers_mut();
+    for (name, value) in &invocation.headers {
+        if !HOP_BY_HOP.contains(name) && name != "keep-alive" && name != "proxy-connection" {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if !headers.contains_key(header::HOST)
+        && let Ok(host) = format!("127.0.0.1:{port}").parse()
+    {
+        headers.insert(header::HOST, host);
+    }
+    let forwarded = invocation.client.ip().to_string();
+    if let Ok(value) = forwarded.parse() {
+        headers.append("x-forwarded-for", value);
+    }
+    if let Ok(value) = invocation.request_id.parse() {
+        headers.insert("x-request-id", value);
+    }
+    if let Ok(value) = invocation.deadline_epoch_ms.to_string().parse() {
+        headers.insert("x-watchdog-deadline-ms", value);
+    }
+    request
+}
+
+/// The worker's response body on its way to the client. It holds the worker until
+/// the body ends (one request per worker at a time), enforces the deadline on the
+/// body too, and carries the invocation record so the log event is written when
+/// the response is really over.
+struct LeasedBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    record: Option<InvocationRecord>,
+}
+
+impl LeasedBody {
+    fn finish(&mut self, outcome: Outcome) {
+        if let Some(lease) = self.lease.take() {
+            lease.finish(outcome);
+        }
+        if let Some(mut record) = self.record.take() {
+            record.timed_out |= outcome == Outcome::Stuck;
+            drop(record);
+        }
+    }
+}
+
+impl http_body::Body for LeasedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            self.finish(Outcome::Stuck);
+            return Poll::Ready(Some(Err(std::io::Error::other(
+                "the function timed out mid-response",
+            ))));
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(record)) = (frame.data_ref(), self.record.as_mut()) {
+                    record.bytes_out += data.len() as u64;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                self.finish(Outcome::Crashed);
+                Poll::Ready(Some(Err(std::io::Error::other(err))))
+            }
+            Poll::Ready(None) => {
+                self.finish(Outcome::Served);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

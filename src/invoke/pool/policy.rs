@@ -1,0 +1,141 @@
+//! Pool policy as pure data (CONTRACT §4): settings with their defaults, and the
+//! crash record that decides restart backoff and when a function is given up on.
+//! No processes here, so it is tested with plain instants.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::config::file::{WarmProtocol, WarmSection};
+
+/// A crashed worker is restarted after 0 s, 0 s, 2 s, 4 s, 8 s … up to this.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// This many crashes within [`CRASH_WINDOW`] mark the function crashed.
+pub const CRASH_LIMIT: usize = 5;
+pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
+
+/// A function's warm settings with defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmConfig {
+    pub protocol: WarmProtocol,
+    pub min: usize,
+    pub max: usize,
+    pub idle_timeout: Duration,
+    pub max_requests: Option<u64>,
+}
+
+impl WarmConfig {
+    pub fn from_section(section: &WarmSection) -> Self {
+        let max = section.max.unwrap_or(4).max(1) as usize;
+        Self {
+            protocol: section.protocol,
+            min: (section.min.unwrap_or(0) as usize).min(max),
+            max,
+            idle_timeout: section.idle_timeout.unwrap_or(Duration::from_secs(300)),
+            max_requests: section.max_requests.filter(|n| *n > 0),
+        }
+    }
+
+    /// Whether a worker that has served `served` requests must be recycled.
+    pub fn worn_out(&self, served: u64) -> bool {
+        self.max_requests.is_some_and(|max| served >= max)
+    }
+}
+
+/// Recent crashes of one function's workers.
+#[derive(Debug, Default, Clone)]
+pub struct CrashRecord {
+    recent: VecDeque<Instant>,
+    /// Crashes since the last worker that started and served well.
+    consecutive: u32,
+}
+
+impl CrashRecord {
+    pub fn crashed(&mut self, now: Instant) {
+        self.recent.push_back(now);
+        self.consecutive += 1;
+        self.prune(now);
+    }
+
+    /// A worker served a request: the backoff starts over.
+    pub fn healthy(&mut self) {
+        self.consecutive = 0;
+    }
+
+    /// How long to wait before starting the next worker.
+    pub fn backoff(&self) -> Duration {
+        match self.consecutive {
+            0..=2 => Duration::ZERO,
+            n => Duration::from_secs(2u64.saturating_pow(n - 2)).min(MAX_BACKOFF),
+        }
+    }
+
+    /// Whether the function has crashed too often to keep trying.
+    pub fn given_up(&mut self, now: Instant) -> bool {
+        self.prune(now);
+        self.recent.len() >= CRASH_LIMIT
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_follows_the_contract() {
+        let mut record = CrashRecord::default();
+        let start = Instant::now();
+        let mut delays = Vec::new();
+        for i in 0..8 {
+            record.crashed(start + Duration::from_secs(100 * i));
+            delays.push(record.backoff().as_secs());
+        }
+        // After the 1st, 2nd, 3rd … crash.
+        assert_eq!(delays, [0, 0, 2, 4, 8, 16, 32, 60]);
+        record.healthy();
+        assert_eq!(record.backoff(), Duration::ZERO);
+    }
+
+    #[test]
+    fn five_crashes_in_a_minute_give_up() {
+        let mut record = CrashRecord::default();
+        let start = Instant::now();
+        for i in 0..4 {
+            record.crashed(start + Duration::from_secs(i * 10));
+        }
+        assert!(!record.given_up(start + Duration::from_secs(41)));
+        record.crashed(start + Duration::from_secs(50));
+        assert!(record.given_up(start + Duration::from_secs(51)));
+        // Spread over more than a minute they do not.
+        let mut slow = CrashRecord::default();
+        for i in 0..5 {
+            slow.crashed(start + Duration::from_secs(i * 20));
+        }
+        assert!(!slow.given_up(start + Duration::from_secs(81)));
+    }
+
+    #[test]
+    fn config_defaults_and_recycling() {
+        let section = WarmSection {
+            protocol: WarmProtocol::Http,
+            min: Some(9),
+            max: None,
+            idle_timeout: None,
+            max_requests: Some(3),
+        };
+        let config = WarmConfig::from_section(&section);
+        assert_eq!((config.min, config.max), (4, 4));
+        assert_eq!(config.idle_timeout, Duration::from_secs(300));
+        assert!(!config.worn_out(2));
+        assert!(config.worn_out(3));
+    }
+}

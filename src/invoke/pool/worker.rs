@@ -1,0 +1,154 @@
+//! One warm worker process: started with the function's environment (plus the
+//! protocol's variables), its output logged, stopped by process group.
+//!
+//! A task owns the process's output stream (tokio-process-stream): it logs stdout
+//! and stderr lines tagged with the route and the worker's pid, and publishes the
+//! exit status when the process ends, which is how the pool learns of a crash.
+
+use std::ffi::OsString;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use nix::sys::signal::Signal;
+use tokio::sync::watch;
+use tokio_process_stream::{Item, ProcessChunkStream};
+
+use crate::invoke::InvokeError;
+use crate::invoke::cgi::spawn;
+use crate::invoke::stderr::StderrLog;
+use crate::limits::{InvocationCgroup, Limiter};
+use crate::process::{ProcessGroup, reaper};
+use crate::routes::Function;
+
+/// How much longer than the grace a stop waits for the kernel to finish a KILL.
+const REAP_LIMIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub struct Worker {
+    pub pid: u32,
+    group: ProcessGroup,
+    exit: watch::Receiver<Option<Option<ExitStatus>>>,
+    cgroup: Option<InvocationCgroup>,
+    /// The port it serves HTTP on (`protocol = "http"`).
+    pub port: u16,
+    /// Requests served so far.
+    pub served: u64,
+    pub started: Instant,
+    pub last_used: Instant,
+}
+
+impl Worker {
+    /// Starts the function as a worker with `extra_env` on top of its own.
+    ///
+    /// # Errors
+    /// The function cannot be started (see [`InvokeError::Spawn`]).
+    pub fn spawn(
+        function: &Function,
+        document_root: &std::path::Path,
+        limiter: &Limiter,
+        extra_env: Vec<(OsString, OsString)>,
+    ) -> Result<Self, InvokeError> {
+        let file = &function.file.relative;
+        let path = document_root.join(file);
+        let mut env = function.settings.env.clone();
+        env.extend(extra_env);
+        let plan = limiter
+            .plan(&function.settings.limits)
+            .map_err(|err| InvokeError::Spawn {
+                file: file.clone(),
+                cause: format!("cannot set up its resource limits: {err}"),
+                hint: "check that watchdog may write its cgroups under /sys/fs/cgroup".into(),
+            })?;
+        let run_as = limiter.run_as.as_ref().map(|user| user.name.as_str());
+        let (child, pid) = spawn::spawn(
+            &path,
+            file,
+            &function.file.runner,
+            &env,
+            false,
+            |command| limiter.apply(&plan, command),
+            run_as,
+        )?;
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let mut output = ProcessChunkStream::from(child);
+        let mut log = StderrLog::new(&function.pattern, &format!("worker-{pid}"));
+        tokio::spawn(async move {
+            let mut status = None;
+            while let Some(item) = output.next().await {
+                match item {
+                    Item::Stdout(chunk) | Item::Stderr(chunk) => log.push(&chunk),
+                    Item::Done(result) => {
+                        status = result.ok();
+                        break;
+                    }
+                }
+            }
+            log.flush();
+            let _ = exit_tx.send(Some(status));
+        });
+        let now = Instant::now();
+        Ok(Self {
+            pid,
+            group: ProcessGroup::new(pid),
+            exit: exit_rx,
+            cgroup: plan.cgroup,
+            port: 0,
+            served: 0,
+            started: now,
+            last_used: now,
+        })
+    }
+
+    /// Whether the process has ended (and been reaped).
+    pub fn has_exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+
+    /// Resolves with the exit status once the process has ended.
+    pub async fn exited(&self) -> Option<ExitStatus> {
+        let mut exit = self.exit.clone();
+        match exit.wait_for(Option::is_some).await {
+            Ok(status) => status.flatten(),
+            Err(_) => None,
+        }
+    }
+
+    /// Stops the worker: SIGTERM to its group, `grace` to exit, SIGKILL, reap.
+    pub async fn stop(mut self, grace: Duration) -> Option<ExitStatus> {
+        let status = if self.has_exited() {
+            self.exited().await
+        } else {
+            self.group.signal(Signal::SIGTERM);
+            match tokio::time::timeout(grace, self.exited()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    self.group.signal(Signal::SIGKILL);
+                    tokio::time::timeout(REAP_LIMIT, self.exited())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+            }
+        };
+        if self.group.exists() {
+            self.group.signal(Signal::SIGKILL);
+        }
+        reaper::reap_group(self.group.pgid(), REAP_LIMIT).await;
+        self.group.disarm();
+        reaper::group_finished(self.pid);
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.finish().await;
+        }
+        status
+    }
+}
+
+/// Stops a worker in the background (a response must not wait for it).
+pub fn stop_later(worker: Worker, grace: Duration, tasks: &tokio_util::task::TaskTracker) {
+    tasks.spawn(async move {
+        let pid = worker.pid;
+        let status = worker.stop(grace).await;
+        tracing::debug!(pid, ?status, "worker stopped");
+    });
+}

@@ -1,0 +1,225 @@
+//! The keep-warm pool over HTTP-on-$PORT (issue 5, CONTRACT §4).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use std::time::{Duration, Instant};
+
+use common::{TestServer, client, fixtures, gone};
+
+/// A project with the counter worker as `api/NAME.py` and `settings` as its
+/// `warm` table.
+fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let project = tempfile::tempdir().unwrap();
+    let worker = std::fs::read(fixtures("warm").join("counter.py")).unwrap();
+    let mut toml = String::new();
+    for (name, warm) in files {
+        let path = project.path().join("api").join(format!("{name}.py"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &worker).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        toml.push_str(&format!(
+            "[functions.\"{name}.py\"]\nwarm = {{ protocol = \"http\", {warm} }}\n\n"
+        ));
+    }
+    std::fs::write(project.path().join("watchdog.toml"), toml).unwrap();
+    project
+}
+
+async fn call(server: &TestServer, path: &str) -> (u16, serde_json::Value) {
+    let response = client().get(server.url(path)).send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+fn api(project: &tempfile::TempDir) -> std::path::PathBuf {
+    project.path().join("api")
+}
+
+#[tokio::test]
+async fn a_worker_keeps_its_state_between_requests_and_streams_bodies() {
+    let project = project(&[("counter", "max = 2")]);
+    let server = TestServer::start(&api(&project), &[]);
+    let (_, first) = call(&server, "/api/counter").await;
+    let (_, second) = call(&server, "/api/counter?x=1").await;
+    let (_, third) = call(&server, "/api/counter").await;
+    assert_eq!(first["pid"], second["pid"]);
+    assert_eq!(second["pid"], third["pid"]);
+    assert_eq!(
+        [&first["served"], &second["served"], &third["served"]],
+        [1, 2, 3]
+    );
+    assert_eq!(second["path"], "/api/counter?x=1");
+    let echo = client()
+        .post(server.url("/api/counter"))
+        .body("ping")
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = echo.json().await.unwrap();
+    assert_eq!(echo["echo"], "ping");
+    let log = server.log();
+    assert!(
+        log.contains("start=\"cold\"") && log.contains("start=\"warm\""),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_crashed_worker_is_replaced() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &[]);
+    let (_, before) = call(&server, "/api/counter").await;
+    let (status, _) = call(&server, "/api/counter?crash").await;
+    assert_eq!(status, 502);
+    let (status, after) = call(&server, "/api/counter").await;
+    assert_eq!(status, 200);
+    assert_ne!(before["pid"], after["pid"]);
+    assert_eq!(after["served"], 1, "a fresh worker");
+    assert!(gone(before["pid"].as_i64().unwrap() as i32));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_kills_and_replaces_only_the_stuck_worker() {
+    let project = project(&[("counter", "max = 2")]);
+    let server = TestServer::start(&api(&project), &["--timeout", "1s"]);
+    // Two workers: one gets stuck, the other keeps serving.
+    let stuck = tokio::spawn({
+        let url = server.url("/api/counter?sleep=30");
+        async move { client().get(url).send().await.unwrap().status().as_u16() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, healthy) = call(&server, "/api/counter").await;
+    assert_eq!(stuck.await.unwrap(), 504);
+    let (_, again) = call(&server, "/api/counter").await;
+    assert_eq!(
+        healthy["pid"], again["pid"],
+        "the healthy worker was left alone"
+    );
+    assert!(server.wait_for_log(
+        "killing a worker whose request timed out",
+        Duration::from_secs(3)
+    ));
+}
+
+#[tokio::test]
+async fn idle_workers_are_stopped_and_max_requests_recycles() {
+    let project = project(&[
+        ("idle", "idle_timeout = \"1s\""),
+        ("recycled", "max_requests = 2"),
+    ]);
+    let server = TestServer::start(&api(&project), &[]);
+    let (_, first) = call(&server, "/api/idle").await;
+    let pid = first["pid"].as_i64().unwrap() as i32;
+    assert!(
+        common::wait_until(Duration::from_secs(4), || gone(pid)),
+        "idle worker {pid} was not stopped"
+    );
+    let (_, later) = call(&server, "/api/idle").await;
+    assert_ne!(later["pid"], first["pid"]);
+
+    let pids: Vec<serde_json::Value> = {
+        let mut pids = Vec::new();
+        for _ in 0..3 {
+            pids.push(call(&server, "/api/recycled").await.1["pid"].clone());
+        }
+        pids
+    };
+    assert_eq!(pids[0], pids[1]);
+    assert_ne!(
+        pids[1], pids[2],
+        "the worker was not recycled after max_requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_max_wait_and_all_succeed() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &[]);
+    let started = Instant::now();
+    let requests: Vec<_> = (0..4)
+        .map(|_| {
+            let url = server.url("/api/counter?sleep=0.3");
+            tokio::spawn(async move { client().get(url).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1150),
+        "{:?}",
+        started.elapsed()
+    );
+    let metrics = client()
+        .get(server.url("/_watchdog/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("watchdog_cold_starts_total{route=\"/api/counter\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("watchdog_warm_hits_total{route=\"/api/counter\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_loop_answers_503_until_the_file_changes() {
+    let project = project(&[("counter", "max = 1")]);
+    let file = api(&project).join("counter.py");
+    let good = std::fs::read(&file).unwrap();
+    std::fs::write(&file, "#!/bin/sh\necho 'cannot start' >&2\nexit 1\n").unwrap();
+    let server = TestServer::start(&api(&project), &["--timeout", "20s"]);
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    loop {
+        let response = client()
+            .get(server.url("/api/counter"))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        statuses.push(status);
+        if status == 503 && text.contains("crashed 5 times") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "never gave up: {statuses:?}"
+        );
+    }
+    assert!(
+        statuses.iter().filter(|s| **s == 502).count() >= 4,
+        "{statuses:?}"
+    );
+    // Still crashed: no new start is attempted.
+    assert_eq!(call(&server, "/api/counter").await.0, 503);
+    // Fixing the file recycles the pool.
+    let tmp = file.with_extension("new");
+    std::fs::write(&tmp, &good).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let fixed = Instant::now();
+    loop {
+        if call(&server, "/api/counter").await.0 == 200 {
+            break;
+        }
+        assert!(
+            fixed.elapsed() < Duration::from_secs(5),
+            "the fixed file was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
