@@ -80,6 +80,8 @@ pub enum InvokeError {
         file: String,
         after: std::time::Duration,
     },
+    #[error("{file}: the function returned an error (its message is in watchdog's log)")]
+    FunctionError { file: String },
     #[error("{file}: its warm worker failed: {cause}")]
     WorkerFailed { file: String, cause: String },
     #[error(
@@ -113,7 +115,9 @@ impl InvokeError {
             InvokeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             InvokeError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             InvokeError::BodyRead(_) => StatusCode::BAD_REQUEST,
-            InvokeError::WorkerFailed { .. } => StatusCode::BAD_GATEWAY,
+            InvokeError::WorkerFailed { .. } | InvokeError::FunctionError { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             InvokeError::Crashed { .. } | InvokeError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -142,6 +146,9 @@ impl InvokeError {
             }
             InvokeError::BodyRead(_) | InvokeError::Internal => None,
             InvokeError::WorkerFailed { .. } => Some("the worker's output is in watchdog's log; a warm function must serve HTTP on $PORT".into()),
+            InvokeError::FunctionError { .. } => {
+                Some("the handler returned an error or panicked; fix the function".into())
+            }
             InvokeError::Crashed { .. } => Some("fix the function and save its file: that restarts its pool".into()),
             InvokeError::Overloaded { .. } => Some("retry later, or raise `max` in its `warm` settings".into()),
             InvokeError::BodyIdle { .. } => Some("send the body without long pauses".into()),

@@ -11,6 +11,7 @@
 //! recycles the pool.
 
 pub mod http;
+pub mod lambda;
 pub mod policy;
 pub mod worker;
 
@@ -95,13 +96,7 @@ impl Invoker for PoolInvoker {
             let lease = pool.acquire(invocation.deadline).await?;
             match pool.config.protocol {
                 WarmProtocol::Http => http::forward(lease, invocation).await,
-                WarmProtocol::Lambda => Err(InvokeError::Spawn {
-                    file: invocation.route.function.file.relative.clone(),
-                    cause: "the Lambda Runtime API protocol is not available in this version"
-                        .into(),
-                    hint: "use `warm = { protocol = \"http\" }`, or drop `warm` to run it as CGI"
-                        .into(),
-                }),
+                WarmProtocol::Lambda => lambda::invoke(lease, invocation).await,
             }
         })
     }
@@ -360,12 +355,9 @@ impl Pool {
             WarmProtocol::Http => {
                 http::start(&self.function, &self.settings, &self.limiter, deadline).await
             }
-            WarmProtocol::Lambda => Err(InvokeError::Spawn {
-                file: self.function.file.relative.clone(),
-                cause: "the Lambda Runtime API protocol is not available in this version".into(),
-                hint: "use `warm = { protocol = \"http\" }`, or drop `warm` to run it as CGI"
-                    .into(),
-            }),
+            WarmProtocol::Lambda => {
+                lambda::start(&self.function, &self.settings, &self.limiter, deadline).await
+            }
         }
     }
 

@@ -32,6 +32,8 @@ pub struct Worker {
     cgroup: Option<InvocationCgroup>,
     /// The port it serves HTTP on (`protocol = "http"`).
     pub port: u16,
+    /// Its Runtime API endpoint (`protocol = "lambda"`); closed with the worker.
+    pub runtime: Option<super::lambda::Runtime>,
     /// Requests served so far.
     pub served: u64,
     pub started: Instant,
@@ -94,6 +96,7 @@ impl Worker {
             exit: exit_rx,
             cgroup: plan.cgroup,
             port: 0,
+            runtime: None,
             served: 0,
             started: now,
             last_used: now,

@@ -1,0 +1,693 @@
+//! `protocol = "lambda"`: the AWS Lambda Runtime API, so binaries built with
+//! `lambda_runtime`/`lambda_http` (and the other official runtime clients) run
+//! unchanged.
+//!
+//! Each worker gets its own Runtime API endpoint on 127.0.0.1 (`AWS_LAMBDA_RUNTIME_API`).
+//! The worker long-polls `/invocation/next`; watchdog hands it the request as a
+//! Lambda Function URL event (API Gateway payload 2.0) and reads its answer from
+//! `/response` (buffered, or streamed with `Lambda-Runtime-Function-Response-Mode:
+//! streaming`) or `/error`, the way Function URLs read them. The worker is ready
+//! when it first asks for an invocation.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{Lease, Outcome, Worker};
+use crate::config::Settings;
+use crate::invoke::{Invocation, InvokeError, Reply};
+use crate::limits::Limiter;
+use crate::routes::{Function, ParamValue};
+
+const API: &str = "/2018-06-01/runtime";
+/// The largest response a buffered `/response` may carry (Lambda's own limit).
+const MAX_RESPONSE: usize = 6 * 1024 * 1024;
+/// The JSON prelude of a streamed HTTP response ends with these bytes.
+const PRELUDE_END: [u8; 8] = [0; 8];
+
+/// One event for the worker.
+#[derive(Debug)]
+struct Event {
+    request_id: String,
+    deadline_ms: u128,
+    payload: Bytes,
+}
+
+/// What the worker answered.
+#[derive(Debug)]
+enum Answer {
+    Buffered(Bytes),
+    Streamed {
+        content_type: Option<HeaderValue>,
+        body: Body,
+    },
+    Failed(String),
+}
+
+/// One worker's Runtime API endpoint.
+#[derive(Debug)]
+pub struct Runtime {
+    pub addr: SocketAddr,
+    events: mpsc::Sender<Event>,
+    state: Arc<RuntimeState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct RuntimeState {
+    function_arn: String,
+    events: tokio::sync::Mutex<mpsc::Receiver<Event>>,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
+    /// Becomes true at the worker's first `/next`.
+    ready: watch::Sender<bool>,
+    init_error: watch::Sender<Option<String>>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Runtime {
+    async fn start(function_name: &str) -> std::io::Result<Self> {
+        let (events_tx, events_rx) = mpsc::channel(1);
+        let state = Arc::new(RuntimeState {
+            function_arn: format!("arn:aws:lambda:us-east-1:000000000000:function:{function_name}"),
+            events: tokio::sync::Mutex::new(events_rx),
+            waiting: Mutex::new(HashMap::new()),
+            ready: watch::channel(false).0,
+            init_error: watch::channel(None).0,
+        });
+        let router = Router::new()
+            .route(&format!("{API}/invocation/next"), get(next))
+            .route(&format!("{API}/invocation/{{id}}/response"), post(response))
+            .route(&format!("{API}/invocation/{{id}}/error"), post(error))
+            .route(&format!("{API}/init/error"), post(init_error))
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(Self {
+            addr,
+            events: events_tx,
+            state,
+            server,
+        })
+    }
+}
+
+async fn next(State(state): State<Arc<RuntimeState>>) -> Response<Body> {
+    state.ready.send_replace(true);
+    let mut events = state.events.lock().await;
+    let Some(event) = events.recv().await else {
+        return StatusCode::GONE.into_response();
+    };
+    let mut response = Response::new(Body::from(event.payload));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    };
+    set("lambda-runtime-aws-request-id", event.request_id.clone());
+    set("lambda-runtime-deadline-ms", event.deadline_ms.to_string());
+    set(
+        "lambda-runtime-invoked-function-arn",
+        state.function_arn.clone(),
+    );
+    set(
+        "lambda-runtime-trace-id",
+        format!(
+            "Root=1-00000000-{:0>24};Parent=0000000000000000;Sampled=0",
+            event.request_id.replace('-', "")
+        ),
+    );
+    response
+}
+
+fn deliver(state: &RuntimeState, id: &str, answer: Answer) -> StatusCode {
+    let waiter = state
+        .waiting
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(id);
+    match waiter {
+        Some(waiter) => {
+            let _ = waiter.send(answer);
+            StatusCode::ACCEPTED
+        }
+        None => StatusCode::NOT_FOUND,
+    }
+}
+
+async fn response(
+    State(state): State<Arc<RuntimeState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> StatusCode {
+    let streaming = headers
+        .get("lambda-runtime-function-response-mode")
+        .is_some_and(|mode| mode.as_bytes().eq_ignore_ascii_case(b"streaming"));
+    if streaming {
+        // Hand the body over as it arrives, and answer the worker once it has
+        // been read to the end (or the client went away).
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let body = Body::from_stream(Notifying {
+            inner: body.into_data_stream(),
+            _done: done_tx,
+        });
+        let content_type = headers.get(header::CONTENT_TYPE).cloned();
+        let status = deliver(&state, &id, Answer::Streamed { content_type, body });
+        let _ = done_rx.await;
+        return status;
+    }
+    match axum::body::to_bytes(body, MAX_RESPONSE).await {
+        Ok(bytes) => deliver(&state, &id, Answer::Buffered(bytes)),
+        Err(_) => {
+            deliver(
+                &state,
+                &id,
+                Answer::Failed("the response is larger than 6 MB".into()),
+            );
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+    }
+}
+
+async fn error(
+    State(state): State<Arc<RuntimeState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> StatusCode {
+    deliver(
+        &state,
+        &id,
+        Answer::Failed(String::from_utf8_lossy(&body).into_owned()),
+    )
+}
+
+async fn init_error(State(state): State<Arc<RuntimeState>>, body: Bytes) -> StatusCode {
+    state
+        .init_error
+        .send_replace(Some(String::from_utf8_lossy(&body).into_owned()));
+    StatusCode::ACCEPTED
+}
+
+/// A body stream that drops a oneshot sender when it ends or is dropped.
+struct Notifying<S> {
+    inner: S,
+    _done: oneshot::Sender<()>,
+}
+
+impl<S: futures_util::Stream + Unpin> futures_util::Stream for Notifying<S> {
+    type Item = S::Item;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
+/// Starts a worker with its own Runtime API and waits for its first `/next`.
+///
+/// # Errors
+/// The function cannot start, reports an init error, exits before it is ready, or
+/// is not ready by `deadline`.
+pub async fn start(
+    function: &Function,
+    settings: &Settings,
+    limiter: &Limiter,
+    deadline: tokio::time::Instant,
+) -> Result<Worker, InvokeError> {
+    let file = function.file.relative.clone();
+    let name: String = function
+        .pattern
+        .trim_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let runtime = Runtime::start(&name)
+        .await
+        .map_err(|err| InvokeError::Spawn {
+            file: file.clone(),
+            cause: format!("cannot open its Runtime API endpoint: {err}"),
+            hint: "see watchdog's log".into(),
+        })?;
+    let memory_mb = function
+        .settings
+        .limits
+        .memory
+        .map_or(128, |bytes| (bytes / (1024 * 1024)).max(1));
+    let folder = settings
+        .document_root
+        .join(&file)
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let pairs = [
+        ("AWS_LAMBDA_RUNTIME_API", runtime.addr.to_string()),
+        ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", "watchdog".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
+        ("AWS_EXECUTION_ENV", "watchdog".to_owned()),
+        ("LAMBDA_TASK_ROOT", folder),
+        ("_HANDLER", file.clone()),
+    ];
+    let env = pairs
+        .into_iter()
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        .collect();
+    let mut worker = Worker::spawn(function, &settings.document_root, limiter, env)?;
+    let mut ready = runtime.state.ready.subscribe();
+    let mut init_error = runtime.state.init_error.subscribe();
+    worker.runtime = Some(runtime);
+    let outcome = tokio::select! {
+        _ = ready.wait_for(|ready| *ready) => Ok(()),
+        error = init_error.wait_for(Option::is_some) => Err(format!(
+            "reported an init error: {}",
+            error.ok().and_then(|e| e.clone()).unwrap_or_default()
+        )),
+        status = worker.exited() => Err(format!(
+            "exited ({}) before asking for an invocation",
+            status.map_or_else(|| "unknown status".into(), crate::invoke::cgi::describe_exit)
+        )),
+        () = tokio::time::sleep_until(deadline) => Err("did not ask for an invocation before the timeout".into()),
+    };
+    match outcome {
+        Ok(()) => {
+            tracing::info!(route = %function.pattern, pid = worker.pid, "lambda worker ready");
+            Ok(worker)
+        }
+        Err(cause) => {
+            worker.stop(Duration::ZERO).await;
+            Err(InvokeError::WorkerFailed { file, cause })
+        }
+    }
+}
+
+/// Runs one request on the lent worker.
+///
+/// # Errors
+/// 504 on timeout (the worker is killed and replaced), 502 when the worker fails
+/// or reports an error.
+pub async fn invoke(lease: Lease, mut invocation: Invocation) -> Result<Reply, InvokeError> {
+    let file = invocation.route.function.file.relative.clone();
+    invocation.record.pid = Some(lease.worker().pid);
+    invocation.record.cold = Some(lease.cold);
+    let body =
+        std::mem::replace(&mut invocation.body, crate::invoke::RequestBody::Empty).into_body();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|err| InvokeError::BodyRead(err.to_string()))?;
+    let request_id = invocation.request_id.clone();
+    let payload = Bytes::from(event(&invocation, &body).to_string());
+    let Some(runtime) = lease.worker().runtime.as_ref() else {
+        return Err(InvokeError::Internal);
+    };
+    let (answer_tx, answer_rx) = oneshot::channel();
+    runtime
+        .state
+        .waiting
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(request_id.clone(), answer_tx);
+    let sent = runtime.events.send(Event {
+        request_id,
+        deadline_ms: invocation.deadline_epoch_ms,
+        payload,
+    });
+    let exchange = async {
+        sent.await
+            .map_err(|_| "stopped taking invocations".to_owned())?;
+        tokio::select! {
+            answer = answer_rx => answer.map_err(|_| "dropped the invocation".to_owned()),
+            status = lease.worker().exited() => Err(format!(
+                "exited ({}) during the invocation",
+                status.map_or_else(|| "unknown status".into(), crate::invoke::cgi::describe_exit)
+            )),
+        }
+    };
+    let answer = match tokio::time::timeout_at(invocation.deadline, exchange).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(cause)) => {
+            lease.finish(Outcome::Crashed);
+            return Err(InvokeError::WorkerFailed { file, cause });
+        }
+        Err(_) => {
+            invocation.record.timed_out = true;
+            lease.finish(Outcome::Stuck);
+            return Err(InvokeError::Timeout {
+                file,
+                after: invocation.route.function.settings.timeout,
+            });
+        }
+    };
+    let response = match answer {
+        Answer::Buffered(bytes) => {
+            lease.finish(Outcome::Served);
+            buffered_response(&bytes)
+        }
+        Answer::Streamed { content_type, body } => {
+            // The worker stays lent until the streamed body has been read through.
+            streamed_response(content_type, body, lease).await
+        }
+        Answer::Failed(detail) => {
+            lease.finish(Outcome::Served);
+            tracing::warn!(file = %file, error = %detail, "the function returned an error");
+            return Err(InvokeError::FunctionError { file });
+        }
+    };
+    let response = response.map_err(|cause| InvokeError::WorkerFailed { file, cause })?;
+    invocation.record.status = Some(response.status().as_u16());
+    Ok(Reply::Response(response))
+}
+
+/// The Lambda Function URL event (API Gateway payload format 2.0).
+fn event(invocation: &Invocation, body: &[u8]) -> serde_json::Value {
+    let mut headers = serde_json::Map::new();
+    let mut cookies = Vec::new();
+    for (name, value) in &invocation.headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        if name == header::COOKIE {
+            cookies.extend(
+                value
+                    .split(';')
+                    .map(|c| c.trim().to_owned())
+                    .filter(|c| !c.is_empty()),
+            );
+            continue;
+        }
+        match headers.get_mut(name.as_str()) {
+            Some(serde_json::Value::String(existing)) => {
+                existing.push(',');
+                existing.push_str(&value);
+            }
+            _ => {
+                headers.insert(name.as_str().to_owned(), serde_json::Value::String(value));
+            }
+        }
+    }
+    let raw_query = invocation.uri.query().unwrap_or("").to_owned();
+    let mut query: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+    for (key, value) in url_pairs(&raw_query) {
+        match query.get_mut(&key) {
+            Some(serde_json::Value::String(existing)) => {
+                existing.push(',');
+                existing.push_str(&value);
+            }
+            _ => {
+                query.insert(key, serde_json::Value::String(value));
+            }
+        }
+    }
+    let mut path_parameters = serde_json::Map::new();
+    for (name, value) in &invocation.route.params {
+        let text = match value {
+            ParamValue::One(one) => one.clone(),
+            ParamValue::Many(many) => many.join("/"),
+        };
+        path_parameters.insert(name.clone(), serde_json::Value::String(text));
+    }
+    let content_type = invocation
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let textual = content_type.starts_with("text/")
+        || ["json", "xml", "javascript", "x-www-form-urlencoded"]
+            .iter()
+            .any(|kind| content_type.contains(kind));
+    let (body_text, base64) = match std::str::from_utf8(body) {
+        Ok(text) if textual || content_type.is_empty() => (text.to_owned(), false),
+        _ => (BASE64.encode(body), true),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let host = invocation
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_owned();
+    let user_agent = invocation
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let mut event = serde_json::json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": invocation.uri.path(),
+        "rawQueryString": raw_query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "watchdog",
+            "domainName": host,
+            "domainPrefix": host.split('.').next().unwrap_or("localhost"),
+            "http": {
+                "method": invocation.method.as_str(),
+                "path": invocation.uri.path(),
+                "protocol": format!("{:?}", invocation.version),
+                "sourceIp": invocation.client.ip().to_string(),
+                "userAgent": user_agent,
+            },
+            "requestId": invocation.request_id,
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": chrono::Utc::now().format("%d/%b/%Y:%H:%M:%S %z").to_string(),
+            "timeEpoch": now.as_millis() as u64,
+        },
+        "isBase64Encoded": base64,
+    });
+    if !body.is_empty() {
+        event["body"] = serde_json::Value::String(body_text);
+    }
+    if !cookies.is_empty() {
+        event["cookies"] = serde_json::json!(cookies);
+    }
+    if !query.is_empty() {
+        event["queryStringParameters"] = serde_json::Value::Object(query);
+    }
+    if !path_parameters.is_empty() {
+        event["pathParameters"] = serde_json::Value::Object(path_parameters);
+    }
+    event
+}
+
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (decode(key), decode(value))
+        })
+        .collect()
+}
+
+/// Reads a buffered answer the way Function URLs do: an object with `statusCode`
+/// is an HTTP response; any other JSON is a 200 `application/json` body.
+fn buffered_response(bytes: &[u8]) -> Result<Response<Body>, String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null);
+    let Some(status) = value.get("statusCode").and_then(serde_json::Value::as_u64) else {
+        let mut response = Response::new(Body::from(Bytes::copy_from_slice(bytes)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return Ok(response);
+    };
+    let mut response = http_head(&value, status)?;
+    let body = value
+        .get("body")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    let base64 = value
+        .get("isBase64Encoded")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let body = if base64 {
+        BASE64
+            .decode(body)
+            .map_err(|err| format!("`body` is not valid base64: {err}"))?
+    } else {
+        body.as_bytes().to_vec()
+    };
+    *response.body_mut() = Body::from(body);
+    Ok(response)
+}
+
+/// Status, headers and cookies of a Function URL response object.
+fn http_head(value: &serde_json::Value, status: u64) -> Result<Response<Body>, String> {
+    let status = u16::try_from(status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .ok_or_else(|| format!("`statusCode` {status} is not an HTTP status"))?;
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    let mut add = |name: &str, value: &str| -> Result<(), String> {
+        let name = axum::http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("header name `{name}` is invalid"))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("the value of header `{name}` is invalid"))?;
+        headers.append(name, value);
+        Ok(())
+    };
+    if let Some(map) = value.get("headers").and_then(serde_json::Value::as_object) {
+        for (name, value) in map {
+            if let Some(text) = value.as_str() {
+                add(name, text)?;
+            }
+        }
+    }
+    if let Some(map) = value
+        .get("multiValueHeaders")
+        .and_then(serde_json::Value::as_object)
+    {
+        for (name, values) in map {
+            for text in values
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(serde_json::Value::as_str)
+            {
+                add(name, text)?;
+            }
+        }
+    }
+    for cookie in value
+        .get("cookies")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+    {
+        add("set-cookie", cookie)?;
+    }
+    Ok(response)
+}
+
+/// A streamed answer: an HTTP-integration prelude (JSON, then eight NUL bytes)
+/// followed by the body, or, without that content type, the body alone.
+async fn streamed_response(
+    content_type: Option<HeaderValue>,
+    body: Body,
+    lease: Lease,
+) -> Result<Response<Body>, String> {
+    let integration = content_type.as_ref().is_some_and(|c| {
+        c.as_bytes()
+            .starts_with(b"application/vnd.awslambda.http-integration-response")
+    });
+    let mut stream = body.into_data_stream();
+    let mut response = if integration {
+        let mut prelude = Vec::new();
+        let rest = loop {
+            let Some(Ok(chunk)) = stream.next().await else {
+                return Err("the streamed response ended inside its prelude".into());
+            };
+            prelude.extend_from_slice(&chunk);
+            if let Some(at) = prelude
+                .windows(PRELUDE_END.len())
+                .position(|w| w == PRELUDE_END)
+            {
+                let rest = prelude.split_off(at + PRELUDE_END.len());
+                prelude.truncate(at);
+                break rest;
+            }
+            if prelude.len() > 64 * 1024 {
+                return Err("the streamed response's prelude is larger than 64 KiB".into());
+            }
+        };
+        let value: serde_json::Value = serde_json::from_slice(&prelude)
+            .map_err(|err| format!("the streamed prelude is not JSON: {err}"))?;
+        let status = value
+            .get("statusCode")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(200);
+        let mut response = http_head(&value, status)?;
+        let first = Bytes::from(rest);
+        let stream = futures_util::stream::iter([Ok::<Bytes, axum::Error>(first)]).chain(stream);
+        *response.body_mut() = Body::from_stream(Leased {
+            inner: stream,
+            lease: Some(lease),
+        });
+        response
+    } else {
+        let mut response = Response::new(Body::from_stream(Leased {
+            inner: stream,
+            lease: Some(lease),
+        }));
+        if let Some(content_type) = content_type {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, content_type);
+        }
+        response
+    };
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    Ok(response)
+}
+
+/// A body stream that gives its worker back when it ends.
+struct Leased<S> {
+    inner: S,
+    lease: Option<Lease>,
+}
+
+impl<S: futures_util::Stream + Unpin> futures_util::Stream for Leased<S> {
+    type Item = S::Item;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        if let std::task::Poll::Ready(None) = polled
+            && let Some(lease) = self.lease.take()
+        {
+            lease.finish(Outcome::Served);
+        }
+        polled
+    }
+}

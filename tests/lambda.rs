@@ -1,0 +1,128 @@
+//! `protocol = "lambda"`: a real, unmodified Lambda Runtime API client (a binary
+//! built with the `lambda_http` crate from crates.io) runs warm (issue 5).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{TestServer, client, fixtures};
+
+/// Builds fixtures/lambda-hello once per test run.
+fn lambda_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/fixtures");
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "--manifest-path"])
+                .arg(fixtures("lambda-hello/Cargo.toml"))
+                .arg("--target-dir")
+                .arg(&target)
+                .status()
+                .expect("run cargo");
+            assert!(status.success(), "building fixtures/lambda-hello failed");
+            target.join("debug/lambda-hello")
+        })
+        .clone()
+}
+
+fn project(warm: &str) -> tempfile::TempDir {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    std::fs::create_dir_all(&api).unwrap();
+    let binary = api.join("hello-lambda");
+    std::fs::copy(lambda_binary(), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        project.path().join("watchdog.toml"),
+        format!("[functions.\"hello-lambda\"]\nwarm = {{ protocol = \"lambda\"{warm} }}\n"),
+    )
+    .unwrap();
+    project
+}
+
+#[tokio::test]
+async fn a_lambda_http_binary_answers_get_and_post_and_is_reused() {
+    let project = project("");
+    let server = TestServer::start(&project.path().join("api"), &[]);
+    let c = client();
+    let first = c
+        .get(server.url("/api/hello-lambda?name=Ada"))
+        .header("Cookie", "a=1; b=2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["content-type"], "application/json");
+    let first: serde_json::Value = first.json().await.unwrap();
+    assert_eq!(first["greeting"], "hello Ada");
+    assert_eq!(first["path"], "/api/hello-lambda");
+    assert_eq!(first["cookie"], "a=1; b=2");
+
+    let binary: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+    let posted = c
+        .post(server.url("/api/hello-lambda"))
+        .header("Content-Type", "application/octet-stream")
+        .body(binary.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201);
+    assert_eq!(posted.headers()["set-cookie"], "seen=1; Path=/");
+    let pid = posted.headers()["x-pid"].to_str().unwrap().to_owned();
+    assert_eq!(
+        posted.bytes().await.unwrap().to_vec(),
+        binary,
+        "the binary body came back changed"
+    );
+    assert_eq!(
+        pid,
+        first["pid"].to_string(),
+        "the second request reused the process"
+    );
+
+    let third: serde_json::Value = c
+        .get(server.url("/api/hello-lambda"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(third["pid"], first["pid"]);
+    assert_eq!(third["greeting"], "hello world");
+    assert!(server.wait_for_log("start=\"warm\"", Duration::from_secs(2)));
+    assert!(server.log().contains("lambda worker ready"));
+}
+
+#[tokio::test]
+async fn a_lambda_timeout_kills_and_replaces_the_worker() {
+    let project = project(", max = 1");
+    let script = project.path().join("api/slow-lambda.sh");
+    // A runtime client that takes an invocation and never answers.
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nwhile :; do curl -s \"http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/invocation/next\" >/dev/null; sleep 60; done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut toml = std::fs::read_to_string(project.path().join("watchdog.toml")).unwrap();
+    toml.push_str(
+        "\n[functions.\"slow-lambda.sh\"]\ntimeout = \"1s\"\nwarm = { protocol = \"lambda\" }\n",
+    );
+    std::fs::write(project.path().join("watchdog.toml"), toml).unwrap();
+    let server = TestServer::start(&project.path().join("api"), &[]);
+    let response = client()
+        .get(server.url("/api/slow-lambda"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    assert!(server.wait_for_log(
+        "killing a worker whose request timed out",
+        Duration::from_secs(3)
+    ));
+}
