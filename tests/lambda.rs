@@ -126,3 +126,54 @@ async fn a_lambda_timeout_kills_and_replaces_the_worker() {
         Duration::from_secs(3)
     ));
 }
+
+#[tokio::test]
+async fn a_streamed_lambda_response_is_passed_through_as_it_arrives() {
+    let project = project("");
+    let script = project.path().join("api/streamer.sh");
+    // A minimal runtime client that answers in response-streaming mode: the HTTP
+    // integration prelude, eight NUL bytes, then the body in two pieces.
+    std::fs::write(
+        &script,
+        r#"#!/bin/sh
+api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+while :; do
+  id=$(curl -s -D - -o /dev/null "$api/invocation/next" | tr -d '\r' | awk 'tolower($1) == "lambda-runtime-aws-request-id:" {print $2}')
+  { printf '{"statusCode":201,"headers":{"x-streamed":"yes"},"cookies":["s=1"]}'
+    printf '\000\000\000\000\000\000\000\000'
+    printf 'chunk one\n'; sleep 0.6; printf 'chunk two\n'
+  } | curl -s -T - -X POST \
+      -H 'Lambda-Runtime-Function-Response-Mode: streaming' \
+      -H 'Content-Type: application/vnd.awslambda.http-integration-response' \
+      "$api/invocation/$id/response" >/dev/null
+done
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut toml = std::fs::read_to_string(project.path().join("watchdog.toml")).unwrap();
+    toml.push_str("\n[functions.\"streamer.sh\"]\nwarm = { protocol = \"lambda\" }\n");
+    std::fs::write(project.path().join("watchdog.toml"), toml).unwrap();
+    let server = TestServer::start(&project.path().join("api"), &[]);
+    let started = std::time::Instant::now();
+    let mut response = client()
+        .get(server.url("/api/streamer"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["x-streamed"], "yes");
+    assert_eq!(response.headers()["set-cookie"], "s=1");
+    let mut body = Vec::new();
+    let mut first_at = None;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        first_at.get_or_insert(started.elapsed());
+        body.extend_from_slice(&chunk);
+    }
+    assert_eq!(body, b"chunk one\nchunk two\n");
+    let done_at = started.elapsed();
+    assert!(
+        done_at - first_at.unwrap() >= Duration::from_millis(400),
+        "not streamed: {first_at:?} vs {done_at:?}"
+    );
+}

@@ -411,6 +411,13 @@ impl Lease {
             .expect("a lease holds its worker until it is given back")
     }
 
+    pub fn worker_mut(&mut self) -> &mut Worker {
+        // A lease holds its worker until it is given back, in `finish` or `drop`.
+        self.worker
+            .as_mut()
+            .expect("a lease holds its worker until it is given back")
+    }
+
     /// Gives the worker back.
     pub fn finish(mut self, outcome: Outcome) {
         if let Some(worker) = self.worker.take() {

@@ -88,7 +88,7 @@ fn free_port() -> std::io::Result<u16> {
 /// # Errors
 /// 504 when the worker does not answer by the deadline (it is then killed and
 /// replaced), 502 when it breaks off.
-pub async fn forward(lease: Lease, mut invocation: Invocation) -> Result<Reply, InvokeError> {
+pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Reply, InvokeError> {
     let worker = lease.worker();
     let (port, pid) = (worker.port, worker.pid);
     let file = invocation.route.function.file.relative.clone();
@@ -96,13 +96,34 @@ pub async fn forward(lease: Lease, mut invocation: Invocation) -> Result<Reply, 
     invocation.record.cold = Some(lease.cold);
     let body =
         std::mem::replace(&mut invocation.body, crate::invoke::RequestBody::Empty).into_body();
-    let request = upstream_request(&invocation, port, body);
+    let mut request = upstream_request(&invocation, port, body);
     let deadline = invocation.deadline;
     let broken = |cause: String| InvokeError::WorkerFailed {
         file: file.clone(),
         cause,
     };
+    let kept = lease.worker_mut().connection.take();
     let exchange = async {
+        let reusable = match kept {
+            Some(mut sender) => sender.ready().await.is_ok().then_some(sender),
+            None => None,
+        };
+        if let Some(mut sender) = reusable {
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, sender)),
+                Err(mut failed) => match failed.take_message() {
+                    // The kept connection closed before the request went out (the
+                    // worker's keep-alive ended): retry on a fresh one.
+                    Some(unsent) => request = unsent,
+                    None => {
+                        return Err(broken(format!(
+                            "broke off the request: {}",
+                            failed.into_error()
+                        )));
+                    }
+                },
+            }
+        }
         let stream = TcpStream::connect(("127.0.0.1", port))
             .await
             .map_err(|err| broken(format!("refused the connection: {err}")))?;
@@ -111,13 +132,14 @@ pub async fn forward(lease: Lease, mut invocation: Invocation) -> Result<Reply, 
             .await
             .map_err(|err| broken(format!("HTTP handshake failed: {err}")))?;
         tokio::spawn(connection);
-        sender
+        let response = sender
             .send_request(request)
             .await
-            .map_err(|err| broken(format!("broke off the request: {err}")))
+            .map_err(|err| broken(format!("broke off the request: {err}")))?;
+        Ok::<_, InvokeError>((response, sender))
     };
-    let response = match tokio::time::timeout_at(deadline, exchange).await {
-        Ok(Ok(response)) => response,
+    let (response, sender) = match tokio::time::timeout_at(deadline, exchange).await {
+        Ok(Ok(exchanged)) => exchanged,
         Ok(Err(err)) => {
             lease.finish(Outcome::Crashed);
             return Err(err);
@@ -138,6 +160,7 @@ pub async fn forward(lease: Lease, mut invocation: Invocation) -> Result<Reply, 
     invocation.record.status = Some(parts.status.as_u16());
     let body = LeasedBody {
         inner: incoming,
+        sender: Some(sender),
         lease: Some(lease),
         deadline: Box::pin(tokio::time::sleep_until(deadline)),
         record: Some(invocation.record),
@@ -193,6 +216,8 @@ fn upstream_request(invocation: &Invocation, port: u16, body: Body) -> Request<B
 /// the response is really over.
 struct LeasedBody {
     inner: Incoming,
+    /// The connection, given back with the worker when the body ends cleanly.
+    sender: Option<hyper::client::conn::http1::SendRequest<Body>>,
     lease: Option<Lease>,
     deadline: Pin<Box<tokio::time::Sleep>>,
     record: Option<InvocationRecord>,
@@ -200,12 +225,30 @@ struct LeasedBody {
 
 impl LeasedBody {
     fn finish(&mut self, outcome: Outcome) {
-        if let Some(lease) = self.lease.take() {
+        if let Some(mut lease) = self.lease.take() {
+            if outcome == Outcome::Served {
+                lease.worker_mut().connection = self.sender.take();
+            }
             lease.finish(outcome);
         }
         if let Some(mut record) = self.record.take() {
             record.timed_out |= outcome == Outcome::Stuck;
             drop(record);
+        }
+    }
+}
+
+impl Drop for LeasedBody {
+    /// Dropped before its end (the client left): the worker is fine, but the
+    /// connection is mid-response and is not reused.
+    fn drop(&mut self) {
+        if http_body::Body::is_end_stream(&self.inner) {
+            self.finish(Outcome::Served);
+        } else {
+            self.sender = None;
+            if let Some(lease) = self.lease.take() {
+                lease.finish(Outcome::Served);
+            }
         }
     }
 }
@@ -228,6 +271,11 @@ impl http_body::Body for LeasedBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(record)) = (frame.data_ref(), self.record.as_mut()) {
                     record.bytes_out += data.len() as u64;
+                }
+                // With a Content-Length, hyper stops polling once it has that many
+                // bytes: give the worker (and its connection) back now.
+                if http_body::Body::is_end_stream(&self.inner) {
+                    self.finish(Outcome::Served);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -32,6 +32,10 @@ pub struct Worker {
     cgroup: Option<InvocationCgroup>,
     /// The port it serves HTTP on (`protocol = "http"`).
     pub port: u16,
+    /// A kept-alive HTTP/1.1 connection to it (`protocol = "http"`), reused by the
+    /// next request: a connection per request costs a handshake, and many
+    /// worker servers a thread, each time.
+    pub connection: Option<hyper::client::conn::http1::SendRequest<axum::body::Body>>,
     /// Its Runtime API endpoint (`protocol = "lambda"`); closed with the worker.
     pub runtime: Option<super::lambda::Runtime>,
     /// Requests served so far.
@@ -96,6 +100,7 @@ impl Worker {
             exit: exit_rx,
             cgroup: plan.cgroup,
             port: 0,
+            connection: None,
             runtime: None,
             served: 0,
             started: now,
