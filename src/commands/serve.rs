@@ -60,9 +60,6 @@ pub async fn run(settings: Settings) -> Result<(), CommandError> {
         .map_err(usage)?;
     let metrics = crate::observability::metrics::install();
     reload::report(&routes, false);
-    for note in settings.rules.unenforced() {
-        tracing::warn!(section = %note, "these keys are read but not enforced by this version of watchdog");
-    }
     match reaper::become_subreaper() {
         Ok(()) => reaper::start_orphan_sweeper(ORPHAN_SWEEP_INTERVAL),
         Err(err) => tracing::warn!(

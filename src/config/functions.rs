@@ -161,22 +161,6 @@ impl FunctionRules {
             matched,
         }
     }
-
-    /// Whether any section asks for something this version does not enforce yet.
-    pub fn unenforced(&self) -> Vec<String> {
-        let mut notes = Vec::new();
-        for rule in &self.rules {
-            let s = &rule.section;
-            let keys: Vec<&str> = [("warm", s.warm.is_some())]
-                .into_iter()
-                .filter_map(|(k, set)| set.then_some(k))
-                .collect();
-            if !keys.is_empty() {
-                notes.push(format!("functions.\"{}\": {}", rule.glob, keys.join(", ")));
-            }
-        }
-        notes
-    }
 }
 
 #[cfg(test)]
