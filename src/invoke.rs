@@ -8,6 +8,7 @@
 pub mod cgi;
 pub mod dispatch;
 pub mod envelope;
+pub mod node;
 pub mod pool;
 pub mod request_body;
 pub mod stderr;

@@ -86,9 +86,20 @@ impl RouteTable {
             for alias in &file.aliases {
                 trie.insert(alias, id);
             }
+            let mut settings = settings_for(&file.relative);
+            if file.runner.node_module && settings.warm.is_none() {
+                // Handler modules always run warm, through the Node adapter.
+                settings.warm = Some(crate::config::file::WarmSection {
+                    protocol: crate::config::file::WarmProtocol::Http,
+                    min: None,
+                    max: None,
+                    idle_timeout: None,
+                    max_requests: None,
+                });
+            }
             functions.push(Arc::new(Function {
                 pattern: pattern::display(&prefix, &file.segments),
-                settings: settings_for(&file.relative),
+                settings,
                 file,
             }));
         }

@@ -33,12 +33,15 @@ pub struct Runner {
     /// The interpreter its extension names, used when it is not executable (or when
     /// exec fails with ENOEXEC, e.g. a shell script without a `#!` line).
     pub interpreter: Option<&'static str>,
+    /// A JavaScript/TypeScript handler module for the Node adapter.
+    pub node_module: bool,
 }
 
 impl Runner {
     /// `executable`, `sh`, `executable (sh without #!)`.
     pub fn describe(&self) -> String {
         match (self.executable, self.interpreter) {
+            _ if self.node_module => "node module (warm)".into(),
             (true, None) => "executable".into(),
             (true, Some(program)) => format!("executable (else {program})"),
             (false, Some(program)) => program.into(),
@@ -95,7 +98,36 @@ pub fn discover(dir: &Path) -> std::io::Result<Discovery> {
         out: Discovery::default(),
     };
     walk.dir(dir, "", &[]);
-    Ok(walk.out)
+    let mut out = walk.out;
+    if out.functions.iter().any(|f| f.runner.node_module) {
+        // A handler module may import any script below DIR (a private `_lib/`
+        // too): its version covers them all, so editing one recycles its workers.
+        let tree = script_tree_version(dir, 0);
+        for function in out.functions.iter_mut().filter(|f| f.runner.node_module) {
+            function.version ^= tree;
+        }
+    }
+    Ok(out)
+}
+
+/// A fingerprint of every JavaScript, TypeScript and JSON file below `dir`
+/// (private folders included; `node_modules` and dot-folders left out).
+fn script_tree_version(dir: &Path, depth: usize) -> u64 {
+    let mut version = 0u64;
+    let Ok(entries) = fs::read_dir(dir) else { return version };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            if depth < 16 && name != "node_modules" && !name.starts_with('.') {
+                version = version.wrapping_add(script_tree_version(&entry.path(), depth + 1));
+            }
+        } else if [".js", ".mjs", ".cjs", ".ts", ".json"].iter().any(|ext| name.ends_with(ext)) {
+            version = version.wrapping_add(version_of(&meta) ^ name.len() as u64);
+        }
+    }
+    version
 }
 
 struct Walk {
@@ -219,21 +251,17 @@ impl Walk {
         // limits or --user) would quietly run it under /bin/sh instead of failing.
         let executable =
             mode & 0o111 != 0 && (interpreter.is_none() || starts_like_a_program(&path));
-        if !executable && interpreter.is_none() {
-            let reason = if extension.is_some_and(|ext| MODULE_EXTENSIONS.contains(&ext)) {
-                "a JavaScript handler module: this version runs only CGI programs; \
-                 make it executable with a `#!/usr/bin/env node` line to run it as a CGI script"
-                    .to_owned()
-            } else {
-                format!(
-                    "not executable and no known script extension ({}); `chmod +x` it or rename it",
-                    INTERPRETERS
-                        .iter()
-                        .map(|(ext, _)| format!(".{ext}"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                )
-            };
+        let node_module = mode & 0o111 == 0 && extension.is_some_and(|ext| MODULE_EXTENSIONS.contains(&ext));
+        if !executable && interpreter.is_none() && !node_module {
+            let reason = format!(
+                "not executable and no known script extension ({}); `chmod +x` it or rename it",
+                INTERPRETERS
+                    .iter()
+                    .map(|(ext, _)| format!(".{ext}"))
+                    .chain(MODULE_EXTENSIONS.iter().map(|ext| format!(".{ext}")))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
             self.skip(rel, reason);
             return;
         }
@@ -271,6 +299,7 @@ impl Walk {
             runner: Runner {
                 executable,
                 interpreter,
+                node_module,
             },
             version: version_of(meta),
         });
@@ -337,7 +366,7 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["bin", "hello.sh", "users/[id].sh", "users/index.py"]
+            ["bin", "hello.sh", "mod.js", "users/[id].sh", "users/index.py"]
         );
         let hello = &found.functions[1];
         assert_eq!(hello.segments, [Segment::Static("hello".into())]);
@@ -346,15 +375,17 @@ mod tests {
             hello.runner,
             Runner {
                 executable: false,
-                interpreter: Some("sh")
+                interpreter: Some("sh"),
+                node_module: false,
             }
         );
-        let index = &found.functions[3];
+        assert!(found.functions[2].runner.node_module);
+        let index = &found.functions[4];
         assert_eq!(index.segments, [Segment::Static("users".into())]);
         let skipped: Vec<_> = found.skipped.iter().map(|s| s.relative.as_str()).collect();
         assert_eq!(
             skipped,
-            ["[...rest]", "_private.sh", "mod.js", "notes.txt", "outside"]
+            ["[...rest]", "_private.sh", "notes.txt", "outside"]
         );
     }
 }

@@ -30,14 +30,28 @@ pub fn spawn(
     prepare: impl Fn(&mut tokio::process::Command),
     run_as: Option<&str>,
 ) -> Result<(tokio::process::Child, u32), InvokeError> {
+    let adapter = if runner.node_module {
+        Some(crate::invoke::node::adapter_path().map_err(|err| InvokeError::Spawn {
+            file: relative.to_owned(),
+            cause: format!("cannot write the Node adapter: {err}"),
+            hint: "watchdog needs a writable temporary folder (TMPDIR)".into(),
+        })?)
+    } else {
+        None
+    };
     let attempt = |interpreter: Option<&str>| {
-        let mut command = match interpreter {
-            Some(program) => {
+        let mut command = match (&adapter, interpreter) {
+            (Some(adapter), _) => {
+                let mut command = tokio::process::Command::new("node");
+                command.arg(adapter).arg(path);
+                command
+            }
+            (None, Some(program)) => {
                 let mut command = tokio::process::Command::new(program);
                 command.arg(path);
                 command
             }
-            None => tokio::process::Command::new(path),
+            (None, None) => tokio::process::Command::new(path),
         };
         command
             .env_clear()
@@ -67,6 +81,9 @@ pub fn spawn(
     } else {
         Err(io::Error::from_raw_os_error(ENOEXEC))
     };
+    if runner.node_module {
+        return attempt(None).map_err(|err| describe(&err, path, relative, Some("node"), run_as));
+    }
     match direct {
         Err(err) if err.raw_os_error() == Some(ENOEXEC) && runner.interpreter.is_some() => {
             attempt(runner.interpreter)

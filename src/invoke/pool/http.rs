@@ -188,7 +188,9 @@ fn upstream_request(invocation: &Invocation, port: u16, body: Body) -> Request<B
     *request.uri_mut() = path.parse().unwrap_or_default();
     let headers = request.headers_mut();
     for (name, value) in &invocation.headers {
-        if !HOP_BY_HOP.contains(name) && name != "keep-alive" && name != "proxy-connection" {
+        // `x-watchdog-*` is watchdog's to set; a client cannot pose as it.
+        let reserved = name.as_str().starts_with("x-watchdog-");
+        if !reserved && !HOP_BY_HOP.contains(name) && name != "keep-alive" && name != "proxy-connection" {
             headers.append(name.clone(), value.clone());
         }
     }
@@ -206,6 +208,21 @@ fn upstream_request(invocation: &Invocation, port: u16, body: Body) -> Request<B
     }
     if let Ok(value) = invocation.deadline_epoch_ms.to_string().parse() {
         headers.insert("x-watchdog-deadline-ms", value);
+    }
+    let params: serde_json::Map<String, serde_json::Value> = invocation
+        .route
+        .params
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                crate::routes::ParamValue::One(one) => serde_json::Value::from(one.as_str()),
+                crate::routes::ParamValue::Many(many) => serde_json::Value::from(many.clone()),
+            };
+            (name.clone(), value)
+        })
+        .collect();
+    if let Ok(value) = serde_json::Value::Object(params).to_string().parse() {
+        headers.insert("x-watchdog-params", value);
     }
     request
 }

@@ -1,0 +1,233 @@
+// watchdog's Node adapter: runs one Vercel-style handler module as a warm HTTP
+// worker on 127.0.0.1:$PORT. Embedded in the watchdog binary and written to a
+// private cache folder at start; `node adapter.mjs MODULE`.
+//
+// Signatures, as Vercel documents them:
+//   Web standard: export function GET(request, { params }) (and POST, PUT, PATCH,
+//   DELETE, HEAD, OPTIONS), export default { fetch(request) }, or a default export
+//   function (request) returning a Response.
+//   Node: export default function handler(req, res) (or module.exports = ...), with
+//   req.query, req.cookies, req.body and res.status/json/send/redirect.
+import http from 'node:http';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { Readable } from 'node:stream';
+import { pathToFileURL } from 'node:url';
+import { format } from 'node:util';
+
+const modulePath = process.argv[2];
+const port = Number(process.env.PORT);
+const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'];
+const requestContext = new AsyncLocalStorage();
+
+// console.* lines carry the request id, so watchdog's log ties them to a request.
+for (const level of ['log', 'info', 'debug', 'warn', 'error']) {
+  const stream = level === 'warn' || level === 'error' ? process.stderr : process.stdout;
+  console[level] = (...args) => {
+    const id = requestContext.getStore();
+    const text = format(...args);
+    stream.write(text.split('\n').map((line) => (id ? `[${id}] ${line}` : line)).join('\n') + '\n');
+  };
+}
+
+let loaded;
+async function load() {
+  // The module is imported once: state at module scope persists between
+  // requests, as on Vercel. watchdog starts a new worker when the file changes.
+  if (!loaded) loaded = import(pathToFileURL(modulePath).href);
+  return loaded;
+}
+
+class HttpError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+function errorResponse(res, req, status, message) {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const id = req.headers['x-request-id'] || '';
+  const wantsJson = /application\/(?:[\w.+-]*\+)?json/.test(req.headers.accept || '');
+  res.statusCode = status;
+  res.setHeader('content-type', wantsJson ? 'application/json' : 'text/plain; charset=utf-8');
+  res.end(wantsJson
+    ? JSON.stringify({ error: { status, message, request_id: id } }) + '\n'
+    : `${status}: ${message}\nrequest id: ${id}\n`);
+}
+
+function readBody(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    req.on('data', (chunk) => chunks.push(chunk));
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+function parseCookies(header) {
+  const cookies = {};
+  for (const part of (header || '').split(';')) {
+    const at = part.indexOf('=');
+    if (at < 0) continue;
+    const name = part.slice(0, at).trim();
+    if (name && !(name in cookies)) {
+      const value = part.slice(at + 1).trim();
+      try { cookies[name] = decodeURIComponent(value); } catch { cookies[name] = value; }
+    }
+  }
+  return cookies;
+}
+
+function toQuery(searchParams, params) {
+  const query = {};
+  for (const [key, value] of searchParams) {
+    if (key in query) query[key] = [].concat(query[key], value);
+    else query[key] = value;
+  }
+  return { ...query, ...params };
+}
+
+// Vercel's request and response helpers, on Node's own objects.
+async function nodeStyle(handler, req, res, url, params) {
+  const raw = req.method === 'GET' || req.method === 'HEAD' ? Buffer.alloc(0) : await readBody(req);
+  req.query = toQuery(url.searchParams, params);
+  req.cookies = parseCookies(req.headers.cookie);
+  let parsed;
+  Object.defineProperty(req, 'body', {
+    configurable: true,
+    get() {
+      if (parsed !== undefined) return parsed;
+      const type = (req.headers['content-type'] || '').split(';')[0].trim().toLowerCase();
+      if (raw.length === 0) parsed = undefined;
+      else if (type === 'application/json' || type.endsWith('+json')) {
+        try { parsed = JSON.parse(raw.toString('utf8')); } catch { throw new HttpError(400, 'Invalid JSON'); }
+      } else if (type === 'application/x-www-form-urlencoded') {
+        parsed = Object.fromEntries(new URLSearchParams(raw.toString('utf8')));
+      } else if (type.startsWith('text/')) parsed = raw.toString('utf8');
+      else parsed = raw;
+      return parsed;
+    },
+  });
+  res.status = (code) => { res.statusCode = code; return res; };
+  res.json = (value) => {
+    if (!res.getHeader('content-type')) res.setHeader('content-type', 'application/json; charset=utf-8');
+    res.end(JSON.stringify(value));
+    return res;
+  };
+  res.send = (value) => {
+    if (Buffer.isBuffer(value)) {
+      if (!res.getHeader('content-type')) res.setHeader('content-type', 'application/octet-stream');
+      res.end(value);
+    } else if (value !== null && typeof value === 'object') {
+      return res.json(value);
+    } else {
+      if (!res.getHeader('content-type')) res.setHeader('content-type', 'text/html; charset=utf-8');
+      res.end(value === undefined ? '' : String(value));
+    }
+    return res;
+  };
+  res.redirect = (statusOrUrl, maybeUrl) => {
+    const [status, location] = typeof statusOrUrl === 'number' ? [statusOrUrl, maybeUrl] : [307, statusOrUrl];
+    res.statusCode = status;
+    res.setHeader('location', location);
+    res.end();
+    return res;
+  };
+  await handler(req, res);
+}
+
+async function sendWebResponse(res, response, method) {
+  if (!(response instanceof Response)) {
+    throw new Error('the handler did not return a Response');
+  }
+  res.statusCode = response.status;
+  for (const [name, value] of response.headers) {
+    if (name === 'set-cookie') continue;
+    res.setHeader(name, value);
+  }
+  const cookies = response.headers.getSetCookie ? response.headers.getSetCookie() : [];
+  if (cookies.length) res.setHeader('set-cookie', cookies);
+  if (!response.body || method === 'HEAD') {
+    res.end();
+    return;
+  }
+  res.flushHeaders();
+  for await (const chunk of response.body) {
+    res.write(chunk);
+  }
+  res.end();
+}
+
+function webRequest(req, url) {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (name.startsWith('x-watchdog-')) continue;
+    headers.set(name, Array.isArray(value) ? value.join(', ') : value);
+  }
+  const init = { method: req.method, headers };
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    init.body = Readable.toWeb(req);
+    init.duplex = 'half';
+  }
+  return new Request(url, init);
+}
+
+async function handle(req, res) {
+  const params = JSON.parse(req.headers['x-watchdog-params'] || '{}');
+  for (const name of Object.keys(req.headers)) {
+    if (name.startsWith('x-watchdog-')) delete req.headers[name];
+  }
+  const url = new URL(req.url, `http://${req.headers.host || 'localhost'}`);
+  let mod;
+  try {
+    mod = await load();
+  } catch (err) {
+    loaded = undefined;
+    if (err && err.code === 'ERR_UNKNOWN_FILE_EXTENSION' && modulePath.endsWith('.ts')) {
+      throw new HttpError(500, `TypeScript handlers need Node 22.6 or newer (type stripping); this is Node ${process.version}`);
+    }
+    throw err;
+  }
+  const exported = METHODS.filter((m) => typeof mod[m] === 'function');
+  const fallback = mod.default;
+  if (exported.length) {
+    const method = req.method === 'HEAD' && !mod.HEAD && mod.GET ? 'GET' : req.method;
+    const handler = mod[method];
+    if (typeof handler !== 'function') {
+      const allow = exported.includes('GET') && !exported.includes('HEAD') ? [...exported, 'HEAD'] : exported;
+      res.statusCode = 405;
+      res.setHeader('allow', allow.join(', '));
+      res.end();
+      return;
+    }
+    await sendWebResponse(res, await handler(webRequest(req, url), { params }), req.method);
+  } else if (fallback && typeof fallback.fetch === 'function') {
+    await sendWebResponse(res, await fallback.fetch(webRequest(req, url), { params }), req.method);
+  } else if (typeof fallback === 'function') {
+    if (fallback.length >= 2) {
+      await nodeStyle(fallback, req, res, url, params);
+    } else {
+      await sendWebResponse(res, await fallback(webRequest(req, url), { params }), req.method);
+    }
+  } else {
+    throw new HttpError(500, 'the module exports no handler: export GET/POST/… functions, default { fetch }, or a default function');
+  }
+}
+
+const server = http.createServer((req, res) => {
+  requestContext.run(req.headers['x-request-id'] || '', () => {
+    handle(req, res).catch((err) => {
+      if (err instanceof HttpError) {
+        errorResponse(res, req, err.status, err.message);
+        return;
+      }
+      console.error(err && err.stack ? err.stack : String(err));
+      errorResponse(res, req, 500, 'the handler threw an error; its stack is in watchdog\'s log');
+    });
+  });
+});
+server.keepAliveTimeout = 60_000;
+server.listen(port, '127.0.0.1');
