@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cold vs warm: the same trivial Python function run as CGI (a process per
 # request) and as a warm HTTP worker through watchdog, plus the worker hit
-# directly, with wrk on loopback (wrk shares the machine's cores with the server).
+# directly; and the same trivial Node function as a CGI script and as a warm
+# handler module. wrk on loopback shares the machine's cores with the servers.
 #
 # usage: scripts/bench-warm.sh [--duration S] [--conc "1 16"]
 set -euo pipefail
@@ -28,6 +29,10 @@ for mode in cold warm; do
   mkdir -p "$work/$mode/api"
   cp scripts/bench-warm/hello.py "$work/$mode/api/hello.py"
 done
+mkdir -p "$work/node/api"
+cp scripts/bench-warm/hello-cgi.js "$work/node/api/cgi.js"
+cp scripts/bench-warm/hello-module.mjs "$work/node/api/module.mjs"
+chmod 755 "$work/node/api/cgi.js"; chmod 644 "$work/node/api/module.mjs"
 printf '[functions."hello.py"]\nwarm = { protocol = "http", min = 2, max = 2 }\n' > "$work/warm/watchdog.toml"
 
 addr=""
@@ -45,6 +50,7 @@ start() { # mode: sets $addr
 }
 start cold; cold=$addr
 start warm; warm=$addr
+start node; node=$addr
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 PORT=$port python3 scripts/bench-warm/hello.py >/dev/null 2>&1 &
 pids+=($!)
@@ -68,4 +74,6 @@ for c in $conc; do
   run "python, CGI (cold every request)" "http://$cold/api/hello" "$c"
   run "python, warm http worker via watchdog" "http://$warm/api/hello" "$c"
   run "python http worker hit directly" "http://127.0.0.1:$port/api/hello" "$c"
+  run "node, CGI script (cold every request)" "http://$node/api/cgi" "$c"
+  run "node, handler module (warm)" "http://$node/api/module" "$c"
 done

@@ -18,7 +18,10 @@ fn server(flags: &[&str]) -> TestServer {
 async fn json(server: &TestServer, path: &str) -> (u16, serde_json::Value) {
     let response = client().get(server.url(path)).send().await.unwrap();
     let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
 }
 
 #[tokio::test]
@@ -27,10 +30,20 @@ async fn web_signature_get_post_state_and_environment() {
     let (status, first) = json(&server, "/api/web?name=Ada").await;
     assert_eq!(status, 200);
     assert_eq!(first["name"], "Ada");
-    assert_eq!(first["stage"], "dev", "process.env holds the function's environment");
-    assert_eq!(first["secret"], serde_json::Value::Null, "watchdog's own environment stays out");
+    assert_eq!(
+        first["stage"], "dev",
+        "process.env holds the function's environment"
+    );
+    assert_eq!(
+        first["secret"],
+        serde_json::Value::Null,
+        "watchdog's own environment stays out"
+    );
     let (_, second) = json(&server, "/api/web").await;
-    assert_eq!(second["count"], 2, "module-scope state persists between requests");
+    assert_eq!(
+        second["count"], 2,
+        "module-scope state persists between requests"
+    );
     assert_eq!(second["pid"], first["pid"]);
     let posted = client()
         .post(server.url("/api/web"))
@@ -45,7 +58,11 @@ async fn web_signature_get_post_state_and_environment() {
     let put = client().put(server.url("/api/web")).send().await.unwrap();
     assert_eq!(put.status(), 405);
     assert_eq!(put.headers()["allow"], "GET, POST, HEAD");
-    let fetched = client().delete(server.url("/api/fetch")).send().await.unwrap();
+    let fetched = client()
+        .delete(server.url("/api/fetch"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(fetched.text().await.unwrap(), "from fetch DELETE");
 }
 
@@ -76,7 +93,10 @@ async fn node_signature_with_vercel_helpers() {
         .json()
         .await
         .unwrap();
-    assert_eq!(form["body"], serde_json::json!({ "name": "Ada Lovelace", "lang": "en" }));
+    assert_eq!(
+        form["body"],
+        serde_json::json!({ "name": "Ada Lovelace", "lang": "en" })
+    );
     let parsed: serde_json::Value = c
         .post(server.url("/api/form"))
         .json(&serde_json::json!({ "a": [1, 2] }))
@@ -110,7 +130,11 @@ async fn node_signature_with_vercel_helpers() {
     let temporary = c.get(server.url("/api/redirect")).send().await.unwrap();
     assert_eq!(temporary.status(), 307);
     assert_eq!(temporary.headers()["location"], "/api/web");
-    let permanent = c.get(server.url("/api/redirect?permanent=1")).send().await.unwrap();
+    let permanent = c
+        .get(server.url("/api/redirect?permanent=1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(permanent.status(), 308);
 }
 
@@ -127,9 +151,16 @@ async fn a_thrown_error_is_a_500_and_the_worker_survives() {
     assert_eq!(thrown.status(), 500);
     let body: serde_json::Value = thrown.json().await.unwrap();
     assert_eq!(body["error"]["status"], 500);
-    assert!(!body.to_string().contains("boom"), "the stack goes to the log, not the client");
+    assert!(
+        !body.to_string().contains("boom"),
+        "the stack goes to the log, not the client"
+    );
     assert!(server.wait_for_log("boom from the handler", Duration::from_secs(3)));
-    let again = client().get(server.url("/api/throws")).send().await.unwrap();
+    let again = client()
+        .get(server.url("/api/throws"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 500);
     let (_, after) = json(&server, "/api/web").await;
     assert_eq!(before["pid"], after["pid"]);
@@ -139,7 +170,11 @@ async fn a_thrown_error_is_a_500_and_the_worker_survives() {
 async fn a_streamed_response_arrives_as_it_is_produced() {
     let server = server(&[]);
     let started = Instant::now();
-    let mut response = client().get(server.url("/api/stream")).send().await.unwrap();
+    let mut response = client()
+        .get(server.url("/api/stream"))
+        .send()
+        .await
+        .unwrap();
     let first = response.chunk().await.unwrap().unwrap();
     let first_at = started.elapsed();
     assert_eq!(&first[..], b"first\n");
@@ -154,9 +189,21 @@ async fn a_streamed_response_arrives_as_it_is_produced() {
 #[tokio::test]
 async fn console_output_is_logged_with_the_request_id_and_hangs_time_out() {
     let server = server(&["--timeout", "1500ms"]);
-    let logged = client().get(server.url("/api/logs")).header("X-Request-Id", "node-log-1").send().await.unwrap();
+    let logged = client()
+        .get(server.url("/api/logs"))
+        .header("X-Request-Id", "node-log-1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(logged.text().await.unwrap(), "logged");
-    assert!(server.wait_for_log("[node-log-1] hello from console.log", Duration::from_secs(3)), "{}", server.log());
+    assert!(
+        server.wait_for_log(
+            "[node-log-1] hello from console.log",
+            Duration::from_secs(3)
+        ),
+        "{}",
+        server.log()
+    );
     let started = Instant::now();
     let hung = client().get(server.url("/api/hang")).send().await.unwrap();
     assert_eq!(hung.status(), 504);
@@ -168,7 +215,17 @@ async fn an_edited_module_is_picked_up() {
     let tmp = copy_fixture("node");
     let api = tmp.path().join("api");
     let server = TestServer::start(&api, &["--prefix", "/api"]);
-    assert_eq!(client().post(server.url("/api/fetch")).send().await.unwrap().text().await.unwrap(), "from fetch POST");
+    assert_eq!(
+        client()
+            .post(server.url("/api/fetch"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "from fetch POST"
+    );
     std::fs::write(
         api.join("fetch.mjs"),
         "export default { fetch() { return new Response('edited'); } };\n",
@@ -176,11 +233,21 @@ async fn an_edited_module_is_picked_up() {
     .unwrap();
     let started = Instant::now();
     loop {
-        let text = client().get(server.url("/api/fetch")).send().await.unwrap().text().await.unwrap();
+        let text = client()
+            .get(server.url("/api/fetch"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         if text == "edited" {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(3), "still answering {text:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "still answering {text:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -188,8 +255,14 @@ async fn an_edited_module_is_picked_up() {
 #[tokio::test]
 async fn typescript_needs_a_node_that_strips_types() {
     let server = server(&[]);
-    let version = std::process::Command::new("node").arg("--version").output().unwrap();
-    let version = String::from_utf8_lossy(&version.stdout).trim().trim_start_matches('v').to_owned();
+    let version = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&version.stdout)
+        .trim()
+        .trim_start_matches('v')
+        .to_owned();
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     let response = client().get(server.url("/api/typed")).send().await.unwrap();
@@ -199,6 +272,9 @@ async fn typescript_needs_a_node_that_strips_types() {
         assert_eq!(text, "typed");
     } else {
         assert_eq!(status, 500, "{text}");
-        assert!(text.contains("Node 22.6"), "the message must say which Node is needed: {text}");
+        assert!(
+            text.contains("Node 23.6"),
+            "the message must say which Node is needed: {text}"
+        );
     }
 }

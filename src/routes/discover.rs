@@ -114,7 +114,9 @@ pub fn discover(dir: &Path) -> std::io::Result<Discovery> {
 /// (private folders included; `node_modules` and dot-folders left out).
 fn script_tree_version(dir: &Path, depth: usize) -> u64 {
     let mut version = 0u64;
-    let Ok(entries) = fs::read_dir(dir) else { return version };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return version;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
@@ -123,7 +125,10 @@ fn script_tree_version(dir: &Path, depth: usize) -> u64 {
             if depth < 16 && name != "node_modules" && !name.starts_with('.') {
                 version = version.wrapping_add(script_tree_version(&entry.path(), depth + 1));
             }
-        } else if [".js", ".mjs", ".cjs", ".ts", ".json"].iter().any(|ext| name.ends_with(ext)) {
+        } else if [".js", ".mjs", ".cjs", ".ts", ".json"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+        {
             version = version.wrapping_add(version_of(&meta) ^ name.len() as u64);
         }
     }
@@ -251,7 +256,8 @@ impl Walk {
         // limits or --user) would quietly run it under /bin/sh instead of failing.
         let executable =
             mode & 0o111 != 0 && (interpreter.is_none() || starts_like_a_program(&path));
-        let node_module = mode & 0o111 == 0 && extension.is_some_and(|ext| MODULE_EXTENSIONS.contains(&ext));
+        let node_module =
+            mode & 0o111 == 0 && extension.is_some_and(|ext| MODULE_EXTENSIONS.contains(&ext));
         if !executable && interpreter.is_none() && !node_module {
             let reason = format!(
                 "not executable and no known script extension ({}); `chmod +x` it or rename it",
@@ -366,7 +372,13 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["bin", "hello.sh", "mod.js", "users/[id].sh", "users/index.py"]
+            [
+                "bin",
+                "hello.sh",
+                "mod.js",
+                "users/[id].sh",
+                "users/index.py"
+            ]
         );
         let hello = &found.functions[1];
         assert_eq!(hello.segments, [Segment::Static("hello".into())]);

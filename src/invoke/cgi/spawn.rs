@@ -31,11 +31,13 @@ pub fn spawn(
     run_as: Option<&str>,
 ) -> Result<(tokio::process::Child, u32), InvokeError> {
     let adapter = if runner.node_module {
-        Some(crate::invoke::node::adapter_path().map_err(|err| InvokeError::Spawn {
-            file: relative.to_owned(),
-            cause: format!("cannot write the Node adapter: {err}"),
-            hint: "watchdog needs a writable temporary folder (TMPDIR)".into(),
-        })?)
+        Some(
+            crate::invoke::node::adapter_path().map_err(|err| InvokeError::Spawn {
+                file: relative.to_owned(),
+                cause: format!("cannot write the Node adapter: {err}"),
+                hint: "watchdog needs a writable temporary folder (TMPDIR)".into(),
+            })?,
+        )
     } else {
         None
     };

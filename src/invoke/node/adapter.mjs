@@ -187,7 +187,7 @@ async function handle(req, res) {
   } catch (err) {
     loaded = undefined;
     if (err && err.code === 'ERR_UNKNOWN_FILE_EXTENSION' && modulePath.endsWith('.ts')) {
-      throw new HttpError(500, `TypeScript handlers need Node 22.6 or newer (type stripping); this is Node ${process.version}`);
+      throw new HttpError(500, `TypeScript handlers need Node 23.6 or newer, which strips types by default; this is Node ${process.version}`);
     }
     throw err;
   }

@@ -190,7 +190,11 @@ fn upstream_request(invocation: &Invocation, port: u16, body: Body) -> Request<B
     for (name, value) in &invocation.headers {
         // `x-watchdog-*` is watchdog's to set; a client cannot pose as it.
         let reserved = name.as_str().starts_with("x-watchdog-");
-        if !reserved && !HOP_BY_HOP.contains(name) && name != "keep-alive" && name != "proxy-connection" {
+        if !reserved
+            && !HOP_BY_HOP.contains(name)
+            && name != "keep-alive"
+            && name != "proxy-connection"
+        {
             headers.append(name.clone(), value.clone());
         }
     }
