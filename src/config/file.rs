@@ -216,20 +216,37 @@ pub fn locate(flag: Option<&Path>, document_root: &Path) -> Option<PathBuf> {
     }
 }
 
-/// `crons` from a `vercel.json` beside DIR: `(path, schedule)` pairs.
-pub fn vercel_crons(document_root: &Path) -> Result<Vec<(String, String)>, FileError> {
+/// A `vercel.json` beside DIR, parsed.
+struct VercelJson {
+    path: PathBuf,
+    source: String,
+    json: serde_json::Value,
+}
+
+fn read_vercel_json(document_root: &Path) -> Result<Option<VercelJson>, FileError> {
     let Some(project) = document_root.parent() else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let path = project.join("vercel.json");
     let Ok(source) = std::fs::read_to_string(&path) else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
-    let json: serde_json::Value = serde_json::from_str(&source).map_err(|err| FileError {
+    let json = serde_json::from_str(&source).map_err(|err| FileError {
         file: path.display().to_string(),
         line: err.line(),
         message: format!("not valid JSON: {err}"),
     })?;
+    Ok(Some(VercelJson { path, source, json }))
+}
+
+/// `crons` from a `vercel.json` beside DIR: `(path, schedule)` pairs.
+///
+/// # Errors
+/// A `vercel.json` that is not valid JSON, or a cron entry without a path or schedule.
+pub fn vercel_crons(document_root: &Path) -> Result<Vec<(String, String)>, FileError> {
+    let Some(VercelJson { path, source, json }) = read_vercel_json(document_root)? else {
+        return Ok(Vec::new());
+    };
     let mut crons = Vec::new();
     for entry in json
         .get("crons")
@@ -259,18 +276,9 @@ pub fn vercel_crons(document_root: &Path) -> Result<Vec<(String, String)>, FileE
 /// A `vercel.json` that is not valid JSON or has a `maxDuration` that is not a
 /// positive number of seconds.
 pub fn vercel_sections(document_root: &Path) -> Result<Vec<(String, FunctionSection)>, FileError> {
-    let Some(project) = document_root.parent() else {
+    let Some(VercelJson { path, source, json }) = read_vercel_json(document_root)? else {
         return Ok(Vec::new());
     };
-    let path = project.join("vercel.json");
-    let Ok(source) = std::fs::read_to_string(&path) else {
-        return Ok(Vec::new());
-    };
-    let json: serde_json::Value = serde_json::from_str(&source).map_err(|err| FileError {
-        file: path.display().to_string(),
-        line: err.line(),
-        message: format!("not valid JSON: {err}"),
-    })?;
     let folder = document_root
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

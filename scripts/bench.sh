@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Benchmarks watchdog beside the CGI hosts of ../shared/bench in one run, on the
+# same programs (static C binary, #!/bin/sh script, 1 MiB echo), plus the raw
+# spawn loop (../shared/bench/spawnlimit) and the naive tokio server, and prints
+# one table: req/s, p50, p99, CPU per request and the ratios watchdog / best peer,
+# watchdog / naive server, watchdog / spawn loop.
+#
+# usage: scripts/bench.sh [--duration S] [--repeats N] [--conc "1 4 16 64 256"] [--programs "..."]
+# Installs the peers (Debian packages) when they are missing. wrk shares the
+# machine's cores with the server under test; the table says so.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bench="$root/../shared/bench"
+duration=10
+repeats=2
+conc="1 4 16 64 256"
+programs="hello-c hello.sh echo-c"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) duration=$2; shift 2 ;;
+    --repeats) repeats=$2; shift 2 ;;
+    --conc) conc=$2; shift 2 ;;
+    --programs) programs=$2; shift 2 ;;
+    *) sed -n '2,10p' "$0"; exit 2 ;;
+  esac
+done
+[ -d "$bench/peers" ] || { echo "bench: ../shared/bench is missing (it sits beside the repository)"; exit 2; }
+cd "$root"
+cargo build --quiet --release
+install=""
+command -v lighttpd >/dev/null && command -v wrk >/dev/null && command -v fcgiwrap >/dev/null || install="--install"
+tag="watchdog-$(date +%Y%m%dT%H%M%S)"
+
+# The raw spawn-and-wait limit of this machine, for the same programs.
+(cd "$bench/spawnlimit" && ./run.sh "$((duration < 5 ? duration : 5))" "$repeats" "1 2") >/tmp/"$tag"-spawn.txt 2>&1 || true
+spawn_summary=$(ls -t "$bench"/spawnlimit/results/spawn-summary-*.md | head -n 1)
+
+"$bench/peers/run.sh" $install --hosts "lighttpd nginx-fcgiwrap tokio-naive" \
+  --programs "$programs" --conc "$conc" --duration "$duration" --repeats "$repeats" --tag "$tag" \
+  --target watchdog "$root/target/release/watchdog"' serve $CGI_DIR --listen 127.0.0.1:$PORT --prefix /' '/$PROG_NAME' \
+  >/tmp/"$tag"-peers.txt 2>&1
+
+python3 "$root/scripts/bench_report.py" "$bench/peers/results/raw-$tag.txt" "$spawn_summary"
