@@ -18,12 +18,14 @@
 //!   routes/table.rs       the trie and its precedence rules
 //!   routes/path.rs        request path decoding and safety (`..`, NUL, %2F)
 //!   routes/reload.rs      live reload: watch DIR, settle, swap the table
-//! server.rs             axum server, graceful drain
+//! server.rs             App state, axum router, graceful drain
+//!   server/listener.rs    the hyper-util accept loop: head deadline, header caps
 //!   server/handler.rs     request → route → slot → invoke → local redirects
 //!   server/builtin.rs     /_watchdog/ endpoints
 //!   server/error.rs       every error status, text or JSON by Accept
 //!   server/request_id.rs  X-Request-Id
 //! invoke.rs             the seam: trait Invoker, Invocation, Reply, InvokeError
+//!   invoke/dispatch.rs    warm functions to the pool, the rest to CGI
 //!   invoke/cgi.rs         spawn and drive one CGI process
 //!   invoke/cgi/environment.rs   the RFC 3875 environment
 //!   invoke/cgi/spawn.rs   the command, clean env, process group, spawn errors
@@ -31,10 +33,18 @@
 //!   invoke/envelope.rs    the CGI header-block parser (pure)
 //!   invoke/request_body.rs  Content-Length or de-chunked spill
 //!   invoke/stderr.rs      function stderr → log lines
+//!   invoke/pool.rs        keep-warm pools: acquire, release, supervise
+//!   invoke/pool/policy.rs   backoff, crash window, warm defaults (pure)
+//!   invoke/pool/worker.rs   one worker process: spawn, output, stop
+//!   invoke/pool/http.rs     HTTP-on-$PORT workers: readiness, proxying
+//!   invoke/pool/lambda.rs   the AWS Lambda Runtime API, Function URL events
+//!   invoke/node.rs        the embedded Node adapter for handler modules
+//! limits.rs             resource limits and --user, applied before exec
+//!   limits/cgroup.rs      per-invocation cgroups (pids, memory)
 //! process.rs            OS processes
-//!   process/group.rs      ProcessGroup: killpg, TERM → grace → KILL, kill on drop
+//!   process/group.rs      ProcessGroup: killpg, kill on drop
 //!   process/exit_watch.rs pidfd: exit without reaping
-//!   process/reaper.rs     subreaper, reaping a finished group
+//!   process/reaper.rs     subreaper, group reaping, the orphan sweeper
 //! cron.rs               scheduled invocations ([[cron]], vercel.json crons)
 //! observability.rs      one log event per invocation, Prometheus metrics
 //! shutdown.rs           SIGTERM/SIGINT

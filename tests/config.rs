@@ -2,21 +2,13 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, client, watchdog};
-
-/// Writes an executable script.
-fn script(path: &Path, body: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
+use common::{TestServer, client, watchdog, write_script};
 
 fn sleeper(project: &Path, name: &str, seconds: &str) {
-    script(
+    write_script(
         &project.join("api").join(name),
         &format!("sleep {seconds}\nprintf 'Content-Type: text/plain\\n\\nslept\\n'"),
     );
@@ -115,7 +107,7 @@ async fn an_openfaas_classic_function_runs_unchanged() {
     let dir = project.path();
     // A function written for OpenFaaS's classic watchdog: reads Http_* variables,
     // prints its whole answer to stdout, signals "not found" with exit code 3.
-    script(
+    write_script(
         &dir.join("api/legacy/lookup.sh"),
         r#"if [ "$Http_Query" = "id=missing" ]; then echo '{"error":"not found"}'; exit 3; fi
 body=$(cat)
@@ -156,11 +148,11 @@ printf '{"method":"%s","query":"%s","path":"%s","agent":"%s","body":"%s"}\n' "$H
 async fn env_comes_from_dotenv_config_and_sections_in_order() {
     let project = tempfile::tempdir().unwrap();
     let dir = project.path();
-    script(
+    write_script(
         &dir.join("api/env.sh"),
         "printf 'Content-Type: text/plain\\n\\n'; env | sort",
     );
-    script(
+    write_script(
         &dir.join("api/special/env.sh"),
         "printf 'Content-Type: text/plain\\n\\n'; env | sort",
     );
@@ -260,7 +252,7 @@ fn routes_shows_effective_settings() {
 async fn cron_jobs_run_on_schedule_and_on_demand_with_the_secret() {
     let project = tempfile::tempdir().unwrap();
     let dir = project.path();
-    script(
+    write_script(
         &dir.join("api/cleanup.sh"),
         "echo \"$HTTP_AUTHORIZATION|$HTTP_USER_AGENT\" >> \"$PID_DIR/cron-runs\"\nprintf 'Content-Type: text/plain\\n\\ncleaned\\n'",
     );

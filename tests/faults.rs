@@ -154,20 +154,13 @@ async fn endless_output_is_cut_off_at_the_timeout() {
     let server = server(&["--timeout", "1s", "--kill-grace", "200ms"]);
     without_leaks(&server, async {
         let started = Instant::now();
-        let mut response = client()
+        let response = client()
             .get(server.url("/api/endless"))
             .send()
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
-        let mut received = 0usize;
-        let outcome = loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => received += chunk.len(),
-                Ok(None) => break Ok(()),
-                Err(err) => break Err(err),
-            }
-        };
+        let (received, outcome) = common::drain(response).await;
         assert!(
             outcome.is_err(),
             "a body cut off by the timeout must not end cleanly"

@@ -155,8 +155,7 @@ done
     toml.push_str("\n[functions.\"streamer.sh\"]\nwarm = { protocol = \"lambda\" }\n");
     std::fs::write(project.path().join("watchdog.toml"), toml).unwrap();
     let server = TestServer::start(&project.path().join("api"), &[]);
-    let started = std::time::Instant::now();
-    let mut response = client()
+    let response = client()
         .get(server.url("/api/streamer"))
         .send()
         .await
@@ -164,16 +163,14 @@ done
     assert_eq!(response.status(), 201);
     assert_eq!(response.headers()["x-streamed"], "yes");
     assert_eq!(response.headers()["set-cookie"], "s=1");
-    let mut body = Vec::new();
-    let mut first_at = None;
-    while let Some(chunk) = response.chunk().await.unwrap() {
-        first_at.get_or_insert(started.elapsed());
-        body.extend_from_slice(&chunk);
-    }
-    assert_eq!(body, b"chunk one\nchunk two\n");
-    let done_at = started.elapsed();
+    let streamed = common::read_streamed(response).await;
+    assert_eq!(
+        [streamed.first, streamed.rest].concat(),
+        b"chunk one\nchunk two\n"
+    );
     assert!(
-        done_at - first_at.unwrap() >= Duration::from_millis(400),
-        "not streamed: {first_at:?} vs {done_at:?}"
+        streamed.spread >= Duration::from_millis(400),
+        "not streamed: {:?}",
+        streamed.spread
     );
 }

@@ -111,19 +111,12 @@ async fn open_files_caps_descriptors() {
 #[tokio::test]
 async fn max_output_stops_a_chatty_function() {
     let server = server(&[]);
-    let mut response = client()
+    let response = client()
         .get(server.url("/api/chatty"))
         .send()
         .await
         .unwrap();
-    let mut received = 0usize;
-    let ended = loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => received += chunk.len(),
-            Ok(None) => break Ok(()),
-            Err(err) => break Err(err),
-        }
-    };
+    let (received, ended) = common::drain(response).await;
     assert!(
         ended.is_err(),
         "a body cut at max_output must not look complete"

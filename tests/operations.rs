@@ -2,19 +2,9 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, client, gone};
-
-fn script(path: &Path, body: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
+use common::{TestServer, client, gone, write_script};
 
 async fn status_of(server: &TestServer, path: &str) -> u16 {
     client()
@@ -45,14 +35,14 @@ async fn eventually(server: &TestServer, path: &str, want: u16, within: Duration
 async fn files_added_removed_and_renamed_while_serving() {
     let project = tempfile::tempdir().unwrap();
     let api = project.path().join("api");
-    script(
+    write_script(
         &api.join("first.sh"),
         "printf 'Content-Type: text/plain\\n\\nfirst\\n'",
     );
     let server = TestServer::start(&api, &[]);
     assert_eq!(status_of(&server, "/api/second").await, 404);
 
-    script(
+    write_script(
         &api.join("second.sh"),
         "printf 'Content-Type: text/plain\\n\\nsecond\\n'",
     );
@@ -62,7 +52,7 @@ async fn files_added_removed_and_renamed_while_serving() {
     std::fs::remove_file(api.join("first.sh")).unwrap();
     eventually(&server, "/api/first", 404, Duration::from_secs(1)).await;
 
-    script(
+    write_script(
         &api.join("team/members/list.sh"),
         "printf 'Content-Type: text/plain\\n\\nlist\\n'",
     );
@@ -85,7 +75,7 @@ async fn files_added_removed_and_renamed_while_serving() {
 
     // A burst of changes settles into one consistent table.
     for i in 0..50 {
-        script(
+        write_script(
             &api.join(format!("burst/f{i}.sh")),
             "printf 'Content-Type: text/plain\\n\\nb\\n'",
         );
@@ -121,11 +111,11 @@ async fn files_added_removed_and_renamed_while_serving() {
 async fn metrics_count_requests_timeouts_and_durations() {
     let project = tempfile::tempdir().unwrap();
     let api = project.path().join("api");
-    script(
+    write_script(
         &api.join("ok.sh"),
         "printf 'Content-Type: text/plain\\n\\nok\\n'",
     );
-    script(&api.join("slow.sh"), "sleep 5");
+    write_script(&api.join("slow.sh"), "sleep 5");
     let server = TestServer::start(&api, &["--timeout", "1500ms", "--kill-grace", "100ms"]);
     let c = client();
     for _ in 0..3 {
@@ -192,11 +182,11 @@ async fn metrics_count_requests_timeouts_and_durations() {
 async fn json_logs_parse_and_carry_exit_codes_and_signals() {
     let project = tempfile::tempdir().unwrap();
     let api = project.path().join("api");
-    script(
+    write_script(
         &api.join("fails.sh"),
         "printf 'Content-Type: text/plain\\n\\nno\\n'; exit 7",
     );
-    script(&api.join("hangs.sh"), "echo to-stderr >&2; sleep 5");
+    write_script(&api.join("hangs.sh"), "echo to-stderr >&2; sleep 5");
     let server = TestServer::start(
         &api,
         &[
@@ -268,7 +258,7 @@ async fn json_logs_parse_and_carry_exit_codes_and_signals() {
 async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let project = tempfile::tempdir().unwrap();
     let api = project.path().join("api");
-    script(
+    write_script(
         &api.join("two-seconds.sh"),
         "echo $$ > \"$PID_DIR/drain\"; sleep 2; printf 'Content-Type: text/plain\\n\\ndone\\n'",
     );
@@ -297,7 +287,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
 async fn drain_timeout_stops_what_is_still_running() {
     let project = tempfile::tempdir().unwrap();
     let api = project.path().join("api");
-    script(
+    write_script(
         &api.join("forever.sh"),
         "echo $$ > \"$PID_DIR/forever\"; sleep 60",
     );
@@ -321,7 +311,7 @@ async fn drain_timeout_stops_what_is_still_running() {
 async fn readyz_turns_503_during_the_drain_delay() {
     let project = tempfile::tempdir().unwrap();
     let api = project.path().join("api");
-    script(
+    write_script(
         &api.join("ok.sh"),
         "printf 'Content-Type: text/plain\\n\\nok\\n'",
     );

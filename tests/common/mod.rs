@@ -280,3 +280,55 @@ pub fn copy_fixture(name: &str) -> tempfile::TempDir {
     assert!(status.success());
     tmp
 }
+
+/// Writes an executable `#!/bin/sh` script atomically (a watcher never sees it
+/// half written).
+pub fn write_script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().expect("a file path")).unwrap();
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A body read chunk by chunk, with when its first chunk and its end arrived.
+pub struct Streamed {
+    pub first: Vec<u8>,
+    pub rest: Vec<u8>,
+    /// Between the first chunk and the end.
+    pub spread: Duration,
+}
+
+/// Reads a whole body, timing its first chunk against its end.
+pub async fn read_streamed(mut response: reqwest::Response) -> Streamed {
+    let first = response
+        .chunk()
+        .await
+        .unwrap()
+        .map(|c| c.to_vec())
+        .unwrap_or_default();
+    let first_at = Instant::now();
+    let mut rest = Vec::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    Streamed {
+        first,
+        rest,
+        spread: first_at.elapsed(),
+    }
+}
+
+/// Reads a body to its end; returns the bytes received and whether it ended
+/// cleanly (a cut-off body ends with an error).
+pub async fn drain(mut response: reqwest::Response) -> (usize, Result<(), reqwest::Error>) {
+    let mut received = 0;
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => received += chunk.len(),
+            Ok(None) => return (received, Ok(())),
+            Err(err) => return (received, Err(err)),
+        }
+    }
+}
