@@ -247,12 +247,16 @@ impl Driver {
         let mut leader_exited = false;
         // Set once tokio-process-stream has seen stderr close and reaped the leader.
         let mut reaped: Option<Option<ExitStatus>> = None;
-        let never = Instant::now() + Duration::from_secs(86_400 * 365);
-        let mut linger = never;
+        // Two timers for the whole invocation, reset rather than re-created on
+        // every turn of the loop.
+        let deadline = tokio::time::sleep_until(self.deadline);
+        tokio::pin!(deadline);
+        let linger = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+        tokio::pin!(linger);
         let end = loop {
             let event = tokio::select! {
                 biased;
-                () = tokio::time::sleep_until(self.deadline) => Event::End(End::TimedOut),
+                () = &mut deadline => Event::End(End::TimedOut),
                 () = stop.cancelled() => Event::End(End::Shutdown),
                 () = head_closed(&mut head_tx) => Event::End(End::ClientGone),
                 () = body_closed(&sink), if pending.is_none() => Event::End(End::ClientGone),
@@ -284,7 +288,7 @@ impl Driver {
                     Some(Item::Stdout(_)) => Event::Continue,
                     None => Event::Reaped(None),
                 },
-                () = tokio::time::sleep_until(linger), if leader_exited && pending.is_none() => {
+                () = &mut linger, if leader_exited && pending.is_none() => {
                     Event::End(End::LeaderGone { reaped })
                 }
             };
@@ -293,7 +297,7 @@ impl Driver {
                 Event::End(end) => break end,
                 Event::LeaderExited => {
                     leader_exited = true;
-                    linger = Instant::now() + LINGER_AFTER_EXIT;
+                    linger.as_mut().reset(Instant::now() + LINGER_AFTER_EXIT);
                 }
                 Event::Reaped(status) => reaped = Some(status),
                 Event::StdoutClosed => {
@@ -307,7 +311,7 @@ impl Driver {
                 }
                 Event::Stdout(chunk) => {
                     if leader_exited {
-                        linger = Instant::now() + LINGER_AFTER_EXIT;
+                        linger.as_mut().reset(Instant::now() + LINGER_AFTER_EXIT);
                     }
                     self.stdout_bytes += chunk.len() as u64;
                     if let Some(limit) = self.output_limit
