@@ -83,6 +83,15 @@ async fn node_signature_with_vercel_helpers() {
     assert_eq!(user["cookies"]["theme"], "dark");
 
     let c = client();
+    let unicode: serde_json::Value = c
+        .get(server.url("/api/users/caf%C3%A9"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unicode["id"], "café");
     let form: serde_json::Value = c
         .post(server.url("/api/form"))
         .header("Content-Type", "application/x-www-form-urlencoded")

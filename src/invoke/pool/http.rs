@@ -225,10 +225,27 @@ fn upstream_request(invocation: &Invocation, port: u16, body: Body) -> Request<B
             (name.clone(), value)
         })
         .collect();
-    if let Ok(value) = serde_json::Value::Object(params).to_string().parse() {
+    if let Ok(value) = ascii_json(&serde_json::Value::Object(params)).parse() {
         headers.insert("x-watchdog-params", value);
     }
     request
+}
+
+/// JSON with every non-ASCII character escaped (`\u00e9`), so it fits in a header
+/// value whatever the route parameters hold.
+fn ascii_json(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for c in value.to_string().chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }
 
 /// The worker's response body on its way to the client. It holds the worker until
@@ -318,5 +335,20 @@ impl http_body::Body for LeasedBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_json_fits_a_header() {
+        let value = serde_json::json!({ "id": "café", "rest": ["a", "😀"] });
+        let text = ascii_json(&value);
+        assert!(text.is_ascii());
+        assert!(axum::http::HeaderValue::from_str(&text).is_ok());
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, value);
     }
 }
