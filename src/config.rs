@@ -36,11 +36,6 @@ pub enum ConfigError {
     Listen { value: String, cause: String },
     #[error("PORT={value}: not a port number; unset PORT or pass --listen")]
     Port { value: String },
-    #[error("{flag}: {what} is not available in this version of watchdog")]
-    Unsupported {
-        flag: &'static str,
-        what: &'static str,
-    },
     #[error("{0}")]
     File(#[from] FileError),
     #[error("{0}")]

@@ -146,6 +146,13 @@ impl RouteTable {
         })
     }
 
+    /// The files behind a conflict's function indexes.
+    pub fn conflict_files(&self, ids: &[usize]) -> Vec<&str> {
+        ids.iter()
+            .map(|&i| self.functions[i].file.relative.as_str())
+            .collect()
+    }
+
     /// Builds the table for a server's settings.
     ///
     /// # Errors
@@ -189,10 +196,7 @@ impl RouteTable {
             .conflicts
             .iter()
             .map(|(pattern, ids)| {
-                let files: Vec<&str> = ids
-                    .iter()
-                    .map(|&i| self.functions[i].file.relative.as_str())
-                    .collect();
+                let files = self.conflict_files(ids);
                 serde_json::json!({ "pattern": pattern, "files": files })
             })
             .collect();
@@ -228,9 +232,10 @@ impl RouteTable {
                 let first = &self.functions[ids[0]];
                 return Ok(Lookup::Conflict {
                     pattern: first.pattern.clone(),
-                    files: ids
-                        .iter()
-                        .map(|&i| self.functions[i].file.relative.clone())
+                    files: self
+                        .conflict_files(&ids)
+                        .into_iter()
+                        .map(str::to_owned)
                         .collect(),
                 });
             }

@@ -113,9 +113,13 @@ async fn an_openfaas_classic_function_runs_unchanged() {
 body=$(cat)
 printf '{"method":"%s","query":"%s","path":"%s","agent":"%s","body":"%s"}\n' "$Http_Method" "$Http_Query" "$Http_Path" "$Http_User_Agent" "$body""#,
     );
+    write_script(
+        &dir.join("api/legacy/chatty.sh"),
+        "head -c 4096 /dev/zero | tr '\\0' x",
+    );
     std::fs::write(
         dir.join("watchdog.toml"),
-        "[functions.\"legacy/*\"]\noutput = \"raw\"\ncontent_type = \"application/json\"\nenv_style = \"openfaas\"\nexit_status = { 2 = 400, 3 = 404 }\n",
+        "[functions.\"legacy/*\"]\noutput = \"raw\"\ncontent_type = \"application/json\"\nenv_style = \"openfaas\"\nexit_status = { 2 = 400, 3 = 404 }\n\n[functions.\"legacy/chatty.sh\"]\nmax_output = \"1KiB\"\n",
     )
     .unwrap();
     let server = TestServer::start(&dir.join("api"), &[]);
@@ -142,6 +146,14 @@ printf '{"method":"%s","query":"%s","path":"%s","agent":"%s","body":"%s"}\n' "$H
         .unwrap();
     assert_eq!(missing.status(), 404);
     assert_eq!(missing.text().await.unwrap(), "{\"error\":\"not found\"}\n");
+    // Raw output is held in memory until exit, so it is bounded by max_output.
+    let chatty = c
+        .get(server.url("/api/legacy/chatty"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chatty.status(), 502);
+    assert!(chatty.text().await.unwrap().contains("1024 bytes"));
 }
 
 #[tokio::test]

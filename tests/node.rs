@@ -81,6 +81,19 @@ async fn node_signature_with_vercel_helpers() {
     assert_eq!(user["tags"], serde_json::json!(["a", "b"]));
     assert_eq!(user["cookies"]["session"], "abc");
     assert_eq!(user["cookies"]["theme"], "dark");
+    // X-Watchdog-* headers are watchdog's to set: a client cannot inject route
+    // parameters through them.
+    let spoofed: serde_json::Value = client()
+        .get(server.url("/api/users/7"))
+        .header("X-Watchdog-Params", r#"{"id":"evil","tab":"evil"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(spoofed["id"], "7");
+    assert_eq!(spoofed["tab"], serde_json::Value::Null);
 
     let c = client();
     let unicode: serde_json::Value = c

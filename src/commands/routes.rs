@@ -73,10 +73,7 @@ pub fn render(table: &RouteTable) -> String {
             "\nconflicts (each URL answers 500 until one file is left):"
         );
         for (pattern, ids) in &table.conflicts {
-            let files: Vec<&str> = ids
-                .iter()
-                .map(|&i| table.functions[i].file.relative.as_str())
-                .collect();
+            let files = table.conflict_files(ids);
             let _ = writeln!(out, "  {pattern}: {}", files.join(", "));
         }
     }

@@ -58,10 +58,6 @@ impl CgiInvoker {
     pub fn new(limiter: Arc<Limiter>) -> Self {
         Self { limiter }
     }
-
-    pub fn limiter(&self) -> &Limiter {
-        &self.limiter
-    }
 }
 
 impl Invoker for CgiInvoker {
@@ -96,7 +92,12 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         |command| limiter.apply(&plan, command),
         run_as,
     )?;
-    let output_limit = limits.max_output;
+    let raw_output = invocation.route.function.settings.output == OutputMode::Raw;
+    // One stdout budget for both output modes: raw output is held in memory, so
+    // it always has one.
+    let output_limit = limits
+        .max_output
+        .or(raw_output.then_some(DEFAULT_RAW_LIMIT));
     let group = ProcessGroup::new(pid);
     let exit_watch = match ExitWatch::new(pid) {
         Ok(watch) => watch,
@@ -129,16 +130,9 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         cgroup: plan.cgroup,
         output_limit,
         stdout_bytes: 0,
-        raw: (invocation.route.function.settings.output == OutputMode::Raw).then(|| RawOutput {
+        raw: raw_output.then(|| RawOutput {
             content_type: invocation.route.function.settings.content_type.clone(),
             exit_status: invocation.route.function.settings.exit_status.clone(),
-            limit: invocation
-                .route
-                .function
-                .settings
-                .limits
-                .max_output
-                .unwrap_or(DEFAULT_RAW_LIMIT),
         }),
         grace: invocation.settings.kill_grace,
         is_head: invocation.method == Method::HEAD,
@@ -159,7 +153,6 @@ const DEFAULT_RAW_LIMIT: u64 = 64 * 1024 * 1024;
 struct RawOutput {
     content_type: Option<String>,
     exit_status: std::collections::BTreeMap<i32, u16>,
-    limit: u64,
 }
 
 /// Why the driver's main loop ended.
@@ -316,7 +309,6 @@ impl Driver {
                     self.stdout_bytes += chunk.len() as u64;
                     if let Some(limit) = self.output_limit
                         && self.stdout_bytes > limit
-                        && self.raw.is_none()
                     {
                         self.record.limit_hit = Some("max_output");
                         let file = self.file.clone();
@@ -356,12 +348,6 @@ impl Driver {
             Sink::Client { .. } => return Ok(Some(chunk)),
             Sink::Discard => return Ok(None),
             Sink::Raw(buffer) => {
-                let limit = self.raw.as_ref().map_or(DEFAULT_RAW_LIMIT, |r| r.limit);
-                if buffer.len() as u64 + chunk.len() as u64 > limit {
-                    let file = self.file.clone();
-                    send_head(head_tx, Err(InvokeError::OutputTooLarge { file, limit }));
-                    return Err(());
-                }
                 buffer.extend_from_slice(&chunk);
                 return Ok(None);
             }
@@ -656,12 +642,6 @@ fn body_from_channel(rx: mpsc::Receiver<io::Result<Bytes>>, complete: Arc<Atomic
 /// `exit 0`, `exit 3`, `signal 9 (SIGKILL)`.
 pub fn describe_exit(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit {code}"),
-        (None, Some(signal)) => match Signal::try_from(signal) {
-            Ok(name) => format!("signal {signal} ({name})"),
-            Err(_) => format!("signal {signal}"),
-        },
-        (None, None) => "unknown exit".into(),
-    }
+    crate::observability::record::describe_exit(status.code(), status.signal())
+        .unwrap_or_else(|| "unknown exit".into())
 }

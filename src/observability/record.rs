@@ -72,14 +72,7 @@ impl InvocationRecord {
 
     /// `exit 0`, `signal 9 (SIGKILL)`, for humans.
     pub fn exit_text(&self) -> Option<String> {
-        match (self.exit_code, self.signal) {
-            (Some(code), _) => Some(format!("exit {code}")),
-            (None, Some(signal)) => Some(match nix::sys::signal::Signal::try_from(signal) {
-                Ok(name) => format!("signal {signal} ({name})"),
-                Err(_) => format!("signal {signal}"),
-            }),
-            (None, None) => None,
-        }
+        describe_exit(self.exit_code, self.signal)
     }
 
     fn kill_reason(&self) -> Option<&'static str> {
@@ -136,5 +129,18 @@ impl Drop for InvocationRecord {
             bytes_out = self.bytes_out,
             "invocation"
         );
+    }
+}
+
+/// `exit 3`, `signal 9 (SIGKILL)`: the one wording of an exit, for logs and for
+/// error messages alike.
+pub fn describe_exit(code: Option<i32>, signal: Option<i32>) -> Option<String> {
+    match (code, signal) {
+        (Some(code), _) => Some(format!("exit {code}")),
+        (None, Some(signal)) => Some(match nix::sys::signal::Signal::try_from(signal) {
+            Ok(name) => format!("signal {signal} ({name})"),
+            Err(_) => format!("signal {signal}"),
+        }),
+        (None, None) => None,
     }
 }

@@ -85,10 +85,7 @@ pub fn report(table: &RouteTable, reload: bool) {
         }
     );
     for (pattern, ids) in &table.conflicts {
-        let files: Vec<&str> = ids
-            .iter()
-            .map(|&i| table.functions[i].file.relative.as_str())
-            .collect();
+        let files = table.conflict_files(ids);
         tracing::warn!(%pattern, files = %files.join(", "), "route conflict: this URL answers 500 until only one file claims it");
     }
     for skipped in &table.skipped {
