@@ -11,6 +11,7 @@
 pub mod cgroup;
 
 use std::ffi::CString;
+use std::os::unix::process::CommandExt;
 
 use nix::sys::resource::Resource;
 
@@ -141,8 +142,19 @@ impl Limiter {
         Ok(Plan { cgroup, rlimits })
     }
 
+    /// Whether `plan` (or `--user`) needs work in the child between fork and exec;
+    /// only then must the function take std's fork path.
+    pub fn needs_child_setup(&self, plan: &Plan) -> bool {
+        self.run_as.is_some()
+            || !plan.rlimits.is_empty()
+            || plan
+                .cgroup
+                .as_ref()
+                .is_some_and(|c| !c.procs_files.is_empty())
+    }
+
     /// Applies `plan` (and `--user`) to `command`.
-    pub fn apply(&self, plan: &Plan, command: &mut tokio::process::Command) {
+    pub fn apply(&self, plan: &Plan, command: &mut std::process::Command) {
         let procs_files: Vec<CString> = plan
             .cgroup
             .as_ref()

@@ -1,18 +1,19 @@
-//! Everything about the OS processes a function becomes: its process group, knowing
-//! when its leader exits, killing the group, and reaping what is left.
+//! Everything about the OS processes a function becomes: starting it (spawn.rs),
+//! its process group, knowing when its leader exits, killing the group, and
+//! reaping what is left.
 //!
-//! Invariant: a group is signalled only while something pins its id. The leader is
-//! watched through a pidfd, which reports its exit *without* reaping it, so on a
-//! timeout or disconnect the zombie leader pins the group id while the signals go
-//! out (pids wrap fast here: `pid_max` is 32768). When a function exits normally,
-//! tokio-process-stream reaps the leader itself; then the id stays pinned by any
-//! member still alive (or a zombie we have not reaped), and an empty group answers
-//! `killpg` with ESRCH: the id could only be reused after the pid counter wrapped
-//! all the way round within those microseconds.
+//! Invariant: a group is signalled only while something pins its id. The leader of
+//! a CGI invocation is watched through a pidfd, which reports its exit *without*
+//! reaping it, and it is reaped (through the same pidfd) only after its group has
+//! been signalled, so the zombie leader pins the group id while the signals go out
+//! (pids wrap fast here: `pid_max` is 32768). Warm workers are reaped by
+//! tokio-process-stream; for them the id stays pinned by any member still alive,
+//! and an empty group answers `killpg` with ESRCH.
 
 pub mod exit_watch;
 pub mod group;
 pub mod reaper;
+pub mod spawn;
 
 pub use exit_watch::ExitWatch;
 pub use group::ProcessGroup;

@@ -22,9 +22,9 @@ use axum::http::{Method, Response, StatusCode, header};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
+use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_process_stream::{Item, ProcessChunkStream};
 use tokio_util::io::ReaderStream;
 
 use super::envelope::EnvelopeReader;
@@ -44,6 +44,8 @@ const REAP_LIMIT: Duration = Duration::from_secs(5);
 
 /// Bytes asked for per stdout read.
 const STDOUT_READ_SIZE: usize = 64 * 1024;
+/// Bytes asked for per stderr read: log lines, not bulk data.
+const STDERR_READ_SIZE: usize = 16 * 1024;
 
 /// Chunks of body buffered between the driver and the client: the backpressure window.
 const BODY_CHANNEL_CHUNKS: usize = 4;
@@ -82,16 +84,8 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         cause: format!("cannot set up its resource limits: {err}"),
         hint: "check that watchdog may write its cgroups under /sys/fs/cgroup".into(),
     })?;
-    let run_as = limiter.run_as.as_ref().map(|user| user.name.as_str());
-    let (mut child, pid) = spawn::spawn(
-        &path,
-        &file,
-        runner,
-        &env,
-        has_body,
-        |command| limiter.apply(&plan, command),
-        run_as,
-    )?;
+    let started = spawn::spawn_cgi(&path, &file, runner, &env, has_body, &limiter, &plan)?;
+    let pid = started.pid;
     let raw_output = invocation.route.function.settings.output == OutputMode::Raw;
     // One stdout budget for both output modes: raw output is held in memory, so
     // it always has one.
@@ -99,32 +93,18 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         .max_output
         .or(raw_output.then_some(DEFAULT_RAW_LIMIT));
     let group = ProcessGroup::new(pid);
-    let exit_watch = match ExitWatch::new(pid) {
-        Ok(watch) => watch,
-        Err(err) => {
-            // Dropping the child kills it (kill_on_drop) and tokio reaps it.
-            reaper::group_finished(pid);
-            return Err(InvokeError::Spawn {
-                file,
-                cause: format!("cannot watch the process: pidfd_open failed: {err}"),
-                hint: "watchdog needs Linux 5.3+ and a sandbox (seccomp profile) that allows pidfd_open".into(),
-            });
-        }
-    };
-    if let Some(pipe) = child.stdin.take() {
+    if let Some(pipe) = started.stdin {
         stdin::spawn(pipe, body, invocation.deadline);
     }
-    let Some(stdout) = child.stdout.take() else {
-        return Err(InvokeError::Internal);
-    };
     invocation.record.pid = Some(pid);
     let (head_tx, head_rx) = oneshot::channel();
     let driver = Driver {
         stderr: StderrLog::new(&invocation.route.function.pattern, &invocation.request_id),
-        stdout: ReaderStream::with_capacity(stdout, STDOUT_READ_SIZE),
-        stream: ProcessChunkStream::from(child),
+        stdout: ReaderStream::with_capacity(started.stdout, STDOUT_READ_SIZE),
+        stderr_pipe: ReaderStream::with_capacity(started.stderr, STDERR_READ_SIZE),
         group,
-        exit_watch,
+        exit_watch: started.exit,
+        leader_reaped: false,
         deadline: invocation.deadline,
         timeout: invocation.route.function.settings.timeout,
         cgroup: plan.cgroup,
@@ -157,13 +137,11 @@ struct RawOutput {
 
 /// Why the driver's main loop ended.
 enum End {
-    /// stdout and stderr closed and tokio reaped the leader.
+    /// stdout and stderr closed and the leader exited (and has been reaped).
     Exited(Option<ExitStatus>),
     /// The leader exited but a pipe stayed open past the linger (a background
-    /// child holds it). `reaped` is set when the leader was reaped already.
-    LeaderGone {
-        reaped: Option<Option<ExitStatus>>,
-    },
+    /// child holds it).
+    LeaderGone,
     TimedOut,
     ClientGone,
     /// The server gave up draining.
@@ -179,22 +157,27 @@ enum Event {
     LeaderExited,
     Stdout(Bytes),
     StdoutClosed,
-    /// stderr closed and the leader was reaped, with its status if known.
-    Reaped(Option<ExitStatus>),
+    StderrClosed,
     End(End),
 }
 
 /// Owns one running function until it is gone.
 struct Driver {
-    /// The function's stdout, read apart from the stream below: the response body
-    /// must end at stdout EOF even while the process runs on (RFC 3875), and
-    /// tokio-process-stream reports the end of its pipes only once the process has
-    /// exited. Large reads keep the per-chunk overhead low for big bodies.
-    stdout: ReaderStream<tokio::process::ChildStdout>,
-    /// stderr lines for the log and the exit status, from tokio-process-stream.
-    stream: ProcessChunkStream,
+    /// The function's stdout. The response body ends at stdout EOF even while the
+    /// process runs on (RFC 3875). Large reads keep the per-chunk overhead low for
+    /// big bodies.
+    ///
+    /// The pipes are read directly rather than through tokio-process-stream (which
+    /// the warm pool uses for its workers' output): a CGI leader comes from the
+    /// lean spawner (`process::spawn`), which tokio does not know, and is reaped
+    /// here through its pidfd.
+    stdout: ReaderStream<pipe::Receiver>,
+    /// stderr, for the log.
+    stderr_pipe: ReaderStream<pipe::Receiver>,
     group: ProcessGroup,
+    /// The leader's pidfd: its exit, and reaping it.
     exit_watch: ExitWatch,
+    leader_reaped: bool,
     stderr: StderrLog,
     deadline: Instant,
     timeout: Duration,
@@ -237,9 +220,8 @@ impl Driver {
         };
         let mut pending: Option<Bytes> = None;
         let mut stdout_open = true;
+        let mut stderr_open = true;
         let mut leader_exited = false;
-        // Set once tokio-process-stream has seen stderr close and reaped the leader.
-        let mut reaped: Option<Option<ExitStatus>> = None;
         // Two timers for the whole invocation, reset rather than re-created on
         // every turn of the loop.
         let deadline = tokio::time::sleep_until(self.deadline);
@@ -271,18 +253,15 @@ impl Driver {
                     Some(Ok(chunk)) => Event::Stdout(chunk),
                     Some(Err(_)) | None => Event::StdoutClosed,
                 },
-                item = self.stream.next(), if reaped.is_none() => match item {
-                    Some(Item::Stderr(chunk)) => {
+                chunk = self.stderr_pipe.next(), if stderr_open => match chunk {
+                    Some(Ok(chunk)) => {
                         self.stderr.push(&chunk);
                         Event::Continue
                     }
-                    Some(Item::Done(status)) => Event::Reaped(status.ok()),
-                    // Stdout is read above; the stream only carries stderr.
-                    Some(Item::Stdout(_)) => Event::Continue,
-                    None => Event::Reaped(None),
+                    Some(Err(_)) | None => Event::StderrClosed,
                 },
                 () = &mut linger, if leader_exited && pending.is_none() => {
-                    Event::End(End::LeaderGone { reaped })
+                    Event::End(End::LeaderGone)
                 }
             };
             match event {
@@ -292,7 +271,7 @@ impl Driver {
                     leader_exited = true;
                     linger.as_mut().reset(Instant::now() + LINGER_AFTER_EXIT);
                 }
-                Event::Reaped(status) => reaped = Some(status),
+                Event::StderrClosed => stderr_open = false,
                 Event::StdoutClosed => {
                     stdout_open = false;
                     if matches!(sink, Sink::Client { .. }) {
@@ -324,7 +303,10 @@ impl Driver {
                     }
                 }
             }
-            if !stdout_open && let Some(status) = reaped {
+            if !stdout_open && !stderr_open && leader_exited {
+                // The leader has exited: this reaps it without waiting.
+                let status = self.exit_watch.try_reap().ok().flatten();
+                self.leader_reaped = true;
                 break End::Exited(status);
             }
             if self.remaining == Some(0) && pending.is_none() {
@@ -333,7 +315,7 @@ impl Driver {
                 sink = Sink::Discard;
             }
         };
-        self.finish(end, reaped, head_tx, sink).await;
+        self.finish(end, head_tx, sink).await;
     }
 
     /// Feeds one stdout chunk; returns body bytes to forward to the client.
@@ -402,26 +384,20 @@ impl Driver {
     /// Answers or ends the response, then stops whatever is still running and
     /// reaps it all. The client is settled first unless the function timed out:
     /// a 504 is sent only once the group is gone.
-    async fn finish(
-        mut self,
-        end: End,
-        reaped: Option<Option<ExitStatus>>,
-        mut head_tx: Option<HeadSender>,
-        sink: Sink,
-    ) {
+    async fn finish(mut self, end: End, mut head_tx: Option<HeadSender>, sink: Sink) {
         let exit = match end {
             End::Exited(status) => {
                 self.settle(&mut head_tx, &sink, status);
-                self.stop_group(status.is_some(), status).await
+                self.stop_group(status).await
             }
-            End::LeaderGone { reaped } => {
-                let status = self.stop_group(reaped.is_some(), reaped.flatten()).await;
+            End::LeaderGone => {
+                let status = self.stop_group(None).await;
                 self.settle(&mut head_tx, &sink, status);
                 status
             }
             End::TimedOut => {
                 self.record.timed_out = true;
-                let status = self.stop_group(reaped.is_some(), reaped.flatten()).await;
+                let status = self.stop_group(None).await;
                 let error = InvokeError::Timeout {
                     file: self.file.clone(),
                     after: self.timeout,
@@ -435,15 +411,15 @@ impl Driver {
             }
             End::ClientGone => {
                 self.record.client_gone = true;
-                self.stop_group(reaped.is_some(), reaped.flatten()).await
+                self.stop_group(None).await
             }
             End::Shutdown => {
                 self.record.shutdown = true;
-                self.stop_group(reaped.is_some(), reaped.flatten()).await
+                self.stop_group(None).await
             }
             End::BadOutput => {
                 self.record.status = Some(502);
-                self.stop_group(reaped.is_some(), reaped.flatten()).await
+                self.stop_group(None).await
             }
         };
         self.stderr.flush();
@@ -527,20 +503,16 @@ impl Driver {
 
     /// Stops the group: SIGTERM, up to `--kill-grace` for everything in it to exit,
     /// SIGKILL to what is left; reaps the leader and every member. Returns the
-    /// leader's exit status.
+    /// leader's exit status (`status` when it was reaped already).
     ///
     /// The leader is reaped only after the group has been signalled, while its
-    /// zombie still pins the group id. When tokio already reaped it
-    /// (`leader_reaped`), the id is pinned by any member still there, and when
-    /// there is none, `killpg` finds nothing.
-    async fn stop_group(
-        &mut self,
-        leader_reaped: bool,
-        status: Option<ExitStatus>,
-    ) -> Option<ExitStatus> {
+    /// zombie still pins the group id. When it was reaped already (a normal exit,
+    /// answered before this runs), the id is pinned by any member still there, and
+    /// when there is none, `killpg` finds nothing.
+    async fn stop_group(&mut self, status: Option<ExitStatus>) -> Option<ExitStatus> {
         let grace_end = Instant::now() + self.grace;
         let mut status = status;
-        if !leader_reaped {
+        if !self.leader_reaped {
             self.group.signal(Signal::SIGTERM);
             let exited = tokio::select! {
                 () = self.exit_watch.exited() => true,
@@ -549,23 +521,20 @@ impl Driver {
             if !exited {
                 self.group.signal(Signal::SIGKILL);
             }
-            if let Some(child) = self.stream.child_mut() {
-                // Bounded: if the exit watch failed rather than saw an exit, the
-                // leader may still be alive; KILL it rather than wait forever.
-                status =
-                    match tokio::time::timeout(self.grace + Duration::from_secs(1), child.wait())
+            // Bounded: if the exit watch failed rather than saw an exit, the
+            // leader may still be alive; KILL it rather than wait forever.
+            let limit = self.grace + Duration::from_secs(1);
+            status = match tokio::time::timeout(limit, self.exit_watch.reap()).await {
+                Ok(result) => result.ok(),
+                Err(_) => {
+                    self.exit_watch.kill();
+                    tokio::time::timeout(REAP_LIMIT, self.exit_watch.reap())
                         .await
-                    {
-                        Ok(result) => result.ok(),
-                        Err(_) => {
-                            self.group.signal(Signal::SIGKILL);
-                            tokio::time::timeout(REAP_LIMIT, child.wait())
-                                .await
-                                .ok()
-                                .and_then(Result::ok)
-                        }
-                    };
-            }
+                        .ok()
+                        .and_then(Result::ok)
+                }
+            };
+            self.leader_reaped = true;
         } else if self.group.exists() {
             self.group.signal(Signal::SIGTERM);
         }
@@ -579,6 +548,21 @@ impl Driver {
             reaper::group_finished(pid);
         }
         status
+    }
+}
+
+impl Drop for Driver {
+    /// A driver dropped before it finished (a panic, or the runtime shutting
+    /// down) must not leave its function running: KILL it; the orphan sweep
+    /// reaps it once its group is no longer registered.
+    fn drop(&mut self) {
+        if !self.leader_reaped {
+            self.exit_watch.kill();
+            let _ = self.exit_watch.try_reap();
+            if let Some(pid) = self.record.pid {
+                reaper::group_finished(pid);
+            }
+        }
     }
 }
 

@@ -1,12 +1,15 @@
-//! Learns that a process has exited without reaping it.
+//! Learns that a process has exited without reaping it, and reaps it when asked.
 //!
-//! tokio's `Child::wait` reaps, after which the pid and the group id may be reused.
-//! A pidfd (Linux 5.3+) becomes readable when the process exits and leaves the zombie
-//! alone, so the caller can still signal the group safely, then reap.
+//! A pidfd (Linux 5.3+) becomes readable when the process exits and leaves the
+//! zombie alone, so the caller can still signal the group safely, then reap it
+//! with `waitid(P_PIDFD)`, which can never take another process's status.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
 use tokio::io::unix::AsyncFd;
 
@@ -42,5 +45,41 @@ impl ExitWatch {
         // An error here means the fd cannot be polled at all; treat it as exited so
         // the caller's reap path runs rather than waiting forever.
         let _ = self.fd.readable().await;
+    }
+
+    /// Reaps the process if it has exited. Only for a process watchdog spawned
+    /// itself (never one tokio will wait for).
+    ///
+    /// # Errors
+    /// ECHILD when it was reaped already.
+    pub fn try_reap(&self) -> io::Result<Option<ExitStatus>> {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
+        Ok(match waitid(Id::PIDFd(self.fd.get_ref().as_fd()), flags)? {
+            WaitStatus::Exited(_, code) => Some(ExitStatus::from_raw((code & 0xff) << 8)),
+            WaitStatus::Signaled(_, signal, core) => Some(ExitStatus::from_raw(
+                signal as i32 | if core { 0x80 } else { 0 },
+            )),
+            _ => None,
+        })
+    }
+
+    /// Waits for the process to exit and reaps it.
+    ///
+    /// # Errors
+    /// As [`ExitWatch::try_reap`].
+    pub async fn reap(&self) -> io::Result<ExitStatus> {
+        loop {
+            let mut ready = self.fd.readable().await?;
+            if let Some(status) = self.try_reap()? {
+                return Ok(status);
+            }
+            ready.clear_ready();
+        }
+    }
+
+    /// SIGKILL through the pidfd: safe even if the pid has been reused.
+    pub fn kill(&self) {
+        let _ =
+            rustix::process::pidfd_send_signal(self.fd.get_ref(), rustix::process::Signal::KILL);
     }
 }

@@ -30,11 +30,16 @@ pub fn watch(
     routes: Arc<ArcSwap<RouteTable>>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+    let handler = move |event: notify::Result<notify::Event>| {
         if event.as_ref().is_ok_and(|e| !e.kind.is_access()) || event.is_err() {
             let _ = tx.send(());
         }
-    })?;
+    };
+    // Only changes to the tree, never opens or closes: every request execs a file
+    // under DIR, and an open event per request would wake the watcher thread on
+    // the hot path (measured: a context switch and an event parse per request).
+    let config = notify::Config::default().with_event_kinds(notify::EventKindMask::CORE);
+    let mut watcher = notify::RecommendedWatcher::new(handler, config)?;
     watcher.watch(&settings.document_root, RecursiveMode::Recursive)?;
     tokio::spawn(async move {
         while rx.recv().await.is_some() {

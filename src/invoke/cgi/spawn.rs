@@ -1,22 +1,249 @@
-//! Starting a CGI function: the command line, a clean environment, its own process
-//! group, and an error that says what to fix when it cannot start.
+//! Starting a function: the command line, a clean environment, its own process
+//! group, the lean spawner or std's, and an error that says what to fix when it
+//! cannot start.
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
 
+use tokio::net::unix::pipe;
+
 use crate::invoke::InvokeError;
-use crate::process::reaper;
+use crate::limits::{Limiter, Plan};
+use crate::process::spawn::{CStringArray, Exec};
+use crate::process::{self, ExitWatch, reaper};
 use crate::routes::Runner;
 
 const ENOEXEC: i32 = nix::errno::Errno::ENOEXEC as i32;
 const E2BIG: i32 = nix::errno::Errno::E2BIG as i32;
 
-/// Spawns the function as the leader of a new process group with a clean
-/// environment, stdout and stderr piped, stdin piped only when there is a body.
-/// A file without an execute bit, or whose exec fails with ENOEXEC (a script without
-/// `#!`), runs through the interpreter its extension names.
+/// A CGI function just started: its leader, watched through a pidfd, and
+/// watchdog's ends of its pipes.
+pub struct Started {
+    pub pid: u32,
+    pub exit: ExitWatch,
+    pub stdin: Option<pipe::Sender>,
+    pub stdout: pipe::Receiver,
+    pub stderr: pipe::Receiver,
+}
+
+/// Starts a CGI function as the leader of a new process group with a clean
+/// environment. An executable without limits takes the lean spawner
+/// ([`crate::process::spawn`]); an interpreter, a Node module, resource limits or
+/// `--user` take std's spawner (fork, with `limiter`'s work before exec). Either
+/// way the leader is watchdog's to reap, through the returned [`ExitWatch`].
+///
+/// # Errors
+/// As [`spawn`].
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_cgi(
+    path: &Path,
+    relative: &str,
+    runner: &Runner,
+    env: &[(OsString, OsString)],
+    has_body: bool,
+    limiter: &Limiter,
+    plan: &Plan,
+) -> Result<Started, InvokeError> {
+    let run_as = limiter.run_as.as_ref().map(|user| user.name.as_str());
+    let fail = |err: io::Error| describe(&err, path, relative, None, run_as);
+    let (stdout, child_stdout) = process::spawn::pipe().map_err(fail)?;
+    let (stderr, child_stderr) = process::spawn::pipe().map_err(fail)?;
+    let (stdin, child_stdin) = if has_body {
+        let (read, write) = process::spawn::pipe().map_err(fail)?;
+        (Some(write), Some(read))
+    } else {
+        (None, None)
+    };
+    let child_fds = ChildFds {
+        stdin: child_stdin,
+        stdout: child_stdout,
+        stderr: child_stderr,
+    };
+    let lean = runner.executable && !runner.node_module && !limiter.needs_child_setup(plan);
+    let direct = if lean {
+        match spawn_lean(path, env, &child_fds) {
+            Err(err) if err.kind() == io::ErrorKind::Unsupported => {
+                spawn_std(path, None, runner, env, &child_fds, limiter, plan)
+            }
+            other => other,
+        }
+    } else if runner.executable || runner.node_module {
+        spawn_std(path, None, runner, env, &child_fds, limiter, plan)
+    } else {
+        Err(io::Error::from_raw_os_error(ENOEXEC))
+    };
+    let pid = match direct {
+        Err(err)
+            if err.raw_os_error() == Some(ENOEXEC)
+                && runner.interpreter.is_some()
+                && !runner.node_module =>
+        {
+            spawn_std(
+                path,
+                runner.interpreter,
+                runner,
+                env,
+                &child_fds,
+                limiter,
+                plan,
+            )
+            .map_err(|err| describe(&err, path, relative, runner.interpreter, run_as))?
+        }
+        Err(err) => {
+            let interpreter = runner.node_module.then_some("node");
+            return Err(describe(&err, path, relative, interpreter, run_as));
+        }
+        Ok(pid) => pid,
+    };
+    // The child has its copies; the parent's must close, or stdout never ends.
+    drop(child_fds);
+    let exit = ExitWatch::new(pid).map_err(|err| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+        reaper::group_finished(pid);
+        InvokeError::Spawn {
+            file: relative.to_owned(),
+            cause: format!("cannot watch the process: pidfd_open failed: {err}"),
+            hint:
+                "watchdog needs Linux 5.3+ and a sandbox (seccomp profile) that allows pidfd_open"
+                    .into(),
+        }
+    })?;
+    let receiver = |fd: OwnedFd| {
+        process::spawn::set_nonblocking(&fd)?;
+        pipe::Receiver::from_owned_fd_unchecked(fd)
+    };
+    let pipes = (|| -> io::Result<_> {
+        let stdin = match stdin {
+            Some(fd) => {
+                process::spawn::set_nonblocking(&fd)?;
+                Some(pipe::Sender::from_owned_fd_unchecked(fd)?)
+            }
+            None => None,
+        };
+        Ok((stdin, receiver(stdout)?, receiver(stderr)?))
+    })();
+    match pipes {
+        Ok((stdin, stdout, stderr)) => Ok(Started {
+            pid,
+            exit,
+            stdin,
+            stdout,
+            stderr,
+        }),
+        Err(err) => {
+            exit.kill();
+            reaper::group_finished(pid);
+            Err(fail(err))
+        }
+    }
+}
+
+/// The child's ends of its standard streams, closed in watchdog once it runs.
+struct ChildFds {
+    stdin: Option<OwnedFd>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+/// The lean path: `path` exec'd directly by [`crate::process::spawn`].
+fn spawn_lean(path: &Path, env: &[(OsString, OsString)], fds: &ChildFds) -> io::Result<u32> {
+    let program = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul byte in path"))?;
+    let cwd = CString::new(
+        path.parent()
+            .unwrap_or(Path::new("/"))
+            .as_os_str()
+            .as_bytes(),
+    )
+    .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul byte in path"))?;
+    let mut argv = CStringArray::with_capacity(1);
+    argv.push(program.as_bytes().to_vec())?;
+    let mut envp = CStringArray::with_capacity(env.len());
+    for (key, value) in env {
+        envp.push_pair(key, value)?;
+    }
+    let exec = Exec {
+        program: &program,
+        argv: &argv,
+        envp: &envp,
+        cwd: &cwd,
+        stdin: fds.stdin.as_ref().map(AsFd::as_fd),
+        stdout: fds.stdout.as_fd(),
+        stderr: fds.stderr.as_fd(),
+    };
+    reaper::spawn_leader(|| process::spawn::spawn(&exec).map(|pid| ((), pid))).map(|((), pid)| pid)
+}
+
+/// std's spawner (posix_spawn, or fork when `limiter` has work before exec). The
+/// std `Child` is dropped at once: dropping it neither kills nor waits, and the
+/// leader is reaped through its pidfd like the lean path's.
+fn spawn_std(
+    path: &Path,
+    interpreter: Option<&str>,
+    runner: &Runner,
+    env: &[(OsString, OsString)],
+    fds: &ChildFds,
+    limiter: &Limiter,
+    plan: &Plan,
+) -> io::Result<u32> {
+    let mut command = command(path, interpreter, runner, env)?;
+    let stdin = match &fds.stdin {
+        Some(fd) => Stdio::from(fd.try_clone()?),
+        None => Stdio::null(),
+    };
+    command
+        .stdin(stdin)
+        .stdout(Stdio::from(fds.stdout.try_clone()?))
+        .stderr(Stdio::from(fds.stderr.try_clone()?));
+    limiter.apply(plan, &mut command);
+    reaper::spawn_leader(|| {
+        let child = command.spawn()?;
+        Ok(((), child.id()))
+    })
+    .map(|((), pid)| pid)
+}
+
+/// The command line for `path`: the file itself, its interpreter, or Node with
+/// watchdog's adapter; a clean environment, its folder as the working directory,
+/// its own process group.
+fn command(
+    path: &Path,
+    interpreter: Option<&str>,
+    runner: &Runner,
+    env: &[(OsString, OsString)],
+) -> io::Result<std::process::Command> {
+    let mut command = if runner.node_module {
+        let adapter = crate::invoke::node::adapter_path()
+            .map_err(|err| io::Error::other(format!("cannot write the Node adapter: {err}")))?;
+        let mut command = std::process::Command::new("node");
+        command.arg(adapter).arg(path);
+        command
+    } else if let Some(program) = interpreter {
+        let mut command = std::process::Command::new(program);
+        command.arg(path);
+        command
+    } else {
+        std::process::Command::new(path)
+    };
+    command
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(path.parent().unwrap_or(Path::new("/")))
+        .process_group(0);
+    Ok(command)
+}
+
+/// Starts a warm worker: like [`spawn_cgi`], but the child is tokio's (its output
+/// and exit come through tokio-process-stream), stdout and stderr piped.
 ///
 /// # Errors
 /// [`InvokeError::Spawn`] naming the file and the cause, or
@@ -27,39 +254,14 @@ pub fn spawn(
     runner: &Runner,
     env: &[(OsString, OsString)],
     has_body: bool,
-    prepare: impl Fn(&mut tokio::process::Command),
+    prepare: impl Fn(&mut std::process::Command),
     run_as: Option<&str>,
 ) -> Result<(tokio::process::Child, u32), InvokeError> {
-    let adapter = if runner.node_module {
-        Some(
-            crate::invoke::node::adapter_path().map_err(|err| InvokeError::Spawn {
-                file: relative.to_owned(),
-                cause: format!("cannot write the Node adapter: {err}"),
-                hint: "watchdog needs a writable temporary folder (TMPDIR)".into(),
-            })?,
-        )
-    } else {
-        None
-    };
     let attempt = |interpreter: Option<&str>| {
-        let mut command = match (&adapter, interpreter) {
-            (Some(adapter), _) => {
-                let mut command = tokio::process::Command::new("node");
-                command.arg(adapter).arg(path);
-                command
-            }
-            (None, Some(program)) => {
-                let mut command = tokio::process::Command::new(program);
-                command.arg(path);
-                command
-            }
-            (None, None) => tokio::process::Command::new(path),
-        };
+        let mut command = command(path, interpreter, runner, env)?;
+        prepare(&mut command);
+        let mut command = tokio::process::Command::from(command);
         command
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .current_dir(path.parent().unwrap_or(Path::new("/")))
-            .process_group(0)
             .stdin(if has_body {
                 Stdio::piped()
             } else {
@@ -68,7 +270,6 @@ pub fn spawn(
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        prepare(&mut command);
         reaper::spawn_leader(|| {
             let child = command.spawn()?;
             // A child that was just spawned and not yet waited on always has a pid.
@@ -78,14 +279,14 @@ pub fn spawn(
             Ok((child, pid))
         })
     };
+    if runner.node_module {
+        return attempt(None).map_err(|err| describe(&err, path, relative, Some("node"), run_as));
+    }
     let direct = if runner.executable {
         attempt(None)
     } else {
         Err(io::Error::from_raw_os_error(ENOEXEC))
     };
-    if runner.node_module {
-        return attempt(None).map_err(|err| describe(&err, path, relative, Some("node"), run_as));
-    }
     match direct {
         Err(err) if err.raw_os_error() == Some(ENOEXEC) && runner.interpreter.is_some() => {
             attempt(runner.interpreter)

@@ -8,7 +8,7 @@
 use axum::body::Body;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::process::ChildStdin;
+use tokio::net::unix::pipe::Sender as ChildStdin;
 
 use crate::invoke::request_body::{BODY_IDLE_TIMEOUT, RequestBody, Spill};
 

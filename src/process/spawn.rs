@@ -1,0 +1,261 @@
+//! Starting a function on the hot path: `clone(CLONE_VM | CLONE_VFORK)` on a stack
+//! kept per thread, then straight to `execve`.
+//!
+//! Why not `tokio::process` (or `std::process`) here, which the rest of watchdog
+//! uses: measured with `perf` on the static C function at 16 connections, glibc's
+//! `posix_spawn` behind them maps a fresh child stack on every spawn and unmaps it
+//! afterwards, and that `munmap` sends a TLB-shootdown interrupt to every core
+//! running one of watchdog's threads: about 11% of watchdog's CPU. The child then
+//! makes ~120 `sigaction` calls and six `getrlimit` calls, `/dev/null` is opened
+//! per spawn, and tokio reaps through SIGCHLD and its signal pipe. Here the stack
+//! is reused, the child resets only the dispositions that matter, `/dev/null` is
+//! opened once, and the leader is reaped through its pidfd ([`super::Child`]).
+//!
+//! Only the common case comes here: an executable run directly, with no resource
+//! limits and no `--user`. Work between fork and exec such as joining a cgroup or
+//! switching user is not safe in a shared address space (glibc's `setuid` signals
+//! every thread of the process), so those functions keep std's fork path.
+
+use std::cell::RefCell;
+use std::ffi::{CStr, CString, OsStr, c_char};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::libc;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+
+/// The child runs a few system calls on this stack before `execve`; glibc's own
+/// `posix_spawn` gives it 32 KiB plus the arguments. Lazy symbol binding in the
+/// child may save the whole vector register state here, hence the margin.
+const CHILD_STACK_BYTES: usize = 64 * 1024;
+
+/// Signals whose disposition must not reach the new program or run watchdog's
+/// handler in the child before `execve`: SIGPIPE, which Rust ignores (an ignored
+/// signal stays ignored across exec), and the ones watchdog's runtime handles.
+const RESET_SIGNALS: [libc::c_int; 6] = [
+    libc::SIGPIPE,
+    libc::SIGCHLD,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+];
+
+thread_local! {
+    /// One child stack per thread: the calling thread is suspended until the child
+    /// has called `execve` or `_exit` (CLONE_VFORK), so the stack is free again
+    /// when `spawn` returns.
+    static CHILD_STACK: RefCell<Box<[u8]>> = RefCell::new(vec![0; CHILD_STACK_BYTES].into_boxed_slice());
+}
+
+/// A NULL-terminated array of C strings, the form `execve` wants `argv` and `envp` in.
+pub struct CStringArray {
+    strings: Vec<CString>,
+    pointers: Vec<*const c_char>,
+}
+
+impl CStringArray {
+    pub fn with_capacity(capacity: usize) -> Self {
+        let mut pointers = Vec::with_capacity(capacity + 1);
+        pointers.push(std::ptr::null());
+        Self {
+            strings: Vec::with_capacity(capacity),
+            pointers,
+        }
+    }
+
+    /// Adds one string.
+    ///
+    /// # Errors
+    /// `InvalidInput` when it holds a NUL byte, which no C string can carry.
+    pub fn push(&mut self, bytes: Vec<u8>) -> io::Result<()> {
+        let string = CString::new(bytes)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul byte found"))?;
+        // The CString's heap buffer does not move when the Vec of them grows.
+        let last = self.pointers.len() - 1;
+        self.pointers[last] = string.as_ptr();
+        self.pointers.push(std::ptr::null());
+        self.strings.push(string);
+        Ok(())
+    }
+
+    /// Adds `key=value`.
+    ///
+    /// # Errors
+    /// As [`CStringArray::push`].
+    pub fn push_pair(&mut self, key: &OsStr, value: &OsStr) -> io::Result<()> {
+        let mut bytes = Vec::with_capacity(key.len() + value.len() + 1);
+        bytes.extend_from_slice(key.as_bytes());
+        bytes.push(b'=');
+        bytes.extend_from_slice(value.as_bytes());
+        self.push(bytes)
+    }
+
+    fn as_ptr(&self) -> *const *const c_char {
+        self.pointers.as_ptr()
+    }
+}
+
+/// Reports the errno of the step that failed to the parent and ends the child.
+fn fail(failure: &AtomicI32) -> ! {
+    failure.store(nix::errno::Errno::last_raw().max(1), Ordering::Relaxed);
+    #[allow(unsafe_code)]
+    // SAFETY: _exit ends the vfork child without running exit handlers or
+    // flushing stdio buffers that belong to watchdog.
+    unsafe {
+        libc::_exit(127)
+    }
+}
+
+/// What to run and where its standard streams go.
+pub struct Exec<'a> {
+    pub program: &'a CStr,
+    pub argv: &'a CStringArray,
+    pub envp: &'a CStringArray,
+    pub cwd: &'a CStr,
+    /// `None`: the function reads `/dev/null`.
+    pub stdin: Option<BorrowedFd<'a>>,
+    pub stdout: BorrowedFd<'a>,
+    pub stderr: BorrowedFd<'a>,
+}
+
+/// `/dev/null`, opened once for every function that gets no body.
+///
+/// # Errors
+/// When `/dev/null` cannot be opened.
+pub fn dev_null() -> io::Result<BorrowedFd<'static>> {
+    static DEV_NULL: OnceLock<OwnedFd> = OnceLock::new();
+    if DEV_NULL.get().is_none() {
+        let fd = nix::fcntl::open(
+            "/dev/null",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        // Another thread may have won the race; its fd is kept, this one closed.
+        let _ = DEV_NULL.set(fd);
+    }
+    DEV_NULL
+        .get()
+        .map(AsFd::as_fd)
+        .ok_or_else(|| io::Error::other("/dev/null is not open"))
+}
+
+/// Starts `exec` as the leader of a new process group and returns its pid. The
+/// caller reaps it (through a pidfd) and must register it with the orphan sweep
+/// before the sweep can run again ([`super::reaper::spawn_leader`]).
+///
+/// # Errors
+/// The errno of whichever step failed in the child (`ENOENT`, `EACCES`,
+/// `ENOEXEC` for a script without `#!`, `E2BIG`…), or of `clone` itself. The
+/// failed child has been reaped by then. `Unsupported` when a standard stream
+/// of watchdog itself is closed, so a pipe took its number: use std's spawner.
+pub fn spawn(exec: &Exec<'_>) -> io::Result<u32> {
+    let stdin = match exec.stdin {
+        Some(fd) => fd,
+        None => dev_null()?,
+    };
+    let fds = [
+        stdin.as_raw_fd(),
+        exec.stdout.as_raw_fd(),
+        exec.stderr.as_raw_fd(),
+    ];
+    if fds.iter().any(|&fd| fd <= libc::STDERR_FILENO) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a standard stream of watchdog is closed",
+        ));
+    }
+    let (program, argv, envp, cwd) = (
+        exec.program.as_ptr(),
+        exec.argv.as_ptr(),
+        exec.envp.as_ptr(),
+        exec.cwd.as_ptr(),
+    );
+    // The child writes the errno of a failed step here; 0 means it reached execve.
+    let failure = AtomicI32::new(0);
+    let mut parent_mask = SigSet::empty();
+    // Every signal stays blocked in the child until just before execve, so no
+    // handler of watchdog's can run on the shared memory in between.
+    pthread_sigmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut parent_mask),
+    )?;
+    let child_mask = parent_mask.as_ref() as *const libc::sigset_t;
+    let child = Box::new(|| -> isize {
+        #[allow(unsafe_code)]
+        // SAFETY: this runs in the vfork child, which shares watchdog's memory while
+        // the calling thread is suspended. It only makes system calls on data
+        // prepared before the clone: no allocation, no lock, no unwinding (every
+        // path ends in execve or _exit).
+        unsafe {
+            for signal in RESET_SIGNALS {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+            if libc::setpgid(0, 0) != 0 {
+                fail(&failure);
+            }
+            for (target, fd) in fds.iter().enumerate() {
+                if libc::dup2(*fd, target as libc::c_int) < 0 {
+                    fail(&failure);
+                }
+            }
+            if libc::chdir(cwd) != 0 {
+                fail(&failure);
+            }
+            libc::pthread_sigmask(libc::SIG_SETMASK, child_mask, std::ptr::null_mut());
+            libc::execve(program, argv, envp);
+            fail(&failure)
+        }
+    });
+    let cloned = CHILD_STACK.with_borrow_mut(|stack| {
+        #[allow(unsafe_code)]
+        // SAFETY: CLONE_VFORK suspends this thread until the child has exec'd or
+        // exited, so `stack`, `failure` and everything the closure borrows outlive
+        // the child's use of them; SIGCHLD as the exit signal makes it an ordinary
+        // child for waitid and the orphan sweep.
+        unsafe {
+            nix::sched::clone(
+                child,
+                stack,
+                CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
+                Some(libc::SIGCHLD),
+            )
+        }
+    });
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&parent_mask), None);
+    let pid = cloned?;
+    let errno = failure.load(Ordering::Relaxed);
+    if errno != 0 {
+        // It has called _exit already; this wait is immediate.
+        let _ = nix::sys::wait::waitpid(pid, None);
+        return Err(io::Error::from_raw_os_error(errno));
+    }
+    u32::try_from(pid.as_raw()).map_err(|_| io::Error::other("clone returned a negative pid"))
+}
+
+/// A pipe for one standard stream: the child's end blocking (programs expect
+/// that), watchdog's end non-blocking for tokio; both close on exec.
+///
+/// # Errors
+/// When the process is out of file descriptors.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok((read, write))
+}
+
+/// Sets O_NONBLOCK on watchdog's end of a pipe.
+///
+/// # Errors
+/// When fcntl fails.
+pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    Ok(())
+}
