@@ -259,3 +259,88 @@ pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> io::Result<(u32, String)> {
+        let (out_read, out_write) = pipe()?;
+        let (_err_read, err_write) = pipe()?;
+        let program = CString::new(program).unwrap();
+        let mut argv = CStringArray::with_capacity(args.len() + 1);
+        argv.push(program.as_bytes().to_vec())?;
+        for arg in args {
+            argv.push(arg.as_bytes().to_vec())?;
+        }
+        let mut envp = CStringArray::with_capacity(env.len());
+        for (key, value) in env {
+            envp.push_pair(OsStr::new(key), OsStr::new(value))?;
+        }
+        let cwd = CString::new("/tmp").unwrap();
+        let pid = spawn(&Exec {
+            program: &program,
+            argv: &argv,
+            envp: &envp,
+            cwd: &cwd,
+            stdin: None,
+            stdout: out_write.as_fd(),
+            stderr: err_write.as_fd(),
+        })?;
+        drop(out_write);
+        drop(err_write);
+        let mut output = String::new();
+        std::fs::File::from(out_read).read_to_string(&mut output)?;
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None)?;
+        assert!(
+            matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
+            "{status:?}"
+        );
+        Ok((pid, output))
+    }
+
+    #[test]
+    fn runs_the_program_with_exactly_the_given_environment_in_its_own_group() {
+        let (pid, output) = run(
+            "/bin/sh",
+            &["-c", "echo \"$GREETING|$(pwd)|$(ps -o pgid= -p $$ | tr -d ' ')|$$\"; env | wc -l; read x; echo \"stdin:$x\""],
+            &[("GREETING", "hi"), ("PATH", "/usr/bin:/bin")],
+        )
+        .unwrap();
+        let mut lines = output.lines();
+        assert_eq!(lines.next().unwrap(), format!("hi|/tmp|{pid}|{pid}"));
+        // GREETING, PATH, and the PWD the shell sets for itself.
+        assert!(
+            lines.next().unwrap().trim().parse::<u32>().unwrap() <= 4,
+            "{output}"
+        );
+        assert_eq!(lines.next().unwrap(), "stdin:", "stdin is /dev/null");
+    }
+
+    #[test]
+    fn reports_the_childs_errno_and_leaves_no_zombie() {
+        let missing = run("/nonexistent/program", &[], &[]).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("noshebang");
+        std::fs::write(&script, "echo hi\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let not_a_program = run(script.to_str().unwrap(), &[], &[]).unwrap_err();
+        assert_eq!(not_a_program.raw_os_error(), Some(libc::ENOEXEC));
+        // The failed children were reaped by spawn itself; the servers in the
+        // integration tests check for zombies after a bad `#!` line.
+    }
+
+    #[test]
+    fn a_nul_byte_is_refused_before_anything_runs() {
+        let mut envp = CStringArray::with_capacity(1);
+        let err = envp
+            .push_pair(OsStr::new("KEY"), OsStr::new("a\0b"))
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+}
