@@ -10,6 +10,14 @@ use watchdog::cli::{Cli, Command, LogFormat};
 use watchdog::commands;
 use watchdog::config::Settings;
 
+/// mimalloc instead of glibc's malloc: glibc spent about 13% of watchdog's CPU in
+/// malloc, free and consolidation on the static C benchmark (perf), for the
+/// buffers, headers and environment each request allocates on one worker thread
+/// and frees on another. Built without transparent huge pages (`no_thp`): with
+/// them, idle RSS doubled (7.6 -> 15 MiB measured).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let resolved = match &cli.command {
