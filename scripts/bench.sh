@@ -6,6 +6,8 @@
 # watchdog / naive server, watchdog / spawn loop.
 #
 # usage: scripts/bench.sh [--duration S] [--repeats N] [--conc "1 4 16 64 256"] [--programs "..."]
+# Then the warm pool (scripts/bench-warm.sh) and memory and scale figures
+# (scripts/bench_memory.py).
 # Installs the peers (Debian packages) when they are missing. wrk shares the
 # machine's cores with the server under test; the table says so.
 set -euo pipefail
@@ -41,3 +43,14 @@ spawn_summary=$(ls -t "$bench"/spawnlimit/results/spawn-summary-*.md | head -n 1
   >/tmp/"$tag"-peers.txt 2>&1
 
 python3 "$root/scripts/bench_report.py" "$bench/peers/results/raw-$tag.txt" "$spawn_summary"
+
+# The warm pool (the same worker direct and through watchdog) and the memory and
+# scale figures, on the same build.
+echo
+echo "### Warm pool"
+echo
+"$root/scripts/bench-warm.sh" --duration "$((duration < 5 ? duration : 5))"
+echo
+echo "### Memory and scale"
+echo
+python3 "$root/scripts/bench_memory.py" "$root/target/release/watchdog"
