@@ -19,7 +19,7 @@ while [ $# -gt 0 ]; do
 done
 command -v wrk >/dev/null || { echo "bench-warm: needs wrk (apt-get install wrk)"; exit 2; }
 cargo build --quiet --release
-bin="$root/target/release/watchdog"
+bin="${CARGO_TARGET_DIR:-$root/target}/release/watchdog"
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }

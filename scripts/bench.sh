@@ -39,7 +39,7 @@ spawn_summary=$(ls -t "$bench"/spawnlimit/results/spawn-summary-*.md | head -n 1
 
 "$bench/peers/run.sh" $install --hosts "lighttpd nginx-fcgiwrap tokio-naive" \
   --programs "$programs" --conc "$conc" --duration "$duration" --repeats "$repeats" --tag "$tag" \
-  --target watchdog "$root/target/release/watchdog"' serve $CGI_DIR --listen 127.0.0.1:$PORT --prefix /' '/$PROG_NAME' \
+  --target watchdog "${CARGO_TARGET_DIR:-$root/target}/release/watchdog"' serve $CGI_DIR --listen 127.0.0.1:$PORT --prefix /' '/$PROG_NAME' \
   >/tmp/"$tag"-peers.txt 2>&1
 
 python3 "$root/scripts/bench_report.py" "$bench/peers/results/raw-$tag.txt" "$spawn_summary"
@@ -53,4 +53,4 @@ echo
 echo
 echo "### Memory and scale"
 echo
-python3 "$root/scripts/bench_memory.py" "$root/target/release/watchdog"
+python3 "$root/scripts/bench_memory.py" "${CARGO_TARGET_DIR:-$root/target}/release/watchdog"

@@ -6,7 +6,7 @@ cd "$root"
 
 cargo build --quiet
 scripts/build-examples.sh >/dev/null
-bin="$root/target/debug/watchdog"
+bin="${CARGO_TARGET_DIR:-$root/target}/debug/watchdog"
 
 log=$(mktemp)
 pid=""

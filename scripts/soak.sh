@@ -22,7 +22,7 @@ if ! command -v wrk >/dev/null; then
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
 fi
 cargo build --quiet --release
-bin="$root/target/release/watchdog"
+bin="${CARGO_TARGET_DIR:-$root/target}/release/watchdog"
 log=$(mktemp)
 piddir=$(mktemp -d)
 pid=""
