@@ -122,7 +122,6 @@ impl Drop for InvocationRecord {
             client_gone = self.client_gone,
             limit_hit = self.limit_hit,
             start = self.cold.map(|cold| if cold { "cold" } else { "warm" }),
-            start = self.cold.map(|cold| if cold { "cold" } else { "warm" }),
             queue_wait_ms = self.queue_wait.as_secs_f64() * 1000.0,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             bytes_in = self.bytes_in,
