@@ -105,6 +105,7 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         group,
         exit_watch: started.exit,
         leader_reaped: false,
+        group_registered: true,
         deadline: invocation.deadline,
         timeout: invocation.route.function.settings.timeout,
         cgroup: plan.cgroup,
@@ -178,6 +179,8 @@ struct Driver {
     /// The leader's pidfd: its exit, and reaping it.
     exit_watch: ExitWatch,
     leader_reaped: bool,
+    /// Until `stop_group` is done, the orphan sweep leaves this group alone.
+    group_registered: bool,
     stderr: StderrLog,
     deadline: Instant,
     timeout: Duration,
@@ -547,16 +550,19 @@ impl Driver {
         if let Some(pid) = self.record.pid {
             reaper::group_finished(pid);
         }
+        self.group_registered = false;
         status
     }
 }
 
 impl Drop for Driver {
     /// A driver dropped before it finished (a panic, or the runtime shutting
-    /// down) must not leave its function running: KILL it; the orphan sweep
-    /// reaps it once its group is no longer registered.
+    /// down) must not leave its function running: KILL the group while the
+    /// leader still pins its id, then the leader; the orphan sweep reaps what is
+    /// left once the group is no longer registered.
     fn drop(&mut self) {
-        if !self.leader_reaped {
+        if self.group_registered {
+            self.group.signal(Signal::SIGKILL);
             self.exit_watch.kill();
             let _ = self.exit_watch.try_reap();
             if let Some(pid) = self.record.pid {

@@ -9,8 +9,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
-use rustix::process::{Pid, PidfdFlags, pidfd_open};
+use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, pidfd_open, waitid};
 use tokio::io::unix::AsyncFd;
 
 /// A handle that resolves when one process exits.
@@ -53,14 +52,19 @@ impl ExitWatch {
     /// # Errors
     /// ECHILD when it was reaped already.
     pub fn try_reap(&self) -> io::Result<Option<ExitStatus>> {
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
-        Ok(match waitid(Id::PIDFd(self.fd.get_ref().as_fd()), flags)? {
-            WaitStatus::Exited(_, code) => Some(ExitStatus::from_raw((code & 0xff) << 8)),
-            WaitStatus::Signaled(_, signal, core) => Some(ExitStatus::from_raw(
-                signal as i32 | if core { 0x80 } else { 0 },
-            )),
-            _ => None,
-        })
+        // rustix rather than nix here: nix turns the status into its `Signal`
+        // enum, which has no real-time signals, and would fail after the kernel
+        // has already reaped the process, losing the status.
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG;
+        let Some(status) = waitid(WaitId::PidFd(self.fd.get_ref().as_fd()), options)? else {
+            return Ok(None);
+        };
+        if let Some(code) = status.exit_status() {
+            return Ok(Some(ExitStatus::from_raw((code & 0xff) << 8)));
+        }
+        Ok(status
+            .terminating_signal()
+            .map(|signal| ExitStatus::from_raw(signal | if status.dumped() { 0x80 } else { 0 })))
     }
 
     /// Waits for the process to exit and reaps it.

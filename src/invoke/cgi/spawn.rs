@@ -2,7 +2,7 @@
 //! group, the lean spawner or std's, and an error that says what to fix when it
 //! cannot start.
 
-use std::ffi::{CString, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -113,7 +113,7 @@ pub fn spawn_cgi(
             file: relative.to_owned(),
             cause: format!("cannot watch the process: pidfd_open failed: {err}"),
             hint:
-                "watchdog needs Linux 5.3+ and a sandbox (seccomp profile) that allows pidfd_open"
+                "watchdog needs Linux 5.4+ and a sandbox (seccomp profile) that allows pidfd_open"
                     .into(),
         }
     })?;
@@ -168,7 +168,7 @@ fn spawn_lean(path: &Path, env: &[(OsString, OsString)], fds: &ChildFds) -> io::
     let mut argv = CStringArray::with_capacity(1);
     argv.push(program.as_bytes().to_vec())?;
     let mut envp = CStringArray::with_capacity(env.len());
-    for (key, value) in env {
+    for (key, value) in last_wins(env) {
         envp.push_pair(key, value)?;
     }
     let exec = Exec {
@@ -181,6 +181,27 @@ fn spawn_lean(path: &Path, env: &[(OsString, OsString)], fds: &ChildFds) -> io::
         stderr: fds.stderr.as_fd(),
     };
     reaper::spawn_leader(|| process::spawn::spawn(&exec).map(|pid| ((), pid))).map(|((), pid)| pid)
+}
+
+/// The environment with one entry per name, the last one given winning, in the
+/// order the names first appeared. The layers (inherited, `.env`, config,
+/// `--env`, per-function, then the CGI variables) rely on later ones overriding
+/// earlier ones, as std's `Command::envs` does; a raw `envp` with duplicates would
+/// let C, Go and Node programs (`getenv` takes the first) see the overridden value.
+fn last_wins(env: &[(OsString, OsString)]) -> Vec<(&OsStr, &OsStr)> {
+    let mut index: std::collections::HashMap<&OsStr, usize> =
+        std::collections::HashMap::with_capacity(env.len());
+    let mut entries: Vec<(&OsStr, &OsStr)> = Vec::with_capacity(env.len());
+    for (key, value) in env {
+        match index.entry(key.as_os_str()) {
+            std::collections::hash_map::Entry::Occupied(slot) => entries[*slot.get()].1 = value,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(entries.len());
+                entries.push((key, value));
+            }
+        }
+    }
+    entries
 }
 
 /// std's spawner (posix_spawn, or fork when `limiter` has work before exec). The
@@ -222,8 +243,11 @@ fn command(
     env: &[(OsString, OsString)],
 ) -> io::Result<std::process::Command> {
     let mut command = if runner.node_module {
-        let adapter = crate::invoke::node::adapter_path()
-            .map_err(|err| io::Error::other(format!("cannot write the Node adapter: {err}")))?;
+        let adapter = crate::invoke::node::adapter_path().map_err(|err| {
+            io::Error::other(format!(
+                "cannot write the Node adapter: {err} (watchdog needs a writable TMPDIR)"
+            ))
+        })?;
         let mut command = std::process::Command::new("node");
         command.arg(adapter).arg(path);
         command
@@ -345,5 +369,29 @@ fn describe(
                 .into(),
         ),
         _ => spawn_error(err.to_string(), "see watchdog's log".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_value_of_a_name_wins_in_first_seen_order() {
+        let env: Vec<(OsString, OsString)> = [
+            ("PATH", "/bin"),
+            ("A", "1"),
+            ("PATH", "/opt/bin"),
+            ("B", "2"),
+            ("A", "3"),
+        ]
+        .iter()
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        .collect();
+        let got: Vec<(&str, &str)> = last_wins(&env)
+            .into_iter()
+            .map(|(k, v)| (k.to_str().unwrap(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(got, [("PATH", "/opt/bin"), ("A", "3"), ("B", "2")]);
     }
 }
