@@ -244,8 +244,7 @@ pub fn spawn(exec: &Exec<'_>) -> io::Result<u32> {
 /// # Errors
 /// When the process is out of file descriptors.
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    Ok((read, write))
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
 }
 
 /// Sets O_NONBLOCK on watchdog's end of a pipe.

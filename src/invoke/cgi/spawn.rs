@@ -117,19 +117,22 @@ pub fn spawn_cgi(
                     .into(),
         }
     })?;
+    // watchdog's ends go non-blocking here, after the spawn, because the pipes
+    // were created blocking for the child's sake.
     let receiver = |fd: OwnedFd| {
         process::spawn::set_nonblocking(&fd)?;
         pipe::Receiver::from_owned_fd_unchecked(fd)
     };
+    let sender = |fd: OwnedFd| {
+        process::spawn::set_nonblocking(&fd)?;
+        pipe::Sender::from_owned_fd_unchecked(fd)
+    };
     let pipes = (|| -> io::Result<_> {
-        let stdin = match stdin {
-            Some(fd) => {
-                process::spawn::set_nonblocking(&fd)?;
-                Some(pipe::Sender::from_owned_fd_unchecked(fd)?)
-            }
-            None => None,
-        };
-        Ok((stdin, receiver(stdout)?, receiver(stderr)?))
+        Ok((
+            stdin.map(sender).transpose()?,
+            receiver(stdout)?,
+            receiver(stderr)?,
+        ))
     })();
     match pipes {
         Ok((stdin, stdout, stderr)) => Ok(Started {
