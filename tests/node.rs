@@ -24,6 +24,12 @@ async fn json(server: &TestServer, path: &str) -> (u16, serde_json::Value) {
     )
 }
 
+/// Sends `request` and reads its JSON answer (for requests with a method,
+/// headers or a body; [`json`] covers a plain GET).
+async fn send_json(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test]
 async fn web_signature_get_post_state_and_environment() {
     let server = server(&[]);
@@ -83,62 +89,40 @@ async fn node_signature_with_vercel_helpers() {
     assert_eq!(user["cookies"]["theme"], "dark");
     // X-Watchdog-* headers are watchdog's to set: a client cannot inject route
     // parameters through them.
-    let spoofed: serde_json::Value = client()
-        .get(server.url("/api/users/7"))
-        .header("X-Watchdog-Params", r#"{"id":"evil","tab":"evil"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spoofed = send_json(
+        client()
+            .get(server.url("/api/users/7"))
+            .header("X-Watchdog-Params", r#"{"id":"evil","tab":"evil"}"#),
+    )
+    .await;
     assert_eq!(spoofed["id"], "7");
     assert_eq!(spoofed["tab"], serde_json::Value::Null);
 
     let c = client();
-    let unicode: serde_json::Value = c
-        .get(server.url("/api/users/caf%C3%A9"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let unicode = send_json(c.get(server.url("/api/users/caf%C3%A9"))).await;
     assert_eq!(unicode["id"], "café");
-    let form: serde_json::Value = c
-        .post(server.url("/api/form"))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body("name=Ada+Lovelace&lang=en")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let form = send_json(
+        c.post(server.url("/api/form"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body("name=Ada+Lovelace&lang=en"),
+    )
+    .await;
     assert_eq!(
         form["body"],
         serde_json::json!({ "name": "Ada Lovelace", "lang": "en" })
     );
-    let parsed: serde_json::Value = c
-        .post(server.url("/api/form"))
-        .json(&serde_json::json!({ "a": [1, 2] }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let parsed = send_json(
+        c.post(server.url("/api/form"))
+            .json(&serde_json::json!({ "a": [1, 2] })),
+    )
+    .await;
     assert_eq!(parsed["body"]["a"], serde_json::json!([1, 2]));
-    let text: serde_json::Value = c
-        .post(server.url("/api/form"))
-        .header("Content-Type", "text/plain")
-        .body("just text")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let text = send_json(
+        c.post(server.url("/api/form"))
+            .header("Content-Type", "text/plain")
+            .body("just text"),
+    )
+    .await;
     assert_eq!(text["body"], "just text");
     let invalid = c
         .post(server.url("/api/form"))
