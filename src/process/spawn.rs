@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::libc;
 use nix::sched::CloneFlags;
-use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 
 /// The child runs a few system calls on this stack before `execve`; glibc's own
 /// `posix_spawn` gives it 32 KiB plus the arguments. Lazy symbol binding in the
@@ -179,10 +179,18 @@ pub fn spawn(exec: &Exec<'_>) -> io::Result<u32> {
     let failure = AtomicI32::new(0);
     let mut parent_mask = SigSet::empty();
     // Every signal stays blocked in the child until just before execve, so no
-    // handler of watchdog's can run on the shared memory in between.
+    // handler of watchdog's can run on the shared memory in between. Except
+    // SIGCHLD: it reaches a process only when one of its own children ends, and
+    // the child has none yet. Blocked here, it would cost a wakeup of another
+    // thread per request: while this thread sits in the window, an earlier child
+    // that ends finds SIGCHLD blocked in its parent thread, so the kernel cannot
+    // drop it as ignored and wakes some other thread of watchdog to take it
+    // (measured: about 0.6 extra context switches per request at 16 connections).
+    let mut blocked = SigSet::all();
+    blocked.remove(Signal::SIGCHLD);
     pthread_sigmask(
         SigmaskHow::SIG_SETMASK,
-        Some(&SigSet::all()),
+        Some(&blocked),
         Some(&mut parent_mask),
     )?;
     let child_mask = parent_mask.as_ref() as *const libc::sigset_t;
