@@ -17,6 +17,7 @@ pub use path::PathError;
 pub use table::ParamValue;
 
 use crate::config::FunctionSettings;
+use crate::observability::metrics::FunctionMetrics;
 use table::{Endpoint, Trie};
 
 /// One routable function.
@@ -27,6 +28,8 @@ pub struct Function {
     pub pattern: String,
     /// Its effective settings (defaults, flags, config sections).
     pub settings: FunctionSettings,
+    /// Its metric handles, looked up once rather than per request.
+    pub metrics: FunctionMetrics,
 }
 
 /// Everything known about DIR's routes.
@@ -101,6 +104,7 @@ impl RouteTable {
                 pattern: pattern::display(&prefix, &file.segments),
                 settings,
                 file,
+                metrics: FunctionMetrics::default(),
             }));
         }
         // `users/[id].sh` and `users/[slug].sh` live in different trie branches but

@@ -312,7 +312,7 @@ impl Pool {
                     self.crashed(worker, "exited while idle");
                 }
                 Some(worker) => {
-                    metrics::warm_hit(&self.function.pattern);
+                    self.function.metrics.warm_hit(&self.function.pattern);
                     return Ok(Lease {
                         worker: Some(worker),
                         pool: Arc::clone(self),

@@ -6,18 +6,21 @@
 //! reports exactly once. It also carries the invocation's concurrency slots,
 //! released at the same moment.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::http::Method;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::metrics;
+use super::metrics::{self, Exit};
+use crate::routes::Function;
 
 #[derive(Debug)]
 pub struct InvocationRecord {
     pub request_id: String,
-    pub method: String,
-    pub route: String,
-    pub file: String,
+    pub method: Method,
+    /// Its route, file and metric handles.
+    pub function: Arc<Function>,
     pub pid: Option<u32>,
     pub status: Option<u16>,
     pub exit_code: Option<i32>,
@@ -38,14 +41,13 @@ pub struct InvocationRecord {
 }
 
 impl InvocationRecord {
-    /// Starts the record of an invocation of `file` (answering `route`).
-    pub fn start(request_id: &str, method: &str, route: &str, file: &str) -> Self {
-        metrics::invocation_started(route);
+    /// Starts the record of an invocation of `function`.
+    pub fn start(request_id: &str, method: Method, function: Arc<Function>) -> Self {
+        function.metrics.invocation_started(&function.pattern);
         Self {
             request_id: request_id.to_owned(),
-            method: method.to_owned(),
-            route: route.to_owned(),
-            file: file.to_owned(),
+            method,
+            function,
             pid: None,
             status: None,
             exit_code: None,
@@ -93,26 +95,27 @@ impl Drop for InvocationRecord {
         let elapsed = self.started.elapsed();
         let exit = self.exit_text();
         let exit_label = match (self.exit_code, self.signal) {
-            (Some(code), _) => Some(format!("code:{code}")),
-            (None, Some(signal)) => Some(format!("signal:{signal}")),
+            (Some(code), _) => Some(Exit::Code(code)),
+            (None, Some(signal)) => Some(Exit::Signal(signal)),
             (None, None) => None,
         };
-        metrics::invocation_finished(
-            &self.route,
+        let route = &self.function.pattern;
+        self.function.metrics.invocation_finished(
+            route,
             elapsed,
             self.queue_wait,
-            exit_label.as_deref(),
+            exit_label,
             self.kill_reason(),
         );
         if let Some(limit) = self.limit_hit {
-            metrics::limit_hit(&self.route, limit);
+            metrics::limit_hit(route, limit);
         }
         tracing::info!(
             target: "watchdog::invocation",
             request_id = %self.request_id,
             method = %self.method,
-            route = %self.route,
-            file = %self.file,
+            route = %route,
+            file = %self.function.file.relative,
             pid = self.pid,
             status = self.status,
             exit = exit.as_deref(),

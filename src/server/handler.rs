@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, Method, Response, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Response, Uri, header};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::App;
@@ -15,7 +15,7 @@ use super::error::AppError;
 use super::request_id;
 use crate::invoke::{Invocation, Reply, RequestBody};
 use crate::observability::{InvocationRecord, metrics};
-use crate::routes::Lookup;
+use crate::routes::{Function, Lookup};
 
 /// Local redirects followed for one request before giving up (CONTRACT §3).
 pub const MAX_LOCAL_REDIRECTS: usize = 10;
@@ -32,17 +32,21 @@ pub async fn function(
 /// Answers one request. Also used by `watchdog invoke`, without a socket.
 pub async fn handle(app: &App, client: SocketAddr, request: Request) -> Response<Body> {
     let request_id = request_id::from_headers(request.headers());
-    let accept = request.headers().clone();
+    // Kept for an error page: the Accept values, not a copy of every header.
+    let mut accept = HeaderMap::new();
+    for value in request.headers().get_all(header::ACCEPT) {
+        accept.append(header::ACCEPT, value.clone());
+    }
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let mut route = String::from("unmatched");
-    let mut response = match dispatch(app, client, request, &request_id, &mut route).await {
+    let uri = request.uri().clone();
+    let mut answered = Answered::Unmatched;
+    let mut response = match dispatch(app, client, request, &request_id, &mut answered).await {
         Ok(response) => response,
         Err(error) => {
             tracing::warn!(
                 request_id = %request_id,
                 %method,
-                %path,
+                path = %uri.path(),
                 status = error.status().as_u16(),
                 error = %error,
                 detail = ?error,
@@ -51,11 +55,23 @@ pub async fn handle(app: &App, client: SocketAddr, request: Request) -> Response
             error.into_response(&request_id, &accept)
         }
     };
-    metrics::request(&route, response.status().as_u16());
+    let status = response.status().as_u16();
+    match &answered {
+        Answered::Function(function) => function.metrics.request(&function.pattern, status),
+        Answered::Conflict(pattern) => metrics::request(pattern, status),
+        Answered::Unmatched => metrics::request("unmatched", status),
+    }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(request_id::HEADER, value);
     }
     response
+}
+
+/// Which route a request reached, for the request counter's `route` label.
+enum Answered {
+    Unmatched,
+    Conflict(String),
+    Function(Arc<Function>),
 }
 
 async fn dispatch(
@@ -63,7 +79,7 @@ async fn dispatch(
     client: SocketAddr,
     request: Request,
     request_id: &str,
-    route_label: &mut String,
+    answered: &mut Answered,
 ) -> Result<Response<Body>, AppError> {
     let started = tokio::time::Instant::now();
     let started_wall = SystemTime::now();
@@ -85,12 +101,12 @@ async fn dispatch(
                 });
             }
             Lookup::Conflict { pattern, files } => {
-                route_label.clone_from(&pattern);
+                *answered = Answered::Conflict(pattern.clone());
                 return Err(AppError::Conflict { pattern, files });
             }
         };
         drop(table);
-        route_label.clone_from(&route.function.pattern);
+        *answered = Answered::Function(Arc::clone(&route.function));
         let function = &route.function.settings;
         let deadline = started + function.timeout;
         let deadline_epoch_ms = (started_wall + function.timeout)
@@ -110,12 +126,8 @@ async fn dispatch(
             deadline,
         )
         .await?;
-        let mut record = InvocationRecord::start(
-            request_id,
-            method.as_str(),
-            &route.function.pattern,
-            &route.function.file.relative,
-        );
+        let mut record =
+            InvocationRecord::start(request_id, method.clone(), Arc::clone(&route.function));
         record.queue_wait = queued.elapsed();
         record.bytes_in = request_body.content_length().unwrap_or(0);
         record.slots = slots;
