@@ -28,7 +28,16 @@ impl ExitWatch {
             .ok()
             .and_then(Pid::from_raw)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "invalid pid"))?;
-        let fd = pidfd_open(pid, PidfdFlags::NONBLOCK)?;
+        Self::from_pidfd(pidfd_open(pid, PidfdFlags::NONBLOCK)?)
+    }
+
+    /// Watches through a pidfd the caller already has (from `clone`'s
+    /// CLONE_PIDFD). `waitid` is only ever asked with WNOHANG, so the fd need not
+    /// be non-blocking.
+    ///
+    /// # Errors
+    /// When the fd cannot be registered with the runtime.
+    pub fn from_pidfd(fd: OwnedFd) -> io::Result<Self> {
         #[allow(unsafe_code)]
         // SAFETY: `register` needs the fd to stay open and unreplaced while the AsyncFd
         // owns it; an `OwnedFd` moved in guarantees exactly that.

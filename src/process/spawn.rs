@@ -19,13 +19,12 @@
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, OsStr, c_char};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::libc;
-use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 
 /// The child runs a few system calls on this stack before `execve`; glibc's own
@@ -144,16 +143,23 @@ pub fn dev_null() -> io::Result<BorrowedFd<'static>> {
         .ok_or_else(|| io::Error::other("/dev/null is not open"))
 }
 
-/// Starts `exec` as the leader of a new process group and returns its pid. The
-/// caller reaps it (through a pidfd) and must register it with the orphan sweep
-/// before the sweep can run again ([`super::reaper::spawn_leader`]).
+/// A started child: its pid, and a pidfd for it from the same `clone` call.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: u32,
+    pub pidfd: OwnedFd,
+}
+
+/// Starts `exec` as the leader of a new process group. The caller reaps it
+/// (through the pidfd) and must register it with the orphan sweep before the
+/// sweep can run again ([`super::reaper::spawn_leader`]).
 ///
 /// # Errors
 /// The errno of whichever step failed in the child (`ENOENT`, `EACCES`,
 /// `ENOEXEC` for a script without `#!`, `E2BIG`…), or of `clone` itself. The
 /// failed child has been reaped by then. `Unsupported` when a standard stream
 /// of watchdog itself is closed, so a pipe took its number: use std's spawner.
-pub fn spawn(exec: &Exec<'_>) -> io::Result<u32> {
+pub fn spawn(exec: &Exec<'_>) -> io::Result<Spawned> {
     let stdin = match exec.stdin {
         Some(fd) => fd,
         None => dev_null()?,
@@ -194,56 +200,98 @@ pub fn spawn(exec: &Exec<'_>) -> io::Result<u32> {
         Some(&mut parent_mask),
     )?;
     let child_mask = parent_mask.as_ref() as *const libc::sigset_t;
-    let child = Box::new(|| -> isize {
-        #[allow(unsafe_code)]
-        // SAFETY: this runs in the vfork child, which shares watchdog's memory while
-        // the calling thread is suspended. It only makes system calls on data
-        // prepared before the clone: no allocation, no lock, no unwinding (every
-        // path ends in execve or _exit).
-        unsafe {
-            for signal in RESET_SIGNALS {
-                libc::signal(signal, libc::SIG_DFL);
-            }
-            if libc::setpgid(0, 0) != 0 {
-                fail(&failure);
-            }
-            for (target, fd) in fds.iter().enumerate() {
-                if libc::dup2(*fd, target as libc::c_int) < 0 {
-                    fail(&failure);
-                }
-            }
-            if libc::chdir(cwd) != 0 {
-                fail(&failure);
-            }
-            libc::pthread_sigmask(libc::SIG_SETMASK, child_mask, std::ptr::null_mut());
-            libc::execve(program, argv, envp);
-            fail(&failure)
-        }
-    });
+    let child = ChildSteps {
+        fds,
+        cwd,
+        program,
+        argv,
+        envp,
+        child_mask,
+        failure: &failure,
+    };
+    let mut pidfd: libc::c_int = -1;
     let cloned = CHILD_STACK.with_borrow_mut(|stack| {
+        // `libc::clone` rather than `nix::sched::clone`: nix does not pass the
+        // out-parameter CLONE_PIDFD writes the pidfd to, and getting the pidfd
+        // from the clone itself saves a `pidfd_open` per request.
+        let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
         #[allow(unsafe_code)]
         // SAFETY: CLONE_VFORK suspends this thread until the child has exec'd or
-        // exited, so `stack`, `failure` and everything the closure borrows outlive
-        // the child's use of them; SIGCHLD as the exit signal makes it an ordinary
-        // child for waitid and the orphan sweep.
+        // exited, so `stack`, `child` and everything it points to outlive the
+        // child's use of them. The stack grows down from its end, aligned to 16
+        // bytes. SIGCHLD as the exit signal makes it an ordinary child for waitid
+        // and the orphan sweep.
         unsafe {
-            nix::sched::clone(
-                child,
-                stack,
-                CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
-                Some(libc::SIGCHLD),
+            let top = stack.as_mut_ptr().add(stack.len());
+            let top = top.sub(top as usize % 16);
+            libc::clone(
+                run_child,
+                top.cast(),
+                flags,
+                std::ptr::from_ref(&child).cast_mut().cast(),
+                &raw mut pidfd,
             )
         }
     });
     let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&parent_mask), None);
-    let pid = cloned?;
+    if cloned < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: with CLONE_PIDFD, a successful clone stored a new pidfd, owned by
+    // no one else, in `pidfd`.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let errno = failure.load(Ordering::Relaxed);
     if errno != 0 {
         // It has called _exit already; this wait is immediate.
-        let _ = nix::sys::wait::waitpid(pid, None);
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(cloned), None);
         return Err(io::Error::from_raw_os_error(errno));
     }
-    u32::try_from(pid.as_raw()).map_err(|_| io::Error::other("clone returned a negative pid"))
+    let pid =
+        u32::try_from(cloned).map_err(|_| io::Error::other("clone returned a negative pid"))?;
+    Ok(Spawned { pid, pidfd })
+}
+
+/// What the vfork child does between `clone` and `execve`, all prepared by the
+/// parent beforehand.
+struct ChildSteps<'a> {
+    fds: [libc::c_int; 3],
+    cwd: *const c_char,
+    program: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    child_mask: *const libc::sigset_t,
+    failure: &'a AtomicI32,
+}
+
+/// The vfork child's entry point.
+extern "C" fn run_child(steps: *mut libc::c_void) -> libc::c_int {
+    #[allow(unsafe_code)]
+    // SAFETY: this runs in the vfork child, which shares watchdog's memory while
+    // the calling thread is suspended; `steps` points to the parent's `ChildSteps`,
+    // alive until then. It only makes system calls on data prepared before the
+    // clone: no allocation, no lock, no unwinding (every path ends in execve or
+    // _exit).
+    unsafe {
+        let steps = &*steps.cast::<ChildSteps<'_>>();
+        for signal in RESET_SIGNALS {
+            libc::signal(signal, libc::SIG_DFL);
+        }
+        if libc::setpgid(0, 0) != 0 {
+            fail(steps.failure);
+        }
+        for (target, fd) in steps.fds.iter().enumerate() {
+            if libc::dup2(*fd, target as libc::c_int) < 0 {
+                fail(steps.failure);
+            }
+        }
+        if libc::chdir(steps.cwd) != 0 {
+            fail(steps.failure);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, steps.child_mask, std::ptr::null_mut());
+        libc::execve(steps.program, steps.argv, steps.envp);
+        fail(steps.failure)
+    }
 }
 
 /// A pipe for one standard stream: the child's end blocking (programs expect
@@ -288,7 +336,7 @@ mod tests {
             envp.push_pair(OsStr::new(key), OsStr::new(value))?;
         }
         let cwd = CString::new("/tmp").unwrap();
-        let pid = spawn(&Exec {
+        let Spawned { pid, pidfd } = spawn(&Exec {
             program: &program,
             argv: &argv,
             envp: &envp,
@@ -301,10 +349,16 @@ mod tests {
         drop(err_write);
         let mut output = String::new();
         std::fs::File::from(out_read).read_to_string(&mut output)?;
-        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None)?;
+        // Reaped through the pidfd from the clone: it must be this child's.
+        let status = rustix::process::waitid(
+            rustix::process::WaitId::PidFd(pidfd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED,
+        )?
+        .expect("waitid without WNOHANG returns a status");
+        assert_eq!(status.exit_status(), Some(0), "{status:?}");
         assert!(
-            matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
-            "{status:?}"
+            nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None).is_err(),
+            "the child was reaped through its pidfd"
         );
         Ok((pid, output))
     }

@@ -68,22 +68,22 @@ pub fn spawn_cgi(
     let direct = if lean {
         match spawn_lean(path, env, &child_fds) {
             Err(err) if err.kind() == io::ErrorKind::Unsupported => {
-                spawn_std(path, None, runner, env, &child_fds, limiter, plan)
+                spawn_std(path, None, runner, env, &child_fds, limiter, plan).map(|pid| (pid, None))
             }
-            other => other,
+            other => other.map(|spawned| (spawned.pid, Some(spawned.pidfd))),
         }
     } else if runner.executable || runner.node_module {
-        spawn_std(path, None, runner, env, &child_fds, limiter, plan)
+        spawn_std(path, None, runner, env, &child_fds, limiter, plan).map(|pid| (pid, None))
     } else {
         Err(io::Error::from_raw_os_error(ENOEXEC))
     };
-    let pid = match direct {
+    let (pid, pidfd) = match direct {
         Err(err)
             if err.raw_os_error() == Some(ENOEXEC)
                 && runner.interpreter.is_some()
                 && !runner.node_module =>
         {
-            spawn_std(
+            let pid = spawn_std(
                 path,
                 runner.interpreter,
                 runner,
@@ -92,17 +92,22 @@ pub fn spawn_cgi(
                 limiter,
                 plan,
             )
-            .map_err(|err| describe(&err, path, relative, runner.interpreter, run_as))?
+            .map_err(|err| describe(&err, path, relative, runner.interpreter, run_as))?;
+            (pid, None)
         }
         Err(err) => {
             let interpreter = runner.node_module.then_some("node");
             return Err(describe(&err, path, relative, interpreter, run_as));
         }
-        Ok(pid) => pid,
+        Ok(spawned) => spawned,
     };
     // The child has its copies; the parent's must close, or stdout never ends.
     drop(child_fds);
-    let exit = ExitWatch::new(pid).map_err(|err| {
+    let exit = match pidfd {
+        Some(pidfd) => ExitWatch::from_pidfd(pidfd),
+        None => ExitWatch::new(pid),
+    };
+    let exit = exit.map_err(|err| {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGKILL,
@@ -158,7 +163,11 @@ struct ChildFds {
 }
 
 /// The lean path: `path` exec'd directly by [`crate::process::spawn`].
-fn spawn_lean(path: &Path, env: &[(OsString, OsString)], fds: &ChildFds) -> io::Result<u32> {
+fn spawn_lean(
+    path: &Path,
+    env: &[(OsString, OsString)],
+    fds: &ChildFds,
+) -> io::Result<process::spawn::Spawned> {
     let program = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul byte in path"))?;
     let cwd = CString::new(
@@ -183,7 +192,13 @@ fn spawn_lean(path: &Path, env: &[(OsString, OsString)], fds: &ChildFds) -> io::
         stdout: fds.stdout.as_fd(),
         stderr: fds.stderr.as_fd(),
     };
-    reaper::spawn_leader(|| process::spawn::spawn(&exec).map(|pid| ((), pid))).map(|((), pid)| pid)
+    reaper::spawn_leader(|| {
+        process::spawn::spawn(&exec).map(|spawned| {
+            let pid = spawned.pid;
+            (spawned, pid)
+        })
+    })
+    .map(|(spawned, _)| spawned)
 }
 
 /// The environment with one entry per name, the last one given winning, in the
