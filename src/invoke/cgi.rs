@@ -282,6 +282,7 @@ impl Driver {
                         // runs on; it is still bound by its deadline.
                         mark_complete(&sink);
                         sink = Sink::Discard;
+                        let_the_response_end().await;
                     }
                 }
                 Event::Stdout(chunk) => {
@@ -312,10 +313,11 @@ impl Driver {
                 self.leader_reaped = true;
                 break End::Exited(status);
             }
-            if self.remaining == Some(0) && pending.is_none() {
+            if self.remaining == Some(0) && pending.is_none() && !matches!(sink, Sink::Discard) {
                 // Everything the function declared has been sent: the response is whole.
                 mark_complete(&sink);
                 sink = Sink::Discard;
+                let_the_response_end().await;
             }
         };
         self.finish(end, head_tx, sink).await;
@@ -570,6 +572,15 @@ impl Drop for Driver {
             }
         }
     }
+}
+
+/// Called once the body channel has closed on a whole response: the connection
+/// task has been woken to write the body's end, and yielding lets it run before
+/// this task goes on to reap, log and count. Without it, on an idle server the
+/// last bytes of every response waited behind that cleanup (seen with strace: the
+/// log line was written before the final chunk).
+async fn let_the_response_end() {
+    tokio::task::yield_now().await;
 }
 
 fn mark_complete(sink: &Sink) {
