@@ -20,6 +20,8 @@
 //!   routes/reload.rs      live reload: watch DIR, settle, swap the table
 //! server.rs             App state, axum router, graceful drain
 //!   server/listener.rs    the hyper-util accept loop: head deadline, header caps
+//!   server/connection_threads.rs  one single-threaded runtime per core; each
+//!                         connection (and the functions it starts) stays on one
 //!   server/handler.rs     request → route → slot → invoke → local redirects
 //!   server/builtin.rs     /_watchdog/ endpoints
 //!   server/error.rs       every error status, text or JSON by Accept

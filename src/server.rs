@@ -2,6 +2,7 @@
 //! other request to a function, and drains on SIGTERM/SIGINT (CONTRACT §8).
 
 pub mod builtin;
+pub mod connection_threads;
 pub mod error;
 pub mod handler;
 pub mod listener;
@@ -28,6 +29,7 @@ use crate::invoke::cgi::CgiInvoker;
 use crate::invoke::dispatch::Dispatcher;
 use crate::invoke::pool::PoolInvoker;
 use crate::routes::RouteTable;
+use connection_threads::ConnectionThreads;
 
 /// What every request handler shares.
 pub struct App {
@@ -119,7 +121,7 @@ pub fn router(app: Arc<App>) -> Router {
 /// what is left is stopped by process group (TERM, kill grace, KILL).
 ///
 /// # Errors
-/// None today; kept for listener failures that should end the server.
+/// When the connection threads cannot be started.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
@@ -138,8 +140,13 @@ pub async fn serve(
         tokio::time::sleep(settings.drain_delay).await;
         tracing::info!("no longer accepting connections; waiting for in-flight requests");
     };
-    let connections =
-        listener::accept_until(listener, router(Arc::clone(&app)), stop_accepting).await;
+    let router = router(Arc::clone(&app));
+    let threads = ConnectionThreads::start(move |accepted| {
+        listener::serve_connection(accepted, router.clone())
+    })?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "listening on http://{local}");
+    let connections = listener::accept_until(listener, &threads, stop_accepting).await;
     let drain_end = tokio::time::Instant::now() + app.settings.drain_timeout;
     if tokio::time::timeout_at(drain_end, connections.shutdown())
         .await

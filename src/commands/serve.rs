@@ -99,7 +99,6 @@ pub async fn run(settings: Settings) -> Result<(), CommandError> {
         }
     };
     crate::cron::start(Arc::clone(&app));
-    tracing::info!(addr = %local, "listening on http://{local}");
     let shutdown = crate::shutdown::on_signal().map_err(runtime)?;
     server::serve(listener, app, shutdown)
         .await

@@ -13,8 +13,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
+
+use super::connection_threads::{Accepted, ConnectionThreads};
 
 /// A client must send its whole request head within this long.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,24 +28,12 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Accepts connections and serves `router` on them until `stop_accepting`
 /// resolves, then closes the listener (new connections are refused) and returns a
 /// handle that finishes the open ones.
+/// Each connection is served on one of `threads`.
 pub async fn accept_until(
     listener: TcpListener,
-    router: Router,
+    threads: &ConnectionThreads,
     stop_accepting: impl std::future::Future<Output = ()>,
 ) -> GracefulShutdown {
-    // HTTP/1 only: the contract needs no h2c, and protocol detection would read
-    // the first bytes of a connection with no deadline at all.
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_headers(MAX_HEADERS)
-        .max_buf_size(MAX_HEAD_BYTES);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEAD_BYTES as u32);
     let graceful = GracefulShutdown::new();
     tokio::pin!(stop_accepting);
     loop {
@@ -65,21 +55,59 @@ pub async fn accept_until(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request
-                .extensions_mut()
-                .insert(ConnectInfo::<SocketAddr>(remote));
-            router.clone().oneshot(request)
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, %remote, "connection ended with an error");
-            }
-        });
+        match stream.into_std() {
+            Ok(stream) => threads.hand(Accepted {
+                stream,
+                remote,
+                watcher: graceful.watcher(),
+            }),
+            Err(err) => tracing::debug!(error = %err, %remote, "cannot hand the connection over"),
+        }
     }
     drop(listener);
     graceful
+}
+
+/// Serves one connection on the thread it was handed to.
+pub async fn serve_connection(accepted: Accepted, router: Router) {
+    let Accepted {
+        stream,
+        remote,
+        watcher,
+    } = accepted;
+    let stream = match TcpStream::from_std(stream) {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::debug!(error = %err, %remote, "cannot serve the connection");
+            return;
+        }
+    };
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request
+            .extensions_mut()
+            .insert(ConnectInfo::<SocketAddr>(remote));
+        router.clone().oneshot(request)
+    });
+    let builder = http_builder();
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    if let Err(err) = watcher.watch(connection.into_owned()).await {
+        tracing::debug!(error = %err, %remote, "connection ended with an error");
+    }
+}
+
+fn http_builder() -> auto::Builder<TokioExecutor> {
+    // HTTP/1 only: the contract needs no h2c, and protocol detection would read
+    // the first bytes of a connection with no deadline at all.
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
+    builder
 }
