@@ -32,7 +32,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-RUST_LOG=warn,watchdog::commands=info "$bin" serve fixtures --prefix /f --listen 127.0.0.1:0 \
+RUST_LOG=warn,watchdog::commands=info,watchdog::server=info "$bin" serve fixtures --prefix /f --listen 127.0.0.1:0 \
   --timeout 5s --kill-grace 500ms --env "PID_DIR=$piddir" 2>"$log" &
 pid=$!
 addr=""
