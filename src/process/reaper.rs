@@ -182,7 +182,7 @@ struct ProcStat {
 
 impl ProcStat {
     fn read(pid: i32) -> Option<Self> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let stat = read_proc_file(format!("/proc/{pid}/stat"))?;
         let open = stat.find('(')?;
         let close = stat.rfind(')')?;
         let command = stat.get(open + 1..close)?.to_owned();
@@ -221,13 +221,26 @@ pub fn start_orphan_sweeper(interval: Duration) {
 }
 
 /// Our direct children, from `/proc/self/task/*/children`.
+/// Reads a small /proc file. `fs::read_to_string` sizes its buffer from the
+/// file's length, which /proc reports as 0, and then grows it from 32 bytes: six
+/// reads for one `stat` line, for every child, on every sweep.
+fn read_proc_file(path: impl AsRef<std::path::Path>) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::with_capacity(1024);
+    std::fs::File::open(path)
+        .ok()?
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
+
 fn own_children() -> Vec<i32> {
     let mut pids = Vec::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return pids;
     };
     for task in tasks.flatten() {
-        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+        if let Some(text) = read_proc_file(task.path().join("children")) {
             pids.extend(
                 text.split_whitespace()
                     .filter_map(|p| p.parse::<i32>().ok()),
