@@ -5,5 +5,6 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 src="$root/api/_src/rust-hello"
 cargo build --quiet --release --manifest-path "$src/Cargo.toml" --target-dir "$src/target"
-install -m 755 "${CARGO_TARGET_DIR:-$src/target}/release/rust-hello" "$root/api/rust-hello"
+# --target-dir wins over CARGO_TARGET_DIR, so the binary is always here.
+install -m 755 "$src/target/release/rust-hello" "$root/api/rust-hello"
 echo "built api/rust-hello"
