@@ -303,6 +303,14 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
 }
 
+/// Grows a pipe from the kernel's default 64 KiB to `bytes`. Best effort: over
+/// the per-user limit on pipe memory the kernel refuses, and the pipe keeps
+/// working at its old size.
+pub fn grow_pipe(fd: BorrowedFd<'_>, bytes: usize) {
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size));
+}
+
 /// Sets O_NONBLOCK on watchdog's end of a pipe.
 ///
 /// # Errors
