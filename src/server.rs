@@ -172,5 +172,6 @@ pub async fn serve(
         let _ = tokio::time::timeout(limit, app.tasks.wait()).await;
     }
     app.pool.shutdown().await;
+    threads.stop(Duration::from_secs(2)).await;
     Ok(())
 }

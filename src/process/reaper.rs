@@ -220,7 +220,6 @@ pub fn start_orphan_sweeper(interval: Duration) {
     });
 }
 
-/// Our direct children, from `/proc/self/task/*/children`.
 /// Reads a small /proc file. `fs::read_to_string` sizes its buffer from the
 /// file's length, which /proc reports as 0, and then grows it from 32 bytes: six
 /// reads for one `stat` line, for every child, on every sweep.
@@ -234,6 +233,7 @@ fn read_proc_file(path: impl AsRef<std::path::Path>) -> Option<String> {
     Some(text)
 }
 
+/// Our direct children, from `/proc/self/task/*/children`.
 fn own_children() -> Vec<i32> {
     let mut pids = Vec::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {

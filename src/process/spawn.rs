@@ -35,9 +35,10 @@ const CHILD_STACK_BYTES: usize = 64 * 1024;
 /// Signals whose disposition must not reach the new program or run watchdog's
 /// handler in the child before `execve`: SIGPIPE, which Rust ignores (an ignored
 /// signal stays ignored across exec), and the ones watchdog's runtime handles.
+/// SIGCHLD comes first: it is the one left unblocked across the clone.
 const RESET_SIGNALS: [libc::c_int; 6] = [
-    libc::SIGPIPE,
     libc::SIGCHLD,
+    libc::SIGPIPE,
     libc::SIGTERM,
     libc::SIGINT,
     libc::SIGHUP,
@@ -143,11 +144,12 @@ pub fn dev_null() -> io::Result<BorrowedFd<'static>> {
         .ok_or_else(|| io::Error::other("/dev/null is not open"))
 }
 
-/// A started child: its pid, and a pidfd for it from the same `clone` call.
+/// A started child: its pid, and a pidfd for it from the same `clone` call
+/// (`None` where the kernel ignored CLONE_PIDFD).
 #[derive(Debug)]
 pub struct Spawned {
     pub pid: u32,
-    pub pidfd: OwnedFd,
+    pub pidfd: Option<OwnedFd>,
 }
 
 /// Starts `exec` as the leader of a new process group. The caller reaps it
@@ -237,10 +239,12 @@ pub fn spawn(exec: &Exec<'_>) -> io::Result<Spawned> {
     if cloned < 0 {
         return Err(io::Error::last_os_error());
     }
+    // A kernel (or sandbox) that ignores CLONE_PIDFD leaves it at -1: the caller
+    // then opens one with pidfd_open.
     #[allow(unsafe_code)]
     // SAFETY: with CLONE_PIDFD, a successful clone stored a new pidfd, owned by
     // no one else, in `pidfd`.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
     let errno = failure.load(Ordering::Relaxed);
     if errno != 0 {
         // It has called _exit already; this wait is immediate.
@@ -358,6 +362,7 @@ mod tests {
         let mut output = String::new();
         std::fs::File::from(out_read).read_to_string(&mut output)?;
         // Reaped through the pidfd from the clone: it must be this child's.
+        let pidfd = pidfd.expect("this kernel supports CLONE_PIDFD (Linux 5.2+)");
         let status = rustix::process::waitid(
             rustix::process::WaitId::PidFd(pidfd.as_fd()),
             rustix::process::WaitIdOptions::EXITED,

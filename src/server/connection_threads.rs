@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use hyper_util::server::graceful::Watcher;
 use tokio::sync::mpsc;
@@ -24,10 +25,13 @@ pub struct Accepted {
     pub watcher: Watcher,
 }
 
-/// The connection threads. Dropping this ends them once their connections have
-/// closed.
+/// How long a stopping thread's runtime waits for blocking work it started.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(100);
+
+/// The connection threads; [`ConnectionThreads::stop`] ends them.
 pub struct ConnectionThreads {
     queues: Vec<mpsc::UnboundedSender<Accepted>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
     next: AtomicUsize,
 }
 
@@ -44,13 +48,14 @@ impl ConnectionThreads {
     {
         let count = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let mut queues = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
         for index in 0..count {
             let (queue, mut arrivals) = mpsc::unbounded_channel::<Accepted>();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let serve = serve.clone();
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name(format!("watchdog-conn-{index}"))
                 .spawn(move || {
                     runtime.block_on(async move {
@@ -58,13 +63,40 @@ impl ConnectionThreads {
                             tokio::spawn(serve(accepted));
                         }
                     });
+                    // Drops what is still on this runtime, here, so its cleanup
+                    // runs (a driver's Drop kills its group).
+                    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
                 })?;
             queues.push(queue);
+            threads.push(thread);
         }
         Ok(Self {
             queues,
+            threads,
             next: AtomicUsize::new(0),
         })
+    }
+
+    /// Ends the threads once the server has drained: no connection arrives any
+    /// more, and each runtime drops what is left on it (connections past the
+    /// drain timeout, warm-pool plumbing, invocations that outlived the kill
+    /// grace). Waits up to `limit` for that, so it happens before watchdog exits.
+    pub async fn stop(self, limit: Duration) {
+        let Self {
+            queues, threads, ..
+        } = self;
+        drop(queues);
+        let give_up = tokio::time::Instant::now() + limit;
+        while threads.iter().any(|thread| !thread.is_finished()) {
+            if tokio::time::Instant::now() >= give_up {
+                tracing::warn!(?limit, "connection threads still busy at exit");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for thread in threads {
+            let _ = thread.join();
+        }
     }
 
     /// Hands a connection to the next thread in turn.

@@ -70,7 +70,7 @@ pub fn spawn_cgi(
             Err(err) if err.kind() == io::ErrorKind::Unsupported => {
                 spawn_std(path, None, runner, env, &child_fds, limiter, plan).map(|pid| (pid, None))
             }
-            other => other.map(|spawned| (spawned.pid, Some(spawned.pidfd))),
+            other => other.map(|spawned| (spawned.pid, spawned.pidfd)),
         }
     } else if runner.executable || runner.node_module {
         spawn_std(path, None, runner, env, &child_fds, limiter, plan).map(|pid| (pid, None))
@@ -116,7 +116,7 @@ pub fn spawn_cgi(
         reaper::group_finished(pid);
         InvokeError::Spawn {
             file: relative.to_owned(),
-            cause: format!("cannot watch the process: pidfd_open failed: {err}"),
+            cause: format!("cannot watch the process through a pidfd: {err}"),
             hint:
                 "watchdog needs Linux 5.4+ and a sandbox (seccomp profile) that allows pidfd_open"
                     .into(),
