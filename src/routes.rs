@@ -100,11 +100,12 @@ impl RouteTable {
                     max_requests: None,
                 });
             }
+            let shown = pattern::display(&prefix, &file.segments);
             functions.push(Arc::new(Function {
-                pattern: pattern::display(&prefix, &file.segments),
+                metrics: FunctionMetrics::new(&shown),
+                pattern: shown,
                 settings,
                 file,
-                metrics: FunctionMetrics::default(),
             }));
         }
         // `users/[id].sh` and `users/[slug].sh` live in different trie branches but

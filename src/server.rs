@@ -143,6 +143,11 @@ pub async fn serve(
     let router = router(Arc::clone(&app));
     let threads = ConnectionThreads::start(move |accepted| {
         listener::serve_connection(accepted, router.clone())
+    })
+    .map_err(|err| {
+        std::io::Error::other(format!(
+            "cannot start the connection threads: {err}; check the limit on threads (ulimit -u, the container's pids limit)"
+        ))
     })?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "listening on http://{local}");

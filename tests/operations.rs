@@ -176,6 +176,16 @@ async fn metrics_count_requests_timeouts_and_durations() {
         "{metrics}"
     );
     assert!(has("watchdog_routes 2"), "{metrics}");
+    // Every invocation that started has finished, and was counted once.
+    assert!(
+        has(r#"watchdog_invocations_in_flight{route="/api/ok"} 0"#),
+        "{metrics}"
+    );
+    assert!(
+        has(r#"watchdog_kills_total{route="/api/slow",reason="timeout"} 1"#),
+        "{metrics}"
+    );
+    assert!(has("watchdog_queue_wait_seconds_count 4"), "{metrics}");
 }
 
 #[tokio::test]

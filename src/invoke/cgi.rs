@@ -12,7 +12,6 @@ pub mod spawn;
 pub mod stdin;
 
 use std::io;
-use std::os::fd::AsFd;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +33,7 @@ use super::{Invocation, InvokeError, InvokeFuture, Invoker, Reply, RequestBody};
 use crate::config::file::OutputMode;
 use crate::limits::Limiter;
 use crate::observability::InvocationRecord;
-use crate::process::{self, ExitWatch, ProcessGroup, reaper};
+use crate::process::{ExitWatch, ProcessGroup, reaper};
 
 /// After the leader exits, how long stdout may stay silent before the response is
 /// ended anyway: a background child that inherited stdout must not hold the request.
@@ -42,15 +41,6 @@ const LINGER_AFTER_EXIT: Duration = Duration::from_millis(100);
 
 /// How long to wait for killed group members to die before giving up on reaping.
 const REAP_LIMIT: Duration = Duration::from_secs(5);
-
-/// A request body larger than the default 64 KiB pipe gets a pipe of
-/// [`LARGE_BODY_PIPE_BYTES`]. The connection's thread both receives the body and
-/// writes it to stdin; with 64 KiB it slept and woke for every 64 KiB the function
-/// drained. Measured on the 1 MiB echo: +40% req/s at 1 connection, +7% at 16,
-/// the same with 256 KiB as with 1 MiB, so the smaller one (kernel memory, per
-/// upload in flight).
-const LARGE_BODY: u64 = 64 * 1024;
-const LARGE_BODY_PIPE_BYTES: usize = 256 * 1024;
 
 /// Bytes asked for per stdout read.
 const STDOUT_READ_SIZE: usize = 64 * 1024;
@@ -104,12 +94,6 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         .or(raw_output.then_some(DEFAULT_RAW_LIMIT));
     let group = ProcessGroup::new(pid);
     if let Some(pipe) = started.stdin {
-        if body
-            .content_length()
-            .is_some_and(|length| length > LARGE_BODY)
-        {
-            process::spawn::grow_pipe(pipe.as_fd(), LARGE_BODY_PIPE_BYTES);
-        }
         stdin::spawn(pipe, body, invocation.deadline);
     }
     invocation.record.pid = Some(pid);

@@ -312,7 +312,7 @@ impl Pool {
                     self.crashed(worker, "exited while idle");
                 }
                 Some(worker) => {
-                    self.function.metrics.warm_hit(&self.function.pattern);
+                    self.function.metrics.warm_hit();
                     return Ok(Lease {
                         worker: Some(worker),
                         pool: Arc::clone(self),

@@ -79,26 +79,28 @@ impl Exit {
     }
 }
 
-/// One function's metric handles, registered with the recorder on first use and
-/// kept with the function (a reload builds new functions, whose handles find the
-/// same series again). The `metrics` macros hash their labels and search the
-/// registry on every call, and every label was an allocated `String`: six times
-/// per request that was about 2% of watchdog's CPU on the static C benchmark.
-#[derive(Default)]
+/// One function's metric handles, registered with the recorder on first use
+/// (after the recorder is installed) and kept with the function; a reload builds
+/// new functions, whose handles find the same series again. The `metrics` macros
+/// hash their labels and search the registry on every call, and every label was
+/// an allocated `String`: six times per request that was about 2% of watchdog's
+/// CPU on the static C benchmark.
 pub struct FunctionMetrics {
+    /// The `route` label: the function's pattern.
+    route: String,
     handles: OnceLock<Handles>,
 }
 
 impl std::fmt::Debug for FunctionMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FunctionMetrics")
+            .field("route", &self.route)
             .field("registered", &self.handles.get().is_some())
             .finish()
     }
 }
 
 struct Handles {
-    route: String,
     in_flight: Gauge,
     duration: Histogram,
     queue_wait: Histogram,
@@ -110,43 +112,48 @@ struct Handles {
 }
 
 impl FunctionMetrics {
-    /// `route` is the function's pattern; only its first use counts.
-    fn handles(&self, route: &str) -> &Handles {
-        self.handles.get_or_init(|| Handles {
+    /// The metrics of the function answering at `route`.
+    pub fn new(route: &str) -> Self {
+        Self {
             route: route.to_owned(),
-            in_flight: gauge!(IN_FLIGHT, "route" => route.to_owned()),
-            duration: histogram!(DURATION, "route" => route.to_owned()),
+            handles: OnceLock::new(),
+        }
+    }
+
+    fn handles(&self) -> &Handles {
+        let route = &self.route;
+        self.handles.get_or_init(|| Handles {
+            in_flight: gauge!(IN_FLIGHT, "route" => route.clone()),
+            duration: histogram!(DURATION, "route" => route.clone()),
             queue_wait: histogram!(QUEUE_WAIT),
-            warm_hits: counter!(WARM_HITS, "route" => route.to_owned()),
+            warm_hits: counter!(WARM_HITS, "route" => route.clone()),
             requests: Mutex::new(Vec::new()),
             exits: Mutex::new(Vec::new()),
         })
     }
 
     /// One answered request of this function.
-    pub fn request(&self, route: &str, status: u16) {
-        let handles = self.handles(route);
+    pub fn request(&self, status: u16) {
         increment_keyed(
-            &handles.requests,
+            &self.handles().requests,
             status,
-            || counter!(REQUESTS, "route" => handles.route.clone(), "status" => status.to_string()),
+            || counter!(REQUESTS, "route" => self.route.clone(), "status" => status.to_string()),
         );
     }
 
-    pub fn invocation_started(&self, route: &str) {
-        self.handles(route).in_flight.increment(1.0);
+    pub fn invocation_started(&self) {
+        self.handles().in_flight.increment(1.0);
     }
 
     /// An invocation is over: its process is gone.
     pub fn invocation_finished(
         &self,
-        route: &str,
         elapsed: Duration,
         queue_wait: Duration,
         exit: Option<Exit>,
         kill: Option<&'static str>,
     ) {
-        let handles = self.handles(route);
+        let handles = self.handles();
         handles.in_flight.decrement(1.0);
         handles.duration.record(elapsed.as_secs_f64());
         handles.queue_wait.record(queue_wait.as_secs_f64());
@@ -154,20 +161,26 @@ impl FunctionMetrics {
             increment_keyed(
                 &handles.exits,
                 exit,
-                || counter!(EXITS, "route" => handles.route.clone(), "exit" => exit.label()),
+                || counter!(EXITS, "route" => self.route.clone(), "exit" => exit.label()),
             );
         }
+        // Kills and limit hits are rare: looked up when they happen.
         if let Some(reason) = kill {
-            counter!(KILLS, "route" => route.to_owned(), "reason" => reason).increment(1);
+            counter!(KILLS, "route" => self.route.clone(), "reason" => reason).increment(1);
             if reason == "timeout" {
-                counter!(TIMEOUTS, "route" => route.to_owned()).increment(1);
+                counter!(TIMEOUTS, "route" => self.route.clone()).increment(1);
             }
         }
     }
 
+    /// The function ran into one of its resource limits.
+    pub fn limit_hit(&self, limit: &'static str) {
+        counter!(LIMIT_HITS, "route" => self.route.clone(), "limit" => limit).increment(1);
+    }
+
     /// A request found an idle warm worker.
-    pub fn warm_hit(&self, route: &str) {
-        self.handles(route).warm_hits.increment(1);
+    pub fn warm_hit(&self) {
+        self.handles().warm_hits.increment(1);
     }
 }
 
@@ -195,11 +208,6 @@ pub fn routes_loaded(functions: usize, conflicts: usize, reload: bool) {
     if reload {
         counter!(RELOADS).increment(1);
     }
-}
-
-/// A function ran into one of its resource limits.
-pub fn limit_hit(route: &str, limit: &'static str) {
-    counter!(LIMIT_HITS, "route" => route.to_owned(), "limit" => limit).increment(1);
 }
 
 /// A warm function started a worker for a request.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::http::Method;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::metrics::{self, Exit};
+use super::metrics::Exit;
 use crate::routes::Function;
 
 #[derive(Debug)]
@@ -43,7 +43,7 @@ pub struct InvocationRecord {
 impl InvocationRecord {
     /// Starts the record of an invocation of `function`.
     pub fn start(request_id: &str, method: Method, function: Arc<Function>) -> Self {
-        function.metrics.invocation_started(&function.pattern);
+        function.metrics.invocation_started();
         Self {
             request_id: request_id.to_owned(),
             method,
@@ -99,22 +99,16 @@ impl Drop for InvocationRecord {
             (None, Some(signal)) => Some(Exit::Signal(signal)),
             (None, None) => None,
         };
-        let route = &self.function.pattern;
-        self.function.metrics.invocation_finished(
-            route,
-            elapsed,
-            self.queue_wait,
-            exit_label,
-            self.kill_reason(),
-        );
+        let metrics = &self.function.metrics;
+        metrics.invocation_finished(elapsed, self.queue_wait, exit_label, self.kill_reason());
         if let Some(limit) = self.limit_hit {
-            metrics::limit_hit(route, limit);
+            metrics.limit_hit(limit);
         }
         tracing::info!(
             target: "watchdog::invocation",
             request_id = %self.request_id,
             method = %self.method,
-            route = %route,
+            route = %self.function.pattern,
             file = %self.function.file.relative,
             pid = self.pid,
             status = self.status,

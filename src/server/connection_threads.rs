@@ -86,16 +86,13 @@ impl ConnectionThreads {
             queues, threads, ..
         } = self;
         drop(queues);
-        let give_up = tokio::time::Instant::now() + limit;
-        while threads.iter().any(|thread| !thread.is_finished()) {
-            if tokio::time::Instant::now() >= give_up {
-                tracing::warn!(?limit, "connection threads still busy at exit");
-                return;
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        for thread in threads {
-            let _ = thread.join();
+        });
+        if tokio::time::timeout(limit, joined).await.is_err() {
+            tracing::warn!(?limit, "connection threads still busy at exit");
         }
     }
 

@@ -57,7 +57,7 @@ pub async fn handle(app: &App, client: SocketAddr, request: Request) -> Response
     };
     let status = response.status().as_u16();
     match &answered {
-        Answered::Function(function) => function.metrics.request(&function.pattern, status),
+        Answered::Function(function) => function.metrics.request(status),
         Answered::Conflict(pattern) => metrics::request(pattern, status),
         Answered::Unmatched => metrics::request("unmatched", status),
     }

@@ -25,10 +25,9 @@ pub const MAX_HEADERS: usize = 100;
 /// Largest request head, request line and headers together (hyper answers 431).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-/// Accepts connections and serves `router` on them until `stop_accepting`
+/// Accepts connections and hands each to one of `threads` until `stop_accepting`
 /// resolves, then closes the listener (new connections are refused) and returns a
 /// handle that finishes the open ones.
-/// Each connection is served on one of `threads`.
 pub async fn accept_until(
     listener: TcpListener,
     threads: &ConnectionThreads,

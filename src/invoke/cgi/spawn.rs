@@ -68,22 +68,22 @@ pub fn spawn_cgi(
     let direct = if lean {
         match spawn_lean(path, env, &child_fds) {
             Err(err) if err.kind() == io::ErrorKind::Unsupported => {
-                spawn_std(path, None, runner, env, &child_fds, limiter, plan).map(|pid| (pid, None))
+                spawn_std(path, None, runner, env, &child_fds, limiter, plan)
             }
-            other => other.map(|spawned| (spawned.pid, spawned.pidfd)),
+            other => other,
         }
     } else if runner.executable || runner.node_module {
-        spawn_std(path, None, runner, env, &child_fds, limiter, plan).map(|pid| (pid, None))
+        spawn_std(path, None, runner, env, &child_fds, limiter, plan)
     } else {
         Err(io::Error::from_raw_os_error(ENOEXEC))
     };
-    let (pid, pidfd) = match direct {
+    let (pidfd, pid) = match direct {
         Err(err)
             if err.raw_os_error() == Some(ENOEXEC)
                 && runner.interpreter.is_some()
                 && !runner.node_module =>
         {
-            let pid = spawn_std(
+            spawn_std(
                 path,
                 runner.interpreter,
                 runner,
@@ -92,8 +92,7 @@ pub fn spawn_cgi(
                 limiter,
                 plan,
             )
-            .map_err(|err| describe(&err, path, relative, runner.interpreter, run_as))?;
-            (pid, None)
+            .map_err(|err| describe(&err, path, relative, runner.interpreter, run_as))?
         }
         Err(err) => {
             let interpreter = runner.node_module.then_some("node");
@@ -162,12 +161,11 @@ struct ChildFds {
     stderr: OwnedFd,
 }
 
+/// A started leader: a pidfd for it when the spawner made one, and its pid.
+type Leader = (Option<OwnedFd>, u32);
+
 /// The lean path: `path` exec'd directly by [`crate::process::spawn`].
-fn spawn_lean(
-    path: &Path,
-    env: &[(OsString, OsString)],
-    fds: &ChildFds,
-) -> io::Result<process::spawn::Spawned> {
+fn spawn_lean(path: &Path, env: &[(OsString, OsString)], fds: &ChildFds) -> io::Result<Leader> {
     let program = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul byte in path"))?;
     let cwd = CString::new(
@@ -192,13 +190,7 @@ fn spawn_lean(
         stdout: fds.stdout.as_fd(),
         stderr: fds.stderr.as_fd(),
     };
-    reaper::spawn_leader(|| {
-        process::spawn::spawn(&exec).map(|spawned| {
-            let pid = spawned.pid;
-            (spawned, pid)
-        })
-    })
-    .map(|(spawned, _)| spawned)
+    reaper::spawn_leader(|| process::spawn::spawn(&exec).map(|child| (child.pidfd, child.pid)))
 }
 
 /// The environment with one entry per name, the last one given winning, in the
@@ -233,7 +225,7 @@ fn spawn_std(
     fds: &ChildFds,
     limiter: &Limiter,
     plan: &Plan,
-) -> io::Result<u32> {
+) -> io::Result<Leader> {
     let mut command = command(path, interpreter, runner, env)?;
     let stdin = match &fds.stdin {
         Some(fd) => Stdio::from(fd.try_clone()?),
@@ -244,11 +236,7 @@ fn spawn_std(
         .stdout(Stdio::from(fds.stdout.try_clone()?))
         .stderr(Stdio::from(fds.stderr.try_clone()?));
     limiter.apply(plan, &mut command);
-    reaper::spawn_leader(|| {
-        let child = command.spawn()?;
-        Ok(((), child.id()))
-    })
-    .map(|((), pid)| pid)
+    reaper::spawn_leader(|| Ok((None, command.spawn()?.id())))
 }
 
 /// The command line for `path`: the file itself, its interpreter, or Node with

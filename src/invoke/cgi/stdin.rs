@@ -5,16 +5,34 @@
 //! stops reading (it exited, or closed stdin), the rest of a streamed body is read
 //! and dropped, so the client's upload completes and its connection stays usable.
 
+use std::os::fd::AsFd;
+
 use axum::body::Body;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe::Sender as ChildStdin;
 
 use crate::invoke::request_body::{BODY_IDLE_TIMEOUT, RequestBody, Spill};
+use crate::process::spawn::grow_pipe;
+
+/// A body larger than the default 64 KiB pipe gets a pipe of
+/// [`LARGE_BODY_PIPE_BYTES`]. The connection's thread both receives the body and
+/// writes it to stdin; with 64 KiB it slept and woke for every 64 KiB the function
+/// drained. Measured on the 1 MiB echo: +40% req/s at 1 connection, +7% at 16,
+/// the same with 256 KiB as with 1 MiB, so the smaller one (kernel memory, per
+/// upload in flight).
+const LARGE_BODY: u64 = 64 * 1024;
+const LARGE_BODY_PIPE_BYTES: usize = 256 * 1024;
 
 /// Starts the pump; it ends when the body is written (stdin is then closed, the
 /// function sees EOF) or cannot be.
 pub fn spawn(stdin: ChildStdin, body: RequestBody, deadline: tokio::time::Instant) {
+    if body
+        .content_length()
+        .is_some_and(|length| length > LARGE_BODY)
+    {
+        grow_pipe(stdin.as_fd(), LARGE_BODY_PIPE_BYTES);
+    }
     // Nothing is read or written for this request past its deadline.
     tokio::spawn(async move {
         let _ = tokio::time::timeout_at(deadline, pump(stdin, body)).await;
