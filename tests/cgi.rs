@@ -117,6 +117,50 @@ async fn environment_is_clean_and_complete() {
     server.assert_no_children();
 }
 
+/// A descriptor watchdog inherited without close-on-exec (from a supervisor, a
+/// shell) never reaches a function: it gets its three standard streams only.
+#[tokio::test]
+async fn a_function_inherits_only_its_standard_streams() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    const INHERITED: i32 = 47;
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let raw = file.as_raw_fd();
+    let server = TestServer::start_with(&fixtures("cgi"), &["--prefix", "/api"], |command| {
+        #[allow(unsafe_code)]
+        // SAFETY: dup2 is async-signal-safe; the copy it makes at INHERITED has
+        // no close-on-exec flag, so watchdog inherits it.
+        unsafe {
+            command.pre_exec(move || {
+                if nix::libc::dup2(raw, INHERITED) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let in_watchdog = format!("/proc/{}/fd/{INHERITED}", server.pid());
+    assert!(
+        std::path::Path::new(&in_watchdog).exists(),
+        "watchdog holds it"
+    );
+    for _ in 0..3 {
+        let body = client()
+            .get(server.url("/api/fds"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let mut fds: Vec<i32> = body.lines().map(|l| l.parse().unwrap()).collect();
+        fds.sort_unstable();
+        assert!(fds.starts_with(&[0, 1, 2]), "{fds:?}");
+        assert!(!fds.contains(&INHERITED), "{fds:?}");
+    }
+    drop(file);
+}
+
 #[tokio::test]
 async fn binary_post_of_5_mb_is_echoed_byte_exact() {
     let server = server(&[]);

@@ -9,6 +9,10 @@
 //! Two one-thread servers side by side did 5% more requests per second than one
 //! two-worker server at 16 connections and 18% more at 256. The accept loop,
 //! reloads, cron and the orphan sweep stay on the main runtime.
+//!
+//! Each thread owns stdio slots ([`StdioSlots`]), so the functions it starts
+//! do not copy watchdog's descriptor table, whose size grows with the number of
+//! open connections.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +20,8 @@ use std::time::Duration;
 
 use hyper_util::server::graceful::Watcher;
 use tokio::sync::mpsc;
+
+use crate::process::spawn::StdioSlots;
 
 /// An accepted connection on its way to its thread.
 pub struct Accepted {
@@ -55,9 +61,14 @@ impl ConnectionThreads {
                 .enable_all()
                 .build()?;
             let serve = serve.clone();
+            // Reserved here, before any connection is accepted, so the numbers
+            // are low: a function started from the thread copies only the part
+            // of the descriptor table below them.
+            let slots = StdioSlots::reserve()?;
             let thread = std::thread::Builder::new()
                 .name(format!("watchdog-conn-{index}"))
                 .spawn(move || {
+                    slots.adopt();
                     runtime.block_on(async move {
                         while let Some(accepted) = arrivals.recv().await {
                             tokio::spawn(serve(accepted));
