@@ -8,6 +8,7 @@
 //! driver keeps going; nothing the client does can leave the process behind.
 
 pub mod environment;
+pub mod pipe_chunks;
 pub mod spawn;
 pub mod stdin;
 
@@ -25,8 +26,8 @@ use nix::sys::signal::Signal;
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_util::io::ReaderStream;
 
+use self::pipe_chunks::PipeChunks;
 use super::envelope::EnvelopeReader;
 use super::stderr::StderrLog;
 use super::{Invocation, InvokeError, InvokeFuture, Invoker, Reply, RequestBody};
@@ -100,8 +101,8 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
     let (head_tx, head_rx) = oneshot::channel();
     let driver = Driver {
         stderr: StderrLog::new(&invocation.route.function.pattern, &invocation.request_id),
-        stdout: ReaderStream::with_capacity(started.stdout, STDOUT_READ_SIZE),
-        stderr_pipe: ReaderStream::with_capacity(started.stderr, STDERR_READ_SIZE),
+        stdout: PipeChunks::new(started.stdout, STDOUT_READ_SIZE),
+        stderr_pipe: PipeChunks::new(started.stderr, STDERR_READ_SIZE),
         group,
         exit_watch: started.exit,
         leader_reaped: false,
@@ -172,9 +173,9 @@ struct Driver {
     /// the warm pool uses for its workers' output): a CGI leader comes from the
     /// lean spawner (`process::spawn`), which tokio does not know, and is reaped
     /// here through its pidfd.
-    stdout: ReaderStream<pipe::Receiver>,
+    stdout: PipeChunks<pipe::Receiver>,
     /// stderr, for the log.
-    stderr_pipe: ReaderStream<pipe::Receiver>,
+    stderr_pipe: PipeChunks<pipe::Receiver>,
     group: ProcessGroup,
     /// The leader's pidfd: its exit, and reaping it.
     exit_watch: ExitWatch,
