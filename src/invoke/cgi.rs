@@ -45,6 +45,13 @@ const REAP_LIMIT: Duration = Duration::from_secs(5);
 
 /// Bytes asked for per stdout read.
 const STDOUT_READ_SIZE: usize = 64 * 1024;
+/// Once a read comes back full (the function writes a lot: a download, an
+/// echo), its stdout pipe grows from the kernel's 64 KiB to this, and is read
+/// this much at a time: each round of "the function fills the pipe, sleeps,
+/// watchdog drains it and wakes it" then moves four times the bytes. 1 MiB echo
+/// at 1 connection: ~470 -> ~615 req/s; 1 MiB gained little more (~635). Small
+/// outputs never pay for it.
+const LARGE_OUTPUT_READ_SIZE: usize = 256 * 1024;
 /// Bytes asked for per stderr read: log lines, not bulk data.
 const STDERR_READ_SIZE: usize = 16 * 1024;
 
@@ -287,6 +294,9 @@ impl Driver {
                     }
                 }
                 Event::Stdout(chunk) => {
+                    if chunk.len() == STDOUT_READ_SIZE && self.stdout.size() == STDOUT_READ_SIZE {
+                        self.stdout.grow(LARGE_OUTPUT_READ_SIZE);
+                    }
                     if leader_exited {
                         linger.as_mut().reset(Instant::now() + LINGER_AFTER_EXIT);
                     }

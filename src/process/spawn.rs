@@ -464,7 +464,10 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Grows a pipe from the kernel's default 64 KiB to `bytes`. Best effort: over
 /// the per-user limit on pipe memory the kernel refuses, and the pipe keeps
-/// working at its old size.
+/// working at its old size. That limit (`/proc/sys/fs/pipe-user-pages-soft`,
+/// 64 MiB for a user without CAP_SYS_RESOURCE) also shrinks new pipes to two
+/// pages while it is exceeded, so only invocations that move a lot of data grow
+/// theirs, and only while they run.
 pub fn grow_pipe(fd: BorrowedFd<'_>, bytes: usize) {
     let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size));

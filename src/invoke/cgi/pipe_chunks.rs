@@ -8,12 +8,15 @@
 //! writes.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::io::AsyncRead;
+
+use crate::process::spawn::grow_pipe;
 
 pub struct PipeChunks<R> {
     reader: R,
@@ -31,6 +34,20 @@ impl<R> PipeChunks<R> {
             size,
             done: false,
         }
+    }
+
+    /// Bytes asked for per read.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+}
+
+impl<R: AsFd> PipeChunks<R> {
+    /// Grows the pipe to `bytes` (best effort, see [`grow_pipe`]) and reads that
+    /// much at a time from now on.
+    pub fn grow(&mut self, bytes: usize) {
+        grow_pipe(self.reader.as_fd(), bytes);
+        self.size = bytes;
     }
 }
 
@@ -83,5 +100,21 @@ mod tests {
         let sizes: Vec<usize> = chunks.iter().map(Bytes::len).collect();
         assert_eq!(sizes, [65_536, 65_536, 65_536, 3_392]);
         assert_eq!(chunks.concat(), data);
+    }
+
+    #[tokio::test]
+    async fn a_grown_pipe_holds_and_yields_larger_chunks() {
+        let (mut writer, reader) = tokio::net::unix::pipe::pipe().unwrap();
+        let mut chunks = PipeChunks::new(reader, 65_536);
+        chunks.grow(256 * 1024);
+        assert_eq!(chunks.size(), 256 * 1024);
+        let capacity = nix::fcntl::fcntl(chunks.reader.as_fd(), nix::fcntl::FcntlArg::F_GETPIPE_SZ);
+        assert_eq!(capacity.unwrap(), 256 * 1024);
+        // The whole 200,000 bytes fit in the pipe and come out as one chunk.
+        writer.write_all(&[7u8; 200_000]).await.unwrap();
+        drop(writer);
+        let first = chunks.next().await.unwrap().unwrap();
+        assert_eq!(first.len(), 200_000);
+        assert!(chunks.next().await.is_none());
     }
 }
