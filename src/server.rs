@@ -146,7 +146,7 @@ pub async fn serve(
     })
     .map_err(|err| {
         std::io::Error::other(format!(
-            "cannot start the connection threads: {err}; check the limit on threads (ulimit -u, the container's pids limit)"
+            "cannot start the connection threads: {err}; check the limits on threads (ulimit -u, the container's pids limit) and open files (ulimit -n)"
         ))
     })?;
     let local = listener.local_addr()?;

@@ -147,10 +147,16 @@ pub fn sweep_orphans() -> Sweep {
     let groups: std::collections::HashSet<i32> = lock_groups().keys().copied().collect();
     let mut sweep = Sweep::default();
     for pid in own_children() {
+        // A registered leader is its invocation's: skipped before its /proc file
+        // is read, so a sweep under load (hundreds of leaders, spawning held off
+        // meanwhile) reads nothing for them.
+        if groups.contains(&pid) {
+            continue;
+        }
         let Some(stat) = ProcStat::read(pid) else {
             continue;
         };
-        if groups.contains(&pid) || groups.contains(&stat.pgid) {
+        if groups.contains(&stat.pgid) {
             continue;
         }
         if stat.zombie {
