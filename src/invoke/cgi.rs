@@ -233,8 +233,13 @@ impl Driver {
         let mut stdout_open = true;
         let mut stderr_open = true;
         let mut leader_exited = false;
-        // Two timers for the whole invocation, reset rather than re-created on
-        // every turn of the loop.
+        // Timers are made once, not on every turn of the loop. The linger is
+        // replaced (not reset) when the leader exits: `reset` registers a timer at
+        // once, and a timer that becomes the runtime's earliest costs a wakeup of
+        // its driver (an eventfd write, and an event to read back) even on its own
+        // thread. A fresh `Sleep` registers only when first polled, and in the
+        // usual exit (stdout and stderr close in the same wakeup as the exit) it
+        // never is.
         let deadline = tokio::time::sleep_until(self.deadline);
         tokio::pin!(deadline);
         let linger = tokio::time::sleep(Duration::from_secs(86_400 * 365));
@@ -280,7 +285,7 @@ impl Driver {
                 Event::End(end) => break end,
                 Event::LeaderExited => {
                     leader_exited = true;
-                    linger.as_mut().reset(Instant::now() + LINGER_AFTER_EXIT);
+                    linger.set(tokio::time::sleep(LINGER_AFTER_EXIT));
                 }
                 Event::StderrClosed => stderr_open = false,
                 Event::StdoutClosed => {
@@ -298,7 +303,7 @@ impl Driver {
                         self.stdout.grow(LARGE_OUTPUT_READ_SIZE);
                     }
                     if leader_exited {
-                        linger.as_mut().reset(Instant::now() + LINGER_AFTER_EXIT);
+                        linger.set(tokio::time::sleep(LINGER_AFTER_EXIT));
                     }
                     self.stdout_bytes += chunk.len() as u64;
                     if let Some(limit) = self.output_limit
@@ -551,20 +556,29 @@ impl Driver {
                 }
             };
             self.leader_reaped = true;
+            self.reap_members(grace_end).await;
         } else if self.group.exists() {
             self.group.signal(Signal::SIGTERM);
+            self.reap_members(grace_end).await;
         }
-        let pgid = self.group.pgid();
-        if !reaper::wait_group_gone(pgid, grace_end).await {
-            self.group.signal(Signal::SIGKILL);
-            reaper::reap_group(pgid, REAP_LIMIT).await;
-        }
+        // Otherwise the group is empty, zombies included: nothing to reap (the
+        // usual end, one system call instead of two).
         self.group.disarm();
         if let Some(pid) = self.record.pid {
             reaper::group_finished(pid);
         }
         self.group_registered = false;
         status
+    }
+
+    /// Reaps what is left of the group as it exits, up to `grace_end`, then
+    /// KILLs and reaps the rest.
+    async fn reap_members(&mut self, grace_end: Instant) {
+        let pgid = self.group.pgid();
+        if !reaper::wait_group_gone(pgid, grace_end).await {
+            self.group.signal(Signal::SIGKILL);
+            reaper::reap_group(pgid, REAP_LIMIT).await;
+        }
     }
 }
 
