@@ -506,6 +506,39 @@ async fn scripts_without_execute_bit_or_shebang_run_through_their_interpreter() 
     }
 }
 
+/// A script's interpreter is looked up on the function's own PATH (as execvp
+/// would with the function's environment), not on watchdog's; one that is on
+/// no folder of it is a 500 that names it.
+#[tokio::test]
+async fn the_interpreter_comes_from_the_functions_path() {
+    let bin = tempfile::tempdir().unwrap();
+    common::write_script(
+        &bin.path().join("sh"),
+        "printf 'Content-Type: text/plain\\n\\nfake sh: %s %s\\n' \"$0\" \"${1##*/}\"",
+    );
+    let path = format!("PATH={}", bin.path().display());
+    let faked = server(&["--env", &path]);
+    for _ in 0..2 {
+        let response = client().get(faked.url("/api/plain")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let want = format!("fake sh: {} plain.sh\n", bin.path().join("sh").display());
+        assert_eq!(response.text().await.unwrap(), want);
+    }
+    drop(faked);
+
+    let empty = tempfile::tempdir().unwrap();
+    let path = format!("PATH={}", empty.path().display());
+    let server = server(&["--env", &path]);
+    let response = client().get(server.url("/api/plain")).send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("plain.sh") && text.contains("interpreter `sh` was not found on PATH"),
+        "{text}"
+    );
+    server.assert_no_children();
+}
+
 #[tokio::test]
 async fn a_function_that_cannot_start_is_a_500_naming_file_and_cause() {
     let server = server(&[]);

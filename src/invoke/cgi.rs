@@ -8,6 +8,7 @@
 //! driver keeps going; nothing the client does can leave the process behind.
 
 pub mod environment;
+pub mod interpreter;
 pub mod pipe_chunks;
 pub mod spawn;
 pub mod stdin;

@@ -2,7 +2,7 @@
 //! group, the lean spawner or std's, and an error that says what to fix when it
 //! cannot start.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -12,6 +12,7 @@ use std::process::Stdio;
 
 use tokio::net::unix::pipe;
 
+use super::interpreter;
 use crate::invoke::InvokeError;
 use crate::limits::{Limiter, Plan};
 use crate::process::spawn::{CStringArray, Exec};
@@ -32,9 +33,10 @@ pub struct Started {
 }
 
 /// Starts a CGI function as the leader of a new process group with a clean
-/// environment. An executable without limits takes the lean spawner
-/// ([`crate::process::spawn`]); an interpreter, a Node module, resource limits or
-/// `--user` take std's spawner (fork, with `limiter`'s work before exec). Either
+/// environment. A function without resource limits or `--user` takes the lean
+/// spawner ([`crate::process::spawn`]), exec'd directly or by the interpreter
+/// its extension names; a Node module, resource limits or `--user` take std's
+/// spawner (fork, with `limiter`'s work before exec). Either
 /// way the leader is watchdog's to reap, through the returned [`ExitWatch`].
 ///
 /// # Errors
@@ -64,16 +66,22 @@ pub fn spawn_cgi(
         stdout: child_stdout,
         stderr: child_stderr,
     };
-    let lean = runner.executable && !runner.node_module && !limiter.needs_child_setup(plan);
-    let direct = if lean {
-        match spawn_lean(path, env, &child_fds) {
-            Err(err) if err.kind() == io::ErrorKind::Unsupported => {
-                spawn_std(path, None, runner, env, &child_fds, limiter, plan)
+    let lean = !runner.node_module && !limiter.needs_child_setup(plan);
+    let spawn = |interpreter: Option<&'static str>| {
+        if lean {
+            match spawn_lean(path, interpreter, env, &child_fds) {
+                // A standard stream of watchdog is closed: std's spawner copes.
+                Err(err) if err.kind() == io::ErrorKind::Unsupported => {
+                    spawn_std(path, interpreter, runner, env, &child_fds, limiter, plan)
+                }
+                other => other,
             }
-            other => other,
+        } else {
+            spawn_std(path, interpreter, runner, env, &child_fds, limiter, plan)
         }
-    } else if runner.executable || runner.node_module {
-        spawn_std(path, None, runner, env, &child_fds, limiter, plan)
+    };
+    let direct = if runner.executable || runner.node_module {
+        spawn(None)
     } else {
         Err(io::Error::from_raw_os_error(ENOEXEC))
     };
@@ -83,16 +91,8 @@ pub fn spawn_cgi(
                 && runner.interpreter.is_some()
                 && !runner.node_module =>
         {
-            spawn_std(
-                path,
-                runner.interpreter,
-                runner,
-                env,
-                &child_fds,
-                limiter,
-                plan,
-            )
-            .map_err(|err| describe(&err, path, relative, runner.interpreter, run_as))?
+            spawn(runner.interpreter)
+                .map_err(|err| describe(&err, path, relative, runner.interpreter, run_as))?
         }
         Err(err) => {
             let interpreter = runner.node_module.then_some("node");
@@ -164,33 +164,65 @@ struct ChildFds {
 /// A started leader: a pidfd for it when the spawner made one, and its pid.
 type Leader = (Option<OwnedFd>, u32);
 
-/// The lean path: `path` exec'd directly by [`crate::process::spawn`].
-fn spawn_lean(path: &Path, env: &[(OsString, OsString)], fds: &ChildFds) -> io::Result<Leader> {
-    let program = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul byte in path"))?;
-    let cwd = CString::new(
-        path.parent()
-            .unwrap_or(Path::new("/"))
-            .as_os_str()
-            .as_bytes(),
-    )
-    .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul byte in path"))?;
-    let mut argv = CStringArray::with_capacity(1);
-    argv.push(program.as_bytes().to_vec())?;
+/// The lean path: `path` exec'd by [`crate::process::spawn`], directly or by
+/// its `interpreter` (found on the function's PATH).
+fn spawn_lean(
+    path: &Path,
+    interpreter: Option<&'static str>,
+    env: &[(OsString, OsString)],
+    fds: &ChildFds,
+) -> io::Result<Leader> {
+    let env = last_wins(env);
+    let script = c_string(path.as_os_str())?;
+    let cwd = c_string(path.parent().unwrap_or(Path::new("/")).as_os_str())?;
     let mut envp = CStringArray::with_capacity(env.len());
-    for (key, value) in last_wins(env) {
+    for (key, value) in &env {
         envp.push_pair(key, value)?;
     }
-    let exec = Exec {
-        program: &program,
-        argv: &argv,
-        envp: &envp,
-        cwd: &cwd,
-        stdin: fds.stdin.as_ref().map(AsFd::as_fd),
-        stdout: fds.stdout.as_fd(),
-        stderr: fds.stderr.as_fd(),
+    let run = |program: &CStr, argv: &CStringArray| {
+        let exec = Exec {
+            program,
+            argv,
+            envp: &envp,
+            cwd: &cwd,
+            stdin: fds.stdin.as_ref().map(AsFd::as_fd),
+            stdout: fds.stdout.as_fd(),
+            stderr: fds.stderr.as_fd(),
+        };
+        reaper::spawn_leader(|| process::spawn::spawn(&exec).map(|child| (child.pidfd, child.pid)))
     };
-    reaper::spawn_leader(|| process::spawn::spawn(&exec).map(|child| (child.pidfd, child.pid)))
+    let Some(name) = interpreter else {
+        let mut argv = CStringArray::with_capacity(1);
+        argv.push(script.as_bytes().to_vec())?;
+        return run(&script, &argv);
+    };
+    // argv[0] is the name, as execvp (and std) would pass it.
+    let mut argv = CStringArray::with_capacity(2);
+    argv.push(name.as_bytes().to_vec())?;
+    argv.push(script.as_bytes().to_vec())?;
+    let path_var = env
+        .iter()
+        .find(|(key, _)| *key == "PATH")
+        .map(|(_, value)| *value);
+    let found = interpreter::find(name, path_var)?;
+    match run(&c_string(found.as_os_str())?, &argv) {
+        // The remembered file has gone (uninstalled, or moved on PATH): search
+        // again, once.
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            interpreter::forget(name);
+            let again = interpreter::find(name, path_var)?;
+            if again == found {
+                return Err(err);
+            }
+            run(&c_string(again.as_os_str())?, &argv)
+        }
+        other => other,
+    }
+}
+
+fn c_string(text: &OsStr) -> io::Result<CString> {
+    CString::new(text.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul byte in path"))
 }
 
 /// The environment with one entry per name, the last one given winning, in the
