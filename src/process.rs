@@ -1,6 +1,6 @@
 //! Everything about the OS processes a function becomes: starting it (spawn.rs),
-//! its process group, knowing when its leader exits, killing the group, and
-//! reaping what is left.
+//! the pipes of its standard streams (pipe.rs), its process group, knowing when
+//! its leader exits, killing the group, and reaping what is left.
 //!
 //! Invariant: a group is signalled only while something pins its id. The leader of
 //! a CGI invocation is watched through a pidfd, which reports its exit *without*
@@ -12,6 +12,7 @@
 
 pub mod exit_watch;
 pub mod group;
+pub mod pipe;
 pub mod reaper;
 pub mod spawn;
 

@@ -516,14 +516,21 @@ async fn the_interpreter_comes_from_the_functions_path() {
         &bin.path().join("sh"),
         "printf 'Content-Type: text/plain\\n\\nfake sh: %s %s\\n' \"$0\" \"${1##*/}\"",
     );
-    let path = format!("PATH={}", bin.path().display());
+    let later = tempfile::tempdir().unwrap();
+    let path = format!("PATH={}:{}", bin.path().display(), later.path().display());
     let faked = server(&["--env", &path]);
+    let ran =
+        |folder: &std::path::Path| format!("fake sh: {} plain.sh\n", folder.join("sh").display());
     for _ in 0..2 {
         let response = client().get(faked.url("/api/plain")).send().await.unwrap();
         assert_eq!(response.status(), 200);
-        let want = format!("fake sh: {} plain.sh\n", bin.path().join("sh").display());
-        assert_eq!(response.text().await.unwrap(), want);
+        assert_eq!(response.text().await.unwrap(), ran(bin.path()));
     }
+    // The interpreter watchdog found moves further down PATH: found again.
+    std::fs::rename(bin.path().join("sh"), later.path().join("sh")).unwrap();
+    let response = client().get(faked.url("/api/plain")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), ran(later.path()));
     drop(faked);
 
     let empty = tempfile::tempdir().unwrap();

@@ -50,8 +50,9 @@ const STDOUT_READ_SIZE: usize = 64 * 1024;
 /// echo), its stdout pipe grows from the kernel's 64 KiB to this, and is read
 /// this much at a time: each round of "the function fills the pipe, sleeps,
 /// watchdog drains it and wakes it" then moves four times the bytes. 1 MiB echo
-/// at 1 connection: ~470 -> ~615 req/s; 1 MiB gained little more (~635). Small
-/// outputs never pay for it.
+/// at 1 connection: ~470 -> ~615 req/s; a 1 MiB pipe gained little more
+/// (~635). Small outputs never pay for it, and growth has a global budget
+/// ([`crate::process::pipe::MAX_GROWN`]).
 const LARGE_OUTPUT_READ_SIZE: usize = 256 * 1024;
 /// Bytes asked for per stderr read: log lines, not bulk data.
 const STDERR_READ_SIZE: usize = 16 * 1024;
@@ -300,7 +301,7 @@ impl Driver {
                     }
                 }
                 Event::Stdout(chunk) => {
-                    if chunk.len() == STDOUT_READ_SIZE && self.stdout.size() == STDOUT_READ_SIZE {
+                    if chunk.len() == STDOUT_READ_SIZE {
                         self.stdout.grow(LARGE_OUTPUT_READ_SIZE);
                     }
                     if leader_exited {

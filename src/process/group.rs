@@ -39,9 +39,11 @@ impl ProcessGroup {
         }
     }
 
-    /// Whether any process of the group is still there (zombies included).
+    /// Whether any process of the group is still there (zombies included). Only
+    /// ESRCH means none: EPERM is a member that changed its user (a setuid
+    /// program), still there.
     pub fn exists(&self) -> bool {
-        self.armed && killpg(self.pgid, None).is_ok()
+        self.armed && !matches!(killpg(self.pgid, None), Err(nix::errno::Errno::ESRCH))
     }
 
     /// Marks the group as reaped: from now on it is never signalled.

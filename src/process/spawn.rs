@@ -19,12 +19,14 @@
 //! with `CLONE_FILES` (the table shared, nothing copied); the child places its
 //! three streams in that thread's slots, three low descriptor numbers, and
 //! unshares only the table below them (`close_range(CLOSE_RANGE_UNSHARE)`, Linux
-//! 5.9+): the same 60 µs however many connections are open. It also means a
-//! function inherits nothing but its standard streams, even a descriptor someone
-//! forgot to mark close-on-exec.
+//! 5.9+, which copies at least the first 64): the same 60 µs however many
+//! connections are open. Either way the child closes everything above its
+//! standard streams before `execve`, so a function started here inherits
+//! nothing else, even a descriptor someone forgot to mark close-on-exec (std's
+//! path relies on close-on-exec alone).
 //!
-//! Only the common case comes here: an executable run directly, with no resource
-//! limits and no `--user`. Work between fork and exec such as joining a cgroup or
+//! Only the common case comes here: an executable or a script's interpreter,
+//! with no resource limits and no `--user`. Work between fork and exec such as joining a cgroup or
 //! switching user is not safe in a shared address space (glibc's `setuid` signals
 //! every thread of the process), so those functions keep std's fork path.
 
@@ -33,8 +35,8 @@ use std::ffi::{CStr, CString, OsStr, c_char};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{LazyLock, OnceLock};
 
 use nix::libc;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
@@ -66,10 +68,48 @@ thread_local! {
     static SLOTS: std::cell::OnceCell<StdioSlots> = const { std::cell::OnceCell::new() };
 }
 
-/// Cleared for good when a child finds `close_range(CLOSE_RANGE_UNSHARE)` missing
-/// (a kernel before 5.9, or a seccomp profile that refuses it): every spawn then
-/// copies the table, as before.
-static SHARED_TABLE_SPAWN: AtomicBool = AtomicBool::new(true);
+/// Whether threads with stdio slots clone with a shared table. Off from the
+/// start on a kernel that unshares it wrongly ([`unshares_cleanly`]), and for
+/// good once a child finds `close_range(CLOSE_RANGE_UNSHARE)` missing (before
+/// Linux 5.9, or refused by a seccomp profile): every spawn then copies the
+/// table, as before.
+static SHARED_TABLE_SPAWN: LazyLock<AtomicBool> = LazyLock::new(|| {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let clean = unshares_cleanly(release.trim());
+    if !clean {
+        tracing::info!(
+            kernel = release.trim(),
+            "functions start with a copy of watchdog's descriptor table: this kernel may predate the fix for CVE-2024-45025 (Linux 6.11, 6.6.48, 6.1.107, 5.15.166, 5.10.225)"
+        );
+    }
+    AtomicBool::new(clean)
+});
+
+/// Whether kernel `release` copies the descriptor bitmaps right when
+/// `close_range(CLOSE_RANGE_UNSHARE)` unshares part of a shared table. Before the
+/// fix for CVE-2024-45025 the new table kept stray "this word is full" bits from
+/// watchdog's, so a function that opened more than 64 descriptors could be given
+/// numbers past every block watchdog had full (past 1,024 under load, which
+/// breaks `select`). A release this cannot place (a distribution's own
+/// numbering) counts as unfixed: the copy is slower, never wrong.
+fn unshares_cleanly(release: &str) -> bool {
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|part| part.parse::<u32>().ok());
+    let (Some(Some(major)), Some(Some(minor))) = (numbers.next(), numbers.next()) else {
+        return false;
+    };
+    let patch = numbers.next().flatten().unwrap_or(0);
+    let fixed_in = match (major, minor) {
+        (6, 10) => 7,
+        (6, 6) => 48,
+        (6, 1) => 107,
+        (5, 15) => 166,
+        (5, 10) => 225,
+        _ => return (major, minor) >= (6, 11),
+    };
+    patch >= fixed_in
+}
 
 /// Three descriptor numbers, low in watchdog's table, that one thread's children
 /// pass their standard streams through (see the module docs). Between spawns each
@@ -83,7 +123,7 @@ pub struct StdioSlots {
 impl StdioSlots {
     /// Takes three of the lowest free descriptor numbers. Reserve early, before
     /// connections fill the table: a child copies every descriptor below its
-    /// thread's highest slot.
+    /// thread's highest slot (and at least the first 64).
     ///
     /// # Errors
     /// When `/dev/null` cannot be opened or the process is out of descriptors.
@@ -345,10 +385,11 @@ pub fn spawn(exec: &Exec<'_>) -> io::Result<Spawned> {
     if errno != 0 {
         // It has called _exit already; this wait is immediate.
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(cloned), None);
-        if unshare_failed.load(Ordering::Relaxed) {
-            tracing::info!(
+        let missing = [libc::ENOSYS, libc::EINVAL, libc::EPERM].contains(&errno);
+        if unshare_failed.load(Ordering::Relaxed) && missing {
+            tracing::warn!(
                 error = %io::Error::from_raw_os_error(errno),
-                "close_range(CLOSE_RANGE_UNSHARE) is not available (Linux 5.9+); functions start with a copy of watchdog's descriptor table"
+                "close_range(CLOSE_RANGE_UNSHARE) is refused (a kernel before 5.9, or a seccomp profile); functions start with a copy of watchdog's descriptor table"
             );
             SHARED_TABLE_SPAWN.store(false, Ordering::Relaxed);
             return spawn(exec);
@@ -402,16 +443,17 @@ extern "C" fn run_child(steps: *mut libc::c_void) -> libc::c_int {
                 fail(steps.failure);
             }
         }
-        if steps.slots.is_some() {
-            // What the unshare copied below the slots (other threads' slots,
-            // /dev/null, a listener): the function gets its three streams only.
-            libc::syscall(
-                libc::SYS_close_range,
-                3 as libc::c_uint,
-                libc::c_uint::MAX,
-                0 as libc::c_uint,
-            );
-        }
+        // The function gets its three streams only: not what the unshare
+        // copied below the slots (other threads' slots, /dev/null, a listener),
+        // nor, on the plain path, a descriptor watchdog inherited without
+        // close-on-exec. Best effort: before Linux 5.9 close-on-exec alone
+        // applies.
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        );
         if libc::chdir(steps.cwd) != 0 {
             fail(steps.failure);
         }
@@ -453,44 +495,13 @@ unsafe fn take_own_table(steps: &ChildSteps<'_>, slots: [libc::c_int; 3]) {
     }
 }
 
-/// A pipe for one standard stream: the child's end blocking (programs expect
-/// that), watchdog's end non-blocking for tokio; both close on exec.
-///
-/// # Errors
-/// When the process is out of file descriptors.
-pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
-}
-
-/// Grows a pipe from the kernel's default 64 KiB to `bytes`. Best effort: over
-/// the per-user limit on pipe memory the kernel refuses, and the pipe keeps
-/// working at its old size. That limit (`/proc/sys/fs/pipe-user-pages-soft`,
-/// 64 MiB for a user without CAP_SYS_RESOURCE) also shrinks new pipes to two
-/// pages while it is exceeded, so only invocations that move a lot of data grow
-/// theirs, and only while they run.
-pub fn grow_pipe(fd: BorrowedFd<'_>, bytes: usize) {
-    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size));
-}
-
-/// Sets O_NONBLOCK on watchdog's end of a pipe.
-///
-/// # Errors
-/// When fcntl fails.
-pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
-    nix::fcntl::fcntl(
-        fd,
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    )?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Read;
     use std::os::fd::AsFd;
 
     use super::*;
+    use crate::process::pipe::pipe;
 
     fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> io::Result<(u32, String)> {
         let (out_read, out_write) = pipe()?;
@@ -626,6 +637,86 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn with_stdio_slots_a_failed_child_leaves_the_slots_released() {
+        std::thread::spawn(|| {
+            let slots = StdioSlots::reserve().unwrap();
+            let slot_fds = slots.raw();
+            slots.adopt();
+            let (out_read, out_write) = pipe().unwrap();
+            let (_err_read, err_write) = pipe().unwrap();
+            let program = CString::new("/nonexistent/program").unwrap();
+            let mut argv = CStringArray::with_capacity(1);
+            argv.push(program.as_bytes().to_vec()).unwrap();
+            let envp = CStringArray::with_capacity(0);
+            let cwd = CString::new("/tmp").unwrap();
+            let err = spawn(&Exec {
+                program: &program,
+                argv: &argv,
+                envp: &envp,
+                cwd: &cwd,
+                stdin: None,
+                stdout: out_write.as_fd(),
+                stderr: err_write.as_fd(),
+            })
+            .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound);
+            for slot in slot_fds {
+                assert_eq!(target(slot), "/dev/null", "slot {slot}");
+            }
+            // No copy of the write end is left anywhere: EOF at once.
+            drop(out_write);
+            let mut rest = String::new();
+            std::fs::File::from(out_read)
+                .read_to_string(&mut rest)
+                .unwrap();
+            assert_eq!(rest, "");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn two_threads_with_slots_spawn_at_once_without_crossing_streams() {
+        let workers: Vec<_> = (0..2)
+            .map(|worker| {
+                std::thread::spawn(move || {
+                    StdioSlots::reserve().unwrap().adopt();
+                    for round in 0..200 {
+                        let word = format!("{worker}-{round}");
+                        let (_, output) = run("/bin/echo", &[&word], &[]).expect("spawn");
+                        assert_eq!(output, format!("{word}\n"));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn only_kernels_with_the_unshare_fix_share_the_table() {
+        for (release, clean) in [
+            ("6.18.44-fc-v1045", true),
+            ("6.11.0", true),
+            ("6.10.7-arch1", true),
+            ("6.10.6", false),
+            ("6.6.48", true),
+            ("6.6.47-generic", false),
+            ("6.1.107", true),
+            ("6.1.0-18-amd64", false),
+            ("5.15.166", true),
+            ("5.10.224", false),
+            ("5.14.0-427.el9.x86_64", false),
+            ("6.8.0-45-generic", false),
+            ("4.19.0", false),
+            ("", false),
+        ] {
+            assert_eq!(unshares_cleanly(release), clean, "{release}");
+        }
     }
 
     #[test]

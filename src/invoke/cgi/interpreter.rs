@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
@@ -55,15 +54,16 @@ pub fn forget(name: &str) {
 
 fn search(name: &str, path_var: &OsStr) -> io::Result<PathBuf> {
     for folder in std::env::split_paths(path_var) {
-        // An empty entry means the working directory to execvp; a function's
-        // interpreter is never meant to come from the function's own folder.
-        if folder.as_os_str().is_empty() {
+        // An empty or relative entry names a folder relative to the working
+        // directory, which for the function is its own folder: an interpreter is
+        // never meant to come from there (and the search here runs elsewhere).
+        if !folder.is_absolute() {
             continue;
         }
         let candidate = folder.join(name);
-        if let Ok(meta) = std::fs::metadata(&candidate)
-            && meta.is_file()
-            && meta.permissions().mode() & 0o111 != 0
+        // As execvp: a file this process may execute, else the next folder.
+        if std::fs::metadata(&candidate).is_ok_and(|meta| meta.is_file())
+            && nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok()
         {
             return Ok(candidate);
         }
@@ -76,6 +76,9 @@ fn search(name: &str, path_var: &OsStr) -> io::Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -93,7 +96,7 @@ mod tests {
             std::fs::Permissions::from_mode(0o755),
         )
         .unwrap();
-        let path_var = std::env::join_paths([&first, &second]).unwrap();
+        let path_var = std::env::join_paths([Path::new("relative"), &first, &second]).unwrap();
         assert_eq!(
             find("interp-test", Some(&path_var)).unwrap(),
             second.join("interp-test")

@@ -1,5 +1,5 @@
-//! A function's output pipe as a stream of chunks, each read into room for a
-//! whole chunk.
+//! A function's output pipe as a stream of chunks, each read with room for a
+//! whole chunk (once less than half a chunk is left in the buffer).
 //!
 //! Why not tokio-util's `ReaderStream`: after handing out a chunk it reads the
 //! next one into whatever is left of the same buffer, so a full 64 KiB pipe was
@@ -16,23 +16,30 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::io::AsyncRead;
 
-use crate::process::spawn::grow_pipe;
+use crate::process::pipe;
 
+/// The chunks of one pipe, read `size` bytes at a time at most.
 pub struct PipeChunks<R> {
     reader: R,
     buffer: BytesMut,
     /// Bytes asked for per read.
     size: usize,
     done: bool,
+    grow_tried: bool,
+    /// The pipe's place in the growth budget, while it is grown.
+    grown: Option<pipe::Grown>,
 }
 
 impl<R> PipeChunks<R> {
+    /// Reads `reader` up to `size` bytes at a time.
     pub fn new(reader: R, size: usize) -> Self {
         Self {
             reader,
             buffer: BytesMut::new(),
             size,
             done: false,
+            grow_tried: false,
+            grown: None,
         }
     }
 
@@ -43,11 +50,17 @@ impl<R> PipeChunks<R> {
 }
 
 impl<R: AsFd> PipeChunks<R> {
-    /// Grows the pipe to `bytes` (best effort, see [`grow_pipe`]) and reads that
-    /// much at a time from now on.
+    /// Grows the pipe to `bytes` and reads that much at a time from now on, if
+    /// the growth budget and the kernel allow ([`pipe::grow`]). Tried once.
     pub fn grow(&mut self, bytes: usize) {
-        grow_pipe(self.reader.as_fd(), bytes);
-        self.size = bytes;
+        if self.grow_tried {
+            return;
+        }
+        self.grow_tried = true;
+        self.grown = pipe::grow(self.reader.as_fd(), bytes);
+        if self.grown.is_some() {
+            self.size = bytes;
+        }
     }
 }
 

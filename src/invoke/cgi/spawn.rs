@@ -53,10 +53,10 @@ pub fn spawn_cgi(
 ) -> Result<Started, InvokeError> {
     let run_as = limiter.run_as.as_ref().map(|user| user.name.as_str());
     let fail = |err: io::Error| describe(&err, path, relative, None, run_as);
-    let (stdout, child_stdout) = process::spawn::pipe().map_err(fail)?;
-    let (stderr, child_stderr) = process::spawn::pipe().map_err(fail)?;
+    let (stdout, child_stdout) = process::pipe::pipe().map_err(fail)?;
+    let (stderr, child_stderr) = process::pipe::pipe().map_err(fail)?;
     let (stdin, child_stdin) = if has_body {
-        let (read, write) = process::spawn::pipe().map_err(fail)?;
+        let (read, write) = process::pipe::pipe().map_err(fail)?;
         (Some(write), Some(read))
     } else {
         (None, None)
@@ -124,11 +124,11 @@ pub fn spawn_cgi(
     // watchdog's ends go non-blocking here, after the spawn, because the pipes
     // were created blocking for the child's sake.
     let receiver = |fd: OwnedFd| {
-        process::spawn::set_nonblocking(&fd)?;
+        process::pipe::set_nonblocking(&fd)?;
         pipe::Receiver::from_owned_fd_unchecked(fd)
     };
     let sender = |fd: OwnedFd| {
-        process::spawn::set_nonblocking(&fd)?;
+        process::pipe::set_nonblocking(&fd)?;
         pipe::Sender::from_owned_fd_unchecked(fd)
     };
     let pipes = (|| -> io::Result<_> {

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe::Sender as ChildStdin;
 
 use crate::invoke::request_body::{BODY_IDLE_TIMEOUT, RequestBody, Spill};
-use crate::process::spawn::grow_pipe;
+use crate::process::pipe;
 
 /// A body larger than the default 64 KiB pipe gets a pipe of
 /// [`LARGE_BODY_PIPE_BYTES`]. The connection's thread both receives the body and
@@ -27,15 +27,19 @@ const LARGE_BODY_PIPE_BYTES: usize = 256 * 1024;
 /// Starts the pump; it ends when the body is written (stdin is then closed, the
 /// function sees EOF) or cannot be.
 pub fn spawn(stdin: ChildStdin, body: RequestBody, deadline: tokio::time::Instant) {
-    if body
+    let grown = if body
         .content_length()
         .is_some_and(|length| length > LARGE_BODY)
     {
-        grow_pipe(stdin.as_fd(), LARGE_BODY_PIPE_BYTES);
-    }
+        pipe::grow(stdin.as_fd(), LARGE_BODY_PIPE_BYTES)
+    } else {
+        None
+    };
     // Nothing is read or written for this request past its deadline.
     tokio::spawn(async move {
         let _ = tokio::time::timeout_at(deadline, pump(stdin, body)).await;
+        // The pipe closed with the pump: its place in the growth budget is free.
+        drop(grown);
     });
 }
 

@@ -1,0 +1,106 @@
+//! The pipes of a function's standard streams: made close-on-exec and blocking
+//! (the child's ends stay so; programs expect it), watchdog's ends switched to
+//! non-blocking for tokio, and grown for invocations that move a lot of data,
+//! within a budget.
+
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Pipes grown beyond the kernel's 64 KiB at once, across watchdog.
+static GROWN: AtomicUsize = AtomicUsize::new(0);
+
+/// At most this many pipes are grown at once (64 x 256 KiB = 16 MiB of pipe
+/// buffers on top of the defaults). The kernel counts every pipe's whole
+/// capacity against a per-user limit (`/proc/sys/fs/pipe-user-pages-soft`, 64
+/// MiB for a user without CAP_SYS_RESOURCE, which containers usually drop), and
+/// while a user is over it every *new* pipe of theirs gets two pages: growing
+/// without a cap would shrink the pipes of every other function under load.
+pub const MAX_GROWN: usize = 64;
+
+/// A pipe for one standard stream, both ends close-on-exec and blocking.
+///
+/// # Errors
+/// When the process is out of file descriptors.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
+/// Sets O_NONBLOCK on watchdog's end of a pipe.
+///
+/// # Errors
+/// When fcntl fails.
+pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    Ok(())
+}
+
+/// A pipe's place in the growth budget; given back when dropped, so keep it as
+/// long as the pipe is open.
+#[derive(Debug)]
+pub struct Grown(());
+
+impl Drop for Grown {
+    fn drop(&mut self) {
+        GROWN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Grows a pipe from the kernel's default 64 KiB to `bytes`, if the budget
+/// ([`MAX_GROWN`]) and the kernel allow; `None` leaves it as it was, still
+/// working.
+pub fn grow(fd: BorrowedFd<'_>, bytes: usize) -> Option<Grown> {
+    if GROWN.fetch_add(1, Ordering::Relaxed) >= MAX_GROWN {
+        GROWN.fetch_sub(1, Ordering::Relaxed);
+        return None;
+    }
+    let place = Grown(());
+    let size = nix::libc::c_int::try_from(bytes).unwrap_or(nix::libc::c_int::MAX);
+    match nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size)) {
+        Ok(_) => Some(place),
+        Err(err) => {
+            static REPORTED: AtomicBool = AtomicBool::new(false);
+            if !REPORTED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    error = %err,
+                    bytes,
+                    "cannot grow a function's pipe (over the per-user pipe limit, /proc/sys/fs/pipe-user-pages-soft?); large bodies move in 64 KiB rounds"
+                );
+            }
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    #[test]
+    fn growth_stays_within_the_budget_and_places_come_back() {
+        // Other tests in this process may hold places; take what is left.
+        let pipes: Vec<(OwnedFd, OwnedFd)> = (0..MAX_GROWN + 1).map(|_| pipe().unwrap()).collect();
+        let grown: Vec<Grown> = pipes
+            .iter()
+            .filter_map(|(read, _)| grow(read.as_fd(), 256 * 1024))
+            .collect();
+        assert!(grown.len() <= MAX_GROWN);
+        assert!(
+            grow(pipes[MAX_GROWN].0.as_fd(), 256 * 1024).is_none(),
+            "budget spent"
+        );
+        let capacity =
+            nix::fcntl::fcntl(pipes[0].0.as_fd(), nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap();
+        assert_eq!(capacity, 256 * 1024);
+        drop(grown);
+        assert!(
+            grow(pipes[MAX_GROWN].0.as_fd(), 256 * 1024).is_some(),
+            "places came back"
+        );
+    }
+}
