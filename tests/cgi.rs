@@ -145,14 +145,7 @@ async fn a_function_inherits_only_its_standard_streams() {
         "watchdog holds it"
     );
     for _ in 0..3 {
-        let body = client()
-            .get(server.url("/api/fds"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = common::get_text(server.url("/api/fds")).await;
         let mut fds: Vec<i32> = body.lines().map(|l| l.parse().unwrap()).collect();
         fds.sort_unstable();
         assert!(fds.starts_with(&[0, 1, 2]), "{fds:?}");

@@ -58,14 +58,7 @@ async fn a_memory_hog_is_held_by_memory() {
         "{}",
         server.log()
     );
-    let metrics = client()
-        .get(server.url("/_watchdog/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(server.url("/_watchdog/metrics")).await;
     assert!(
         metrics.contains(r#"watchdog_limit_hits_total{route="/api/memory-hog",limit="memory"} 1"#),
         "{metrics}"
@@ -94,14 +87,8 @@ async fn cpu_time_stops_a_spinning_function() {
 #[tokio::test]
 async fn open_files_caps_descriptors() {
     let server = server(&[]);
-    let opened: usize = client()
-        .get(server.url("/api/many-files"))
-        .send()
+    let opened: usize = common::get_text(server.url("/api/many-files"))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
         .trim()
         .parse()
         .unwrap();
@@ -129,14 +116,7 @@ async fn max_output_stops_a_chatty_function() {
 #[tokio::test]
 async fn functions_run_as_the_user_given() {
     let server = server(&["--user", "nobody"]);
-    let uid = client()
-        .get(server.url("/api/whoami"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let uid = common::get_text(server.url("/api/whoami")).await;
     assert_eq!(uid.trim(), "65534");
     let unknown = common::watchdog()
         .arg("serve")
@@ -151,14 +131,8 @@ async fn functions_run_as_the_user_given() {
 #[tokio::test]
 async fn limits_hold_for_functions_run_as_another_user() {
     let server = server(&["--user", "nobody"]);
-    let forked: usize = client()
-        .get(server.url("/api/forkbomb"))
-        .send()
+    let forked: usize = common::get_text(server.url("/api/forkbomb"))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
         .trim()
         .parse()
         .unwrap();
@@ -172,14 +146,7 @@ async fn limits_hold_for_functions_run_as_another_user() {
         .await
         .unwrap();
     assert_eq!(hog.status(), 502);
-    let home = client()
-        .get(server.url("/api/whoami"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let home = common::get_text(server.url("/api/whoami")).await;
     assert_eq!(home.trim(), "65534");
     server.assert_no_children();
 }
@@ -187,13 +154,6 @@ async fn limits_hold_for_functions_run_as_another_user() {
 #[tokio::test]
 async fn an_executable_script_without_a_shebang_uses_its_interpreter_with_limits_too() {
     let server = server(&[]);
-    let text = client()
-        .get(server.url("/api/noshebang-limited"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::get_text(server.url("/api/noshebang-limited")).await;
     assert_eq!(text, "ran under python3\n");
 }

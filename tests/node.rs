@@ -237,14 +237,7 @@ async fn an_edited_module_is_picked_up() {
     .unwrap();
     let started = Instant::now();
     loop {
-        let text = client()
-            .get(server.url("/api/fetch"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = common::get_text(server.url("/api/fetch")).await;
         if text == "edited" {
             break;
         }

@@ -93,14 +93,7 @@ async fn files_added_removed_and_renamed_while_serving() {
     .unwrap();
     eventually(&server, "/api/second", 500, Duration::from_secs(1)).await;
     assert!(server.wait_for_log("route conflict", Duration::from_secs(1)));
-    let body = client()
-        .get(server.url("/api/second"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = common::get_text(server.url("/api/second")).await;
     assert!(
         body.contains("second.py") && body.contains("second.sh"),
         "{body}"

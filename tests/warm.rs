@@ -156,14 +156,7 @@ async fn requests_beyond_max_wait_and_all_succeed() {
         "{:?}",
         started.elapsed()
     );
-    let metrics = client()
-        .get(server.url("/_watchdog/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(server.url("/_watchdog/metrics")).await;
     assert!(
         metrics.contains("watchdog_cold_starts_total{route=\"/api/counter\"} 1"),
         "{metrics}"

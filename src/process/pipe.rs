@@ -7,9 +7,6 @@ use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-/// Pipes grown beyond the kernel's 64 KiB at once, across watchdog.
-static GROWN: AtomicUsize = AtomicUsize::new(0);
-
 /// At most this many pipes are grown at once (64 x 256 KiB = 16 MiB of pipe
 /// buffers on top of the defaults). The kernel counts every pipe's whole
 /// capacity against a per-user limit (`/proc/sys/fs/pipe-user-pages-soft`, 64
@@ -17,6 +14,34 @@ static GROWN: AtomicUsize = AtomicUsize::new(0);
 /// while a user is over it every *new* pipe of theirs gets two pages: growing
 /// without a cap would shrink the pipes of every other function under load.
 pub const MAX_GROWN: usize = 64;
+
+/// Places for grown pipes.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl Budget {
+    /// Room for `max` grown pipes at once.
+    pub const fn new(max: usize) -> Self {
+        Self {
+            used: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    fn take(&'static self) -> Option<Grown> {
+        if self.used.fetch_add(1, Ordering::Relaxed) >= self.max {
+            self.used.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Grown(self))
+    }
+}
+
+/// watchdog's budget: [`MAX_GROWN`] pipes across all invocations.
+static BUDGET: Budget = Budget::new(MAX_GROWN);
 
 /// A pipe for one standard stream, both ends close-on-exec and blocking.
 ///
@@ -41,11 +66,11 @@ pub fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
 /// A pipe's place in the growth budget; given back when dropped, so keep it as
 /// long as the pipe is open.
 #[derive(Debug)]
-pub struct Grown(());
+pub struct Grown(&'static Budget);
 
 impl Drop for Grown {
     fn drop(&mut self) {
-        GROWN.fetch_sub(1, Ordering::Relaxed);
+        self.0.used.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -53,11 +78,11 @@ impl Drop for Grown {
 /// ([`MAX_GROWN`]) and the kernel allow; `None` leaves it as it was, still
 /// working.
 pub fn grow(fd: BorrowedFd<'_>, bytes: usize) -> Option<Grown> {
-    if GROWN.fetch_add(1, Ordering::Relaxed) >= MAX_GROWN {
-        GROWN.fetch_sub(1, Ordering::Relaxed);
-        return None;
-    }
-    let place = Grown(());
+    grow_within(&BUDGET, fd, bytes)
+}
+
+fn grow_within(budget: &'static Budget, fd: BorrowedFd<'_>, bytes: usize) -> Option<Grown> {
+    let place = budget.take()?;
     let size = nix::libc::c_int::try_from(bytes).unwrap_or(nix::libc::c_int::MAX);
     match nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size)) {
         Ok(_) => Some(place),
@@ -83,24 +108,22 @@ mod tests {
 
     #[test]
     fn growth_stays_within_the_budget_and_places_come_back() {
-        // Other tests in this process may hold places; take what is left.
-        let pipes: Vec<(OwnedFd, OwnedFd)> = (0..MAX_GROWN + 1).map(|_| pipe().unwrap()).collect();
-        let grown: Vec<Grown> = pipes
-            .iter()
-            .filter_map(|(read, _)| grow(read.as_fd(), 256 * 1024))
-            .collect();
-        assert!(grown.len() <= MAX_GROWN);
+        static SMALL: Budget = Budget::new(2);
+        let pipes: Vec<(OwnedFd, OwnedFd)> = (0..3).map(|_| pipe().unwrap()).collect();
+        let first = grow_within(&SMALL, pipes[0].0.as_fd(), 256 * 1024).expect("room");
+        let second = grow_within(&SMALL, pipes[1].0.as_fd(), 256 * 1024).expect("room");
         assert!(
-            grow(pipes[MAX_GROWN].0.as_fd(), 256 * 1024).is_none(),
+            grow_within(&SMALL, pipes[2].0.as_fd(), 256 * 1024).is_none(),
             "budget spent"
         );
         let capacity =
             nix::fcntl::fcntl(pipes[0].0.as_fd(), nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap();
         assert_eq!(capacity, 256 * 1024);
-        drop(grown);
+        drop(first);
         assert!(
-            grow(pipes[MAX_GROWN].0.as_fd(), 256 * 1024).is_some(),
-            "places came back"
+            grow_within(&SMALL, pipes[2].0.as_fd(), 256 * 1024).is_some(),
+            "a place came back"
         );
+        drop(second);
     }
 }

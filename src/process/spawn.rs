@@ -578,104 +578,45 @@ mod tests {
         // integration tests check for zombies after a bad `#!` line.
     }
 
-    /// Where descriptor `fd` of this process points.
-    fn target(fd: libc::c_int) -> String {
-        std::fs::read_link(format!("/proc/self/fd/{fd}"))
-            .map(|path| path.display().to_string())
-            .unwrap_or_default()
+    /// On a thread of its own (slots are adopted once per thread): adopts
+    /// fresh slots, runs `check` with their numbers, then checks that they are
+    /// back to /dev/null, so no child's stream end is left in watchdog.
+    fn with_slots(check: impl FnOnce([libc::c_int; 3]) + Send + 'static) {
+        std::thread::spawn(|| {
+            let slots = StdioSlots::reserve().unwrap();
+            let slot_fds = slots.raw();
+            slots.adopt();
+            check(slot_fds);
+            for slot in slot_fds {
+                let target = std::fs::read_link(format!("/proc/self/fd/{slot}")).unwrap();
+                assert_eq!(target, std::path::Path::new("/dev/null"), "slot {slot}");
+            }
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
     fn with_stdio_slots_the_child_gets_its_three_streams_and_nothing_else() {
-        // On a thread of its own: slots are adopted once per thread.
-        std::thread::spawn(|| {
-            let slots = StdioSlots::reserve().unwrap();
-            let slot_fds = slots.raw();
-            slots.adopt();
+        with_slots(|slots| {
             // A descriptor someone forgot to mark close-on-exec, above the slots.
             #[allow(unsafe_code)]
             // SAFETY: dup of stdin; the copy is owned by `leaked` from here on.
             let leaked = unsafe { OwnedFd::from_raw_fd(libc::dup(0)) };
-            assert!(leaked.as_raw_fd() > *slot_fds.iter().max().unwrap());
-            let (out_read, out_write) = pipe().unwrap();
-            let (_err_read, err_write) = pipe().unwrap();
-            let program = CString::new("/bin/ls").unwrap();
-            let mut argv = CStringArray::with_capacity(2);
-            argv.push(b"/bin/ls".to_vec()).unwrap();
-            argv.push(b"/proc/self/fd".to_vec()).unwrap();
-            let envp = CStringArray::with_capacity(0);
-            let cwd = CString::new("/tmp").unwrap();
-            let Spawned { pidfd, .. } = spawn(&Exec {
-                program: &program,
-                argv: &argv,
-                envp: &envp,
-                cwd: &cwd,
-                stdin: None,
-                stdout: out_write.as_fd(),
-                stderr: err_write.as_fd(),
-            })
-            .unwrap();
-            // The slots are back to /dev/null in watchdog: the child's pipe ends
-            // are closed here once the caller drops its own.
-            for slot in slot_fds {
-                assert_eq!(target(slot), "/dev/null", "slot {slot}");
-            }
-            drop(out_write);
-            drop(err_write);
-            let mut listing = String::new();
-            std::fs::File::from(out_read)
-                .read_to_string(&mut listing)
-                .unwrap();
+            assert!(leaked.as_raw_fd() > *slots.iter().max().unwrap());
+            let (_, listing) = run("/bin/ls", &["/proc/self/fd"], &[]).unwrap();
             let fds: Vec<&str> = listing.split_whitespace().collect();
             // 0, 1, 2, and the directory ls itself opened to list them.
             assert_eq!(fds, ["0", "1", "2", "3"], "{listing}");
-            rustix::process::waitid(
-                rustix::process::WaitId::PidFd(pidfd.unwrap().as_fd()),
-                rustix::process::WaitIdOptions::EXITED,
-            )
-            .unwrap();
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     #[test]
     fn with_stdio_slots_a_failed_child_leaves_the_slots_released() {
-        std::thread::spawn(|| {
-            let slots = StdioSlots::reserve().unwrap();
-            let slot_fds = slots.raw();
-            slots.adopt();
-            let (out_read, out_write) = pipe().unwrap();
-            let (_err_read, err_write) = pipe().unwrap();
-            let program = CString::new("/nonexistent/program").unwrap();
-            let mut argv = CStringArray::with_capacity(1);
-            argv.push(program.as_bytes().to_vec()).unwrap();
-            let envp = CStringArray::with_capacity(0);
-            let cwd = CString::new("/tmp").unwrap();
-            let err = spawn(&Exec {
-                program: &program,
-                argv: &argv,
-                envp: &envp,
-                cwd: &cwd,
-                stdin: None,
-                stdout: out_write.as_fd(),
-                stderr: err_write.as_fd(),
-            })
-            .unwrap_err();
+        with_slots(|_| {
+            let err = run("/nonexistent/program", &[], &[]).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::NotFound);
-            for slot in slot_fds {
-                assert_eq!(target(slot), "/dev/null", "slot {slot}");
-            }
-            // No copy of the write end is left anywhere: EOF at once.
-            drop(out_write);
-            let mut rest = String::new();
-            std::fs::File::from(out_read)
-                .read_to_string(&mut rest)
-                .unwrap();
-            assert_eq!(rest, "");
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     #[test]

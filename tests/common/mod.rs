@@ -301,6 +301,18 @@ pub struct Streamed {
 }
 
 /// Reads a whole body, timing its first chunk against its end.
+/// GETs `url` and returns the body as text, whatever the status.
+pub async fn get_text(url: String) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body")
+}
+
 pub async fn read_streamed(mut response: reqwest::Response) -> Streamed {
     let first = response
         .chunk()
