@@ -31,6 +31,8 @@
 //!   invoke/cgi.rs         spawn and drive one CGI process
 //!   invoke/cgi/environment.rs   the RFC 3875 environment
 //!   invoke/cgi/spawn.rs   the command, clean env, process group, spawn errors
+//!   invoke/cgi/interpreter.rs   a script's interpreter, found on the function's PATH
+//!   invoke/cgi/pipe_chunks.rs   stdout/stderr read in whole chunks
 //!   invoke/cgi/stdin.rs   request body → stdin, in its own task
 //!   invoke/envelope.rs    the CGI header-block parser (pure)
 //!   invoke/request_body.rs  Content-Length or de-chunked spill
@@ -44,6 +46,8 @@
 //! limits.rs             resource limits and --user, applied before exec
 //!   limits/cgroup.rs      per-invocation cgroups (pids, memory)
 //! process.rs            OS processes
+//!   process/spawn.rs      the lean spawner: vfork-style clone, stdio slots
+//!   process/pipe.rs       standard-stream pipes, grown within a budget
 //!   process/group.rs      ProcessGroup: killpg, kill on drop
 //!   process/exit_watch.rs pidfd: exit without reaping
 //!   process/reaper.rs     subreaper, group reaping, the orphan sweeper
