@@ -26,9 +26,10 @@
 //! path relies on close-on-exec alone).
 //!
 //! Only the common case comes here: an executable or a script's interpreter,
-//! with no resource limits and no `--user`. Work between fork and exec such as joining a cgroup or
-//! switching user is not safe in a shared address space (glibc's `setuid` signals
-//! every thread of the process), so those functions keep std's fork path.
+//! with no resource limits and no `--user`. Work between fork and exec such as
+//! joining a cgroup or switching user is not safe in a shared address space
+//! (glibc's `setuid` signals every thread of the process), so those functions
+//! keep std's fork path.
 
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, OsStr, c_char};

@@ -36,8 +36,8 @@ pub struct Started {
 /// environment. A function without resource limits or `--user` takes the lean
 /// spawner ([`crate::process::spawn`]), exec'd directly or by the interpreter
 /// its extension names; a Node module, resource limits or `--user` take std's
-/// spawner (fork, with `limiter`'s work before exec). Either
-/// way the leader is watchdog's to reap, through the returned [`ExitWatch`].
+/// spawner (fork, with `limiter`'s work before exec). Either way the leader is
+/// watchdog's to reap, through the returned [`ExitWatch`].
 ///
 /// # Errors
 /// As [`spawn`].
