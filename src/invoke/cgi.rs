@@ -244,7 +244,9 @@ impl Driver {
         // never is.
         let deadline = tokio::time::sleep_until(self.deadline);
         tokio::pin!(deadline);
-        let linger = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+        // A placeholder: the branch that polls it is off until the leader has
+        // exited, when it is replaced.
+        let linger = tokio::time::sleep(LINGER_AFTER_EXIT);
         tokio::pin!(linger);
         let end = loop {
             let event = tokio::select! {

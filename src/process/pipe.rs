@@ -17,14 +17,14 @@ pub const MAX_GROWN: usize = 64;
 
 /// Places for grown pipes.
 #[derive(Debug)]
-pub struct Budget {
+struct Budget {
     used: AtomicUsize,
     max: usize,
 }
 
 impl Budget {
     /// Room for `max` grown pipes at once.
-    pub const fn new(max: usize) -> Self {
+    const fn new(max: usize) -> Self {
         Self {
             used: AtomicUsize::new(0),
             max,
@@ -92,7 +92,7 @@ fn grow_within(budget: &'static Budget, fd: BorrowedFd<'_>, bytes: usize) -> Opt
                 tracing::warn!(
                     error = %err,
                     bytes,
-                    "cannot grow a function's pipe (over the per-user pipe limit, /proc/sys/fs/pipe-user-pages-soft?); large bodies move in 64 KiB rounds"
+                    "cannot grow a function's pipe, so large bodies move in 64 KiB rounds (slower, still correct); the per-user pipe limit is likely reached: raise /proc/sys/fs/pipe-user-pages-soft or give watchdog CAP_SYS_RESOURCE"
                 );
             }
             None

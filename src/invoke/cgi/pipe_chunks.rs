@@ -42,11 +42,6 @@ impl<R> PipeChunks<R> {
             grown: None,
         }
     }
-
-    /// Bytes asked for per read.
-    pub fn size(&self) -> usize {
-        self.size
-    }
 }
 
 impl<R: AsFd> PipeChunks<R> {
@@ -120,7 +115,7 @@ mod tests {
         let (mut writer, reader) = tokio::net::unix::pipe::pipe().unwrap();
         let mut chunks = PipeChunks::new(reader, 65_536);
         chunks.grow(256 * 1024);
-        assert_eq!(chunks.size(), 256 * 1024);
+        assert_eq!(chunks.size, 256 * 1024);
         let capacity = nix::fcntl::fcntl(chunks.reader.as_fd(), nix::fcntl::FcntlArg::F_GETPIPE_SZ);
         assert_eq!(capacity.unwrap(), 256 * 1024);
         // The whole 200,000 bytes fit in the pipe and come out as one chunk.
