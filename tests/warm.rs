@@ -63,10 +63,44 @@ async fn a_worker_keeps_its_state_between_requests_and_streams_bodies() {
         .unwrap();
     let echo: serde_json::Value = echo.json().await.unwrap();
     assert_eq!(echo["echo"], "ping");
-    let log = server.log();
+    // The log event follows the response: wait for it.
+    for start in ["start=\"cold\"", "start=\"warm\""] {
+        assert!(
+            server.wait_for_log(start, Duration::from_secs(5)),
+            "{}",
+            server.log()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_worker_is_reached_over_kept_alive_connections() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &[]);
+    // A new client connection per request, so requests come in on every one of
+    // watchdog's connection threads.
+    let one_shot = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut ports = std::collections::HashSet::new();
+    for _ in 0..12 {
+        let answer: serde_json::Value = one_shot
+            .get(server.url("/api/counter"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ports.insert(answer["peer_port"].as_u64().unwrap());
+    }
+    // At most one connection per connection thread (one per core), not one per request.
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     assert!(
-        log.contains("start=\"cold\"") && log.contains("start=\"warm\""),
-        "{log}"
+        ports.len() <= threads.min(11),
+        "12 requests reached the worker on {} connections",
+        ports.len()
     );
 }
 

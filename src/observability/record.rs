@@ -1,9 +1,9 @@
 //! One log event per invocation, written when the invocation is over.
 //!
 //! The record travels with the invocation, through whichever invoker runs it, and is
-//! filled in as facts become known (pid, status, exit). Its `Drop` writes the log
-//! event and the metrics, so every path, including errors and client disconnects,
-//! reports exactly once. It also carries the invocation's concurrency slots,
+//! filled in as facts become known (pid, status, exit). Its `Drop` counts the
+//! metrics and writes the log event, so every path, including errors and client
+//! disconnects, reports exactly once. It also carries the invocation's concurrency slots,
 //! released at the same moment.
 
 use std::sync::Arc;
@@ -72,11 +72,6 @@ impl InvocationRecord {
         self.signal = status.signal();
     }
 
-    /// `exit 0`, `signal 9 (SIGKILL)`, for humans.
-    pub fn exit_text(&self) -> Option<String> {
-        describe_exit(self.exit_code, self.signal)
-    }
-
     fn kill_reason(&self) -> Option<&'static str> {
         if self.timed_out {
             Some("timeout")
@@ -93,7 +88,6 @@ impl InvocationRecord {
 impl Drop for InvocationRecord {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
-        let exit = self.exit_text();
         let exit_label = match (self.exit_code, self.signal) {
             (Some(code), _) => Some(Exit::Code(code)),
             (None, Some(signal)) => Some(Exit::Signal(signal)),
@@ -104,6 +98,65 @@ impl Drop for InvocationRecord {
         if let Some(limit) = self.limit_hit {
             metrics.limit_hit(limit);
         }
+        if tracing::enabled!(target: "watchdog::invocation", tracing::Level::INFO) {
+            defer(LogLine {
+                request_id: std::mem::take(&mut self.request_id),
+                method: self.method.clone(),
+                function: Arc::clone(&self.function),
+                pid: self.pid,
+                status: self.status,
+                exit_code: self.exit_code,
+                signal: self.signal,
+                timed_out: self.timed_out,
+                client_gone: self.client_gone,
+                limit_hit: self.limit_hit,
+                cold: self.cold,
+                queue_wait: self.queue_wait,
+                elapsed,
+                bytes_in: self.bytes_in,
+                bytes_out: self.bytes_out,
+            });
+        }
+    }
+}
+
+/// Writes the log event once the current task has given the thread back.
+///
+/// A record often ends inside the poll that hands the response's last bytes to
+/// hyper, before hyper writes them to the client (a warm worker's body with a
+/// Content-Length). Formatting and writing the line there (~5 µs) would delay every
+/// response by that much; as a task of its own it runs right after the response has
+/// been written. Without a runtime, or if the runtime is shutting down and drops the
+/// task unrun, the line is written at once by its `Drop`: it is never lost.
+fn defer(line: LogLine) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn(async move { drop(line) })),
+        Err(_) => drop(line),
+    }
+}
+
+/// What the log event of an invocation says, owned so that it can be written later.
+struct LogLine {
+    request_id: String,
+    method: Method,
+    function: Arc<Function>,
+    pid: Option<u32>,
+    status: Option<u16>,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    timed_out: bool,
+    client_gone: bool,
+    limit_hit: Option<&'static str>,
+    cold: Option<bool>,
+    queue_wait: Duration,
+    elapsed: Duration,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        let exit = describe_exit(self.exit_code, self.signal);
         tracing::info!(
             target: "watchdog::invocation",
             request_id = %self.request_id,
@@ -120,7 +173,7 @@ impl Drop for InvocationRecord {
             limit_hit = self.limit_hit,
             start = self.cold.map(|cold| if cold { "cold" } else { "warm" }),
             queue_wait_ms = self.queue_wait.as_secs_f64() * 1000.0,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            duration_ms = self.elapsed.as_secs_f64() * 1000.0,
             bytes_in = self.bytes_in,
             bytes_out = self.bytes_out,
             "invocation"

@@ -70,6 +70,7 @@ impl ConnectionThreads {
                 .spawn(move || {
                     slots.adopt();
                     runtime.block_on(async move {
+                        let _pacer = tokio::spawn(keep_a_timer_pending());
                         while let Some(accepted) = arrivals.recv().await {
                             tokio::spawn(serve(accepted));
                         }
@@ -117,3 +118,20 @@ impl ConnectionThreads {
         }
     }
 }
+
+/// Keeps a timer due within [`PACE`] on the thread, for as long as it runs.
+///
+/// tokio's timer wheel writes to the runtime's eventfd whenever a new timer is due
+/// before the earliest one the thread parked with, even when the timer is set by
+/// the thread itself, awake: a write and an extra event per request, as each
+/// request arms timers (hyper's header-read timeout, the invocation's deadline)
+/// seconds away. With a timer always due within a second, they come later than it.
+/// The cost is one wakeup per second of an idle thread.
+async fn keep_a_timer_pending() {
+    loop {
+        tokio::time::sleep(PACE).await;
+    }
+}
+
+/// See [`keep_a_timer_pending`].
+const PACE: Duration = Duration::from_secs(1);

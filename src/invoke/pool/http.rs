@@ -1,8 +1,8 @@
 //! `protocol = "http"`: the worker serves HTTP on 127.0.0.1:$PORT (the convention
 //! of Cloud Run, Knative and of-watchdog's http mode). It is ready once it accepts
-//! connections; each request is proxied to it over a fresh connection, streaming
-//! both ways, and the worker is lent to that one request until its response body
-//! has been sent.
+//! connections; each request is proxied to it over a kept-alive connection (a
+//! fresh one when there is none), streaming both ways, and the worker is lent to
+//! that one request until its response body has been sent.
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::worker::HttpConnection;
 use super::{Lease, Outcome, Worker};
 use crate::config::Settings;
 use crate::invoke::{Invocation, InvokeError, Reply};
@@ -102,7 +103,7 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
         file: file.clone(),
         cause,
     };
-    let kept = lease.worker_mut().connection.take();
+    let kept = lease.worker_mut().take_connection();
     let exchange = async {
         let reusable = match kept {
             Some(mut sender) => sender.ready().await.is_ok().then_some(sender),
@@ -255,7 +256,7 @@ fn ascii_json(value: &serde_json::Value) -> String {
 struct LeasedBody {
     inner: Incoming,
     /// The connection, given back with the worker when the body ends cleanly.
-    sender: Option<hyper::client::conn::http1::SendRequest<Body>>,
+    sender: Option<HttpConnection>,
     lease: Option<Lease>,
     deadline: Pin<Box<tokio::time::Sleep>>,
     record: Option<InvocationRecord>,
@@ -264,8 +265,10 @@ struct LeasedBody {
 impl LeasedBody {
     fn finish(&mut self, outcome: Outcome) {
         if let Some(mut lease) = self.lease.take() {
-            if outcome == Outcome::Served {
-                lease.worker_mut().connection = self.sender.take();
+            if outcome == Outcome::Served
+                && let Some(sender) = self.sender.take()
+            {
+                lease.worker_mut().keep_connection(sender);
             }
             lease.finish(outcome);
         }

@@ -7,6 +7,7 @@
 
 use std::ffi::OsString;
 use std::process::ExitStatus;
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -21,6 +22,9 @@ use crate::limits::{InvocationCgroup, Limiter};
 use crate::process::{ProcessGroup, reaper};
 use crate::routes::Function;
 
+/// The sending half of a kept-alive connection to an HTTP worker.
+pub type HttpConnection = hyper::client::conn::http1::SendRequest<axum::body::Body>;
+
 /// How much longer than the grace a stop waits for the kernel to finish a KILL.
 const REAP_LIMIT: Duration = Duration::from_secs(5);
 
@@ -32,10 +36,12 @@ pub struct Worker {
     cgroup: Option<InvocationCgroup>,
     /// The port it serves HTTP on (`protocol = "http"`).
     pub port: u16,
-    /// A kept-alive HTTP/1.1 connection to it (`protocol = "http"`), reused by the
-    /// next request: a connection per request costs a handshake, and many
-    /// worker servers a thread, each time.
-    pub connection: Option<hyper::client::conn::http1::SendRequest<axum::body::Body>>,
+    /// Kept-alive HTTP/1.1 connections to it (`protocol = "http"`), reused by the
+    /// next request: a connection per request costs a handshake, and many worker
+    /// servers a thread, each time. One per thread that has sent it requests: a
+    /// connection is driven by the thread that opened it, and a request from
+    /// another thread would cross threads twice (two wakeups) on its way.
+    connections: Vec<(ThreadId, HttpConnection)>,
     /// Its Runtime API endpoint (`protocol = "lambda"`); closed with the worker.
     pub runtime: Option<super::lambda::Runtime>,
     /// Requests served so far.
@@ -100,12 +106,30 @@ impl Worker {
             exit: exit_rx,
             cgroup: plan.cgroup,
             port: 0,
-            connection: None,
+            connections: Vec::new(),
             runtime: None,
             served: 0,
             started: now,
             last_used: now,
         })
+    }
+
+    /// This thread's kept connection to the worker, if it has one.
+    pub fn take_connection(&mut self) -> Option<HttpConnection> {
+        let here = std::thread::current().id();
+        let at = self
+            .connections
+            .iter()
+            .position(|(thread, _)| *thread == here)?;
+        Some(self.connections.swap_remove(at).1)
+    }
+
+    /// Keeps `connection` for this thread's next request to the worker.
+    pub fn keep_connection(&mut self, connection: HttpConnection) {
+        let here = std::thread::current().id();
+        self.connections
+            .retain(|(thread, kept)| *thread != here && !kept.is_closed());
+        self.connections.push((here, connection));
     }
 
     /// Whether the process has ended (and been reaped).
