@@ -38,7 +38,7 @@ printf '[functions."hello.py"]\nwarm = { protocol = "http", min = 2, max = 2 }\n
 addr=""
 start() { # mode: sets $addr
   local log="$work/$1.log"
-  RUST_LOG=warn,watchdog::commands=info,watchdog::server=info "$bin" serve "$work/$1/api" --listen 127.0.0.1:0 >/dev/null 2>"$log" &
+  "$bin" serve "$work/$1/api" --listen 127.0.0.1:0 >/dev/null 2>"$log" &
   pids+=($!)
   addr=""
   for _ in $(seq 1 100); do
