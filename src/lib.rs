@@ -47,6 +47,7 @@
 //!   limits/cgroup.rs      per-invocation cgroups (pids, memory)
 //! process.rs            OS processes
 //!   process/spawn.rs      the lean spawner: vfork-style clone, stdio slots
+//!   process/env_block.rs  envp: a function's variables built once, a request's on top
 //!   process/pipe.rs       standard-stream pipes, grown within a budget
 //!   process/group.rs      ProcessGroup: killpg, kill on drop
 //!   process/exit_watch.rs pidfd: exit without reaping

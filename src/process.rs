@@ -1,6 +1,7 @@
-//! Everything about the OS processes a function becomes: starting it (spawn.rs),
-//! the pipes of its standard streams (pipe.rs), its process group, knowing when
-//! its leader exits, killing the group, and reaping what is left.
+//! Everything about the OS processes a function becomes: starting it (spawn.rs,
+//! its environment from env_block.rs), the pipes of its standard streams
+//! (pipe.rs), its process group, knowing when its leader exits, killing the
+//! group, and reaping what is left.
 //!
 //! Invariant: a group is signalled only while something pins its id. The leader of
 //! a CGI invocation is watched through a pidfd, which reports its exit *without*
@@ -10,6 +11,7 @@
 //! tokio-process-stream; for them the id stays pinned by any member still alive,
 //! and an empty group answers `killpg` with ESRCH.
 
+pub mod env_block;
 pub mod exit_watch;
 pub mod group;
 pub mod pipe;

@@ -10,7 +10,7 @@ pub mod reload;
 pub mod table;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub use discover::{FunctionFile, Runner, Skipped};
 pub use path::PathError;
@@ -18,6 +18,7 @@ pub use table::ParamValue;
 
 use crate::config::FunctionSettings;
 use crate::observability::metrics::FunctionMetrics;
+use crate::process::env_block::EnvBlock;
 use table::{Endpoint, Trie};
 
 /// One routable function.
@@ -30,6 +31,17 @@ pub struct Function {
     pub settings: FunctionSettings,
     /// Its metric handles, looked up once rather than per request.
     pub metrics: FunctionMetrics,
+    /// Its own environment variables as C strings, built at its first start.
+    env_block: OnceLock<EnvBlock>,
+}
+
+impl Function {
+    /// Its own environment (`settings.env`) in the form `execve` takes, built once:
+    /// each request only adds its own variables on top.
+    pub fn env_block(&self) -> &EnvBlock {
+        self.env_block
+            .get_or_init(|| EnvBlock::new(&self.settings.env))
+    }
 }
 
 /// Everything known about DIR's routes.
@@ -106,6 +118,7 @@ impl RouteTable {
                 pattern: shown,
                 settings,
                 file,
+                env_block: OnceLock::new(),
             }));
         }
         // `users/[id].sh` and `users/[slug].sh` live in different trie branches but

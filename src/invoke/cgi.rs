@@ -82,7 +82,11 @@ type HeadSender = oneshot::Sender<Result<Reply, InvokeError>>;
 type BodySender = mpsc::Sender<io::Result<Bytes>>;
 
 async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply, InvokeError> {
-    let env = environment::build(&invocation);
+    let function = Arc::clone(&invocation.route.function);
+    let env = environment::Environment {
+        function: &function,
+        request: environment::request_variables(&invocation),
+    };
     let body = std::mem::replace(&mut invocation.body, RequestBody::Empty);
     let has_body = !matches!(body, RequestBody::Empty);
     let file = invocation.route.function.file.relative.clone();

@@ -32,10 +32,9 @@
 //! keep std's fork path.
 
 use std::cell::RefCell;
-use std::ffi::{CStr, CString, OsStr, c_char};
+use std::ffi::{CStr, CString, c_char};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{LazyLock, OnceLock};
 
@@ -174,50 +173,76 @@ impl StdioSlots {
 }
 
 /// A NULL-terminated array of C strings, the form `execve` wants `argv` and `envp` in.
-pub struct CStringArray {
-    strings: Vec<CString>,
+/// It owns some of its strings and may borrow others for `'a` (a function's
+/// [`EnvBlock`](super::env_block::EnvBlock), built once).
+pub struct CStringArray<'a> {
+    owned: Vec<CString>,
     pointers: Vec<*const c_char>,
+    borrowed: std::marker::PhantomData<&'a CStr>,
 }
 
-impl CStringArray {
+impl<'a> CStringArray<'a> {
     pub fn with_capacity(capacity: usize) -> Self {
         let mut pointers = Vec::with_capacity(capacity + 1);
         pointers.push(std::ptr::null());
         Self {
-            strings: Vec::with_capacity(capacity),
+            owned: Vec::with_capacity(capacity),
             pointers,
+            borrowed: std::marker::PhantomData,
         }
     }
 
     /// Adds one string.
+    pub fn push(&mut self, string: CString) {
+        // The CString's heap buffer does not move when the Vec of them grows.
+        self.point_at(&string);
+        self.owned.push(string);
+    }
+
+    /// Adds one string it does not own.
+    pub fn push_borrowed(&mut self, string: &'a CStr) {
+        self.point_at(string);
+    }
+
+    /// Adds one string from its bytes.
     ///
     /// # Errors
-    /// `InvalidInput` when it holds a NUL byte, which no C string can carry.
-    pub fn push(&mut self, bytes: Vec<u8>) -> io::Result<()> {
+    /// `InvalidInput` when they hold a NUL byte, which no C string can carry.
+    pub fn push_bytes(&mut self, bytes: Vec<u8>) -> io::Result<()> {
         let string = CString::new(bytes)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul byte found"))?;
-        // The CString's heap buffer does not move when the Vec of them grows.
-        let last = self.pointers.len() - 1;
-        self.pointers[last] = string.as_ptr();
-        self.pointers.push(std::ptr::null());
-        self.strings.push(string);
+        self.push(string);
         Ok(())
     }
 
-    /// Adds `key=value`.
-    ///
-    /// # Errors
-    /// As [`CStringArray::push`].
-    pub fn push_pair(&mut self, key: &OsStr, value: &OsStr) -> io::Result<()> {
-        let mut bytes = Vec::with_capacity(key.len() + value.len() + 1);
-        bytes.extend_from_slice(key.as_bytes());
-        bytes.push(b'=');
-        bytes.extend_from_slice(value.as_bytes());
-        self.push(bytes)
+    fn point_at(&mut self, string: &CStr) {
+        let last = self.pointers.len() - 1;
+        self.pointers[last] = string.as_ptr();
+        self.pointers.push(std::ptr::null());
+    }
+
+    /// The strings, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &CStr> {
+        self.pointers[..self.pointers.len() - 1]
+            .iter()
+            .map(|&pointer| {
+                #[allow(unsafe_code)]
+                // SAFETY: every pointer but the last comes from a CString this array
+                // owns or a CStr it borrows for 'a, both alive as long as `self`.
+                unsafe {
+                    CStr::from_ptr(pointer)
+                }
+            })
     }
 
     fn as_ptr(&self) -> *const *const c_char {
         self.pointers.as_ptr()
+    }
+}
+
+impl std::fmt::Debug for CStringArray<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
@@ -235,8 +260,8 @@ fn fail(failure: &AtomicI32) -> ! {
 /// What to run and where its standard streams go.
 pub struct Exec<'a> {
     pub program: &'a CStr,
-    pub argv: &'a CStringArray,
-    pub envp: &'a CStringArray,
+    pub argv: &'a CStringArray<'a>,
+    pub envp: &'a CStringArray<'a>,
     pub cwd: &'a CStr,
     /// `None`: the function reads `/dev/null`.
     pub stdin: Option<BorrowedFd<'a>>,
@@ -509,13 +534,13 @@ mod tests {
         let (_err_read, err_write) = pipe()?;
         let program = CString::new(program).unwrap();
         let mut argv = CStringArray::with_capacity(args.len() + 1);
-        argv.push(program.as_bytes().to_vec())?;
+        argv.push_bytes(program.as_bytes().to_vec())?;
         for arg in args {
-            argv.push(arg.as_bytes().to_vec())?;
+            argv.push_bytes(arg.as_bytes().to_vec())?;
         }
         let mut envp = CStringArray::with_capacity(env.len());
         for (key, value) in env {
-            envp.push_pair(OsStr::new(key), OsStr::new(value))?;
+            envp.push_bytes(format!("{key}={value}").into_bytes())?;
         }
         let cwd = CString::new("/tmp").unwrap();
         let Spawned { pid, pidfd } = spawn(&Exec {
@@ -664,9 +689,7 @@ mod tests {
     #[test]
     fn a_nul_byte_is_refused_before_anything_runs() {
         let mut envp = CStringArray::with_capacity(1);
-        let err = envp
-            .push_pair(OsStr::new("KEY"), OsStr::new("a\0b"))
-            .unwrap_err();
+        let err = envp.push_bytes(b"KEY=a\0b".to_vec()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 }

@@ -7,25 +7,63 @@
 //! as `X-Forwarded-For` once both are spelled `HTTP_X_FORWARDED_FOR`.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStringExt;
 
 use axum::http::{HeaderMap, header};
 
 use crate::config::file::EnvStyle;
 use crate::invoke::Invocation;
-use crate::routes::ParamValue;
+use crate::process::spawn::CStringArray;
+use crate::routes::{Function, ParamValue};
 
 pub const SERVER_SOFTWARE: &str = concat!("watchdog/", env!("CARGO_PKG_VERSION"));
 
-/// Builds the full environment, in the order it is applied (later entries win): the
-/// server's function environment first, then the meta-variables, which a user's
-/// `--env` cannot override.
-pub fn build(invocation: &Invocation) -> Vec<(OsString, OsString)> {
+/// A CGI invocation's environment, in the order it is applied (later entries
+/// win): the function's own variables first, then the request's meta-variables,
+/// which a user's `--env` cannot override.
+pub struct Environment<'a> {
+    pub function: &'a Function,
+    pub request: Vec<(OsString, OsString)>,
+}
+
+impl Environment<'_> {
+    /// Every variable, in the order applied.
+    pub fn pairs(&self) -> impl Iterator<Item = (&OsString, &OsString)> {
+        self.function
+            .settings
+            .env
+            .iter()
+            .chain(&self.request)
+            .map(|(name, value)| (name, value))
+    }
+
+    /// The value `name` ends up with.
+    pub fn get(&self, name: &str) -> Option<&OsStr> {
+        self.request
+            .iter()
+            .rev()
+            .chain(self.function.settings.env.iter().rev())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_os_str())
+    }
+
+    /// The `envp` the lean spawner passes to `execve`.
+    ///
+    /// # Errors
+    /// `InvalidInput` when a variable holds a NUL byte.
+    pub fn envp(&self) -> std::io::Result<CStringArray<'_>> {
+        self.function.env_block().envp(&self.request)
+    }
+}
+
+/// The request's variables: RFC 3875's meta-variables, watchdog's own, the
+/// `HTTP_*` ones and, for the OpenFaaS style, theirs.
+pub fn request_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> {
     let settings = &invocation.settings;
     let route = &invocation.route;
     let function = &route.function.settings;
-    let mut env: Vec<(OsString, OsString)> = function.env.clone();
+    let mut env: Vec<(OsString, OsString)> = Vec::with_capacity(32);
     let mut set = |name: &str, value: &str| env.push((name.into(), value.into()));
 
     set("GATEWAY_INTERFACE", "CGI/1.1");

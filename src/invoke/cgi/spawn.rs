@@ -12,6 +12,7 @@ use std::process::Stdio;
 
 use tokio::net::unix::pipe;
 
+use super::environment::Environment;
 use super::interpreter;
 use crate::invoke::InvokeError;
 use crate::limits::{Limiter, Plan};
@@ -46,7 +47,7 @@ pub fn spawn_cgi(
     path: &Path,
     relative: &str,
     runner: &Runner,
-    env: &[(OsString, OsString)],
+    env: &Environment<'_>,
     has_body: bool,
     limiter: &Limiter,
     plan: &Plan,
@@ -169,16 +170,12 @@ type Leader = (Option<OwnedFd>, u32);
 fn spawn_lean(
     path: &Path,
     interpreter: Option<&'static str>,
-    env: &[(OsString, OsString)],
+    env: &Environment<'_>,
     fds: &ChildFds,
 ) -> io::Result<Leader> {
-    let env = last_wins(env);
     let script = c_string(path.as_os_str())?;
     let cwd = c_string(path.parent().unwrap_or(Path::new("/")).as_os_str())?;
-    let mut envp = CStringArray::with_capacity(env.len());
-    for (key, value) in &env {
-        envp.push_pair(key, value)?;
-    }
+    let envp = env.envp()?;
     let run = |program: &CStr, argv: &CStringArray| {
         let exec = Exec {
             program,
@@ -193,17 +190,14 @@ fn spawn_lean(
     };
     let Some(name) = interpreter else {
         let mut argv = CStringArray::with_capacity(1);
-        argv.push(script.as_bytes().to_vec())?;
+        argv.push_borrowed(&script);
         return run(&script, &argv);
     };
     // argv[0] is the name, as execvp (and std) would pass it.
     let mut argv = CStringArray::with_capacity(2);
-    argv.push(name.as_bytes().to_vec())?;
-    argv.push(script.as_bytes().to_vec())?;
-    let path_var = env
-        .iter()
-        .find(|(key, _)| *key == "PATH")
-        .map(|(_, value)| *value);
+    argv.push_bytes(name.as_bytes().to_vec())?;
+    argv.push_borrowed(&script);
+    let path_var = env.get("PATH");
     let found = interpreter::find(name, path_var)?;
     match run(&c_string(found.as_os_str())?, &argv) {
         // The remembered file has gone (uninstalled, or moved on PATH): search
@@ -225,27 +219,6 @@ fn c_string(text: &OsStr) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul byte in path"))
 }
 
-/// The environment with one entry per name, the last one given winning, in the
-/// order the names first appeared. The layers (inherited, `.env`, config,
-/// `--env`, per-function, then the CGI variables) rely on later ones overriding
-/// earlier ones, as std's `Command::envs` does; a raw `envp` with duplicates would
-/// let C, Go and Node programs (`getenv` takes the first) see the overridden value.
-fn last_wins(env: &[(OsString, OsString)]) -> Vec<(&OsStr, &OsStr)> {
-    let mut index: std::collections::HashMap<&OsStr, usize> =
-        std::collections::HashMap::with_capacity(env.len());
-    let mut entries: Vec<(&OsStr, &OsStr)> = Vec::with_capacity(env.len());
-    for (key, value) in env {
-        match index.entry(key.as_os_str()) {
-            std::collections::hash_map::Entry::Occupied(slot) => entries[*slot.get()].1 = value,
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(entries.len());
-                entries.push((key, value));
-            }
-        }
-    }
-    entries
-}
-
 /// std's spawner (posix_spawn, or fork when `limiter` has work before exec). The
 /// std `Child` is dropped at once: dropping it neither kills nor waits, and the
 /// leader is reaped through its pidfd like the lean path's.
@@ -253,12 +226,12 @@ fn spawn_std(
     path: &Path,
     interpreter: Option<&str>,
     runner: &Runner,
-    env: &[(OsString, OsString)],
+    env: &Environment<'_>,
     fds: &ChildFds,
     limiter: &Limiter,
     plan: &Plan,
 ) -> io::Result<Leader> {
-    let mut command = command(path, interpreter, runner, env)?;
+    let mut command = command(path, interpreter, runner, env.pairs())?;
     let stdin = match &fds.stdin {
         Some(fd) => Stdio::from(fd.try_clone()?),
         None => Stdio::null(),
@@ -274,11 +247,11 @@ fn spawn_std(
 /// The command line for `path`: the file itself, its interpreter, or Node with
 /// watchdog's adapter; a clean environment, its folder as the working directory,
 /// its own process group.
-fn command(
+fn command<'e>(
     path: &Path,
     interpreter: Option<&str>,
     runner: &Runner,
-    env: &[(OsString, OsString)],
+    env: impl Iterator<Item = (&'e OsString, &'e OsString)>,
 ) -> io::Result<std::process::Command> {
     let mut command = if runner.node_module {
         let adapter = crate::invoke::node::adapter_path().map_err(|err| {
@@ -298,7 +271,7 @@ fn command(
     };
     command
         .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(env)
         .current_dir(path.parent().unwrap_or(Path::new("/")))
         .process_group(0);
     Ok(command)
@@ -320,7 +293,7 @@ pub fn spawn(
     run_as: Option<&str>,
 ) -> Result<(tokio::process::Child, u32), InvokeError> {
     let attempt = |interpreter: Option<&str>| {
-        let mut command = command(path, interpreter, runner, env)?;
+        let mut command = command(path, interpreter, runner, env.iter().map(|(k, v)| (k, v)))?;
         prepare(&mut command);
         let mut command = tokio::process::Command::from(command);
         command
@@ -407,29 +380,5 @@ fn describe(
                 .into(),
         ),
         _ => spawn_error(err.to_string(), "see watchdog's log".into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_last_value_of_a_name_wins_in_first_seen_order() {
-        let env: Vec<(OsString, OsString)> = [
-            ("PATH", "/bin"),
-            ("A", "1"),
-            ("PATH", "/opt/bin"),
-            ("B", "2"),
-            ("A", "3"),
-        ]
-        .iter()
-        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-        .collect();
-        let got: Vec<(&str, &str)> = last_wins(&env)
-            .into_iter()
-            .map(|(k, v)| (k.to_str().unwrap(), v.to_str().unwrap()))
-            .collect();
-        assert_eq!(got, [("PATH", "/opt/bin"), ("A", "3"), ("B", "2")]);
     }
 }
