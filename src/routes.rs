@@ -31,17 +31,10 @@ pub struct Function {
     pub settings: FunctionSettings,
     /// Its metric handles, looked up once rather than per request.
     pub metrics: FunctionMetrics,
-    /// Its own environment variables as C strings, built at its first start.
-    env_block: OnceLock<EnvBlock>,
-}
-
-impl Function {
-    /// Its own environment (`settings.env`) in the form `execve` takes, built once:
-    /// each request only adds its own variables on top.
-    pub fn env_block(&self) -> &EnvBlock {
-        self.env_block
-            .get_or_init(|| EnvBlock::new(&self.settings.env))
-    }
+    /// The variables it starts with whatever the request, in the form `execve`
+    /// takes: built at its first start (by `invoke::cgi::environment`), so a request
+    /// only adds its own on top.
+    pub env_block: OnceLock<EnvBlock>,
 }
 
 /// Everything known about DIR's routes.

@@ -31,6 +31,14 @@ async fn environment_is_clean_and_complete() {
             "STAGE=dev",
             "--pass-env",
             "KEEP_ME",
+            // A user's variables cannot override the meta-variables, whether
+            // they are the same for every request or the request's own.
+            "--env",
+            "GATEWAY_INTERFACE=spoofed",
+            "--env",
+            "DOCUMENT_ROOT=/spoofed",
+            "--env",
+            "REQUEST_METHOD=spoofed",
         ],
         |command| {
             command
@@ -54,7 +62,20 @@ async fn environment_is_clean_and_complete() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-request-id"], "req-123");
-    let env = env_map(&response.text().await.unwrap());
+    let body = response.text().await.unwrap();
+    for name in [
+        "GATEWAY_INTERFACE",
+        "DOCUMENT_ROOT",
+        "REQUEST_METHOD",
+        "PATH",
+    ] {
+        let entries = body
+            .lines()
+            .filter(|line| line.starts_with(&format!("{name}=")))
+            .count();
+        assert_eq!(entries, 1, "{name} is set {entries} times:\n{body}");
+    }
+    let env = env_map(&body);
     let expect = [
         ("GATEWAY_INTERFACE", "CGI/1.1"),
         ("REQUEST_METHOD", "POST"),

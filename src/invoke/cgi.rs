@@ -83,10 +83,8 @@ type BodySender = mpsc::Sender<io::Result<Bytes>>;
 
 async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply, InvokeError> {
     let function = Arc::clone(&invocation.route.function);
-    let env = environment::Environment {
-        function: &function,
-        request: environment::request_variables(&invocation),
-    };
+    let env =
+        environment::Environment::of(&invocation, &function, &invocation.settings.document_root);
     let body = std::mem::replace(&mut invocation.body, RequestBody::Empty);
     let has_body = !matches!(body, RequestBody::Empty);
     let file = invocation.route.function.file.relative.clone();

@@ -49,6 +49,12 @@ impl EnvBlock {
         block
     }
 
+    /// The value of `name`, if the block has it.
+    pub fn get(&self, name: &str) -> Option<&OsStr> {
+        let entry = self.entries[*self.positions.get(name.as_bytes())?].as_bytes();
+        Some(OsStr::from_bytes(&entry[name.len() + 1..]))
+    }
+
     /// The full `envp`: these variables with `layer` on top (the last value of a
     /// name wins; names keep the place they first appeared at), borrowing the
     /// block's own strings.
@@ -182,6 +188,8 @@ mod tests {
             .map(|(k, v)| format!("{}={}", k.to_str().unwrap(), v.to_str().unwrap()))
             .collect();
         assert_eq!(strings(&envp), expected);
+        assert_eq!(block.get("PATH"), Some(OsStr::new("/usr/bin")));
+        assert_eq!(block.get("PAT"), None);
         // The block itself is unchanged for the next request.
         assert_eq!(
             strings(&block.envp(&[]).unwrap()),

@@ -9,33 +9,52 @@
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
 
 use axum::http::{HeaderMap, header};
 
 use crate::config::file::EnvStyle;
 use crate::invoke::Invocation;
+use crate::process::env_block::EnvBlock;
 use crate::process::spawn::CStringArray;
 use crate::routes::{Function, ParamValue};
 
 pub const SERVER_SOFTWARE: &str = concat!("watchdog/", env!("CARGO_PKG_VERSION"));
 
 /// A CGI invocation's environment, in the order it is applied (later entries
-/// win): the function's own variables first, then the request's meta-variables,
-/// which a user's `--env` cannot override.
+/// win): the function's own variables first, then the meta-variables, which a
+/// user's `--env` cannot override. Those that are the same for every request
+/// ([`constant_variables`]) are built once with the function's own, into its
+/// [`EnvBlock`]; the request's come on top.
 pub struct Environment<'a> {
-    pub function: &'a Function,
-    pub request: Vec<(OsString, OsString)>,
+    block: &'a EnvBlock,
+    function: &'a Function,
+    document_root: &'a Path,
+    request: Vec<(OsString, OsString)>,
 }
 
-impl Environment<'_> {
-    /// Every variable, in the order applied.
-    pub fn pairs(&self) -> impl Iterator<Item = (&OsString, &OsString)> {
-        self.function
-            .settings
-            .env
-            .iter()
-            .chain(&self.request)
-            .map(|(name, value)| (name, value))
+impl<'a> Environment<'a> {
+    /// The environment `invocation` starts its function with.
+    pub fn of(invocation: &Invocation, function: &'a Function, document_root: &'a Path) -> Self {
+        let block = function.env_block.get_or_init(|| {
+            let mut env = function.settings.env.clone();
+            env.extend(constant_variables(function, document_root));
+            EnvBlock::new(&env)
+        });
+        Self {
+            block,
+            function,
+            document_root,
+            request: request_variables(invocation),
+        }
+    }
+
+    /// Every variable, in the order applied (for std's spawner).
+    pub fn pairs(&self) -> Vec<(OsString, OsString)> {
+        let mut all = self.function.settings.env.clone();
+        all.extend(constant_variables(self.function, self.document_root));
+        all.extend(self.request.iter().cloned());
+        all
     }
 
     /// The value `name` ends up with.
@@ -43,31 +62,43 @@ impl Environment<'_> {
         self.request
             .iter()
             .rev()
-            .chain(self.function.settings.env.iter().rev())
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_os_str())
+            .or_else(|| self.block.get(name))
     }
 
     /// The `envp` the lean spawner passes to `execve`.
     ///
     /// # Errors
     /// `InvalidInput` when a variable holds a NUL byte.
-    pub fn envp(&self) -> std::io::Result<CStringArray<'_>> {
-        self.function.env_block().envp(&self.request)
+    pub fn envp(&self) -> std::io::Result<CStringArray<'a>> {
+        self.block.envp(&self.request)
     }
+}
+
+/// The meta-variables that are the same for every request to `function`.
+fn constant_variables(function: &Function, document_root: &Path) -> Vec<(OsString, OsString)> {
+    vec![
+        ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
+        ("SERVER_SOFTWARE".into(), SERVER_SOFTWARE.into()),
+        (
+            "SCRIPT_FILENAME".into(),
+            document_root.join(&function.file.relative).into_os_string(),
+        ),
+        ("DOCUMENT_ROOT".into(), document_root.as_os_str().to_owned()),
+        ("REQUEST_SCHEME".into(), "http".into()),
+        ("REDIRECT_STATUS".into(), "200".into()),
+    ]
 }
 
 /// The request's variables: RFC 3875's meta-variables, watchdog's own, the
 /// `HTTP_*` ones and, for the OpenFaaS style, theirs.
-pub fn request_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> {
-    let settings = &invocation.settings;
+fn request_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> {
     let route = &invocation.route;
     let function = &route.function.settings;
     let mut env: Vec<(OsString, OsString)> = Vec::with_capacity(32);
     let mut set = |name: &str, value: &str| env.push((name.into(), value.into()));
 
-    set("GATEWAY_INTERFACE", "CGI/1.1");
-    set("SERVER_SOFTWARE", SERVER_SOFTWARE);
     set("SERVER_PROTOCOL", &format!("{:?}", invocation.version));
     set("REQUEST_METHOD", invocation.method.as_str());
     set("QUERY_STRING", invocation.uri.query().unwrap_or(""));
@@ -78,9 +109,6 @@ pub fn request_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> {
     set("REQUEST_URI", &request_uri);
     set("SCRIPT_NAME", &route.script_name);
     set("PATH_INFO", &route.path_info);
-    let script_filename = settings.document_root.join(&route.function.file.relative);
-    set("SCRIPT_FILENAME", &script_filename.to_string_lossy());
-    set("DOCUMENT_ROOT", &settings.document_root.to_string_lossy());
     set(
         "SERVER_NAME",
         &server_name(&invocation.headers, invocation.local),
@@ -88,8 +116,6 @@ pub fn request_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> {
     set("SERVER_PORT", &invocation.local.port().to_string());
     set("REMOTE_ADDR", &invocation.client.ip().to_string());
     set("REMOTE_PORT", &invocation.client.port().to_string());
-    set("REQUEST_SCHEME", "http");
-    set("REDIRECT_STATUS", "200");
     if let Some(length) = invocation.body.content_length() {
         set("CONTENT_LENGTH", &length.to_string());
     }
@@ -105,19 +131,23 @@ pub fn request_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> {
         "WATCHDOG_DEADLINE_MS",
         &invocation.deadline_epoch_ms.to_string(),
     );
-    let mut params_json = serde_json::Map::new();
-    for (name, value) in &route.params {
-        let (text, json) = match value {
-            ParamValue::One(one) => (one.clone(), serde_json::Value::from(one.as_str())),
-            ParamValue::Many(many) => (many.join("/"), serde_json::Value::from(many.clone())),
-        };
-        set(&format!("WATCHDOG_PARAM_{}", env_name(name)), &text);
-        params_json.insert(name.clone(), json);
+    if route.params.is_empty() {
+        set("WATCHDOG_PARAMS", "{}");
+    } else {
+        let mut params_json = serde_json::Map::new();
+        for (name, value) in &route.params {
+            let (text, json) = match value {
+                ParamValue::One(one) => (one.clone(), serde_json::Value::from(one.as_str())),
+                ParamValue::Many(many) => (many.join("/"), serde_json::Value::from(many.clone())),
+            };
+            set(&format!("WATCHDOG_PARAM_{}", env_name(name)), &text);
+            params_json.insert(name.clone(), json);
+        }
+        set(
+            "WATCHDOG_PARAMS",
+            &serde_json::Value::Object(params_json).to_string(),
+        );
     }
-    set(
-        "WATCHDOG_PARAMS",
-        &serde_json::Value::Object(params_json).to_string(),
-    );
     env.extend(http_variables(&invocation.headers));
     if function.env_style == EnvStyle::Openfaas {
         env.extend(openfaas_variables(invocation));

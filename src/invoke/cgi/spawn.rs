@@ -231,7 +231,7 @@ fn spawn_std(
     limiter: &Limiter,
     plan: &Plan,
 ) -> io::Result<Leader> {
-    let mut command = command(path, interpreter, runner, env.pairs())?;
+    let mut command = command(path, interpreter, runner, &env.pairs())?;
     let stdin = match &fds.stdin {
         Some(fd) => Stdio::from(fd.try_clone()?),
         None => Stdio::null(),
@@ -247,11 +247,11 @@ fn spawn_std(
 /// The command line for `path`: the file itself, its interpreter, or Node with
 /// watchdog's adapter; a clean environment, its folder as the working directory,
 /// its own process group.
-fn command<'e>(
+fn command(
     path: &Path,
     interpreter: Option<&str>,
     runner: &Runner,
-    env: impl Iterator<Item = (&'e OsString, &'e OsString)>,
+    env: &[(OsString, OsString)],
 ) -> io::Result<std::process::Command> {
     let mut command = if runner.node_module {
         let adapter = crate::invoke::node::adapter_path().map_err(|err| {
@@ -271,7 +271,7 @@ fn command<'e>(
     };
     command
         .env_clear()
-        .envs(env)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(path.parent().unwrap_or(Path::new("/")))
         .process_group(0);
     Ok(command)
@@ -293,7 +293,7 @@ pub fn spawn(
     run_as: Option<&str>,
 ) -> Result<(tokio::process::Child, u32), InvokeError> {
     let attempt = |interpreter: Option<&str>| {
-        let mut command = command(path, interpreter, runner, env.iter().map(|(k, v)| (k, v)))?;
+        let mut command = command(path, interpreter, runner, env)?;
         prepare(&mut command);
         let mut command = tokio::process::Command::from(command);
         command
