@@ -172,13 +172,20 @@ impl Drop for LogLine {
             client_gone = self.client_gone,
             limit_hit = self.limit_hit,
             start = self.cold.map(|cold| if cold { "cold" } else { "warm" }),
-            queue_wait_ms = self.queue_wait.as_secs_f64() * 1000.0,
-            duration_ms = self.elapsed.as_secs_f64() * 1000.0,
+            queue_wait_ms = milliseconds(self.queue_wait),
+            duration_ms = milliseconds(self.elapsed),
             bytes_in = self.bytes_in,
             bytes_out = self.bytes_out,
             "invocation"
         );
     }
+}
+
+/// `duration` in milliseconds to the microsecond: `0.017234`, not the
+/// `0.017234000000000003` that `as_secs_f64() * 1000.0` gives.
+#[allow(clippy::cast_precision_loss)]
+fn milliseconds(duration: Duration) -> f64 {
+    duration.as_micros() as f64 / 1000.0
 }
 
 /// `exit 3`, `signal 9 (SIGKILL)`: the one wording of an exit, for logs and for
