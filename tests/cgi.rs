@@ -39,6 +39,9 @@ async fn environment_is_clean_and_complete() {
             "DOCUMENT_ROOT=/spoofed",
             "--env",
             "REQUEST_METHOD=spoofed",
+            // Nor reach a request without a body as its CONTENT_LENGTH.
+            "--env",
+            "CONTENT_LENGTH=100",
         ],
         |command| {
             command
@@ -135,6 +138,15 @@ async fn environment_is_clean_and_complete() {
         );
     }
     assert_eq!(env.keys().filter(|k| k.contains("FORWARDED")).count(), 1);
+    let without_body = env_map(&common::get_text(server.url("/api/env")).await);
+    assert_eq!(
+        without_body.get("REQUEST_METHOD").map(String::as_str),
+        Some("GET")
+    );
+    assert!(
+        !without_body.contains_key("CONTENT_LENGTH"),
+        "{without_body:?}"
+    );
     server.assert_no_children();
 }
 
@@ -730,6 +742,14 @@ async fn a_finished_response_does_not_kill_a_function_still_working() {
         assert!(
             common::wait_until(Duration::from_secs(3), || path.exists()),
             "{file}: the function was cut short"
+        );
+    }
+    // Both invocations' log lines, once written, say the client was not gone.
+    for id in ["r204", "rlen"] {
+        assert!(
+            server.wait_for_log(&format!("request_id={id} "), Duration::from_secs(5)),
+            "{}",
+            server.log()
         );
     }
     assert!(

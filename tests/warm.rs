@@ -73,35 +73,74 @@ async fn a_worker_keeps_its_state_between_requests_and_streams_bodies() {
     }
 }
 
-#[tokio::test]
-async fn a_worker_is_reached_over_kept_alive_connections() {
-    let project = project(&[("counter", "max = 1")]);
-    let server = TestServer::start(&api(&project), &[]);
-    // A new client connection per request, so requests come in on every one of
-    // watchdog's connection threads.
+/// Calls `path` `requests` times, each over a new client connection, so the
+/// requests come in on every one of watchdog's connection threads; returns the
+/// answers.
+async fn over_fresh_connections(
+    server: &TestServer,
+    path: &str,
+    requests: usize,
+) -> Vec<serde_json::Value> {
     let one_shot = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let mut ports = std::collections::HashSet::new();
-    for _ in 0..12 {
-        let answer: serde_json::Value = one_shot
-            .get(server.url("/api/counter"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ports.insert(answer["peer_port"].as_u64().unwrap());
+    let mut answers = Vec::new();
+    for _ in 0..requests {
+        let response = one_shot.get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        answers.push(response.json().await.unwrap());
     }
+    answers
+}
+
+/// The client ports the worker saw the answers' requests come from.
+fn ports(answers: &[serde_json::Value]) -> std::collections::HashSet<u64> {
+    answers
+        .iter()
+        .map(|answer| answer["peer_port"].as_u64().unwrap())
+        .collect()
+}
+
+fn connection_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+#[tokio::test]
+async fn a_worker_is_reached_over_kept_alive_connections() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &[]);
+    let threads = connection_threads();
+    let answers = over_fresh_connections(&server, "/api/counter", 2 * threads + 2).await;
     // At most one connection per connection thread (one per core), not one per request.
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     assert!(
-        ports.len() <= threads.min(11),
-        "12 requests reached the worker on {} connections",
-        ports.len()
+        ports(&answers).len() <= threads,
+        "{} requests reached the worker on {} connections",
+        answers.len(),
+        ports(&answers).len()
     );
+}
+
+#[tokio::test]
+async fn a_worker_that_serves_one_connection_at_a_time_is_not_left_waiting() {
+    let project = tempfile::tempdir().unwrap();
+    let path = project.path().join("api").join("single.py");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::copy(fixtures("warm").join("one-at-a-time.py"), &path).unwrap();
+    std::fs::write(
+        project.path().join("watchdog.toml"),
+        "[functions.\"single.py\"]\nwarm = { protocol = \"http\", max = 1 }\n",
+    )
+    .unwrap();
+    // A request stuck behind another thread's idle connection would time out (504).
+    let server = TestServer::start(&api(&project), &["--timeout", "3s"]);
+    let threads = connection_threads();
+    let answers = over_fresh_connections(&server, "/api/single", 4 * threads + 2).await;
+    let pids: std::collections::HashSet<_> = answers.iter().map(|a| a["pid"].clone()).collect();
+    assert_eq!(pids.len(), 1, "the worker was replaced: {answers:?}");
+    // One connection from the moment the worker showed it serves one at a time:
+    // the first thread's, then the one that found it out.
+    assert!(ports(&answers).len() <= 2, "{answers:?}");
 }
 
 #[tokio::test]

@@ -127,7 +127,8 @@ impl Drop for InvocationRecord {
 /// Content-Length). Formatting and writing the line there (~5 µs) would delay every
 /// response by that much; as a task of its own it runs right after the response has
 /// been written. Without a runtime, or if the runtime is shutting down and drops the
-/// task unrun, the line is written at once by its `Drop`: it is never lost.
+/// task unrun, the line is written at once by its `Drop`. Only a runtime whose
+/// shutdown gives up waiting (at watchdog's exit) can leave a line unwritten.
 fn defer(line: LogLine) {
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => drop(runtime.spawn(async move { drop(line) })),
@@ -181,8 +182,8 @@ impl Drop for LogLine {
     }
 }
 
-/// `duration` in milliseconds to the microsecond: `0.017234`, not the
-/// `0.017234000000000003` that `as_secs_f64() * 1000.0` gives.
+/// `duration` in milliseconds to the microsecond (truncated): `0.365`, not the
+/// `0.36577400000000004` that `as_secs_f64() * 1000.0` gives.
 #[allow(clippy::cast_precision_loss)]
 fn milliseconds(duration: Duration) -> f64 {
     duration.as_micros() as f64 / 1000.0

@@ -1,6 +1,7 @@
-//! A program's environment in the form `execve` takes, in two layers: a function's
-//! own variables (inherited, `.env`, config, `--env`), the same for every request
-//! and turned into C strings once; and a request's variables on top of them.
+//! A program's environment in the form `execve` takes, in two layers: what a CGI
+//! function starts with whatever the request (its own variables from the
+//! inherited environment, `.env`, config and `--env`, and the meta-variables that
+//! never change), turned into C strings once; and a request's variables on top.
 //!
 //! Why two layers: rebuilding the whole block per request (copying the function's
 //! variables, hashing every name, one C string each) was ~3% of a connection
@@ -13,7 +14,8 @@ use std::os::unix::ffi::OsStrExt;
 
 use super::spawn::CStringArray;
 
-/// A function's own variables as `NAME=value` C strings, one per name.
+/// The variables every start of a function gets, as `NAME=value` C strings, one
+/// per name.
 #[derive(Debug)]
 pub struct EnvBlock {
     entries: Vec<CString>,
@@ -109,7 +111,7 @@ fn nul_byte(name: &str) -> io::Error {
 /// `--env`, per-function, then the CGI variables) rely on later ones overriding
 /// earlier ones, as std's `Command::envs` does; a raw `envp` with duplicates would
 /// let C, Go and Node programs (`getenv` takes the first) see the overridden value.
-pub fn last_wins(env: &[(OsString, OsString)]) -> Vec<(&OsStr, &OsStr)> {
+fn last_wins(env: &[(OsString, OsString)]) -> Vec<(&OsStr, &OsStr)> {
     let mut index: HashMap<&OsStr, usize> = HashMap::with_capacity(env.len());
     let mut entries: Vec<(&OsStr, &OsStr)> = Vec::with_capacity(env.len());
     for (key, value) in env {

@@ -36,11 +36,9 @@ pub struct Environment<'a> {
 impl<'a> Environment<'a> {
     /// The environment `invocation` starts its function with.
     pub fn of(invocation: &Invocation, function: &'a Function, document_root: &'a Path) -> Self {
-        let block = function.env_block.get_or_init(|| {
-            let mut env = function.settings.env.clone();
-            env.extend(constant_variables(function, document_root));
-            EnvBlock::new(&env)
-        });
+        let block = function
+            .env_block
+            .get_or_init(|| EnvBlock::new(&function_variables(function, document_root)));
         Self {
             block,
             function,
@@ -51,8 +49,7 @@ impl<'a> Environment<'a> {
 
     /// Every variable, in the order applied (for std's spawner).
     pub fn pairs(&self) -> Vec<(OsString, OsString)> {
-        let mut all = self.function.settings.env.clone();
-        all.extend(constant_variables(self.function, self.document_root));
+        let mut all = function_variables(self.function, self.document_root);
         all.extend(self.request.iter().cloned());
         all
     }
@@ -74,6 +71,29 @@ impl<'a> Environment<'a> {
     pub fn envp(&self) -> std::io::Result<CStringArray<'a>> {
         self.block.envp(&self.request)
     }
+}
+
+/// What `function` starts with whatever the request: its own variables, less
+/// those named like a meta-variable that only some requests set (a `--env
+/// CONTENT_LENGTH=100` must not reach a request without a body), then the
+/// meta-variables that are the same for every request. `document_root` is
+/// watchdog's, fixed for its lifetime.
+fn function_variables(function: &Function, document_root: &Path) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = function
+        .settings
+        .env
+        .iter()
+        .filter(|(name, _)| !is_conditional_meta_variable(name))
+        .cloned()
+        .collect();
+    env.extend(constant_variables(function, document_root));
+    env
+}
+
+/// Meta-variables set only when the request has them.
+fn is_conditional_meta_variable(name: &OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    name == b"CONTENT_LENGTH" || name == b"CONTENT_TYPE" || name.starts_with(b"WATCHDOG_PARAM_")
 }
 
 /// The meta-variables that are the same for every request to `function`.

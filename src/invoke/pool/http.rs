@@ -1,8 +1,9 @@
 //! `protocol = "http"`: the worker serves HTTP on 127.0.0.1:$PORT (the convention
 //! of Cloud Run, Knative and of-watchdog's http mode). It is ready once it accepts
-//! connections; each request is proxied to it over a kept-alive connection (a
-//! fresh one when there is none), streaming both ways, and the worker is lent to
-//! that one request until its response body has been sent.
+//! connections; each request is proxied to it over a kept-alive connection, one per
+//! connection thread (a fresh one when there is none; one shared by all threads
+//! for a worker that serves one connection at a time), streaming both ways, and
+//! the worker is lent to that one request until its response body has been sent.
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -28,6 +29,13 @@ use crate::routes::Function;
 
 /// How often a starting worker's port is tried.
 const READY_POLL: Duration = Duration::from_millis(5);
+
+/// How long a worker may take to answer on a new connection while other threads'
+/// connections to it are open, before watchdog takes it for a server that handles
+/// one connection at a time (it would never accept the new one) and closes them.
+/// A slow handler that runs past it only costs the worker its per-thread
+/// connections.
+const SECOND_CONNECTION_GRACE: Duration = Duration::from_millis(50);
 
 /// Starts a worker on a free port and waits until it accepts connections.
 ///
@@ -104,6 +112,7 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
         cause,
     };
     let kept = lease.worker_mut().take_connection();
+    let others_open = lease.worker().has_idle_connections();
     let exchange = async {
         let reusable = match kept {
             Some(mut sender) => sender.ready().await.is_ok().then_some(sender),
@@ -133,13 +142,27 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
             .await
             .map_err(|err| broken(format!("HTTP handshake failed: {err}")))?;
         tokio::spawn(connection);
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|err| broken(format!("broke off the request: {err}")))?;
+        let response = sender.send_request(request);
+        tokio::pin!(response);
+        let response = if others_open {
+            tokio::select! {
+                answered = &mut response => answered,
+                () = tokio::time::sleep(SECOND_CONNECTION_GRACE) => {
+                    // A worker that serves one connection at a time may still be
+                    // reading another thread's idle connection and never accept
+                    // this one: close those, and share one connection from now on.
+                    lease.worker_mut().serve_one_connection_at_a_time();
+                    response.await
+                }
+            }
+        } else {
+            response.await
+        };
+        let response = response.map_err(|err| broken(format!("broke off the request: {err}")))?;
         Ok::<_, InvokeError>((response, sender))
     };
-    let (response, sender) = match tokio::time::timeout_at(deadline, exchange).await {
+    let exchanged = tokio::time::timeout_at(deadline, exchange).await;
+    let (response, sender) = match exchanged {
         Ok(Ok(exchanged)) => exchanged,
         Ok(Err(err)) => {
             lease.finish(Outcome::Crashed);

@@ -42,6 +42,10 @@ pub struct Worker {
     /// connection is driven by the thread that opened it, and a request from
     /// another thread would cross threads twice (two wakeups) on its way.
     connections: Vec<(ThreadId, HttpConnection)>,
+    /// Set once the worker has shown that it serves one connection at a time (a
+    /// single-threaded HTTP/1.1 server): from then on it gets one connection,
+    /// shared by every thread.
+    one_connection_at_a_time: bool,
     /// Its Runtime API endpoint (`protocol = "lambda"`); closed with the worker.
     pub runtime: Option<super::lambda::Runtime>,
     /// Requests served so far.
@@ -107,6 +111,7 @@ impl Worker {
             cgroup: plan.cgroup,
             port: 0,
             connections: Vec::new(),
+            one_connection_at_a_time: false,
             runtime: None,
             served: 0,
             started: now,
@@ -114,14 +119,31 @@ impl Worker {
         })
     }
 
-    /// This thread's kept connection to the worker, if it has one.
+    /// This thread's kept connection to the worker, if it has one; any thread's
+    /// if the worker serves one connection at a time.
     pub fn take_connection(&mut self) -> Option<HttpConnection> {
         let here = std::thread::current().id();
         let at = self
             .connections
             .iter()
-            .position(|(thread, _)| *thread == here)?;
+            .position(|(thread, _)| *thread == here)
+            .or_else(|| {
+                (self.one_connection_at_a_time && !self.connections.is_empty()).then_some(0)
+            })?;
         Some(self.connections.swap_remove(at).1)
+    }
+
+    /// Whether other threads hold idle connections to the worker.
+    pub fn has_idle_connections(&self) -> bool {
+        !self.connections.is_empty()
+    }
+
+    /// Closes the other threads' idle connections, for a worker that has not
+    /// answered on a new one while they were open, and keeps it to one connection
+    /// from now on.
+    pub fn serve_one_connection_at_a_time(&mut self) {
+        self.connections.clear();
+        self.one_connection_at_a_time = true;
     }
 
     /// Keeps `connection` for this thread's next request to the worker.
