@@ -127,6 +127,10 @@ printf '{"method":"%s","query":"%s","path":"%s","agent":"%s","body":"%s"}\n' "$H
     let ok = c
         .post(server.url("/api/legacy/lookup?id=7"))
         .header("User-Agent", "faas-cli")
+        // Headers that would spell the request's own variables do not override them.
+        .header("Path", "/spoofed")
+        .header("Method", "SPOOFED")
+        .header("Query", "id=spoofed")
         .body("hi")
         .send()
         .await

@@ -177,7 +177,8 @@ fn request_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> {
 
 /// The OpenFaaS classic watchdog's variables: `Http_Method`, `Http_Path`,
 /// `Http_Query`, `Http_Content_Length`, and `Http_<Header>` with `-` turned into `_`
-/// and the header's canonical capitalisation (`Http_X_Call_Id`).
+/// and the header's canonical capitalisation (`Http_X_Call_Id`); no header can
+/// pose as one of the first four.
 pub fn openfaas_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> {
     let mut env = vec![
         (
@@ -198,10 +199,14 @@ pub fn openfaas_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> 
     }
     let mut seen = std::collections::BTreeSet::new();
     for (name, value) in &invocation.headers {
-        if !name
-            .as_str()
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        // A header named `Path`, `Method`, `Query` or `Content-Length` would
+        // become the same variable as the request's own and override it.
+        let reserved = ["method", "path", "query", "content-length"].contains(&name.as_str());
+        if reserved
+            || !name
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             || !seen.insert(name.as_str())
         {
             continue;
