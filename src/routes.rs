@@ -37,6 +37,28 @@ pub struct Function {
     pub env_block: OnceLock<EnvBlock>,
 }
 
+impl RouteMatch {
+    /// The route's parameters as one JSON object (catch-alls as arrays), for
+    /// `WATCHDOG_PARAMS` and `X-Watchdog-Params`; `{}` for a route without any.
+    pub fn params_json(&self) -> String {
+        if self.params.is_empty() {
+            return "{}".to_owned();
+        }
+        let params: serde_json::Map<String, serde_json::Value> = self
+            .params
+            .iter()
+            .map(|(name, value)| {
+                let value = match value {
+                    ParamValue::One(one) => serde_json::Value::from(one.as_str()),
+                    ParamValue::Many(many) => serde_json::Value::from(many.clone()),
+                };
+                (name.clone(), value)
+            })
+            .collect();
+        serde_json::Value::Object(params).to_string()
+    }
+}
+
 /// Everything known about DIR's routes.
 #[derive(Debug)]
 pub struct RouteTable {

@@ -55,6 +55,8 @@ async fn a_worker_keeps_its_state_between_requests_and_streams_bodies() {
         [1, 2, 3]
     );
     assert_eq!(second["path"], "/api/counter?x=1");
+    // A route without parameters sends no parameters header.
+    assert_eq!(first["params_header"], serde_json::Value::Null);
     let echo = client()
         .post(server.url("/api/counter"))
         .body("ping")

@@ -82,9 +82,7 @@ type HeadSender = oneshot::Sender<Result<Reply, InvokeError>>;
 type BodySender = mpsc::Sender<io::Result<Bytes>>;
 
 async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply, InvokeError> {
-    let function = Arc::clone(&invocation.route.function);
-    let env =
-        environment::Environment::of(&invocation, &function, &invocation.settings.document_root);
+    let env = environment::Environment::of(&invocation);
     let body = std::mem::replace(&mut invocation.body, RequestBody::Empty);
     let has_body = !matches!(body, RequestBody::Empty);
     let file = invocation.route.function.file.relative.clone();

@@ -201,3 +201,15 @@ pub fn describe_exit(code: Option<i32>, signal: Option<i32>) -> Option<String> {
         (None, None) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_logged_in_milliseconds_to_the_microsecond() {
+        assert_eq!(milliseconds(Duration::from_nanos(365_774)), 0.365);
+        assert_eq!(milliseconds(Duration::from_micros(1_234_567)), 1234.567);
+        assert_eq!(milliseconds(Duration::ZERO), 0.0);
+    }
+}

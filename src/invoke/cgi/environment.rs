@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, header};
 
+use crate::config::Settings;
 use crate::config::file::EnvStyle;
 use crate::invoke::Invocation;
 use crate::process::env_block::EnvBlock;
@@ -26,30 +28,35 @@ pub const SERVER_SOFTWARE: &str = concat!("watchdog/", env!("CARGO_PKG_VERSION")
 /// user's `--env` cannot override. Those that are the same for every request
 /// ([`constant_variables`]) are built once with the function's own, into its
 /// [`EnvBlock`]; the request's come on top.
-pub struct Environment<'a> {
-    block: &'a EnvBlock,
-    function: &'a Function,
-    document_root: &'a Path,
+pub struct Environment {
+    function: Arc<Function>,
+    settings: Arc<Settings>,
     request: Vec<(OsString, OsString)>,
 }
 
-impl<'a> Environment<'a> {
+impl Environment {
     /// The environment `invocation` starts its function with.
-    pub fn of(invocation: &Invocation, function: &'a Function, document_root: &'a Path) -> Self {
-        let block = function
-            .env_block
-            .get_or_init(|| EnvBlock::new(&function_variables(function, document_root)));
+    pub fn of(invocation: &Invocation) -> Self {
         Self {
-            block,
-            function,
-            document_root,
+            function: Arc::clone(&invocation.route.function),
+            settings: Arc::clone(&invocation.settings),
             request: request_variables(invocation),
         }
     }
 
+    /// The function's block, built at its first start.
+    fn block(&self) -> &EnvBlock {
+        self.function.env_block.get_or_init(|| {
+            EnvBlock::new(&function_variables(
+                &self.function,
+                &self.settings.document_root,
+            ))
+        })
+    }
+
     /// Every variable, in the order applied (for std's spawner).
     pub fn pairs(&self) -> Vec<(OsString, OsString)> {
-        let mut all = function_variables(self.function, self.document_root);
+        let mut all = function_variables(&self.function, &self.settings.document_root);
         all.extend(self.request.iter().cloned());
         all
     }
@@ -61,15 +68,15 @@ impl<'a> Environment<'a> {
             .rev()
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_os_str())
-            .or_else(|| self.block.get(name))
+            .or_else(|| self.block().get(name))
     }
 
     /// The `envp` the lean spawner passes to `execve`.
     ///
     /// # Errors
     /// `InvalidInput` when a variable holds a NUL byte.
-    pub fn envp(&self) -> std::io::Result<CStringArray<'a>> {
-        self.block.envp(&self.request)
+    pub fn envp(&self) -> std::io::Result<CStringArray<'_>> {
+        self.block().envp(&self.request)
     }
 }
 
@@ -151,23 +158,14 @@ fn request_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> {
         "WATCHDOG_DEADLINE_MS",
         &invocation.deadline_epoch_ms.to_string(),
     );
-    if route.params.is_empty() {
-        set("WATCHDOG_PARAMS", "{}");
-    } else {
-        let mut params_json = serde_json::Map::new();
-        for (name, value) in &route.params {
-            let (text, json) = match value {
-                ParamValue::One(one) => (one.clone(), serde_json::Value::from(one.as_str())),
-                ParamValue::Many(many) => (many.join("/"), serde_json::Value::from(many.clone())),
-            };
-            set(&format!("WATCHDOG_PARAM_{}", env_name(name)), &text);
-            params_json.insert(name.clone(), json);
-        }
-        set(
-            "WATCHDOG_PARAMS",
-            &serde_json::Value::Object(params_json).to_string(),
-        );
+    for (name, value) in &route.params {
+        let text = match value {
+            ParamValue::One(one) => one.clone(),
+            ParamValue::Many(many) => many.join("/"),
+        };
+        set(&format!("WATCHDOG_PARAM_{}", env_name(name)), &text);
     }
+    set("WATCHDOG_PARAMS", &route.params_json());
     env.extend(http_variables(&invocation.headers));
     if function.env_style == EnvStyle::Openfaas {
         env.extend(openfaas_variables(invocation));

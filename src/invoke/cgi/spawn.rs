@@ -47,7 +47,7 @@ pub fn spawn_cgi(
     path: &Path,
     relative: &str,
     runner: &Runner,
-    env: &Environment<'_>,
+    env: &Environment,
     has_body: bool,
     limiter: &Limiter,
     plan: &Plan,
@@ -170,7 +170,7 @@ type Leader = (Option<OwnedFd>, u32);
 fn spawn_lean(
     path: &Path,
     interpreter: Option<&'static str>,
-    env: &Environment<'_>,
+    env: &Environment,
     fds: &ChildFds,
 ) -> io::Result<Leader> {
     let script = c_string(path.as_os_str())?;
@@ -226,7 +226,7 @@ fn spawn_std(
     path: &Path,
     interpreter: Option<&str>,
     runner: &Runner,
-    env: &Environment<'_>,
+    env: &Environment,
     fds: &ChildFds,
     limiter: &Limiter,
     plan: &Plan,
@@ -378,6 +378,10 @@ fn describe(
             "not a program the system can run (a script without a `#!` line?)".into(),
             "add a `#!` line such as `#!/bin/sh`, or use a known extension (.sh .py .pl .rb .php)"
                 .into(),
+        ),
+        io::ErrorKind::InvalidInput => spawn_error(
+            err.to_string(),
+            "remove the NUL byte from that variable (watchdog.toml, .env or --env)".into(),
         ),
         _ => spawn_error(err.to_string(), "see watchdog's log".into()),
     }
