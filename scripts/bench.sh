@@ -29,15 +29,21 @@ done
 [ -d "$bench/peers" ] || { echo "bench: ../shared/bench is missing (it sits beside the repository)"; exit 2; }
 cd "$root"
 cargo build --quiet --release
-install=""
-command -v lighttpd >/dev/null && command -v wrk >/dev/null && command -v fcgiwrap >/dev/null || install="--install"
+# Install the peers and tools first: the spawn loop below needs musl-gcc too, or
+# it has no row for the static C program.
+if ! { command -v lighttpd && command -v wrk && command -v fcgiwrap && command -v musl-gcc; } >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo "$bench/peers/install.sh" >/tmp/bench-install.log 2>&1 ||
+    { echo "bench: installing the peer hosts failed (see /tmp/bench-install.log)"; exit 1; }
+fi
 tag="watchdog-$(date +%Y%m%dT%H%M%S)"
 
 # The raw spawn-and-wait limit of this machine, for the same programs.
 (cd "$bench/spawnlimit" && ./run.sh "$((duration < 5 ? duration : 5))" "$repeats" "1 2") >/tmp/"$tag"-spawn.txt 2>&1 || true
 spawn_summary=$(ls -t "$bench"/spawnlimit/results/spawn-summary-*.md | head -n 1)
 
-"$bench/peers/run.sh" $install --hosts "lighttpd nginx-fcgiwrap tokio-naive" \
+"$bench/peers/run.sh" --hosts "lighttpd nginx-fcgiwrap tokio-naive" \
   --programs "$programs" --conc "$conc" --duration "$duration" --repeats "$repeats" --tag "$tag" \
   --target watchdog "${CARGO_TARGET_DIR:-$root/target}/release/watchdog"' serve $CGI_DIR --listen 127.0.0.1:$PORT --prefix /' '/$PROG_NAME' \
   >/tmp/"$tag"-peers.txt 2>&1

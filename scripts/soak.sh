@@ -4,25 +4,29 @@
 # watchdog's open descriptors, child processes, zombies and memory came back to
 # where they started and that every answer had the expected status.
 #
-# usage: scripts/soak.sh [--requests N] [--connections C]   (defaults 20000, 64)
+# usage: scripts/soak.sh [--requests N] [--connections C] [--debug]
+#   (defaults 20000, 64, the release build; --debug soaks the debug build, which
+#   scripts/test.sh has just built, instead of compiling a release one)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 requests=20000
 connections=64
+profile=release
 while [ $# -gt 0 ]; do
   case "$1" in
     --requests) requests=$2; shift 2 ;;
     --connections) connections=$2; shift 2 ;;
-    *) echo "usage: $0 [--requests N] [--connections C]" >&2; exit 2 ;;
+    --debug) profile=debug; shift ;;
+    *) echo "usage: $0 [--requests N] [--connections C] [--debug]" >&2; exit 2 ;;
   esac
 done
 if ! command -v wrk >/dev/null; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
 fi
-cargo build --quiet --release
-bin="${CARGO_TARGET_DIR:-$root/target}/release/watchdog"
+if [ "$profile" = release ]; then cargo build --quiet --release; else cargo build --quiet; fi
+bin="${CARGO_TARGET_DIR:-$root/target}/$profile/watchdog"
 log=$(mktemp)
 piddir=$(mktemp -d)
 pid=""

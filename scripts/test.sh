@@ -29,4 +29,4 @@ cargo test --quiet
 echo "== scripts/smoke.sh"
 scripts/smoke.sh
 echo "== scripts/soak.sh"
-scripts/soak.sh --requests 20000
+scripts/soak.sh --requests 20000 --debug
