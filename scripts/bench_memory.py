@@ -17,6 +17,7 @@ import http.client
 import os
 import shutil
 import signal
+import statistics
 import socket
 import subprocess
 import sys
@@ -142,8 +143,8 @@ def sleepers(port, n):
     return sum(1 for s in statuses if s == 200)
 
 
-def wrk_rps(port, path):
-    out = subprocess.run(["wrk", "-t2", "-c16", "-d5s", f"http://127.0.0.1:{port}{path}"],
+def wrk_rps(port, path, seconds=5):
+    out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
         if line.startswith("Requests/sec:"):
@@ -194,20 +195,32 @@ def main():
         small, big = os.path.join(work, "t10"), os.path.join(work, "t10k")
         tree(small, 10)
         tree(big, 10_000)
-        figures = {}
+        # Ready time: the median of three starts of each tree. Routing: both servers
+        # up at once and measured in turns, so that a drift of this VM's speed
+        # does not land on one of them only.
+        ready = {}
         for name, root in (("10", small), ("10k", big)):
-            s = Server(binary, root)
-            try:
-                figures[name] = (s.ready_after, wrk_rps(s.port, "/group0/no-such-function"),
-                                 wrk_rps(s.port, "/_watchdog/healthz"))
-            finally:
+            times = []
+            for _ in range(3):
+                s = Server(binary, root)
+                times.append(s.ready_after)
                 s.stop()
-        rows.append(("10,000-function tree: exec to ready",
-                     f"{figures['10k'][0] * 1000:.0f} ms (10 functions: "
-                     f"{figures['10'][0] * 1000:.0f} ms)", "<= 300 ms"))
-        ratio = figures["10k"][1] / figures["10"][1]
-        rows.append(("routing throughput, 10k vs 10 functions (route-table misses)",
-                     f"{figures['10k'][1]:.0f} vs {figures['10'][1]:.0f} req/s ({ratio:.2f})",
+            ready[name] = statistics.median(times)
+        rps = {"10": [], "10k": []}
+        servers = {name: Server(binary, root) for name, root in (("10", small), ("10k", big))}
+        try:
+            for _ in range(3):
+                for name, s in servers.items():
+                    rps[name].append(wrk_rps(s.port, "/group0/no-such-function", seconds=3))
+        finally:
+            for s in servers.values():
+                s.stop()
+        rows.append(("10,000-function tree: exec to ready (median of 3 starts)",
+                     f"{ready['10k'] * 1000:.0f} ms (10 functions: "
+                     f"{ready['10'] * 1000:.0f} ms)", "<= 300 ms"))
+        small_rps, big_rps = statistics.median(rps["10"]), statistics.median(rps["10k"])
+        rows.append(("routing throughput, 10k vs 10 functions (route-table misses, median of 3 turns)",
+                     f"{big_rps:.0f} vs {small_rps:.0f} req/s ({big_rps / small_rps:.2f})",
                      ">= 0.90"))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -94,10 +94,10 @@ pub fn discover(dir: &Path) -> std::io::Result<Discovery> {
     }
     let mut walk = Walk {
         root: root.clone(),
-        visited: HashSet::from([root]),
+        visited: HashSet::from([root.clone()]),
         out: Discovery::default(),
     };
-    walk.dir(dir, "", &[]);
+    walk.dir(dir, &root, "", &[]);
     let mut out = walk.out;
     if out.functions.iter().any(|f| f.runner.node_module) {
         // A handler module may import any script below DIR (a private `_lib/`
@@ -150,7 +150,8 @@ impl Walk {
         });
     }
 
-    fn dir(&mut self, dir: &Path, relative: &str, segments: &[Segment]) {
+    /// Walks `dir`, whose real path is `real_dir`.
+    fn dir(&mut self, dir: &Path, real_dir: &Path, relative: &str, segments: &[Segment]) {
         let mut entries: Vec<_> = match fs::read_dir(dir) {
             Ok(entries) => entries.filter_map(Result::ok).collect(),
             Err(err) => {
@@ -160,7 +161,8 @@ impl Walk {
             }
         };
         entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
+        let probes = probe_all(&entries, real_dir);
+        for (entry, probe) in entries.iter().zip(probes) {
             let name = entry.file_name();
             let Some(name) = name.to_str() else {
                 self.skip(
@@ -170,19 +172,19 @@ impl Walk {
                 continue;
             };
             let rel = format!("{relative}{name}");
-            if name.starts_with('_') || name.starts_with('.') {
+            let Some(probe) = probe else {
                 self.skip(
                     rel,
                     "private: names starting with `_` or `.` are never routes",
                 );
                 continue;
-            }
+            };
             let path = entry.path();
-            let Ok(meta) = fs::metadata(&path) else {
+            let Some(meta) = probe.meta else {
                 self.skip(rel, "broken symlink or unreadable file");
                 continue;
             };
-            let Ok(canonical) = path.canonicalize() else {
+            let Some(canonical) = probe.real else {
                 self.skip(rel, "cannot resolve its real path");
                 continue;
             };
@@ -196,7 +198,14 @@ impl Walk {
             if meta.is_dir() {
                 self.folder(&path, &rel, name, canonical, segments);
             } else if meta.is_file() {
-                self.file(path, rel, name, &meta, segments);
+                self.file(
+                    path,
+                    rel,
+                    name,
+                    &meta,
+                    probe.starts_like_a_program,
+                    segments,
+                );
             } else {
                 self.skip(rel, "not a regular file");
             }
@@ -211,7 +220,7 @@ impl Walk {
         canonical: PathBuf,
         segments: &[Segment],
     ) {
-        if !self.visited.insert(canonical) {
+        if !self.visited.insert(canonical.clone()) {
             self.skip(
                 rel.to_owned(),
                 "symlink loop: this folder was already visited",
@@ -226,7 +235,7 @@ impl Walk {
             Ok(segment) => {
                 let mut inner = segments.to_vec();
                 inner.push(segment);
-                self.dir(path, &format!("{rel}/"), &inner);
+                self.dir(path, &canonical, &format!("{rel}/"), &inner);
             }
             Err(reason) => self.skip(rel.to_owned(), reason),
         }
@@ -238,24 +247,16 @@ impl Walk {
         rel: String,
         name: &str,
         meta: &fs::Metadata,
+        starts_like_a_program: bool,
         segments: &[Segment],
     ) {
         let mode = meta.permissions().mode();
-        let (stem, extension) = match name.rsplit_once('.') {
-            Some((stem, ext)) if !stem.is_empty() => (stem, Some(ext)),
-            _ => (name, None),
-        };
-        let interpreter = extension.and_then(|ext| {
-            INTERPRETERS
-                .iter()
-                .find(|(known, _)| *known == ext)
-                .map(|(_, program)| *program)
-        });
+        let (stem, extension) = split_extension(name);
+        let interpreter = interpreter_for(extension);
         // An executable script without `#!` goes to its extension's interpreter:
         // decided here, once, because glibc's execvp (used on the fork path, with
         // limits or --user) would quietly run it under /bin/sh instead of failing.
-        let executable =
-            mode & 0o111 != 0 && (interpreter.is_none() || starts_like_a_program(&path));
+        let executable = mode & 0o111 != 0 && (interpreter.is_none() || starts_like_a_program);
         let node_module =
             mode & 0o111 == 0 && extension.is_some_and(|ext| MODULE_EXTENSIONS.contains(&ext));
         if !executable && interpreter.is_none() && !node_module {
@@ -329,6 +330,100 @@ fn version_of(meta: &fs::Metadata) -> u64 {
 }
 
 /// Whether a file starts with `#!` or the ELF magic number.
+/// `fn.sh` → (`fn`, `sh`); a leading dot does not start an extension.
+fn split_extension(name: &str) -> (&str, Option<&str>) {
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => (stem, Some(ext)),
+        _ => (name, None),
+    }
+}
+
+/// The interpreter a script extension names.
+fn interpreter_for(extension: Option<&str>) -> Option<&'static str> {
+    let extension = extension?;
+    INTERPRETERS
+        .iter()
+        .find(|(known, _)| *known == extension)
+        .map(|(_, program)| *program)
+}
+
+/// What the walk learns of one entry from the filesystem: all of its system calls
+/// (a stat, a symlink's resolution, the first bytes of an executable script), made
+/// ahead of the walk so that a large folder's can run on several threads.
+struct Probe {
+    /// Symlinks followed; `None` when broken or unreadable.
+    meta: Option<fs::Metadata>,
+    /// Where it really is; `None` when a symlink cannot be resolved.
+    real: Option<PathBuf>,
+    /// For an executable file with a script extension: it starts with `#!` or is
+    /// an ELF binary.
+    starts_like_a_program: bool,
+}
+
+/// Folders with at least this many entries are probed on several threads: a
+/// probe is two to five system calls, and a 10,000-function tree spent most of
+/// its start-up in them on one core.
+const PARALLEL_PROBES_FROM: usize = 32;
+
+/// The probes of `entries` (found in the folder whose real path is `real_dir`), in
+/// their order; `None` for a private or non-UTF-8 name, which the walk skips
+/// without touching it.
+fn probe_all(entries: &[fs::DirEntry], real_dir: &Path) -> Vec<Option<Probe>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(8);
+    if threads < 2 || entries.len() < PARALLEL_PROBES_FROM {
+        return entries.iter().map(|entry| probe(entry, real_dir)).collect();
+    }
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = entries
+            .chunks(entries.len().div_ceil(threads))
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|entry| probe(entry, real_dir))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|part| {
+                part.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+fn probe(entry: &fs::DirEntry, real_dir: &Path) -> Option<Probe> {
+    let name = entry.file_name();
+    let name = name.to_str()?;
+    if name.starts_with('_') || name.starts_with('.') {
+        return None;
+    }
+    let path = entry.path();
+    let meta = fs::metadata(&path).ok();
+    // Only a symlink can lead elsewhere: anything else is where the walk found it.
+    // Resolving every path costs a readlink per path component of every file
+    // (40,000 failing system calls for a 10,000-function tree).
+    let real = if entry.file_type().map_or(true, |kind| kind.is_symlink()) {
+        path.canonicalize().ok()
+    } else {
+        Some(real_dir.join(name))
+    };
+    let script = meta.as_ref().is_some_and(|meta| {
+        meta.is_file()
+            && meta.permissions().mode() & 0o111 != 0
+            && interpreter_for(split_extension(name).1).is_some()
+    });
+    Some(Probe {
+        meta,
+        real,
+        starts_like_a_program: script && starts_like_a_program(&path),
+    })
+}
+
 fn starts_like_a_program(path: &Path) -> bool {
     use std::io::Read;
     let mut head = [0u8; 4];
@@ -399,5 +494,66 @@ mod tests {
             skipped,
             ["[...rest]", "_private.sh", "notes.txt", "outside"]
         );
+    }
+
+    /// A folder large enough to be probed on several threads comes out as the
+    /// same folder walked one entry at a time would: in name order, each entry
+    /// classified by its own probe (a mix-up between threads would hand one
+    /// entry another's stat or `#!`).
+    #[test]
+    fn a_large_folder_probed_on_threads_is_classified_entry_by_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let kinds = 8;
+        let count = PARALLEL_PROBES_FROM * 2;
+        for i in 0..count {
+            let name = format!("f{i:03}");
+            match i % kinds {
+                0 => write(dir, &format!("{name}.sh"), 0o755),
+                1 => {
+                    fs::write(dir.join(format!("{name}.sh")), "echo no shebang\n").unwrap();
+                    fs::set_permissions(
+                        dir.join(format!("{name}.sh")),
+                        fs::Permissions::from_mode(0o755),
+                    )
+                    .unwrap();
+                }
+                2 => write(dir, &format!("_{name}.sh"), 0o755),
+                3 => symlink("/bin/sh", dir.join(&name)).unwrap(),
+                4 => symlink(dir.join("f000.sh"), dir.join(&name)).unwrap(),
+                5 => symlink(dir.join("missing"), dir.join(&name)).unwrap(),
+                6 => write(dir, &format!("{name}/inner.sh"), 0o755),
+                _ => write(dir, &format!("{name}.txt"), 0o644),
+            }
+        }
+        let found = discover(dir).unwrap();
+        let mut expected_functions = Vec::new();
+        let mut expected_skipped = Vec::new();
+        for i in 0..count {
+            let name = format!("f{i:03}");
+            match i % kinds {
+                0 | 1 => expected_functions.push((format!("{name}.sh"), i % kinds == 0)),
+                2 => expected_skipped.push((format!("_{name}.sh"), "private")),
+                3 => expected_skipped.push((name, "outside DIR")),
+                4 => expected_functions.push((name, true)),
+                5 => expected_skipped.push((name, "broken symlink")),
+                6 => expected_functions.push((format!("{name}/inner.sh"), true)),
+                _ => expected_skipped.push((format!("{name}.txt"), "not executable")),
+            }
+        }
+        expected_skipped.sort();
+        let functions: Vec<_> = found
+            .functions
+            .iter()
+            .map(|f| (f.relative.clone(), f.runner.executable))
+            .collect();
+        assert_eq!(functions, expected_functions);
+        let mut skipped: Vec<_> = found.skipped.iter().collect();
+        skipped.sort_by(|a, b| a.relative.cmp(&b.relative));
+        assert_eq!(skipped.len(), expected_skipped.len());
+        for (skip, (relative, reason)) in skipped.iter().zip(&expected_skipped) {
+            assert_eq!(&skip.relative, relative);
+            assert!(skip.reason.contains(reason), "{skip:?} should say {reason}");
+        }
     }
 }
