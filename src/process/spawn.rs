@@ -66,6 +66,9 @@ thread_local! {
     static CHILD_STACK: RefCell<Box<[u8]>> = RefCell::new(vec![0; CHILD_STACK_BYTES].into_boxed_slice());
     /// This thread's stdio slots, when it has adopted some.
     static SLOTS: std::cell::OnceCell<StdioSlots> = const { std::cell::OnceCell::new() };
+    /// A release failed: a slot may still hold a stream of an earlier child, so
+    /// the next spawn puts every stream in, `/dev/null` included.
+    static SLOT_NOT_RELEASED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Whether threads with stdio slots clone with a shared table. Off from the
@@ -161,21 +164,27 @@ impl StdioSlots {
     /// descriptor replaces it in one step, so the number is never free.
     /// A slot whose stream was `/dev/null` itself (stdin without a body) still
     /// holds it: the child left it as it was.
-    fn release(slots: [libc::c_int; 3], streams: [libc::c_int; 3]) {
-        let Ok(null) = dev_null() else { return };
+    fn release(slots: [libc::c_int; 3], streams: [libc::c_int; 3], kept: libc::c_int) {
+        let Ok(null) = dev_null() else {
+            SLOT_NOT_RELEASED.set(true);
+            return;
+        };
         let changed = slots
             .into_iter()
             .zip(streams)
-            .filter(|&(_, stream)| stream != null.as_raw_fd())
+            .filter(|&(_, stream)| stream != kept)
             .map(|(slot, _)| slot);
+        let mut released = true;
         for slot in changed {
             #[allow(unsafe_code)]
             // SAFETY: dup3 only replaces this thread's own reserved descriptor.
             let replaced = unsafe { libc::dup3(null.as_raw_fd(), slot, libc::O_CLOEXEC) };
             if replaced < 0 {
+                released = false;
                 tracing::error!(slot, error = %io::Error::last_os_error(), "cannot release a stdio slot");
             }
         }
+        SLOT_NOT_RELEASED.set(!released);
     }
 }
 
@@ -359,9 +368,16 @@ pub fn spawn(exec: &Exec<'_>) -> io::Result<Spawned> {
         None
     };
     let unshare_failed = AtomicBool::new(false);
+    // A stream that is /dev/null is left in its slot, which holds it already,
+    // unless a release failed (-1 matches no stream).
+    let kept = if SLOT_NOT_RELEASED.get() {
+        -1
+    } else {
+        null.as_raw_fd()
+    };
     let child = ChildSteps {
         fds,
-        null: null.as_raw_fd(),
+        kept,
         slots,
         cwd,
         program,
@@ -402,7 +418,7 @@ pub fn spawn(exec: &Exec<'_>) -> io::Result<Spawned> {
     let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&parent_mask), None);
     if let Some(slots) = slots {
         // The child runs on its own table by now (it exec'd or exited).
-        StdioSlots::release(slots, fds);
+        StdioSlots::release(slots, fds, kept);
     }
     if cloned < 0 {
         return Err(clone_error);
@@ -437,8 +453,8 @@ pub fn spawn(exec: &Exec<'_>) -> io::Result<Spawned> {
 /// parent beforehand.
 struct ChildSteps<'a> {
     fds: [libc::c_int; 3],
-    /// watchdog's `/dev/null`, which every slot holds between spawns.
-    null: libc::c_int,
+    /// A stream the slots hold already (watchdog's `/dev/null`), or -1.
+    kept: libc::c_int,
     /// The thread's stdio slots: the table is shared with watchdog until the
     /// child unshares the part below them.
     slots: Option<[libc::c_int; 3]>,
@@ -513,7 +529,7 @@ unsafe fn take_own_table(steps: &ChildSteps<'_>, slots: [libc::c_int; 3]) {
         for (fd, slot) in steps.fds.iter().zip(slots) {
             // The slot holds /dev/null already (a request without a body): two
             // system calls per request fewer, this one and the parent's release.
-            if *fd == steps.null {
+            if *fd == steps.kept {
                 continue;
             }
             if libc::dup3(*fd, slot, libc::O_CLOEXEC) < 0 {

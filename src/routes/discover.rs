@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::pattern::Segment;
 
@@ -161,7 +162,7 @@ impl Walk {
             }
         };
         entries.sort_by_key(|e| e.file_name());
-        let probes = probe_all(&entries, real_dir);
+        let probes = probe_all(&entries, real_dir, &self.root);
         for (entry, probe) in entries.iter().zip(probes) {
             let name = entry.file_name();
             let Some(name) = name.to_str() else {
@@ -329,7 +330,6 @@ fn version_of(meta: &fs::Metadata) -> u64 {
     hasher.finish()
 }
 
-/// Whether a file starts with `#!` or the ELF magic number.
 /// `fn.sh` → (`fn`, `sh`); a leading dot does not start an extension.
 fn split_extension(name: &str) -> (&str, Option<&str>) {
     match name.rsplit_once('.') {
@@ -368,35 +368,56 @@ const PARALLEL_PROBES_FROM: usize = 32;
 /// The probes of `entries` (found in the folder whose real path is `real_dir`), in
 /// their order; `None` for a private or non-UTF-8 name, which the walk skips
 /// without touching it.
-fn probe_all(entries: &[fs::DirEntry], real_dir: &Path) -> Vec<Option<Probe>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
-        .min(8);
-    if threads < 2 || entries.len() < PARALLEL_PROBES_FROM {
-        return entries.iter().map(|entry| probe(entry, real_dir)).collect();
+fn probe_all(entries: &[fs::DirEntry], real_dir: &Path, root: &Path) -> Vec<Option<Probe>> {
+    let sequential = || {
+        entries
+            .iter()
+            .map(|entry| probe(entry, real_dir, root))
+            .collect()
+    };
+    if entries.len() < PARALLEL_PROBES_FROM {
+        return sequential();
+    }
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    let threads = *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(8)
+    });
+    if threads < 2 {
+        return sequential();
     }
     std::thread::scope(|scope| {
-        let parts: Vec<_> = entries
-            .chunks(entries.len().div_ceil(threads))
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|entry| probe(entry, real_dir))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
+        let mut parts = Vec::with_capacity(threads);
+        for part in entries.chunks(entries.len().div_ceil(threads)) {
+            let probes = move || {
+                part.iter()
+                    .map(|entry| probe(entry, real_dir, root))
+                    .collect::<Vec<_>>()
+            };
+            // A process out of threads (a low pids.max) still starts: that part
+            // is probed here instead.
+            parts.push(
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, probes)
+                    .map_err(|_| probes),
+            );
+        }
         parts
             .into_iter()
-            .flat_map(|part| {
-                part.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .flat_map(|part| match part {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(probes) => probes(),
             })
             .collect()
     })
 }
 
-fn probe(entry: &fs::DirEntry, real_dir: &Path) -> Option<Probe> {
+/// Probes one entry of the folder whose real path is `real_dir`; a file outside
+/// `root` (through a symlink) is never opened, only skipped.
+fn probe(entry: &fs::DirEntry, real_dir: &Path, root: &Path) -> Option<Probe> {
     let name = entry.file_name();
     let name = name.to_str()?;
     if name.starts_with('_') || name.starts_with('.') {
@@ -412,11 +433,13 @@ fn probe(entry: &fs::DirEntry, real_dir: &Path) -> Option<Probe> {
     } else {
         Some(real_dir.join(name))
     };
-    let script = meta.as_ref().is_some_and(|meta| {
-        meta.is_file()
-            && meta.permissions().mode() & 0o111 != 0
-            && interpreter_for(split_extension(name).1).is_some()
-    });
+    let inside = real.as_ref().is_some_and(|real| real.starts_with(root));
+    let script = inside
+        && meta.as_ref().is_some_and(|meta| {
+            meta.is_file()
+                && meta.permissions().mode() & 0o111 != 0
+                && interpreter_for(split_extension(name).1).is_some()
+        });
     Some(Probe {
         meta,
         real,
@@ -424,6 +447,7 @@ fn probe(entry: &fs::DirEntry, real_dir: &Path) -> Option<Probe> {
     })
 }
 
+/// Whether a file starts with `#!` or the ELF magic number.
 fn starts_like_a_program(path: &Path) -> bool {
     use std::io::Read;
     let mut head = [0u8; 4];
