@@ -797,3 +797,32 @@ async fn a_megabyte_stderr_line_does_not_block_the_request() {
     assert!(server.wait_for_log("xxxxxxxx", Duration::from_secs(2)));
     assert!(server.log().lines().all(|line| line.len() < 20_000));
 }
+
+/// A request without a body gets an empty stdin, never what an earlier request
+/// on the same connection (so the same thread, whose children pass their streams
+/// through the same descriptor slots) sent to a function that left it unread.
+#[tokio::test]
+async fn a_request_without_a_body_never_reads_an_earlier_requests_body() {
+    let server = server(&[]);
+    let c = client();
+    for round in 0..3 {
+        let unread = c
+            .post(server.url("/api/hello"))
+            .body(format!("secret body {round}\n"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unread.text().await.unwrap(), "hello\n");
+        // The same client, so the same kept-alive connection: `get_text` would
+        // open a new one, which may land on the other connection thread.
+        let text = c
+            .get(server.url("/api/body-info"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains("received=0"), "round {round}: {text}");
+    }
+}

@@ -173,7 +173,8 @@ impl Walk {
                 continue;
             };
             let rel = format!("{relative}{name}");
-            let Some(probe) = probe else {
+            // `probe_all` leaves private names untouched: no probe.
+            let Some(probe) = probe.filter(|_| !is_private(name)) else {
                 self.skip(
                     rel,
                     "private: names starting with `_` or `.` are never routes",
@@ -330,6 +331,11 @@ fn version_of(meta: &fs::Metadata) -> u64 {
     hasher.finish()
 }
 
+/// Names starting with `_` or `.` are never routes (a `_lib/`, `.git`).
+fn is_private(name: &str) -> bool {
+    name.starts_with('_') || name.starts_with('.')
+}
+
 /// `fn.sh` → (`fn`, `sh`); a leading dot does not start an extension.
 fn split_extension(name: &str) -> (&str, Option<&str>) {
     match name.rsplit_once('.') {
@@ -420,7 +426,7 @@ fn probe_all(entries: &[fs::DirEntry], real_dir: &Path, root: &Path) -> Vec<Opti
 fn probe(entry: &fs::DirEntry, real_dir: &Path, root: &Path) -> Option<Probe> {
     let name = entry.file_name();
     let name = name.to_str()?;
-    if name.starts_with('_') || name.starts_with('.') {
+    if is_private(name) {
         return None;
     }
     let path = entry.path();
@@ -464,9 +470,13 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     fn write(dir: &Path, rel: &str, mode: u32) {
+        write_with(dir, rel, "#!/bin/sh\n", mode);
+    }
+
+    fn write_with(dir: &Path, rel: &str, body: &str, mode: u32) {
         let path = dir.join(rel);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, "#!/bin/sh\n").unwrap();
+        fs::write(&path, body).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
     }
 
@@ -534,14 +544,7 @@ mod tests {
             let name = format!("f{i:03}");
             match i % kinds {
                 0 => write(dir, &format!("{name}.sh"), 0o755),
-                1 => {
-                    fs::write(dir.join(format!("{name}.sh")), "echo no shebang\n").unwrap();
-                    fs::set_permissions(
-                        dir.join(format!("{name}.sh")),
-                        fs::Permissions::from_mode(0o755),
-                    )
-                    .unwrap();
-                }
+                1 => write_with(dir, &format!("{name}.sh"), "echo no shebang\n", 0o755),
                 2 => write(dir, &format!("_{name}.sh"), 0o755),
                 3 => symlink("/bin/sh", dir.join(&name)).unwrap(),
                 4 => symlink(dir.join("f000.sh"), dir.join(&name)).unwrap(),
