@@ -29,8 +29,8 @@ done
 [ -d "$bench/peers" ] || { echo "bench: ../shared/bench is missing (it sits beside the repository)"; exit 2; }
 cd "$root"
 cargo build --quiet --release
-# Install the peers and tools first: the spawn loop below needs musl-gcc too, or
-# it has no row for the static C program.
+# Install the peers and tools first: without musl-gcc the static C program would
+# be a glibc one, which starts several times slower on some VMs.
 if ! { command -v lighttpd && command -v wrk && command -v fcgiwrap && command -v musl-gcc; } >/dev/null; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -38,17 +38,41 @@ if ! { command -v lighttpd && command -v wrk && command -v fcgiwrap && command -
     { echo "bench: installing the peer hosts failed (see /tmp/bench-install.log)"; exit 1; }
 fi
 tag="watchdog-$(date +%Y%m%dT%H%M%S)"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+peers_raw="$bench/peers/results/raw-$tag.txt"
+spawn_raw="$bench/peers/results/spawn-$tag.txt"
+cc -O2 -pthread -o "$work/spawnbench" "$bench/spawnlimit/spawnbench.c"
+cgi="$bench/peers/build/www/cgi-bin"
 
-# The raw spawn-and-wait limit of this machine, for the same programs.
-(cd "$bench/spawnlimit" && ./run.sh "$((duration < 5 ? duration : 5))" "$repeats" "1 2") >/tmp/"$tag"-spawn.txt 2>&1 || true
-spawn_summary=$(ls -t "$bench"/spawnlimit/results/spawn-summary-*.md | head -n 1)
+# Interleaved, because this kind of machine drifts (20% within minutes on a
+# shared VM): every figure a ratio compares is measured next to the other, not
+# minutes apart. For each repeat, program and concurrency, the peers, the naive
+# server and watchdog run back to back (../shared/bench/peers/run.sh, one call),
+# then the raw spawn-and-wait loop (2 spawners) on the very file the hosts
+# served. The HTTP ceiling runs beside the static C program, for the CPU a
+# request costs beyond the spawn and HTTP.
+for rep in $(seq 1 "$repeats"); do
+  for prog in $programs; do
+    hosts="lighttpd nginx-fcgiwrap tokio-naive"
+    [ "$prog" = hello-c ] && hosts="ceiling $hosts"
+    for c in $conc; do
+      echo "bench: repeat $rep/$repeats, $prog at $c connections" >&2
+      "$bench/peers/run.sh" --hosts "$hosts" --programs "$prog" --conc "$c" --duration "$duration" \
+        --repeats 1 --tag "$tag" \
+        --target watchdog "${CARGO_TARGET_DIR:-$root/target}/release/watchdog"' serve $CGI_DIR --listen 127.0.0.1:$PORT --prefix /' '/$PROG_NAME' \
+        >>/tmp/"$tag"-peers.txt 2>&1
+      case "$prog" in
+        hello-c | hello.sh)
+          line=$("$work/spawnbench" posix_spawn 2 "$duration" "$cgi/$prog") || line="FAILED"
+          echo "prog=$prog conc=$c rep=$rep $line" >>"$spawn_raw" ;;
+      esac
+    done
+  done
+done
 
-"$bench/peers/run.sh" --hosts "lighttpd nginx-fcgiwrap tokio-naive" \
-  --programs "$programs" --conc "$conc" --duration "$duration" --repeats "$repeats" --tag "$tag" \
-  --target watchdog "${CARGO_TARGET_DIR:-$root/target}/release/watchdog"' serve $CGI_DIR --listen 127.0.0.1:$PORT --prefix /' '/$PROG_NAME' \
-  >/tmp/"$tag"-peers.txt 2>&1
-
-python3 "$root/scripts/bench_report.py" "$bench/peers/results/raw-$tag.txt" "$spawn_summary"
+echo "bench: raw results in $peers_raw and $spawn_raw" >&2
+python3 "$root/scripts/bench_report.py" "$peers_raw" "$spawn_raw"
 
 # The warm pool (the same worker direct and through watchdog) and the memory and
 # scale figures, on the same build.
