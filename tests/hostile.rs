@@ -42,6 +42,47 @@ async fn a_slowloris_head_is_cut_off_and_others_are_served() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_sends_a_byte_is_cut_off_at_the_head_deadline() {
+    let server = server();
+    let mut silent = TcpStream::connect(server.addr).unwrap();
+    let started = Instant::now();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = silent.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    // Held open past the read timeout, read_to_end fails with WouldBlock/TimedOut.
+    assert!(closed.is_ok(), "still open after {waited:?}: {closed:?}");
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(15),
+        "closed after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_http2_preface_is_not_answered_as_http2() {
+    let server = server();
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // The HTTP/2 connection preface, then an empty SETTINGS frame.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    // An HTTP/2 server would answer with its own SETTINGS frame (binary) and keep
+    // the connection open; an HTTP/1-only one refuses and closes.
+    assert!(
+        response.is_empty() || response.starts_with(b"HTTP/1.1 "),
+        "{:?}",
+        &response[..response.len().min(40)]
+    );
+}
+
+#[tokio::test]
 async fn too_many_or_too_large_headers_are_refused() {
     let server = server();
     let mut many = String::from("GET /api/hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");

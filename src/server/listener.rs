@@ -1,4 +1,4 @@
-//! The accept loop, on hyper-util directly rather than `axum::serve`, for the
+//! The accept loop, on hyper directly rather than `axum::serve`, for the
 //! protections a server facing hostile clients needs and `axum::serve` does not
 //! expose: a deadline for the request head (slowloris), caps on header count and
 //! size, TCP_NODELAY, graceful shutdown of every connection, and an accept loop
@@ -10,8 +10,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
@@ -87,26 +87,26 @@ pub async fn serve_connection(accepted: Accepted, router: Router) {
             .insert(ConnectInfo::<SocketAddr>(remote));
         router.clone().oneshot(request)
     });
-    let builder = http_builder();
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    if let Err(err) = watcher.watch(connection.into_owned()).await {
+    let connection = http_builder().serve_connection(TokioIo::new(stream), service);
+    if let Err(err) = watcher.watch(connection).await {
         tracing::debug!(error = %err, %remote, "connection ended with an error");
     }
 }
 
-fn http_builder() -> auto::Builder<TokioExecutor> {
-    // HTTP/1 only: the contract needs no h2c, and protocol detection would read
-    // the first bytes of a connection with no deadline at all.
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+/// HTTP/1 only, on hyper's own HTTP/1 server: the contract needs no h2c, and
+/// upgrades are not forwarded (`Upgrade` is a hop-by-hop header to functions).
+///
+/// Not hyper-util's protocol-detecting builder: its `http1_only` is ignored by
+/// `serve_connection_with_upgrades`, which first reads up to 24 bytes looking for
+/// the HTTP/2 preface, before hyper's head deadline starts. A client that
+/// connected and sent nothing, or a few bytes, held its connection (and its
+/// descriptor) forever, and every connection paid one more read.
+fn http_builder() -> http1::Builder {
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEAD_BYTES as u32);
     builder
 }
