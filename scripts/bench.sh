@@ -42,6 +42,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 peers_raw="$bench/peers/results/raw-$tag.txt"
 spawn_raw="$bench/peers/results/spawn-$tag.txt"
+: >"$spawn_raw"
 cc -O2 -pthread -o "$work/spawnbench" "$bench/spawnlimit/spawnbench.c"
 cgi="$bench/peers/build/www/cgi-bin"
 
@@ -61,9 +62,10 @@ for rep in $(seq 1 "$repeats"); do
       "$bench/peers/run.sh" --hosts "$hosts" --programs "$prog" --conc "$c" --duration "$duration" \
         --repeats 1 --tag "$tag" \
         --target watchdog "${CARGO_TARGET_DIR:-$root/target}/release/watchdog"' serve $CGI_DIR --listen 127.0.0.1:$PORT --prefix /' '/$PROG_NAME' \
-        >>/tmp/"$tag"-peers.txt 2>&1
+        >>/tmp/"$tag"-peers.txt 2>&1 ||
+        echo "bench: run.sh failed for $prog at $c connections (see /tmp/$tag-peers.txt); going on" >&2
       case "$prog" in
-        hello-c | hello.sh)
+        hello-c | hello.sh | hello-c-glibc)
           line=$("$work/spawnbench" posix_spawn 2 "$duration" "$cgi/$prog") || line="FAILED"
           echo "prog=$prog conc=$c rep=$rep $line" >>"$spawn_raw" ;;
       esac

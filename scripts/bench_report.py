@@ -22,18 +22,36 @@ def fields(line):
 
 
 runs = defaultdict(list)
+failed = defaultdict(int)
+bad_checks = set()
 notes = []
+setup = None
+cores = 2
 for line in open(sys.argv[1]):
     if line.startswith("#"):
         note = line.strip("# \n")
         # run.sh repeats its header on every call; the machine and the target
-        # command are the same each time.
+        # command are the same each time, and the libc of hello-c and the network
+        # namespace too (taken from the first call).
+        if note.startswith("machine: "):
+            match = re.match(r"machine: (\d+) cores", note)
+            cores = int(match.group(1)) if match else cores
         if note.startswith(("machine", "target")) and note not in notes:
             notes.append(note)
+        if note.startswith("run ") and setup is None:
+            kv = dict(re.findall(r"([\w-]+)=(\S+)", note))
+            setup = f"hello-c built with {kv.get('hello-c', '?')}, network namespace: {kv.get('netns', '?')}"
         continue
     kv = fields(line)
-    if "conc" in kv and "rps" in kv:
-        runs[(kv["host"], kv["prog"], int(kv["conc"]))].append(kv)
+    if "check" in kv and not kv["check"].startswith("ok"):
+        bad_checks.add((kv["host"], kv["prog"]))
+    if "conc" not in kv:
+        continue
+    key = (kv["host"], kv["prog"], int(kv["conc"]))
+    if "rps" in kv and float(kv.get("requests", 0)) > 0:
+        runs[key].append(kv)
+    else:
+        failed[key] += 1
 
 spawn = defaultdict(list)
 for line in open(sys.argv[2]):
@@ -47,9 +65,9 @@ def median(kvs, key):
 
 
 def cpu_us(kvs):
-    # cpu_busy% x 2 cores x run time / requests, as the harness reports it
+    # cpu_busy% x cores x run time / requests, as the harness reports it
     return statistics.median(
-        float(kv["cpu_busy"]) / 100 * 2 * float(kv["duration_us"]) / float(kv["requests"]) for kv in kvs
+        float(kv["cpu_busy"]) / 100 * cores * float(kv["duration_us"]) / float(kv["requests"]) for kv in kvs
     )
 
 
@@ -59,12 +77,14 @@ def ratio(a, b):
 
 for note in notes:
     print(f"> {note}  ")
+if setup:
+    print(f"> {setup}  ")
 print("> interleaved: for each repeat, program and concurrency the peers, the naive server and watchdog "
       "run back to back, then the spawn loop on the same file  ")
 print()
-print("| program | conc | watchdog req/s | p50 ms | p99 ms | CPU us/req | beyond us | best peer (req/s) | naive | spawn loop | wd/peer | wd/naive | wd/spawn |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-progs = sorted({p for (_, p, _) in runs if p in ORDER}, key=ORDER.index)
+print("| program | conc | watchdog req/s | p50 ms | p99 ms | CPU us/req | beyond us | best peer (req/s) | naive | spawn loop | wd/peer | wd/naive | wd/spawn | runs |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+progs = sorted({p for (_, p, _) in runs}, key=lambda p: (ORDER.index(p) if p in ORDER else len(ORDER), p))
 for prog in progs:
     for conc in sorted({c for (h, p, c) in runs if p == prog}):
         wd = runs.get(("watchdog", prog, conc))
@@ -81,14 +101,24 @@ for prog in progs:
         beyond = "-"
         if loop and ceiling:
             beyond = f"{cpu_us(wd) - median(loop, 'cpu_us_per_spawn') - cpu_us(ceiling):.0f}"
+        # How many repeats each figure stands on: watchdog, and any host that lost one.
+        count = f"{len(wd)}"
+        lost = [f"{h} {failed[(h, prog, conc)]} failed" for h in ["watchdog", *PEERS, "tokio-naive"] if failed.get((h, prog, conc))]
+        if lost:
+            count += " (" + ", ".join(lost) + ")"
         print(
             f"| {prog} | {conc} | {rps:.0f} | {median(wd, 'p50_us') / 1000:.2f} | {median(wd, 'p99_us') / 1000:.2f} | "
             f"{cpu_us(wd):.0f} | {beyond} | {f'{best[0]:.0f} ({best[1]})' if best else '-'} | "
             f"{f'{naive_rps:.0f}' if naive_rps else '-'} | {f'{loop_rps:.0f}' if loop_rps else '-'} | "
-            f"{ratio(rps, best[0] if best else 0)} | {ratio(rps, naive_rps)} | {ratio(rps, loop_rps)} |"
+            f"{ratio(rps, best[0] if best else 0)} | {ratio(rps, naive_rps)} | {ratio(rps, loop_rps)} | {count} |"
         )
 print()
 print("Spawn loop: ../shared/bench/spawnlimit's spawnbench, posix_spawn and wait, 2 spawners, on the file the")
 print("hosts served (echo-c has no spawn-loop row). Beyond: watchdog's CPU per request minus the loop's CPU per")
-print("spawn and the HTTP ceiling's CPU per request at the same concurrency; the loop always runs 2 spawners, so")
-print("at 1 and 4 connections it also holds the cost of a half-idle machine (the target is at 16).")
+print("spawn and the HTTP ceiling's CPU per request at the same concurrency (measured beside static C); the loop")
+print("always runs 2 spawners, so at 1 and 4 connections it also holds the cost of a half-idle machine (the target")
+print("is at 16).")
+if bad_checks:
+    print()
+    print("WRONG ANSWERS (check not ok, their runs still counted above): "
+          + ", ".join(f"{h} / {p}" for h, p in sorted(bad_checks)))

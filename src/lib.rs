@@ -19,7 +19,7 @@
 //!   routes/path.rs        request path decoding and safety (`..`, NUL, %2F)
 //!   routes/reload.rs      live reload: watch DIR, settle, swap the table
 //! server.rs             App state, axum router, graceful drain
-//!   server/listener.rs    the hyper-util accept loop: head deadline, header caps
+//!   server/listener.rs    the accept loop, HTTP/1 on hyper: head deadline, header caps
 //!   server/connection_threads.rs  one single-threaded runtime per core; each
 //!                         connection (and the functions it starts) stays on one
 //!   server/handler.rs     request → route → slot → invoke → local redirects

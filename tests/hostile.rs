@@ -71,10 +71,24 @@ async fn an_http2_preface_is_not_answered_as_http2() {
     stream
         .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
         .unwrap();
+    let started = Instant::now();
     let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
+    let read = stream.read_to_end(&mut response);
     // An HTTP/2 server would answer with its own SETTINGS frame (binary) and keep
-    // the connection open; an HTTP/1-only one refuses and closes.
+    // the connection open; an HTTP/1-only one refuses and closes at once.
+    assert!(
+        read.is_ok()
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "still open after {:?}: {read:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(
         response.is_empty() || response.starts_with(b"HTTP/1.1 "),
         "{:?}",

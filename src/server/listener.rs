@@ -99,8 +99,9 @@ pub async fn serve_connection(accepted: Accepted, router: Router) {
 /// Not hyper-util's protocol-detecting builder: its `http1_only` is ignored by
 /// `serve_connection_with_upgrades`, which first reads up to 24 bytes looking for
 /// the HTTP/2 preface, before hyper's head deadline starts. A client that
-/// connected and sent nothing, or a few bytes, held its connection (and its
-/// descriptor) forever, and every connection paid one more read.
+/// connected and sent nothing, or only the start of that preface, held its
+/// connection (and its descriptor) forever, and every connection paid one more
+/// read.
 fn http_builder() -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
