@@ -815,14 +815,7 @@ async fn a_request_without_a_body_never_reads_an_earlier_requests_body() {
         assert_eq!(unread.text().await.unwrap(), "hello\n");
         // The same client, so the same kept-alive connection: `get_text` would
         // open a new one, which may land on the other connection thread.
-        let text = c
-            .get(server.url("/api/body-info"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = common::get_text_with(&c, server.url("/api/body-info")).await;
         assert!(text.contains("received=0"), "round {round}: {text}");
     }
 }

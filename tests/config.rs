@@ -184,14 +184,7 @@ async fn env_comes_from_dotenv_config_and_sections_in_order() {
     .unwrap();
     let server = TestServer::start(&dir.join("api"), &["--env", "FROM_FLAG=yes"]);
     let c = client();
-    let plain = c
-        .get(server.url("/api/env"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let plain = common::get_text_with(&c, server.url("/api/env")).await;
     for line in [
         "FROM_DOTENV=1",
         "OVERRIDDEN=config",
@@ -201,14 +194,7 @@ async fn env_comes_from_dotenv_config_and_sections_in_order() {
     ] {
         assert!(plain.lines().any(|l| l == line), "{line} missing:\n{plain}");
     }
-    let special = c
-        .get(server.url("/api/special/env"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let special = common::get_text_with(&c, server.url("/api/special/env")).await;
     assert!(special.lines().any(|l| l == "STAGE=special"), "{special}");
 }
 

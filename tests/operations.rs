@@ -135,14 +135,7 @@ async fn metrics_count_requests_timeouts_and_durations() {
         404
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let metrics = c
-        .get(server.url("/_watchdog/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text_with(&c, server.url("/_watchdog/metrics")).await;
     let has = |needle: &str| metrics.lines().any(|l| l.starts_with(needle));
     assert!(
         has(r#"watchdog_requests_total{route="/api/ok",status="200"} 3"#),

@@ -164,11 +164,12 @@ impl StdioSlots {
     /// descriptor replaces it in one step, so the number is never free.
     /// A slot whose stream was `/dev/null` itself (stdin without a body) still
     /// holds it: the child left it as it was.
-    fn release(slots: [libc::c_int; 3], streams: [libc::c_int; 3], kept: libc::c_int) {
-        let Ok(null) = dev_null() else {
-            SLOT_NOT_RELEASED.set(true);
-            return;
-        };
+    fn release(
+        slots: [libc::c_int; 3],
+        streams: [libc::c_int; 3],
+        kept: libc::c_int,
+        null: BorrowedFd<'_>,
+    ) {
         let changed = slots
             .into_iter()
             .zip(streams)
@@ -418,7 +419,7 @@ pub fn spawn(exec: &Exec<'_>) -> io::Result<Spawned> {
     let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&parent_mask), None);
     if let Some(slots) = slots {
         // The child runs on its own table by now (it exec'd or exited).
-        StdioSlots::release(slots, fds, kept);
+        StdioSlots::release(slots, fds, kept, null);
     }
     if cloned < 0 {
         return Err(clone_error);

@@ -300,10 +300,15 @@ pub struct Streamed {
     pub spread: Duration,
 }
 
-/// Reads a whole body, timing its first chunk against its end.
 /// GETs `url` and returns the body as text, whatever the status.
 pub async fn get_text(url: String) -> String {
-    client()
+    get_text_with(&client(), url).await
+}
+
+/// [`get_text`] on a given client, to keep its kept-alive connection (and so
+/// the connection thread that serves it) across requests.
+pub async fn get_text_with(client: &reqwest::Client, url: String) -> String {
+    client
         .get(url)
         .send()
         .await
@@ -313,6 +318,7 @@ pub async fn get_text(url: String) -> String {
         .expect("body")
 }
 
+/// Reads a whole body, timing its first chunk against its end.
 pub async fn read_streamed(mut response: reqwest::Response) -> Streamed {
     let first = response
         .chunk()
