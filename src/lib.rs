@@ -50,7 +50,7 @@
 //!   process/env_block.rs  envp: a function's variables built once, a request's on top
 //!   process/pipe.rs       standard-stream pipes, grown within a budget
 //!   process/group.rs      ProcessGroup: killpg, kill on drop
-//!   process/exit_watch.rs pidfd: exit without reaping
+//!   process/exit_watch.rs a leader's exit and its reaping (a pidfd only when waited for)
 //!   process/reaper.rs     subreaper, group reaping, the orphan sweeper
 //! cron.rs               scheduled invocations ([[cron]], vercel.json crons)
 //! observability.rs      one log event per invocation, Prometheus metrics

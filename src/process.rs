@@ -4,10 +4,12 @@
 //! group, and reaping what is left.
 //!
 //! Invariant: a group is signalled only while something pins its id. The leader of
-//! a CGI invocation is watched through a pidfd, which reports its exit *without*
-//! reaping it, and it is reaped (through the same pidfd) only after its group has
-//! been signalled, so the zombie leader pins the group id while the signals go out
-//! (pids wrap fast here: `pid_max` is 32768). Warm workers are reaped by
+//! a CGI invocation that must be stopped is watched through a pidfd, which reports
+//! its exit *without* reaping it, and it is reaped only after its group has been
+//! signalled, so the zombie leader pins the group id while the signals go out
+//! (pids wrap fast here: `pid_max` is 32768). A leader that exits on its own is
+//! reaped when its pipes close, and its group is then signalled only if a member
+//! is still there to pin the id. Warm workers are reaped by
 //! tokio-process-stream; for them the id stays pinned by any member still alive,
 //! and an empty group answers `killpg` with ESRCH.
 

@@ -222,3 +222,27 @@ async fn closing_stdout_early_ends_the_response_while_the_function_runs_on() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_function_that_closes_all_its_output_is_reaped_with_its_exit_status() {
+    let server = server(&[]);
+    without_leaks(&server, async {
+        let response = client()
+            .get(server.url("/api/close-output"))
+            .header("X-Request-Id", "c2")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.text().await.unwrap(), "answered early\n");
+        assert!(server.wait_for_log("request_id=c2 ", Duration::from_secs(5)));
+        let log = server.log();
+        let line = log
+            .lines()
+            .find(|line| line.contains("request_id=c2 "))
+            .unwrap_or_default();
+        // Its own exit, waited for after both pipes closed: not a kill.
+        assert!(line.contains("exit_code=3"), "{line}");
+        assert!(!line.contains("signal="), "{line}");
+    })
+    .await;
+}

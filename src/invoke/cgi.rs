@@ -41,6 +41,16 @@ use crate::process::{ExitWatch, ProcessGroup, reaper};
 /// ended anyway: a background child that inherited stdout must not hold the request.
 const LINGER_AFTER_EXIT: Duration = Duration::from_millis(100);
 
+/// How long a leader runs before watchdog starts watching for its exit on its
+/// own (through a pidfd) rather than learning of it when its output closes.
+/// Most functions are done long before: they never get a pidfd (see
+/// [`ExitWatch`]). One whose background child holds stdout after it exited is
+/// found out this late: its response ends up to this plus [`LINGER_AFTER_EXIT`]
+/// after the exit. Not shorter than the connection threads' pending timer
+/// (`server::connection_threads`), or arming it would make tokio write its
+/// eventfd on every request.
+const WATCH_LEADER_AFTER: Duration = Duration::from_secs(1);
+
 /// How long to wait for killed group members to die before giving up on reaping.
 const REAP_LIMIT: Duration = Duration::from_secs(5);
 
@@ -165,6 +175,8 @@ enum End {
 /// What one turn of the driver loop saw.
 enum Event {
     Continue,
+    /// Time to watch for the leader's exit rather than wait for its pipes.
+    WatchLeader,
     LeaderExited,
     Stdout(Bytes),
     StdoutClosed,
@@ -181,12 +193,12 @@ struct Driver {
     /// The pipes are read directly rather than through tokio-process-stream (which
     /// the warm pool uses for its workers' output): a CGI leader comes from the
     /// lean spawner (`process::spawn`), which tokio does not know, and is reaped
-    /// here through its pidfd.
+    /// here ([`ExitWatch`]).
     stdout: PipeChunks<pipe::Receiver>,
     /// stderr, for the log.
     stderr_pipe: PipeChunks<pipe::Receiver>,
     group: ProcessGroup,
-    /// The leader's pidfd: its exit, and reaping it.
+    /// The leader's exit, and reaping it.
     exit_watch: ExitWatch,
     leader_reaped: bool,
     /// Until `stop_group` is done, the orphan sweep leaves this group alone.
@@ -248,6 +260,11 @@ impl Driver {
         // exited, when it is replaced.
         let linger = tokio::time::sleep(LINGER_AFTER_EXIT);
         tokio::pin!(linger);
+        // Whether the leader's exit is being watched for (a pidfd); until then
+        // it is learnt when the pipes close.
+        let mut watching = false;
+        let watch_leader = tokio::time::sleep(WATCH_LEADER_AFTER);
+        tokio::pin!(watch_leader);
         let end = loop {
             let event = tokio::select! {
                 biased;
@@ -268,7 +285,8 @@ impl Driver {
                     }
                     None => Event::End(End::ClientGone),
                 },
-                () = self.exit_watch.exited(), if !leader_exited => Event::LeaderExited,
+                () = &mut watch_leader, if !watching && !leader_exited => Event::WatchLeader,
+                () = self.exit_watch.exited(), if watching && !leader_exited => Event::LeaderExited,
                 chunk = self.stdout.next(), if stdout_open && pending.is_none() => match chunk {
                     Some(Ok(chunk)) => Event::Stdout(chunk),
                     Some(Err(_)) | None => Event::StdoutClosed,
@@ -287,6 +305,7 @@ impl Driver {
             match event {
                 Event::Continue => {}
                 Event::End(end) => break end,
+                Event::WatchLeader => watching = true,
                 Event::LeaderExited => {
                     leader_exited = true;
                     linger.set(tokio::time::sleep(LINGER_AFTER_EXIT));
@@ -327,11 +346,18 @@ impl Driver {
                     }
                 }
             }
-            if !stdout_open && !stderr_open && leader_exited {
-                // The leader has exited: this reaps it without waiting.
-                let status = self.exit_watch.try_reap().ok().flatten();
-                self.leader_reaped = true;
-                break End::Exited(status);
+            if !stdout_open && !stderr_open && (leader_exited || !watching) {
+                // Both pipes closed: the leader has almost always exited, and
+                // this reaps it without waiting.
+                match self.exit_watch.try_reap() {
+                    // It runs on without its output (or its exit is a moment
+                    // behind the pipes' close): watch for it.
+                    Ok(None) => watching = true,
+                    reaped => {
+                        self.leader_reaped = true;
+                        break End::Exited(reaped.ok().flatten());
+                    }
+                }
             }
             if self.remaining == Some(0) && pending.is_none() && !matches!(sink, Sink::Discard) {
                 // Everything the function declared has been sent: the response is whole.

@@ -1,73 +1,141 @@
-//! Learns that a process has exited without reaping it, and reaps it when asked.
+//! Learns that a function's leader has exited, and reaps it.
 //!
-//! A pidfd (Linux 5.3+) becomes readable when the process exits and leaves the
-//! zombie alone, so the caller can still signal the group safely, then reap it
-//! with `waitid(P_PIDFD)`, which can never take another process's status.
+//! Most functions have exited by the time watchdog sees their stdout and stderr
+//! close: one `waitid(P_PID, WNOHANG)` then reaps the leader, and nothing else
+//! is needed. A pidfd, which becomes readable when the process exits, is opened
+//! only for a leader that has to be waited for: one still running when its
+//! output closed, one that outlives [`crate::invoke::cgi`]'s watch delay (a
+//! long function, or a background child holding the pipes), one being stopped.
+//! Why lazily: a pidfd from every `clone` (CLONE_PIDFD), its epoll registration
+//! and its close (which frees a pidfs dentry) cost about 15 µs per request at
+//! 16 connections on the static C function (perf), for an exit that the pipes
+//! report anyway.
+//!
+//! A plain pid is safe here: the leader is watchdog's own child, and only this
+//! watch reaps it (the orphan sweep skips registered groups, and group members
+//! are reaped by group only after the leader). Until it is reaped, its zombie
+//! keeps the pid from being reused, so `kill` and `pidfd_open` by pid reach it
+//! and nothing else; once it is reaped, [`ExitWatch::kill`] does nothing.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, pidfd_open, waitid};
 use tokio::io::unix::AsyncFd;
 
-/// A handle that resolves when one process exits.
+/// Where no pidfd can be opened (a kernel before 5.3, or a seccomp profile that
+/// refuses `pidfd_open`), how often a waiting caller asks whether the leader
+/// has exited.
+const POLL_WITHOUT_PIDFD: Duration = Duration::from_millis(10);
+
+/// A handle that resolves when one process exits, and reaps it.
 #[derive(Debug)]
 pub struct ExitWatch {
-    fd: AsyncFd<OwnedFd>,
+    pid: Pid,
+    /// Opened on first need; `None` inside when it could not be.
+    pidfd: OnceLock<Option<AsyncFd<OwnedFd>>>,
+    /// Set once the leader has been reaped: from then on its pid may be
+    /// someone else's.
+    reaped: AtomicBool,
 }
 
 impl ExitWatch {
-    /// Opens a pidfd for `pid`. Must be called before anything can reap `pid`.
+    /// Watches `pid`, which must be a child of watchdog that nothing else reaps.
+    /// Opens nothing yet.
     ///
     /// # Errors
-    /// When the kernel has no pidfd support or `pid` is gone.
+    /// `InvalidInput` for pid 0 or one out of range.
     pub fn new(pid: u32) -> io::Result<Self> {
         let pid = i32::try_from(pid)
             .ok()
             .and_then(Pid::from_raw)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "invalid pid"))?;
-        Self::from_pidfd(pidfd_open(pid, PidfdFlags::NONBLOCK)?)
+        Ok(Self {
+            pid,
+            pidfd: OnceLock::new(),
+            reaped: AtomicBool::new(false),
+        })
     }
 
-    /// Watches through a pidfd the caller already has (from `clone`'s
-    /// CLONE_PIDFD). `waitid` is only ever asked with WNOHANG, so the fd need not
-    /// be non-blocking.
-    ///
-    /// # Errors
-    /// When the fd cannot be registered with the runtime.
-    pub fn from_pidfd(fd: OwnedFd) -> io::Result<Self> {
-        #[allow(unsafe_code)]
-        // SAFETY: `register` needs the fd to stay open and unreplaced while the AsyncFd
-        // owns it; an `OwnedFd` moved in guarantees exactly that.
-        let fd = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
-        Ok(Self { fd })
+    /// The pidfd, opened now if it was not yet.
+    fn pidfd(&self) -> Option<&AsyncFd<OwnedFd>> {
+        self.pidfd
+            .get_or_init(|| {
+                if self.reaped.load(Ordering::Relaxed) {
+                    return None;
+                }
+                match pidfd_open(self.pid, PidfdFlags::NONBLOCK)
+                    .map_err(io::Error::from)
+                    .and_then(|fd| {
+                        #[allow(unsafe_code)]
+                        // SAFETY: `register` needs the fd to stay open and unreplaced while
+                        // the AsyncFd owns it; an `OwnedFd` moved in guarantees exactly that.
+                        unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)
+                    }) {
+                    Ok(fd) => Some(fd),
+                    Err(err) => {
+                        warn_once_without_pidfd(&err);
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
     /// Resolves once the process has exited (it may still be an unreaped zombie).
+    /// Opens the pidfd on first use.
     ///
     /// # Cancel safety
     /// Cancel safe: readiness is level-triggered for a pidfd, nothing is consumed.
     pub async fn exited(&self) {
-        // An error here means the fd cannot be polled at all; treat it as exited so
-        // the caller's reap path runs rather than waiting forever.
-        let _ = self.fd.readable().await;
+        if self.reaped.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(fd) = self.pidfd() {
+            // An error here means the fd cannot be polled at all; treat it as
+            // exited so the caller's reap path runs rather than waiting forever.
+            let _ = fd.readable().await;
+            return;
+        }
+        while !self.has_exited() {
+            tokio::time::sleep(POLL_WITHOUT_PIDFD).await;
+        }
     }
 
-    /// Reaps the process if it has exited. Only for a process watchdog spawned
-    /// itself (never one tokio will wait for).
+    /// Whether the process has exited, leaving its zombie in place. An error
+    /// (it was reaped already) counts as exited, so the caller's reap path runs.
+    fn has_exited(&self) -> bool {
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        !matches!(waitid(WaitId::Pid(self.pid), options), Ok(None))
+    }
+
+    /// Reaps the process if it has exited: one system call, and no pidfd
+    /// needed. Only for a process watchdog spawned itself (never one tokio will
+    /// wait for).
     ///
     /// # Errors
     /// ECHILD when it was reaped already.
     pub fn try_reap(&self) -> io::Result<Option<ExitStatus>> {
+        if self.reaped.load(Ordering::Relaxed) {
+            return Err(io::Error::from_raw_os_error(nix::libc::ECHILD));
+        }
         // rustix rather than nix here: nix turns the status into its `Signal`
         // enum, which has no real-time signals, and would fail after the kernel
         // has already reaped the process, losing the status.
         let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG;
-        let Some(status) = waitid(WaitId::PidFd(self.fd.get_ref().as_fd()), options)? else {
+        let id = match self.pidfd.get() {
+            Some(Some(fd)) => WaitId::PidFd(fd.get_ref().as_fd()),
+            _ => WaitId::Pid(self.pid),
+        };
+        let Some(status) = waitid(id, options)? else {
             return Ok(None);
         };
+        self.reaped.store(true, Ordering::Relaxed);
         if let Some(code) = status.exit_status() {
             return Ok(Some(ExitStatus::from_raw((code & 0xff) << 8)));
         }
@@ -82,17 +150,94 @@ impl ExitWatch {
     /// As [`ExitWatch::try_reap`].
     pub async fn reap(&self) -> io::Result<ExitStatus> {
         loop {
-            let mut ready = self.fd.readable().await?;
             if let Some(status) = self.try_reap()? {
                 return Ok(status);
             }
-            ready.clear_ready();
+            match self.pidfd() {
+                Some(fd) => {
+                    let mut ready = fd.readable().await?;
+                    if let Some(status) = self.try_reap()? {
+                        return Ok(status);
+                    }
+                    ready.clear_ready();
+                }
+                None => tokio::time::sleep(POLL_WITHOUT_PIDFD).await,
+            }
         }
     }
 
-    /// SIGKILL through the pidfd: safe even if the pid has been reused.
+    /// SIGKILL to the process, unless it has been reaped (its pid may be
+    /// someone else's by then).
     pub fn kill(&self) {
-        let _ =
-            rustix::process::pidfd_send_signal(self.fd.get_ref(), rustix::process::Signal::KILL);
+        if self.reaped.load(Ordering::Relaxed) {
+            return;
+        }
+        match self.pidfd.get() {
+            Some(Some(fd)) => {
+                let _ =
+                    rustix::process::pidfd_send_signal(fd.get_ref(), rustix::process::Signal::KILL);
+            }
+            _ => {
+                let _ = rustix::process::kill_process(self.pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
+/// Says once per run that exits are polled for: waiting functions then cost a
+/// wakeup every [`POLL_WITHOUT_PIDFD`].
+fn warn_once_without_pidfd(err: &io::Error) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            error = %err,
+            "cannot open a pidfd (Linux 5.3+, and a seccomp profile that allows pidfd_open): \
+             functions that outlive their output are polled for their exit every 10 ms"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spawn(script: &str) -> (std::process::Child, ExitWatch) {
+        let child = std::process::Command::new("/bin/sh")
+            .args(["-c", script])
+            .spawn()
+            .unwrap();
+        let watch = ExitWatch::new(child.id()).unwrap();
+        (child, watch)
+    }
+
+    #[tokio::test]
+    async fn reaps_a_finished_process_without_a_pidfd() {
+        let (_child, watch) = spawn("exit 3");
+        let status = loop {
+            if let Some(status) = watch.try_reap().unwrap() {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert_eq!(status.code(), Some(3));
+        assert!(watch.pidfd.get().is_none(), "no pidfd was opened");
+        assert!(watch.try_reap().is_err(), "a second reap finds nothing");
+        // A no-op now: the pid may belong to another process.
+        watch.kill();
+    }
+
+    #[tokio::test]
+    async fn waits_through_a_pidfd_for_a_running_process_and_kills_it() {
+        let (_child, watch) = spawn("sleep 30");
+        assert!(watch.try_reap().unwrap().is_none(), "still running");
+        let waiting = tokio::time::timeout(Duration::from_millis(100), watch.exited()).await;
+        assert!(waiting.is_err(), "a sleeping process has not exited");
+        assert!(matches!(watch.pidfd.get(), Some(Some(_))), "pidfd opened");
+        watch.kill();
+        let status = tokio::time::timeout(Duration::from_secs(5), watch.reap())
+            .await
+            .expect("reaped after SIGKILL")
+            .unwrap();
+        assert_eq!(status.signal(), Some(9));
     }
 }

@@ -109,6 +109,14 @@ pub fn spawn_leader<T>(
     Ok((child, pid))
 }
 
+/// [`spawn_leader`] for a spawner that returns only the leader's pid.
+///
+/// # Errors
+/// Whatever `spawn` returns.
+pub fn spawn_leader_pid(spawn: impl FnOnce() -> std::io::Result<u32>) -> std::io::Result<u32> {
+    spawn_leader(|| spawn().map(|pid| ((), pid))).map(|((), pid)| pid)
+}
+
 /// Called once the invoker has reaped its leader and stopped its group.
 pub fn group_finished(leader: u32) {
     let mut groups = lock_groups();

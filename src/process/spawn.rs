@@ -9,7 +9,8 @@
 //! makes ~120 `sigaction` calls and six `getrlimit` calls, `/dev/null` is opened
 //! per spawn, and tokio reaps through SIGCHLD and its signal pipe. Here the stack
 //! is reused, the child resets only the dispositions that matter, `/dev/null` is
-//! opened once, and the leader is reaped through its pidfd ([`super::Child`]).
+//! opened once, and the leader is reaped with one `waitid` once its output has
+//! closed ([`super::ExitWatch`]).
 //!
 //! The child's file descriptor table: a plain `clone` copies watchdog's whole
 //! table (a reference taken on every open file) and `execve` then closes the
@@ -307,24 +308,16 @@ pub fn dev_null() -> io::Result<BorrowedFd<'static>> {
         .ok_or_else(|| io::Error::other("/dev/null is not open"))
 }
 
-/// A started child: its pid, and a pidfd for it from the same `clone` call
-/// (`None` where the kernel ignored CLONE_PIDFD).
-#[derive(Debug)]
-pub struct Spawned {
-    pub pid: u32,
-    pub pidfd: Option<OwnedFd>,
-}
-
-/// Starts `exec` as the leader of a new process group. The caller reaps it
-/// (through the pidfd) and must register it with the orphan sweep before the
-/// sweep can run again ([`super::reaper::spawn_leader`]).
+/// Starts `exec` as the leader of a new process group, and returns its pid.
+/// The caller reaps it ([`super::ExitWatch`]) and must register it with the
+/// orphan sweep before the sweep can run again ([`super::reaper::spawn_leader`]).
 ///
 /// # Errors
 /// The errno of whichever step failed in the child (`ENOENT`, `EACCES`,
 /// `ENOEXEC` for a script without `#!`, `E2BIG`…), or of `clone` itself. The
 /// failed child has been reaped by then. `Unsupported` when a standard stream
 /// of watchdog itself is closed, so a pipe took its number: use std's spawner.
-pub fn spawn(exec: &Exec<'_>) -> io::Result<Spawned> {
+pub fn spawn(exec: &Exec<'_>) -> io::Result<u32> {
     let null = dev_null()?;
     let stdin = exec.stdin.unwrap_or(null);
     let fds = [
@@ -388,12 +381,13 @@ pub fn spawn(exec: &Exec<'_>) -> io::Result<Spawned> {
         failure: &failure,
         unshare_failed: &unshare_failed,
     };
-    let mut pidfd: libc::c_int = -1;
     let cloned = CHILD_STACK.with_borrow_mut(|stack| {
-        // `libc::clone` rather than `nix::sched::clone`: nix does not pass the
-        // out-parameter CLONE_PIDFD writes the pidfd to, and getting the pidfd
-        // from the clone itself saves a `pidfd_open` per request.
-        let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+        // `libc::clone` rather than `nix::sched::clone`, which boxes its
+        // callback: an allocation per spawn for a pointer this passes as is.
+        // No CLONE_PIDFD: most leaders are reaped by pid once their output has
+        // closed, and a pidfd is opened only for one that has to be waited for
+        // (see `ExitWatch`).
+        let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
         if slots.is_some() {
             flags |= libc::CLONE_FILES;
         }
@@ -411,7 +405,6 @@ pub fn spawn(exec: &Exec<'_>) -> io::Result<Spawned> {
                 top.cast(),
                 flags,
                 std::ptr::from_ref(&child).cast_mut().cast(),
-                &raw mut pidfd,
             )
         }
     });
@@ -424,12 +417,6 @@ pub fn spawn(exec: &Exec<'_>) -> io::Result<Spawned> {
     if cloned < 0 {
         return Err(clone_error);
     }
-    // A kernel (or sandbox) that ignores CLONE_PIDFD leaves it at -1: the caller
-    // then opens one with pidfd_open.
-    #[allow(unsafe_code)]
-    // SAFETY: with CLONE_PIDFD, a successful clone stored a new pidfd, owned by
-    // no one else, in `pidfd`.
-    let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
     let errno = failure.load(Ordering::Relaxed);
     if errno != 0 {
         // It has called _exit already; this wait is immediate.
@@ -445,9 +432,7 @@ pub fn spawn(exec: &Exec<'_>) -> io::Result<Spawned> {
         }
         return Err(io::Error::from_raw_os_error(errno));
     }
-    let pid =
-        u32::try_from(cloned).map_err(|_| io::Error::other("clone returned a negative pid"))?;
-    Ok(Spawned { pid, pidfd })
+    u32::try_from(cloned).map_err(|_| io::Error::other("clone returned a negative pid"))
 }
 
 /// What the vfork child does between `clone` and `execve`, all prepared by the
@@ -573,7 +558,7 @@ mod tests {
             envp.push_bytes(format!("{key}={value}").into_bytes())?;
         }
         let cwd = CString::new("/tmp").unwrap();
-        let Spawned { pid, pidfd } = spawn(&Exec {
+        let pid = spawn(&Exec {
             program: &program,
             argv: &argv,
             envp: &envp,
@@ -586,17 +571,11 @@ mod tests {
         drop(err_write);
         let mut output = String::new();
         std::fs::File::from(out_read).read_to_string(&mut output)?;
-        // Reaped through the pidfd from the clone: it must be this child's.
-        let pidfd = pidfd.expect("this kernel supports CLONE_PIDFD (Linux 5.2+)");
-        let status = rustix::process::waitid(
-            rustix::process::WaitId::PidFd(pidfd.as_fd()),
-            rustix::process::WaitIdOptions::EXITED,
-        )?
-        .expect("waitid without WNOHANG returns a status");
-        assert_eq!(status.exit_status(), Some(0), "{status:?}");
-        assert!(
-            nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None).is_err(),
-            "the child was reaped through its pidfd"
+        // A child of this process that nothing else waits for.
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None)?;
+        assert_eq!(
+            status,
+            nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid as i32), 0)
         );
         Ok((pid, output))
     }

@@ -23,7 +23,7 @@ use crate::routes::Runner;
 const ENOEXEC: i32 = nix::errno::Errno::ENOEXEC as i32;
 const E2BIG: i32 = nix::errno::Errno::E2BIG as i32;
 
-/// A CGI function just started: its leader, watched through a pidfd, and
+/// A CGI function just started: its leader, with the watch that reaps it, and
 /// watchdog's ends of its pipes.
 pub struct Started {
     pub pid: u32,
@@ -86,7 +86,7 @@ pub fn spawn_cgi(
     } else {
         Err(io::Error::from_raw_os_error(ENOEXEC))
     };
-    let (pidfd, pid) = match direct {
+    let pid = match direct {
         Err(err)
             if err.raw_os_error() == Some(ENOEXEC)
                 && runner.interpreter.is_some()
@@ -103,24 +103,9 @@ pub fn spawn_cgi(
     };
     // The child has its copies; the parent's must close, or stdout never ends.
     drop(child_fds);
-    let exit = match pidfd {
-        Some(pidfd) => ExitWatch::from_pidfd(pidfd),
-        None => ExitWatch::new(pid),
-    };
-    let exit = exit.map_err(|err| {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+    let exit = ExitWatch::new(pid).map_err(|err| {
         reaper::group_finished(pid);
-        InvokeError::Spawn {
-            file: relative.to_owned(),
-            cause: format!("cannot watch the process through a pidfd: {err}"),
-            hint:
-                "watchdog needs Linux 5.4+ and a sandbox (seccomp profile) that allows pidfd_open"
-                    .into(),
-        }
+        fail(err)
     })?;
     // watchdog's ends go non-blocking here, after the spawn, because the pipes
     // were created blocking for the child's sake.
@@ -162,9 +147,6 @@ struct ChildFds {
     stderr: OwnedFd,
 }
 
-/// A started leader: a pidfd for it when the spawner made one, and its pid.
-type Leader = (Option<OwnedFd>, u32);
-
 /// The lean path: `path` exec'd by [`crate::process::spawn`], directly or by
 /// its `interpreter` (found on the function's PATH).
 fn spawn_lean(
@@ -172,7 +154,7 @@ fn spawn_lean(
     interpreter: Option<&'static str>,
     env: &Environment,
     fds: &ChildFds,
-) -> io::Result<Leader> {
+) -> io::Result<u32> {
     let script = c_string(path.as_os_str())?;
     let cwd = c_string(path.parent().unwrap_or(Path::new("/")).as_os_str())?;
     let envp = env.envp()?;
@@ -186,7 +168,7 @@ fn spawn_lean(
             stdout: fds.stdout.as_fd(),
             stderr: fds.stderr.as_fd(),
         };
-        reaper::spawn_leader(|| process::spawn::spawn(&exec).map(|child| (child.pidfd, child.pid)))
+        reaper::spawn_leader_pid(|| process::spawn::spawn(&exec))
     };
     let Some(name) = interpreter else {
         let mut argv = CStringArray::with_capacity(1);
@@ -221,7 +203,7 @@ fn c_string(text: &OsStr) -> io::Result<CString> {
 
 /// std's spawner (posix_spawn, or fork when `limiter` has work before exec). The
 /// std `Child` is dropped at once: dropping it neither kills nor waits, and the
-/// leader is reaped through its pidfd like the lean path's.
+/// leader is reaped by its [`ExitWatch`] like the lean path's.
 fn spawn_std(
     path: &Path,
     interpreter: Option<&str>,
@@ -230,7 +212,7 @@ fn spawn_std(
     fds: &ChildFds,
     limiter: &Limiter,
     plan: &Plan,
-) -> io::Result<Leader> {
+) -> io::Result<u32> {
     let mut command = command(path, interpreter, runner, &env.pairs())?;
     let stdin = match &fds.stdin {
         Some(fd) => Stdio::from(fd.try_clone()?),
@@ -241,7 +223,7 @@ fn spawn_std(
         .stdout(Stdio::from(fds.stdout.try_clone()?))
         .stderr(Stdio::from(fds.stderr.try_clone()?));
     limiter.apply(plan, &mut command);
-    reaper::spawn_leader(|| Ok((None, command.spawn()?.id())))
+    reaper::spawn_leader_pid(|| Ok(command.spawn()?.id()))
 }
 
 /// The command line for `path`: the file itself, its interpreter, or Node with
