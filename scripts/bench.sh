@@ -49,26 +49,59 @@ cgi="$bench/peers/build/www/cgi-bin"
 # Interleaved, because this kind of machine drifts (20% within minutes on a
 # shared VM): every figure a ratio compares is measured next to the other, not
 # minutes apart. For each repeat, program and concurrency, the peers, the naive
-# server and watchdog run back to back (../shared/bench/peers/run.sh, one call),
-# then the raw spawn-and-wait loop (2 spawners) on the very file the hosts
-# served. The HTTP ceiling runs beside the static C program, for the CPU a
-# request costs beyond the spawn and HTTP.
+# server and watchdog run back to back (../shared/bench/peers/run.sh), and the
+# raw spawn-and-wait loop (2 spawners) on the very file the hosts served. The
+# HTTP ceiling runs beside the static C program, for the CPU a request costs
+# beyond the spawn and HTTP. The report sets aside runs the hypervisor stole
+# from (scripts/bench_report.py).
+
+# The share of the machine's time the hypervisor stole since a snapshot, as the
+# harness computes it for its own runs (steal over busy + idle), so the report
+# can set aside the spawn loop's stolen runs by the same rule as the hosts'.
+cpu_snapshot() { awk '/^cpu /{print $2+$3+$4+$7+$8+$5+$6, $9}' /proc/stat; }
+steal_since() {
+  echo "$1 $(cpu_snapshot)" | awk '{t=$3-$1; if (t<1) t=1; printf "%.1f", 100*($4-$2)/t}'
+}
+
+# One call of the harness for HOSTS, with watchdog after them when WITH_WATCHDOG
+# is "watchdog".
+harness() {
+  local hosts=$1 with_watchdog=$2 target=()
+  [ "$with_watchdog" = watchdog ] &&
+    target=(--target watchdog "${CARGO_TARGET_DIR:-$root/target}/release/watchdog"' serve $CGI_DIR --listen 127.0.0.1:$PORT --prefix /' '/$PROG_NAME')
+  "$bench/peers/run.sh" --hosts "$hosts" --programs "$prog" --conc "$c" --duration "$duration" \
+    --repeats 1 --tag "$tag" "${target[@]}" >>/tmp/"$tag"-peers.txt 2>&1 ||
+    echo "bench: run.sh failed for $prog at $c connections (see /tmp/$tag-peers.txt); going on" >&2
+}
+
+# The raw spawn-and-wait loop on the file the hosts serve.
+spawn_loop() {
+  case "$prog" in
+    hello-c | hello.sh | hello-c-glibc)
+      local before line
+      before=$(cpu_snapshot)
+      line=$("$work/spawnbench" posix_spawn 2 "$duration" "$cgi/$prog") || line="FAILED"
+      echo "prog=$prog conc=$c rep=$rep $line steal=$(steal_since "$before")" >>"$spawn_raw" ;;
+  esac
+}
+
+# Odd repeats run the peers, then watchdog, then the loop; even ones the other
+# way round, so that whatever a run leaves behind on the machine (or a drift
+# within the minute) does not always fall on the same side of a ratio.
 for rep in $(seq 1 "$repeats"); do
   for prog in $programs; do
     hosts="lighttpd nginx-fcgiwrap tokio-naive"
     [ "$prog" = hello-c ] && hosts="ceiling $hosts"
     for c in $conc; do
       echo "bench: repeat $rep/$repeats, $prog at $c connections" >&2
-      "$bench/peers/run.sh" --hosts "$hosts" --programs "$prog" --conc "$c" --duration "$duration" \
-        --repeats 1 --tag "$tag" \
-        --target watchdog "${CARGO_TARGET_DIR:-$root/target}/release/watchdog"' serve $CGI_DIR --listen 127.0.0.1:$PORT --prefix /' '/$PROG_NAME' \
-        >>/tmp/"$tag"-peers.txt 2>&1 ||
-        echo "bench: run.sh failed for $prog at $c connections (see /tmp/$tag-peers.txt); going on" >&2
-      case "$prog" in
-        hello-c | hello.sh | hello-c-glibc)
-          line=$("$work/spawnbench" posix_spawn 2 "$duration" "$cgi/$prog") || line="FAILED"
-          echo "prog=$prog conc=$c rep=$rep $line" >>"$spawn_raw" ;;
-      esac
+      if [ $((rep % 2)) -eq 1 ]; then
+        harness "$hosts" watchdog
+        spawn_loop
+      else
+        spawn_loop
+        harness "" watchdog
+        harness "$(echo $hosts | tr ' ' '\n' | tac | tr '\n' ' ')" none
+      fi
     done
   done
 done
