@@ -4,9 +4,9 @@
 //! group, and reaping what is left.
 //!
 //! Invariant: a group is signalled only while something pins its id. The leader of
-//! a CGI invocation that must be stopped is watched through a pidfd, which reports
-//! its exit *without* reaping it, and it is reaped only after its group has been
-//! signalled, so the zombie leader pins the group id while the signals go out
+//! a CGI invocation that must be stopped is watched for its exit *without* being
+//! reaped (a pidfd, or `waitid(WNOWAIT)`), and it is reaped only after its group has
+//! been signalled, so the zombie leader pins the group id while the signals go out
 //! (pids wrap fast here: `pid_max` is 32768). A leader that exits on its own is
 //! reaped when its pipes close, and its group is then signalled only if a member
 //! is still there to pin the id. Warm workers are reaped by

@@ -24,7 +24,7 @@ fn fd_count(pid: u32) -> usize {
 /// Runs `check` and then asserts the server's open descriptors came back to where
 /// they were (a small margin for the runtime's own).
 async fn without_leaks<F: std::future::Future<Output = ()>>(server: &TestServer, check: F) {
-    // Warm up once so lazily opened descriptors (epoll, pidfd, inotify) exist.
+    // Warm up once so lazily opened descriptors (epoll, inotify) exist.
     let _ = client()
         .get(server.url("/api/no-stdin"))
         .send()
@@ -243,6 +243,14 @@ async fn a_function_that_closes_all_its_output_is_reaped_with_its_exit_status() 
         // Its own exit, waited for after both pipes closed: not a kill.
         assert!(line.contains("exit_code=3"), "{line}");
         assert!(!line.contains("signal="), "{line}");
+        // Seen when it happened (at 0.5 s), not at the one-second watch that
+        // catches a leader whose exit nothing reported.
+        let duration: f64 = line
+            .split_once("duration_ms=")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("no duration_ms in {line}"));
+        assert!((450.0..900.0).contains(&duration), "{line}");
     })
     .await;
 }

@@ -35,8 +35,8 @@ fn report_limits(app: &App) {
 }
 
 /// Every connection and every running function holds descriptors (socket, three
-/// pipes, a pidfd): lift the soft limit to the hard one so a thousand concurrent
-/// clients do not run out.
+/// pipes, a pidfd for one that runs past a second): lift the soft limit to the
+/// hard one so a thousand concurrent clients do not run out.
 fn raise_open_file_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)

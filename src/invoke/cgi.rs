@@ -1,7 +1,7 @@
 //! The CGI invoker: one process per request (CONTRACT §3, RFC 3875).
 //!
 //! [`run`] spawns the function and hands the process to a driver task, which owns it
-//! to the end: it reads stdout and (through tokio-process-stream) stderr, parses
+//! to the end: it reads stdout and stderr, parses
 //! the header block, streams the body to the client with backpressure, and enforces
 //! the deadline and client disconnects with the TERM → grace → KILL ladder. The
 //! request future only waits for the response head, so the body streams while the
@@ -158,7 +158,8 @@ struct RawOutput {
 
 /// Why the driver's main loop ended.
 enum End {
-    /// stdout and stderr closed and the leader exited (and has been reaped).
+    /// stdout and stderr closed and the leader exited and was reaped (`None`:
+    /// its status could not be had).
     Exited(Option<ExitStatus>),
     /// The leader exited but a pipe stayed open past the linger (a background
     /// child holds it).
@@ -616,12 +617,20 @@ impl Drop for Driver {
     /// A driver dropped before it finished (a panic, or the runtime shutting
     /// down) must not leave its function running: KILL the group while the
     /// leader still pins its id, then the leader; the orphan sweep reaps what is
-    /// left once the group is no longer registered.
+    /// left once the group is no longer registered. Once the leader counts as
+    /// reaped (or given up on), its pid is never touched again: members are
+    /// reaped by group from then on, the leader perhaps with them, and the pid
+    /// may be someone else's.
     fn drop(&mut self) {
         if self.group_registered {
             self.group.signal(Signal::SIGKILL);
-            self.exit_watch.kill();
-            let _ = self.exit_watch.try_reap();
+            // The sweep may reap the group once it is unregistered: from then
+            // on nothing pins its id.
+            self.group.disarm();
+            if !self.leader_reaped {
+                self.exit_watch.kill();
+                let _ = self.exit_watch.try_reap();
+            }
             if let Some(pid) = self.record.pid {
                 reaper::group_finished(pid);
             }

@@ -12,13 +12,14 @@
 //! report anyway.
 //!
 //! A plain pid is safe here: the leader is watchdog's own child, and only this
-//! watch reaps it (the orphan sweep skips registered groups, and group members
-//! are reaped by group only after the leader). Until it is reaped, its zombie
-//! keeps the pid from being reused, so `kill` and `pidfd_open` by pid reach it
-//! and nothing else; once it is reaped, [`ExitWatch::kill`] does nothing.
+//! watch reaps it while its invoker runs (the orphan sweep skips registered
+//! groups, and group members are reaped by group only once the invoker has
+//! reaped the leader or given up on it). Until it is reaped, its zombie keeps
+//! the pid from being reused, so `kill`, `pidfd_open` and `waitid` by pid reach
+//! it and nothing else; once it is reaped, [`ExitWatch::kill`] does nothing.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::OnceLock;
@@ -126,14 +127,20 @@ impl ExitWatch {
         }
         // rustix rather than nix here: nix turns the status into its `Signal`
         // enum, which has no real-time signals, and would fail after the kernel
-        // has already reaped the process, losing the status.
+        // has already reaped the process, losing the status. By pid even when
+        // a pidfd is open: `waitid(P_PIDFD)` needs Linux 5.4, one more than
+        // `pidfd_open`, and the pid is as safe (see the module docs).
         let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG;
-        let id = match self.pidfd.get() {
-            Some(Some(fd)) => WaitId::PidFd(fd.get_ref().as_fd()),
-            _ => WaitId::Pid(self.pid),
-        };
-        let Some(status) = waitid(id, options)? else {
-            return Ok(None);
+        let status = match waitid(WaitId::Pid(self.pid), options) {
+            Ok(Some(status)) => status,
+            Ok(None) => return Ok(None),
+            Err(err) => {
+                if err == rustix::io::Errno::CHILD {
+                    // No longer our child to wait for: never signal it again.
+                    self.reaped.store(true, Ordering::Relaxed);
+                }
+                return Err(err.into());
+            }
         };
         self.reaped.store(true, Ordering::Relaxed);
         if let Some(code) = status.exit_status() {
@@ -184,15 +191,17 @@ impl ExitWatch {
     }
 }
 
-/// Says once per run that exits are polled for: waiting functions then cost a
-/// wakeup every [`POLL_WITHOUT_PIDFD`].
+/// Says, once per run, that exits are polled for: a function waited for that way
+/// costs a wakeup every [`POLL_WITHOUT_PIDFD`].
 fn warn_once_without_pidfd(err: &io::Error) {
     static WARNED: AtomicBool = AtomicBool::new(false);
     if !WARNED.swap(true, Ordering::Relaxed) {
         tracing::warn!(
             error = %err,
-            "cannot open a pidfd (Linux 5.3+, and a seccomp profile that allows pidfd_open): \
-             functions that outlive their output are polled for their exit every 10 ms"
+            poll_ms = POLL_WITHOUT_PIDFD.as_millis(),
+            "cannot open a pidfd (it needs Linux 5.3+ and a seccomp profile that allows \
+             pidfd_open; or descriptors ran out): a function that has to be waited for is \
+             polled for its exit instead, this time and whenever it fails again"
         );
     }
 }
@@ -239,5 +248,24 @@ mod tests {
             .expect("reaped after SIGKILL")
             .unwrap();
         assert_eq!(status.signal(), Some(9));
+    }
+
+    #[tokio::test]
+    async fn without_a_pidfd_it_polls_for_the_exit_and_kills_by_pid() {
+        let (_child, watch) = spawn("sleep 30");
+        // As when pidfd_open is refused.
+        watch.pidfd.set(None).unwrap();
+        let waiting = tokio::time::timeout(Duration::from_millis(100), watch.exited()).await;
+        assert!(waiting.is_err(), "a sleeping process has not exited");
+        watch.kill();
+        tokio::time::timeout(Duration::from_secs(5), watch.exited())
+            .await
+            .expect("the exit is seen by polling");
+        let status = tokio::time::timeout(Duration::from_secs(5), watch.reap())
+            .await
+            .expect("reaped after SIGKILL")
+            .unwrap();
+        assert_eq!(status.signal(), Some(9));
+        assert!(watch.try_reap().is_err(), "a second reap finds nothing");
     }
 }

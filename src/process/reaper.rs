@@ -22,7 +22,7 @@ pub fn become_subreaper() -> nix::Result<()> {
 
 /// Reaps every process of group `pgid` that has become our child, waiting for the
 /// ones still dying, for up to `limit`. Call only after the leader has been reaped
-/// (the leader is tokio's to reap) and after the group was sent SIGKILL.
+/// (the leader is its invoker's to reap) and after the group was sent SIGKILL.
 ///
 /// Returns how many processes were reaped.
 pub async fn reap_group(pgid: i32, limit: Duration) -> usize {
@@ -76,7 +76,7 @@ pub async fn wait_group_gone(pgid: i32, until: tokio::time::Instant) -> bool {
 
 /// Process groups of invocations still being run or cleaned up, by leader pid
 /// (which is also the group id). The orphan sweep never touches these: the leader's
-/// exit status belongs to the invoker (through tokio), and members left behind are
+/// exit status belongs to the invoker, and members left behind are
 /// the invoker's to stop, with their kill grace.
 struct Groups {
     /// Spawners hold it shared across spawn + register; the sweep holds it
