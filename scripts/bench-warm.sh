@@ -4,17 +4,24 @@
 # directly; and the same trivial Node function as a CGI script and as a warm
 # handler module. wrk on loopback shares the machine's cores with the servers.
 #
-# usage: scripts/bench-warm.sh [--duration S] [--conc "1 16"]
+# The worker through watchdog and the worker hit directly alternate over several
+# rounds (the order swapped every other round) and the table gives their medians
+# and the ratio of the medians: on a shared VM one pair of runs minutes apart can
+# differ by more than the proxy costs.
+#
+# usage: scripts/bench-warm.sh [--duration S] [--conc "1 16"] [--rounds N]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 duration=5
 conc="1 16"
+rounds=3
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
     --conc) conc=$2; shift 2 ;;
-    *) echo "usage: $0 [--duration S] [--conc LIST]" >&2; exit 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    *) echo "usage: $0 [--duration S] [--conc LIST] [--rounds N]" >&2; exit 2 ;;
   esac
 done
 command -v wrk >/dev/null || { echo "bench-warm: needs wrk (apt-get install wrk)"; exit 2; }
@@ -56,24 +63,59 @@ PORT=$port python3 scripts/bench-warm/hello.py >/dev/null 2>&1 &
 pids+=($!)
 sleep 1
 
+# One wrk run: prints "req/s p50 p99".
+measure() { # url conc
+  local threads=2; [ "$2" -eq 1 ] && threads=1
+  wrk -t"$threads" -c"$2" -d"${duration}s" --latency "$1" |
+    awk '/^Requests\/sec/ {r=$2} $1 == "50%" {p50=$2} $1 == "99%" {p99=$2} END {print r, p50, p99}'
+}
+warm_up() { # url conc
+  local threads=2; [ "$2" -eq 1 ] && threads=1
+  wrk -t"$threads" -c"$2" -d"${duration}s" "$1" >/dev/null 2>&1 || true
+}
+row() { # label conc "req/s p50 p99"
+  set -- "$1" "$2" $3
+  printf '| %-37s | %4s | %10s | %9s | %9s |\n' "$1" "$2" "$3" "$4" "$5"
+}
 run() { # label url conc
-  local threads=2; [ "$3" -eq 1 ] && threads=1
-  wrk -t"$threads" -c"$3" -d"${duration}s" --latency "$2" >/dev/null 2>&1 || true # warm-up
-  local out; out=$(wrk -t"$threads" -c"$3" -d"${duration}s" --latency "$2")
-  local rps p50 p99
-  rps=$(echo "$out" | awk '/^Requests\/sec/ {print $2}')
-  p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
-  p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-  printf '| %-34s | %4s | %10s | %9s | %9s |\n' "$1" "$3" "$rps" "$p50" "$p99"
+  warm_up "$2" "$3"
+  row "$1" "$3" "$(measure "$2" "$3")"
+}
+# The median run of several "req/s p50 p99" lines (by req/s), with the range.
+median_of() {
+  sort -g | awk '{l[NR]=$0; r[NR]=$1} END {m=int((NR+1)/2); split(l[m], f, " ");
+    printf "%s %s %s %s..%s\n", f[1], f[2], f[3], r[1], r[NR]}'
 }
 
-echo "machine: $(nproc) cores, $(uname -r); wrk shares the cores with the servers; ${duration}s runs"
-printf '| %-34s | %4s | %10s | %9s | %9s |\n' "function" "conc" "req/s" "p50" "p99"
-printf '|%s|%s|%s|%s|%s|\n' "------------------------------------" "------" "------------" "-----------" "-----------"
+echo "machine: $(nproc) cores, $(uname -r); wrk shares the cores with the servers; ${duration}s runs;"
+echo "via watchdog and direct: median of $rounds alternating rounds (req/s range after the ratio)"
+printf '| %-37s | %4s | %10s | %9s | %9s |\n' "function" "conc" "req/s" "p50" "p99"
+printf '|%s|%s|%s|%s|%s|\n' "---------------------------------------" "------" "------------" "-----------" "-----------"
+ratios=()
 for c in $conc; do
   run "python, CGI (cold every request)" "http://$cold/api/hello" "$c"
-  run "python, warm http worker via watchdog" "http://$warm/api/hello" "$c"
-  run "python http worker hit directly" "http://127.0.0.1:$port/api/hello" "$c"
+  via_url="http://$warm/api/hello"
+  direct_url="http://127.0.0.1:$port/api/hello"
+  warm_up "$via_url" "$c"
+  warm_up "$direct_url" "$c"
+  : >"$work/via"
+  : >"$work/direct"
+  for round in $(seq 1 "$rounds"); do
+    if [ $((round % 2)) -eq 1 ]; then
+      measure "$via_url" "$c" >>"$work/via"
+      measure "$direct_url" "$c" >>"$work/direct"
+    else
+      measure "$direct_url" "$c" >>"$work/direct"
+      measure "$via_url" "$c" >>"$work/via"
+    fi
+  done
+  read -r via_rps via_p50 via_p99 via_range < <(median_of <"$work/via")
+  read -r direct_rps direct_p50 direct_p99 direct_range < <(median_of <"$work/direct")
+  row "python, warm http worker via watchdog" "$c" "$via_rps $via_p50 $via_p99"
+  row "python http worker hit directly" "$c" "$direct_rps $direct_p50 $direct_p99"
+  ratios+=("at $c connections: $(awk -v a="$via_rps" -v b="$direct_rps" 'BEGIN {printf "%.2f", a/b}') (via $via_range, direct $direct_range req/s)")
   run "node, CGI script (cold every request)" "http://$node/api/cgi" "$c"
   run "node, handler module (warm)" "http://$node/api/module" "$c"
 done
+echo
+for ratio in "${ratios[@]}"; do echo "warm worker via watchdog / direct, $ratio"; done

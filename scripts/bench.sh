@@ -106,7 +106,12 @@ for rep in $(seq 1 "$repeats"); do
   done
 done
 
-echo "bench: raw results in $peers_raw and $spawn_raw" >&2
+# A copy under target/ too: ../shared/bench may be reset between sessions, and the
+# table can be made again from these two files (scripts/bench_report.py RAW SPAWN).
+kept="${CARGO_TARGET_DIR:-$root/target}/bench"
+mkdir -p "$kept"
+cp "$peers_raw" "$spawn_raw" "$kept/"
+echo "bench: raw results in $peers_raw and $spawn_raw (copies in $kept)" >&2
 python3 "$root/scripts/bench_report.py" "$peers_raw" "$spawn_raw"
 
 # The warm pool (the same worker direct and through watchdog) and the memory and
