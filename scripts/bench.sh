@@ -81,7 +81,14 @@ spawn_loop() {
       local before line
       before=$(cpu_snapshot)
       line=$("$work/spawnbench" posix_spawn 2 "$duration" "$cgi/$prog") || line="FAILED"
-      echo "prog=$prog conc=$c rep=$rep $line steal=$(steal_since "$before")" >>"$spawn_raw" ;;
+      echo "prog=$prog conc=$c rep=$rep $line steal=$(steal_since "$before")" >>"$spawn_raw"
+      # Beside one connection, one spawner too: its p50 is how long a bare spawn
+      # and wait of this file takes here, the floor of any host's latency.
+      if [ "$c" -eq 1 ]; then
+        before=$(cpu_snapshot)
+        line=$("$work/spawnbench" posix_spawn 1 "$duration" "$cgi/$prog") || line="FAILED"
+        echo "prog=$prog conc=$c rep=$rep $line steal=$(steal_since "$before")" >>"$spawn_raw"
+      fi ;;
   esac
 }
 

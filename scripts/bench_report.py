@@ -65,11 +65,15 @@ for line in open(sys.argv[1]):
 
 spawn = defaultdict(list)
 spawn_stolen = defaultdict(list)
+# The one-spawner loop run beside one connection: a bare spawn's latency.
+single = defaultdict(list)
+single_stolen = defaultdict(list)
 for line in open(sys.argv[2]):
     kv = fields(line)
     if "spawns_per_s" in kv:
         key = (kv["prog"], int(kv["conc"]))
-        (spawn_stolen if float(kv.get("steal", 0)) > STEAL_LIMIT else spawn)[key].append(kv)
+        clean, aside = (single, single_stolen) if kv.get("spawners") == "1" else (spawn, spawn_stolen)
+        (aside if float(kv.get("steal", 0)) > STEAL_LIMIT else clean)[key].append(kv)
 
 
 fallbacks = 0
@@ -159,6 +163,21 @@ print("spawn and the HTTP ceiling's CPU per request at the same concurrency (mea
 print("always runs 2 spawners, so at 1 and 4 connections it also holds the cost of a half-idle machine (the target")
 print("is at 16). Runs: watchdog's runs the row stands on; stolen: runs of any host or the loop in this row set")
 print(f"aside for more than {STEAL_LIMIT:.0f}% steal.")
+floors = []
+for prog in progs:
+    wd, _ = measured(runs, stolen, ("watchdog", prog, 1))
+    loop, mark = measured(single, single_stolen, (prog, 1))
+    if wd and loop:
+        ceiling, _ = measured(runs, stolen, ("ceiling", "hello", 1))
+        http = f", the HTTP ceiling's {median(ceiling, 'p50_us') / 1000:.2f} ms" if ceiling and prog == "hello-c" else ""
+        floors.append(
+            f"{prog}: watchdog {median(wd, 'p50_us') / 1000:.2f} ms, a bare posix_spawn + wait "
+            f"{median(loop, 'p50_us') / 1000:.2f}{mark} ms{http}"
+        )
+if floors:
+    print()
+    print("p50 at 1 connection beside the floor (the spawn loop with one spawner, no HTTP, run next to it): "
+          + "; ".join(floors) + ".")
 if fallbacks:
     print(f"* every run of this figure had more than {STEAL_LIMIT:.0f}% steal; the median of those stands in.")
 if bad_checks:
