@@ -117,8 +117,8 @@ set_aside = sum(len(v) for v in stolen.values()) + sum(len(v) for v in spawn_sto
 print(f"> set aside for steal: {set_aside} of {all_runs + set_aside} runs had more than {STEAL_LIMIT:.0f}% "
       "of the machine's time stolen by the hypervisor  ")
 print()
-print("| program | conc | watchdog req/s | p50 ms | p99 ms | CPU us/req | beyond us | best peer (req/s) | naive | spawn loop | wd/peer | wd/naive | wd/spawn | runs | stolen |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| program | conc | watchdog req/s | p50 ms | p99 ms | CPU us/req | beyond us | naive beyond | best peer (req/s) | naive | spawn loop | wd/peer | wd/naive | wd/spawn | runs | stolen |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 keys = set(runs) | set(stolen)
 progs = sorted({p for (_, p, _) in keys}, key=lambda p: (ORDER.index(p) if p in ORDER else len(ORDER), p))
 for prog in progs:
@@ -142,9 +142,12 @@ for prog in progs:
         row_stolen += len(spawn_stolen.get((prog, conc), []))
         if prog == "hello-c":
             row_stolen += len(stolen.get(("ceiling", "hello", conc), []))
-        beyond = "-"
+        beyond = naive_beyond = "-"
         if loop and ceiling:
-            beyond = f"{cpu_us(wd) - median(loop, 'cpu_us_per_spawn') - cpu_us(ceiling):.0f}"
+            spawn_and_http = median(loop, "cpu_us_per_spawn") + cpu_us(ceiling)
+            beyond = f"{cpu_us(wd) - spawn_and_http:.0f}"
+            if naive:
+                naive_beyond = f"{cpu_us(naive) - spawn_and_http:.0f}"
         # How many repeats each figure stands on: watchdog, and any host that lost one.
         count = f"{len(wd)}"
         lost = [f"{h} {failed[(h, prog, conc)]} failed" for h in ["watchdog", *PEERS, "tokio-naive"] if failed.get((h, prog, conc))]
@@ -152,7 +155,7 @@ for prog in progs:
             count += " (" + ", ".join(lost) + ")"
         print(
             f"| {prog} | {conc} | {rps:.0f}{wd_mark} | {median(wd, 'p50_us') / 1000:.2f} | {median(wd, 'p99_us') / 1000:.2f} | "
-            f"{cpu_us(wd):.0f} | {beyond} | {f'{best[0]:.0f} ({best[1]})' if best else '-'} | "
+            f"{cpu_us(wd):.0f} | {beyond} | {naive_beyond} | {f'{best[0]:.0f} ({best[1]})' if best else '-'} | "
             f"{f'{naive_rps:.0f}{naive_mark}' if naive_rps else '-'} | {f'{loop_rps:.0f}{loop_mark}' if loop_rps else '-'} | "
             f"{ratio(rps, best[0] if best else 0)} | {ratio(rps, naive_rps)} | {ratio(rps, loop_rps)} | {count} | {row_stolen} |"
         )
@@ -161,8 +164,8 @@ print("Spawn loop: ../shared/bench/spawnlimit's spawnbench, posix_spawn and wait
 print("hosts served (echo-c has no spawn-loop row). Beyond: watchdog's CPU per request minus the loop's CPU per")
 print("spawn and the HTTP ceiling's CPU per request at the same concurrency (measured beside static C); the loop")
 print("always runs 2 spawners, so at 1 and 4 connections it also holds the cost of a half-idle machine (the target")
-print("is at 16). Runs: watchdog's runs the row stands on; stolen: runs of any host or the loop in this row set")
-print(f"aside for more than {STEAL_LIMIT:.0f}% steal.")
+print("is at 16). Naive beyond: the same for the naive server, measured beside watchdog. Runs: watchdog's runs")
+print(f"the row stands on; stolen: runs of any host or the loop in this row set aside for more than {STEAL_LIMIT:.0f}% steal.")
 floors = []
 for prog in progs:
     wd, _ = measured(runs, stolen, ("watchdog", prog, 1))
