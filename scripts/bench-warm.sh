@@ -63,15 +63,20 @@ PORT=$port python3 scripts/bench-warm/hello.py >/dev/null 2>&1 &
 pids+=($!)
 sleep 1
 
+# wrk with one thread at one connection (a second thread would have none), else two.
+load() { # url conc [wrk flags...]
+  local url=$1 conc=$2 threads=2
+  shift 2
+  [ "$conc" -eq 1 ] && threads=1
+  wrk -t"$threads" -c"$conc" -d"${duration}s" "$@" "$url"
+}
 # One wrk run: prints "req/s p50 p99".
 measure() { # url conc
-  local threads=2; [ "$2" -eq 1 ] && threads=1
-  wrk -t"$threads" -c"$2" -d"${duration}s" --latency "$1" |
+  load "$1" "$2" --latency |
     awk '/^Requests\/sec/ {r=$2} $1 == "50%" {p50=$2} $1 == "99%" {p99=$2} END {print r, p50, p99}'
 }
 warm_up() { # url conc
-  local threads=2; [ "$2" -eq 1 ] && threads=1
-  wrk -t"$threads" -c"$2" -d"${duration}s" "$1" >/dev/null 2>&1 || true
+  load "$1" "$2" >/dev/null 2>&1 || true
 }
 row() { # label conc "req/s p50 p99"
   set -- "$1" "$2" $3

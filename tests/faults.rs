@@ -254,3 +254,29 @@ async fn a_function_that_closes_all_its_output_is_reaped_with_its_exit_status() 
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_upload_the_client_breaks_off_is_not_handed_to_the_function_as_whole() {
+    let server = server(&[]);
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .write_all(b"POST /api/upload-reader HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\nX-Request-Id: cut-1\r\n\r\n")
+        .unwrap();
+    stream.write_all(&vec![b'x'; 100_000]).unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    drop(stream);
+    assert!(common::wait_until(Duration::from_secs(5), || server
+        .log()
+        .contains("request_id=cut-1 method=POST")));
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("request_id=cut-1 method=POST"))
+        .unwrap();
+    assert!(line.contains("client_gone=true"), "{line}");
+    // Stopped while still waiting for the rest: its stdin never ended.
+    assert!(!log.contains("stdin ended cleanly"), "{log}");
+    server.assert_no_children();
+}

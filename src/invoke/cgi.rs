@@ -113,9 +113,9 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         .max_output
         .or(raw_output.then_some(DEFAULT_RAW_LIMIT));
     let group = ProcessGroup::new(pid);
-    if let Some(pipe) = started.stdin {
-        stdin::spawn(pipe, body, invocation.deadline);
-    }
+    let body_broken = started
+        .stdin
+        .map(|pipe| stdin::spawn(pipe, body, invocation.deadline));
     invocation.record.pid = Some(pid);
     let (head_tx, head_rx) = oneshot::channel();
     let driver = Driver {
@@ -143,7 +143,7 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
     };
     invocation
         .tasks
-        .spawn(driver.drive(head_tx, invocation.stop));
+        .spawn(driver.drive(head_tx, invocation.stop, body_broken));
     head_rx.await.unwrap_or(Err(InvokeError::Internal))
 }
 
@@ -237,8 +237,16 @@ enum Sink {
 }
 
 impl Driver {
-    async fn drive(mut self, head_tx: HeadSender, stop: tokio_util::sync::CancellationToken) {
+    async fn drive(
+        mut self,
+        head_tx: HeadSender,
+        stop: tokio_util::sync::CancellationToken,
+        mut body_broken: Option<stdin::BodyBroken>,
+    ) {
         let mut head_tx = Some(head_tx);
+        // The function's stdin from a body that broke off, kept open until the
+        // function has been stopped.
+        let mut _held_stdin = None;
         let mut sink = if self.raw.is_some() {
             Sink::Raw(bytes::BytesMut::new())
         } else {
@@ -272,6 +280,16 @@ impl Driver {
                 () = &mut deadline => Event::End(End::TimedOut),
                 () = stop.cancelled() => Event::End(End::Shutdown),
                 () = head_closed(&mut head_tx) => Event::End(End::ClientGone),
+                broken = body_broke(&mut body_broken) => match broken {
+                    Ok(stdin) => {
+                        _held_stdin = stdin;
+                        Event::End(End::ClientGone)
+                    }
+                    Err(_) => {
+                        body_broken = None;
+                        Event::Continue
+                    }
+                },
                 () = body_closed(&sink), if pending.is_none() => Event::End(End::ClientGone),
                 permit = reserve(&sink), if pending.is_some() => match permit {
                     Some(permit) => {
@@ -663,6 +681,16 @@ fn send_head(head_tx: &mut Option<HeadSender>, reply: Result<Reply, InvokeError>
 async fn head_closed(head_tx: &mut Option<HeadSender>) {
     match head_tx {
         Some(tx) => tx.closed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the request body's pump has ended: `Ok` if the body broke off.
+async fn body_broke(
+    body_broken: &mut Option<stdin::BodyBroken>,
+) -> Result<Option<tokio::net::unix::pipe::Sender>, oneshot::error::RecvError> {
+    match body_broken {
+        Some(rx) => rx.await,
         None => std::future::pending().await,
     }
 }

@@ -199,9 +199,10 @@ fn warn_once_without_pidfd(err: &io::Error) {
         tracing::warn!(
             error = %err,
             poll_ms = POLL_WITHOUT_PIDFD.as_millis(),
-            "cannot open a pidfd (it needs Linux 5.3+ and a seccomp profile that allows \
-             pidfd_open; or descriptors ran out): a function that has to be waited for is \
-             polled for its exit instead, this time and whenever it fails again"
+            "cannot open a pidfd, so a function that has to be waited for is polled for its \
+             exit instead (now and whenever this fails again); pidfds need Linux 5.3+ and a \
+             seccomp profile that allows pidfd_open: if descriptors ran out, raise the \
+             open-file limit (ulimit -n)"
         );
     }
 }

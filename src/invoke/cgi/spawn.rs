@@ -103,12 +103,10 @@ pub fn spawn_cgi(
     };
     // The child has its copies; the parent's must close, or stdout never ends.
     drop(child_fds);
+    // It refuses only a pid no spawn returns (0, or beyond `i32`): there is no
+    // child to stop then, and signalling such a "pid" would reach watchdog's own
+    // group (0) or another one (negative).
     let exit = ExitWatch::new(pid).map_err(|err| {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
         reaper::group_finished(pid);
         fail(err)
     })?;

@@ -4,6 +4,12 @@
 //! it reads (or echoes as it reads) from deadlocking on full pipes. When the function
 //! stops reading (it exited, or closed stdin), the rest of a streamed body is read
 //! and dropped, so the client's upload completes and its connection stays usable.
+//!
+//! A body that breaks off (the client went away mid-upload, or sent a malformed
+//! body) is not passed on as an end: closing stdin would hand the function a
+//! clean EOF, and it would act on a truncated body as if it were whole. The pump
+//! tells the driver instead, handing over stdin still open, and the driver stops
+//! the function as for any client that left.
 
 use std::os::fd::AsFd;
 
@@ -11,6 +17,7 @@ use axum::body::Body;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe::Sender as ChildStdin;
+use tokio::sync::oneshot;
 
 use crate::invoke::request_body::{BODY_IDLE_TIMEOUT, RequestBody, Spill};
 use crate::process::pipe;
@@ -24,9 +31,15 @@ use crate::process::pipe;
 const LARGE_BODY: u64 = 64 * 1024;
 const LARGE_BODY_PIPE_BYTES: usize = 256 * 1024;
 
+/// Resolves with the function's stdin, still open (`None` once the function had
+/// stopped reading), if the request body broke off; fails once the body has
+/// ended normally.
+pub type BodyBroken = oneshot::Receiver<Option<ChildStdin>>;
+
 /// Starts the pump; it ends when the body is written (stdin is then closed, the
-/// function sees EOF) or cannot be.
-pub fn spawn(stdin: ChildStdin, body: RequestBody, deadline: tokio::time::Instant) {
+/// function sees EOF), when it cannot be, or when the body breaks off (reported
+/// through the returned [`BodyBroken`]).
+pub fn spawn(stdin: ChildStdin, body: RequestBody, deadline: tokio::time::Instant) -> BodyBroken {
     let grown = if body
         .content_length()
         .is_some_and(|length| length > LARGE_BODY)
@@ -35,18 +48,25 @@ pub fn spawn(stdin: ChildStdin, body: RequestBody, deadline: tokio::time::Instan
     } else {
         None
     };
+    let (broken_tx, broken_rx) = oneshot::channel();
     // Nothing is read or written for this request past its deadline.
     tokio::spawn(async move {
-        let _ = tokio::time::timeout_at(deadline, pump(stdin, body)).await;
-        // The pipe closed with the pump: its place in the growth budget is free.
+        let _ = tokio::time::timeout_at(deadline, pump(stdin, body, broken_tx)).await;
+        // The pipe closed with the pump (or went to the driver): its place in
+        // the growth budget is free once the pump is done.
         drop(grown);
     });
+    broken_rx
 }
 
-async fn pump(mut stdin: ChildStdin, body: RequestBody) {
+async fn pump(
+    mut stdin: ChildStdin,
+    body: RequestBody,
+    broken: oneshot::Sender<Option<ChildStdin>>,
+) {
     match body {
         RequestBody::Empty => {}
-        RequestBody::Streaming { body, .. } => stream(stdin, body).await,
+        RequestBody::Streaming { body, .. } => stream(stdin, body, broken).await,
         RequestBody::Spilled {
             spill: Spill::Memory(bytes),
             ..
@@ -63,13 +83,18 @@ async fn pump(mut stdin: ChildStdin, body: RequestBody) {
     }
 }
 
-async fn stream(stdin: ChildStdin, body: Body) {
+async fn stream(stdin: ChildStdin, body: Body, broken: oneshot::Sender<Option<ChildStdin>>) {
     let mut chunks = body.into_data_stream();
     let mut stdin = Some(stdin);
     loop {
         let chunk = match tokio::time::timeout(BODY_IDLE_TIMEOUT, chunks.next()).await {
             Ok(Some(Ok(chunk))) => chunk,
-            Ok(Some(Err(_)) | None) => break,
+            Ok(None) => break,
+            Ok(Some(Err(_))) => {
+                // A driver already gone has nothing left to stop.
+                let _ = broken.send(stdin);
+                return;
+            }
             Err(_) => {
                 // The client stalled: the function sees stdin end early, and dropping
                 // the body makes hyper close the connection.
