@@ -176,15 +176,13 @@ async fn endless_output_is_cut_off_at_the_timeout() {
 async fn client_disconnect_mid_upload_kills_the_function() {
     let server = TestServer::start(&fixtures("cgi"), &["--prefix", "/api"]);
     let before = fd_count(server.pid());
-    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
-    stream
-        .write_all(b"POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\nX-Request-Id: up-1\r\n\r\n")
-        .unwrap();
-    stream.write_all(&vec![b'x'; 200_000]).unwrap();
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).unwrap();
-    assert_eq!(&head, b"HTTP/1.1 200");
-    drop(stream);
+    drop(upload_part_of(
+        &server,
+        "/api/echo",
+        "up-1",
+        10_000_000,
+        200_000,
+    ));
     assert!(server.wait_for_log("up-1", Duration::from_secs(5)));
     assert!(common::wait_until(Duration::from_secs(5), || server
         .log()
@@ -258,15 +256,13 @@ async fn a_function_that_closes_all_its_output_is_reaped_with_its_exit_status() 
 #[tokio::test]
 async fn an_upload_the_client_breaks_off_is_not_handed_to_the_function_as_whole() {
     let server = server(&[]);
-    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
-    stream
-        .write_all(b"POST /api/upload-reader HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\nX-Request-Id: cut-1\r\n\r\n")
-        .unwrap();
-    stream.write_all(&vec![b'x'; 100_000]).unwrap();
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).unwrap();
-    assert_eq!(&head, b"HTTP/1.1 200");
-    drop(stream);
+    drop(upload_part_of(
+        &server,
+        "/api/upload-reader",
+        "cut-1",
+        1_000_000,
+        100_000,
+    ));
     assert!(common::wait_until(Duration::from_secs(5), || server
         .log()
         .contains("request_id=cut-1 method=POST")));
@@ -279,4 +275,25 @@ async fn an_upload_the_client_breaks_off_is_not_handed_to_the_function_as_whole(
     // Stopped while still waiting for the rest: its stdin never ended.
     assert!(!log.contains("stdin ended cleanly"), "{log}");
     server.assert_no_children();
+}
+
+/// POSTs `sent` bytes of a `length`-byte body and waits for the function's 200
+/// head; dropping the stream then breaks the upload off.
+fn upload_part_of(
+    server: &TestServer,
+    path: &str,
+    request_id: &str,
+    length: usize,
+    sent: usize,
+) -> std::net::TcpStream {
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\nX-Request-Id: {request_id}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&vec![b'x'; sent]).unwrap();
+    let mut status = [0u8; 12];
+    stream.read_exact(&mut status).unwrap();
+    assert_eq!(&status, b"HTTP/1.1 200");
+    stream
 }
