@@ -105,6 +105,10 @@ pub struct ServeFlags {
     /// Longest wait in that queue before a 503 with Retry-After [default: 10s].
     #[arg(long, env = "WATCHDOG_QUEUE_TIMEOUT", value_parser = parse_duration, help_heading = "Limits")]
     pub queue_timeout: Option<Duration>,
+    /// Longest pause inside a request body before the upload is abandoned: the
+    /// function is stopped and the client answered 408 [default: 30s].
+    #[arg(long, env = "WATCHDOG_BODY_IDLE_TIMEOUT", value_parser = parse_duration, help_heading = "Limits")]
+    pub body_idle_timeout: Option<Duration>,
     /// `NAME=VALUE` passed to every function; repeatable (one pair per line in WATCHDOG_ENV).
     #[arg(long = "env", env = "WATCHDOG_ENV", value_delimiter = '\n', value_parser = parse_env_pair, help_heading = "Functions")]
     pub env: Vec<(String, String)>,

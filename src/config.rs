@@ -22,6 +22,7 @@ pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
 pub const DEFAULT_MAX_BODY: u64 = 32 * 1024 * 1024;
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 256;
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Variables of watchdog's own environment every function gets (CONTRACT §3).
@@ -40,6 +41,10 @@ pub enum ConfigError {
     File(#[from] FileError),
     #[error("{0}")]
     User(String),
+    #[error(
+        "body_idle_timeout (--body-idle-timeout) is 0: every request body would be abandoned at once; give a pause clients may take, e.g. 30s"
+    )]
+    ZeroBodyIdle,
 }
 
 /// Everything the server and its invocations need to know about the settings.
@@ -56,6 +61,9 @@ pub struct Settings {
     pub max_body: u64,
     pub max_concurrency: u32,
     pub queue_timeout: Duration,
+    /// A client that sends no body bytes for this long has given up or is
+    /// stalling on purpose; its upload is abandoned.
+    pub body_idle_timeout: Duration,
     pub drain_delay: Duration,
     pub drain_timeout: Duration,
     pub log_format: LogFormat,
@@ -150,6 +158,13 @@ impl Settings {
             }
         }
         let rules = FunctionRules::new(sections)?;
+        let body_idle_timeout = flags
+            .body_idle_timeout
+            .or(config.body_idle_timeout)
+            .unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT);
+        if body_idle_timeout.is_zero() {
+            return Err(ConfigError::ZeroBodyIdle);
+        }
 
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -174,6 +189,7 @@ impl Settings {
                 .queue_timeout
                 .or(config.queue_timeout)
                 .unwrap_or(DEFAULT_QUEUE_TIMEOUT),
+            body_idle_timeout,
             drain_delay: flags.drain_delay.or(config.drain_delay).unwrap_or_default(),
             drain_timeout: flags
                 .drain_timeout

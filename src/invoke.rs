@@ -5,6 +5,7 @@
 //! ([`cgi::CgiInvoker`]) is the first implementation; a warm process pool and the Node
 //! adapter plug in behind the same trait.
 
+pub mod body_fault;
 pub mod cgi;
 pub mod dispatch;
 pub mod envelope;

@@ -306,3 +306,23 @@ async fn cron_jobs_run_on_schedule_and_on_demand_with_the_secret() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_zero_body_idle_timeout_is_refused_by_name() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(project.path().join("api")).unwrap();
+    std::fs::write(
+        project.path().join("watchdog.toml"),
+        "body_idle_timeout = \"0s\"\n",
+    )
+    .unwrap();
+    let bad = watchdog()
+        .arg("serve")
+        .arg(project.path().join("api"))
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("body_idle_timeout"), "{stderr}");
+}

@@ -176,13 +176,13 @@ async fn endless_output_is_cut_off_at_the_timeout() {
 async fn client_disconnect_mid_upload_kills_the_function() {
     let server = TestServer::start(&fixtures("cgi"), &["--prefix", "/api"]);
     let before = fd_count(server.pid());
-    drop(upload_part_of(
-        &server,
+    drop(answered_200(common::start_upload(
+        server.addr,
         "/api/echo",
         "up-1",
         10_000_000,
         200_000,
-    ));
+    )));
     assert!(server.wait_for_log("up-1", Duration::from_secs(5)));
     assert!(common::wait_until(Duration::from_secs(5), || server
         .log()
@@ -232,12 +232,7 @@ async fn a_function_that_closes_all_its_output_is_reaped_with_its_exit_status() 
             .await
             .unwrap();
         assert_eq!(response.text().await.unwrap(), "answered early\n");
-        assert!(server.wait_for_log("request_id=c2 ", Duration::from_secs(5)));
-        let log = server.log();
-        let line = log
-            .lines()
-            .find(|line| line.contains("request_id=c2 "))
-            .unwrap_or_default();
+        let line = server.log_line("request_id=c2 ", Duration::from_secs(5));
         // Its own exit, waited for after both pipes closed: not a kill.
         assert!(line.contains("exit_code=3"), "{line}");
         assert!(!line.contains("signal="), "{line}");
@@ -256,42 +251,50 @@ async fn a_function_that_closes_all_its_output_is_reaped_with_its_exit_status() 
 #[tokio::test]
 async fn an_upload_the_client_breaks_off_is_not_handed_to_the_function_as_whole() {
     let server = server(&[]);
-    drop(upload_part_of(
-        &server,
+    drop(answered_200(common::start_upload(
+        server.addr,
         "/api/upload-reader",
         "cut-1",
         1_000_000,
         100_000,
-    ));
-    assert!(common::wait_until(Duration::from_secs(5), || server
-        .log()
-        .contains("request_id=cut-1 method=POST")));
-    let log = server.log();
-    let line = log
-        .lines()
-        .find(|line| line.contains("request_id=cut-1 method=POST"))
-        .unwrap();
+    )));
+    let line = server.log_line("request_id=cut-1 method=POST", Duration::from_secs(5));
     assert!(line.contains("client_gone=true"), "{line}");
     // Stopped while still waiting for the rest: its stdin never ended.
+    let log = server.log();
     assert!(!log.contains("stdin ended cleanly"), "{log}");
     server.assert_no_children();
 }
 
-/// POSTs `sent` bytes of a `length`-byte body and waits for the function's 200
-/// head; dropping the stream then breaks the upload off.
-fn upload_part_of(
-    server: &TestServer,
-    path: &str,
-    request_id: &str,
-    length: usize,
-    sent: usize,
-) -> std::net::TcpStream {
-    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\nX-Request-Id: {request_id}\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(&vec![b'x'; sent]).unwrap();
+#[tokio::test]
+async fn an_upload_that_stalls_is_answered_408_and_never_handed_to_the_function() {
+    let server = server(&["--body-idle-timeout", "500ms"]);
+    let mut stream = common::start_upload(server.addr, "/api/upload-counter", "stall-1", 1000, 100);
+    // The connection stays open, silent: only the idle timeout can end it.
+    let answer = common::read_answer(&mut stream);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("stalled"), "{answer}");
+    let line = server.log_line("invocation request_id=stall-1 ", Duration::from_secs(5));
+    assert!(line.contains("status=408"), "{line}");
+    assert!(line.contains("bytes_in=100 "), "{line}");
+    // Stopped while still waiting for the rest: its stdin never ended.
+    let log = server.log();
+    assert!(!log.contains("stdin ended after"), "{log}");
+    server.assert_no_children();
+    // A body that keeps coming, however slowly, is not a stall.
+    let mut stream = common::start_upload(server.addr, "/api/upload-counter", "slow-1", 30, 10);
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(300));
+        stream.write_all(&[b'x'; 10]).unwrap();
+    }
+    let answer = common::read_answer(&mut stream);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\r\n30 bytes\n"), "{answer}");
+}
+
+/// Waits for the function's 200 head on an upload; dropping the stream then
+/// breaks the upload off.
+fn answered_200(mut stream: std::net::TcpStream) -> std::net::TcpStream {
     let mut status = [0u8; 12];
     stream.read_exact(&mut status).unwrap();
     assert_eq!(&status, b"HTTP/1.1 200");

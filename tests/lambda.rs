@@ -174,3 +174,37 @@ done
         streamed.spread
     );
 }
+
+#[tokio::test]
+async fn a_stalled_upload_is_answered_408_and_the_worker_kept() {
+    use std::io::Write;
+    let project = project(", max = 1");
+    let server = TestServer::start(
+        &project.path().join("api"),
+        &["--body-idle-timeout", "500ms"],
+    );
+    let pid_of = |answer: serde_json::Value| answer["pid"].clone();
+    let get = || async {
+        client()
+            .get(server.url("/api/hello-lambda"))
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    let before = pid_of(get().await);
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .write_all(b"POST /api/hello-lambda HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\nX-Request-Id: lstall-1\r\n\r\nhalf")
+        .unwrap();
+    let answer = common::read_answer(&mut stream);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(pid_of(get().await), before, "the worker was kept");
+    let line = server.log_line("invocation request_id=lstall-1 ", Duration::from_secs(5));
+    assert!(
+        line.contains("status=408") && line.contains("bytes_in=4 "),
+        "{line}"
+    );
+}

@@ -159,6 +159,43 @@ async fn a_crashed_worker_is_replaced() {
     assert!(gone(before["pid"].as_i64().unwrap() as i32));
 }
 
+#[tokio::test]
+async fn uploads_a_client_breaks_off_or_stalls_are_not_blamed_on_the_worker() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &["--body-idle-timeout", "500ms"]);
+    let (_, before) = call(&server, "/api/counter").await;
+    // More broken-off uploads than the crash loop allows (5 within a minute).
+    for n in 0..6 {
+        let request_id = format!("cut-{n}");
+        let stream = common::start_upload(server.addr, "/api/counter", &request_id, 1000, 100);
+        // Let the request reach the worker, then break the upload off.
+        std::thread::sleep(Duration::from_millis(100));
+        drop(stream);
+        let line = format!("invocation request_id={request_id} ");
+        assert!(
+            server.wait_for_log(&line, Duration::from_secs(5)),
+            "{}",
+            server.log()
+        );
+    }
+    let answer = common::read_answer(&mut common::start_upload(
+        server.addr,
+        "/api/counter",
+        "stall-1",
+        1000,
+        100,
+    ));
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let (status, after) = call(&server, "/api/counter").await;
+    assert_eq!(status, 200);
+    assert_eq!(before["pid"], after["pid"], "the worker was kept");
+    let log = server.log();
+    assert!(!log.contains("worker crashed"), "{log}");
+    let line = server.log_line("invocation request_id=cut-0 ", Duration::from_secs(1));
+    assert!(line.contains("client_gone=true"), "{line}");
+    assert!(line.contains("bytes_in=100 "), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_kills_and_replaces_only_the_stuck_worker() {
     let project = project(&[("counter", "max = 2")]);

@@ -66,6 +66,8 @@ pub struct ConfigFile {
     pub max_concurrency: Option<u32>,
     #[serde(default, deserialize_with = "duration")]
     pub queue_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub body_idle_timeout: Option<Duration>,
     pub env: Option<BTreeMap<String, String>>,
     pub pass_env: Option<Vec<String>>,
     #[serde(default, deserialize_with = "duration")]

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use self::pipe_chunks::PipeChunks;
+use super::body_fault::{BodyFault, BodyWatch};
 use super::envelope::EnvelopeReader;
 use super::stderr::StderrLog;
 use super::{Invocation, InvokeError, InvokeFuture, Invoker, Reply, RequestBody};
@@ -113,6 +114,7 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         .max_output
         .or(raw_output.then_some(DEFAULT_RAW_LIMIT));
     let group = ProcessGroup::new(pid);
+    let body_watch = body.watch();
     let body_broken = started
         .stdin
         .map(|pipe| stdin::spawn(pipe, body, invocation.deadline));
@@ -139,6 +141,7 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         is_head: invocation.method == Method::HEAD,
         file,
         remaining: None,
+        body_watch,
         record: invocation.record,
     };
     invocation
@@ -166,6 +169,8 @@ enum End {
     LeaderGone,
     TimedOut,
     ClientGone,
+    /// The request body broke off or stalled ([`BodyWatch::fault`] says which).
+    BodyFault,
     /// The server gave up draining.
     Shutdown,
     /// The header block was invalid (or raw output too large); the error went to
@@ -212,6 +217,8 @@ struct Driver {
     file: String,
     /// Body bytes still owed to the client when the function sent Content-Length.
     remaining: Option<u64>,
+    /// The request body, while it streams in.
+    body_watch: Option<BodyWatch>,
     raw: Option<RawOutput>,
     /// The invocation's own cgroup, when it has cgroup-held limits.
     cgroup: Option<crate::limits::InvocationCgroup>,
@@ -283,7 +290,7 @@ impl Driver {
                 broken = body_broke(&mut body_broken) => match broken {
                     Ok(stdin) => {
                         _held_stdin = stdin;
-                        Event::End(End::ClientGone)
+                        Event::End(End::BodyFault)
                     }
                     Err(_) => {
                         body_broken = None;
@@ -482,6 +489,21 @@ impl Driver {
             End::ClientGone => {
                 self.record.client_gone = true;
                 self.stop_group(None).await
+            }
+            End::BodyFault => {
+                let status = self.stop_group(None).await;
+                let watch = self.body_watch.take().unwrap_or_default();
+                let fault = watch
+                    .fault()
+                    .unwrap_or_else(|| BodyFault::Broken("it ended early".into()));
+                let error = fault.report(&mut self.record, &watch);
+                // A client that stalled hears why, unless the function had answered
+                // already (its body is then cut off); for one that broke off, the
+                // reason is logged.
+                if head_tx.is_some() {
+                    send_head(&mut head_tx, Err(error));
+                }
+                status
             }
             End::Shutdown => {
                 self.record.shutdown = true;

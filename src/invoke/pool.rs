@@ -134,6 +134,10 @@ pub enum Outcome {
     Stuck,
     /// The worker died or broke the protocol.
     Crashed,
+    /// The client broke off or stalled its upload (or was still uploading at the
+    /// deadline): the request never reached the worker whole, which says nothing
+    /// about the worker's health.
+    Abandoned,
 }
 
 impl Pool {
@@ -380,11 +384,13 @@ impl Pool {
     /// Takes a worker back after a request.
     pub fn release(&self, mut worker: Worker, outcome: Outcome) {
         match outcome {
-            Outcome::Served if worker.has_exited() => {
+            Outcome::Served | Outcome::Abandoned if worker.has_exited() => {
                 self.crashed(worker, "exited after a request")
             }
-            Outcome::Served => {
-                self.lock_crashes().healthy();
+            Outcome::Served | Outcome::Abandoned => {
+                if matches!(outcome, Outcome::Served) {
+                    self.lock_crashes().healthy();
+                }
                 worker.served += 1;
                 worker.last_used = Instant::now();
                 if self.is_retired() || self.config.worn_out(worker.served) {

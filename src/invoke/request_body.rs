@@ -13,20 +13,19 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::InvokeError;
+use super::body_fault::{self, BodyFault, BodyWatch};
 
 /// Chunked bodies up to this size stay in memory; larger ones go to a temp file.
 pub const SPILL_IN_MEMORY: usize = 256 * 1024;
 
-/// A client that sends no body bytes for this long has given up or is stalling
-/// on purpose; the body is abandoned (the request's own deadline also applies).
-pub const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 pub enum RequestBody {
     Empty,
-    /// Content-Length was given: streamed as it arrives.
+    /// Content-Length was given: streamed as it arrives, watched for the client
+    /// breaking off or stalling.
     Streaming {
         length: u64,
         body: Body,
+        watch: BodyWatch,
     },
     /// A chunked body, received whole.
     Spilled {
@@ -41,25 +40,44 @@ pub enum Spill {
 }
 
 impl RequestBody {
-    /// Classifies (and for chunked bodies, receives) the body.
+    /// Classifies (and for chunked bodies, receives) the body. A client may pause
+    /// up to `idle` between body bytes.
     ///
     /// # Errors
     /// [`InvokeError::BodyTooLarge`] over `max`, [`InvokeError::BodyRead`] when the
-    /// client's body breaks off or the spill file cannot be written.
+    /// client's body breaks off or the spill file cannot be written,
+    /// [`InvokeError::BodyIdle`] when a chunked body stalls.
     pub async fn receive(
         body: Body,
         content_length: Option<u64>,
         max: u64,
+        idle: std::time::Duration,
     ) -> Result<Self, InvokeError> {
         match content_length {
             Some(length) if length > max => Err(InvokeError::BodyTooLarge { limit: max }),
             Some(0) => Ok(RequestBody::Streaming {
                 length: 0,
                 body: Body::empty(),
+                watch: BodyWatch::default(),
             }),
-            Some(length) => Ok(RequestBody::Streaming { length, body }),
+            Some(length) => {
+                let (body, watch) = body_fault::watch(body, Some(length), idle);
+                Ok(RequestBody::Streaming {
+                    length,
+                    body,
+                    watch,
+                })
+            }
             None if body.size_hint().exact() == Some(0) => Ok(RequestBody::Empty),
-            None => spill(body, max).await,
+            None => spill(body, max, idle).await,
+        }
+    }
+
+    /// What becomes of the body as it is handed on, for a body still arriving.
+    pub fn watch(&self) -> Option<BodyWatch> {
+        match self {
+            RequestBody::Streaming { watch, .. } => Some(watch.clone()),
+            RequestBody::Empty | RequestBody::Spilled { .. } => None,
         }
     }
 
@@ -92,19 +110,22 @@ impl RequestBody {
     }
 }
 
-async fn spill(body: Body, max: u64) -> Result<RequestBody, InvokeError> {
+async fn spill(
+    body: Body,
+    max: u64,
+    idle: std::time::Duration,
+) -> Result<RequestBody, InvokeError> {
+    let (body, watch) = body_fault::watch(body, None, idle);
     let mut stream = body.into_data_stream();
     let mut memory: Vec<u8> = Vec::new();
     let mut file: Option<std::fs::File> = None;
     let mut length: u64 = 0;
-    loop {
-        let next = tokio::time::timeout(BODY_IDLE_TIMEOUT, stream.next())
-            .await
-            .map_err(|_| InvokeError::BodyIdle {
-                after: BODY_IDLE_TIMEOUT,
-            })?;
-        let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(|err| InvokeError::BodyRead(err.to_string()))?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|err| match watch.fault() {
+            Some(BodyFault::Stalled(after)) => InvokeError::BodyIdle { after },
+            Some(BodyFault::Broken(cause)) => InvokeError::BodyRead(cause),
+            None => InvokeError::BodyRead(err.to_string()),
+        })?;
         length += chunk.len() as u64;
         if length > max {
             return Err(InvokeError::BodyTooLarge { limit: max });

@@ -113,8 +113,12 @@ async fn dispatch(
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_millis();
-        let receive =
-            RequestBody::receive(std::mem::take(&mut body), content_length, function.max_body);
+        let receive = RequestBody::receive(
+            std::mem::take(&mut body),
+            content_length,
+            function.max_body,
+            app.settings.body_idle_timeout,
+        );
         let request_body = tokio::time::timeout_at(deadline, receive)
             .await
             .map_err(|_| AppError::BodyTimeout)??;

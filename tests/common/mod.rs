@@ -112,6 +112,17 @@ impl TestServer {
         wait_until(within, || self.log().contains(needle))
     }
 
+    /// Waits for the first log line that contains `needle` and returns it (empty
+    /// if none came in time).
+    pub fn log_line(&self, needle: &str, within: Duration) -> String {
+        self.wait_for_log(needle, within);
+        self.log()
+            .lines()
+            .find(|line| line.contains(needle))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// Reads a pid file a function wrote into `PID_DIR`.
     pub fn pids(&self, name: &str) -> Vec<i32> {
         let path = self.pid_dir.path().join(name);
@@ -266,6 +277,35 @@ pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     String::from_utf8_lossy(&response).into_owned()
+}
+
+/// Sends the head of a POST with a `length`-byte body and its first `sent` bytes,
+/// leaving the rest of the upload to the caller.
+pub fn start_upload(
+    addr: SocketAddr,
+    path: &str,
+    request_id: &str,
+    length: usize,
+    sent: usize,
+) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\nConnection: close\r\nX-Request-Id: {request_id}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&vec![b'x'; sent]).unwrap();
+    stream
+}
+
+/// Reads what the server sends on `stream` until it closes the connection (at
+/// most 10 s).
+pub fn read_answer(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// Copies a fixture folder into a fresh temp dir (for tests that change files).

@@ -5,11 +5,12 @@
 //! stops reading (it exited, or closed stdin), the rest of a streamed body is read
 //! and dropped, so the client's upload completes and its connection stays usable.
 //!
-//! A body that breaks off (the client went away mid-upload, or sent a malformed
-//! body) is not passed on as an end: closing stdin would hand the function a
-//! clean EOF, and it would act on a truncated body as if it were whole. The pump
-//! tells the driver instead, handing over stdin still open, and the driver stops
-//! the function as for any client that left.
+//! A body that breaks off or stalls (the client went away mid-upload, sent a
+//! malformed body, or paused longer than `--body-idle-timeout`) is not passed on
+//! as an end: closing stdin would hand the function a clean EOF, and it would act
+//! on a truncated body as if it were whole. The pump tells the driver instead,
+//! handing over stdin still open, and the driver stops the function before
+//! stdin closes ([`crate::invoke::body_fault`] says which fault it was).
 
 use std::os::fd::AsFd;
 
@@ -19,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe::Sender as ChildStdin;
 use tokio::sync::oneshot;
 
-use crate::invoke::request_body::{BODY_IDLE_TIMEOUT, RequestBody, Spill};
+use crate::invoke::request_body::{RequestBody, Spill};
 use crate::process::pipe;
 
 /// A body larger than the default 64 KiB pipe gets a pipe of
@@ -32,13 +33,13 @@ const LARGE_BODY: u64 = 64 * 1024;
 const LARGE_BODY_PIPE_BYTES: usize = 256 * 1024;
 
 /// Resolves with the function's stdin, still open (`None` once the function had
-/// stopped reading), if the request body broke off; fails once the body has
-/// ended normally.
+/// stopped reading), if the request body broke off or stalled; fails once the
+/// body has ended normally.
 pub type BodyBroken = oneshot::Receiver<Option<ChildStdin>>;
 
 /// Starts the pump; it ends when the body is written (stdin is then closed, the
-/// function sees EOF), when it cannot be, or when the body breaks off (reported
-/// through the returned [`BodyBroken`]).
+/// function sees EOF), when it cannot be, or when the body breaks off or stalls
+/// (reported through the returned [`BodyBroken`]).
 pub fn spawn(stdin: ChildStdin, body: RequestBody, deadline: tokio::time::Instant) -> BodyBroken {
     let grown = if body
         .content_length()
@@ -86,21 +87,11 @@ async fn pump(
 async fn stream(stdin: ChildStdin, body: Body, broken: oneshot::Sender<Option<ChildStdin>>) {
     let mut chunks = body.into_data_stream();
     let mut stdin = Some(stdin);
-    loop {
-        let chunk = match tokio::time::timeout(BODY_IDLE_TIMEOUT, chunks.next()).await {
-            Ok(Some(Ok(chunk))) => chunk,
-            Ok(None) => break,
-            Ok(Some(Err(_))) => {
-                // A driver already gone has nothing left to stop.
-                let _ = broken.send(stdin);
-                return;
-            }
-            Err(_) => {
-                // The client stalled: the function sees stdin end early, and dropping
-                // the body makes hyper close the connection.
-                tracing::warn!(after = ?BODY_IDLE_TIMEOUT, "request body stalled; closing stdin");
-                break;
-            }
+    while let Some(chunk) = chunks.next().await {
+        let Ok(chunk) = chunk else {
+            // A driver already gone has nothing left to stop.
+            let _ = broken.send(stdin);
+            return;
         };
         if let Some(pipe) = stdin.as_mut()
             && pipe.write_all(&chunk).await.is_err()

@@ -103,9 +103,9 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
     let file = invocation.route.function.file.relative.clone();
     invocation.record.pid = Some(pid);
     invocation.record.cold = Some(lease.cold);
-    let body =
-        std::mem::replace(&mut invocation.body, crate::invoke::RequestBody::Empty).into_body();
-    let mut request = upstream_request(&invocation, port, body);
+    let body = std::mem::replace(&mut invocation.body, crate::invoke::RequestBody::Empty);
+    let body_watch = body.watch();
+    let mut request = upstream_request(&invocation, port, body.into_body());
     let deadline = invocation.deadline;
     let broken = |cause: String| InvokeError::WorkerFailed {
         file: file.clone(),
@@ -165,12 +165,27 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
     let (response, sender) = match exchanged {
         Ok(Ok(exchanged)) => exchanged,
         Ok(Err(err)) => {
+            // The request broke off because the client's upload did: the worker
+            // is not to blame.
+            if let Some(watch) = body_watch
+                && let Some(fault) = watch.fault()
+            {
+                lease.finish(Outcome::Abandoned);
+                return Err(fault.report(&mut invocation.record, &watch));
+            }
             lease.finish(Outcome::Crashed);
             return Err(err);
         }
         Err(_) => {
             invocation.record.timed_out = true;
-            lease.finish(Outcome::Stuck);
+            // A worker still waiting for the client's upload is not stuck: it gets
+            // a new connection for its next request.
+            let uploading = body_watch.is_some_and(|watch| !watch.finished());
+            lease.finish(if uploading {
+                Outcome::Abandoned
+            } else {
+                Outcome::Stuck
+            });
             return Err(InvokeError::Timeout {
                 file,
                 after: invocation.route.function.settings.timeout,

@@ -327,11 +327,37 @@ pub async fn invoke(lease: Lease, mut invocation: Invocation) -> Result<Reply, I
     let file = invocation.route.function.file.relative.clone();
     invocation.record.pid = Some(lease.worker().pid);
     invocation.record.cold = Some(lease.cold);
-    let body =
-        std::mem::replace(&mut invocation.body, crate::invoke::RequestBody::Empty).into_body();
-    let body = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .map_err(|err| InvokeError::BodyRead(err.to_string()))?;
+    let body = std::mem::replace(&mut invocation.body, crate::invoke::RequestBody::Empty);
+    let body_watch = body.watch();
+    // The event holds the whole body, so it is received before the worker hears
+    // of the request; a client that breaks off, stalls or is still uploading at
+    // the deadline leaves the worker untouched.
+    let received = tokio::time::timeout_at(
+        invocation.deadline,
+        axum::body::to_bytes(body.into_body(), usize::MAX),
+    )
+    .await;
+    let body = match received {
+        Ok(Ok(body)) => body,
+        Ok(Err(err)) => {
+            lease.finish(Outcome::Abandoned);
+            let fault = body_watch
+                .as_ref()
+                .and_then(|seen| Some((seen.fault()?, seen)));
+            return Err(match fault {
+                Some((fault, seen)) => fault.report(&mut invocation.record, seen),
+                None => InvokeError::BodyRead(err.to_string()),
+            });
+        }
+        Err(_) => {
+            lease.finish(Outcome::Abandoned);
+            invocation.record.timed_out = true;
+            return Err(InvokeError::Timeout {
+                file,
+                after: invocation.route.function.settings.timeout,
+            });
+        }
+    };
     let request_id = invocation.request_id.clone();
     let payload = Bytes::from(event(&invocation, &body).to_string());
     let Some(runtime) = lease.worker().runtime.as_ref() else {
