@@ -14,7 +14,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -67,7 +67,6 @@ pub struct BodyWatch(Arc<Watched>);
 struct Watched {
     fault: OnceLock<BodyFault>,
     received: AtomicU64,
-    finished: AtomicBool,
 }
 
 impl BodyWatch {
@@ -79,11 +78,6 @@ impl BodyWatch {
     /// Body bytes received from the client so far.
     pub fn received(&self) -> u64 {
         self.0.received.load(Ordering::Relaxed)
-    }
-
-    /// Whether the client has sent the whole body.
-    pub fn finished(&self) -> bool {
-        self.0.finished.load(Ordering::Relaxed)
     }
 }
 
@@ -164,10 +158,7 @@ impl http_body::Body for WatchedBody {
                 return Poll::Ready(Some(Ok(frame)));
             }
             Poll::Ready(Some(Err(err))) => BodyFault::Broken(with_causes(&err)),
-            Poll::Ready(None) => {
-                this.watch.0.finished.store(true, Ordering::Relaxed);
-                return Poll::Ready(None);
-            }
+            Poll::Ready(None) => return Poll::Ready(None),
         };
         let _ = this.watch.0.fault.set(fault.clone());
         Poll::Ready(Some(Err(Box::new(fault))))
@@ -223,7 +214,6 @@ mod tests {
             matches!(watch.fault(), Some(BodyFault::Stalled(after)) if after == Duration::from_secs(5))
         );
         assert_eq!(watch.received(), 6);
-        assert!(!watch.finished());
         drop(tx);
     }
 
@@ -254,7 +244,6 @@ mod tests {
         let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
         assert_eq!(bytes, "hello");
         assert!(watch.fault().is_none());
-        assert!(watch.finished());
         assert_eq!(watch.received(), 5);
     }
 }

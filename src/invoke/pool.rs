@@ -134,9 +134,9 @@ pub enum Outcome {
     Stuck,
     /// The worker died or broke the protocol.
     Crashed,
-    /// The client broke off or stalled its upload (or was still uploading at the
-    /// deadline): the request never reached the worker whole, which says nothing
-    /// about the worker's health.
+    /// The client broke off or stalled its upload: the request never reached the
+    /// worker whole (and its connection is closed), which says nothing about the
+    /// worker's health.
     Abandoned,
 }
 

@@ -178,14 +178,10 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
         }
         Err(_) => {
             invocation.record.timed_out = true;
-            // A worker still waiting for the client's upload is not stuck: it gets
-            // a new connection for its next request.
-            let uploading = body_watch.is_some_and(|watch| !watch.finished());
-            lease.finish(if uploading {
-                Outcome::Abandoned
-            } else {
-                Outcome::Stuck
-            });
+            // Even when the client is the slow one (its upload unfinished), the
+            // worker is replaced: the request is still in flight on its
+            // connection, and only stopping the worker ends it for certain.
+            lease.finish(Outcome::Stuck);
             return Err(InvokeError::Timeout {
                 file,
                 after: invocation.route.function.settings.timeout,
