@@ -145,6 +145,56 @@ async fn node_signature_with_vercel_helpers() {
 }
 
 #[tokio::test]
+async fn a_node_handler_can_read_the_raw_body_as_a_stream_beside_req_body() {
+    let server = server(&["--timeout", "5s"]);
+    let c = client();
+    let json = send_json(
+        c.post(server.url("/api/raw-body"))
+            .json(&serde_json::json!({ "event": "paid" })),
+    )
+    .await;
+    assert_eq!(json["length"], 16);
+    assert_eq!(json["body"]["event"], "paid");
+    // Large enough to arrive in many pieces, and sent both ways a client may.
+    let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let adler32 = {
+        let (mut a, mut b) = (1u64, 0u64);
+        for byte in &bytes {
+            a = (a + u64::from(*byte)) % 65521;
+            b = (b + a) % 65521;
+        }
+        b * 65536 + a
+    };
+    for path in ["/api/raw-body", "/api/raw-body?iter"] {
+        let sized = send_json(
+            c.post(server.url(path))
+                .header("Content-Type", "application/octet-stream")
+                .body(bytes.clone()),
+        )
+        .await;
+        assert_eq!(sized["length"], 3_000_000, "{path}");
+        assert_eq!(sized["adler32"], adler32, "{path}");
+        assert_eq!(sized["body"], "buffer:3000000", "{path}");
+        let chunked = reqwest::Body::wrap_stream(futures_util::stream::iter(
+            bytes
+                .chunks(100_000)
+                .map(|chunk| Ok::<_, std::io::Error>(chunk.to_vec()))
+                .collect::<Vec<_>>(),
+        ));
+        let streamed = send_json(
+            c.post(server.url(path))
+                .header("Content-Type", "application/octet-stream")
+                .body(chunked),
+        )
+        .await;
+        assert_eq!(streamed["adler32"], adler32, "{path}");
+    }
+    // An empty POST still ends.
+    let empty = send_json(c.post(server.url("/api/raw-body"))).await;
+    assert_eq!(empty["length"], 0);
+}
+
+#[tokio::test]
 async fn a_thrown_error_is_a_500_and_the_worker_survives() {
     let server = server(&[]);
     let (_, before) = json(&server, "/api/web").await;

@@ -58,12 +58,37 @@ function errorResponse(res, req, status, message) {
     : `${status}: ${message}\nrequest id: ${id}\n`);
 }
 
+// Reads the whole body for req.body, and leaves it in req, still unread: as on
+// Vercel, a handler may read the request as a stream too ('data' and 'end', `for
+// await`, pipe, raw-body). Reading it out and handing it back before 'end' is what
+// keeps req a live stream; once 'end' has been emitted, a handler waiting for it
+// would wait until its timeout.
 function readBody(req) {
+  // An empty body, already complete: nothing to read, and reading would end req.
+  if (req.complete && req.readableLength === 0) return Promise.resolve(Buffer.alloc(0));
   return new Promise((resolve, reject) => {
     const chunks = [];
-    req.on('data', (chunk) => chunks.push(chunk));
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
+    const done = (err) => {
+      req.off('readable', take);
+      req.off('end', done);
+      req.off('error', done);
+      if (err) return reject(err);
+      const body = Buffer.concat(chunks);
+      // Synchronously after the last read(): 'end' is due on the next tick, and
+      // does not come while data is buffered again.
+      if (body.length && !req.readableEnded) req.unshift(body);
+      resolve(body);
+    };
+    const take = () => {
+      // Only what is buffered: one read() past the last byte would end the stream.
+      let chunk;
+      while (req.readableLength > 0 && (chunk = req.read()) !== null) chunks.push(chunk);
+      if (req.complete) done();
+    };
+    req.on('readable', take);
+    // Only if the stream ended before it could be read (an empty body).
+    req.on('end', done);
+    req.on('error', done);
   });
 }
 
