@@ -106,7 +106,7 @@ pub struct ServeFlags {
     #[arg(long, env = "WATCHDOG_QUEUE_TIMEOUT", value_parser = parse_duration, help_heading = "Limits")]
     pub queue_timeout: Option<Duration>,
     /// Longest pause inside a request body before the upload is abandoned: the
-    /// function is stopped and the client answered 408 [default: 30s].
+    /// function is stopped and the client answered 408 [default: 10s].
     #[arg(long, env = "WATCHDOG_BODY_IDLE_TIMEOUT", value_parser = parse_duration, help_heading = "Limits")]
     pub body_idle_timeout: Option<Duration>,
     /// `NAME=VALUE` passed to every function; repeatable (one pair per line in WATCHDOG_ENV).

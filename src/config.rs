@@ -22,7 +22,7 @@ pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
 pub const DEFAULT_MAX_BODY: u64 = 32 * 1024 * 1024;
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 256;
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Variables of watchdog's own environment every function gets (CONTRACT §3).

@@ -102,6 +102,8 @@ pub enum InvokeError {
     BodyRead(String),
     #[error("the request body stalled: no data for {after:?}")]
     BodyIdle { after: std::time::Duration },
+    #[error("the request body was still arriving when the invocation's {after:?} timeout ran out")]
+    BodyTimeout { after: std::time::Duration },
     #[error("the invocation ended unexpectedly (an internal error); see the log")]
     Internal,
 }
@@ -123,7 +125,9 @@ impl InvokeError {
             InvokeError::Crashed { .. } | InvokeError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            InvokeError::BodyIdle { .. } => StatusCode::REQUEST_TIMEOUT,
+            InvokeError::BodyIdle { .. } | InvokeError::BodyTimeout { .. } => {
+                StatusCode::REQUEST_TIMEOUT
+            }
         }
     }
 
@@ -153,7 +157,13 @@ impl InvokeError {
             }
             InvokeError::Crashed { .. } => Some("fix the function and save its file: that restarts its pool".into()),
             InvokeError::Overloaded { .. } => Some("retry later, or raise `max` in its `warm` settings".into()),
-            InvokeError::BodyIdle { .. } => Some("send the body without long pauses".into()),
+            InvokeError::BodyIdle { .. } => Some(
+                "send the body without pauses longer than --body-idle-timeout, or raise it".into(),
+            ),
+            InvokeError::BodyTimeout { .. } => Some(
+                "send the body faster, or raise the timeout (--timeout, or `timeout` in the function's watchdog.toml section)"
+                    .into(),
+            ),
             InvokeError::HeadersTooLarge => {
                 Some("send smaller headers (cookies especially)".into())
             }

@@ -292,6 +292,40 @@ async fn an_upload_that_stalls_is_answered_408_and_never_handed_to_the_function(
     assert!(answer.contains("\r\n30 bytes\n"), "{answer}");
 }
 
+#[tokio::test]
+async fn a_function_slow_to_read_its_body_is_not_taken_for_a_stalled_client() {
+    let server = server(&["--body-idle-timeout", "500ms"]);
+    // Far more than the pipe and socket buffers hold: the client waits on the
+    // function for longer than the idle timeout.
+    let body = vec![b'x'; 8_000_000];
+    let response = client()
+        .post(server.url("/api/slow-reader"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "8000000 bytes\n");
+}
+
+#[tokio::test]
+async fn an_upload_still_arriving_at_the_timeout_is_answered_408() {
+    let server = server(&["--timeout", "1s", "--body-idle-timeout", "5s"]);
+    let mut stream = common::start_upload(server.addr, "/api/upload-counter", "late-1", 1000, 10);
+    // Steady but slow: never idle for long, never done in time.
+    common::trickle(&mut stream, 8, Duration::from_millis(250));
+    let answer = common::read_answer(&mut stream);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("still arriving"), "{answer}");
+    let line = server.log_line("invocation request_id=late-1 ", Duration::from_secs(5));
+    assert!(
+        line.contains("status=408") && line.contains("timed_out=true"),
+        "{line}"
+    );
+    assert!(!server.log().contains("stdin ended after"));
+    server.assert_no_children();
+}
+
 /// Waits for the function's 200 head on an upload; dropping the stream then
 /// breaks the upload off.
 fn answered_200(mut stream: std::net::TcpStream) -> std::net::TcpStream {

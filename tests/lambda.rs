@@ -176,13 +176,9 @@ done
 }
 
 #[tokio::test]
-async fn a_stalled_upload_is_answered_408_and_the_worker_kept() {
-    use std::io::Write;
+async fn a_stalled_upload_holds_no_worker_and_is_answered_408() {
     let project = project(", max = 1");
-    let server = TestServer::start(
-        &project.path().join("api"),
-        &["--body-idle-timeout", "500ms"],
-    );
+    let server = TestServer::start(&project.path().join("api"), &["--body-idle-timeout", "4s"]);
     let pid_of = |answer: serde_json::Value| answer["pid"].clone();
     let get = || async {
         client()
@@ -195,13 +191,17 @@ async fn a_stalled_upload_is_answered_408_and_the_worker_kept() {
             .unwrap()
     };
     let before = pid_of(get().await);
-    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
-    stream
-        .write_all(b"POST /api/hello-lambda HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\nX-Request-Id: lstall-1\r\n\r\nhalf")
-        .unwrap();
+    let mut stream = common::start_upload(server.addr, "/api/hello-lambda", "lstall-1", 1000, 4);
+    // While that upload stalls, the only worker still serves.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(pid_of(get().await), before, "the worker was kept");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the stalled upload held the worker"
+    );
     let answer = common::read_answer(&mut stream);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert_eq!(pid_of(get().await), before, "the worker was kept");
     let line = server.log_line("invocation request_id=lstall-1 ", Duration::from_secs(5));
     assert!(
         line.contains("status=408") && line.contains("bytes_in=4 "),

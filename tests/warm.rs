@@ -164,10 +164,16 @@ async fn uploads_a_client_breaks_off_or_stalls_are_not_blamed_on_the_worker() {
     let project = project(&[("counter", "max = 1")]);
     let server = TestServer::start(&api(&project), &["--body-idle-timeout", "500ms"]);
     let (_, before) = call(&server, "/api/counter").await;
-    // More broken-off uploads than the crash loop allows (5 within a minute).
+    // More broken-off uploads than the crash loop allows (5 within a minute),
+    // half of them to a worker that answers before it reads the body.
     for n in 0..6 {
         let request_id = format!("cut-{n}");
-        let stream = common::start_upload(server.addr, "/api/counter", &request_id, 1000, 100);
+        let path = if n % 2 == 0 {
+            "/api/counter"
+        } else {
+            "/api/counter?early"
+        };
+        let stream = common::start_upload(server.addr, path, &request_id, 1000, 100);
         // Let the request reach the worker, then break the upload off.
         std::thread::sleep(Duration::from_millis(100));
         drop(stream);
@@ -194,6 +200,26 @@ async fn uploads_a_client_breaks_off_or_stalls_are_not_blamed_on_the_worker() {
     let line = server.log_line("invocation request_id=cut-0 ", Duration::from_secs(1));
     assert!(line.contains("client_gone=true"), "{line}");
     assert!(line.contains("bytes_in=100 "), "{line}");
+}
+
+#[tokio::test]
+async fn an_upload_still_arriving_at_the_timeout_is_a_408_and_the_worker_is_kept() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &["--timeout", "1s"]);
+    let (_, before) = call(&server, "/api/counter").await;
+    let mut stream = common::start_upload(server.addr, "/api/counter", "late-1", 1000, 10);
+    // Steady but slow: never idle for long, never done in time.
+    common::trickle(&mut stream, 8, Duration::from_millis(250));
+    let answer = common::read_answer(&mut stream);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let (status, after) = call(&server, "/api/counter").await;
+    assert_eq!(status, 200);
+    assert_eq!(before["pid"], after["pid"], "the worker was kept");
+    assert!(
+        !server.log().contains("killing a worker"),
+        "{}",
+        server.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

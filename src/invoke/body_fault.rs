@@ -14,13 +14,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
@@ -41,16 +42,13 @@ pub enum BodyFault {
 }
 
 impl BodyFault {
-    /// The error the client is answered with (if it is still there to hear it),
-    /// noted in the invocation's log record: a stall is answered 408, a client
-    /// that broke off is gone.
-    pub fn report(self, record: &mut InvocationRecord, watch: &BodyWatch) -> InvokeError {
+    /// The error to answer with, if the client is still there to hear it. Notes in
+    /// the invocation's log record the bytes actually received and, for a client
+    /// that broke off, that it is gone; the caller sets the status if it answers.
+    pub fn into_error(self, record: &mut InvocationRecord, watch: &BodyWatch) -> InvokeError {
         record.bytes_in = watch.received();
         match self {
-            BodyFault::Stalled(after) => {
-                record.status = Some(InvokeError::BodyIdle { after }.status().as_u16());
-                InvokeError::BodyIdle { after }
-            }
+            BodyFault::Stalled(after) => InvokeError::BodyIdle { after },
             BodyFault::Broken(cause) => {
                 record.client_gone = true;
                 InvokeError::BodyRead(cause)
@@ -67,6 +65,12 @@ pub struct BodyWatch(Arc<Watched>);
 struct Watched {
     fault: OnceLock<BodyFault>,
     received: AtomicU64,
+    /// The body is being read and the client has not sent the next bytes yet.
+    awaiting_client: AtomicBool,
+    /// Set at the deadline: the body ends with an error at its next poll.
+    cut_off: AtomicBool,
+    /// Whoever reads the body, to be woken for the cut-off.
+    reader: AtomicWaker,
 }
 
 impl BodyWatch {
@@ -79,6 +83,19 @@ impl BodyWatch {
     pub fn received(&self) -> u64 {
         self.0.received.load(Ordering::Relaxed)
     }
+
+    /// At the invocation's deadline: if it was the client's upload being waited
+    /// for (not a function slow to read it), the body is cut off, so whatever
+    /// carries it (a worker's connection) closes, and the error to answer is a
+    /// 408 rather than the function's timeout. `timeout` is the one that ran out.
+    pub fn cut_off_if_awaited(&self, timeout: Duration) -> Option<InvokeError> {
+        if !self.0.awaiting_client.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.0.cut_off.store(true, Ordering::Relaxed);
+        self.0.reader.wake();
+        Some(InvokeError::BodyTimeout { after: timeout })
+    }
 }
 
 /// Wraps a request body of `length` bytes: a pause longer than `idle` ends it with
@@ -87,9 +104,11 @@ pub fn watch(body: Body, length: Option<u64>, idle: Duration) -> (Body, BodyWatc
     let watch = BodyWatch::default();
     let watched = WatchedBody {
         inner: body,
-        idle,
-        waiting_since: None,
-        timer: None,
+        pause: PauseTimer {
+            idle,
+            waiting_since: None,
+            timer: None,
+        },
         length,
         watch: watch.clone(),
     };
@@ -104,20 +123,29 @@ pub fn watch(body: Body, length: Option<u64>, idle: Duration) -> (Body, BodyWatc
 /// moved on only when it fires early.
 struct WatchedBody {
     inner: Body,
+    pause: PauseTimer,
+    length: Option<u64>,
+    watch: BodyWatch,
+}
+
+/// Times the client's pause between body bytes.
+struct PauseTimer {
     idle: Duration,
     /// Since when the next frame has been awaited (`None` right after one):
     /// the pause is timed only while the body is being read, so a function
     /// that is slow to drain its stdin does not make the client look stalled.
     waiting_since: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
-    length: Option<u64>,
-    watch: BodyWatch,
 }
 
-impl WatchedBody {
+impl PauseTimer {
     /// Ready once the pause has lasted `idle`.
-    fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let due = *self.waiting_since.get_or_insert_with(Instant::now) + self.idle;
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let since = *self.waiting_since.get_or_insert_with(Instant::now);
+        // An idle timeout too long to add to the clock never fires.
+        let Some(due) = since.checked_add(self.idle) else {
+            return Poll::Pending;
+        };
         let timer = self
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
@@ -141,17 +169,28 @@ impl http_body::Body for WatchedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        let watched = &this.watch.0;
+        if watched.cut_off.load(Ordering::Relaxed) {
+            watched.awaiting_client.store(false, Ordering::Relaxed);
+            return Poll::Ready(Some(Err(
+                "the request body was cut off at the invocation's deadline".into(),
+            )));
+        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        watched
+            .awaiting_client
+            .store(polled.is_pending(), Ordering::Relaxed);
         let fault = match polled {
             Poll::Pending => {
-                ready!(this.poll_stalled(cx));
-                BodyFault::Stalled(this.idle)
+                watched.reader.register(cx.waker());
+                ready!(this.pause.poll_expired(cx));
+                watched.awaiting_client.store(false, Ordering::Relaxed);
+                BodyFault::Stalled(this.pause.idle)
             }
             Poll::Ready(Some(Ok(frame))) => {
-                this.waiting_since = None;
+                this.pause.waiting_since = None;
                 if let Some(data) = frame.data_ref() {
-                    this.watch
-                        .0
+                    watched
                         .received
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
@@ -160,8 +199,12 @@ impl http_body::Body for WatchedBody {
             Poll::Ready(Some(Err(err))) => BodyFault::Broken(with_causes(&err)),
             Poll::Ready(None) => return Poll::Ready(None),
         };
-        let _ = this.watch.0.fault.set(fault.clone());
+        let _ = watched.fault.set(fault.clone());
         Poll::Ready(Some(Err(Box::new(fault))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -236,6 +279,29 @@ mod tests {
             matches!(watch.fault(), Some(BodyFault::Broken(cause)) if cause.contains("peer reset"))
         );
         assert_eq!(watch.received(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_deadline_cuts_off_only_a_body_awaited_from_the_client() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let inner = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let (body, watch) = watch(inner, Some(10), Duration::from_secs(60));
+        let mut stream = body.into_data_stream();
+        tx.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
+        assert_eq!(stream.next().await.unwrap().unwrap(), "abc");
+        // Not being read (a function slow to drain its stdin): not the client's fault.
+        assert!(watch.cut_off_if_awaited(Duration::from_secs(1)).is_none());
+        // Being read, with nothing from the client: the body is cut off.
+        let reader = tokio::spawn(async move { stream.next().await.map(|item| item.is_err()) });
+        tokio::task::yield_now().await;
+        let error = watch.cut_off_if_awaited(Duration::from_secs(1));
+        assert!(
+            matches!(error, Some(InvokeError::BodyTimeout { .. })),
+            "{error:?}"
+        );
+        assert_eq!(reader.await.unwrap(), Some(true));
+        assert_eq!(watch.received(), 3);
+        drop(tx);
     }
 
     #[tokio::test]

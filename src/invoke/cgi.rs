@@ -289,7 +289,7 @@ impl Driver {
                 () = head_closed(&mut head_tx) => Event::End(End::ClientGone),
                 broken = body_broke(&mut body_broken) => match broken {
                     Ok(stdin) => {
-                        _held_stdin = stdin;
+                        _held_stdin = Some(stdin);
                         Event::End(End::BodyFault)
                     }
                     Err(_) => {
@@ -474,11 +474,17 @@ impl Driver {
             }
             End::TimedOut => {
                 self.record.timed_out = true;
+                // Waiting on the client's upload, not on the function: a 408.
+                let late_body = self.body_watch.as_ref().and_then(|watch| {
+                    let error = watch.cut_off_if_awaited(self.timeout)?;
+                    self.record.bytes_in = watch.received();
+                    Some(error)
+                });
                 let status = self.stop_group(None).await;
-                let error = InvokeError::Timeout {
+                let error = late_body.unwrap_or_else(|| InvokeError::Timeout {
                     file: self.file.clone(),
                     after: self.timeout,
-                };
+                });
                 if head_tx.is_some() {
                     self.record.status = Some(error.status().as_u16());
                     send_head(&mut head_tx, Err(error));
@@ -496,11 +502,12 @@ impl Driver {
                 let fault = watch
                     .fault()
                     .unwrap_or_else(|| BodyFault::Broken("it ended early".into()));
-                let error = fault.report(&mut self.record, &watch);
+                let error = fault.into_error(&mut self.record, &watch);
                 // A client that stalled hears why, unless the function had answered
                 // already (its body is then cut off); for one that broke off, the
                 // reason is logged.
                 if head_tx.is_some() {
+                    self.record.status = Some(error.status().as_u16());
                     send_head(&mut head_tx, Err(error));
                 }
                 status
@@ -710,7 +717,7 @@ async fn head_closed(head_tx: &mut Option<HeadSender>) {
 /// Resolves when the request body's pump has ended: `Ok` if the body broke off.
 async fn body_broke(
     body_broken: &mut Option<stdin::BodyBroken>,
-) -> Result<Option<tokio::net::unix::pipe::Sender>, oneshot::error::RecvError> {
+) -> Result<tokio::net::unix::pipe::Sender, oneshot::error::RecvError> {
     match body_broken {
         Some(rx) => rx.await,
         None => std::future::pending().await,

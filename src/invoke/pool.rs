@@ -93,10 +93,17 @@ impl Invoker for PoolInvoker {
     fn invoke(&self, invocation: Invocation) -> InvokeFuture {
         let pool = self.pool(&invocation.route.function);
         Box::pin(async move {
-            let lease = pool.acquire(invocation.deadline).await?;
             match pool.config.protocol {
-                WarmProtocol::Http => http::forward(lease, invocation).await,
-                WarmProtocol::Lambda => lambda::invoke(lease, invocation).await,
+                WarmProtocol::Http => {
+                    let lease = pool.acquire(invocation.deadline).await?;
+                    http::forward(lease, invocation).await
+                }
+                WarmProtocol::Lambda => {
+                    let mut invocation = invocation;
+                    let body = lambda::receive_body(&mut invocation).await?;
+                    let lease = pool.acquire(invocation.deadline).await?;
+                    lambda::invoke(lease, invocation, body).await
+                }
             }
         })
     }

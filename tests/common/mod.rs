@@ -297,6 +297,17 @@ pub fn start_upload(
     stream
 }
 
+/// Keeps an upload going, steadily but slowly: `pieces` of 10 bytes, `every`
+/// apart, or until the server stops taking them.
+pub fn trickle(stream: &mut TcpStream, pieces: usize, every: Duration) {
+    for _ in 0..pieces {
+        std::thread::sleep(every);
+        if stream.write_all(&[b'x'; 10]).is_err() {
+            break;
+        }
+    }
+}
+
 /// Reads what the server sends on `stream` until it closes the connection (at
 /// most 10 s).
 pub fn read_answer(stream: &mut TcpStream) -> String {

@@ -32,10 +32,10 @@ use crate::process::pipe;
 const LARGE_BODY: u64 = 64 * 1024;
 const LARGE_BODY_PIPE_BYTES: usize = 256 * 1024;
 
-/// Resolves with the function's stdin, still open (`None` once the function had
-/// stopped reading), if the request body broke off or stalled; fails once the
-/// body has ended normally.
-pub type BodyBroken = oneshot::Receiver<Option<ChildStdin>>;
+/// Resolves with the function's stdin, still open, if the request body broke off
+/// or stalled while the function was reading it; fails once the body has ended
+/// otherwise.
+pub type BodyBroken = oneshot::Receiver<ChildStdin>;
 
 /// Starts the pump; it ends when the body is written (stdin is then closed, the
 /// function sees EOF), when it cannot be, or when the body breaks off or stalls
@@ -60,11 +60,7 @@ pub fn spawn(stdin: ChildStdin, body: RequestBody, deadline: tokio::time::Instan
     broken_rx
 }
 
-async fn pump(
-    mut stdin: ChildStdin,
-    body: RequestBody,
-    broken: oneshot::Sender<Option<ChildStdin>>,
-) {
+async fn pump(mut stdin: ChildStdin, body: RequestBody, broken: oneshot::Sender<ChildStdin>) {
     match body {
         RequestBody::Empty => {}
         RequestBody::Streaming { body, .. } => stream(stdin, body, broken).await,
@@ -84,13 +80,17 @@ async fn pump(
     }
 }
 
-async fn stream(stdin: ChildStdin, body: Body, broken: oneshot::Sender<Option<ChildStdin>>) {
+async fn stream(stdin: ChildStdin, body: Body, broken: oneshot::Sender<ChildStdin>) {
     let mut chunks = body.into_data_stream();
     let mut stdin = Some(stdin);
     while let Some(chunk) = chunks.next().await {
         let Ok(chunk) = chunk else {
-            // A driver already gone has nothing left to stop.
-            let _ = broken.send(stdin);
+            // Once the function has closed its stdin, the rest of the body was only
+            // being drained: it cannot mistake a short body for a whole one, and
+            // is left to finish. A driver already gone has nothing left to stop.
+            if let Some(pipe) = stdin {
+                let _ = broken.send(pipe);
+            }
             return;
         };
         if let Some(pipe) = stdin.as_mut()

@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use super::worker::HttpConnection;
 use super::{Lease, Outcome, Worker};
 use crate::config::Settings;
+use crate::invoke::body_fault::BodyWatch;
 use crate::invoke::{Invocation, InvokeError, Reply};
 use crate::limits::Limiter;
 use crate::observability::InvocationRecord;
@@ -167,24 +168,35 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
         Ok(Err(err)) => {
             // The request broke off because the client's upload did: the worker
             // is not to blame.
-            if let Some(watch) = body_watch
+            if let Some(watch) = &body_watch
                 && let Some(fault) = watch.fault()
             {
                 lease.finish(Outcome::Abandoned);
-                return Err(fault.report(&mut invocation.record, &watch));
+                let error = fault.into_error(&mut invocation.record, watch);
+                invocation.record.status = Some(error.status().as_u16());
+                return Err(error);
             }
             lease.finish(Outcome::Crashed);
             return Err(err);
         }
         Err(_) => {
             invocation.record.timed_out = true;
-            // Even when the client is the slow one (its upload unfinished), the
-            // worker is replaced: the request is still in flight on its
-            // connection, and only stopping the worker ends it for certain.
+            let timeout = invocation.route.function.settings.timeout;
+            // The worker was waiting for the client's upload: cutting the body off
+            // closes that connection, and the worker is kept. Otherwise it is
+            // stuck, and replaced.
+            if let Some(watch) = &body_watch
+                && let Some(error) = watch.cut_off_if_awaited(timeout)
+            {
+                lease.finish(Outcome::Abandoned);
+                invocation.record.bytes_in = watch.received();
+                invocation.record.status = Some(error.status().as_u16());
+                return Err(error);
+            }
             lease.finish(Outcome::Stuck);
             return Err(InvokeError::Timeout {
                 file,
-                after: invocation.route.function.settings.timeout,
+                after: timeout,
             });
         }
     };
@@ -199,6 +211,7 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
         lease: Some(lease),
         deadline: Box::pin(tokio::time::sleep_until(deadline)),
         record: Some(invocation.record),
+        body_watch,
     };
     Ok(Reply::Response(Response::from_parts(
         parts,
@@ -287,6 +300,9 @@ struct LeasedBody {
     lease: Option<Lease>,
     deadline: Pin<Box<tokio::time::Sleep>>,
     record: Option<InvocationRecord>,
+    /// The request body, which may still be streaming to the worker while it
+    /// answers (an echo, an early refusal).
+    body_watch: Option<BodyWatch>,
 }
 
 impl LeasedBody {
@@ -348,7 +364,22 @@ impl http_body::Body for LeasedBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(err))) => {
-                self.finish(Outcome::Crashed);
+                // hyper reports a request body that broke off mid-answer as a
+                // broken connection: the client's doing, not the worker's.
+                let fault = self
+                    .body_watch
+                    .clone()
+                    .and_then(|watch| Some((watch.fault()?, watch)));
+                let outcome = match (fault, self.record.as_mut()) {
+                    (Some((fault, watch)), Some(record)) => {
+                        // Only noted: the response is under way.
+                        let _ = fault.into_error(record, &watch);
+                        Outcome::Abandoned
+                    }
+                    (Some(_), None) => Outcome::Abandoned,
+                    (None, _) => Outcome::Crashed,
+                };
+                self.finish(outcome);
                 Poll::Ready(Some(Err(std::io::Error::other(err))))
             }
             Poll::Ready(None) => {

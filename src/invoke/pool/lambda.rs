@@ -318,46 +318,55 @@ pub async fn start(
     }
 }
 
-/// Runs one request on the lent worker.
+/// Receives the whole request body for the event. It runs before a worker is
+/// taken, so a slow, stalled or broken-off upload holds no worker.
 ///
 /// # Errors
-/// 504 on timeout (the worker is killed and replaced), 502 when the worker fails
-/// or reports an error.
-pub async fn invoke(lease: Lease, mut invocation: Invocation) -> Result<Reply, InvokeError> {
-    let file = invocation.route.function.file.relative.clone();
-    invocation.record.pid = Some(lease.worker().pid);
-    invocation.record.cold = Some(lease.cold);
+/// 408 when the body stalls or is still arriving at the deadline, 400 when it
+/// breaks off.
+pub async fn receive_body(invocation: &mut Invocation) -> Result<Bytes, InvokeError> {
     let body = std::mem::replace(&mut invocation.body, crate::invoke::RequestBody::Empty);
     let body_watch = body.watch();
-    // The event holds the whole body, so it is received before the worker hears
-    // of the request; a client that breaks off, stalls or is still uploading at
-    // the deadline leaves the worker untouched.
     let received = tokio::time::timeout_at(
         invocation.deadline,
         axum::body::to_bytes(body.into_body(), usize::MAX),
     )
     .await;
-    let body = match received {
-        Ok(Ok(body)) => body,
-        Ok(Err(err)) => {
-            lease.finish(Outcome::Abandoned);
-            let fault = body_watch
-                .as_ref()
-                .and_then(|seen| Some((seen.fault()?, seen)));
-            return Err(match fault {
-                Some((fault, seen)) => fault.report(&mut invocation.record, seen),
-                None => InvokeError::BodyRead(err.to_string()),
-            });
-        }
+    let record = &mut invocation.record;
+    let error = match received {
+        Ok(Ok(body)) => return Ok(body),
+        Ok(Err(err)) => match body_watch
+            .as_ref()
+            .and_then(|watch| Some((watch.fault()?, watch)))
+        {
+            Some((fault, watch)) => fault.into_error(record, watch),
+            None => InvokeError::BodyRead(err.to_string()),
+        },
         Err(_) => {
-            lease.finish(Outcome::Abandoned);
-            invocation.record.timed_out = true;
-            return Err(InvokeError::Timeout {
-                file,
+            record.timed_out = true;
+            record.bytes_in = body_watch.map_or(0, |watch| watch.received());
+            InvokeError::BodyTimeout {
                 after: invocation.route.function.settings.timeout,
-            });
+            }
         }
     };
+    record.status = Some(error.status().as_u16());
+    Err(error)
+}
+
+/// Runs one request, its body already received, on the lent worker.
+///
+/// # Errors
+/// 504 on timeout (the worker is killed and replaced), 502 when the worker fails
+/// or reports an error.
+pub async fn invoke(
+    lease: Lease,
+    mut invocation: Invocation,
+    body: Bytes,
+) -> Result<Reply, InvokeError> {
+    let file = invocation.route.function.file.relative.clone();
+    invocation.record.pid = Some(lease.worker().pid);
+    invocation.record.cold = Some(lease.cold);
     let request_id = invocation.request_id.clone();
     let payload = Bytes::from(event(&invocation, &body).to_string());
     let Some(runtime) = lease.worker().runtime.as_ref() else {
