@@ -147,8 +147,20 @@ pub enum LogFormat {
 
 /// humantime durations: `500ms`, `30s`, `2m`, `1h 30m`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value).map_err(|err| format!("{err} (examples: 500ms, 30s, 2m)"))
+    let duration = humantime::parse_duration(value)
+        .map_err(|err| format!("{err} (examples: 500ms, 30s, 2m)"))?;
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "longer than the {} watchdog accepts (examples: 500ms, 30s, 2m)",
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(duration)
 }
+
+/// The longest timeout or grace period accepted: a deadline is the clock plus
+/// the duration, and one past the clock's range would panic on every request.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 
 /// Sizes: `32MiB`, `10MB`, `512k`, `1048576`.
 pub fn parse_size(value: &str) -> Result<u64, String> {
@@ -207,6 +219,9 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3650days").is_ok());
+        let too_long = parse_duration("300000000000y").unwrap_err();
+        assert!(too_long.contains("longer than"), "{too_long}");
         assert!(parse_env_pair("A=b=c").is_ok_and(|(n, v)| n == "A" && v == "b=c"));
         assert!(parse_env_pair("1A=x").is_err());
     }

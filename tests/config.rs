@@ -326,3 +326,36 @@ fn a_zero_body_idle_timeout_is_refused_by_name() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("body_idle_timeout"), "{stderr}");
 }
+
+#[test]
+fn durations_past_the_clock_are_refused_at_start_up() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(project.path().join("api")).unwrap();
+    let start = |flags: &[&str]| {
+        let out = watchdog()
+            .arg("serve")
+            .arg(project.path().join("api"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(flags)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = start(&["--timeout", "300000000000y"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--timeout") && stderr.contains("longer than"),
+        "{stderr}"
+    );
+    std::fs::write(
+        project.path().join("vercel.json"),
+        r#"{ "functions": { "api/x.sh": { "maxDuration": 1e300 } } }"#,
+    )
+    .unwrap();
+    let (code, stderr) = start(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("maxDuration"), "{stderr}");
+}

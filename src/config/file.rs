@@ -293,13 +293,17 @@ pub fn vercel_sections(document_root: &Path) -> Result<Vec<(String, FunctionSect
         let Some(max) = settings.get("maxDuration") else {
             continue;
         };
-        let seconds = max.as_f64().filter(|s| *s > 0.0).ok_or_else(|| FileError {
-            file: path.display().to_string(),
-            line: line_of(&source, glob),
-            message: format!(
-                "`functions.\"{glob}\".maxDuration`: expected a positive number of seconds"
-            ),
-        })?;
+        let longest = crate::cli::MAX_DURATION.as_secs_f64();
+        let seconds = max
+            .as_f64()
+            .filter(|s| *s > 0.0 && *s <= longest)
+            .ok_or_else(|| FileError {
+                file: path.display().to_string(),
+                line: line_of(&source, glob),
+                message: format!(
+                    "`functions.\"{glob}\".maxDuration`: expected a positive number of seconds, at most {longest}"
+                ),
+            })?;
         let relative = glob.trim_start_matches("./");
         let Some(relative) = relative.strip_prefix(&format!("{folder}/")) else {
             tracing::debug!(%glob, "vercel.json function pattern is outside DIR; ignored");
