@@ -249,6 +249,13 @@ const server = http.createServer((req, res) => {
         errorResponse(res, req, err.status, err.message);
         return;
       }
+      if (err && err.code === 'ECONNRESET' && !req.complete) {
+        // The upload broke off (watchdog logs the client as gone): not the
+        // handler's fault, and no stack is worth logging.
+        console.error('the request body broke off before it was whole');
+        res.destroy();
+        return;
+      }
       console.error(err && err.stack ? err.stack : String(err));
       errorResponse(res, req, 500, 'the handler threw an error; its stack is in watchdog\'s log');
     });
