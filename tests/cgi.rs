@@ -427,6 +427,19 @@ async fn garbage_output_is_a_502_without_the_functions_bytes() {
 }
 
 #[tokio::test]
+async fn two_content_lengths_are_a_502_not_an_empty_reply() {
+    let server = server(&[]);
+    let response = client()
+        .get(server.url("/api/two-lengths"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("second `Content-Length:`"), "{text}");
+}
+
+#[tokio::test]
 async fn header_injection_is_a_502() {
     let server = server(&[]);
     let response = client()

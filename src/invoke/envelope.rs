@@ -47,8 +47,12 @@ pub enum EnvelopeError {
     BadValue { line: usize, excerpt: String },
     #[error("line {line} of the header block: `Status:` is not a status code from 200 to 599")]
     BadStatus { line: usize, excerpt: String },
-    #[error("line {line} of the header block: `Content-Length:` is not a number")]
+    #[error("line {line} of the header block: `Content-Length:` is not a number of bytes")]
     BadContentLength { line: usize, excerpt: String },
+    #[error(
+        "line {line} of the header block: a second `Content-Length:`; a response has one length"
+    )]
+    RepeatedContentLength { line: usize, excerpt: String },
 }
 
 /// The start of an offending line, escaped, for watchdog's log only: error messages
@@ -150,12 +154,28 @@ impl EnvelopeReader {
                 );
             return Ok(());
         }
-        let is_number = !value.is_empty() && value.as_bytes().iter().all(u8::is_ascii_digit);
-        if name == header::CONTENT_LENGTH && !is_number {
-            return Err(EnvelopeError::BadContentLength {
-                line: line_no,
-                excerpt: excerpt(line),
-            });
+        if name == header::CONTENT_LENGTH {
+            // hyper would refuse to send what does not frame a body: a length that
+            // is not a u64, or two of them (the client got an empty reply).
+            let digits = !value.is_empty() && value.as_bytes().iter().all(u8::is_ascii_digit);
+            if !digits
+                || value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_none()
+            {
+                return Err(EnvelopeError::BadContentLength {
+                    line: line_no,
+                    excerpt: excerpt(line),
+                });
+            }
+            if self.headers.contains_key(header::CONTENT_LENGTH) {
+                return Err(EnvelopeError::RepeatedContentLength {
+                    line: line_no,
+                    excerpt: excerpt(line),
+                });
+            }
         }
         if is_hop_by_hop(&name) {
             return Ok(());
@@ -328,6 +348,23 @@ mod tests {
             parse(b"Content-Length: ten\n\n"),
             Err(EnvelopeError::BadContentLength { .. })
         ));
+        // Past u64: hyper could not frame it.
+        assert!(matches!(
+            parse(b"Content-Length: 99999999999999999999999\n\n"),
+            Err(EnvelopeError::BadContentLength { .. })
+        ));
+        assert!(matches!(
+            parse(b"Content-Length: 3\ncontent-LENGTH: 5\n\n"),
+            Err(EnvelopeError::RepeatedContentLength { line: 2, .. })
+        ));
+        assert_eq!(
+            parse(b"Content-Length: 18446744073709551615\n\n")
+                .unwrap()
+                .unwrap()
+                .0
+                .headers[header::CONTENT_LENGTH],
+            "18446744073709551615"
+        );
         assert_eq!(
             parse(&vec![b'x'; MAX_HEADER_BLOCK]),
             Err(EnvelopeError::TooLarge)
