@@ -99,6 +99,20 @@ async fn symlinks_leading_outside_dir_are_never_served() {
 }
 
 #[tokio::test]
+async fn a_folder_alias_serves_beside_its_target_and_a_loop_ends() {
+    let tmp = copy_fixture("routing");
+    let api = tmp.path().join("api");
+    // Sorts before `users`, which it must not hide.
+    symlink("users", api.join("aa")).unwrap();
+    symlink("..", api.join("users/loop")).unwrap();
+    let server = TestServer::start(&api, &["--prefix", "/api"]);
+    assert_eq!(get(&server, "/api/users/new").await.0, 200);
+    assert_eq!(get(&server, "/api/aa/new").await.0, 200);
+    assert_eq!(get(&server, "/api/users/loop/users/new").await.0, 404);
+    assert!(server.log().contains("symlink loop"), "{}", server.log());
+}
+
+#[tokio::test]
 async fn conflicting_files_answer_500_naming_both() {
     let tmp = copy_fixture("routing");
     let api = tmp.path().join("api");

@@ -5,7 +5,7 @@
 //! to find their function. Entries are visited in sorted order so reports are stable,
 //! and precedence never depends on it anyway (see `table.rs`).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -95,7 +95,8 @@ pub fn discover(dir: &Path) -> std::io::Result<Discovery> {
     }
     let mut walk = Walk {
         root: root.clone(),
-        visited: HashSet::from([root.clone()]),
+        ancestors: vec![root.clone()],
+        entered: HashMap::new(),
         out: Discovery::default(),
     };
     walk.dir(dir, &root, "", &[]);
@@ -136,10 +137,18 @@ fn script_tree_version(dir: &Path, depth: usize) -> u64 {
     version
 }
 
+/// Names one real folder may be walked under (itself and its aliases): symlinks
+/// to symlinks could otherwise multiply the walk.
+const MAX_ALIASES: u32 = 8;
+
 struct Walk {
     root: PathBuf,
-    /// Canonical folders already entered, so a symlink loop ends.
-    visited: HashSet<PathBuf>,
+    /// The real paths of the folders being walked, outermost first: a folder
+    /// that leads back to one of them is a symlink loop. A folder reached again
+    /// beside them (an alias, `v1 -> v2`) is walked under each name.
+    ancestors: Vec<PathBuf>,
+    /// How often each real folder was entered, to bound aliases of aliases.
+    entered: HashMap<PathBuf, u32>,
     out: Discovery,
 }
 
@@ -222,13 +231,22 @@ impl Walk {
         canonical: PathBuf,
         segments: &[Segment],
     ) {
-        if !self.visited.insert(canonical.clone()) {
+        if self.ancestors.contains(&canonical) {
             self.skip(
                 rel.to_owned(),
-                "symlink loop: this folder was already visited",
+                "symlink loop: it leads back to a folder above it",
             );
             return;
         }
+        let entered = self.entered.entry(canonical.clone()).or_insert(0);
+        if *entered >= MAX_ALIASES {
+            self.skip(
+                rel.to_owned(),
+                format!("this folder is reached through symlinks more than {MAX_ALIASES} times"),
+            );
+            return;
+        }
+        *entered += 1;
         match Segment::parse(name) {
             Ok(segment) if segment.is_catch_all() => self.skip(
                 rel.to_owned(),
@@ -237,7 +255,9 @@ impl Walk {
             Ok(segment) => {
                 let mut inner = segments.to_vec();
                 inner.push(segment);
+                self.ancestors.push(canonical.clone());
                 self.dir(path, &canonical, &format!("{rel}/"), &inner);
+                self.ancestors.pop();
             }
             Err(reason) => self.skip(rel.to_owned(), reason),
         }
