@@ -522,12 +522,25 @@ async fn head_runs_the_function_and_drops_its_body() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    // The GET's length is unknown (it streams), so the HEAD claims none either.
+    assert!(
+        response.headers().get("content-length").is_none(),
+        "{:?}",
+        response.headers()
+    );
     assert_eq!(response.bytes().await.unwrap().len(), 0);
     assert!(common::wait_until(Duration::from_secs(3), || server
         .pid_dir
         .path()
         .join("head-head-1")
         .exists()));
+    // One that declares its length keeps it.
+    let sized = client()
+        .head(server.url("/api/after-length"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sized.headers()["content-length"], "3");
 }
 
 #[tokio::test]

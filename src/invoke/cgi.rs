@@ -441,7 +441,13 @@ impl Driver {
             || self.remaining == Some(0);
         let body = if bodiless {
             *sink = Sink::Discard;
-            Body::empty()
+            if self.is_head && self.remaining.is_none() {
+                // A body of unknown length, as the GET's: hyper would otherwise
+                // answer the HEAD with `content-length: 0`, which the GET is not.
+                Body::from_stream(futures_util::stream::empty::<Result<Bytes, io::Error>>())
+            } else {
+                Body::empty()
+            }
         } else {
             let (tx, rx) = mpsc::channel(BODY_CHANNEL_CHUNKS);
             let complete = Arc::new(AtomicBool::new(false));
