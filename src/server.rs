@@ -5,6 +5,7 @@ pub mod builtin;
 pub mod connection_threads;
 pub mod error;
 pub mod handler;
+pub mod host;
 pub mod listener;
 pub mod request_id;
 

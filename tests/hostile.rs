@@ -171,3 +171,28 @@ async fn a_request_header_with_invalid_utf8_reaches_the_function_as_bytes() {
     let response = raw_request(server.addr, &request);
     assert!(response.starts_with("HTTP/1.1 400"), "{response}");
 }
+
+#[tokio::test]
+async fn a_missing_repeated_or_malformed_host_is_a_400() {
+    let server = server();
+    let ask = |head: &str| {
+        raw_request(
+            server.addr,
+            format!("{head}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    for head in [
+        "GET /api/hello HTTP/1.1",
+        "GET /api/hello HTTP/1.1\r\nHost: evil.com\r\nHost: good.com",
+        "GET /api/hello HTTP/1.1\r\nHost: x rm -rf",
+        "GET /api/hello HTTP/1.1\r\nHost: evil.com/path",
+    ] {
+        let answer = ask(head);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
+        assert!(answer.contains("Host"), "{head:?}: {answer}");
+    }
+    // HTTP/1.0 need not send one; a host with a port is fine.
+    let old = ask("GET /api/hello HTTP/1.0");
+    assert!(old.starts_with("HTTP/1.0 200"), "{old}");
+    assert!(ask("GET /api/hello HTTP/1.1\r\nHost: localhost:3000").starts_with("HTTP/1.1 200"));
+}

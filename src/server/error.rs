@@ -14,6 +14,8 @@ use crate::routes::PathError;
 pub enum AppError {
     #[error("bad request path: {0}")]
     BadPath(#[from] PathError),
+    #[error("{0}")]
+    BadHost(#[from] super::host::HostError),
     #[error("no function answers {path}")]
     NotFound { path: String },
     #[error("{pattern} is claimed by more than one file: {}", files.join(", "))]
@@ -33,7 +35,7 @@ pub enum AppError {
 impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
-            AppError::BadPath(_) => StatusCode::BAD_REQUEST,
+            AppError::BadPath(_) | AppError::BadHost(_) => StatusCode::BAD_REQUEST,
             AppError::NotFound { .. } => StatusCode::NOT_FOUND,
             AppError::Conflict { .. }
             | AppError::RedirectLoop { .. }
@@ -47,6 +49,7 @@ impl AppError {
     pub fn hint(&self) -> Option<String> {
         match self {
             AppError::BadPath(_) => Some("paths may not hold `..`, NUL bytes or encoded slashes".into()),
+            AppError::BadHost(_) => Some("send one Host header naming the host (and port) the request is for".into()),
             AppError::NotFound { .. } => Some("`watchdog routes DIR` lists every route and the files that are not routes".into()),
             AppError::Conflict { .. } => Some("rename or remove all but one of these files".into()),
             AppError::Overloaded { .. } => Some("retry later, or raise --max-concurrency".into()),

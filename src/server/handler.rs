@@ -84,6 +84,7 @@ async fn dispatch(
     let started = tokio::time::Instant::now();
     let started_wall = SystemTime::now();
     let (parts, body) = request.into_parts();
+    super::host::check(parts.version, &parts.headers)?;
     let (mut method, mut uri, mut headers) = (parts.method, parts.uri, parts.headers);
     let mut content_length = headers
         .get(header::CONTENT_LENGTH)

@@ -1,0 +1,161 @@
+//! The Host header a function may rely on (RFC 9112 §3.2): an HTTP/1.1 request
+//! carries exactly one, and it holds a host and port, nothing else. Functions
+//! build absolute URLs from it (`HTTP_HOST`, `SERVER_NAME`), so two of them, or
+//! one with spaces or a path in it, is refused with 400, as Apache and nginx do.
+
+use axum::http::{HeaderMap, Version, header};
+
+/// Why a request's Host is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("an HTTP/1.1 request must have a Host header")]
+    Missing,
+    #[error("the request has more than one Host header")]
+    Repeated,
+    #[error("the Host header is not a host name or address with an optional port")]
+    Invalid,
+}
+
+/// Checks the Host header of a request.
+///
+/// # Errors
+/// When an HTTP/1.1 request has none, any request has two, or its value is not a
+/// host (RFC 3986 reg-name, IPv4 or a bracketed IPv6 literal) with an optional port.
+pub fn check(version: Version, headers: &HeaderMap) -> Result<(), HostError> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let Some(host) = hosts.next() else {
+        return if version == Version::HTTP_11 {
+            Err(HostError::Missing)
+        } else {
+            Ok(())
+        };
+    };
+    if hosts.next().is_some() {
+        return Err(HostError::Repeated);
+    }
+    if is_host(host.as_bytes()) {
+        Ok(())
+    } else {
+        Err(HostError::Invalid)
+    }
+}
+
+fn is_host(value: &[u8]) -> bool {
+    let (host, port) = match value.strip_prefix(b"[") {
+        // `[v6]` or `[v6]:port`.
+        Some(rest) => match rest.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let literal = &rest[..end];
+                let after = &rest[end + 1..];
+                let port = match after {
+                    [] => None,
+                    [b':', port @ ..] => Some(port),
+                    _ => return false,
+                };
+                if literal.is_empty()
+                    || !literal
+                        .iter()
+                        .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+                {
+                    return false;
+                }
+                (None, port)
+            }
+            None => return false,
+        },
+        None => match value.iter().rposition(|&b| b == b':') {
+            Some(colon) => (Some(&value[..colon]), Some(&value[colon + 1..])),
+            None => (Some(value), None),
+        },
+    };
+    let host_ok = host.is_none_or(|name| {
+        !name.is_empty()
+            && name.iter().all(|&b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(
+                        b,
+                        b'-' | b'.'
+                            | b'_'
+                            | b'~'
+                            | b'%'
+                            | b'!'
+                            | b'$'
+                            | b'&'
+                            | b'\''
+                            | b'('
+                            | b')'
+                            | b'*'
+                            | b'+'
+                            | b','
+                            | b';'
+                            | b'='
+                    )
+            })
+    });
+    let port_ok = port.is_none_or(|port| port.iter().all(u8::is_ascii_digit));
+    host_ok && port_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn with_hosts(hosts: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for host in hosts {
+            headers.append(header::HOST, HeaderValue::from_str(host).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn one_host_with_an_optional_port_passes() {
+        for host in [
+            "example.com",
+            "localhost:3000",
+            "127.0.0.1:8080",
+            "[::1]",
+            "[::1]:3000",
+            "my_host.internal",
+            "xn--caf-dma.example",
+        ] {
+            assert_eq!(
+                check(Version::HTTP_11, &with_hosts(&[host])),
+                Ok(()),
+                "{host}"
+            );
+        }
+        // HTTP/1.0 need not name one.
+        assert_eq!(check(Version::HTTP_10, &with_hosts(&[])), Ok(()));
+    }
+
+    #[test]
+    fn missing_repeated_or_malformed_hosts_are_refused() {
+        assert_eq!(
+            check(Version::HTTP_11, &with_hosts(&[])),
+            Err(HostError::Missing)
+        );
+        assert_eq!(
+            check(Version::HTTP_11, &with_hosts(&["a.com", "b.com"])),
+            Err(HostError::Repeated)
+        );
+        for host in [
+            "",
+            "x rm -rf",
+            "evil.com/path",
+            "a.com:80x",
+            "user@a.com",
+            "[::1",
+            "[::1]x",
+            "[zz]",
+            ":80",
+        ] {
+            assert_eq!(
+                check(Version::HTTP_11, &with_hosts(&[host])),
+                Err(HostError::Invalid),
+                "{host:?}"
+            );
+        }
+    }
+}
