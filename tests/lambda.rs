@@ -208,3 +208,67 @@ async fn a_stalled_upload_holds_no_worker_and_is_answered_408() {
         "{line}"
     );
 }
+
+#[tokio::test]
+async fn a_streamed_lambda_response_is_bound_by_the_timeout() {
+    let project = project("");
+    let runtime = |name: &str, answer: &str| {
+        let script = project.path().join("api").join(name);
+        std::fs::write(
+            &script,
+            format!(
+                r#"#!/bin/sh
+api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+while :; do
+  id=$(curl -s -D - -o /dev/null "$api/invocation/next" | tr -d '\r' | awk 'tolower($1) == "lambda-runtime-aws-request-id:" {{print $2}}')
+  {{ {answer}
+  }} | curl -s -T - -X POST -H 'Lambda-Runtime-Function-Response-Mode: streaming' \
+      -H 'Content-Type: application/vnd.awslambda.http-integration-response' \
+      "$api/invocation/$id/response" >/dev/null
+done
+"#
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    // Never finishes its prelude; streams its body for 30 s.
+    runtime("late-head.sh", "sleep 30; printf '{}'");
+    runtime(
+        "long-body.sh",
+        r#"printf '{"statusCode":200}'; printf '\000\000\000\000\000\000\000\000'
+    for i in $(seq 100); do printf 'tick\n'; sleep 0.3; done"#,
+    );
+    let mut toml = std::fs::read_to_string(project.path().join("watchdog.toml")).unwrap();
+    for name in ["late-head.sh", "long-body.sh"] {
+        toml.push_str(&format!(
+            "\n[functions.\"{name}\"]\ntimeout = \"1s\"\nwarm = {{ protocol = \"lambda\" }}\n"
+        ));
+    }
+    std::fs::write(project.path().join("watchdog.toml"), toml).unwrap();
+    let server = TestServer::start(&project.path().join("api"), &[]);
+    let started = std::time::Instant::now();
+    let late = client()
+        .get(server.url("/api/late-head"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    let long = client()
+        .get(server.url("/api/long-body"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(long.status(), 200);
+    let (_, ended) = common::drain(long).await;
+    assert!(ended.is_err(), "the body was not cut off at the timeout");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(server.wait_for_log(
+        "killing a worker whose request timed out",
+        Duration::from_secs(3)
+    ));
+    let line = server.log_line("route=/api/long-body file=", Duration::from_secs(3));
+    assert!(line.contains("timed_out=true"), "{line}");
+}

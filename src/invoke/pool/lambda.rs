@@ -31,6 +31,7 @@ use super::{Lease, Outcome, Worker};
 use crate::config::Settings;
 use crate::invoke::{Invocation, InvokeError, Reply};
 use crate::limits::Limiter;
+use crate::observability::InvocationRecord;
 use crate::routes::{Function, ParamValue};
 
 const API: &str = "/2018-06-01/runtime";
@@ -416,8 +417,35 @@ pub async fn invoke(
             buffered_response(&bytes)
         }
         Answer::Streamed { content_type, body } => {
-            // The worker stays lent until the streamed body has been read through.
-            streamed_response(content_type, body, lease).await
+            // The head, then the body, are bound by the deadline like any answer.
+            let head =
+                tokio::time::timeout_at(invocation.deadline, streamed_response(content_type, body))
+                    .await;
+            let (mut response, stream) = match head {
+                Ok(Ok(head)) => head,
+                Ok(Err(cause)) => {
+                    drop(lease);
+                    return Err(InvokeError::WorkerFailed { file, cause });
+                }
+                Err(_) => {
+                    invocation.record.timed_out = true;
+                    lease.finish(Outcome::Stuck);
+                    return Err(InvokeError::Timeout {
+                        file,
+                        after: invocation.route.function.settings.timeout,
+                    });
+                }
+            };
+            invocation.record.status = Some(response.status().as_u16());
+            // The worker stays lent, and the invocation open, until the streamed
+            // body has been read through.
+            *response.body_mut() = Body::from_stream(Leased {
+                inner: stream,
+                lease: Some(lease),
+                deadline: Box::pin(tokio::time::sleep_until(invocation.deadline)),
+                record: Some(invocation.record),
+            });
+            return Ok(Reply::Response(response));
         }
         Answer::Failed(detail) => {
             lease.finish(Outcome::Served);
@@ -427,6 +455,9 @@ pub async fn invoke(
     };
     let response = response.map_err(|cause| InvokeError::WorkerFailed { file, cause })?;
     invocation.record.status = Some(response.status().as_u16());
+    invocation.record.bytes_out = http_body::Body::size_hint(response.body())
+        .exact()
+        .unwrap_or(0);
     Ok(Reply::Response(response))
 }
 
@@ -646,17 +677,18 @@ fn http_head(value: &serde_json::Value, status: u64) -> Result<Response<Body>, S
 
 /// A streamed answer: an HTTP-integration prelude (JSON, then eight NUL bytes)
 /// followed by the body, or, without that content type, the body alone.
+/// The head of a streamed answer (its prelude, for an HTTP integration response),
+/// and the rest of the body.
 async fn streamed_response(
     content_type: Option<HeaderValue>,
     body: Body,
-    lease: Lease,
-) -> Result<Response<Body>, String> {
+) -> Result<(Response<Body>, BodyStream), String> {
     let integration = content_type.as_ref().is_some_and(|c| {
         c.as_bytes()
             .starts_with(b"application/vnd.awslambda.http-integration-response")
     });
     let mut stream = body.into_data_stream();
-    let mut response = if integration {
+    let (mut response, rest): (Response<Body>, BodyStream) = if integration {
         let mut prelude = Vec::new();
         let rest = loop {
             let Some(Ok(chunk)) = stream.next().await else {
@@ -681,47 +713,70 @@ async fn streamed_response(
             .get("statusCode")
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(200);
-        let mut response = http_head(&value, status)?;
+        let response = http_head(&value, status)?;
         let first = Bytes::from(rest);
         let stream = futures_util::stream::iter([Ok::<Bytes, axum::Error>(first)]).chain(stream);
-        *response.body_mut() = Body::from_stream(Leased {
-            inner: stream,
-            lease: Some(lease),
-        });
-        response
+        (response, Box::pin(stream))
     } else {
-        let mut response = Response::new(Body::from_stream(Leased {
-            inner: stream,
-            lease: Some(lease),
-        }));
+        let mut response = Response::new(Body::empty());
         if let Some(content_type) = content_type {
             response
                 .headers_mut()
                 .insert(header::CONTENT_TYPE, content_type);
         }
-        response
+        (response, Box::pin(stream))
     };
     response.headers_mut().remove(header::CONTENT_LENGTH);
-    Ok(response)
+    Ok((response, rest))
 }
 
-/// A body stream that gives its worker back when it ends.
-struct Leased<S> {
-    inner: S,
+type BodyStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, axum::Error>> + Send>>;
+
+/// A streamed body that gives its worker back when it ends, and cuts the
+/// response off (the worker is stopped as stuck) at the invocation's deadline.
+/// It holds the invocation's record, so the log event comes at the end.
+struct Leased {
+    inner: BodyStream,
     lease: Option<Lease>,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    record: Option<InvocationRecord>,
 }
 
-impl<S: futures_util::Stream + Unpin> futures_util::Stream for Leased<S> {
-    type Item = S::Item;
+impl futures_util::Stream for Leased {
+    type Item = Result<Bytes, axum::Error>;
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<S::Item>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_next(cx);
-        if let std::task::Poll::Ready(None) = polled
-            && let Some(lease) = self.lease.take()
-        {
-            lease.finish(Outcome::Served);
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::future::Future;
+        use std::task::Poll;
+        if self.lease.is_some() && self.deadline.as_mut().poll(cx).is_ready() {
+            if let Some(record) = self.record.as_mut() {
+                record.timed_out = true;
+            }
+            if let Some(lease) = self.lease.take() {
+                lease.finish(Outcome::Stuck);
+            }
+            self.record = None;
+            return Poll::Ready(Some(Err(axum::Error::new(
+                "the function timed out mid-response",
+            ))));
+        }
+        let polled = self.inner.as_mut().poll_next(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(record) = self.record.as_mut() {
+                    record.bytes_out += chunk.len() as u64;
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(lease) = self.lease.take() {
+                    lease.finish(Outcome::Served);
+                }
+                self.record = None;
+            }
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
         }
         polled
     }
