@@ -9,6 +9,7 @@ pub mod body_fault;
 pub mod cgi;
 pub mod dispatch;
 pub mod envelope;
+pub mod hop_by_hop;
 pub mod node;
 pub mod pool;
 pub mod request_body;

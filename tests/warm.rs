@@ -146,6 +146,23 @@ async fn a_worker_that_serves_one_connection_at_a_time_is_not_left_waiting() {
 }
 
 #[tokio::test]
+async fn a_workers_connection_headers_and_conflicting_length_do_not_reach_the_client() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &[]);
+    let response = client()
+        .get(server.url("/api/counter?framing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    for name in ["content-length", "keep-alive", "x-private"] {
+        assert!(headers.get(name).is_none(), "{name}: {headers:?}");
+    }
+    assert_eq!(response.text().await.unwrap(), "hello");
+}
+
+#[tokio::test]
 async fn a_crashed_worker_is_replaced() {
     let project = project(&[("counter", "max = 1")]);
     let server = TestServer::start(&api(&project), &[]);

@@ -177,7 +177,7 @@ impl EnvelopeReader {
                 });
             }
         }
-        if is_hop_by_hop(&name) {
+        if super::hop_by_hop::is_hop_by_hop(&name) {
             return Ok(());
         }
         if name == header::LOCATION {
@@ -232,19 +232,6 @@ fn parse_status(value: &[u8]) -> Option<StatusCode> {
     }
     let status = StatusCode::from_bytes(code).ok()?;
     (200..=599).contains(&status.as_u16()).then_some(status)
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-    )
 }
 
 #[cfg(test)]

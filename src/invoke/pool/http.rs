@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderName, Request, Response, header};
+use axum::http::{Request, Response, header};
 use bytes::Bytes;
 use http_body::Frame;
 use hyper::body::Incoming;
@@ -201,9 +201,7 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
         }
     };
     let (mut parts, incoming) = response.into_parts();
-    for name in HOP_BY_HOP {
-        parts.headers.remove(name);
-    }
+    crate::invoke::hop_by_hop::strip(&mut parts.headers);
     invocation.record.status = Some(parts.status.as_u16());
     let body = LeasedBody {
         inner: incoming,
@@ -219,13 +217,6 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
     )))
 }
 
-const HOP_BY_HOP: [HeaderName; 4] = [
-    header::CONNECTION,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::TE,
-];
-
 fn upstream_request(invocation: &Invocation, port: u16, body: Body) -> Request<Body> {
     let path = invocation.uri.path_and_query().map_or_else(
         || invocation.uri.path().to_owned(),
@@ -238,11 +229,7 @@ fn upstream_request(invocation: &Invocation, port: u16, body: Body) -> Request<B
     for (name, value) in &invocation.headers {
         // `x-watchdog-*` is watchdog's to set; a client cannot pose as it.
         let reserved = name.as_str().starts_with("x-watchdog-");
-        if !reserved
-            && !HOP_BY_HOP.contains(name)
-            && name != "keep-alive"
-            && name != "proxy-connection"
-        {
+        if !reserved && !crate::invoke::hop_by_hop::is_hop_by_hop(name) {
             headers.append(name.clone(), value.clone());
         }
     }

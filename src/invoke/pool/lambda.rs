@@ -672,6 +672,7 @@ fn http_head(value: &serde_json::Value, status: u64) -> Result<Response<Body>, S
     {
         add("set-cookie", cookie)?;
     }
+    crate::invoke::hop_by_hop::strip(response.headers_mut());
     Ok(response)
 }
 

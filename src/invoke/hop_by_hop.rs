@@ -1,0 +1,80 @@
+//! Hop-by-hop response headers (RFC 9110 §7.6.1): they describe one connection,
+//! so a function's or a worker's never reach the client. Every invoker strips
+//! them the same way, here.
+
+use axum::http::{HeaderMap, HeaderName, header};
+
+/// Whether `name` is always hop-by-hop.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+    )
+}
+
+/// Removes the hop-by-hop headers of a response, the ones its `Connection`
+/// header names too. A response that came framed by Transfer-Encoding loses its
+/// Content-Length as well (RFC 9112 §6.3: the length is the chunks'), or the
+/// client would wait for bytes that never come.
+pub fn strip(headers: &mut HeaderMap) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    let hop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name))
+        .cloned()
+        .collect();
+    for name in hop {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_go() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "close, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("trailer", "x-sum"),
+            ("x-private", "secret"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "100"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+        ] {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        strip(&mut headers);
+        let left: Vec<_> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(left, [("set-cookie", "a=1"), ("set-cookie", "b=2")]);
+    }
+}
