@@ -163,6 +163,23 @@ async fn a_workers_connection_headers_and_conflicting_length_do_not_reach_the_cl
 }
 
 #[tokio::test]
+async fn an_answer_too_large_to_read_is_a_502_and_not_a_crash() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &[]);
+    let (_, before) = call(&server, "/api/counter").await;
+    // More times than the crash loop allows.
+    for _ in 0..6 {
+        let (status, answer) = call(&server, "/api/counter?headers=120").await;
+        assert_eq!(status, 502, "{answer}");
+        assert!(answer.to_string().contains("not valid HTTP"), "{answer}");
+    }
+    let (status, after) = call(&server, "/api/counter").await;
+    assert_eq!(status, 200);
+    assert_eq!(before["pid"], after["pid"], "the worker was kept");
+    assert!(!server.log().contains("worker crashed"), "{}", server.log());
+}
+
+#[tokio::test]
 async fn a_crashed_worker_is_replaced() {
     let project = project(&[("counter", "max = 1")]);
     let server = TestServer::start(&api(&project), &[]);

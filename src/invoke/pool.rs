@@ -141,9 +141,10 @@ pub enum Outcome {
     Stuck,
     /// The worker died or broke the protocol.
     Crashed,
-    /// The client broke off or stalled its upload: the request never reached the
-    /// worker whole (and its connection is closed), which says nothing about the
-    /// worker's health.
+    /// The request failed in a way that says nothing about the worker's health:
+    /// the client broke off or stalled its upload, or the worker's answer could
+    /// not be read. The worker is kept (its connection is closed), and its crash
+    /// count left as it was.
     Abandoned,
 }
 

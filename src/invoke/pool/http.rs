@@ -112,6 +112,19 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
         file: file.clone(),
         cause,
     };
+    // Set when the worker answered, but not in HTTP hyper can read (more than
+    // 100 headers, a malformed head): a bad answer, like a CGI function's bad
+    // header block, not a crash; the worker is kept if it still runs.
+    let unreadable = std::sync::atomic::AtomicBool::new(false);
+    let answer_failed = |err: hyper::Error| {
+        unreadable.store(err.is_parse(), std::sync::atomic::Ordering::Relaxed);
+        let what = if err.is_parse() {
+            "answered with a response that is not valid HTTP"
+        } else {
+            "broke off the request"
+        };
+        broken(format!("{what}: {err}"))
+    };
     let kept = lease.worker_mut().take_connection();
     let others_open = lease.worker().has_idle_connections();
     let exchange = async {
@@ -126,12 +139,7 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
                     // The kept connection closed before the request went out (the
                     // worker's keep-alive ended): retry on a fresh one.
                     Some(unsent) => request = unsent,
-                    None => {
-                        return Err(broken(format!(
-                            "broke off the request: {}",
-                            failed.into_error()
-                        )));
-                    }
+                    None => return Err(answer_failed(failed.into_error())),
                 },
             }
         }
@@ -159,7 +167,7 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
         } else {
             response.await
         };
-        let response = response.map_err(|err| broken(format!("broke off the request: {err}")))?;
+        let response = response.map_err(answer_failed)?;
         Ok::<_, InvokeError>((response, sender))
     };
     let exchanged = tokio::time::timeout_at(deadline, exchange).await;
@@ -176,7 +184,12 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
                 invocation.record.status = Some(error.status().as_u16());
                 return Err(error);
             }
-            lease.finish(Outcome::Crashed);
+            // A worker that has exited counts as crashed all the same.
+            lease.finish(if unreadable.load(std::sync::atomic::Ordering::Relaxed) {
+                Outcome::Abandoned
+            } else {
+                Outcome::Crashed
+            });
             return Err(err);
         }
         Err(_) => {
