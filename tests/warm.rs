@@ -179,6 +179,27 @@ async fn an_answer_too_large_to_read_is_a_502_and_not_a_crash() {
     assert!(!server.log().contains("worker crashed"), "{}", server.log());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_request_whose_time_runs_out_is_a_504_not_a_crash() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &["--timeout", "2s"]);
+    for round in 0..3 {
+        // The first request times out and its worker is replaced; the second
+        // waited behind it, with too little time left for a worker to start.
+        let stuck = tokio::spawn({
+            let url = server.url("/api/counter?sleep=10");
+            async move { client().get(url).send().await.unwrap().status().as_u16() }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let (queued, answer) = call(&server, "/api/counter").await;
+        assert_eq!(stuck.await.unwrap(), 504, "round {round}");
+        assert_eq!(queued, 504, "round {round}: {answer}");
+    }
+    assert_eq!(call(&server, "/api/counter").await.0, 200);
+    let log = server.log();
+    assert!(!log.contains("crashed"), "{log}");
+}
+
 #[tokio::test]
 async fn a_crashed_worker_is_replaced() {
     let project = project(&[("counter", "max = 1")]);

@@ -346,9 +346,19 @@ impl Pool {
             tokio::time::sleep(backoff).await;
         }
         let started = Instant::now();
+        let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
         let worker = match self.start_worker(deadline).await {
             Ok(worker) => worker,
             Err(err) => {
+                // A request that waited in the queue may have had too little of its
+                // time left for any worker to start: its timeout, not a crash.
+                let timeout = self.function.settings.timeout;
+                if tokio::time::Instant::now() >= deadline && budget < timeout / 2 {
+                    return Err(InvokeError::Timeout {
+                        file: file.clone(),
+                        after: timeout,
+                    });
+                }
                 self.lock_crashes().crashed(Instant::now());
                 return Err(err);
             }
