@@ -301,6 +301,37 @@ async fn a_timeout_kills_and_replaces_only_the_stuck_worker() {
 }
 
 #[tokio::test]
+async fn min_workers_are_running_before_the_first_request_and_after_a_change() {
+    let project = project(&[("kept", "min = 1, max = 2")]);
+    let server = TestServer::start(&api(&project), &[]);
+    assert!(
+        server.wait_for_log("warm worker ready route=/api/kept", Duration::from_secs(10)),
+        "no worker was started ahead of requests: {}",
+        server.log()
+    );
+    let (status, _) = call(&server, "/api/kept").await;
+    assert_eq!(status, 200);
+    assert!(server.wait_for_log("start=\"warm\"", Duration::from_secs(2)));
+    assert!(!server.log().contains("start=\"cold\""), "{}", server.log());
+    // A new version of the file starts its own worker ahead of requests too.
+    let file = api(&project).join("kept.py");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str("\n# changed\n");
+    std::fs::write(&file, text).unwrap();
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            server
+                .log()
+                .matches("warm worker ready route=/api/kept")
+                .count()
+                >= 2
+        }),
+        "{}",
+        server.log()
+    );
+}
+
+#[tokio::test]
 async fn idle_workers_are_stopped_and_max_requests_recycles() {
     let project = project(&[
         ("idle", "idle_timeout = \"1s\""),

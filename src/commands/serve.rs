@@ -91,7 +91,10 @@ pub async fn run(settings: Settings) -> Result<(), CommandError> {
     app.metrics = metrics;
     let app = Arc::new(app);
     report_limits(&app);
-    let _watcher = match reload::watch(Arc::clone(&settings), Arc::clone(&app.routes)) {
+    app.pool.prestart(&app.routes.load());
+    let pools = Arc::clone(&app.pool);
+    let prestart = move |table: &crate::routes::RouteTable| pools.prestart(table);
+    let _watcher = match reload::watch(Arc::clone(&settings), Arc::clone(&app.routes), prestart) {
         Ok(watcher) => Some(watcher),
         Err(err) => {
             tracing::warn!(error = %err, "cannot watch DIR for changes; restart watchdog to pick up new files");

@@ -49,6 +49,18 @@ impl PoolInvoker {
         }
     }
 
+    /// Starts the pools of the functions that keep `min` workers, so those are
+    /// running before the first request (CONTRACT §4). Called at start-up and after
+    /// every reload: a changed file's new pool starts its own.
+    pub fn prestart(&self, table: &crate::routes::RouteTable) {
+        for function in &table.functions {
+            let keeps = function.settings.warm.as_ref().and_then(|warm| warm.min);
+            if keeps.is_some_and(|min| min > 0) {
+                self.pool(function);
+            }
+        }
+    }
+
     /// The pool for this version of the function, replacing (and retiring) the
     /// pool of an older version.
     fn pool(&self, function: &Arc<Function>) -> Arc<Pool> {

@@ -28,6 +28,7 @@ pub const MAX_SETTLE: Duration = Duration::from_millis(750);
 pub fn watch(
     settings: Arc<Settings>,
     routes: Arc<ArcSwap<RouteTable>>,
+    on_reload: impl Fn(&RouteTable) + Send + 'static,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let handler = move |event: notify::Result<notify::Event>| {
@@ -56,6 +57,7 @@ pub fn watch(
             match tokio::task::spawn_blocking(move || RouteTable::for_settings(&settings)).await {
                 Ok(Ok(table)) => {
                     report(&table, true);
+                    on_reload(&table);
                     routes.store(Arc::new(table));
                 }
                 Ok(Err(err)) => {
