@@ -436,7 +436,10 @@ async fn two_content_lengths_are_a_502_not_an_empty_reply() {
         .unwrap();
     assert_eq!(response.status(), 502);
     let text = response.text().await.unwrap();
-    assert!(text.contains("second `Content-Length:`"), "{text}");
+    assert!(
+        text.contains("second, different `Content-Length:`"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

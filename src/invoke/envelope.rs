@@ -50,7 +50,7 @@ pub enum EnvelopeError {
     #[error("line {line} of the header block: `Content-Length:` is not a number of bytes")]
     BadContentLength { line: usize, excerpt: String },
     #[error(
-        "line {line} of the header block: a second `Content-Length:`; a response has one length"
+        "line {line} of the header block: a second, different `Content-Length:`; a response has one length"
     )]
     RepeatedContentLength { line: usize, excerpt: String },
 }
@@ -170,14 +170,20 @@ impl EnvelopeReader {
                     excerpt: excerpt(line),
                 });
             }
-            if self.headers.contains_key(header::CONTENT_LENGTH) {
-                return Err(EnvelopeError::RepeatedContentLength {
-                    line: line_no,
-                    excerpt: excerpt(line),
-                });
+            match self.headers.get(header::CONTENT_LENGTH) {
+                // The same length twice is one length (RFC 9110 §8.6).
+                Some(first) if *first == value => return Ok(()),
+                Some(_) => {
+                    return Err(EnvelopeError::RepeatedContentLength {
+                        line: line_no,
+                        excerpt: excerpt(line),
+                    });
+                }
+                None => {}
             }
         }
-        if super::hop_by_hop::is_hop_by_hop(&name) {
+        // A CGI body has no trailers, so no `Trailer` either.
+        if super::hop_by_hop::is_hop_by_hop(&name) || name == header::TRAILER {
             return Ok(());
         }
         if name == header::LOCATION {
@@ -344,6 +350,11 @@ mod tests {
             parse(b"Content-Length: 3\ncontent-LENGTH: 5\n\n"),
             Err(EnvelopeError::RepeatedContentLength { line: 2, .. })
         ));
+        let (same, _) = parse_whole(b"Content-Length: 3\nContent-Length: 3\n\nabc");
+        assert_eq!(
+            same.headers.get_all(header::CONTENT_LENGTH).iter().count(),
+            1
+        );
         assert_eq!(
             parse(b"Content-Length: 18446744073709551615\n\n")
                 .unwrap()

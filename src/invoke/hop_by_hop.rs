@@ -1,6 +1,7 @@
 //! Hop-by-hop response headers (RFC 9110 §7.6.1): they describe one connection,
 //! so a function's or a worker's never reach the client. Every invoker strips
-//! them the same way, here.
+//! them the same way, here. `Trailer` is not one of them: it declares the
+//! trailer fields a chunked body carries, and hyper sends only declared ones.
 
 use axum::http::{HeaderMap, HeaderName, header};
 
@@ -8,13 +9,7 @@ use axum::http::{HeaderMap, HeaderName, header};
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
+        "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "proxy-connection" | "te"
     )
 }
 
@@ -58,7 +53,6 @@ mod tests {
             ("connection", "close, x-private"),
             ("keep-alive", "timeout=5"),
             ("proxy-connection", "keep-alive"),
-            ("trailer", "x-sum"),
             ("x-private", "secret"),
             ("transfer-encoding", "chunked"),
             ("content-length", "100"),

@@ -299,6 +299,9 @@ impl Pool {
                 Ok(worker) => self.lock_idle().push(worker),
                 Err(err) => {
                     tracing::warn!(route = %self.function.pattern, error = %err, "could not pre-start a worker");
+                    // Counted like any failed start, so a function that cannot start
+                    // ends in the crash-loop 503 instead of being retried forever.
+                    self.lock_crashes().crashed(Instant::now());
                     drop(permit);
                     return;
                 }
@@ -358,21 +361,42 @@ impl Pool {
             tokio::time::sleep(backoff).await;
         }
         let started = Instant::now();
-        let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let worker = match self.start_worker(deadline).await {
-            Ok(worker) => worker,
-            Err(err) => {
-                // A request that waited in the queue may have had too little of its
-                // time left for any worker to start: its timeout, not a crash.
-                let timeout = self.function.settings.timeout;
-                if tokio::time::Instant::now() >= deadline && budget < timeout / 2 {
-                    return Err(InvokeError::Timeout {
-                        file: file.clone(),
-                        after: timeout,
-                    });
-                }
+        // A start is judged on its own time, the function's timeout, not on what
+        // is left of a request that may have waited in the queue: it runs apart,
+        // and outlives the request if need be.
+        let timeout = self.function.settings.timeout;
+        let mut start = tokio::spawn({
+            let pool = Arc::clone(self);
+            let own_deadline = tokio::time::Instant::now() + timeout;
+            async move { pool.start_worker(own_deadline).await }
+        });
+        let worker = match tokio::time::timeout_at(deadline, &mut start).await {
+            Ok(Ok(Ok(worker))) => worker,
+            Ok(Ok(Err(err))) => {
                 self.lock_crashes().crashed(Instant::now());
                 return Err(err);
+            }
+            Ok(Err(_)) => return Err(InvokeError::Internal),
+            Err(_) => {
+                // The request's time ran out first: its timeout. A worker that comes
+                // up still serves the next request; one that fails is a crash.
+                let pool = Arc::clone(self);
+                tokio::spawn(async move {
+                    // The place in the pool stays taken until the start is over.
+                    let _permit = permit;
+                    match start.await {
+                        Ok(Ok(worker)) if !pool.is_retired() => pool.lock_idle().push(worker),
+                        Ok(Ok(worker)) => {
+                            worker.stop(pool.settings.kill_grace).await;
+                        }
+                        Ok(Err(_)) => pool.lock_crashes().crashed(Instant::now()),
+                        Err(_) => {}
+                    }
+                });
+                return Err(InvokeError::Timeout {
+                    file: file.clone(),
+                    after: timeout,
+                });
             }
         };
         metrics::cold_start(&self.function.pattern, started.elapsed());

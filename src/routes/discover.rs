@@ -5,7 +5,6 @@
 //! to find their function. Entries are visited in sorted order so reports are stable,
 //! and precedence never depends on it anyway (see `table.rs`).
 
-use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -96,7 +95,7 @@ pub fn discover(dir: &Path) -> std::io::Result<Discovery> {
     let mut walk = Walk {
         root: root.clone(),
         ancestors: vec![root.clone()],
-        entered: HashMap::new(),
+        symlinked_walks: 0,
         out: Discovery::default(),
     };
     walk.dir(dir, &root, "", &[]);
@@ -137,9 +136,9 @@ fn script_tree_version(dir: &Path, depth: usize) -> u64 {
     version
 }
 
-/// Names one real folder may be walked under (itself and its aliases): symlinks
-/// to symlinks could otherwise multiply the walk.
-const MAX_ALIASES: u32 = 8;
+/// Folders walked through a symlink, in all: aliases of aliases could otherwise
+/// multiply the walk.
+const MAX_SYMLINKED_WALKS: u32 = 256;
 
 struct Walk {
     root: PathBuf,
@@ -147,8 +146,8 @@ struct Walk {
     /// that leads back to one of them is a symlink loop. A folder reached again
     /// beside them (an alias, `v1 -> v2`) is walked under each name.
     ancestors: Vec<PathBuf>,
-    /// How often each real folder was entered, to bound aliases of aliases.
-    entered: HashMap<PathBuf, u32>,
+    /// Folders entered through a symlink so far.
+    symlinked_walks: u32,
     out: Discovery,
 }
 
@@ -207,7 +206,8 @@ impl Walk {
                 continue;
             }
             if meta.is_dir() {
-                self.folder(&path, &rel, name, canonical, segments);
+                let via_symlink = entry.file_type().is_ok_and(|kind| kind.is_symlink());
+                self.folder(&path, &rel, name, canonical, via_symlink, segments);
             } else if meta.is_file() {
                 self.file(
                     path,
@@ -229,6 +229,7 @@ impl Walk {
         rel: &str,
         name: &str,
         canonical: PathBuf,
+        via_symlink: bool,
         segments: &[Segment],
     ) {
         if self.ancestors.contains(&canonical) {
@@ -238,15 +239,20 @@ impl Walk {
             );
             return;
         }
-        let entered = self.entered.entry(canonical.clone()).or_insert(0);
-        if *entered >= MAX_ALIASES {
-            self.skip(
-                rel.to_owned(),
-                format!("this folder is reached through symlinks more than {MAX_ALIASES} times"),
-            );
-            return;
+        // A real folder is always walked; walks through symlinked folders share one
+        // budget, so aliases of aliases cannot multiply the walk.
+        if via_symlink {
+            if self.symlinked_walks >= MAX_SYMLINKED_WALKS {
+                self.skip(
+                    rel.to_owned(),
+                    format!(
+                        "more than {MAX_SYMLINKED_WALKS} folders are reached through symlinks; this one is not walked"
+                    ),
+                );
+                return;
+            }
+            self.symlinked_walks += 1;
         }
-        *entered += 1;
         match Segment::parse(name) {
             Ok(segment) if segment.is_catch_all() => self.skip(
                 rel.to_owned(),

@@ -57,8 +57,11 @@ pub fn watch(
             match tokio::task::spawn_blocking(move || RouteTable::for_settings(&settings)).await {
                 Ok(Ok(table)) => {
                     report(&table, true);
+                    let table = Arc::new(table);
+                    // Stored first: requests from here on see the versions the
+                    // callback starts pools for.
+                    routes.store(Arc::clone(&table));
                     on_reload(&table);
-                    routes.store(Arc::new(table));
                 }
                 Ok(Err(err)) => {
                     tracing::error!(error = %err, "cannot re-read DIR; keeping the previous routes")

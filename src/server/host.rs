@@ -19,8 +19,9 @@ pub enum HostError {
 /// Checks the Host header of a request.
 ///
 /// # Errors
-/// When an HTTP/1.1 request has none, any request has two, or its value is not a
-/// host (RFC 3986 reg-name, IPv4 or a bracketed IPv6 literal) with an optional port.
+/// When an HTTP/1.1 request has none, any request has two, or its value is
+/// neither empty nor a host (RFC 3986 reg-name, IPv4 or a bracketed IPv6
+/// literal) with an optional port.
 pub fn check(version: Version, headers: &HeaderMap) -> Result<(), HostError> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let Some(host) = hosts.next() else {
@@ -33,7 +34,8 @@ pub fn check(version: Version, headers: &HeaderMap) -> Result<(), HostError> {
     if hosts.next().is_some() {
         return Err(HostError::Repeated);
     }
-    if is_host(host.as_bytes()) {
+    // Empty is what a client sends for a target without an authority.
+    if host.is_empty() || is_host(host.as_bytes()) {
         Ok(())
     } else {
         Err(HostError::Invalid)
@@ -52,10 +54,12 @@ fn is_host(value: &[u8]) -> bool {
                     [b':', port @ ..] => Some(port),
                     _ => return false,
                 };
+                // Hex, `:` and `.`, and an RFC 6874 zone id after `%25`.
                 if literal.is_empty()
-                    || !literal
-                        .iter()
-                        .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+                    || !literal.iter().all(|b| {
+                        b.is_ascii_alphanumeric()
+                            || matches!(b, b':' | b'.' | b'%' | b'-' | b'_' | b'~')
+                    })
                 {
                     return false;
                 }
@@ -117,6 +121,7 @@ mod tests {
             "127.0.0.1:8080",
             "[::1]",
             "[::1]:3000",
+            "[fe80::1%25eth0]:8080",
             "my_host.internal",
             "xn--caf-dma.example",
         ] {
@@ -140,15 +145,16 @@ mod tests {
             check(Version::HTTP_11, &with_hosts(&["a.com", "b.com"])),
             Err(HostError::Repeated)
         );
+        // Empty is allowed: a target without an authority.
+        assert_eq!(check(Version::HTTP_11, &with_hosts(&[""])), Ok(()));
         for host in [
-            "",
             "x rm -rf",
             "evil.com/path",
             "a.com:80x",
             "user@a.com",
             "[::1",
             "[::1]x",
-            "[zz]",
+            "[z z]",
             ":80",
         ] {
             assert_eq!(
