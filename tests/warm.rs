@@ -329,6 +329,14 @@ async fn min_workers_are_running_before_the_first_request_and_after_a_change() {
         "{}",
         server.log()
     );
+    // Once the file is gone, so are its workers.
+    let (_, answer) = call(&server, "/api/kept").await;
+    let pid = answer["pid"].as_i64().unwrap() as i32;
+    std::fs::remove_file(&file).unwrap();
+    assert!(
+        common::wait_until(Duration::from_secs(10), || gone(pid)),
+        "worker {pid} of a deleted file still runs"
+    );
 }
 
 #[tokio::test]

@@ -53,6 +53,29 @@ impl PoolInvoker {
     /// running before the first request (CONTRACT §4). Called at start-up and after
     /// every reload: a changed file's new pool starts its own.
     pub fn prestart(&self, table: &crate::routes::RouteTable) {
+        // A file that is gone, or no longer warm, has its pool retired: its idle
+        // workers stop now, busy ones when their request ends.
+        let warm: std::collections::HashSet<&str> = table
+            .functions
+            .iter()
+            .filter(|function| function.settings.warm.is_some())
+            .map(|function| function.file.relative.as_str())
+            .collect();
+        let gone: Vec<Arc<Pool>> = {
+            let mut pools = self
+                .pools
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let keys: Vec<String> = pools
+                .keys()
+                .filter(|key| !warm.contains(key.as_str()))
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|key| pools.remove(key)).collect()
+        };
+        for pool in gone {
+            pool.retire();
+        }
         for function in &table.functions {
             let keeps = function.settings.warm.as_ref().and_then(|warm| warm.min);
             if keeps.is_some_and(|min| min > 0) {
