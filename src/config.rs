@@ -42,7 +42,7 @@ pub enum ConfigError {
     #[error("{0}")]
     User(String),
     #[error(
-        "body_idle_timeout (--body-idle-timeout) is 0: every request body would be abandoned at once; give a pause clients may take, e.g. 30s"
+        "body_idle_timeout (--body-idle-timeout) is 0: every request body would be abandoned at once; give a pause clients may take, e.g. 10s (the default)"
     )]
     ZeroBodyIdle,
 }

@@ -324,6 +324,21 @@ async fn an_upload_still_arriving_at_the_timeout_is_answered_408() {
     );
     assert!(!server.log().contains("stdin ended after"));
     server.assert_no_children();
+    // A chunked body is received whole before the function starts: at the
+    // timeout the same 408, and the function never ran.
+    let mut chunked = std::net::TcpStream::connect(server.addr).unwrap();
+    chunked
+        .write_all(b"POST /api/upload-counter HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(250));
+        if chunked.write_all(b"a\r\nxxxxxxxxxx\r\n").is_err() {
+            break;
+        }
+    }
+    let answer = common::read_answer(&mut chunked);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("still arriving"), "{answer}");
 }
 
 /// Waits for the function's 200 head on an upload; dropping the stream then

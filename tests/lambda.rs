@@ -127,30 +127,40 @@ async fn a_lambda_timeout_kills_and_replaces_the_worker() {
     ));
 }
 
-#[tokio::test]
-async fn a_streamed_lambda_response_is_passed_through_as_it_arrives() {
-    let project = project("");
-    let script = project.path().join("api/streamer.sh");
-    // A minimal runtime client that answers in response-streaming mode: the HTTP
-    // integration prelude, eight NUL bytes, then the body in two pieces.
+/// Writes `api/NAME`: a minimal runtime client that answers every invocation in
+/// response-streaming mode with what the shell commands `answer` print.
+fn streaming_runtime(project: &tempfile::TempDir, name: &str, answer: &str) {
+    let script = project.path().join("api").join(name);
     std::fs::write(
         &script,
-        r#"#!/bin/sh
+        format!(
+            r#"#!/bin/sh
 api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
 while :; do
-  id=$(curl -s -D - -o /dev/null "$api/invocation/next" | tr -d '\r' | awk 'tolower($1) == "lambda-runtime-aws-request-id:" {print $2}')
-  { printf '{"statusCode":201,"headers":{"x-streamed":"yes"},"cookies":["s=1"]}'
-    printf '\000\000\000\000\000\000\000\000'
-    printf 'chunk one\n'; sleep 0.6; printf 'chunk two\n'
-  } | curl -s -T - -X POST \
-      -H 'Lambda-Runtime-Function-Response-Mode: streaming' \
+  id=$(curl -s -D - -o /dev/null "$api/invocation/next" | tr -d '\r' | awk 'tolower($1) == "lambda-runtime-aws-request-id:" {{print $2}}')
+  {{ {answer}
+  }} | curl -s -T - -X POST -H 'Lambda-Runtime-Function-Response-Mode: streaming' \
       -H 'Content-Type: application/vnd.awslambda.http-integration-response' \
       "$api/invocation/$id/response" >/dev/null
 done
-"#,
+"#
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test]
+async fn a_streamed_lambda_response_is_passed_through_as_it_arrives() {
+    let project = project("");
+    // The HTTP integration prelude, eight NUL bytes, then the body in two pieces.
+    streaming_runtime(
+        &project,
+        "streamer.sh",
+        r#"printf '{"statusCode":201,"headers":{"x-streamed":"yes"},"cookies":["s=1"]}'
+    printf '\000\000\000\000\000\000\000\000'
+    printf 'chunk one\n'; sleep 0.6; printf 'chunk two\n'"#,
+    );
     let mut toml = std::fs::read_to_string(project.path().join("watchdog.toml")).unwrap();
     toml.push_str("\n[functions.\"streamer.sh\"]\nwarm = { protocol = \"lambda\" }\n");
     std::fs::write(project.path().join("watchdog.toml"), toml).unwrap();
@@ -212,29 +222,10 @@ async fn a_stalled_upload_holds_no_worker_and_is_answered_408() {
 #[tokio::test]
 async fn a_streamed_lambda_response_is_bound_by_the_timeout() {
     let project = project("");
-    let runtime = |name: &str, answer: &str| {
-        let script = project.path().join("api").join(name);
-        std::fs::write(
-            &script,
-            format!(
-                r#"#!/bin/sh
-api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
-while :; do
-  id=$(curl -s -D - -o /dev/null "$api/invocation/next" | tr -d '\r' | awk 'tolower($1) == "lambda-runtime-aws-request-id:" {{print $2}}')
-  {{ {answer}
-  }} | curl -s -T - -X POST -H 'Lambda-Runtime-Function-Response-Mode: streaming' \
-      -H 'Content-Type: application/vnd.awslambda.http-integration-response' \
-      "$api/invocation/$id/response" >/dev/null
-done
-"#
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    };
     // Never finishes its prelude; streams its body for 30 s.
-    runtime("late-head.sh", "sleep 30; printf '{}'");
-    runtime(
+    streaming_runtime(&project, "late-head.sh", "sleep 30; printf '{}'");
+    streaming_runtime(
+        &project,
         "long-body.sh",
         r#"printf '{"statusCode":200}'; printf '\000\000\000\000\000\000\000\000'
     for i in $(seq 100); do printf 'tick\n'; sleep 0.3; done"#,

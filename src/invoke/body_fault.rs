@@ -7,7 +7,8 @@
 //! body, or a healthy worker would be counted as crashed (five aborted uploads
 //! would put its pool into crash-loop 503s). [`watch`] wraps the body so the fault
 //! is recorded where it happens, and the invoker asks [`BodyWatch::fault`] before
-//! it blames anyone.
+//! it blames anyone. The invocation's log record holds the watch too, and takes
+//! the bytes received and a client that broke off from it.
 //!
 //! The pause a client may take between body bytes is enforced here too, so
 //! every invoker has the same limit.
@@ -26,7 +27,6 @@ use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::InvokeError;
-use crate::observability::InvocationRecord;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -41,18 +41,12 @@ pub enum BodyFault {
     Broken(String),
 }
 
-impl BodyFault {
-    /// The error to answer with, if the client is still there to hear it. Notes in
-    /// the invocation's log record the bytes actually received and, for a client
-    /// that broke off, that it is gone; the caller sets the status if it answers.
-    pub fn into_error(self, record: &mut InvocationRecord, watch: &BodyWatch) -> InvokeError {
-        record.bytes_in = watch.received();
-        match self {
+/// The error a client is answered with, if it is still there to hear it.
+impl From<BodyFault> for InvokeError {
+    fn from(fault: BodyFault) -> Self {
+        match fault {
             BodyFault::Stalled(after) => InvokeError::BodyIdle { after },
-            BodyFault::Broken(cause) => {
-                record.client_gone = true;
-                InvokeError::BodyRead(cause)
-            }
+            BodyFault::Broken(cause) => InvokeError::BodyRead(cause),
         }
     }
 }
@@ -77,6 +71,11 @@ impl BodyWatch {
     /// The fault, once the body has broken off or stalled.
     pub fn fault(&self) -> Option<BodyFault> {
         self.0.fault.get().cloned()
+    }
+
+    /// Whether the client broke the body off (it is gone, not just slow).
+    pub fn broke_off(&self) -> bool {
+        matches!(self.0.fault.get(), Some(BodyFault::Broken(_)))
     }
 
     /// Body bytes received from the client so far.

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use self::pipe_chunks::PipeChunks;
-use super::body_fault::{BodyFault, BodyWatch};
+use super::body_fault::BodyWatch;
 use super::envelope::EnvelopeReader;
 use super::stderr::StderrLog;
 use super::{Invocation, InvokeError, InvokeFuture, Invoker, Reply, RequestBody};
@@ -114,7 +114,6 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         .max_output
         .or(raw_output.then_some(DEFAULT_RAW_LIMIT));
     let group = ProcessGroup::new(pid);
-    let body_watch = body.watch();
     let body_broken = started
         .stdin
         .map(|pipe| stdin::spawn(pipe, body, invocation.deadline));
@@ -141,7 +140,6 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         is_head: invocation.method == Method::HEAD,
         file,
         remaining: None,
-        body_watch,
         record: invocation.record,
     };
     invocation
@@ -217,8 +215,6 @@ struct Driver {
     file: String,
     /// Body bytes still owed to the client when the function sent Content-Length.
     remaining: Option<u64>,
-    /// The request body, while it streams in.
-    body_watch: Option<BodyWatch>,
     raw: Option<RawOutput>,
     /// The invocation's own cgroup, when it has cgroup-held limits.
     cgroup: Option<crate::limits::InvocationCgroup>,
@@ -430,11 +426,7 @@ impl Driver {
         }
         let status = envelope.status;
         self.record.status = Some(status.as_u16());
-        self.remaining = envelope
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+        self.remaining = envelope.content_length;
         let bodiless = self.is_head
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
@@ -481,21 +473,19 @@ impl Driver {
             End::TimedOut => {
                 self.record.timed_out = true;
                 // Waiting on the client's upload, not on the function: a 408.
-                let late_body = self.body_watch.as_ref().and_then(|watch| {
-                    let error = watch.cut_off_if_awaited(self.timeout)?;
-                    self.record.bytes_in = watch.received();
-                    Some(error)
-                });
+                let late_body = self
+                    .record
+                    .body
+                    .as_ref()
+                    .and_then(|watch| watch.cut_off_if_awaited(self.timeout));
                 let status = self.stop_group(None).await;
                 let error = late_body.unwrap_or_else(|| InvokeError::Timeout {
                     file: self.file.clone(),
                     after: self.timeout,
                 });
-                if head_tx.is_some() {
-                    self.record.status = Some(error.status().as_u16());
-                    send_head(&mut head_tx, Err(error));
-                }
-                // Otherwise the body is cut off: `complete` stays false.
+                // Unless the function had answered: its body is then cut off
+                // (`complete` stays false).
+                self.answer_error(&mut head_tx, error);
                 status
             }
             End::ClientGone => {
@@ -504,18 +494,15 @@ impl Driver {
             }
             End::BodyFault => {
                 let status = self.stop_group(None).await;
-                let watch = self.body_watch.take().unwrap_or_default();
-                let fault = watch
-                    .fault()
-                    .unwrap_or_else(|| BodyFault::Broken("it ended early".into()));
-                let error = fault.into_error(&mut self.record, &watch);
+                let fault = self.record.body.as_ref().and_then(BodyWatch::fault);
+                let error = fault.map_or_else(
+                    || InvokeError::BodyRead("it ended early".into()),
+                    InvokeError::from,
+                );
                 // A client that stalled hears why, unless the function had answered
                 // already (its body is then cut off); for one that broke off, the
                 // reason is logged.
-                if head_tx.is_some() {
-                    self.record.status = Some(error.status().as_u16());
-                    send_head(&mut head_tx, Err(error));
-                }
+                self.answer_error(&mut head_tx, error);
                 status
             }
             End::Shutdown => {
@@ -543,6 +530,15 @@ impl Driver {
             self.record.limit_hit = Some("cpu_time");
         }
         drop(sink);
+    }
+
+    /// Answers the client with `error` if no response head has gone out yet, and
+    /// logs its status then.
+    fn answer_error(&mut self, head_tx: &mut Option<HeadSender>, error: InvokeError) {
+        if head_tx.is_some() {
+            self.record.status = Some(error.status().as_u16());
+            send_head(head_tx, Err(error));
+        }
     }
 
     /// The function has exited: complete the body, or answer the error if the

@@ -26,6 +26,8 @@ pub struct Envelope {
     /// Set when `Location:` names a local path and no `Status:` was given: the server
     /// answers with that URL instead (RFC 3875 §6.2.2).
     pub local_redirect: Option<String>,
+    /// `Content-Length:`, validated and parsed once here.
+    pub content_length: Option<u64>,
 }
 
 /// Why a function's output is not a valid header block. Each maps to a 502.
@@ -77,6 +79,7 @@ pub struct EnvelopeReader {
     line_no: usize,
     status: Option<StatusCode>,
     location: Option<String>,
+    content_length: Option<u64>,
     headers: HeaderMap,
 }
 
@@ -156,23 +159,20 @@ impl EnvelopeReader {
         }
         if name == header::CONTENT_LENGTH {
             // hyper would refuse to send what does not frame a body: a length that
-            // is not a u64, or two of them (the client got an empty reply).
-            let digits = !value.is_empty() && value.as_bytes().iter().all(u8::is_ascii_digit);
-            if !digits
-                || value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .is_none()
-            {
+            // is not a u64 (digits only: `parse` takes a `+` too), or two of them
+            // (the client got an empty reply).
+            let Some(length) = (value.to_str().ok())
+                .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+            else {
                 return Err(EnvelopeError::BadContentLength {
                     line: line_no,
                     excerpt: excerpt(line),
                 });
-            }
-            match self.headers.get(header::CONTENT_LENGTH) {
+            };
+            match self.content_length.replace(length) {
                 // The same length twice is one length (RFC 9110 §8.6).
-                Some(first) if *first == value => return Ok(()),
+                Some(first) if first == length => return Ok(()),
                 Some(_) => {
                     return Err(EnvelopeError::RepeatedContentLength {
                         line: line_no,
@@ -212,6 +212,7 @@ impl EnvelopeReader {
             status,
             headers,
             local_redirect,
+            content_length: self.content_length,
         }
     }
 }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::InvokeError;
-use super::body_fault::{self, BodyFault, BodyWatch};
+use super::body_fault::{self, BodyWatch};
 
 /// Chunked bodies up to this size stay in memory; larger ones go to a temp file.
 pub const SPILL_IN_MEMORY: usize = 256 * 1024;
@@ -121,10 +121,10 @@ async fn spill(
     let mut file: Option<std::fs::File> = None;
     let mut length: u64 = 0;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|err| match watch.fault() {
-            Some(BodyFault::Stalled(after)) => InvokeError::BodyIdle { after },
-            Some(BodyFault::Broken(cause)) => InvokeError::BodyRead(cause),
-            None => InvokeError::BodyRead(err.to_string()),
+        let chunk = chunk.map_err(|err| {
+            watch
+                .fault()
+                .map_or_else(|| InvokeError::BodyRead(err.to_string()), InvokeError::from)
         })?;
         length += chunk.len() as u64;
         if length > max {

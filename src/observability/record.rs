@@ -13,6 +13,7 @@ use axum::http::Method;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::metrics::Exit;
+use crate::invoke::body_fault::BodyWatch;
 use crate::routes::Function;
 
 #[derive(Debug)]
@@ -33,7 +34,12 @@ pub struct InvocationRecord {
     /// The resource limit the function ran into, if any.
     pub limit_hit: Option<&'static str>,
     pub queue_wait: Duration,
+    /// The request body's declared length; the log gives what arrived instead
+    /// when the body streamed in (`body`).
     pub bytes_in: u64,
+    /// The request body while it streams in: the bytes that really arrived, and
+    /// whether the client broke it off, come from it.
+    pub body: Option<BodyWatch>,
     pub bytes_out: u64,
     pub started: Instant,
     /// The server-wide and per-function slots this invocation holds.
@@ -59,6 +65,7 @@ impl InvocationRecord {
             limit_hit: None,
             queue_wait: Duration::ZERO,
             bytes_in: 0,
+            body: None,
             bytes_out: 0,
             started: Instant::now(),
             slots: Vec::new(),
@@ -87,6 +94,10 @@ impl InvocationRecord {
 
 impl Drop for InvocationRecord {
     fn drop(&mut self) {
+        if let Some(body) = &self.body {
+            self.bytes_in = body.received();
+            self.client_gone |= body.broke_off();
+        }
         let elapsed = self.started.elapsed();
         let exit_label = match (self.exit_code, self.signal) {
             (Some(code), _) => Some(Exit::Code(code)),

@@ -206,8 +206,7 @@ impl Walk {
                 continue;
             }
             if meta.is_dir() {
-                let via_symlink = entry.file_type().is_ok_and(|kind| kind.is_symlink());
-                self.folder(&path, &rel, name, canonical, via_symlink, segments);
+                self.folder(&path, &rel, name, canonical, probe.is_symlink, segments);
             } else if meta.is_file() {
                 self.file(
                     path,
@@ -387,6 +386,8 @@ struct Probe {
     meta: Option<fs::Metadata>,
     /// Where it really is; `None` when a symlink cannot be resolved.
     real: Option<PathBuf>,
+    /// The entry itself is a symlink (or its type is unknown).
+    is_symlink: bool,
     /// For an executable file with a script extension: it starts with `#!` or is
     /// an ELF binary.
     starts_like_a_program: bool,
@@ -460,7 +461,8 @@ fn probe(entry: &fs::DirEntry, real_dir: &Path, root: &Path) -> Option<Probe> {
     // Only a symlink can lead elsewhere: anything else is where the walk found it.
     // Resolving every path costs a readlink per path component of every file
     // (40,000 failing system calls for a 10,000-function tree).
-    let real = if entry.file_type().map_or(true, |kind| kind.is_symlink()) {
+    let is_symlink = entry.file_type().map_or(true, |kind| kind.is_symlink());
+    let real = if is_symlink {
         path.canonicalize().ok()
     } else {
         Some(real_dir.join(name))
@@ -475,6 +477,7 @@ fn probe(entry: &fs::DirEntry, real_dir: &Path, root: &Path) -> Option<Probe> {
     Some(Probe {
         meta,
         real,
+        is_symlink,
         starts_like_a_program: script && starts_like_a_program(&path),
     })
 }

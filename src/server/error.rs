@@ -26,8 +26,6 @@ pub enum AppError {
     RedirectLoop { hops: usize, location: String },
     #[error("the function's local redirect (`Location:` without `Status:`) is not a valid path")]
     BadRedirect { location: String },
-    #[error("the request body did not arrive within the timeout")]
-    BodyTimeout,
     #[error("{0}")]
     Invoke(#[from] InvokeError),
 }
@@ -41,7 +39,6 @@ impl AppError {
             | AppError::RedirectLoop { .. }
             | AppError::BadRedirect { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             AppError::Invoke(err) => err.status(),
         }
     }
@@ -53,7 +50,6 @@ impl AppError {
             AppError::NotFound { .. } => Some("`watchdog routes DIR` lists every route and the files that are not routes".into()),
             AppError::Conflict { .. } => Some("rename or remove all but one of these files".into()),
             AppError::Overloaded { .. } => Some("retry later, or raise --max-concurrency".into()),
-            AppError::BodyTimeout => Some("send the body faster, or raise --timeout".into()),
             AppError::RedirectLoop { .. } | AppError::BadRedirect { .. } => {
                 Some("a `Location: /path` header without `Status:` makes watchdog serve that path instead".into())
             }

@@ -13,7 +13,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::App;
 use super::error::AppError;
 use super::request_id;
-use crate::invoke::{Invocation, Reply, RequestBody};
+use crate::invoke::{Invocation, InvokeError, Reply, RequestBody};
 use crate::observability::{InvocationRecord, metrics};
 use crate::routes::{Function, Lookup};
 
@@ -122,7 +122,9 @@ async fn dispatch(
         );
         let request_body = tokio::time::timeout_at(deadline, receive)
             .await
-            .map_err(|_| AppError::BodyTimeout)??;
+            .map_err(|_| InvokeError::BodyTimeout {
+                after: function.timeout,
+            })??;
         let queued = tokio::time::Instant::now();
         let slots = acquire_slots(
             app,
@@ -135,6 +137,7 @@ async fn dispatch(
             InvocationRecord::start(request_id, method.clone(), Arc::clone(&route.function));
         record.queue_wait = queued.elapsed();
         record.bytes_in = request_body.content_length().unwrap_or(0);
+        record.body = request_body.watch();
         record.slots = slots;
         let invocation = Invocation {
             request_id: request_id.to_owned(),

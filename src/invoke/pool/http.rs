@@ -104,26 +104,30 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
     let file = invocation.route.function.file.relative.clone();
     invocation.record.pid = Some(pid);
     invocation.record.cold = Some(lease.cold);
-    let body = std::mem::replace(&mut invocation.body, crate::invoke::RequestBody::Empty);
-    let body_watch = body.watch();
-    let mut request = upstream_request(&invocation, port, body.into_body());
+    let body =
+        std::mem::replace(&mut invocation.body, crate::invoke::RequestBody::Empty).into_body();
+    let mut request = upstream_request(&invocation, port, body);
     let deadline = invocation.deadline;
-    let broken = |cause: String| InvokeError::WorkerFailed {
-        file: file.clone(),
-        cause,
-    };
-    // Set when the worker answered, but not in HTTP hyper can read (more than
-    // 100 headers, a malformed head): a bad answer, like a CGI function's bad
-    // header block, not a crash; the worker is kept if it still runs.
-    let unreadable = std::sync::atomic::AtomicBool::new(false);
-    let answer_failed = |err: hyper::Error| {
-        unreadable.store(err.is_parse(), std::sync::atomic::Ordering::Relaxed);
-        let what = if err.is_parse() {
-            "answered with a response that is not valid HTTP"
-        } else {
-            "broke off the request"
+    // A failed exchange, with what it says about the worker.
+    let broken = |cause: String| {
+        let error = InvokeError::WorkerFailed {
+            file: file.clone(),
+            cause,
         };
-        broken(format!("{what}: {err}"))
+        (error, Outcome::Crashed)
+    };
+    let answer_failed = |err: hyper::Error| {
+        if err.is_parse() {
+            // An answer that is not HTTP hyper can read (more than 100 headers, a
+            // malformed head) is a bad answer, like a CGI function's bad header
+            // block, not a crash: the worker is kept if it still runs.
+            let (error, _) = broken(format!(
+                "answered with a response that is not valid HTTP: {err}"
+            ));
+            (error, Outcome::Abandoned)
+        } else {
+            broken(format!("broke off the request: {err}"))
+        }
     };
     let kept = lease.worker_mut().take_connection();
     let others_open = lease.worker().has_idle_connections();
@@ -168,28 +172,22 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
             response.await
         };
         let response = response.map_err(answer_failed)?;
-        Ok::<_, InvokeError>((response, sender))
+        Ok::<_, (InvokeError, Outcome)>((response, sender))
     };
     let exchanged = tokio::time::timeout_at(deadline, exchange).await;
     let (response, sender) = match exchanged {
         Ok(Ok(exchanged)) => exchanged,
-        Ok(Err(err)) => {
+        Ok(Err((err, outcome))) => {
             // The request broke off because the client's upload did: the worker
             // is not to blame.
-            if let Some(watch) = &body_watch
-                && let Some(fault) = watch.fault()
-            {
+            if let Some(fault) = invocation.record.body.as_ref().and_then(BodyWatch::fault) {
                 lease.finish(Outcome::Abandoned);
-                let error = fault.into_error(&mut invocation.record, watch);
+                let error = InvokeError::from(fault);
                 invocation.record.status = Some(error.status().as_u16());
                 return Err(error);
             }
             // A worker that has exited counts as crashed all the same.
-            lease.finish(if unreadable.load(std::sync::atomic::Ordering::Relaxed) {
-                Outcome::Abandoned
-            } else {
-                Outcome::Crashed
-            });
+            lease.finish(outcome);
             return Err(err);
         }
         Err(_) => {
@@ -198,11 +196,10 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
             // The worker was waiting for the client's upload: cutting the body off
             // closes that connection, and the worker is kept. Otherwise it is
             // stuck, and replaced.
-            if let Some(watch) = &body_watch
-                && let Some(error) = watch.cut_off_if_awaited(timeout)
+            if let Some(error) = (invocation.record.body.as_ref())
+                .and_then(|watch| watch.cut_off_if_awaited(timeout))
             {
                 lease.finish(Outcome::Abandoned);
-                invocation.record.bytes_in = watch.received();
                 invocation.record.status = Some(error.status().as_u16());
                 return Err(error);
             }
@@ -222,7 +219,6 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
         lease: Some(lease),
         deadline: Box::pin(tokio::time::sleep_until(deadline)),
         record: Some(invocation.record),
-        body_watch,
     };
     Ok(Reply::Response(Response::from_parts(
         parts,
@@ -300,9 +296,6 @@ struct LeasedBody {
     lease: Option<Lease>,
     deadline: Pin<Box<tokio::time::Sleep>>,
     record: Option<InvocationRecord>,
-    /// The request body, which may still be streaming to the worker while it
-    /// answers (an echo, an early refusal).
-    body_watch: Option<BodyWatch>,
 }
 
 impl LeasedBody {
@@ -366,20 +359,16 @@ impl http_body::Body for LeasedBody {
             Poll::Ready(Some(Err(err))) => {
                 // hyper reports a request body that broke off mid-answer as a
                 // broken connection: the client's doing, not the worker's.
-                let fault = self
-                    .body_watch
-                    .clone()
-                    .and_then(|watch| Some((watch.fault()?, watch)));
-                let outcome = match (fault, self.record.as_mut()) {
-                    (Some((fault, watch)), Some(record)) => {
-                        // Only noted: the response is under way.
-                        let _ = fault.into_error(record, &watch);
-                        Outcome::Abandoned
-                    }
-                    (Some(_), None) => Outcome::Abandoned,
-                    (None, _) => Outcome::Crashed,
-                };
-                self.finish(outcome);
+                // (The request body may still stream to a worker that answers
+                // early: an echo, a refusal.)
+                let client_fault = (self.record.as_ref())
+                    .and_then(|record| record.body.as_ref())
+                    .is_some_and(|watch| watch.fault().is_some());
+                self.finish(if client_fault {
+                    Outcome::Abandoned
+                } else {
+                    Outcome::Crashed
+                });
                 Poll::Ready(Some(Err(std::io::Error::other(err))))
             }
             Poll::Ready(None) => {

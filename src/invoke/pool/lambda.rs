@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Lease, Outcome, Worker};
 use crate::config::Settings;
+use crate::invoke::body_fault::BodyWatch;
 use crate::invoke::{Invocation, InvokeError, Reply};
 use crate::limits::Limiter;
 use crate::observability::InvocationRecord;
@@ -326,26 +327,20 @@ pub async fn start(
 /// 408 when the body stalls or is still arriving at the deadline, 400 when it
 /// breaks off.
 pub async fn receive_body(invocation: &mut Invocation) -> Result<Bytes, InvokeError> {
-    let body = std::mem::replace(&mut invocation.body, crate::invoke::RequestBody::Empty);
-    let body_watch = body.watch();
-    let received = tokio::time::timeout_at(
-        invocation.deadline,
-        axum::body::to_bytes(body.into_body(), usize::MAX),
-    )
-    .await;
+    let body =
+        std::mem::replace(&mut invocation.body, crate::invoke::RequestBody::Empty).into_body();
+    let received =
+        tokio::time::timeout_at(invocation.deadline, axum::body::to_bytes(body, usize::MAX)).await;
     let record = &mut invocation.record;
     let error = match received {
         Ok(Ok(body)) => return Ok(body),
-        Ok(Err(err)) => match body_watch
+        Ok(Err(err)) => record
+            .body
             .as_ref()
-            .and_then(|watch| Some((watch.fault()?, watch)))
-        {
-            Some((fault, watch)) => fault.into_error(record, watch),
-            None => InvokeError::BodyRead(err.to_string()),
-        },
+            .and_then(BodyWatch::fault)
+            .map_or_else(|| InvokeError::BodyRead(err.to_string()), InvokeError::from),
         Err(_) => {
             record.timed_out = true;
-            record.bytes_in = body_watch.map_or(0, |watch| watch.received());
             InvokeError::BodyTimeout {
                 after: invocation.route.function.settings.timeout,
             }
@@ -385,21 +380,35 @@ pub async fn invoke(
         deadline_ms: invocation.deadline_epoch_ms,
         payload,
     });
+    // One deadline for the answer, and for a streamed answer's head as well.
     let exchange = async {
+        let crashed = |cause: String| (cause, Outcome::Crashed);
         sent.await
-            .map_err(|_| "stopped taking invocations".to_owned())?;
-        tokio::select! {
-            answer = answer_rx => answer.map_err(|_| "dropped the invocation".to_owned()),
-            status = lease.worker().exited() => Err(format!(
+            .map_err(|_| crashed("stopped taking invocations".to_owned()))?;
+        let answer = tokio::select! {
+            answer = answer_rx => answer.map_err(|_| crashed("dropped the invocation".to_owned()))?,
+            status = lease.worker().exited() => return Err(crashed(format!(
                 "exited ({}) during the invocation",
                 status.map_or_else(|| "unknown status".into(), crate::invoke::cgi::describe_exit)
-            )),
-        }
+            ))),
+        };
+        Ok(match answer {
+            Answer::Buffered(bytes) => Ready::Buffered(bytes),
+            Answer::Failed(detail) => Ready::Failed(detail),
+            // A malformed prelude is a bad answer, as a malformed buffered one
+            // is: the worker serves on.
+            Answer::Streamed { content_type, body } => {
+                let (response, stream) = streamed_response(content_type, body)
+                    .await
+                    .map_err(|cause| (cause, Outcome::Served))?;
+                Ready::Streamed(response, stream)
+            }
+        })
     };
-    let answer = match tokio::time::timeout_at(invocation.deadline, exchange).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(cause)) => {
-            lease.finish(Outcome::Crashed);
+    let ready = match tokio::time::timeout_at(invocation.deadline, exchange).await {
+        Ok(Ok(ready)) => ready,
+        Ok(Err((cause, outcome))) => {
+            lease.finish(outcome);
             return Err(InvokeError::WorkerFailed { file, cause });
         }
         Err(_) => {
@@ -411,31 +420,12 @@ pub async fn invoke(
             });
         }
     };
-    let response = match answer {
-        Answer::Buffered(bytes) => {
+    let response = match ready {
+        Ready::Buffered(bytes) => {
             lease.finish(Outcome::Served);
             buffered_response(&bytes)
         }
-        Answer::Streamed { content_type, body } => {
-            // The head, then the body, are bound by the deadline like any answer.
-            let head =
-                tokio::time::timeout_at(invocation.deadline, streamed_response(content_type, body))
-                    .await;
-            let (mut response, stream) = match head {
-                Ok(Ok(head)) => head,
-                Ok(Err(cause)) => {
-                    drop(lease);
-                    return Err(InvokeError::WorkerFailed { file, cause });
-                }
-                Err(_) => {
-                    invocation.record.timed_out = true;
-                    lease.finish(Outcome::Stuck);
-                    return Err(InvokeError::Timeout {
-                        file,
-                        after: invocation.route.function.settings.timeout,
-                    });
-                }
-            };
+        Ready::Streamed(mut response, stream) => {
             invocation.record.status = Some(response.status().as_u16());
             // The worker stays lent, and the invocation open, until the streamed
             // body has been read through.
@@ -447,7 +437,7 @@ pub async fn invoke(
             });
             return Ok(Reply::Response(response));
         }
-        Answer::Failed(detail) => {
+        Ready::Failed(detail) => {
             lease.finish(Outcome::Served);
             tracing::warn!(file = %file, error = %detail, "the function returned an error");
             return Err(InvokeError::FunctionError { file });
@@ -678,6 +668,13 @@ fn http_head(value: &serde_json::Value, status: u64) -> Result<Response<Body>, S
 
 /// A streamed answer: an HTTP-integration prelude (JSON, then eight NUL bytes)
 /// followed by the body, or, without that content type, the body alone.
+/// A worker's answer, read as far as the response head.
+enum Ready {
+    Buffered(Bytes),
+    Streamed(Response<Body>, BodyStream),
+    Failed(String),
+}
+
 /// The head of a streamed answer (its prelude, for an HTTP integration response),
 /// and the rest of the body.
 async fn streamed_response(
