@@ -485,6 +485,12 @@ async fn status_location_and_header_forms() {
     assert_eq!(teapot.status(), 418);
     assert_eq!(teapot.headers()["x-custom"], "yes");
     assert_eq!(teapot.text().await.unwrap(), "teapot\n");
+    // The function's own reason phrase is sent as written, as CGI hosts do.
+    let head = raw_request(
+        server.addr,
+        b"GET /api/status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 418 I am a teapot\r\n"), "{head}");
 
     let plain = c.get(server.url("/api/no-type")).send().await.unwrap();
     assert_eq!(plain.status(), 200);

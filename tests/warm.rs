@@ -55,6 +55,12 @@ async fn a_worker_keeps_its_state_between_requests_and_streams_bodies() {
         [1, 2, 3]
     );
     assert_eq!(second["path"], "/api/counter?x=1");
+    // A reason phrase of the worker's own passes, as the CGI envelope's does.
+    let head = common::raw_request(
+        server.addr,
+        b"GET /api/counter?reason HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 200 Served Warm\r\n"), "{head}");
     // A route without parameters sends no parameters header.
     assert_eq!(first["params_header"], serde_json::Value::Null);
     let echo = client()

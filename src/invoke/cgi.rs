@@ -452,6 +452,9 @@ impl Driver {
         let mut response = Response::new(body);
         *response.status_mut() = status;
         *response.headers_mut() = envelope.headers;
+        if let Some(reason) = envelope.reason {
+            response.extensions_mut().insert(reason);
+        }
         send_head(head_tx, Ok(Reply::Response(response)));
         Ok((!rest.is_empty() && !bodiless).then_some(rest))
     }

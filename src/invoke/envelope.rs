@@ -14,6 +14,7 @@
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use bytes::{Bytes, BytesMut};
+use hyper::ext::ReasonPhrase;
 
 /// The header block must end (blank line included) within this many bytes.
 pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
@@ -28,6 +29,9 @@ pub struct Envelope {
     pub local_redirect: Option<String>,
     /// `Content-Length:`, validated and parsed once here.
     pub content_length: Option<u64>,
+    /// `Status: 404 No Such Invoice`: a reason other than the canonical one, sent
+    /// as written (as Apache and lighttpd do), since some clients show it.
+    pub reason: Option<ReasonPhrase>,
 }
 
 /// Why a function's output is not a valid header block. Each maps to a 502.
@@ -78,6 +82,7 @@ pub struct EnvelopeReader {
     line_start: usize,
     line_no: usize,
     status: Option<StatusCode>,
+    reason: Option<ReasonPhrase>,
     location: Option<String>,
     content_length: Option<u64>,
     headers: HeaderMap,
@@ -148,13 +153,13 @@ impl EnvelopeReader {
             excerpt: excerpt(line),
         })?;
         if name.as_str() == "status" {
-            self.status =
-                Some(
-                    parse_status(raw_value).ok_or_else(|| EnvelopeError::BadStatus {
-                        line: line_no,
-                        excerpt: excerpt(line),
-                    })?,
-                );
+            let (status, reason) =
+                parse_status(raw_value).ok_or_else(|| EnvelopeError::BadStatus {
+                    line: line_no,
+                    excerpt: excerpt(line),
+                })?;
+            self.status = Some(status);
+            self.reason = reason;
             return Ok(());
         }
         if name == header::CONTENT_LENGTH {
@@ -213,6 +218,7 @@ impl EnvelopeReader {
             headers,
             local_redirect,
             content_length: self.content_length,
+            reason: self.reason.take(),
         }
     }
 }
@@ -231,14 +237,25 @@ fn trim_whitespace(bytes: &[u8]) -> &[u8] {
     &bytes[start..end]
 }
 
-/// `404`, `404 Not Found`: the reason phrase is ignored (hyper writes the canonical one).
-fn parse_status(value: &[u8]) -> Option<StatusCode> {
+/// `404`, `404 Not Found`, `404 No Such Invoice`. The reason is kept only when it
+/// differs from the canonical one (hyper writes that itself) and is one a status
+/// line can carry (header values and reasons allow the same bytes, so the check
+/// is a safeguard).
+fn parse_status(value: &[u8]) -> Option<(StatusCode, Option<ReasonPhrase>)> {
     let code = value.split(|b| *b == b' ' || *b == b'\t').next()?;
     if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) {
         return None;
     }
     let status = StatusCode::from_bytes(code).ok()?;
-    (200..=599).contains(&status.as_u16()).then_some(status)
+    if !(200..=599).contains(&status.as_u16()) {
+        return None;
+    }
+    let reason = trim_whitespace(&value[3..]);
+    let canonical = status.canonical_reason().map(str::as_bytes);
+    let reason = (!reason.is_empty() && canonical != Some(reason))
+        .then(|| ReasonPhrase::try_from(reason).ok())
+        .flatten();
+    Some((status, reason))
 }
 
 #[cfg(test)]
@@ -266,6 +283,27 @@ mod tests {
             assert_eq!(env.headers[header::CONTENT_TYPE], "text/plain");
             assert_eq!(&body[..], b"hello");
         }
+    }
+
+    #[test]
+    fn a_custom_reason_is_kept_and_the_canonical_one_left_to_hyper() {
+        let reason = |input: &[u8]| {
+            parse_whole(input)
+                .0
+                .reason
+                .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
+        };
+        assert_eq!(
+            reason(b"Status: 404 No Such Invoice\n\n").as_deref(),
+            Some("No Such Invoice")
+        );
+        assert_eq!(
+            reason(b"Status: 503\t busy \r\n\r\n").as_deref(),
+            Some("busy")
+        );
+        assert_eq!(reason(b"Status: 404 Not Found\n\n"), None);
+        assert_eq!(reason(b"Status: 404\n\n"), None);
+        assert_eq!(reason(b"X-A: 1\n\n"), None);
     }
 
     #[test]
