@@ -161,8 +161,18 @@ async fn a_streamed_lambda_response_is_passed_through_as_it_arrives() {
     printf '\000\000\000\000\000\000\000\000'
     printf 'chunk one\n'; sleep 0.6; printf 'chunk two\n'"#,
     );
+    streaming_runtime(
+        &project,
+        "ticker.sh",
+        r#"printf '{"statusCode":200}'; printf '\000\000\000\000\000\000\000\000'
+    for i in $(seq 25); do printf 'tick\n'; sleep 0.2; done"#,
+    );
     let mut toml = std::fs::read_to_string(project.path().join("watchdog.toml")).unwrap();
-    toml.push_str("\n[functions.\"streamer.sh\"]\nwarm = { protocol = \"lambda\" }\n");
+    for name in ["streamer.sh", "ticker.sh"] {
+        toml.push_str(&format!(
+            "\n[functions.\"{name}\"]\nwarm = {{ protocol = \"lambda\" }}\n"
+        ));
+    }
     std::fs::write(project.path().join("watchdog.toml"), toml).unwrap();
     let server = TestServer::start(&project.path().join("api"), &[]);
     let response = client()
@@ -183,6 +193,15 @@ async fn a_streamed_lambda_response_is_passed_through_as_it_arrives() {
         "not streamed: {:?}",
         streamed.spread
     );
+    // A client that leaves after the first piece is logged as gone.
+    drop(common::get_until(
+        server.addr,
+        "/api/ticker",
+        "lleft-1",
+        "tick",
+    ));
+    let line = server.log_line("invocation request_id=lleft-1 ", Duration::from_secs(5));
+    assert!(line.contains("client_gone=true"), "{line}");
 }
 
 #[tokio::test]

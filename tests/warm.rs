@@ -264,6 +264,24 @@ async fn uploads_a_client_breaks_off_or_stalls_are_not_blamed_on_the_worker() {
 }
 
 #[tokio::test]
+async fn a_client_that_leaves_mid_answer_is_logged_as_gone_and_the_worker_kept() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &[]);
+    let (_, before) = call(&server, "/api/counter").await;
+    drop(common::get_until(
+        server.addr,
+        "/api/counter?drip=50",
+        "left-1",
+        "tick",
+    ));
+    let line = server.log_line("invocation request_id=left-1 ", Duration::from_secs(5));
+    assert!(line.contains("client_gone=true"), "{line}");
+    let (status, after) = call(&server, "/api/counter").await;
+    assert_eq!(status, 200);
+    assert_eq!(before["pid"], after["pid"], "the worker was kept");
+}
+
+#[tokio::test]
 async fn an_upload_still_arriving_at_the_timeout_is_a_408_and_the_worker_is_kept() {
     let project = project(&[("counter", "max = 1")]);
     let server = TestServer::start(&api(&project), &["--timeout", "1s"]);

@@ -319,6 +319,29 @@ pub fn read_answer(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Sends a GET of `path` with `request_id` and reads the answer until `needle`
+/// shows (at most 5 s), leaving the connection open for the caller to drop.
+pub fn get_until(addr: SocketAddr, path: &str, request_id: &str, needle: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: t\r\nX-Request-Id: {request_id}\r\n\r\n");
+    stream.write_all(head.as_bytes()).expect("write");
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        let mut buf = [0; 1024];
+        let n = stream.read(&mut buf).expect("read");
+        assert!(
+            n > 0,
+            "closed before {needle:?}: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    stream
+}
+
 /// Copies a fixture folder into a fresh temp dir (for tests that change files).
 pub fn copy_fixture(name: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().expect("temp dir");

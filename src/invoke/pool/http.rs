@@ -326,6 +326,10 @@ impl Drop for LeasedBody {
             if let Some(lease) = self.lease.take() {
                 lease.finish(Outcome::Served);
             }
+            // Still held only when no error or deadline ended the answer.
+            if let Some(record) = self.record.as_mut() {
+                record.client_gone = true;
+            }
         }
     }
 }

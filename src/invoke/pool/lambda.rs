@@ -774,8 +774,20 @@ impl futures_util::Stream for Leased {
                 }
                 self.record = None;
             }
-            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+            // The worker's stream broke: logged now, so that the drop that
+            // follows is not taken for a client that left.
+            Poll::Ready(Some(Err(_))) => self.record = None,
+            Poll::Pending => {}
         }
         polled
+    }
+}
+
+impl Drop for Leased {
+    /// Dropped with the record still held: the client left before the end.
+    fn drop(&mut self) {
+        if let Some(record) = self.record.as_mut() {
+            record.client_gone = true;
+        }
     }
 }
