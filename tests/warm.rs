@@ -206,6 +206,34 @@ async fn a_queued_request_whose_time_runs_out_is_a_504_not_a_crash() {
     assert!(!log.contains("crashed"), "{log}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wait_for_a_busy_worker_is_logged_as_queue_wait() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &[]);
+    assert_eq!(call(&server, "/api/counter").await.0, 200);
+    let busy = tokio::spawn({
+        let url = server.url("/api/counter?sleep=1");
+        async move { client().get(url).send().await.unwrap().status().as_u16() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waited = client()
+        .get(server.url("/api/counter"))
+        .header("X-Request-Id", "waited-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(waited.status(), 200);
+    assert_eq!(busy.await.unwrap(), 200);
+    let line = server.log_line("invocation request_id=waited-1 ", Duration::from_secs(5));
+    let queue_wait_ms: f64 = line
+        .split_once("queue_wait_ms=")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no queue_wait_ms: {line}"));
+    // It waited for the only worker, which slept for a second.
+    assert!(queue_wait_ms >= 500.0, "{line}");
+}
+
 #[tokio::test]
 async fn a_crashed_worker_is_replaced() {
     let project = project(&[("counter", "max = 1")]);

@@ -130,13 +130,16 @@ impl Invoker for PoolInvoker {
         Box::pin(async move {
             match pool.config.protocol {
                 WarmProtocol::Http => {
-                    let lease = pool.acquire(invocation.deadline).await?;
+                    let mut invocation = invocation;
+                    let queue_wait = &mut invocation.record.queue_wait;
+                    let lease = pool.acquire(invocation.deadline, queue_wait).await?;
                     http::forward(lease, invocation).await
                 }
                 WarmProtocol::Lambda => {
                     let mut invocation = invocation;
                     let body = lambda::receive_body(&mut invocation).await?;
-                    let lease = pool.acquire(invocation.deadline).await?;
+                    let queue_wait = &mut invocation.record.queue_wait;
+                    let lease = pool.acquire(invocation.deadline, queue_wait).await?;
                     lambda::invoke(lease, invocation, body).await
                 }
             }
@@ -334,6 +337,8 @@ impl Pool {
     }
 
     /// Takes an idle worker or starts one, waiting for room when `max` are busy.
+    /// The wait for room, and for a crash backoff, is added to `queue_wait`
+    /// (a worker's start is not: that is the cold start).
     ///
     /// # Errors
     /// [`InvokeError::Crashed`] when the function crashed too often,
@@ -342,19 +347,22 @@ impl Pool {
     pub async fn acquire(
         self: &Arc<Self>,
         deadline: tokio::time::Instant,
+        queue_wait: &mut Duration,
     ) -> Result<Lease, InvokeError> {
         let file = &self.function.file.relative;
         if self.lock_crashes().given_up(Instant::now()) {
             return Err(InvokeError::Crashed { file: file.clone() });
         }
-        let give_up = (tokio::time::Instant::now() + self.settings.queue_timeout).min(deadline);
+        let queued = tokio::time::Instant::now();
+        let give_up = (queued + self.settings.queue_timeout).min(deadline);
         let permit = tokio::time::timeout_at(give_up, Arc::clone(&self.capacity).acquire_owned())
             .await
             .ok()
-            .and_then(Result::ok)
-            .ok_or(InvokeError::Overloaded {
-                seconds: self.settings.queue_timeout.as_secs().max(1),
-            })?;
+            .and_then(Result::ok);
+        *queue_wait += queued.elapsed();
+        let permit = permit.ok_or(InvokeError::Overloaded {
+            seconds: self.settings.queue_timeout.as_secs().max(1),
+        })?;
         loop {
             let candidate = self.lock_idle().pop();
             match candidate {
@@ -382,6 +390,7 @@ impl Pool {
                 });
             }
             tokio::time::sleep(backoff).await;
+            *queue_wait += backoff;
         }
         let started = Instant::now();
         // A start is judged on its own time, the function's timeout, not on what
