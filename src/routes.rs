@@ -35,6 +35,10 @@ pub struct Function {
     /// takes: built at its first start (by `invoke::cgi::environment`), so a request
     /// only adds its own on top.
     pub env_block: OnceLock<EnvBlock>,
+    /// Which table build found it; later builds have higher numbers. A request
+    /// routed just before a reload still holds the older table's function, and
+    /// its version (a fingerprint) cannot say which of two versions is newer.
+    pub generation: u64,
 }
 
 impl RouteMatch {
@@ -109,6 +113,8 @@ impl RouteTable {
             .filter(|s| !s.is_empty())
             .map(String::from)
             .collect();
+        static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let generation = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let mut trie = Trie::default();
         let mut functions = Vec::with_capacity(found.functions.len());
         for (id, file) in found.functions.into_iter().enumerate() {
@@ -134,6 +140,7 @@ impl RouteTable {
                 settings,
                 file,
                 env_block: OnceLock::new(),
+                generation,
             }));
         }
         // `users/[id].sh` and `users/[slug].sh` live in different trie branches but

@@ -391,6 +391,57 @@ async fn min_workers_are_running_before_the_first_request_and_after_a_change() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_routed_before_a_change_is_served_by_the_new_version() {
+    let project = project(&[("stale", "min = 1, max = 2")]);
+    let toml = project.path().join("watchdog.toml");
+    let mut settings = std::fs::read_to_string(&toml).unwrap();
+    settings.push_str("max_concurrency = 1\n");
+    std::fs::write(&toml, settings).unwrap();
+    let server = TestServer::start(&api(&project), &[]);
+    let ready = "warm worker ready route=/api/stale";
+    assert!(server.wait_for_log(ready, Duration::from_secs(10)));
+    let get = |path: &'static str, request_id: &'static str| {
+        let url = server.url(path);
+        async move {
+            let response = client()
+                .get(url)
+                .header("X-Request-Id", request_id)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    // `busy` holds the function's only slot; `queued` waits for it, routed on
+    // the table of before the change.
+    let busy = tokio::spawn(get("/api/stale?sleep=3", "busy-1"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let queued = tokio::spawn(get("/api/stale", "queued-1"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let file = api(&project).join("stale.py");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str("\n# changed\n");
+    std::fs::write(&file, text).unwrap();
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            server.log().matches(ready).count() >= 2
+        }),
+        "{}",
+        server.log()
+    );
+    busy.await.unwrap();
+    let queued = queued.await.unwrap();
+    let after = get("/api/stale", "after-1").await;
+    // The queued request took the new version's worker, not a pool of its own
+    // that the next request would replace again.
+    let line = server.log_line("invocation request_id=queued-1 ", Duration::from_secs(5));
+    assert!(line.contains("start=\"warm\""), "{line}");
+    assert_eq!(queued["pid"], after["pid"], "{}", server.log());
+    assert_eq!(server.log().matches(ready).count(), 2, "{}", server.log());
+}
+
 #[tokio::test]
 async fn idle_workers_are_stopped_and_max_requests_recycles() {
     let project = project(&[

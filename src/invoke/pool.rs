@@ -85,15 +85,19 @@ impl PoolInvoker {
     }
 
     /// The pool for this version of the function, replacing (and retiring) the
-    /// pool of an older version.
+    /// pool of an older version (one from an older table).
     fn pool(&self, function: &Arc<Function>) -> Arc<Pool> {
         let mut pools = self
             .pools
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = function.file.relative.clone();
+        // A request routed on a table older than the pool's (a reload came while
+        // it waited for a slot or its body) is served by the newer version,
+        // which is what the file holds now, instead of flipping the pool back.
         if let Some(pool) = pools.get(&key)
-            && pool.version == function.file.version
+            && (pool.version == function.file.version
+                || pool.function.generation > function.generation)
         {
             return Arc::clone(pool);
         }
