@@ -4,13 +4,13 @@
 //! Vercel does, with `Authorization: Bearer $CRON_SECRET` when the functions'
 //! environment defines `CRON_SECRET`. The request goes through the same handler as
 //! any other, so routing, limits, logs and metrics apply. `POST
-//! /_watchdog/cron/<name>` runs a job at once.
+//! /_watchdog/cron/<name>` runs a job at once, for those who may ([`refusal`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{Request, Response, header};
+use axum::http::{HeaderMap, Request, Response, header};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use futures_util::StreamExt;
@@ -73,6 +73,57 @@ pub fn start(app: Arc<App>) {
     }
 }
 
+/// `CRON_SECRET` as the functions' environment defines it, if it does.
+pub fn secret(app: &App) -> Option<String> {
+    app.settings
+        .function_env
+        .iter()
+        .rev()
+        .find(|(name, _)| name == "CRON_SECRET")
+        .map(|(_, value)| value.to_string_lossy().into_owned())
+}
+
+/// Why a request may not run a job now, if it may not: it runs the function
+/// with the secret and hands back its answer, so it needs what the platform
+/// has. With `CRON_SECRET` set, that is the same bearer token (compared in
+/// constant time). Without one there is no secret to show, but a job still
+/// runs: only from this machine, and never for a browser page (browsers send
+/// `Origin` with every POST, so a page cannot trigger jobs of a dev server).
+pub fn refusal(
+    secret: Option<&str>,
+    remote: std::net::IpAddr,
+    headers: &HeaderMap,
+) -> Option<Refusal> {
+    use subtle::ConstantTimeEq;
+    match secret {
+        Some(secret) => {
+            let expected = format!("Bearer {secret}");
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .map_or(&b""[..], |value| value.as_bytes());
+            (!bool::from(given.ct_eq(expected.as_bytes()))).then_some(Refusal::NeedsSecret)
+        }
+        None if !remote.is_loopback() => Some(Refusal::NotLocal),
+        None if headers.contains_key(header::ORIGIN) => Some(Refusal::FromBrowser),
+        None => None,
+    }
+}
+
+/// Why `POST /_watchdog/cron/<name>` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "running a cron job needs `Authorization: Bearer $CRON_SECRET`, as the schedule sends it"
+    )]
+    NeedsSecret,
+    #[error(
+        "CRON_SECRET is not set, so cron jobs run on request only from this machine; set CRON_SECRET in the functions' environment and send it as `Authorization: Bearer ...`"
+    )]
+    NotLocal,
+    #[error("a browser page cannot run cron jobs (the request carries `Origin`)")]
+    FromBrowser,
+}
+
 /// Runs `job` once and returns the function's response with its body read.
 pub async fn run(app: &App, job: &CronJob) -> Response<Body> {
     let mut request = Request::get(&job.path)
@@ -81,14 +132,7 @@ pub async fn run(app: &App, job: &CronJob) -> Response<Body> {
             header::USER_AGENT,
             concat!("watchdog-cron/", env!("CARGO_PKG_VERSION")),
         );
-    let secret = app
-        .settings
-        .function_env
-        .iter()
-        .rev()
-        .find(|(name, _)| name == "CRON_SECRET")
-        .map(|(_, value)| value.to_string_lossy().into_owned());
-    if let Some(secret) = secret {
+    if let Some(secret) = secret(app) {
         request = request.header(header::AUTHORIZATION, format!("Bearer {secret}"));
     }
     let request = match request.body(Body::empty()) {
@@ -112,4 +156,33 @@ pub async fn run(app: &App, job: &CronJob) -> Response<Body> {
         collected.extend_from_slice(&chunk);
     }
     Response::from_parts(parts, Body::from(collected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.clone(), value.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn who_may_run_a_job_now() {
+        let local = std::net::IpAddr::from([127, 0, 0, 1]);
+        let remote = std::net::IpAddr::from([10, 0, 0, 7]);
+        let bearer = headers(&[(header::AUTHORIZATION, "Bearer s3cret")]);
+        let wrong = headers(&[(header::AUTHORIZATION, "Bearer s3cre")]);
+        let browser = headers(&[(header::ORIGIN, "https://evil.example")]);
+        let none = HeaderMap::new();
+        let secret = Some("s3cret");
+        assert_eq!(refusal(secret, remote, &bearer), None);
+        assert_eq!(refusal(secret, local, &none), Some(Refusal::NeedsSecret));
+        assert_eq!(refusal(secret, local, &wrong), Some(Refusal::NeedsSecret));
+        assert_eq!(refusal(None, local, &none), None);
+        assert_eq!(refusal(None, remote, &none), Some(Refusal::NotLocal));
+        assert_eq!(refusal(None, local, &browser), Some(Refusal::FromBrowser));
+    }
 }

@@ -273,8 +273,25 @@ async fn cron_jobs_run_on_schedule_and_on_demand_with_the_secret() {
     );
     let first = std::fs::read_to_string(&runs).unwrap();
     assert!(first.starts_with("Bearer s3cret|watchdog-cron/"), "{first}");
+    // Running a job now hands back its answer, so it takes the secret too; a
+    // caller without it learns nothing, not even the job names.
+    for token in [None, Some("Bearer wrong")] {
+        let mut request = client().post(server.url("/_watchdog/cron/cleanup"));
+        if let Some(token) = token {
+            request = request.header("Authorization", token);
+        }
+        let refused = request.send().await.unwrap();
+        assert_eq!(refused.status(), 401);
+        assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+        let text = refused.text().await.unwrap();
+        assert!(
+            text.contains("CRON_SECRET") && !text.contains("cleaned"),
+            "{text}"
+        );
+    }
     let now = client()
         .post(server.url("/_watchdog/cron/cleanup"))
+        .header("Authorization", "Bearer s3cret")
         .send()
         .await
         .unwrap();
@@ -282,11 +299,29 @@ async fn cron_jobs_run_on_schedule_and_on_demand_with_the_secret() {
     assert_eq!(now.text().await.unwrap(), "cleaned\n");
     let unknown = client()
         .post(server.url("/_watchdog/cron/nope"))
+        .header("Authorization", "Bearer s3cret")
         .send()
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
     assert!(unknown.text().await.unwrap().contains("cleanup"));
+    // Without a secret, jobs run on request from this machine, but not for a
+    // browser page.
+    std::fs::remove_file(dir.join(".env")).unwrap();
+    let open = TestServer::start(&dir.join("api"), &[]);
+    let local = client()
+        .post(open.url("/_watchdog/cron/cleanup"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(local.status(), 200);
+    let page = client()
+        .post(open.url("/_watchdog/cron/cleanup"))
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 403);
 
     std::fs::write(
         dir.join("watchdog.toml"),

@@ -1,11 +1,12 @@
 //! Built-in endpoints under the reserved `/_watchdog/` prefix (CONTRACT §7). No
 //! request under that prefix ever reaches a function.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 
 use super::App;
@@ -43,11 +44,33 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     }
 }
 
-/// Runs a cron job now and answers with the function's response.
+/// Runs a cron job now and answers with the function's response, for a caller
+/// that may (`cron::refusal`); others learn nothing, not even the job names.
 pub async fn cron(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> axum::response::Response {
+    if let Some(refusal) = crate::cron::refusal(
+        crate::cron::secret(&app).as_deref(),
+        remote.ip().to_canonical(),
+        &headers,
+    ) {
+        tracing::warn!(%remote, job = %name, reason = %refusal, "cron run refused");
+        let status = match refusal {
+            crate::cron::Refusal::NeedsSecret => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::FORBIDDEN,
+        };
+        let mut response = (status, format!("{}: {refusal}\n", status.as_u16())).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        return response;
+    }
     match app.settings.cron.iter().find(|job| job.name == name) {
         Some(job) => crate::cron::run(&app, job).await.into_response(),
         None => {
