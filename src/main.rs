@@ -19,6 +19,8 @@ use watchdog::config::Settings;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // First, before anything is opened or any thread started.
+    let isolation_problems = watchdog::process::isolation::apply();
     let cli = Cli::parse();
     let resolved = match &cli.command {
         Command::Serve(args) => Settings::resolve(&args.dir, args.listen.as_deref(), &args.flags),
@@ -33,6 +35,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(settings.log_format);
+    for problem in isolation_problems {
+        tracing::warn!("{problem}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

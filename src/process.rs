@@ -16,6 +16,7 @@
 pub mod env_block;
 pub mod exit_watch;
 pub mod group;
+pub mod isolation;
 pub mod pipe;
 pub mod reaper;
 pub mod spawn;

@@ -159,7 +159,7 @@ async fn a_function_inherits_only_its_standard_streams() {
     const INHERITED: i32 = 47;
     let file = std::fs::File::open("/dev/null").unwrap();
     let raw = file.as_raw_fd();
-    let server = TestServer::start_with(&fixtures("cgi"), &["--prefix", "/api"], |command| {
+    let inherit = |command: &mut std::process::Command| {
         #[allow(unsafe_code)]
         // SAFETY: dup2 is async-signal-safe; the copy it makes at INHERITED has
         // no close-on-exec flag, so watchdog inherits it.
@@ -171,18 +171,32 @@ async fn a_function_inherits_only_its_standard_streams() {
                 Ok(())
             });
         }
-    });
-    let in_watchdog = format!("/proc/{}/fd/{INHERITED}", server.pid());
-    assert!(
-        std::path::Path::new(&in_watchdog).exists(),
-        "watchdog holds it"
-    );
-    for _ in 0..3 {
-        let body = common::get_text(server.url("/api/fds")).await;
-        let mut fds: Vec<i32> = body.lines().map(|l| l.parse().unwrap()).collect();
-        fds.sort_unstable();
-        assert!(fds.starts_with(&[0, 1, 2]), "{fds:?}");
-        assert!(!fds.contains(&INHERITED), "{fds:?}");
+    };
+    // The lean CGI spawner, and std's Command (as for limits, --user, warm
+    // workers): a CPU limit takes the latter.
+    let limited = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(limited.path().join("api")).unwrap();
+    let script = limited.path().join("api/fds.sh");
+    std::fs::copy(fixtures("cgi").join("fds.sh"), &script).unwrap();
+    std::fs::write(
+        limited.path().join("watchdog.toml"),
+        "[functions.\"fds.sh\"]\ncpu_time = \"10s\"\n",
+    )
+    .unwrap();
+    for dir in [fixtures("cgi"), limited.path().join("api")] {
+        let server = TestServer::start_with(&dir, &["--prefix", "/api"], inherit);
+        let in_watchdog = format!("/proc/{}/fd/{INHERITED}", server.pid());
+        assert!(
+            std::path::Path::new(&in_watchdog).exists(),
+            "watchdog holds it"
+        );
+        for _ in 0..3 {
+            let body = common::get_text(server.url("/api/fds")).await;
+            let mut fds: Vec<i32> = body.lines().map(|l| l.parse().unwrap()).collect();
+            fds.sort_unstable();
+            assert!(fds.starts_with(&[0, 1, 2]), "{dir:?}: {fds:?}");
+            assert!(!fds.contains(&INHERITED), "{dir:?}: {fds:?}");
+        }
     }
     drop(file);
 }
