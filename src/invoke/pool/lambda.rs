@@ -363,7 +363,7 @@ pub async fn invoke(
     let file = invocation.route.function.file.relative.clone();
     invocation.record.pid = Some(lease.worker().pid);
     invocation.record.cold = Some(lease.cold);
-    let request_id = invocation.request_id.clone();
+    let request_id = runtime_request_id(&invocation.request_id);
     let payload = Bytes::from(event(&invocation, &body).to_string());
     let Some(runtime) = lease.worker().runtime.as_ref() else {
         return Err(InvokeError::Internal);
@@ -452,6 +452,25 @@ pub async fn invoke(
 }
 
 /// The Lambda Function URL event (API Gateway payload format 2.0).
+/// The id the worker sees as `Lambda-Runtime-Aws-Request-Id`: the request's
+/// own when it can stand in a URL path as it is, since runtime clients build
+/// `/invocation/<id>/response` by concatenation; else a fresh one. A client's
+/// `X-Request-Id: a/b` used to send the worker's answer to a path that does not
+/// exist, holding a worker for the whole timeout. (The event's
+/// `requestContext.requestId` keeps the request's id.)
+fn runtime_request_id(request_id: &str) -> String {
+    // `.` and `..` would be taken for path steps.
+    let path_safe = request_id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+        && request_id.bytes().any(|b| b != b'.');
+    if path_safe {
+        request_id.to_owned()
+    } else {
+        crate::server::request_id::generate()
+    }
+}
+
 fn event(invocation: &Invocation, body: &[u8]) -> serde_json::Value {
     let mut headers = serde_json::Map::new();
     let mut cookies = Vec::new();
