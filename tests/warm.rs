@@ -63,6 +63,19 @@ async fn a_worker_keeps_its_state_between_requests_and_streams_bodies() {
     assert!(head.starts_with("HTTP/1.1 200 Served Warm\r\n"), "{head}");
     // A route without parameters sends no parameters header.
     assert_eq!(first["params_header"], serde_json::Value::Null);
+    // A header name with `_` could pose as watchdog's own (`X_Request_Id` is
+    // HTTP_X_REQUEST_ID to WSGI): dropped.
+    let underscored: serde_json::Value = client()
+        .get(server.url("/api/counter"))
+        .header("X_Request_Id", "spoofed")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(underscored["underscored"], serde_json::Value::Null);
+    assert!(underscored["request_id"].is_string());
     let echo = client()
         .post(server.url("/api/counter"))
         .body("ping")

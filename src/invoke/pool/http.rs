@@ -236,8 +236,11 @@ fn upstream_request(invocation: &Invocation, port: u16, body: Body) -> Request<B
     *request.uri_mut() = path.parse().unwrap_or_default();
     let headers = request.headers_mut();
     for (name, value) in &invocation.headers {
-        // `x-watchdog-*` is watchdog's to set; a client cannot pose as it.
-        let reserved = name.as_str().starts_with("x-watchdog-");
+        // `x-watchdog-*` is watchdog's to set; a client cannot pose as it. Nor
+        // through a name with `_`, which CGI-style servers (WSGI, Rack) fold into
+        // the same variable as `-` (`X_Request_Id` as `X-Request-Id`): dropped, as
+        // for CGI functions and as nginx does by default.
+        let reserved = name.as_str().starts_with("x-watchdog-") || name.as_str().contains('_');
         if !reserved && !crate::invoke::hop_by_hop::is_hop_by_hop(name) {
             headers.append(name.clone(), value.clone());
         }
