@@ -8,6 +8,7 @@ pub mod handler;
 pub mod host;
 pub mod listener;
 pub mod request_id;
+pub mod transfer_coding;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

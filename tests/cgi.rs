@@ -673,6 +673,25 @@ async fn request_ids_are_generated_and_errors_follow_accept() {
 }
 
 #[tokio::test]
+async fn an_absolute_form_target_names_the_host_a_function_sees() {
+    let server = server(&[]);
+    // RFC 9112 §3.2.2: the target's authority, not the Host header.
+    let answer = raw_request(
+        server.addr,
+        b"GET http://target.example:8080/api/env HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("\nSERVER_NAME=target.example\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("\nHTTP_HOST=target.example:8080\n"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
 async fn unsafe_paths_never_reach_a_function() {
     let server = server(&[]);
     for path in [

@@ -196,3 +196,27 @@ async fn a_missing_repeated_or_malformed_host_is_a_400() {
     assert!(old.starts_with("HTTP/1.0 200"), "{old}");
     assert!(ask("GET /api/hello HTTP/1.1\r\nHost: localhost:3000").starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn a_body_in_a_transfer_coding_other_than_chunked_is_refused() {
+    let server = server();
+    let post = |coding: &str| {
+        raw_request(
+            server.addr,
+            format!(
+                "POST /api/hello HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: {coding}\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+    };
+    // hyper takes off the last chunked layer only: the function got the rest
+    // still encoded, with a length that looked final.
+    for coding in ["foo, chunked", "gzip, chunked", "identity, chunked"] {
+        let answer = post(coding);
+        assert!(answer.starts_with("HTTP/1.1 501"), "{coding}: {answer}");
+        assert!(answer.contains("transfer coding"), "{coding}: {answer}");
+    }
+    let twice = post("chunked, chunked");
+    assert!(twice.starts_with("HTTP/1.1 400"), "{twice}");
+    assert!(post("Chunked").starts_with("HTTP/1.1 200"));
+}

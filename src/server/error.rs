@@ -16,6 +16,8 @@ pub enum AppError {
     BadPath(#[from] PathError),
     #[error("{0}")]
     BadHost(#[from] super::host::HostError),
+    #[error("{0}")]
+    TransferCoding(#[from] super::transfer_coding::TransferCodingError),
     #[error("no function answers {path}")]
     NotFound { path: String },
     #[error("{pattern} is claimed by more than one file: {}", files.join(", "))]
@@ -34,6 +36,10 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::BadPath(_) | AppError::BadHost(_) => StatusCode::BAD_REQUEST,
+            AppError::TransferCoding(super::transfer_coding::TransferCodingError::ChunkedTwice) => {
+                StatusCode::BAD_REQUEST
+            }
+            AppError::TransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
             AppError::NotFound { .. } => StatusCode::NOT_FOUND,
             AppError::Conflict { .. }
             | AppError::RedirectLoop { .. }
@@ -47,6 +53,7 @@ impl AppError {
         match self {
             AppError::BadPath(_) => Some("paths may not hold `..`, NUL bytes or encoded slashes".into()),
             AppError::BadHost(_) => Some("send one Host header naming the host (and port) the request is for".into()),
+            AppError::TransferCoding(_) => Some("send the body as is with Content-Length, or chunked once, with no other transfer coding".into()),
             AppError::NotFound { .. } => Some("`watchdog routes DIR` lists every route and the files that are not routes".into()),
             AppError::Conflict { .. } => Some("rename or remove all but one of these files".into()),
             AppError::Overloaded { .. } => Some("retry later, or raise --max-concurrency".into()),

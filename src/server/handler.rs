@@ -85,7 +85,9 @@ async fn dispatch(
     let started_wall = SystemTime::now();
     let (parts, body) = request.into_parts();
     super::host::check(parts.version, &parts.headers)?;
+    super::transfer_coding::check(&parts.headers)?;
     let (mut method, mut uri, mut headers) = (parts.method, parts.uri, parts.headers);
+    super::host::take_from_target(&uri, &mut headers);
     let mut content_length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -43,6 +43,23 @@ pub fn check(version: Version, headers: &HeaderMap) -> Result<(), HostError> {
     }
 }
 
+/// An absolute-form target (`GET http://a.example/x`, as proxies send) names the
+/// host itself, and RFC 9112 §3.2.2 has the server ignore Host then: the Host a
+/// function sees (`HTTP_HOST`, `SERVER_NAME`, a warm worker's) becomes the
+/// target's authority, without any user info.
+pub fn take_from_target(uri: &axum::http::Uri, headers: &mut HeaderMap) {
+    let Some(authority) = uri.authority() else {
+        return;
+    };
+    let host = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, host)| host);
+    if let Ok(value) = axum::http::HeaderValue::from_str(host) {
+        headers.insert(header::HOST, value);
+    }
+}
+
 /// A URI authority (the http crate's parser: reg-name, IPv4 or a bracketed IPv6
 /// literal) without user info, which a Host never has, and with a numeric port
 /// if any (the parser leaves the port's digits unchecked). It copies the value
@@ -69,6 +86,17 @@ mod tests {
             headers.append(header::HOST, HeaderValue::from_str(host).unwrap());
         }
         headers
+    }
+
+    #[test]
+    fn an_absolute_target_names_the_host() {
+        let mut headers = with_hosts(&["good.example"]);
+        let uri: axum::http::Uri = "http://user:pw@evil.example:8080/api/x?q".parse().unwrap();
+        take_from_target(&uri, &mut headers);
+        assert_eq!(headers[header::HOST], "evil.example:8080");
+        let mut headers = with_hosts(&["good.example"]);
+        take_from_target(&"/api/x".parse().unwrap(), &mut headers);
+        assert_eq!(headers[header::HOST], "good.example");
     }
 
     #[test]
