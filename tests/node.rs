@@ -223,6 +223,52 @@ async fn a_thrown_error_is_a_500_and_the_worker_survives() {
 }
 
 #[tokio::test]
+async fn compiled_wrapped_and_response_returning_default_exports_run() {
+    let server = server(&[]);
+    // tsc's and Babel's CommonJS: the handler sits under `default`.
+    let (status, compiled) = json(&server, "/api/compiled").await;
+    assert_eq!((status, &compiled["compiled"]), (200, &true.into()), "{compiled}");
+    // A wrapper declares no parameters: still (req, res), with the helpers.
+    let (status, wrapped) = json(&server, "/api/wrapped?a=1").await;
+    assert_eq!(status, 201, "{wrapped}");
+    assert_eq!(wrapped["query"]["a"], "1");
+    // (request, { params }) returning a Response: the Response is sent.
+    let (status, returned) = json(&server, "/api/returns-response").await;
+    assert_eq!((status, &returned["returned"]), (200, &true.into()), "{returned}");
+}
+
+#[tokio::test]
+async fn stray_errors_are_logged_and_the_worker_serves_on() {
+    let server = server(&[]);
+    let mut pids = std::collections::HashSet::new();
+    for _ in 0..6 {
+        let (status, answer) = json(&server, "/api/stray-errors").await;
+        assert_eq!(status, 200, "{answer}");
+        pids.insert(answer["pid"].clone());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pids.len(), 1, "the worker was replaced: {}", server.log());
+    assert!(server.wait_for_log("stray rejection", Duration::from_secs(3)));
+    assert!(server.wait_for_log("stray throw", Duration::from_secs(3)));
+    assert!(!server.log().contains("crashed"), "{}", server.log());
+}
+
+#[tokio::test]
+async fn an_error_page_carries_none_of_the_handlers_headers() {
+    let server = server(&[]);
+    let failed = client()
+        .get(server.url("/api/throws-after-headers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 500);
+    assert!(failed.headers().get("set-cookie").is_none());
+    assert!(failed.headers().get("cache-control").is_none());
+    let text = failed.text().await.unwrap();
+    assert!(text.contains("request id"), "{text}");
+}
+
+#[tokio::test]
 async fn a_streamed_response_arrives_as_it_is_produced() {
     let server = server(&[]);
     let response = client()

@@ -5,9 +5,14 @@
 // Signatures, as Vercel documents them:
 //   Web standard: export function GET(request, { params }) (and POST, PUT, PATCH,
 //   DELETE, HEAD, OPTIONS), export default { fetch(request) }, or a default export
-//   function (request) returning a Response.
+//   function of one parameter, (request), returning a Response.
 //   Node: export default function handler(req, res) (or module.exports = ...), with
-//   req.query, req.cookies, req.body and res.status/json/send/redirect.
+//   req.query, req.cookies, req.body and res.status/json/send/redirect. Any other
+//   default function is called this way too (a wrapper such as `(...args) =>
+//   fn(...args)` declares no parameters), and a Response it returns without
+//   having used `res` is sent.
+//   Compiled CommonJS (`exports.default = handler` from tsc or Babel) is unwrapped,
+//   as Vercel does, up to five `default` levels.
 import http from 'node:http';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { Readable } from 'node:stream';
@@ -50,6 +55,9 @@ function errorResponse(res, req, status, message) {
     return;
   }
   const id = req.headers['x-request-id'] || '';
+  // Not what the handler set before it failed: a cookie, a cache lifetime or a
+  // length would go out with the error page.
+  for (const name of res.getHeaderNames()) res.removeHeader(name);
   const wantsJson = /application\/(?:[\w.+-]*\+)?json/.test(req.headers.accept || '');
   res.statusCode = status;
   res.setHeader('content-type', wantsJson ? 'application/json' : 'text/plain; charset=utf-8');
@@ -161,7 +169,7 @@ async function nodeStyle(handler, req, res, url, params) {
     res.end();
     return res;
   };
-  await handler(req, res);
+  return handler(req, res);
 }
 
 async function sendWebResponse(res, response, method) {
@@ -200,6 +208,22 @@ function webRequest(req, url) {
   return new Request(url, init);
 }
 
+// Where the handlers are: the module itself, or the `default` object compiled
+// CommonJS leaves them in (`exports.default = handler`, `exports.GET = ...` read
+// through `import()`, which puts `module.exports` under `default`).
+function exportsOf(mod) {
+  let target = mod;
+  for (let depth = 0; depth < 5 && target; depth += 1) {
+    if (METHODS.some((m) => typeof target[m] === 'function')) return { methods: target };
+    const inner = target.default;
+    if (typeof inner === 'function' || (inner && typeof inner.fetch === 'function')) {
+      return { methods: {}, fallback: inner };
+    }
+    target = inner && typeof inner === 'object' ? inner : undefined;
+  }
+  return { methods: {} };
+}
+
 async function handle(req, res) {
   const params = JSON.parse(req.headers['x-watchdog-params'] || '{}');
   for (const name of Object.keys(req.headers)) {
@@ -216,9 +240,10 @@ async function handle(req, res) {
     }
     throw err;
   }
-  const exported = METHODS.filter((m) => typeof mod[m] === 'function');
-  const fallback = mod.default;
+  const { methods, fallback } = exportsOf(mod);
+  const exported = METHODS.filter((m) => typeof methods[m] === 'function');
   if (exported.length) {
+    mod = methods;
     const method = req.method === 'HEAD' && !mod.HEAD && mod.GET ? 'GET' : req.method;
     const handler = mod[method];
     if (typeof handler !== 'function') {
@@ -232,10 +257,13 @@ async function handle(req, res) {
   } else if (fallback && typeof fallback.fetch === 'function') {
     await sendWebResponse(res, await fallback.fetch(webRequest(req, url), { params }), req.method);
   } else if (typeof fallback === 'function') {
-    if (fallback.length >= 2) {
-      await nodeStyle(fallback, req, res, url, params);
-    } else {
+    if (fallback.length === 1) {
       await sendWebResponse(res, await fallback(webRequest(req, url), { params }), req.method);
+    } else {
+      const returned = await nodeStyle(fallback, req, res, url, params);
+      if (returned instanceof Response && !res.headersSent && !res.writableEnded) {
+        await sendWebResponse(res, returned, req.method);
+      }
     }
   } else {
     throw new HttpError(500, 'the module exports no handler: export GET/POST/… functions, default { fetch }, or a default function');
@@ -262,4 +290,17 @@ const server = http.createServer((req, res) => {
   });
 });
 server.keepAliveTimeout = 60_000;
-server.listen(port, '127.0.0.1');
+server.listen(port, '127.0.0.1', () => {
+  // A promise nobody awaited that rejects (a fire-and-forget fetch), or a throw
+  // in a timer callback, would end the process under Node's defaults: every
+  // warm worker of the route would go, and a few of them in a minute put the
+  // route into the crash-loop 503. As a thrown handler error does (CONTRACT §5),
+  // it is logged with its stack and the worker serves on. Only once listening:
+  // a failure to start still ends the process.
+  process.on('unhandledRejection', (reason) => {
+    console.error(`unhandled promise rejection: ${reason && reason.stack ? reason.stack : String(reason)}`);
+  });
+  process.on('uncaughtException', (err) => {
+    console.error(`uncaught exception: ${err && err.stack ? err.stack : String(err)}`);
+  });
+});
