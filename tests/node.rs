@@ -77,7 +77,7 @@ async fn node_signature_with_vercel_helpers() {
     let server = server(&[]);
     let response = client()
         .get(server.url("/api/users/42?tab=posts&tag=a&tag=b"))
-        .header("Cookie", "session=abc; theme=dark")
+        .header("Cookie", "session=abc; theme=\"dark\"")
         .send()
         .await
         .unwrap();
@@ -104,12 +104,12 @@ async fn node_signature_with_vercel_helpers() {
     let form = send_json(
         c.post(server.url("/api/form"))
             .header("Content-Type", "application/x-www-form-urlencoded")
-            .body("name=Ada+Lovelace&lang=en"),
+            .body("name=Ada+Lovelace&lang=en&lang=fr"),
     )
     .await;
     assert_eq!(
         form["body"],
-        serde_json::json!({ "name": "Ada Lovelace", "lang": "en" })
+        serde_json::json!({ "name": "Ada Lovelace", "lang": ["en", "fr"] })
     );
     let parsed = send_json(
         c.post(server.url("/api/form"))
@@ -142,6 +142,23 @@ async fn node_signature_with_vercel_helpers() {
         .await
         .unwrap();
     assert_eq!(permanent.status(), 308);
+
+    // res.send as Vercel's helper: null is an empty body, a number is JSON, and
+    // a 204 has neither body nor type.
+    let send = |v: &'static str| c.get(server.url(&format!("/api/send?v={v}"))).send();
+    let null = send("null").await.unwrap();
+    assert_eq!(null.text().await.unwrap(), "");
+    let number = send("number").await.unwrap();
+    assert!(
+        number.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    assert_eq!(number.text().await.unwrap(), "42");
+    let none = send("no-content").await.unwrap();
+    assert_eq!(none.status(), 204);
+    assert!(none.headers().get("content-type").is_none());
 }
 
 #[tokio::test]
@@ -227,14 +244,31 @@ async fn compiled_wrapped_and_response_returning_default_exports_run() {
     let server = server(&[]);
     // tsc's and Babel's CommonJS: the handler sits under `default`.
     let (status, compiled) = json(&server, "/api/compiled").await;
-    assert_eq!((status, &compiled["compiled"]), (200, &true.into()), "{compiled}");
+    assert_eq!(
+        (status, &compiled["compiled"]),
+        (200, &true.into()),
+        "{compiled}"
+    );
     // A wrapper declares no parameters: still (req, res), with the helpers.
     let (status, wrapped) = json(&server, "/api/wrapped?a=1").await;
     assert_eq!(status, 201, "{wrapped}");
     assert_eq!(wrapped["query"]["a"], "1");
     // (request, { params }) returning a Response: the Response is sent.
     let (status, returned) = json(&server, "/api/returns-response").await;
-    assert_eq!((status, &returned["returned"]), (200, &true.into()), "{returned}");
+    assert_eq!(
+        (status, &returned["returned"]),
+        (200, &true.into()),
+        "{returned}"
+    );
+}
+
+#[tokio::test]
+async fn a_handler_runs_in_the_project_root_as_under_vercel_dev() {
+    let server = server(&[]);
+    let (status, answer) = json(&server, "/api/cwd").await;
+    assert_eq!(status, 200);
+    let root = fixtures("node").parent().unwrap().canonicalize().unwrap();
+    assert_eq!(answer["cwd"], root.to_str().unwrap(), "DIR's parent");
 }
 
 #[tokio::test]

@@ -216,7 +216,8 @@ fn spawn_std(
     limiter: &Limiter,
     plan: &Plan,
 ) -> io::Result<u32> {
-    let mut command = command(path, interpreter, runner, &env.pairs())?;
+    let folder = path.parent().unwrap_or(Path::new("/"));
+    let mut command = command(path, interpreter, runner, &env.pairs(), folder)?;
     let stdin = match &fds.stdin {
         Some(fd) => Stdio::from(fd.try_clone()?),
         None => Stdio::null(),
@@ -230,13 +231,14 @@ fn spawn_std(
 }
 
 /// The command line for `path`: the file itself, its interpreter, or Node with
-/// watchdog's adapter; a clean environment, its folder as the working directory,
-/// its own process group.
+/// watchdog's adapter; a clean environment, `cwd` as the working directory, its
+/// own process group.
 fn command(
     path: &Path,
     interpreter: Option<&str>,
     runner: &Runner,
     env: &[(OsString, OsString)],
+    cwd: &Path,
 ) -> io::Result<std::process::Command> {
     let mut command = if runner.node_module {
         let adapter = crate::invoke::node::adapter_path().map_err(|err| {
@@ -257,9 +259,23 @@ fn command(
     command
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(path.parent().unwrap_or(Path::new("/")))
+        .current_dir(cwd)
         .process_group(0);
     Ok(command)
+}
+
+/// A function's working directory: its folder (CONTRACT §3), except for a Node
+/// handler module, which runs in the project root (DIR's parent, where
+/// watchdog.toml and vercel.json sit), as under `vercel dev`: handlers read
+/// their files with `path.join(process.cwd(), "data", ...)`, as Vercel's docs
+/// show.
+fn working_dir<'a>(path: &'a Path, relative: &str, runner: &Runner) -> &'a Path {
+    let folder = path.parent().unwrap_or(Path::new("/"));
+    if !runner.node_module {
+        return folder;
+    }
+    let depth = Path::new(relative).components().count();
+    path.ancestors().nth(depth + 1).unwrap_or(folder)
 }
 
 /// Starts a warm worker: like [`spawn_cgi`], but the child is tokio's (its output
@@ -277,8 +293,9 @@ pub fn spawn(
     prepare: impl Fn(&mut std::process::Command),
     run_as: Option<&str>,
 ) -> Result<(tokio::process::Child, u32), InvokeError> {
+    let cwd = working_dir(path, relative, runner);
     let attempt = |interpreter: Option<&str>| {
-        let mut command = command(path, interpreter, runner, env)?;
+        let mut command = command(path, interpreter, runner, env, cwd)?;
         prepare(&mut command);
         let mut command = tokio::process::Command::from(command);
         command

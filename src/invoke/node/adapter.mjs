@@ -107,7 +107,9 @@ function parseCookies(header) {
     if (at < 0) continue;
     const name = part.slice(0, at).trim();
     if (name && !(name in cookies)) {
-      const value = part.slice(at + 1).trim();
+      let value = part.slice(at + 1).trim();
+      // `b="q"` is the value q (RFC 6265 allows the quotes), as the cookie package reads it.
+      if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) value = value.slice(1, -1);
       try { cookies[name] = decodeURIComponent(value); } catch { cookies[name] = value; }
     }
   }
@@ -138,7 +140,8 @@ async function nodeStyle(handler, req, res, url, params) {
       else if (type === 'application/json' || type.endsWith('+json')) {
         try { parsed = JSON.parse(raw.toString('utf8')); } catch { throw new HttpError(400, 'Invalid JSON'); }
       } else if (type === 'application/x-www-form-urlencoded') {
-        parsed = Object.fromEntries(new URLSearchParams(raw.toString('utf8')));
+        // Repeated fields as arrays, as Vercel's querystring.parse gives them.
+        parsed = toQuery(new URLSearchParams(raw.toString('utf8')), {});
       } else if (type.startsWith('text/')) parsed = raw.toString('utf8');
       else parsed = raw;
       return parsed;
@@ -151,10 +154,17 @@ async function nodeStyle(handler, req, res, url, params) {
     return res;
   };
   res.send = (value) => {
-    if (Buffer.isBuffer(value)) {
+    if (res.statusCode === 204 || res.statusCode === 304) {
+      // No body, so nothing to describe one either.
+      res.removeHeader('content-type');
+      res.removeHeader('content-length');
+      res.end();
+    } else if (Buffer.isBuffer(value)) {
       if (!res.getHeader('content-type')) res.setHeader('content-type', 'application/octet-stream');
       res.end(value);
-    } else if (value !== null && typeof value === 'object') {
+    } else if (value === null) {
+      res.end();
+    } else if (['object', 'number', 'boolean'].includes(typeof value)) {
       return res.json(value);
     } else {
       if (!res.getHeader('content-type')) res.setHeader('content-type', 'text/html; charset=utf-8');
