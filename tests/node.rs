@@ -159,6 +159,11 @@ async fn node_signature_with_vercel_helpers() {
     let none = send("no-content").await.unwrap();
     assert_eq!(none.status(), 204);
     assert!(none.headers().get("content-type").is_none());
+    // Node gives a HEAD answer no length; it must not claim 0 when the GET has
+    // a body.
+    let head = c.head(server.url("/api/send")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert!(head.headers().get("content-length").is_none(), "{head:?}");
 }
 
 #[tokio::test]

@@ -213,7 +213,10 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
     let (mut parts, incoming) = response.into_parts();
     crate::invoke::hop_by_hop::strip(&mut parts.headers);
     invocation.record.status = Some(parts.status.as_u16());
+    let length_unknown = invocation.method == axum::http::Method::HEAD
+        && !parts.headers.contains_key(header::CONTENT_LENGTH);
     let body = LeasedBody {
+        length_unknown,
         inner: incoming,
         sender: Some(sender),
         lease: Some(lease),
@@ -294,6 +297,9 @@ fn ascii_json(json: &str) -> String {
 /// the response is really over.
 struct LeasedBody {
     inner: Incoming,
+    /// A HEAD answer that gave no length: its (empty) body must not say 0, or
+    /// hyper sends `content-length: 0` where the GET's length is unknown.
+    length_unknown: bool,
     /// The connection, given back with the worker when the body ends cleanly.
     sender: Option<HttpConnection>,
     lease: Option<Lease>,
@@ -387,11 +393,15 @@ impl http_body::Body for LeasedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        !self.length_unknown && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        if self.length_unknown {
+            http_body::SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
     }
 }
 
