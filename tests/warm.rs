@@ -349,11 +349,17 @@ async fn a_timeout_kills_and_replaces_only_the_stuck_worker() {
     // Two workers: one gets stuck, the other keeps serving.
     let stuck = tokio::spawn({
         let url = server.url("/api/counter?sleep=30");
-        async move { client().get(url).send().await.unwrap().status().as_u16() }
+        async move {
+            let request = client().get(url).header("X-Request-Id", "stuck-1");
+            request.send().await.unwrap().status().as_u16()
+        }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, healthy) = call(&server, "/api/counter").await;
     assert_eq!(stuck.await.unwrap(), 504);
+    // The line says what the client got.
+    let line = server.log_line("invocation request_id=stuck-1 ", Duration::from_secs(5));
+    assert!(line.contains("status=504"), "{line}");
     let (_, again) = call(&server, "/api/counter").await;
     assert_eq!(
         healthy["pid"], again["pid"],

@@ -539,8 +539,7 @@ impl Driver {
     /// logs its status then.
     fn answer_error(&mut self, head_tx: &mut Option<HeadSender>, error: InvokeError) {
         if head_tx.is_some() {
-            self.record.status = Some(error.status().as_u16());
-            send_head(head_tx, Err(error));
+            send_head(head_tx, Err(self.record.failed(error)));
         }
     }
 
@@ -559,8 +558,7 @@ impl Driver {
                         error: reader.finish(),
                     },
                 };
-                self.record.status = Some(error.status().as_u16());
-                send_head(head_tx, Err(error));
+                send_head(head_tx, Err(self.record.failed(error)));
             }
             Sink::Raw(buffer) => {
                 let response = self.raw_response(buffer.clone().freeze(), exit);

@@ -136,14 +136,16 @@ impl Invoker for PoolInvoker {
                 WarmProtocol::Http => {
                     let mut invocation = invocation;
                     let queue_wait = &mut invocation.record.queue_wait;
-                    let lease = pool.acquire(invocation.deadline, queue_wait).await?;
+                    let lease = (pool.acquire(invocation.deadline, queue_wait).await)
+                        .map_err(|error| invocation.record.failed(error))?;
                     http::forward(lease, invocation).await
                 }
                 WarmProtocol::Lambda => {
                     let mut invocation = invocation;
                     let body = lambda::receive_body(&mut invocation).await?;
                     let queue_wait = &mut invocation.record.queue_wait;
-                    let lease = pool.acquire(invocation.deadline, queue_wait).await?;
+                    let lease = (pool.acquire(invocation.deadline, queue_wait).await)
+                        .map_err(|error| invocation.record.failed(error))?;
                     lambda::invoke(lease, invocation, body).await
                 }
             }

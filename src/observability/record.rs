@@ -47,6 +47,14 @@ pub struct InvocationRecord {
 }
 
 impl InvocationRecord {
+    /// Notes the status the client gets for `error`, which watchdog answers for
+    /// the function, and hands the error on: every failed invocation's line has
+    /// its `status`.
+    pub fn failed(&mut self, error: crate::invoke::InvokeError) -> crate::invoke::InvokeError {
+        self.status = Some(error.status().as_u16());
+        error
+    }
+
     /// Starts the record of an invocation of `function`.
     pub fn start(request_id: &str, method: Method, function: Arc<Function>) -> Self {
         function.metrics.invocation_started();

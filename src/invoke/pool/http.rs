@@ -182,13 +182,11 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
             // is not to blame.
             if let Some(fault) = invocation.record.body.as_ref().and_then(BodyWatch::fault) {
                 lease.finish(Outcome::Abandoned);
-                let error = InvokeError::from(fault);
-                invocation.record.status = Some(error.status().as_u16());
-                return Err(error);
+                return Err(invocation.record.failed(InvokeError::from(fault)));
             }
             // A worker that has exited counts as crashed all the same.
             lease.finish(outcome);
-            return Err(err);
+            return Err(invocation.record.failed(err));
         }
         Err(_) => {
             invocation.record.timed_out = true;
@@ -200,14 +198,13 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
                 .and_then(|watch| watch.cut_off_if_awaited(timeout))
             {
                 lease.finish(Outcome::Abandoned);
-                invocation.record.status = Some(error.status().as_u16());
-                return Err(error);
+                return Err(invocation.record.failed(error));
             }
             lease.finish(Outcome::Stuck);
-            return Err(InvokeError::Timeout {
+            return Err(invocation.record.failed(InvokeError::Timeout {
                 file,
                 after: timeout,
-            });
+            }));
         }
     };
     let (mut parts, incoming) = response.into_parts();

@@ -346,8 +346,7 @@ pub async fn receive_body(invocation: &mut Invocation) -> Result<Bytes, InvokeEr
             }
         }
     };
-    record.status = Some(error.status().as_u16());
-    Err(error)
+    Err(record.failed(error))
 }
 
 /// Runs one request, its body already received, on the lent worker.
@@ -409,15 +408,17 @@ pub async fn invoke(
         Ok(Ok(ready)) => ready,
         Ok(Err((cause, outcome))) => {
             lease.finish(outcome);
-            return Err(InvokeError::WorkerFailed { file, cause });
+            return Err(invocation
+                .record
+                .failed(InvokeError::WorkerFailed { file, cause }));
         }
         Err(_) => {
             invocation.record.timed_out = true;
             lease.finish(Outcome::Stuck);
-            return Err(InvokeError::Timeout {
-                file,
-                after: invocation.route.function.settings.timeout,
-            });
+            let after = invocation.route.function.settings.timeout;
+            return Err(invocation
+                .record
+                .failed(InvokeError::Timeout { file, after }));
         }
     };
     let response = match ready {
@@ -440,10 +441,13 @@ pub async fn invoke(
         Ready::Failed(detail) => {
             lease.finish(Outcome::Served);
             tracing::warn!(file = %file, error = %detail, "the function returned an error");
-            return Err(InvokeError::FunctionError { file });
+            return Err(invocation
+                .record
+                .failed(InvokeError::FunctionError { file }));
         }
     };
-    let response = response.map_err(|cause| InvokeError::WorkerFailed { file, cause })?;
+    let response = response
+        .map_err(|cause| (invocation.record).failed(InvokeError::WorkerFailed { file, cause }))?;
     invocation.record.status = Some(response.status().as_u16());
     invocation.record.bytes_out = http_body::Body::size_hint(response.body())
         .exact()
@@ -451,7 +455,6 @@ pub async fn invoke(
     Ok(Reply::Response(response))
 }
 
-/// The Lambda Function URL event (API Gateway payload format 2.0).
 /// The id the worker sees as `Lambda-Runtime-Aws-Request-Id`: the request's
 /// own when it can stand in a URL path as it is, since runtime clients build
 /// `/invocation/<id>/response` by concatenation; else a fresh one. A client's
@@ -471,6 +474,7 @@ fn runtime_request_id(request_id: &str) -> String {
     }
 }
 
+/// The Lambda Function URL event (API Gateway payload format 2.0).
 fn event(invocation: &Invocation, body: &[u8]) -> serde_json::Value {
     let mut headers = serde_json::Map::new();
     let mut cookies = Vec::new();
