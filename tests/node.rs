@@ -335,13 +335,17 @@ async fn console_output_is_logged_with_the_request_id_and_hangs_time_out() {
         .await
         .unwrap();
     assert_eq!(logged.text().await.unwrap(), "logged");
+    // The request's id in the line's own field (filters find it), console.log at
+    // INFO and console.error at WARN.
+    let out = server.log_line("hello from console.log", Duration::from_secs(3));
     assert!(
-        server.wait_for_log(
-            "[node-log-1] hello from console.log",
-            Duration::from_secs(3)
-        ),
-        "{}",
-        server.log()
+        out.contains(" INFO ") && out.contains("request_id=node-log-1"),
+        "{out}"
+    );
+    let err = server.log_line("and from console.error", Duration::from_secs(3));
+    assert!(
+        err.contains(" WARN ") && err.contains("request_id=node-log-1"),
+        "{err}"
     );
     let started = Instant::now();
     let hung = client().get(server.url("/api/hang")).send().await.unwrap();

@@ -1,26 +1,49 @@
-//! A function's stderr, forwarded to watchdog's log one line at a time.
+//! A function's stderr (and a warm worker's stdout), forwarded to watchdog's log
+//! one line at a time.
 //!
 //! Lines are tagged with the route and request id. A line longer than
 //! [`MAX_LINE`] is logged in pieces, so a function that never ends a line cannot grow
-//! memory without bound.
+//! memory without bound. Each stream has its own log, so a line half written on
+//! one is never joined to a line of the other.
 
 use bytes::BytesMut;
 
 pub const MAX_LINE: usize = 16 * 1024;
+
+/// Which of a process's output streams a log follows: stderr lines are logged
+/// as warnings, a worker's stdout (`console.log`, `print`) as information.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
 
 #[derive(Debug)]
 pub struct StderrLog {
     route: String,
     request_id: String,
     partial: BytesMut,
+    stream: Stream,
+    /// Lines start with `[request-id] ` (the Node adapter's console): that id
+    /// is the line's, in the log's own field, so filtering by request id finds it.
+    tagged: bool,
 }
 
 impl StderrLog {
+    /// A CGI function's stderr, all of it this request's.
     pub fn new(route: &str, request_id: &str) -> Self {
+        Self::of_worker(route, request_id, Stream::Stderr, false)
+    }
+
+    /// One output stream of a warm worker, which serves many requests; `worker`
+    /// stands for the request id of lines that name none.
+    pub fn of_worker(route: &str, worker: &str, stream: Stream, tagged: bool) -> Self {
         Self {
             route: route.to_owned(),
-            request_id: request_id.to_owned(),
+            request_id: worker.to_owned(),
             partial: BytesMut::new(),
+            stream,
+            tagged,
         }
     }
 
@@ -40,14 +63,33 @@ impl StderrLog {
 
     fn emit(&self, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
-        tracing::warn!(
-            target: "watchdog::function",
-            route = %self.route,
-            request_id = %self.request_id,
-            "{}",
-            line.trim_end_matches('\r')
-        );
+        let line = line.trim_end_matches('\r');
+        let (request_id, text) = match self.tagged.then(|| split_tag(line)).flatten() {
+            Some((id, text)) => (id, text),
+            None => (self.request_id.as_str(), line),
+        };
+        match self.stream {
+            Stream::Stderr => tracing::warn!(
+                target: "watchdog::function",
+                route = %self.route,
+                request_id = %request_id,
+                "{text}"
+            ),
+            Stream::Stdout => tracing::info!(
+                target: "watchdog::function",
+                route = %self.route,
+                request_id = %request_id,
+                "{text}"
+            ),
+        }
     }
+}
+
+/// `[abc-123] text` as (`abc-123`, `text`). Request ids hold no spaces, so the
+/// first `] ` ends the id.
+fn split_tag(line: &str) -> Option<(&str, &str)> {
+    let (id, text) = line.strip_prefix('[')?.split_once("] ")?;
+    (!id.is_empty()).then_some((id, text))
 }
 
 /// Appends `chunk` to `partial` and returns the complete lines (without `\n`),
@@ -70,6 +112,15 @@ fn split_lines(partial: &mut BytesMut, chunk: &[u8]) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tag_names_the_request() {
+        assert_eq!(split_tag("[abc] hello"), Some(("abc", "hello")));
+        assert_eq!(split_tag("[a]b] x y"), Some(("a]b", "x y")));
+        assert_eq!(split_tag("[] x"), None);
+        assert_eq!(split_tag("plain"), None);
+        assert_eq!(split_tag("[INFO]no space"), None);
+    }
 
     #[test]
     fn lines_across_chunks_and_long_lines() {

@@ -17,7 +17,7 @@ use tokio_process_stream::{Item, ProcessChunkStream};
 
 use crate::invoke::InvokeError;
 use crate::invoke::cgi::spawn;
-use crate::invoke::stderr::StderrLog;
+use crate::invoke::stderr::{StderrLog, Stream};
 use crate::limits::{InvocationCgroup, Limiter};
 use crate::process::{ProcessGroup, reaper};
 use crate::routes::Function;
@@ -88,19 +88,24 @@ impl Worker {
         )?;
         let (exit_tx, exit_rx) = watch::channel(None);
         let mut output = ProcessChunkStream::from(child);
-        let mut log = StderrLog::new(&function.pattern, &format!("worker-{pid}"));
+        let worker = format!("worker-{pid}");
+        let tagged = function.file.runner.node_module;
+        let log = |stream| StderrLog::of_worker(&function.pattern, &worker, stream, tagged);
+        let (mut stdout_log, mut stderr_log) = (log(Stream::Stdout), log(Stream::Stderr));
         tokio::spawn(async move {
             let mut status = None;
             while let Some(item) = output.next().await {
                 match item {
-                    Item::Stdout(chunk) | Item::Stderr(chunk) => log.push(&chunk),
+                    Item::Stdout(chunk) => stdout_log.push(&chunk),
+                    Item::Stderr(chunk) => stderr_log.push(&chunk),
                     Item::Done(result) => {
                         status = result.ok();
                         break;
                     }
                 }
             }
-            log.flush();
+            stdout_log.flush();
+            stderr_log.flush();
             let _ = exit_tx.send(Some(status));
         });
         let now = Instant::now();
