@@ -277,6 +277,28 @@ async fn a_handler_runs_in_the_project_root_as_under_vercel_dev() {
 }
 
 #[tokio::test]
+async fn a_module_that_cannot_load_says_so_and_the_log_says_where() {
+    let server = server(&[]);
+    for _ in 0..2 {
+        let failed = client()
+            .get(server.url("/api/broken"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(failed.status(), 500);
+        let text = failed.text().await.unwrap();
+        assert!(text.contains("could not be loaded (SyntaxError)"), "{text}");
+    }
+    // An ES module's SyntaxError carries no location of its own.
+    assert!(
+        server.wait_for_log("broken.mjs:2", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    assert_eq!(server.log().matches("cannot load").count(), 1, "once");
+}
+
+#[tokio::test]
 async fn stray_errors_are_logged_and_the_worker_serves_on() {
     let server = server(&[]);
     let mut pids = std::collections::HashSet::new();

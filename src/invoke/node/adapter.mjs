@@ -15,6 +15,7 @@
 //   as Vercel does, up to five `default` levels.
 import http from 'node:http';
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { spawnSync } from 'node:child_process';
 import { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { format } from 'node:util';
@@ -218,6 +219,21 @@ function webRequest(req, url) {
   return new Request(url, init);
 }
 
+// Why the module did not load, logged once per worker (each request tries
+// again). An ES module's SyntaxError has no file or line in its stack (Node
+// keeps them for its own crash report), so `node --check` is asked for them.
+let loadFailureReported = false;
+function reportLoadFailure(err) {
+  if (loadFailureReported) return;
+  loadFailureReported = true;
+  console.error(`cannot load ${modulePath}: ${err && err.stack ? err.stack : String(err)}`);
+  if (err instanceof SyntaxError && !String(err.stack).includes(modulePath)) {
+    const checked = spawnSync(process.execPath, ['--check', modulePath], { encoding: 'utf8' });
+    const where = (checked.stderr || '').trim();
+    if (where) console.error(where);
+  }
+}
+
 // Where the handlers are: the module itself, or the `default` object compiled
 // CommonJS leaves them in (`exports.default = handler`, `exports.GET = ...` read
 // through `import()`, which puts `module.exports` under `default`).
@@ -248,7 +264,8 @@ async function handle(req, res) {
     if (err && err.code === 'ERR_UNKNOWN_FILE_EXTENSION' && modulePath.endsWith('.ts')) {
       throw new HttpError(500, `TypeScript handlers need Node 23.6 or newer, which strips types by default; this is Node ${process.version}`);
     }
-    throw err;
+    reportLoadFailure(err);
+    throw new HttpError(500, `the module could not be loaded (${err && err.name ? err.name : 'error'}); where and why is in watchdog's log`);
   }
   const { methods, fallback } = exportsOf(mod);
   const exported = METHODS.filter((m) => typeof methods[m] === 'function');
