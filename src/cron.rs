@@ -120,7 +120,9 @@ pub enum Refusal {
         "CRON_SECRET is not set, so cron jobs run on request only from this machine; set CRON_SECRET in the functions' environment and send it as `Authorization: Bearer ...`"
     )]
     NotLocal,
-    #[error("a browser page cannot run cron jobs (the request carries `Origin`)")]
+    #[error(
+        "a browser page cannot run cron jobs (the request carries `Origin`); run it with curl or a script from this machine, or set CRON_SECRET and send it"
+    )]
     FromBrowser,
 }
 

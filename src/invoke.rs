@@ -11,9 +11,9 @@ pub mod dispatch;
 pub mod envelope;
 pub mod hop_by_hop;
 pub mod node;
+pub mod output_log;
 pub mod pool;
 pub mod request_body;
-pub mod stderr;
 
 use std::future::Future;
 use std::net::SocketAddr;

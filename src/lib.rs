@@ -26,6 +26,8 @@
 //!   server/builtin.rs     /_watchdog/ endpoints
 //!   server/error.rs       every error status, text or JSON by Accept
 //!   server/request_id.rs  X-Request-Id
+//!   server/host.rs        the Host a function sees: one, valid, or the target's
+//!   server/transfer_coding.rs  request bodies: chunked once or not at all
 //! invoke.rs             the seam: trait Invoker, Invocation, Reply, InvokeError
 //!   invoke/dispatch.rs    warm functions to the pool, the rest to CGI
 //!   invoke/cgi.rs         spawn and drive one CGI process
@@ -36,7 +38,9 @@
 //!   invoke/cgi/stdin.rs   request body → stdin, in its own task
 //!   invoke/envelope.rs    the CGI header-block parser (pure)
 //!   invoke/request_body.rs  Content-Length or de-chunked spill
-//!   invoke/stderr.rs      function stderr → log lines
+//!   invoke/output_log.rs  function stderr, worker stdout → log lines
+//!   invoke/body_fault.rs  uploads that stall or break off: 408/400, never the function's fault
+//!   invoke/hop_by_hop.rs  connection-level headers a proxied answer drops
 //!   invoke/pool.rs        keep-warm pools: acquire, release, supervise
 //!   invoke/pool/policy.rs   backoff, crash window, warm defaults (pure)
 //!   invoke/pool/worker.rs   one worker process: spawn, output, stop
@@ -52,6 +56,7 @@
 //!   process/group.rs      ProcessGroup: killpg, kill on drop
 //!   process/exit_watch.rs a leader's exit and its reaping (a pidfd only when waited for)
 //!   process/reaper.rs     subreaper, group reaping, the orphan sweeper
+//!   process/isolation.rs  at start: inherited fds close on exec, not dumpable
 //! cron.rs               scheduled invocations ([[cron]], vercel.json crons)
 //! observability.rs      one log event per invocation, Prometheus metrics
 //! shutdown.rs           SIGTERM/SIGINT

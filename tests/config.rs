@@ -322,6 +322,7 @@ async fn cron_jobs_run_on_schedule_and_on_demand_with_the_secret() {
         .await
         .unwrap();
     assert_eq!(page.status(), 403);
+    assert!(page.text().await.unwrap().contains("with curl or a script"));
 
     std::fs::write(
         dir.join("watchdog.toml"),

@@ -87,16 +87,12 @@ async fn a_lambda_http_binary_answers_get_and_post_and_is_reused() {
     // The client's request id names the invocation in the runtime's URLs: one
     // that a URL path cannot hold as it is must not hold the worker until the
     // timeout.
-    let third: serde_json::Value = c
-        .get(server.url("/api/hello-lambda"))
-        .header("X-Request-Id", "a/b?c#d%41")
-        .timeout(std::time::Duration::from_secs(10))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let third = common::send_json(
+        c.get(server.url("/api/hello-lambda"))
+            .header("X-Request-Id", "a/b?c#d%41")
+            .timeout(std::time::Duration::from_secs(10)),
+    )
+    .await;
     assert_eq!(third["pid"], first["pid"]);
     assert_eq!(third["greeting"], "hello world");
     assert!(server.wait_for_log("start=\"warm\"", Duration::from_secs(2)));
@@ -133,8 +129,16 @@ async fn a_lambda_timeout_kills_and_replaces_the_worker() {
 }
 
 /// Writes `api/NAME`: a minimal runtime client that answers every invocation in
-/// response-streaming mode with what the shell commands `answer` print.
-fn streaming_runtime(project: &tempfile::TempDir, name: &str, answer: &str) {
+/// response-streaming mode with what the shell commands `answer` print, and its
+/// section in watchdog.toml, warm over the Lambda protocol, with `settings`
+/// (lines such as `timeout = "1s"`) on top.
+fn streaming_runtime(project: &tempfile::TempDir, name: &str, settings: &str, answer: &str) {
+    let toml = project.path().join("watchdog.toml");
+    let mut config = std::fs::read_to_string(&toml).unwrap();
+    config.push_str(&format!(
+        "\n[functions.\"{name}\"]\n{settings}warm = {{ protocol = \"lambda\" }}\n"
+    ));
+    std::fs::write(&toml, config).unwrap();
     let script = project.path().join("api").join(name);
     std::fs::write(
         &script,
@@ -162,6 +166,7 @@ async fn a_streamed_lambda_response_is_passed_through_as_it_arrives() {
     streaming_runtime(
         &project,
         "streamer.sh",
+        "",
         r#"printf '{"statusCode":201,"headers":{"x-streamed":"yes"},"cookies":["s=1"]}'
     printf '\000\000\000\000\000\000\000\000'
     printf 'chunk one\n'; sleep 0.6; printf 'chunk two\n'"#,
@@ -169,16 +174,10 @@ async fn a_streamed_lambda_response_is_passed_through_as_it_arrives() {
     streaming_runtime(
         &project,
         "ticker.sh",
+        "",
         r#"printf '{"statusCode":200}'; printf '\000\000\000\000\000\000\000\000'
     for i in $(seq 25); do printf 'tick\n'; sleep 0.2; done"#,
     );
-    let mut toml = std::fs::read_to_string(project.path().join("watchdog.toml")).unwrap();
-    for name in ["streamer.sh", "ticker.sh"] {
-        toml.push_str(&format!(
-            "\n[functions.\"{name}\"]\nwarm = {{ protocol = \"lambda\" }}\n"
-        ));
-    }
-    std::fs::write(project.path().join("watchdog.toml"), toml).unwrap();
     let server = TestServer::start(&project.path().join("api"), &[]);
     let response = client()
         .get(server.url("/api/streamer"))
@@ -247,20 +246,20 @@ async fn a_stalled_upload_holds_no_worker_and_is_answered_408() {
 async fn a_streamed_lambda_response_is_bound_by_the_timeout() {
     let project = project("");
     // Never finishes its prelude; streams its body for 30 s.
-    streaming_runtime(&project, "late-head.sh", "sleep 30; printf '{}'");
+    let one_second = "timeout = \"1s\"\n";
+    streaming_runtime(
+        &project,
+        "late-head.sh",
+        one_second,
+        "sleep 30; printf '{}'",
+    );
     streaming_runtime(
         &project,
         "long-body.sh",
+        one_second,
         r#"printf '{"statusCode":200}'; printf '\000\000\000\000\000\000\000\000'
     for i in $(seq 100); do printf 'tick\n'; sleep 0.3; done"#,
     );
-    let mut toml = std::fs::read_to_string(project.path().join("watchdog.toml")).unwrap();
-    for name in ["late-head.sh", "long-body.sh"] {
-        toml.push_str(&format!(
-            "\n[functions.\"{name}\"]\ntimeout = \"1s\"\nwarm = {{ protocol = \"lambda\" }}\n"
-        ));
-    }
-    std::fs::write(project.path().join("watchdog.toml"), toml).unwrap();
     let server = TestServer::start(&project.path().join("api"), &[]);
     let started = std::time::Instant::now();
     let late = client()

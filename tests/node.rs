@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestServer, client, copy_fixture, fixtures};
+use common::{TestServer, client, copy_fixture, fixtures, send_json};
 
 fn server(flags: &[&str]) -> TestServer {
     let mut all = vec!["--prefix", "/api", "--env", "STAGE=dev"];
@@ -22,12 +22,6 @@ async fn json(server: &TestServer, path: &str) -> (u16, serde_json::Value) {
         status,
         response.json().await.unwrap_or(serde_json::Value::Null),
     )
-}
-
-/// Sends `request` and reads its JSON answer (for requests with a method,
-/// headers or a body; [`json`] covers a plain GET).
-async fn send_json(request: reqwest::RequestBuilder) -> serde_json::Value {
-    request.send().await.unwrap().json().await.unwrap()
 }
 
 #[tokio::test]

@@ -65,15 +65,12 @@ async fn a_worker_keeps_its_state_between_requests_and_streams_bodies() {
     assert_eq!(first["params_header"], serde_json::Value::Null);
     // A header name with `_` could pose as watchdog's own (`X_Request_Id` is
     // HTTP_X_REQUEST_ID to WSGI): dropped.
-    let underscored: serde_json::Value = client()
-        .get(server.url("/api/counter"))
-        .header("X_Request_Id", "spoofed")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let underscored = common::send_json(
+        client()
+            .get(server.url("/api/counter"))
+            .header("X_Request_Id", "spoofed"),
+    )
+    .await;
     assert_eq!(underscored["underscored"], serde_json::Value::Null);
     assert!(underscored["request_id"].is_string());
     let echo = client()

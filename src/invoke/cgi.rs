@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use self::pipe_chunks::PipeChunks;
 use super::body_fault::BodyWatch;
 use super::envelope::EnvelopeReader;
-use super::stderr::StderrLog;
+use super::output_log::OutputLog;
 use super::{Invocation, InvokeError, InvokeFuture, Invoker, Reply, RequestBody};
 use crate::config::file::OutputMode;
 use crate::limits::Limiter;
@@ -120,7 +120,7 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
     invocation.record.pid = Some(pid);
     let (head_tx, head_rx) = oneshot::channel();
     let driver = Driver {
-        stderr: StderrLog::new(&invocation.route.function.pattern, &invocation.request_id),
+        stderr: OutputLog::new(&invocation.route.function.pattern, &invocation.request_id),
         stdout: PipeChunks::new(started.stdout, STDOUT_READ_SIZE),
         stderr_pipe: PipeChunks::new(started.stderr, STDERR_READ_SIZE),
         group,
@@ -207,7 +207,7 @@ struct Driver {
     leader_reaped: bool,
     /// Until `stop_group` is done, the orphan sweep leaves this group alone.
     group_registered: bool,
-    stderr: StderrLog,
+    stderr: OutputLog,
     deadline: Instant,
     timeout: Duration,
     grace: Duration,

@@ -342,6 +342,12 @@ pub fn get_until(addr: SocketAddr, path: &str, request_id: &str, needle: &str) -
     stream
 }
 
+/// Sends `request` and reads its JSON answer (for requests with a method,
+/// headers or a body).
+pub async fn send_json(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// Copies a fixture folder into a fresh temp dir (for tests that change files).
 pub fn copy_fixture(name: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().expect("temp dir");

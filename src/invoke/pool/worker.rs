@@ -17,7 +17,7 @@ use tokio_process_stream::{Item, ProcessChunkStream};
 
 use crate::invoke::InvokeError;
 use crate::invoke::cgi::spawn;
-use crate::invoke::stderr::{StderrLog, Stream};
+use crate::invoke::output_log::{OutputLog, Stream};
 use crate::limits::{InvocationCgroup, Limiter};
 use crate::process::{ProcessGroup, reaper};
 use crate::routes::Function;
@@ -90,7 +90,7 @@ impl Worker {
         let mut output = ProcessChunkStream::from(child);
         let worker = format!("worker-{pid}");
         let tagged = function.file.runner.node_module;
-        let log = |stream| StderrLog::of_worker(&function.pattern, &worker, stream, tagged);
+        let log = |stream| OutputLog::of_worker(&function.pattern, &worker, stream, tagged);
         let (mut stdout_log, mut stderr_log) = (log(Stream::Stdout), log(Stream::Stderr));
         tokio::spawn(async move {
             let mut status = None;

@@ -19,7 +19,7 @@ pub enum Stream {
 }
 
 #[derive(Debug)]
-pub struct StderrLog {
+pub struct OutputLog {
     route: String,
     request_id: String,
     partial: BytesMut,
@@ -29,7 +29,7 @@ pub struct StderrLog {
     tagged: bool,
 }
 
-impl StderrLog {
+impl OutputLog {
     /// A CGI function's stderr, all of it this request's.
     pub fn new(route: &str, request_id: &str) -> Self {
         Self::of_worker(route, request_id, Stream::Stderr, false)
