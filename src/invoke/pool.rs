@@ -132,22 +132,19 @@ impl Invoker for PoolInvoker {
     fn invoke(&self, invocation: Invocation) -> InvokeFuture {
         let pool = self.pool(&invocation.route.function);
         Box::pin(async move {
-            match pool.config.protocol {
-                WarmProtocol::Http => {
-                    let mut invocation = invocation;
-                    let queue_wait = &mut invocation.record.queue_wait;
-                    let lease = (pool.acquire(invocation.deadline, queue_wait).await)
-                        .map_err(|error| invocation.record.failed(error))?;
-                    http::forward(lease, invocation).await
-                }
-                WarmProtocol::Lambda => {
-                    let mut invocation = invocation;
-                    let body = lambda::receive_body(&mut invocation).await?;
-                    let queue_wait = &mut invocation.record.queue_wait;
-                    let lease = (pool.acquire(invocation.deadline, queue_wait).await)
-                        .map_err(|error| invocation.record.failed(error))?;
-                    lambda::invoke(lease, invocation, body).await
-                }
+            let mut invocation = invocation;
+            // A Lambda event carries the whole body: it is received before a
+            // worker is taken, so a slow upload holds none.
+            let body = match pool.config.protocol {
+                WarmProtocol::Lambda => Some(lambda::receive_body(&mut invocation).await?),
+                WarmProtocol::Http => None,
+            };
+            let queue_wait = &mut invocation.record.queue_wait;
+            let lease = (pool.acquire(invocation.deadline, queue_wait).await)
+                .map_err(|error| invocation.record.failed(error))?;
+            match body {
+                Some(body) => lambda::invoke(lease, invocation, body).await,
+                None => http::forward(lease, invocation).await,
             }
         })
     }
