@@ -6,8 +6,9 @@
 # watchdog / naive server, watchdog / spawn loop.
 #
 # usage: scripts/bench.sh [--duration S] [--repeats N] [--conc "1 4 16 64 256"] [--programs "..."]
-# Then the warm pool (scripts/bench-warm.sh) and memory and scale figures
-# (scripts/bench_memory.py).
+# Then throughput by concurrency with the concurrencies interleaved
+# (scripts/bench-scaling.sh), the warm pool (scripts/bench-warm.sh) and memory and
+# scale figures (scripts/bench_memory.py).
 # Installs the peers (Debian packages) when they are missing. wrk shares the
 # machine's cores with the server under test; the table says so.
 set -euo pipefail
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
     --repeats) repeats=$2; shift 2 ;;
     --conc) conc=$2; shift 2 ;;
     --programs) programs=$2; shift 2 ;;
-    *) sed -n '2,10p' "$0"; exit 2 ;;
+    *) sed -n '2,11p' "$0"; exit 2 ;;
   esac
 done
 [ -d "$bench/peers" ] || { echo "bench: ../shared/bench is missing (it sits beside the repository)"; exit 2; }
@@ -121,8 +122,14 @@ cp "$peers_raw" "$spawn_raw" "$kept/"
 echo "bench: raw results in $peers_raw and $spawn_raw (copies in $kept)" >&2
 python3 "$root/scripts/bench_report.py" "$peers_raw" "$spawn_raw"
 
-# The warm pool (the same worker direct and through watchdog) and the memory and
-# scale figures, on the same build.
+# Throughput and tails as the load grows, the concurrencies interleaved (the
+# table's cells are minutes apart); then the warm pool (the same worker direct and
+# through watchdog) and the memory and scale figures, on the same build.
+echo
+echo "### Scaling (static C, concurrencies interleaved)"
+echo
+"$root/scripts/bench-scaling.sh" --duration "$((duration < 5 ? duration : 5))" ||
+  echo "bench: the scaling runs failed; going on" >&2
 echo
 echo "### Warm pool"
 echo
