@@ -141,6 +141,7 @@ async fn node_signature_with_vercel_helpers() {
     // a 204 has neither body nor type.
     let send = |v: &'static str| c.get(server.url(&format!("/api/send?v={v}"))).send();
     let null = send("null").await.unwrap();
+    let null_tag = null.headers()["etag"].clone();
     assert_eq!(null.text().await.unwrap(), "");
     let number = send("number").await.unwrap();
     assert!(
@@ -158,6 +159,45 @@ async fn node_signature_with_vercel_helpers() {
     let head = c.head(server.url("/api/send")).send().await.unwrap();
     assert_eq!(head.status(), 200);
     assert!(head.headers().get("content-length").is_none(), "{head:?}");
+
+    // A whole body gets Vercel's weak ETag (the `etag` package's: the length in
+    // hex, then the SHA-1 in base64; this one is that package's constant for an
+    // empty body), and a GET that already holds it gets 304 without a body.
+    assert_eq!(null_tag, r#"W/"0-2jmj7l5rSw0yVb/vlWAYkK/YBwk""#);
+    let text = c.get(server.url("/api/send")).send().await.unwrap();
+    let tag = text.headers()["etag"].clone();
+    assert!(tag.to_str().unwrap().starts_with(r#"W/"b-"#), "{tag:?}");
+    let conditional = |tag: &str, v: &str| {
+        c.get(server.url(&format!("/api/send?v={v}")))
+            .header("if-none-match", tag)
+            .send()
+    };
+    let current = conditional(tag.to_str().unwrap(), "text").await.unwrap();
+    assert_eq!(current.status(), 304);
+    assert!(current.headers().get("content-type").is_none());
+    assert_eq!(current.text().await.unwrap(), "");
+    let among = format!(r#""other", {}"#, tag.to_str().unwrap());
+    assert_eq!(conditional(&among, "text").await.unwrap().status(), 304);
+    let stale = conditional(r#"W/"b-stale""#, "text").await.unwrap();
+    assert_eq!(stale.status(), 200);
+    assert_eq!(stale.text().await.unwrap(), "<b>text</b>");
+    // The handler's own tag is kept and compared whole (it holds a comma).
+    let own = conditional(r#""v1""#, "own-tag").await.unwrap();
+    assert_eq!(own.status(), 200);
+    assert_eq!(own.headers()["etag"], r#""v1,a""#);
+    assert_eq!(
+        conditional(r#""v1,a""#, "own-tag").await.unwrap().status(),
+        304
+    );
+    // Only a GET or HEAD is answered from the client's copy.
+    let post = c
+        .post(server.url("/api/send?v=text"))
+        .header("if-none-match", tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 200);
+    assert_eq!(post.text().await.unwrap(), "<b>text</b>");
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@
 import http from 'node:http';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { format } from 'node:util';
@@ -151,7 +152,7 @@ async function nodeStyle(handler, req, res, url, params) {
   res.status = (code) => { res.statusCode = code; return res; };
   res.json = (value) => {
     if (!res.getHeader('content-type')) res.setHeader('content-type', 'application/json; charset=utf-8');
-    res.end(JSON.stringify(value));
+    endTagged(req, res, Buffer.from(JSON.stringify(value), 'utf8'));
     return res;
   };
   res.send = (value) => {
@@ -162,14 +163,14 @@ async function nodeStyle(handler, req, res, url, params) {
       res.end();
     } else if (Buffer.isBuffer(value)) {
       if (!res.getHeader('content-type')) res.setHeader('content-type', 'application/octet-stream');
-      res.end(value);
+      endTagged(req, res, value);
     } else if (value === null) {
-      res.end();
+      endTagged(req, res, Buffer.alloc(0));
     } else if (['object', 'number', 'boolean'].includes(typeof value)) {
       return res.json(value);
     } else {
       if (!res.getHeader('content-type')) res.setHeader('content-type', 'text/html; charset=utf-8');
-      res.end(value === undefined ? '' : String(value));
+      endTagged(req, res, Buffer.from(value === undefined ? '' : String(value), 'utf8'));
     }
     return res;
   };
@@ -181,6 +182,40 @@ async function nodeStyle(handler, req, res, url, params) {
     return res;
   };
   return handler(req, res);
+}
+
+// res.send and res.json end with a whole body, so they tag it as Vercel's helper
+// does (a weak ETag, as the `etag` package makes it: the length in hex and the
+// SHA-1 in base64) unless the handler set one. A GET or HEAD whose If-None-Match
+// holds that tag gets 304 and no body, as Express answers: the client's copy is
+// current, and the tag alone would only be half of conditional requests.
+function endTagged(req, res, body) {
+  if (!res.getHeader('etag')) res.setHeader('etag', weakEtag(body));
+  if (isFresh(req, res)) {
+    res.statusCode = 304;
+    for (const name of ['content-type', 'content-length', 'transfer-encoding']) res.removeHeader(name);
+    res.end();
+  } else {
+    res.end(body);
+  }
+}
+
+function weakEtag(body) {
+  const hash = createHash('sha1').update(body).digest('base64').substring(0, 27);
+  return `W/"${body.length.toString(16)}-${hash}"`;
+}
+
+// RFC 9110 §13.1.2: If-None-Match compares weakly (W/ aside), `*` matches any
+// current representation; only a 2xx answer to GET or HEAD becomes a 304.
+function isFresh(req, res) {
+  const condition = req.headers['if-none-match'];
+  if (!condition || (req.method !== 'GET' && req.method !== 'HEAD')) return false;
+  if (res.statusCode < 200 || res.statusCode > 299) return false;
+  if (condition.trim() === '*') return true;
+  // Each entity tag whole: a quoted tag may itself hold a comma.
+  const opaque = (tag) => tag.trim().replace(/^W\//, '');
+  const current = opaque(String(res.getHeader('etag')));
+  return (condition.match(/(?:W\/)?"[^"]*"/g) || []).some((tag) => opaque(tag) === current);
 }
 
 async function sendWebResponse(res, response, method) {
