@@ -66,6 +66,7 @@ async fn a_lambda_http_binary_answers_get_and_post_and_is_reused() {
     let posted = c
         .post(server.url("/api/hello-lambda"))
         .header("Content-Type", "application/octet-stream")
+        .header("X-Request-Id", "lbin-1")
         .body(binary.clone())
         .send()
         .await
@@ -78,6 +79,10 @@ async fn a_lambda_http_binary_answers_get_and_post_and_is_reused() {
         binary,
         "the binary body came back changed"
     );
+    // A buffered answer is counted as the client got it: the decoded body, not
+    // the base64 the runtime posted.
+    let line = server.log_line("invocation request_id=lbin-1 ", Duration::from_secs(5));
+    assert!(line.contains(" bytes_in=4096 bytes_out=4096"), "{line}");
     assert_eq!(
         pid,
         first["pid"].to_string(),

@@ -179,6 +179,33 @@ async fn a_workers_connection_headers_and_conflicting_length_do_not_reach_the_cl
 }
 
 #[tokio::test]
+async fn a_workers_declared_trailer_fields_reach_a_client_that_takes_them() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &[]);
+    let request = |te: &str| {
+        common::raw_request(
+            server.addr,
+            format!(
+                "GET /api/counter?trailers HTTP/1.1\r\nHost: t\r\n{te}Connection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .to_ascii_lowercase()
+    };
+    let taken = request("TE: trailers\r\n");
+    assert!(taken.starts_with("http/1.1 200"), "{taken}");
+    assert!(taken.contains("trailer: x-checksum\r\n"), "{taken}");
+    let (_, tail) = taken.split_once("\r\n0\r\n").expect("a last chunk");
+    assert!(tail.contains("x-checksum: 5d41402a\r\n"), "{taken}");
+    // A field the worker never declared is not passed on (hyper sends only
+    // declared ones), nor are trailers to a client that did not ask for them.
+    assert!(!tail.contains("x-undeclared"), "{taken}");
+    let plain = request("");
+    assert!(plain.contains("\r\n5\r\nhello\r\n0\r\n"), "{plain}");
+    assert!(!plain.contains("x-checksum: 5d41402a"), "{plain}");
+}
+
+#[tokio::test]
 async fn an_answer_too_large_to_read_is_a_502_and_not_a_crash() {
     let project = project(&[("counter", "max = 1")]);
     let server = TestServer::start(&api(&project), &[]);
