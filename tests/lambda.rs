@@ -165,6 +165,48 @@ done
 }
 
 #[tokio::test]
+async fn a_worker_that_exits_after_its_answer_does_not_take_the_next_request_down() {
+    let project = project("");
+    // A runtime that answers one event and then ends, as the official Python
+    // client does after a rejected answer; it is still there, lent out again,
+    // when the next request comes.
+    let script = project.path().join("api").join("once.sh");
+    std::fs::write(
+        &script,
+        r#"#!/bin/sh
+api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+id=$(curl -s -D - -o /dev/null "$api/invocation/next" | tr -d '\r' | awk 'tolower($1) == "lambda-runtime-aws-request-id:" {print $2}')
+curl -s -X POST -d "{\"statusCode\":200,\"body\":\"pid $$\"}" "$api/invocation/$id/response" >/dev/null
+sleep 0.3
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let toml = project.path().join("watchdog.toml");
+    let mut config = std::fs::read_to_string(&toml).unwrap();
+    config.push_str("\n[functions.\"once.sh\"]\nwarm = { protocol = \"lambda\", max = 1 }\n");
+    std::fs::write(&toml, config).unwrap();
+    let server = TestServer::start(&project.path().join("api"), &["--timeout", "10s"]);
+    let get = || client().get(server.url("/api/once")).send();
+    let first = get().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first = first.text().await.unwrap();
+    // The event goes to a new worker instead of failing with the one that ended
+    // without taking it (a 502 "exited during the invocation" before).
+    let second = get().await.unwrap();
+    assert_eq!(second.status(), 200);
+    let second = second.text().await.unwrap();
+    assert!(
+        first.starts_with("pid ") && second.starts_with("pid "),
+        "{first} {second}"
+    );
+    assert_ne!(
+        first, second,
+        "the second request ran on the worker that had ended"
+    );
+}
+
+#[tokio::test]
 async fn a_streamed_lambda_response_is_passed_through_as_it_arrives() {
     let project = project("");
     // The HTTP integration prelude, eight NUL bytes, then the body in two pieces.

@@ -179,6 +179,47 @@ async fn a_workers_connection_headers_and_conflicting_length_do_not_reach_the_cl
 }
 
 #[tokio::test]
+async fn a_client_that_leaves_before_the_answer_has_its_worker_stopped_not_lent_again() {
+    let project = tempfile::tempdir().unwrap();
+    let path = project.path().join("api/single.py");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::copy(fixtures("warm").join("one-at-a-time.py"), &path).unwrap();
+    std::fs::write(
+        project.path().join("watchdog.toml"),
+        "[functions.\"single.py\"]\nwarm = { protocol = \"http\", max = 1 }\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&api(&project), &["--timeout", "3s"]);
+    let (_, warm) = call(&server, "/api/single").await;
+    // The client gives up while the single-threaded worker sleeps on its request.
+    let left = client()
+        .get(server.url("/api/single?sleep=10"))
+        .header("X-Request-Id", "left-early")
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(left.is_err());
+    // The next request is not handed to that worker, still deaf for seconds (it
+    // was, and timed out with a 504): the worker is stopped and a new one serves.
+    let started = Instant::now();
+    let (status, next) = call(&server, "/api/single").await;
+    assert_eq!(status, 200, "{next}");
+    assert_ne!(next["pid"], warm["pid"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(wait_until_gone(warm["pid"].as_i64().unwrap() as i32));
+    let line = server.log_line("invocation request_id=left-early ", Duration::from_secs(5));
+    assert!(line.contains("client_gone=true"), "{line}");
+}
+
+fn wait_until_gone(pid: i32) -> bool {
+    common::wait_until(Duration::from_secs(5), || gone(pid))
+}
+
+#[tokio::test]
 async fn a_workers_declared_trailer_fields_reach_a_client_that_takes_them() {
     let project = project(&[("counter", "max = 1")]);
     let server = TestServer::start(&api(&project), &[]);

@@ -139,12 +139,20 @@ impl Invoker for PoolInvoker {
                 WarmProtocol::Lambda => Some(lambda::receive_body(&mut invocation).await?),
                 WarmProtocol::Http => None,
             };
-            let queue_wait = &mut invocation.record.queue_wait;
-            let lease = (pool.acquire(invocation.deadline, queue_wait).await)
-                .map_err(|error| invocation.record.failed(error))?;
-            match body {
-                Some(body) => lambda::invoke(lease, invocation, body).await,
-                None => http::forward(lease, invocation).await,
+            loop {
+                let queue_wait = &mut invocation.record.queue_wait;
+                let lease = (pool.acquire(invocation.deadline, queue_wait).await)
+                    .map_err(|error| invocation.record.failed(error))?;
+                let Some(body) = &body else {
+                    return http::forward(lease, invocation).await;
+                };
+                match lambda::invoke(lease, invocation, body.clone()).await {
+                    Ok(reply) => return Ok(reply),
+                    Err(lambda::Failed::Error(error)) => return Err(error),
+                    // The request never started: on to another worker, within the
+                    // same deadline (each such exit counts toward the crash limit).
+                    Err(lambda::Failed::NotTaken(returned)) => invocation = *returned,
+                }
             }
         })
     }
@@ -522,11 +530,25 @@ impl Lease {
 }
 
 impl Drop for Lease {
-    /// A lease dropped without a verdict (the client left mid-response): the
-    /// worker itself is fine; its connection is simply closed.
+    /// A lease dropped without a verdict: the request was abandoned before the
+    /// worker answered (its client left, and the handler's future with it). The
+    /// worker may still be busy with it, so it is not lent again (the next
+    /// request would wait behind the abandoned one, or time out on it): it is
+    /// stopped, as a CGI function's group is when its client disconnects
+    /// (CONTRACT §3), and a new one starts on demand. Not counted as a crash.
+    /// (An answer's body holds the lease and gives its own verdict.)
     fn drop(&mut self) {
         if let Some(worker) = self.worker.take() {
-            self.pool.release(worker, Outcome::Served);
+            tracing::info!(
+                route = %self.pool.function.pattern,
+                pid = worker.pid,
+                "stopping a warm worker whose client left before it answered"
+            );
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(worker.stop(self.pool.settings.kill_grace))),
+                // A runtime shutting down: the worker's group is killed as it drops.
+                Err(_) => drop(worker),
+            }
         }
     }
 }

@@ -174,7 +174,11 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
         let response = response.map_err(answer_failed)?;
         Ok::<_, (InvokeError, Outcome)>((response, sender))
     };
+    // Until the worker answers, a record dropped with this future belongs to a
+    // client that left (the lease is dropped too, and stops the worker).
+    invocation.record.client_gone = true;
     let exchanged = tokio::time::timeout_at(deadline, exchange).await;
+    invocation.record.client_gone = false;
     let (response, sender) = match exchanged {
         Ok(Ok(exchanged)) => exchanged,
         Ok(Err((err, outcome))) => {

@@ -47,6 +47,25 @@ struct Event {
     request_id: String,
     deadline_ms: u128,
     payload: Bytes,
+    /// Told when the worker's `/next` takes the event: until then the request
+    /// has not started, and may still go to another worker.
+    taken: oneshot::Sender<()>,
+}
+
+/// How a request on a lent worker ended.
+pub enum Failed {
+    Error(InvokeError),
+    /// The worker exited before it took the event: it had answered its last one
+    /// and then ended (the official Python client does, after a rejected
+    /// answer). Real Lambda only hands an event to a runtime that asked for one,
+    /// so the request goes to another worker instead of failing with this one.
+    NotTaken(Box<Invocation>),
+}
+
+impl From<InvokeError> for Failed {
+    fn from(error: InvokeError) -> Self {
+        Self::Error(error)
+    }
 }
 
 /// What the worker answered.
@@ -121,6 +140,7 @@ async fn next(State(state): State<Arc<RuntimeState>>) -> Response<Body> {
     let Some(event) = events.recv().await else {
         return StatusCode::GONE.into_response();
     };
+    let _ = event.taken.send(());
     let mut response = Response::new(Body::from(event.payload));
     let headers = response.headers_mut();
     headers.insert(
@@ -353,21 +373,23 @@ pub async fn receive_body(invocation: &mut Invocation) -> Result<Bytes, InvokeEr
 ///
 /// # Errors
 /// 504 on timeout (the worker is killed and replaced), 502 when the worker fails
-/// or reports an error.
+/// or reports an error; [`Failed::NotTaken`] when the worker exited before it
+/// took the event.
 pub async fn invoke(
     lease: Lease,
     mut invocation: Invocation,
     body: Bytes,
-) -> Result<Reply, InvokeError> {
+) -> Result<Reply, Failed> {
     let file = invocation.route.function.file.relative.clone();
     invocation.record.pid = Some(lease.worker().pid);
     invocation.record.cold = Some(lease.cold);
     let request_id = runtime_request_id(&invocation.request_id);
     let payload = Bytes::from(event(&invocation, &body).to_string());
     let Some(runtime) = lease.worker().runtime.as_ref() else {
-        return Err(InvokeError::Internal);
+        return Err(InvokeError::Internal.into());
     };
     let (answer_tx, answer_rx) = oneshot::channel();
+    let (taken_tx, mut taken_rx) = oneshot::channel();
     runtime
         .state
         .waiting
@@ -378,18 +400,24 @@ pub async fn invoke(
         request_id,
         deadline_ms: invocation.deadline_epoch_ms,
         payload,
+        taken: taken_tx,
     });
     // One deadline for the answer, and for a streamed answer's head as well.
     let exchange = async {
-        let crashed = |cause: String| (cause, Outcome::Crashed);
+        let crashed = |cause: String| Some((cause, Outcome::Crashed));
         sent.await
             .map_err(|_| crashed("stopped taking invocations".to_owned()))?;
         let answer = tokio::select! {
             answer = answer_rx => answer.map_err(|_| crashed("dropped the invocation".to_owned()))?,
-            status = lease.worker().exited() => return Err(crashed(format!(
-                "exited ({}) during the invocation",
-                status.map_or_else(|| "unknown status".into(), crate::invoke::cgi::describe_exit)
-            ))),
+            status = lease.worker().exited() => {
+                if taken_rx.try_recv().is_err() {
+                    return Err(None);
+                }
+                return Err(crashed(format!(
+                    "exited ({}) during the invocation",
+                    status.map_or_else(|| "unknown status".into(), crate::invoke::cgi::describe_exit)
+                )));
+            }
         };
         Ok(match answer {
             Answer::Buffered(bytes) => Ready::Buffered(bytes),
@@ -399,18 +427,30 @@ pub async fn invoke(
             Answer::Streamed { content_type, body } => {
                 let (response, stream) = streamed_response(content_type, body)
                     .await
-                    .map_err(|cause| (cause, Outcome::Served))?;
+                    .map_err(|cause| Some((cause, Outcome::Served)))?;
                 Ready::Streamed(response, stream)
             }
         })
     };
-    let ready = match tokio::time::timeout_at(invocation.deadline, exchange).await {
+    // Until the worker answers, a record dropped with this future belongs to a
+    // client that left (the lease is dropped too, and stops the worker).
+    invocation.record.client_gone = true;
+    let exchanged = tokio::time::timeout_at(invocation.deadline, exchange).await;
+    invocation.record.client_gone = false;
+    let ready = match exchanged {
         Ok(Ok(ready)) => ready,
-        Ok(Err((cause, outcome))) => {
+        Ok(Err(None)) => {
+            // Found exited: the pool counts it as a worker that ended after a
+            // request.
+            lease.finish(Outcome::Served);
+            return Err(Failed::NotTaken(Box::new(invocation)));
+        }
+        Ok(Err(Some((cause, outcome)))) => {
             lease.finish(outcome);
             return Err(invocation
                 .record
-                .failed(InvokeError::WorkerFailed { file, cause }));
+                .failed(InvokeError::WorkerFailed { file, cause })
+                .into());
         }
         Err(_) => {
             invocation.record.timed_out = true;
@@ -418,7 +458,8 @@ pub async fn invoke(
             let after = invocation.route.function.settings.timeout;
             return Err(invocation
                 .record
-                .failed(InvokeError::Timeout { file, after }));
+                .failed(InvokeError::Timeout { file, after })
+                .into());
         }
     };
     let response = match ready {
@@ -443,11 +484,13 @@ pub async fn invoke(
             tracing::warn!(file = %file, error = %detail, "the function returned an error");
             return Err(invocation
                 .record
-                .failed(InvokeError::FunctionError { file }));
+                .failed(InvokeError::FunctionError { file })
+                .into());
         }
     };
-    let response = response
-        .map_err(|cause| (invocation.record).failed(InvokeError::WorkerFailed { file, cause }))?;
+    let response = response.map_err(|cause| {
+        Failed::Error((invocation.record).failed(InvokeError::WorkerFailed { file, cause }))
+    })?;
     invocation.record.status = Some(response.status().as_u16());
     invocation.record.bytes_out = http_body::Body::size_hint(response.body())
         .exact()
@@ -807,7 +850,8 @@ impl futures_util::Stream for Leased {
 }
 
 impl Drop for Leased {
-    /// Dropped with the record still held: the client left before the end.
+    /// Dropped with the record still held: the client left before the end. The
+    /// lease goes with it and stops the worker, which is still sending the rest.
     fn drop(&mut self) {
         if let Some(record) = self.record.as_mut() {
             record.client_gone = true;
