@@ -9,6 +9,7 @@ pub mod body_fault;
 pub mod cgi;
 pub mod dispatch;
 pub mod envelope;
+pub mod forwarded;
 pub mod hop_by_hop;
 pub mod node;
 pub mod output_log;

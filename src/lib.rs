@@ -41,6 +41,7 @@
 //!   invoke/output_log.rs  function stderr, worker stdout → log lines
 //!   invoke/body_fault.rs  uploads that stall or break off: 408/400, never the function's fault
 //!   invoke/hop_by_hop.rs  connection-level headers a proxied answer drops
+//!   invoke/forwarded.rs   the X-Forwarded-* headers a warm worker gets
 //!   invoke/pool.rs        keep-warm pools: acquire, release, supervise
 //!   invoke/pool/policy.rs   backoff, crash window, warm defaults (pure)
 //!   invoke/pool/worker.rs   one worker process: spawn, output, stop

@@ -206,6 +206,59 @@ sleep 0.3
     );
 }
 
+/// A shell runtime (curl) as `api/NAME`: for each event, posts what the shell
+/// commands `answer` print as its buffered answer; `$event` is the event's file.
+fn buffered_runtime(project: &tempfile::TempDir, name: &str, answer: &str) {
+    let toml = project.path().join("watchdog.toml");
+    let mut config = std::fs::read_to_string(&toml).unwrap();
+    config.push_str(&format!(
+        "\n[functions.\"{name}\"]\nwarm = {{ protocol = \"lambda\" }}\n"
+    ));
+    std::fs::write(&toml, config).unwrap();
+    let script = project.path().join("api").join(name);
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+event=$(mktemp)
+while :; do
+  id=$(curl -s -D - -o "$event" "$api/invocation/next" | tr -d '\r' | awk 'tolower($1) == "lambda-runtime-aws-request-id:" {{print $2}}')
+  {{ {answer}
+  }} | curl -s -X POST --data-binary @- "$api/invocation/$id/response" >/dev/null
+done
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test]
+async fn the_event_says_who_the_client_was_and_the_answer_has_its_real_length() {
+    let project = project("");
+    buffered_runtime(&project, "event.sh", r#"cat "$event""#);
+    // 13 bytes, but 11 by JavaScript's count of UTF-16 units.
+    buffered_runtime(
+        &project,
+        "short.sh",
+        r#"printf '{"statusCode":200,"headers":{"content-length":"11"},"body":"h\u00e9llo w\u00f6rld"}'"#,
+    );
+    let server = TestServer::start(&project.path().join("api"), &[]);
+    // The event is the answer: any JSON without `statusCode` is the body.
+    let event = common::send_json(
+        client()
+            .get(server.url("/api/event"))
+            .header("X-Forwarded-For", "1.2.3.4"),
+    )
+    .await;
+    assert_eq!(event["headers"]["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
+    assert_eq!(event["headers"]["x-forwarded-proto"], "http");
+    let short = client().get(server.url("/api/short")).send().await.unwrap();
+    assert_eq!(short.headers()["content-length"], "13");
+    assert_eq!(short.text().await.unwrap(), "h\u{e9}llo w\u{f6}rld");
+}
+
 #[tokio::test]
 async fn a_streamed_lambda_response_is_passed_through_as_it_arrives() {
     let project = project("");

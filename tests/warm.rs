@@ -73,6 +73,29 @@ async fn a_worker_keeps_its_state_between_requests_and_streams_bodies() {
     .await;
     assert_eq!(underscored["underscored"], serde_json::Value::Null);
     assert!(underscored["request_id"].is_string());
+    // The client's address joins a forwarded chain in the same field, so a
+    // framework that reads one field does not see only the client's claim.
+    let forwarded = common::send_json(
+        client()
+            .get(server.url("/api/counter"))
+            .header("X-Forwarded-For", "1.2.3.4"),
+    )
+    .await;
+    assert_eq!(
+        forwarded["forwarded_for"],
+        serde_json::json!(["1.2.3.4, 127.0.0.1"])
+    );
+    assert_eq!(forwarded["forwarded_proto"], "http");
+    // An HTTP/1.0 worker's answer goes out as HTTP/1.1 (the version is the hop's).
+    let old = common::raw_request(
+        server.addr,
+        b"GET /api/counter?http10 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(old.starts_with("HTTP/1.1 200 OK\r\n"), "{old}");
+    assert!(
+        old.ends_with("old") || old.ends_with("3\r\nold\r\n0\r\n\r\n"),
+        "{old}"
+    );
     let echo = client()
         .post(server.url("/api/counter"))
         .body("ping")

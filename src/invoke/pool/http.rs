@@ -23,6 +23,7 @@ use super::worker::HttpConnection;
 use super::{Lease, Outcome, Worker};
 use crate::config::Settings;
 use crate::invoke::body_fault::BodyWatch;
+use crate::invoke::forwarded;
 use crate::invoke::{Invocation, InvokeError, Reply};
 use crate::limits::Limiter;
 use crate::observability::InvocationRecord;
@@ -213,6 +214,10 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
     };
     let (mut parts, incoming) = response.into_parts();
     crate::invoke::hop_by_hop::strip(&mut parts.headers);
+    // The version is the hop's, not the worker's (RFC 9110 §2.5): an HTTP/1.0
+    // worker's answer goes out as HTTP/1.1, and the client's connection stays
+    // open.
+    parts.version = axum::http::Version::HTTP_11;
     invocation.record.status = Some(parts.status.as_u16());
     let length_unknown = invocation.method == axum::http::Method::HEAD
         && !parts.headers.contains_key(header::CONTENT_LENGTH);
@@ -254,10 +259,12 @@ fn upstream_request(invocation: &Invocation, port: u16, body: Body) -> Request<B
     {
         headers.insert(header::HOST, host);
     }
-    let forwarded = invocation.client.ip().to_string();
-    if let Ok(value) = forwarded.parse() {
-        headers.append("x-forwarded-for", value);
-    }
+    // Replaces the client's fields: the chain holds them.
+    headers.insert(
+        forwarded::FOR,
+        forwarded::chain(&invocation.headers, invocation.client.ip()),
+    );
+    headers.insert(forwarded::PROTO, forwarded::proto(&invocation.headers));
     if let Ok(value) = invocation.request_id.parse() {
         headers.insert("x-request-id", value);
     }

@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{Lease, Outcome, Worker};
 use crate::config::Settings;
 use crate::invoke::body_fault::BodyWatch;
+use crate::invoke::forwarded;
 use crate::invoke::{Invocation, InvokeError, Reply};
 use crate::limits::Limiter;
 use crate::observability::InvocationRecord;
@@ -521,7 +522,23 @@ fn runtime_request_id(request_id: &str) -> String {
 fn event(invocation: &Invocation, body: &[u8]) -> serde_json::Value {
     let mut headers = serde_json::Map::new();
     let mut cookies = Vec::new();
+    // As a Function URL's event has them (a handler reads the client's address
+    // from `x-forwarded-for`).
+    let client = invocation.client.ip();
+    for (name, value) in [
+        (
+            forwarded::FOR,
+            forwarded::chain(&invocation.headers, client),
+        ),
+        (forwarded::PROTO, forwarded::proto(&invocation.headers)),
+    ] {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        headers.insert(name.to_owned(), serde_json::Value::String(value));
+    }
     for (name, value) in &invocation.headers {
+        if name == forwarded::FOR || name == forwarded::PROTO {
+            continue;
+        }
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
         if name == header::COOKIE {
             cookies.extend(
@@ -676,6 +693,10 @@ fn buffered_response(bytes: &[u8]) -> Result<Response<Body>, String> {
     } else {
         body.as_bytes().to_vec()
     };
+    // The length is the body's, as Function URLs send it: a `content-length`
+    // the function computed wrongly (JavaScript's `body.length` counts UTF-16
+    // units) would cut the body off, or leave the client waiting.
+    response.headers_mut().remove(header::CONTENT_LENGTH);
     *response.body_mut() = Body::from(body);
     Ok(response)
 }
