@@ -153,7 +153,12 @@ impl InvokeError {
                 Some("send a smaller body, or raise --max-body".into())
             }
             InvokeError::BodyRead(_) | InvokeError::Internal => None,
-            InvokeError::WorkerFailed { .. } => Some("the worker's output is in watchdog's log; a warm function must serve HTTP on $PORT".into()),
+            InvokeError::WorkerFailed { .. } => Some(
+                "the worker's output is in watchdog's log; a warm worker serves HTTP on $PORT \
+                 (protocol = \"http\") or polls the Runtime API at $AWS_LAMBDA_RUNTIME_API \
+                 (protocol = \"lambda\")"
+                    .into(),
+            ),
             InvokeError::FunctionError { .. } => {
                 Some("the handler returned an error or panicked; fix the function".into())
             }

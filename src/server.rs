@@ -180,5 +180,18 @@ pub async fn serve(
     }
     app.pool.shutdown().await;
     threads.stop(Duration::from_secs(2)).await;
+    // Processes that left their function's or worker's group (a `setsid`
+    // helper) came to watchdog, as subreaper, when their parents were stopped
+    // just now; the periodic sweep would have killed them, but it does not run
+    // again. Nothing may outlive watchdog.
+    let swept = tokio::task::spawn_blocking(crate::process::reaper::sweep_orphans).await;
+    if let Ok(sweep) = swept
+        && sweep.killed > 0
+    {
+        tracing::info!(
+            killed = sweep.killed,
+            "stopped processes functions left behind"
+        );
+    }
     Ok(())
 }

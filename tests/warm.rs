@@ -658,3 +658,46 @@ async fn a_crash_loop_answers_503_until_the_file_changes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_helper_a_worker_moved_to_its_own_session_does_not_outlive_watchdog() {
+    let project = tempfile::tempdir().unwrap();
+    let path = project.path().join("api/helper.py");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    // The helper's pid goes beside DIR, not into it (a change there reloads).
+    std::fs::write(
+        &path,
+        r#"#!/usr/bin/env python3
+import os, subprocess
+from http.server import BaseHTTPRequestHandler, HTTPServer
+helper = subprocess.Popen(["sleep", "1002"], start_new_session=True)
+root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+with open(os.path.join(root, "helper.pid"), "w") as f:
+    f.write(str(helper.pid))
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), BaseHTTPRequestHandler).serve_forever()
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        project.path().join("watchdog.toml"),
+        "[functions.\"helper.py\"]\nwarm = { protocol = \"http\", min = 1 }\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&api(&project), &[]);
+    let pid_file = project.path().join("helper.pid");
+    assert!(common::wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|pid| !pid.is_empty())
+    }));
+    let helper: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert!(common::alive(helper));
+    assert!(server.wait_for_log("warm worker ready", Duration::from_secs(10)));
+    assert!(server.terminate().success());
+    // Outside the worker's group, so stopping the group did not reach it; it
+    // came to watchdog when the worker was stopped, and is stopped before exit.
+    let stopped = common::wait_until(Duration::from_secs(3), || gone(helper));
+    if !stopped {
+        common::signal(helper, nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(stopped, "the helper {helper} outlived watchdog");
+}

@@ -121,8 +121,10 @@ impl PoolInvoker {
             .drain()
             .map(|(_, pool)| pool)
             .collect();
+        // Awaited, not left to run in the background as a reload does: watchdog
+        // exits next, and a worker (or a helper it started) must not outlive it.
         for pool in pools {
-            pool.retire();
+            pool.mark_retired();
             pool.stop_idle_now().await;
         }
     }
@@ -256,20 +258,26 @@ impl Pool {
         self.retired.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn retire(&self) {
+    /// From now on a worker given back is stopped, not lent again.
+    fn mark_retired(&self) {
         self.retired
             .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Retires the pool and stops its idle workers in the background.
+    fn retire(&self) {
+        self.mark_retired();
         let idle: Vec<Worker> = self.lock_idle().drain(..).collect();
         for worker in idle {
             tokio::spawn(worker.stop(self.settings.kill_grace));
         }
     }
 
+    /// Stops the idle workers, all at once, and waits until they are gone.
     async fn stop_idle_now(&self) {
         let idle: Vec<Worker> = self.lock_idle().drain(..).collect();
-        for worker in idle {
-            worker.stop(self.settings.kill_grace).await;
-        }
+        let grace = self.settings.kill_grace;
+        futures_util::future::join_all(idle.into_iter().map(|worker| worker.stop(grace))).await;
     }
 
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Worker>> {

@@ -185,7 +185,7 @@ fn libc_sigterm() -> nix::sys::signal::Signal {
     nix::sys::signal::Signal::SIGTERM
 }
 
-fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
 }
 
