@@ -701,3 +701,43 @@ HTTPServer(("127.0.0.1", int(os.environ["PORT"])), BaseHTTPRequestHandler).serve
     }
     assert!(stopped, "the helper {helper} outlived watchdog");
 }
+
+#[tokio::test]
+async fn a_worker_slower_to_start_than_the_timeout_still_becomes_warm() {
+    let project = tempfile::tempdir().unwrap();
+    let path = project.path().join("api/slow.py");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        r#"#!/usr/bin/env python3
+import os, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+time.sleep(1.5)  # a framework booting
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = str(os.getpid()).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        project.path().join("watchdog.toml"),
+        "[functions.\"slow.py\"]\ntimeout = \"1s\"\nwarm = { protocol = \"http\", max = 1 }\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&api(&project), &[]);
+    // The first request's own time runs out while the worker boots: 504. The
+    // start goes on (it has at least 10 s, as Lambda's init phase), so the
+    // worker comes up and serves what follows; it used to be killed at 1 s, and
+    // every request was a 504.
+    let first = client().get(server.url("/api/slow")).send().await.unwrap();
+    assert_eq!(first.status(), 504);
+    assert!(server.wait_for_log("warm worker ready", Duration::from_secs(5)));
+    let next = client().get(server.url("/api/slow")).send().await.unwrap();
+    assert_eq!(next.status(), 200);
+}

@@ -339,8 +339,11 @@ impl Pool {
             let Ok(permit) = Arc::clone(&self.capacity).try_acquire_owned() else {
                 return;
             };
-            let deadline = tokio::time::Instant::now() + self.settings.timeout;
-            match self.start_worker(deadline).await {
+            let allowance = policy::start_allowance(self.function.settings.timeout);
+            match self
+                .start_worker(tokio::time::Instant::now() + allowance)
+                .await
+            {
                 Ok(worker) => self.lock_idle().push(worker),
                 Err(err) => {
                     tracing::warn!(route = %self.function.pattern, error = %err, "could not pre-start a worker");
@@ -412,13 +415,14 @@ impl Pool {
             *queue_wait += backoff;
         }
         let started = Instant::now();
-        // A start is judged on its own time, the function's timeout, not on what
-        // is left of a request that may have waited in the queue: it runs apart,
-        // and outlives the request if need be.
+        // A start is judged on its own time (the function's timeout, at least
+        // Lambda's init allowance), not on what is left of a request that may
+        // have waited in the queue: it runs apart, and outlives the request if
+        // need be.
         let timeout = self.function.settings.timeout;
         let mut start = tokio::spawn({
             let pool = Arc::clone(self);
-            let own_deadline = tokio::time::Instant::now() + timeout;
+            let own_deadline = tokio::time::Instant::now() + policy::start_allowance(timeout);
             async move { pool.start_worker(own_deadline).await }
         });
         let worker = match tokio::time::timeout_at(deadline, &mut start).await {

@@ -81,7 +81,10 @@ pub async fn start(
             worker.stop(Duration::ZERO).await;
             return Err(InvokeError::WorkerFailed {
                 file,
-                cause: format!("did not listen on 127.0.0.1:{port} ($PORT) before the timeout"),
+                cause: format!(
+                    "did not listen on 127.0.0.1:{port} ($PORT) in the time a start is given (the function's timeout, at least {} s)",
+                    super::policy::START_FLOOR.as_secs()
+                ),
             });
         }
         tokio::time::sleep(READY_POLL).await;

@@ -327,7 +327,10 @@ pub async fn start(
             "exited ({}) before asking for an invocation",
             status.map_or_else(|| "unknown status".into(), crate::invoke::cgi::describe_exit)
         )),
-        () = tokio::time::sleep_until(deadline) => Err("did not ask for an invocation before the timeout".into()),
+        () = tokio::time::sleep_until(deadline) => Err(format!(
+            "did not ask for an invocation in the time a start is given (the function's timeout, at least {} s)",
+            super::policy::START_FLOOR.as_secs()
+        )),
     };
     match outcome {
         Ok(()) => {

@@ -13,6 +13,17 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub const CRASH_LIMIT: usize = 5;
 pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
 
+/// A worker's start gets at least this long, whatever the function's timeout:
+/// Lambda gives a runtime's init phase 10 s apart from the function's timeout,
+/// and a framework that takes 4 s to boot behind a 3 s timeout could otherwise
+/// never become warm (each attempt was killed at the timeout).
+pub const START_FLOOR: Duration = Duration::from_secs(10);
+
+/// How long a worker may take to become ready.
+pub fn start_allowance(timeout: Duration) -> Duration {
+    timeout.max(START_FLOOR)
+}
+
 /// A function's warm settings with defaults applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WarmConfig {
