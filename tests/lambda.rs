@@ -260,6 +260,39 @@ async fn the_event_says_who_the_client_was_and_the_answer_has_its_real_length() 
 }
 
 #[tokio::test]
+async fn an_answer_past_lambdas_limit_is_a_502_that_says_so_and_the_worker_serves_on() {
+    let project = project("");
+    // 20 MiB for `?big` (past the 6 MiB limit, and past what a server that
+    // stops reading leaves room for in the socket), else its pid.
+    buffered_runtime(
+        &project,
+        "big.sh",
+        r#"if grep -q '"rawQueryString":"big"' "$event"; then head -c 20971520 /dev/zero | tr '\0' a
+    else printf '{"statusCode":200,"body":"pid %s"}' $$; fi"#,
+    );
+    let server = TestServer::start(&project.path().join("api"), &[]);
+    let (_, first) = get_text(&server, "/api/big").await;
+    let big = client()
+        .get(server.url("/api/big?big"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 502);
+    let text = big.text().await.unwrap();
+    assert!(text.contains("past Lambda's limit of 6291456"), "{text}");
+    assert!(text.contains("streaming"), "{text}");
+    // Not a crash: the same worker answers the next request.
+    let (status, again) = get_text(&server, "/api/big").await;
+    assert_eq!(status, 200);
+    assert_eq!(first, again);
+}
+
+async fn get_text(server: &TestServer, path: &str) -> (u16, String) {
+    let response = client().get(server.url(path)).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
 async fn a_streamed_lambda_response_is_passed_through_as_it_arrives() {
     let project = project("");
     // The HTTP integration prelude, eight NUL bytes, then the body in two pieces.

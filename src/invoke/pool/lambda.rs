@@ -39,6 +39,9 @@ use crate::routes::{Function, ParamValue};
 const API: &str = "/2018-06-01/runtime";
 /// The largest response a buffered `/response` may carry (Lambda's own limit).
 const MAX_RESPONSE: usize = 6 * 1024 * 1024;
+/// How much of a larger one is still read (and dropped) so that the runtime
+/// gets its 413, rather than a connection closed in the middle of its upload.
+const MAX_DRAINED: usize = 64 * 1024 * 1024;
 /// The JSON prelude of a streamed HTTP response ends with these bytes.
 const PRELUDE_END: [u8; 8] = [0; 8];
 
@@ -78,6 +81,8 @@ enum Answer {
         body: Body,
     },
     Failed(String),
+    /// An answer that could not be read whole: why.
+    Unreadable(String),
 }
 
 /// One worker's Runtime API endpoint.
@@ -189,7 +194,7 @@ async fn response(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> StatusCode {
+) -> Response<Body> {
     let streaming = headers
         .get("lambda-runtime-function-response-mode")
         .is_some_and(|mode| mode.as_bytes().eq_ignore_ascii_case(b"streaming"));
@@ -204,19 +209,50 @@ async fn response(
         let content_type = headers.get(header::CONTENT_TYPE).cloned();
         let status = deliver(&state, &id, Answer::Streamed { content_type, body });
         let _ = done_rx.await;
-        return status;
+        return status.into_response();
     }
-    match axum::body::to_bytes(body, MAX_RESPONSE).await {
-        Ok(bytes) => deliver(&state, &id, Answer::Buffered(bytes)),
-        Err(_) => {
-            deliver(
-                &state,
-                &id,
-                Answer::Failed("the response is larger than 6 MB".into()),
+    match read_answer(body).await {
+        Ok(bytes) => deliver(&state, &id, Answer::Buffered(bytes)).into_response(),
+        Err(None) => {
+            let cause = "broke off its answer before the end".to_owned();
+            deliver(&state, &id, Answer::Unreadable(cause)).into_response()
+        }
+        Err(Some(size)) => {
+            let cause = format!(
+                "answered with at least {size} bytes, past Lambda's limit of {MAX_RESPONSE} for a \
+                 buffered answer: stream it (Lambda-Runtime-Function-Response-Mode: streaming) or send less"
             );
-            StatusCode::PAYLOAD_TOO_LARGE
+            deliver(&state, &id, Answer::Unreadable(cause));
+            // What Lambda tells a runtime whose answer is too large.
+            let body = serde_json::json!({
+                "errorMessage": format!("Exceeded maximum allowed payload size ({MAX_RESPONSE} bytes)."),
+                "errorType": "RequestEntityTooLarge",
+            });
+            (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response()
         }
     }
+}
+
+/// A buffered answer, whole; or `Err(Some(bytes read))` past [`MAX_RESPONSE`]
+/// (the rest read and dropped up to [`MAX_DRAINED`]), `Err(None)` when the
+/// upload broke off.
+async fn read_answer(body: Body) -> Result<Bytes, Option<usize>> {
+    let mut chunks = body.into_data_stream();
+    let mut answer = bytes::BytesMut::new();
+    let mut size = 0;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|_| None)?;
+        size += chunk.len();
+        if size <= MAX_RESPONSE {
+            answer.extend_from_slice(&chunk);
+        } else if size > MAX_DRAINED {
+            break;
+        }
+    }
+    if size > MAX_RESPONSE {
+        return Err(Some(size));
+    }
+    Ok(answer.freeze())
 }
 
 async fn error(
@@ -426,6 +462,7 @@ pub async fn invoke(
         Ok(match answer {
             Answer::Buffered(bytes) => Ready::Buffered(bytes),
             Answer::Failed(detail) => Ready::Failed(detail),
+            Answer::Unreadable(cause) => Ready::Unreadable(cause),
             // A malformed prelude is a bad answer, as a malformed buffered one
             // is: the worker serves on.
             Answer::Streamed { content_type, body } => {
@@ -483,9 +520,18 @@ pub async fn invoke(
             });
             return Ok(Reply::Response(response));
         }
+        Ready::Unreadable(cause) => {
+            lease.finish(Outcome::Served);
+            Err(cause)
+        }
         Ready::Failed(detail) => {
             lease.finish(Outcome::Served);
-            tracing::warn!(file = %file, error = %detail, "the function returned an error");
+            tracing::warn!(
+                request_id = %invocation.request_id,
+                file = %file,
+                error = %detail,
+                "the function returned an error"
+            );
             return Err(invocation
                 .record
                 .failed(InvokeError::FunctionError { file })
@@ -763,6 +809,7 @@ enum Ready {
     Buffered(Bytes),
     Streamed(Response<Body>, BodyStream),
     Failed(String),
+    Unreadable(String),
 }
 
 /// The head of a streamed answer (its prelude, for an HTTP integration response),
