@@ -287,6 +287,60 @@ async fn an_answer_past_lambdas_limit_is_a_502_that_says_so_and_the_worker_serve
     assert_eq!(first, again);
 }
 
+#[tokio::test]
+async fn an_error_a_runtime_reports_mid_stream_cuts_the_response_off() {
+    let project = project("");
+    let toml = project.path().join("watchdog.toml");
+    let mut config = std::fs::read_to_string(&toml).unwrap();
+    config.push_str("\n[functions.\"fails.py\"]\nwarm = { protocol = \"lambda\" }\n");
+    std::fs::write(&toml, config).unwrap();
+    let script = project.path().join("api/fails.py");
+    // Starts a streamed answer, then reports an error in its trailers, as
+    // lambda_runtime does when a stream fails.
+    std::fs::write(
+        &script,
+        r#"#!/usr/bin/env python3
+import base64, os, socket, urllib.request
+api = os.environ["AWS_LAMBDA_RUNTIME_API"]
+host, port = api.split(":")
+while True:
+    with urllib.request.urlopen(f"http://{api}/2018-06-01/runtime/invocation/next") as r:
+        rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+    error = base64.b64encode(b'{"errorMessage":"boom"}')
+    s = socket.create_connection((host, int(port)))
+    s.sendall(f"POST /2018-06-01/runtime/invocation/{rid}/response HTTP/1.1\r\nHost: {api}\r\n"
+              "Lambda-Runtime-Function-Response-Mode: streaming\r\nTransfer-Encoding: chunked\r\n"
+              "Trailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body\r\n\r\n"
+              "6\r\nbegun\n\r\n0\r\nLambda-Runtime-Function-Error-Type: Runtime.StreamError\r\n"
+              "Lambda-Runtime-Function-Error-Body: ".encode() + error + b"\r\n\r\n")
+    s.recv(4096)
+    s.close()
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = TestServer::start(&project.path().join("api"), &[]);
+    let response = client()
+        .get(server.url("/api/fails"))
+        .header("X-Request-Id", "streamfail-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Not a clean end: the client can tell the body is not whole.
+    assert!(response.bytes().await.is_err());
+    let line = server.log_line("mid-stream", Duration::from_secs(5));
+    assert!(
+        line.contains("Runtime.StreamError") && line.contains("boom"),
+        "{line}"
+    );
+    // The runtime reported the error and serves on: it is not replaced.
+    let again = client().get(server.url("/api/fails")).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    drop(again);
+    assert_eq!(server.log().matches("lambda worker ready").count(), 1);
+}
+
 async fn get_text(server: &TestServer, path: &str) -> (u16, String) {
     let response = client().get(server.url(path)).send().await.unwrap();
     (response.status().as_u16(), response.text().await.unwrap())

@@ -202,8 +202,23 @@ async fn response(
         // Hand the body over as it arrives, and answer the worker once it has
         // been read to the end (or the client went away).
         let (done_tx, done_rx) = oneshot::channel::<()>();
+        let request_id = id.clone();
+        let frames = http_body_util::BodyStream::new(body).filter_map(move |frame| {
+            let item = match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => Some(Ok(data)),
+                    Err(frame) => frame
+                        .into_trailers()
+                        .ok()
+                        .and_then(|trailers| reported_error(&request_id, &trailers))
+                        .map(Err),
+                },
+                Err(err) => Some(Err(err)),
+            };
+            std::future::ready(item)
+        });
         let body = Body::from_stream(Notifying {
-            inner: body.into_data_stream(),
+            inner: Box::pin(frames),
             _done: done_tx,
         });
         let content_type = headers.get(header::CONTENT_TYPE).cloned();
@@ -272,6 +287,31 @@ async fn init_error(State(state): State<Arc<RuntimeState>>, body: Bytes) -> Stat
         .init_error
         .send_replace(Some(String::from_utf8_lossy(&body).into_owned()));
     StatusCode::ACCEPTED
+}
+
+/// An error a runtime reports after its stream has begun, in the trailers
+/// `lambda_runtime` and the other official clients send
+/// (`Lambda-Runtime-Function-Error-Type`, `-Body`): logged, and the client's
+/// response is cut off, as a CGI function's is when it fails mid-body, instead
+/// of ending as if it were whole.
+fn reported_error(request_id: &str, trailers: &HeaderMap) -> Option<axum::Error> {
+    let kind = trailers.get("lambda-runtime-function-error-type")?;
+    let kind = String::from_utf8_lossy(kind.as_bytes()).into_owned();
+    let detail = trailers
+        .get("lambda-runtime-function-error-body")
+        .map(|body| {
+            // Base64 of a JSON error object, as the clients send it; shown as
+            // it came when it is not.
+            BASE64.decode(body.as_bytes()).map_or_else(
+                |_| String::from_utf8_lossy(body.as_bytes()).into_owned(),
+                |decoded| String::from_utf8_lossy(&decoded).into_owned(),
+            )
+        })
+        .unwrap_or_default();
+    tracing::warn!(%request_id, error_type = %kind, error = %detail, "the function reported an error mid-stream; the response is cut off");
+    Some(axum::Error::new(format!(
+        "the function reported {kind} mid-stream"
+    )))
 }
 
 /// A body stream that drops a oneshot sender when it ends or is dropped.
@@ -911,9 +951,15 @@ impl futures_util::Stream for Leased {
                 }
                 self.record = None;
             }
-            // The worker's stream broke: logged now, so that the drop that
-            // follows is not taken for a client that left.
-            Poll::Ready(Some(Err(_))) => self.record = None,
+            // The worker's stream broke, or it reported an error: logged now,
+            // so that the drop that follows is not taken for a client that
+            // left, and the worker given back (found dead if it died).
+            Poll::Ready(Some(Err(_))) => {
+                self.record = None;
+                if let Some(lease) = self.lease.take() {
+                    lease.finish(Outcome::Served);
+                }
+            }
             Poll::Pending => {}
         }
         polled
