@@ -84,6 +84,12 @@ pub enum InvokeError {
         file: String,
         after: std::time::Duration,
     },
+    #[error("{file}: timed out after {after:?} waiting for a warm worker ({why}); it never ran")]
+    NoWorkerInTime {
+        file: String,
+        after: std::time::Duration,
+        why: &'static str,
+    },
     #[error("{file}: the function returned an error (its message is in watchdog's log)")]
     FunctionError { file: String },
     #[error("{file}: its warm worker failed: {cause}")]
@@ -117,7 +123,9 @@ impl InvokeError {
             InvokeError::BadOutput { .. }
             | InvokeError::ExitedEarly { .. }
             | InvokeError::OutputTooLarge { .. } => StatusCode::BAD_GATEWAY,
-            InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            InvokeError::Timeout { .. } | InvokeError::NoWorkerInTime { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             InvokeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             InvokeError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             InvokeError::BodyRead(_) => StatusCode::BAD_REQUEST,
@@ -144,6 +152,11 @@ impl InvokeError {
             InvokeError::Timeout { .. } => Some(
                 "raise the timeout (--timeout, or `timeout` in the function's watchdog.toml section), \
                  or make the function finish sooner"
+                    .into(),
+            ),
+            InvokeError::NoWorkerInTime { .. } => Some(
+                "raise `max` in its `warm` settings (more workers at once), or the timeout; \
+                 a worker still starting goes on and serves the next request"
                     .into(),
             ),
             InvokeError::OutputTooLarge { .. } => Some(

@@ -735,8 +735,25 @@ HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
     // start goes on (it has at least 10 s, as Lambda's init phase), so the
     // worker comes up and serves what follows; it used to be killed at 1 s, and
     // every request was a 504.
-    let first = client().get(server.url("/api/slow")).send().await.unwrap();
+    let first = tokio::spawn(client().get(server.url("/api/slow")).send());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Meanwhile the start holds the one place (`max = 1`): a request behind it
+    // runs out of time waiting, a 504 that says so (it was a 503 "no worker
+    // became free", as for a full queue).
+    let queued = client().get(server.url("/api/slow")).send().await.unwrap();
+    assert_eq!(queued.status(), 504);
+    let text = queued.text().await.unwrap();
+    assert!(
+        text.contains("waiting for a warm worker (all were busy); it never ran"),
+        "{text}"
+    );
+    let first = first.await.unwrap().unwrap();
     assert_eq!(first.status(), 504);
+    let text = first.text().await.unwrap();
+    assert!(
+        text.contains("waiting for a warm worker (the new one was still starting)"),
+        "{text}"
+    );
     assert!(server.wait_for_log("warm worker ready", Duration::from_secs(5)));
     let next = client().get(server.url("/api/slow")).send().await.unwrap();
     assert_eq!(next.status(), 200);

@@ -382,9 +382,19 @@ impl Pool {
             .ok()
             .and_then(Result::ok);
         *queue_wait += queued.elapsed();
-        let permit = permit.ok_or(InvokeError::Overloaded {
-            seconds: self.settings.queue_timeout.as_secs().max(1),
-        })?;
+        let Some(permit) = permit else {
+            // The request's own time ran out first: a timeout, not a full queue.
+            if give_up == deadline {
+                return Err(InvokeError::NoWorkerInTime {
+                    file: file.clone(),
+                    after: self.function.settings.timeout,
+                    why: "all were busy",
+                });
+            }
+            return Err(InvokeError::Overloaded {
+                seconds: self.settings.queue_timeout.as_secs().max(1),
+            });
+        };
         loop {
             let candidate = self.lock_idle().pop();
             match candidate {
@@ -448,9 +458,10 @@ impl Pool {
                         Err(_) => {}
                     }
                 });
-                return Err(InvokeError::Timeout {
+                return Err(InvokeError::NoWorkerInTime {
                     file: file.clone(),
                     after: timeout,
+                    why: "the new one was still starting",
                 });
             }
         };
