@@ -133,21 +133,32 @@ async fn a_lambda_timeout_kills_and_replaces_the_worker() {
     ));
 }
 
+/// Adds `api/NAME` holding `script` (executable) to the project, warm over the
+/// Lambda protocol, with `settings` (lines such as `timeout = "1s"`) and `warm`
+/// (more of its inline table, such as `, max = 1`) in its watchdog.toml section.
+fn add_runtime(project: &tempfile::TempDir, name: &str, settings: &str, warm: &str, script: &str) {
+    let toml = project.path().join("watchdog.toml");
+    let mut config = std::fs::read_to_string(&toml).unwrap();
+    config.push_str(&format!(
+        "\n[functions.\"{name}\"]\n{settings}warm = {{ protocol = \"lambda\"{warm} }}\n"
+    ));
+    std::fs::write(&toml, config).unwrap();
+    let path = project.path().join("api").join(name);
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// Writes `api/NAME`: a minimal runtime client that answers every invocation in
 /// response-streaming mode with what the shell commands `answer` print, and its
 /// section in watchdog.toml, warm over the Lambda protocol, with `settings`
 /// (lines such as `timeout = "1s"`) on top.
 fn streaming_runtime(project: &tempfile::TempDir, name: &str, settings: &str, answer: &str) {
-    let toml = project.path().join("watchdog.toml");
-    let mut config = std::fs::read_to_string(&toml).unwrap();
-    config.push_str(&format!(
-        "\n[functions.\"{name}\"]\n{settings}warm = {{ protocol = \"lambda\" }}\n"
-    ));
-    std::fs::write(&toml, config).unwrap();
-    let script = project.path().join("api").join(name);
-    std::fs::write(
-        &script,
-        format!(
+    add_runtime(
+        project,
+        name,
+        settings,
+        "",
+        &format!(
             r#"#!/bin/sh
 api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
 while :; do
@@ -159,9 +170,7 @@ while :; do
 done
 "#
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
 }
 
 #[tokio::test]
@@ -170,22 +179,18 @@ async fn a_worker_that_exits_after_its_answer_does_not_take_the_next_request_dow
     // A runtime that answers one event and then ends, as the official Python
     // client does after a rejected answer; it is still there, lent out again,
     // when the next request comes.
-    let script = project.path().join("api").join("once.sh");
-    std::fs::write(
-        &script,
+    add_runtime(
+        &project,
+        "once.sh",
+        "",
+        ", max = 1",
         r#"#!/bin/sh
 api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
 id=$(curl -s -D - -o /dev/null "$api/invocation/next" | tr -d '\r' | awk 'tolower($1) == "lambda-runtime-aws-request-id:" {print $2}')
 curl -s -X POST -d "{\"statusCode\":200,\"body\":\"pid $$\"}" "$api/invocation/$id/response" >/dev/null
 sleep 0.3
 "#,
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let toml = project.path().join("watchdog.toml");
-    let mut config = std::fs::read_to_string(&toml).unwrap();
-    config.push_str("\n[functions.\"once.sh\"]\nwarm = { protocol = \"lambda\", max = 1 }\n");
-    std::fs::write(&toml, config).unwrap();
+    );
     let server = TestServer::start(&project.path().join("api"), &["--timeout", "10s"]);
     let get = || client().get(server.url("/api/once")).send();
     let first = get().await.unwrap();
@@ -209,16 +214,12 @@ sleep 0.3
 /// A shell runtime (curl) as `api/NAME`: for each event, posts what the shell
 /// commands `answer` print as its buffered answer; `$event` is the event's file.
 fn buffered_runtime(project: &tempfile::TempDir, name: &str, answer: &str) {
-    let toml = project.path().join("watchdog.toml");
-    let mut config = std::fs::read_to_string(&toml).unwrap();
-    config.push_str(&format!(
-        "\n[functions.\"{name}\"]\nwarm = {{ protocol = \"lambda\" }}\n"
-    ));
-    std::fs::write(&toml, config).unwrap();
-    let script = project.path().join("api").join(name);
-    std::fs::write(
-        &script,
-        format!(
+    add_runtime(
+        project,
+        name,
+        "",
+        "",
+        &format!(
             r#"#!/bin/sh
 api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
 event=$(mktemp)
@@ -229,9 +230,7 @@ while :; do
 done
 "#
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
 }
 
 #[tokio::test]
@@ -290,15 +289,13 @@ async fn an_answer_past_lambdas_limit_is_a_502_that_says_so_and_the_worker_serve
 #[tokio::test]
 async fn an_error_a_runtime_reports_mid_stream_cuts_the_response_off() {
     let project = project("");
-    let toml = project.path().join("watchdog.toml");
-    let mut config = std::fs::read_to_string(&toml).unwrap();
-    config.push_str("\n[functions.\"fails.py\"]\nwarm = { protocol = \"lambda\" }\n");
-    std::fs::write(&toml, config).unwrap();
-    let script = project.path().join("api/fails.py");
     // Starts a streamed answer, then reports an error in its trailers, as
     // lambda_runtime does when a stream fails.
-    std::fs::write(
-        &script,
+    add_runtime(
+        &project,
+        "fails.py",
+        "",
+        "",
         r#"#!/usr/bin/env python3
 import base64, os, socket, urllib.request
 api = os.environ["AWS_LAMBDA_RUNTIME_API"]
@@ -316,9 +313,7 @@ while True:
     s.recv(4096)
     s.close()
 "#,
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let server = TestServer::start(&project.path().join("api"), &[]);
     let response = client()
         .get(server.url("/api/fails"))

@@ -41,6 +41,26 @@ fn api(project: &tempfile::TempDir) -> std::path::PathBuf {
     project.path().join("api")
 }
 
+/// A project with one worker, `api/NAME` holding `script` (executable), warm
+/// over HTTP with `section` as the rest of its watchdog.toml section.
+fn one_worker(name: &str, script: &str, section: &str) -> tempfile::TempDir {
+    let project = tempfile::tempdir().unwrap();
+    let path = project.path().join("api").join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        project.path().join("watchdog.toml"),
+        format!("[functions.\"{name}\"]\n{section}\n"),
+    )
+    .unwrap();
+    project
+}
+
+fn single_threaded_worker() -> String {
+    std::fs::read_to_string(fixtures("warm").join("one-at-a-time.py")).unwrap()
+}
+
 #[tokio::test]
 async fn a_worker_keeps_its_state_between_requests_and_streams_bodies() {
     let project = project(&[("counter", "max = 2")]);
@@ -164,15 +184,11 @@ async fn a_worker_is_reached_over_kept_alive_connections() {
 
 #[tokio::test]
 async fn a_worker_that_serves_one_connection_at_a_time_is_not_left_waiting() {
-    let project = tempfile::tempdir().unwrap();
-    let path = project.path().join("api").join("single.py");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::copy(fixtures("warm").join("one-at-a-time.py"), &path).unwrap();
-    std::fs::write(
-        project.path().join("watchdog.toml"),
-        "[functions.\"single.py\"]\nwarm = { protocol = \"http\", max = 1 }\n",
-    )
-    .unwrap();
+    let project = one_worker(
+        "single.py",
+        &single_threaded_worker(),
+        r#"warm = { protocol = "http", max = 1 }"#,
+    );
     // A request stuck behind another thread's idle connection would time out (504).
     let server = TestServer::start(&api(&project), &["--timeout", "3s"]);
     let threads = connection_threads();
@@ -203,15 +219,11 @@ async fn a_workers_connection_headers_and_conflicting_length_do_not_reach_the_cl
 
 #[tokio::test]
 async fn a_client_that_leaves_before_the_answer_has_its_worker_stopped_not_lent_again() {
-    let project = tempfile::tempdir().unwrap();
-    let path = project.path().join("api/single.py");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::copy(fixtures("warm").join("one-at-a-time.py"), &path).unwrap();
-    std::fs::write(
-        project.path().join("watchdog.toml"),
-        "[functions.\"single.py\"]\nwarm = { protocol = \"http\", max = 1 }\n",
-    )
-    .unwrap();
+    let project = one_worker(
+        "single.py",
+        &single_threaded_worker(),
+        r#"warm = { protocol = "http", max = 1 }"#,
+    );
     let server = TestServer::start(&api(&project), &["--timeout", "3s"]);
     let (_, warm) = call(&server, "/api/single").await;
     // The client gives up while the single-threaded worker sleeps on its request.
@@ -661,12 +673,9 @@ async fn a_crash_loop_answers_503_until_the_file_changes() {
 
 #[tokio::test]
 async fn a_helper_a_worker_moved_to_its_own_session_does_not_outlive_watchdog() {
-    let project = tempfile::tempdir().unwrap();
-    let path = project.path().join("api/helper.py");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     // The helper's pid goes beside DIR, not into it (a change there reloads).
-    std::fs::write(
-        &path,
+    let project = one_worker(
+        "helper.py",
         r#"#!/usr/bin/env python3
 import os, subprocess
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -676,14 +685,8 @@ with open(os.path.join(root, "helper.pid"), "w") as f:
     f.write(str(helper.pid))
 HTTPServer(("127.0.0.1", int(os.environ["PORT"])), BaseHTTPRequestHandler).serve_forever()
 "#,
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(
-        project.path().join("watchdog.toml"),
-        "[functions.\"helper.py\"]\nwarm = { protocol = \"http\", min = 1 }\n",
-    )
-    .unwrap();
+        r#"warm = { protocol = "http", min = 1 }"#,
+    );
     let server = TestServer::start(&api(&project), &[]);
     let pid_file = project.path().join("helper.pid");
     assert!(common::wait_until(Duration::from_secs(10), || {
@@ -704,11 +707,8 @@ HTTPServer(("127.0.0.1", int(os.environ["PORT"])), BaseHTTPRequestHandler).serve
 
 #[tokio::test]
 async fn a_worker_slower_to_start_than_the_timeout_still_becomes_warm() {
-    let project = tempfile::tempdir().unwrap();
-    let path = project.path().join("api/slow.py");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(
-        &path,
+    let project = one_worker(
+        "slow.py",
         r#"#!/usr/bin/env python3
 import os, time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -722,14 +722,8 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 "#,
-    )
-    .unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(
-        project.path().join("watchdog.toml"),
-        "[functions.\"slow.py\"]\ntimeout = \"1s\"\nwarm = { protocol = \"http\", max = 1 }\n",
-    )
-    .unwrap();
+        "timeout = \"1s\"\nwarm = { protocol = \"http\", max = 1 }",
+    );
     let server = TestServer::start(&api(&project), &[]);
     // The first request's own time runs out while the worker boots: 504. The
     // start goes on (it has at least 10 s, as Lambda's init phase), so the
