@@ -565,7 +565,7 @@ impl Drop for Lease {
             tracing::info!(
                 route = %self.pool.function.pattern,
                 pid = worker.pid,
-                "stopping a warm worker whose client left before it answered"
+                "stopping a warm worker whose client left before the end of its answer"
             );
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => drop(runtime.spawn(worker.stop(self.pool.settings.kill_grace))),
