@@ -379,7 +379,21 @@ async fn a_streamed_lambda_response_is_passed_through_as_it_arrives() {
         "not streamed: {:?}",
         streamed.spread
     );
-    // A client that leaves after the first piece is logged as gone.
+    // A HEAD answer has no body to read: its worker is given back, not stopped.
+    let head = client()
+        .head(server.url("/api/streamer"))
+        .header("X-Request-Id", "lhead-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 201);
+    assert!(head.headers().get("content-length").is_none(), "{head:?}");
+    let line = server.log_line("invocation request_id=lhead-1 ", Duration::from_secs(5));
+    assert!(line.contains("client_gone=false"), "{line}");
+    // A client that leaves after the first piece is logged as gone, and its
+    // worker, still streaming into the void, is kept: it asks for its next
+    // event once its answer is over (as an HTTP worker is kept when its
+    // client leaves mid-body).
     drop(common::get_until(
         server.addr,
         "/api/ticker",
@@ -388,6 +402,18 @@ async fn a_streamed_lambda_response_is_passed_through_as_it_arrives() {
     ));
     let line = server.log_line("invocation request_id=lleft-1 ", Duration::from_secs(5));
     assert!(line.contains("client_gone=true"), "{line}");
+    let after_head = client()
+        .get(server.url("/api/streamer"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after_head.status(), 201);
+    drop(after_head);
+    assert!(
+        !server.log().contains("stopping a warm worker"),
+        "{}",
+        server.log()
+    );
 }
 
 #[tokio::test]

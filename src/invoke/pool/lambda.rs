@@ -548,6 +548,16 @@ pub async fn invoke(
             lease.finish(Outcome::Served);
             buffered_response(&bytes)
         }
+        Ready::Streamed(mut response, stream) if invocation.method == axum::http::Method::HEAD => {
+            // A HEAD answer's body is never read: the invocation is over with
+            // the head. Its length stays unknown, as the GET's is.
+            invocation.record.status = Some(response.status().as_u16());
+            drop(stream);
+            lease.finish(Outcome::Served);
+            *response.body_mut() =
+                Body::from_stream(futures_util::stream::empty::<Result<Bytes, std::io::Error>>());
+            return Ok(Reply::Response(response));
+        }
         Ready::Streamed(mut response, stream) => {
             invocation.record.status = Some(response.status().as_u16());
             // The worker stays lent, and the invocation open, until the streamed
@@ -967,11 +977,16 @@ impl futures_util::Stream for Leased {
 }
 
 impl Drop for Leased {
-    /// Dropped with the record still held: the client left before the end. The
-    /// lease goes with it and stops the worker, which is still sending the rest.
+    /// Dropped with the record still held: the client left before the end (or
+    /// it was a HEAD, whose body is never read). The worker has answered and is
+    /// given back, as an HTTP worker is when its client leaves mid-body: it asks
+    /// for its next event once it has sent the rest into the void.
     fn drop(&mut self) {
         if let Some(record) = self.record.as_mut() {
             record.client_gone = true;
+        }
+        if let Some(lease) = self.lease.take() {
+            lease.finish(Outcome::Served);
         }
     }
 }
