@@ -57,6 +57,14 @@ pub struct Invocation {
     pub stop: tokio_util::sync::CancellationToken,
 }
 
+/// The body of a HEAD answer whose GET has a body of unknown length: empty, but
+/// not sized, so hyper does not add `content-length: 0`, which the GET is not.
+pub fn empty_of_unknown_length() -> Body {
+    Body::from_stream(futures_util::stream::empty::<
+        Result<bytes::Bytes, std::io::Error>,
+    >())
+}
+
 /// What a function answered.
 pub enum Reply {
     Response(Response<Body>),

@@ -741,6 +741,7 @@ HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
         text.contains("waiting for a warm worker (all were busy); it never ran"),
         "{text}"
     );
+    assert!(text.contains("hint: raise `max`"), "{text}");
     let first = first.await.unwrap().unwrap();
     assert_eq!(first.status(), 504);
     let text = first.text().await.unwrap();

@@ -434,9 +434,7 @@ impl Driver {
         let body = if bodiless {
             *sink = Sink::Discard;
             if self.is_head && self.remaining.is_none() {
-                // A body of unknown length, as the GET's: hyper would otherwise
-                // answer the HEAD with `content-length: 0`, which the GET is not.
-                Body::from_stream(futures_util::stream::empty::<Result<Bytes, io::Error>>())
+                super::empty_of_unknown_length()
             } else {
                 Body::empty()
             }

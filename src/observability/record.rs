@@ -50,6 +50,18 @@ impl InvocationRecord {
     /// Notes the status the client gets for `error`, which watchdog answers for
     /// the function, and hands the error on: every failed invocation's line has
     /// its `status`.
+    /// Awaits a worker's answer with the invocation counted as abandoned by its
+    /// client until the answer comes: if the future that holds this record is
+    /// dropped meanwhile (the client left, and the handler with it), the log
+    /// line it writes says so.
+    pub async fn awaiting_answer<F: std::future::Future>(&mut self, answer: F) -> F::Output {
+        let before = self.client_gone;
+        self.client_gone = true;
+        let answered = answer.await;
+        self.client_gone = before;
+        answered
+    }
+
     pub fn failed(&mut self, error: crate::invoke::InvokeError) -> crate::invoke::InvokeError {
         self.status = Some(error.status().as_u16());
         error

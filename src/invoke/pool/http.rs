@@ -82,8 +82,8 @@ pub async fn start(
             return Err(InvokeError::WorkerFailed {
                 file,
                 cause: format!(
-                    "did not listen on 127.0.0.1:{port} ($PORT) in the time a start is given (the function's timeout, at least {} s)",
-                    super::policy::START_FLOOR.as_secs()
+                    "did not listen on 127.0.0.1:{port} ($PORT) in the time a start is given ({})",
+                    super::policy::start_allowance_rule()
                 ),
             });
         }
@@ -178,11 +178,11 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
         let response = response.map_err(answer_failed)?;
         Ok::<_, (InvokeError, Outcome)>((response, sender))
     };
-    // Until the worker answers, a record dropped with this future belongs to a
-    // client that left (the lease is dropped too, and stops the worker).
-    invocation.record.client_gone = true;
-    let exchanged = tokio::time::timeout_at(deadline, exchange).await;
-    invocation.record.client_gone = false;
+    // A client that leaves before the answer drops this future: the lease
+    // with it (it stops the worker), and the record, logged as a client gone.
+    let exchanged = (invocation.record)
+        .awaiting_answer(tokio::time::timeout_at(deadline, exchange))
+        .await;
     let (response, sender) = match exchanged {
         Ok(Ok(exchanged)) => exchanged,
         Ok(Err((err, outcome))) => {

@@ -404,8 +404,8 @@ pub async fn start(
             status.map_or_else(|| "unknown status".into(), crate::invoke::cgi::describe_exit)
         )),
         () = tokio::time::sleep_until(deadline) => Err(format!(
-            "did not ask for an invocation in the time a start is given (the function's timeout, at least {} s)",
-            super::policy::START_FLOOR.as_secs()
+            "did not ask for an invocation in the time a start is given ({})",
+            super::policy::start_allowance_rule()
         )),
     };
     match outcome {
@@ -484,14 +484,14 @@ pub async fn invoke(
     });
     // One deadline for the answer, and for a streamed answer's head as well.
     let exchange = async {
-        let crashed = |cause: String| Some((cause, Outcome::Crashed));
+        let crashed = |cause: String| NoAnswer::Broke(cause, Outcome::Crashed);
         sent.await
             .map_err(|_| crashed("stopped taking invocations".to_owned()))?;
         let answer = tokio::select! {
             answer = answer_rx => answer.map_err(|_| crashed("dropped the invocation".to_owned()))?,
             status = lease.worker().exited() => {
                 if taken_rx.try_recv().is_err() {
-                    return Err(None);
+                    return Err(NoAnswer::NotTaken);
                 }
                 return Err(crashed(format!(
                     "exited ({}) during the invocation",
@@ -508,25 +508,26 @@ pub async fn invoke(
             Answer::Streamed { content_type, body } => {
                 let (response, stream) = streamed_response(content_type, body)
                     .await
-                    .map_err(|cause| Some((cause, Outcome::Served)))?;
+                    .map_err(|cause| NoAnswer::Broke(cause, Outcome::Served))?;
                 Ready::Streamed(response, stream)
             }
         })
     };
-    // Until the worker answers, a record dropped with this future belongs to a
-    // client that left (the lease is dropped too, and stops the worker).
-    invocation.record.client_gone = true;
-    let exchanged = tokio::time::timeout_at(invocation.deadline, exchange).await;
-    invocation.record.client_gone = false;
+    // A client that leaves before the answer drops this future: the lease
+    // with it (it stops the worker), and the record, logged as a client gone.
+    let deadline = invocation.deadline;
+    let exchanged = (invocation.record)
+        .awaiting_answer(tokio::time::timeout_at(deadline, exchange))
+        .await;
     let ready = match exchanged {
         Ok(Ok(ready)) => ready,
-        Ok(Err(None)) => {
+        Ok(Err(NoAnswer::NotTaken)) => {
             // Found exited: the pool counts it as a worker that ended after a
             // request.
             lease.finish(Outcome::Served);
             return Err(Failed::NotTaken(Box::new(invocation)));
         }
-        Ok(Err(Some((cause, outcome)))) => {
+        Ok(Err(NoAnswer::Broke(cause, outcome))) => {
             lease.finish(outcome);
             return Err(invocation
                 .record
@@ -554,8 +555,7 @@ pub async fn invoke(
             invocation.record.status = Some(response.status().as_u16());
             drop(stream);
             lease.finish(Outcome::Served);
-            *response.body_mut() =
-                Body::from_stream(futures_util::stream::empty::<Result<Bytes, std::io::Error>>());
+            *response.body_mut() = crate::invoke::empty_of_unknown_length();
             return Ok(Reply::Response(response));
         }
         Ready::Streamed(mut response, stream) => {
@@ -855,6 +855,14 @@ fn http_head(value: &serde_json::Value, status: u64) -> Result<Response<Body>, S
 /// A streamed answer: an HTTP-integration prelude (JSON, then eight NUL bytes)
 /// followed by the body, or, without that content type, the body alone.
 /// A worker's answer, read as far as the response head.
+/// Why a lent worker gave no answer.
+enum NoAnswer {
+    /// It exited before it took the event: the request never started.
+    NotTaken,
+    /// Why it broke off, and what that says about the worker.
+    Broke(String, Outcome),
+}
+
 enum Ready {
     Buffered(Bytes),
     Streamed(Response<Body>, BodyStream),

@@ -24,6 +24,14 @@ pub fn start_allowance(timeout: Duration) -> Duration {
     timeout.max(START_FLOOR)
 }
 
+/// [`start_allowance`] in words, for the error of a start that ran out of it.
+pub fn start_allowance_rule() -> String {
+    format!(
+        "the function's timeout, and at least {} s",
+        START_FLOOR.as_secs()
+    )
+}
+
 /// A function's warm settings with defaults applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WarmConfig {
