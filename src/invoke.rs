@@ -103,9 +103,9 @@ pub enum InvokeError {
     #[error("{file}: its warm worker failed: {cause}")]
     WorkerFailed { file: String, cause: String },
     #[error(
-        "{file}: its warm workers crashed 5 times within a minute; it answers 503 until the file changes"
+        "{file}: its warm workers crashed 5 times within a minute; it answers 503 for {seconds} s more, or until its file changes"
     )]
-    Crashed { file: String },
+    Crashed { file: String, seconds: u64 },
     #[error("no warm worker became free in time")]
     Overloaded { seconds: u64 },
     #[error(

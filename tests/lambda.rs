@@ -243,7 +243,28 @@ async fn the_event_says_who_the_client_was_and_the_answer_has_its_real_length() 
         "short.sh",
         r#"printf '{"statusCode":200,"headers":{"content-length":"11"},"body":"h\u00e9llo w\u00f6rld"}'"#,
     );
+    // Header values as handlers written for API Gateway send them.
+    buffered_runtime(
+        &project,
+        "typed.sh",
+        r#"printf '{"statusCode":200,"headers":{"access-control-allow-credentials":true,"x-count":5,"x-none":null},"multiValueHeaders":{"x-ratio":[0.5,"half"]}}'"#,
+    );
+    buffered_runtime(
+        &project,
+        "nested.sh",
+        r#"printf '{"statusCode":200,"headers":{"x-bad":{"a":1}}}'"#,
+    );
+    // What the Runtime API tells a runtime that answers an event it never got.
+    buffered_runtime(
+        &project,
+        "stray.sh",
+        r#"curl -s -w '\n%{http_code}' -X POST -d '{}' "$api/invocation/no-such-id/response" |
+    { read -r reply; read -r code; printf '{"code":%s,"reply":%s}' "$code" "$reply"; }"#,
+    );
     let server = TestServer::start(&project.path().join("api"), &[]);
+    let stray = common::send_json(client().get(server.url("/api/stray"))).await;
+    assert_eq!(stray["code"], 400, "{stray}");
+    assert_eq!(stray["reply"]["errorType"], "InvalidRequestID", "{stray}");
     // The event is the answer: any JSON without `statusCode` is the body.
     let event = common::send_json(
         client()
@@ -256,6 +277,19 @@ async fn the_event_says_who_the_client_was_and_the_answer_has_its_real_length() 
     let short = client().get(server.url("/api/short")).send().await.unwrap();
     assert_eq!(short.headers()["content-length"], "13");
     assert_eq!(short.text().await.unwrap(), "h\u{e9}llo w\u{f6}rld");
+    // A number or a boolean is sent as its text (they were dropped before), null
+    // as no header; an object is no header value, and the client is told so.
+    let typed = client().get(server.url("/api/typed")).send().await.unwrap();
+    assert_eq!(typed.status(), 200);
+    let headers = typed.headers();
+    assert_eq!(headers["access-control-allow-credentials"], "true");
+    assert_eq!(headers["x-count"], "5");
+    assert!(headers.get("x-none").is_none());
+    let ratios: Vec<_> = headers.get_all("x-ratio").iter().collect();
+    assert_eq!(ratios, ["0.5", "half"]);
+    let (status, text) = get_text(&server, "/api/nested").await;
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("header `x-bad` is a JSON object"), "{text}");
 }
 
 #[tokio::test]

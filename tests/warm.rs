@@ -637,9 +637,20 @@ async fn a_crash_loop_answers_503_until_the_file_changes() {
             .await
             .unwrap();
         let status = response.status().as_u16();
+        let retry_after = response.headers().get("retry-after").cloned();
         let text = response.text().await.unwrap();
         statuses.push(status);
         if status == 503 && text.contains("crashed 5 times") {
+            // When the first of those crashes leaves the minute, and it tries
+            // again; within a minute of now.
+            let seconds: u64 = retry_after
+                .expect("a crash-loop 503 says when to retry")
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=60).contains(&seconds), "Retry-After {seconds}");
+            assert!(text.contains(&format!("for {seconds} s more")), "{text}");
             break;
         }
         assert!(

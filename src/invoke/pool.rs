@@ -372,8 +372,13 @@ impl Pool {
         queue_wait: &mut Duration,
     ) -> Result<Lease, InvokeError> {
         let file = &self.function.file.relative;
-        if self.lock_crashes().given_up(Instant::now()) {
-            return Err(InvokeError::Crashed { file: file.clone() });
+        let given_up_for = self.lock_crashes().given_up_for(Instant::now());
+        if let Some(left) = given_up_for {
+            return Err(InvokeError::Crashed {
+                file: file.clone(),
+                // Rounded up: a client that retries on time finds it tried again.
+                seconds: left.as_secs() + 1,
+            });
         }
         let queued = tokio::time::Instant::now();
         let give_up = (queued + self.settings.queue_timeout).min(deadline);

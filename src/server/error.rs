@@ -96,7 +96,9 @@ impl AppError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        if let AppError::Invoke(InvokeError::Overloaded { seconds })
+        if let AppError::Invoke(
+            InvokeError::Overloaded { seconds } | InvokeError::Crashed { seconds, .. },
+        )
         | AppError::Overloaded { seconds } = self
         {
             response

@@ -174,7 +174,11 @@ async fn next(State(state): State<Arc<RuntimeState>>) -> Response<Body> {
     response
 }
 
-fn deliver(state: &RuntimeState, id: &str, answer: Answer) -> StatusCode {
+/// Hands `answer` to the request waiting on event `id`, and says to the runtime
+/// what Lambda would: 202, or 400 `InvalidRequestID` for an id that is not
+/// awaiting an answer (unknown, or answered already), which runtime clients
+/// report as such rather than as a missing endpoint.
+fn deliver(state: &RuntimeState, id: &str, answer: Answer) -> Response<Body> {
     let waiter = state
         .waiting
         .lock()
@@ -183,9 +187,16 @@ fn deliver(state: &RuntimeState, id: &str, answer: Answer) -> StatusCode {
     match waiter {
         Some(waiter) => {
             let _ = waiter.send(answer);
-            StatusCode::ACCEPTED
+            let accepted = serde_json::json!({ "status": "OK" });
+            (StatusCode::ACCEPTED, axum::Json(accepted)).into_response()
         }
-        None => StatusCode::NOT_FOUND,
+        None => {
+            let invalid = serde_json::json!({
+                "errorMessage": "Invalid request ID",
+                "errorType": "InvalidRequestID",
+            });
+            (StatusCode::BAD_REQUEST, axum::Json(invalid)).into_response()
+        }
     }
 }
 
@@ -222,15 +233,15 @@ async fn response(
             _done: done_tx,
         });
         let content_type = headers.get(header::CONTENT_TYPE).cloned();
-        let status = deliver(&state, &id, Answer::Streamed { content_type, body });
+        let reply = deliver(&state, &id, Answer::Streamed { content_type, body });
         let _ = done_rx.await;
-        return status.into_response();
+        return reply;
     }
     match read_answer(body).await {
-        Ok(bytes) => deliver(&state, &id, Answer::Buffered(bytes)).into_response(),
+        Ok(bytes) => deliver(&state, &id, Answer::Buffered(bytes)),
         Err(None) => {
             let cause = "broke off its answer before the end".to_owned();
-            deliver(&state, &id, Answer::Unreadable(cause)).into_response()
+            deliver(&state, &id, Answer::Unreadable(cause))
         }
         Err(Some(size)) => {
             let cause = format!(
@@ -274,7 +285,7 @@ async fn error(
     State(state): State<Arc<RuntimeState>>,
     Path(id): Path<String>,
     body: Bytes,
-) -> StatusCode {
+) -> Response<Body> {
     deliver(
         &state,
         &id,
@@ -819,8 +830,8 @@ fn http_head(value: &serde_json::Value, status: u64) -> Result<Response<Body>, S
     };
     if let Some(map) = value.get("headers").and_then(serde_json::Value::as_object) {
         for (name, value) in map {
-            if let Some(text) = value.as_str() {
-                add(name, text)?;
+            if let Some(text) = header_text(name, value)? {
+                add(name, &text)?;
             }
         }
     }
@@ -829,13 +840,10 @@ fn http_head(value: &serde_json::Value, status: u64) -> Result<Response<Body>, S
         .and_then(serde_json::Value::as_object)
     {
         for (name, values) in map {
-            for text in values
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(serde_json::Value::as_str)
-            {
-                add(name, text)?;
+            for value in values.as_array().into_iter().flatten() {
+                if let Some(text) = header_text(name, value)? {
+                    add(name, &text)?;
+                }
             }
         }
     }
@@ -852,9 +860,28 @@ fn http_head(value: &serde_json::Value, status: u64) -> Result<Response<Body>, S
     Ok(response)
 }
 
-/// A streamed answer: an HTTP-integration prelude (JSON, then eight NUL bytes)
-/// followed by the body, or, without that content type, the body alone.
-/// A worker's answer, read as far as the response head.
+/// A header's value as API Gateway and Function URLs take it: a number or a
+/// boolean is sent as its JSON text (`"Access-Control-Allow-Credentials": true`
+/// is common in handlers written for them), `null` as no header at all.
+///
+/// # Errors
+/// An object or an array, which no HTTP header can carry.
+fn header_text<'a>(
+    name: &str,
+    value: &'a serde_json::Value,
+) -> Result<Option<std::borrow::Cow<'a, str>>, String> {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => Ok(Some(text.as_str().into())),
+        Value::Number(_) | Value::Bool(_) => Ok(Some(value.to_string().into())),
+        Value::Null => Ok(None),
+        Value::Array(_) | Value::Object(_) => Err(format!(
+            "the value of header `{name}` is a JSON {}; give a string, a number or a boolean",
+            if value.is_array() { "array" } else { "object" }
+        )),
+    }
+}
+
 /// Why a lent worker gave no answer.
 enum NoAnswer {
     /// It exited before it took the event: the request never started.
@@ -863,8 +890,11 @@ enum NoAnswer {
     Broke(String, Outcome),
 }
 
+/// A worker's answer, read as far as the response head.
 enum Ready {
     Buffered(Bytes),
+    /// A streamed answer: an HTTP-integration prelude (JSON, then eight NUL
+    /// bytes) followed by the body, or, without that content type, the body alone.
     Streamed(Response<Body>, BodyStream),
     Failed(String),
     Unreadable(String),

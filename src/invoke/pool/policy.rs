@@ -90,8 +90,17 @@ impl CrashRecord {
 
     /// Whether the function has crashed too often to keep trying.
     pub fn given_up(&mut self, now: Instant) -> bool {
+        self.given_up_for(now).is_some()
+    }
+
+    /// How much longer the function stays given up on, if it is: until enough
+    /// of its recent crashes have left the window (no worker starts meanwhile,
+    /// so none is added), or until its file changes and the pool is replaced.
+    pub fn given_up_for(&mut self, now: Instant) -> Option<Duration> {
         self.prune(now);
-        self.recent.len() >= CRASH_LIMIT
+        let over = self.recent.len().checked_sub(CRASH_LIMIT)?;
+        let leaves = self.recent[over] + CRASH_WINDOW;
+        Some(leaves.saturating_duration_since(now))
     }
 
     fn prune(&mut self, now: Instant) {
@@ -134,6 +143,12 @@ mod tests {
         assert!(!record.given_up(start + Duration::from_secs(41)));
         record.crashed(start + Duration::from_secs(50));
         assert!(record.given_up(start + Duration::from_secs(51)));
+        // Until the first of those five is a minute old.
+        assert_eq!(
+            record.given_up_for(start + Duration::from_secs(51)),
+            Some(Duration::from_secs(9))
+        );
+        assert!(!record.given_up(start + Duration::from_secs(61)));
         // Spread over more than a minute they do not.
         let mut slow = CrashRecord::default();
         for i in 0..5 {
