@@ -279,6 +279,41 @@ async fn a_thrown_error_is_a_500_and_the_worker_survives() {
 }
 
 #[tokio::test]
+async fn an_error_after_the_answer_began_cuts_it_short_and_the_worker_serves_on() {
+    let server = server(&[]);
+    let mut pids = Vec::new();
+    // More than the crash limit (5): each used to stop the worker as crashed,
+    // and the route went to the crash-loop 503.
+    for round in 0..7 {
+        let path = if round % 2 == 0 {
+            "/api/throws-mid-body"
+        } else {
+            "/api/throws-mid-body?later=1"
+        };
+        let (status, body, cut_off) = common::read_as_far_as_it_goes(&server, path).await;
+        assert_eq!(status, 200, "round {round}: {body}");
+        assert!(
+            cut_off,
+            "round {round}: the answer ended as if whole: {body}"
+        );
+        // What the handler wrote before it failed still arrives, even when it
+        // failed before its write had left the process.
+        let pid = body
+            .strip_prefix("partial ")
+            .unwrap_or_else(|| panic!("round {round}: {body:?}"))
+            .trim()
+            .to_owned();
+        pids.push(pid);
+    }
+    assert!(
+        pids.windows(2).all(|pair| pair[0] == pair[1]),
+        "the worker was replaced: {pids:?}"
+    );
+    assert!(server.wait_for_log("failed mid-body", Duration::from_secs(3)));
+    assert!(!server.log().contains("worker crashed"), "{}", server.log());
+}
+
+#[tokio::test]
 async fn compiled_wrapped_and_response_returning_default_exports_run() {
     let server = server(&[]);
     // tsc's and Babel's CommonJS: the handler sits under `default`.

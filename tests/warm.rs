@@ -362,6 +362,51 @@ async fn a_crashed_worker_is_replaced() {
 }
 
 #[tokio::test]
+async fn a_worker_that_cuts_an_answer_short_is_kept_and_one_that_answers_nothing_replaced() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &[]);
+    let (_, first) = call(&server, "/api/counter").await;
+    let pid = first["pid"].to_string();
+    // A handler that fails after the head went out: more than the crash limit
+    // (5), each used to count as a crash and stop the worker.
+    for round in 0..6 {
+        let (status, body, cut_off) =
+            common::read_as_far_as_it_goes(&server, "/api/counter?cut").await;
+        assert_eq!((status, cut_off), (200, true), "round {round}: {body}");
+        assert_eq!(
+            body.split_whitespace().nth(1),
+            Some(pid.as_str()),
+            "round {round}"
+        );
+    }
+    let (_, after) = call(&server, "/api/counter").await;
+    assert_eq!(after["pid"], first["pid"], "the worker was replaced");
+    // Closing connections without an answer: kept after two in a row (an
+    // answer in between starts the count over), replaced after three.
+    for in_a_row in [2, 3] {
+        for round in 0..in_a_row {
+            let (status, text) = call(&server, "/api/counter?hangup").await;
+            assert_eq!(status, 502, "round {round}: {text}");
+        }
+        if in_a_row == 2 {
+            assert_eq!(call(&server, "/api/counter").await.1["pid"], first["pid"]);
+        }
+    }
+    let (_, replaced) = call(&server, "/api/counter").await;
+    assert_ne!(replaced["pid"], first["pid"]);
+    // A worker that dies in the middle of an answer is a crash, replaced at once.
+    let (_, body, cut_off) = common::read_as_far_as_it_goes(&server, "/api/counter?die-mid").await;
+    assert!(cut_off, "{body}");
+    let (status, next) = call(&server, "/api/counter").await;
+    assert_eq!(
+        status, 200,
+        "the next request went to the dead worker: {next}"
+    );
+    assert_ne!(next["pid"], replaced["pid"]);
+    assert!(gone(replaced["pid"].as_i64().unwrap() as i32));
+}
+
+#[tokio::test]
 async fn uploads_a_client_breaks_off_or_stalls_are_not_blamed_on_the_worker() {
     let project = project(&[("counter", "max = 1")]);
     let server = TestServer::start(&api(&project), &["--body-idle-timeout", "500ms"]);

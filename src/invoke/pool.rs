@@ -197,6 +197,15 @@ pub enum Outcome {
     /// not be read. The worker is kept (its connection is closed), and its crash
     /// count left as it was.
     Abandoned,
+    /// The worker closed the connection in the middle of its answer. If it has
+    /// ended, it crashed. If it still runs, it cut the answer short on purpose:
+    /// the way a server tells its client that a handler failed after the head
+    /// went out (Express does; so does the Node adapter). It is kept.
+    CutShort,
+    /// The worker closed the connection instead of answering. If it has ended, it
+    /// crashed. If it still runs, it is kept, unless it does so
+    /// [`policy::BROKEN_OFF_LIMIT`] times in a row: a worker that answers nothing.
+    BrokeOff,
 }
 
 impl Pool {
@@ -508,6 +517,33 @@ impl Pool {
 
     /// Takes a worker back after a request.
     pub fn release(&self, mut worker: Worker, outcome: Outcome) {
+        let outcome = match outcome {
+            // One that died as it broke off and is not known to have ended yet
+            // is caught when it is next taken from the idle list.
+            Outcome::CutShort | Outcome::BrokeOff if worker.has_exited() => Outcome::Crashed,
+            Outcome::CutShort | Outcome::BrokeOff => {
+                let answered = outcome == Outcome::CutShort;
+                if !answered {
+                    worker.broke_off_in_a_row += 1;
+                    if worker.broke_off_in_a_row >= policy::BROKEN_OFF_LIMIT {
+                        return self
+                            .crashed(worker, "closed its last connections without answering");
+                    }
+                }
+                tracing::info!(
+                    route = %self.function.pattern,
+                    pid = worker.pid,
+                    answered,
+                    "a warm worker closed its connection before the end of an answer and runs on: kept (its log may say why)"
+                );
+                Outcome::Abandoned
+            }
+            Outcome::Served => {
+                worker.broke_off_in_a_row = 0;
+                outcome
+            }
+            other => other,
+        };
         match outcome {
             Outcome::Served | Outcome::Abandoned if worker.has_exited() => {
                 self.crashed(worker, "exited after a request")
@@ -529,7 +565,10 @@ impl Pool {
                 tracing::warn!(route = %self.function.pattern, pid = worker.pid, "killing a worker whose request timed out");
                 tokio::spawn(worker.stop(Duration::ZERO));
             }
-            Outcome::Crashed => self.crashed(worker, "broke off a request"),
+            // (A worker that broke off has been judged above.)
+            Outcome::Crashed | Outcome::CutShort | Outcome::BrokeOff => {
+                self.crashed(worker, "broke off a request")
+            }
         }
     }
 }

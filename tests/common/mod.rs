@@ -430,3 +430,18 @@ pub async fn drain(mut response: reqwest::Response) -> (usize, Result<(), reqwes
         }
     }
 }
+
+/// GETs `path` and reads its body as far as it goes: the status, the bytes,
+/// and whether the body was cut off before its end.
+pub async fn read_as_far_as_it_goes(server: &TestServer, path: &str) -> (u16, String, bool) {
+    let mut response = client().get(server.url(path)).send().await.unwrap();
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => return (status, String::from_utf8_lossy(&body).into(), false),
+            Err(_) => return (status, String::from_utf8_lossy(&body).into(), true),
+        }
+    }
+}

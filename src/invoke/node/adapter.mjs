@@ -53,7 +53,13 @@ class HttpError extends Error {
 
 function errorResponse(res, req, status, message) {
   if (res.headersSent) {
-    res.destroy();
+    // Too late for an error page: the answer is broken off, so the client sees
+    // it cut short rather than whole. The socket is ended, not destroyed: what
+    // the handler wrote is still corked (a write flushes on the next tick), and
+    // destroying it would lose the head too. Watchdog sees the connection close
+    // mid-answer from a worker that runs on, and keeps the worker.
+    if (res.socket) res.socket.end();
+    else res.destroy();
     return;
   }
   const id = req.headers['x-request-id'] || '';

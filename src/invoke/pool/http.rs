@@ -130,7 +130,8 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
             ));
             (error, Outcome::Abandoned)
         } else {
-            broken(format!("broke off the request: {err}"))
+            let (error, _) = broken(format!("broke off the request: {err}"));
+            (error, Outcome::BrokeOff)
         }
     };
     let kept = lease.worker_mut().take_connection();
@@ -391,7 +392,7 @@ impl http_body::Body for LeasedBody {
                 self.finish(if client_fault {
                     Outcome::Abandoned
                 } else {
-                    Outcome::Crashed
+                    Outcome::CutShort
                 });
                 Poll::Ready(Some(Err(std::io::Error::other(err))))
             }

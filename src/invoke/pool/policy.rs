@@ -13,6 +13,11 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub const CRASH_LIMIT: usize = 5;
 pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
 
+/// A worker still running that closes this many connections in a row without
+/// answering is replaced as crashed: one failed request is no reason to lose a
+/// warm worker, a worker that answers nothing is.
+pub const BROKEN_OFF_LIMIT: u32 = 3;
+
 /// A worker's start gets at least this long, whatever the function's timeout:
 /// Lambda gives a runtime's init phase 10 s apart from the function's timeout,
 /// and a framework that takes 4 s to boot behind a 3 s timeout could otherwise

@@ -50,6 +50,9 @@ pub struct Worker {
     pub runtime: Option<super::lambda::Runtime>,
     /// Requests served so far.
     pub served: u64,
+    /// Connections it closed without answering, in a row, while it kept running
+    /// (see [`super::Outcome::BrokeOff`]).
+    pub broke_off_in_a_row: u32,
     pub started: Instant,
     pub last_used: Instant,
 }
@@ -119,6 +122,7 @@ impl Worker {
             one_connection_at_a_time: false,
             runtime: None,
             served: 0,
+            broke_off_in_a_row: 0,
             started: now,
             last_used: now,
         })
