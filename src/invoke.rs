@@ -106,6 +106,10 @@ pub enum InvokeError {
         "{file}: its warm workers crashed 5 times within a minute; it answers 503 for {seconds} s more, or until its file changes"
     )]
     Crashed { file: String, seconds: u64 },
+    #[error(
+        "{file}: its last warm workers crashed; the next one starts in {seconds} s (restart backoff), later than this request could wait"
+    )]
+    RestartBackoff { file: String, seconds: u64 },
     #[error("no warm worker became free in time")]
     Overloaded { seconds: u64 },
     #[error(
@@ -140,9 +144,9 @@ impl InvokeError {
             InvokeError::WorkerFailed { .. } | InvokeError::FunctionError { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            InvokeError::Crashed { .. } | InvokeError::Overloaded { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            InvokeError::Crashed { .. }
+            | InvokeError::RestartBackoff { .. }
+            | InvokeError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             InvokeError::BodyIdle { .. } | InvokeError::BodyTimeout { .. } => {
                 StatusCode::REQUEST_TIMEOUT
             }
@@ -184,6 +188,10 @@ impl InvokeError {
                 Some("the handler returned an error or panicked; fix the function".into())
             }
             InvokeError::Crashed { .. } => Some("fix the function and save its file: that restarts its pool".into()),
+            InvokeError::RestartBackoff { .. } => Some(
+                "why its workers crashed is in watchdog's log; fix the function and save its file: that restarts its pool at once"
+                    .into(),
+            ),
             InvokeError::Overloaded { .. } => Some("retry later, or raise `max` in its `warm` settings".into()),
             InvokeError::BodyIdle { .. } => Some(
                 "send the body without pauses longer than --body-idle-timeout, or raise it".into(),

@@ -407,6 +407,36 @@ async fn a_worker_that_cuts_an_answer_short_is_kept_and_one_that_answers_nothing
 }
 
 #[tokio::test]
+async fn a_request_that_cannot_wait_out_the_restart_backoff_is_told_when_to_come_back() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &["--timeout", "1500ms"]);
+    // Three crashes in a row: the next start waits 2 s (CONTRACT §4), longer
+    // than a request may wait here. Each crash is counted as it happens.
+    for round in 0..3 {
+        let (status, text) = call(&server, "/api/counter?crash").await;
+        assert_eq!(status, 502, "round {round}: {text}");
+    }
+    let response = client()
+        .get(server.url("/api/counter"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+    let text = response.text().await.unwrap();
+    assert!(text.contains("restart backoff"), "{text}");
+    assert!(!text.contains("raise `max`"), "not a busy pool: {text}");
+    // Once it is over, a worker starts again.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_eq!(call(&server, "/api/counter").await.0, 200);
+}
+
+#[tokio::test]
 async fn uploads_a_client_breaks_off_or_stalls_are_not_blamed_on_the_worker() {
     let project = project(&[("counter", "max = 1")]);
     let server = TestServer::start(&api(&project), &["--body-idle-timeout", "500ms"]);

@@ -342,8 +342,13 @@ impl Pool {
         while self.lock_idle().len() + (self.config.max - self.capacity.available_permits())
             < self.config.min
         {
-            if self.lock_crashes().given_up(Instant::now()) {
-                return;
+            {
+                let mut crashes = self.lock_crashes();
+                let now = Instant::now();
+                // Tried again on a later round once the backoff is over.
+                if crashes.given_up(now) || !crashes.restart_in(now).is_zero() {
+                    return;
+                }
             }
             let Ok(permit) = Arc::clone(&self.capacity).try_acquire_owned() else {
                 return;
@@ -427,14 +432,16 @@ impl Pool {
                 None => break,
             }
         }
-        let backoff = self.lock_crashes().backoff();
+        let backoff = self.lock_crashes().restart_in(Instant::now());
         if !backoff.is_zero() {
-            tracing::info!(route = %self.function.pattern, ?backoff, "waiting before restarting a crashed worker");
             if tokio::time::Instant::now() + backoff > deadline {
-                return Err(InvokeError::Overloaded {
-                    seconds: backoff.as_secs().max(1),
+                return Err(InvokeError::RestartBackoff {
+                    file: file.clone(),
+                    // Rounded up: a client that retries on time finds it started.
+                    seconds: backoff.as_secs() + 1,
                 });
             }
+            tracing::info!(route = %self.function.pattern, ?backoff, "waiting before restarting a crashed worker");
             tokio::time::sleep(backoff).await;
             *queue_wait += backoff;
         }

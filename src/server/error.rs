@@ -97,7 +97,9 @@ impl AppError {
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         if let AppError::Invoke(
-            InvokeError::Overloaded { seconds } | InvokeError::Crashed { seconds, .. },
+            InvokeError::Overloaded { seconds }
+            | InvokeError::Crashed { seconds, .. }
+            | InvokeError::RestartBackoff { seconds, .. },
         )
         | AppError::Overloaded { seconds } = self
         {

@@ -85,7 +85,17 @@ impl CrashRecord {
         self.consecutive = 0;
     }
 
-    /// How long to wait before starting the next worker.
+    /// How long from `now` until the next worker may start: the backoff counts
+    /// from the last crash, so requests that arrive during it share one wait
+    /// instead of each waiting the whole of it.
+    pub fn restart_in(&self, now: Instant) -> Duration {
+        match self.recent.back() {
+            Some(last) => (*last + self.backoff()).saturating_duration_since(now),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// How long to wait after a crash before starting the next worker.
     pub fn backoff(&self) -> Duration {
         match self.consecutive {
             0..=2 => Duration::ZERO,
@@ -134,6 +144,16 @@ mod tests {
         }
         // After the 1st, 2nd, 3rd … crash.
         assert_eq!(delays, [0, 0, 2, 4, 8, 16, 32, 60]);
+        // Counted from the last crash (at 700 s).
+        let last = start + Duration::from_secs(700);
+        assert_eq!(
+            record.restart_in(last + Duration::from_secs(45)),
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            record.restart_in(last + Duration::from_secs(61)),
+            Duration::ZERO
+        );
         record.healthy();
         assert_eq!(record.backoff(), Duration::ZERO);
     }
