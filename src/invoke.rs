@@ -113,6 +113,10 @@ pub enum InvokeError {
     #[error("no warm worker became free in time")]
     Overloaded { seconds: u64 },
     #[error(
+        "{file}: watchdog is shutting down, and stopped the function at the end of its drain timeout, before it answered"
+    )]
+    ShuttingDown { file: String },
+    #[error(
         "the request headers are too large to pass to a function (the kernel caps one variable at 128 KiB)"
     )]
     HeadersTooLarge,
@@ -146,7 +150,8 @@ impl InvokeError {
             }
             InvokeError::Crashed { .. }
             | InvokeError::RestartBackoff { .. }
-            | InvokeError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | InvokeError::Overloaded { .. }
+            | InvokeError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             InvokeError::BodyIdle { .. } | InvokeError::BodyTimeout { .. } => {
                 StatusCode::REQUEST_TIMEOUT
             }
@@ -193,6 +198,10 @@ impl InvokeError {
                     .into(),
             ),
             InvokeError::Overloaded { .. } => Some("retry later, or raise `max` in its `warm` settings".into()),
+            InvokeError::ShuttingDown { .. } => Some(
+                "send it again (to another instance behind a load balancer); a longer --drain-timeout lets such requests finish"
+                    .into(),
+            ),
             InvokeError::BodyIdle { .. } => Some(
                 "send the body without pauses longer than --body-idle-timeout, or raise it".into(),
             ),

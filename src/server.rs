@@ -155,28 +155,38 @@ pub async fn serve(
     tracing::info!(addr = %local, "listening on http://{local}");
     let connections = listener::accept_until(listener, &threads, stop_accepting).await;
     let drain_end = tokio::time::Instant::now() + app.settings.drain_timeout;
-    if tokio::time::timeout_at(drain_end, connections.shutdown())
+    let connections = connections.shutdown();
+    tokio::pin!(connections);
+    let drained = tokio::time::timeout_at(drain_end, &mut connections)
         .await
-        .is_err()
-    {
-        tracing::warn!("drain timeout reached with connections still open; closing them");
-    }
+        .is_ok();
     // Functions may still be running (a response can be complete before its
     // process exits): they get what is left of the drain timeout, then are stopped
     // by process group.
     app.tasks.close();
-    if tokio::time::timeout_at(drain_end, app.tasks.wait())
+    let finished = tokio::time::timeout_at(drain_end, app.tasks.wait())
         .await
-        .is_err()
-    {
+        .is_ok();
+    if !drained || !finished {
         tracing::warn!(
             running = app.tasks.len(),
             "drain timeout reached; stopping the invocations still running"
         );
+        // CGI functions and warm workers alike: those that had not answered
+        // answer 503 (shutting down) rather than leave their clients with a
+        // closed connection.
         app.stop_invocations.cancel();
         // Kill grace, then reaping and cgroup cleanup.
         let limit = app.settings.kill_grace + Duration::from_secs(8);
         let _ = tokio::time::timeout(limit, app.tasks.wait()).await;
+        // Time to write those answers before the connections are closed.
+        if !drained
+            && tokio::time::timeout(Duration::from_secs(1), &mut connections)
+                .await
+                .is_err()
+        {
+            tracing::warn!("connections still open after the drain timeout; closing them");
+        }
     }
     app.pool.shutdown().await;
     threads.stop(Duration::from_secs(2)).await;

@@ -279,6 +279,22 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     assert!(common::children(watchdog_pid).is_empty());
 }
 
+/// Adds the warm counter worker (fixtures/warm) to `project` as `api/counter.py`.
+fn add_warm_counter(project: &std::path::Path) {
+    let api = project.join("api");
+    std::fs::create_dir_all(&api).unwrap();
+    std::fs::copy(
+        common::fixtures("warm").join("counter.py"),
+        api.join("counter.py"),
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("watchdog.toml"),
+        "[functions.\"counter.py\"]\nwarm = { protocol = \"http\" }\n",
+    )
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_timeout_stops_what_is_still_running() {
     let project = tempfile::tempdir().unwrap();
@@ -287,10 +303,21 @@ async fn drain_timeout_stops_what_is_still_running() {
         &api.join("forever.sh"),
         "echo $$ > \"$PID_DIR/forever\"; sleep 60",
     );
+    // And a warm worker still busy with its request.
+    add_warm_counter(project.path());
     let server = TestServer::start(&api, &["--drain-timeout", "500ms", "--kill-grace", "200ms"]);
-    let url = server.url("/api/forever");
-    let in_flight = tokio::spawn(async move { client().get(url).send().await });
+    let in_flight = |path: &str| {
+        let url = server.url(path);
+        tokio::spawn(async move {
+            let response = client().get(url).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        })
+    };
+    let cgi = in_flight("/api/forever");
+    let warm = in_flight("/api/counter?sleep=60");
     let pid = server.pids("forever")[0];
+    assert!(server.wait_for_log("warm worker ready", Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
@@ -300,7 +327,34 @@ async fn drain_timeout_stops_what_is_still_running() {
         started.elapsed()
     );
     assert!(gone(pid) || !common::alive(pid));
-    let _ = in_flight.await;
+    // Their clients are told why, with a status a load balancer retries on
+    // (a CGI function's got a 500 "internal error", a warm one's an empty reply).
+    for (what, answer) in [("cgi", cgi), ("warm", warm)] {
+        let (status, text) = answer.await.unwrap();
+        assert_eq!(status, 503, "{what}: {text}");
+        assert!(text.contains("shutting down"), "{what}: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_stops_a_warm_request_even_with_no_cgi_function_running() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    add_warm_counter(project.path());
+    let server = TestServer::start(&api, &["--drain-timeout", "500ms", "--kill-grace", "200ms"]);
+    let url = server.url("/api/counter?sleep=60");
+    let warm = tokio::spawn(async move {
+        let response = client().get(url).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    });
+    assert!(server.wait_for_log("warm worker ready", Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    assert!(server.terminate().success());
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let (status, text) = warm.await.unwrap();
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("shutting down"), "{text}");
 }
 
 #[tokio::test]

@@ -508,7 +508,14 @@ impl Driver {
             }
             End::Shutdown => {
                 self.record.shutdown = true;
-                self.stop_group(None).await
+                let status = self.stop_group(None).await;
+                // A 503 the client (or its load balancer) can act on, not the
+                // 500 of a driver that went away; a body already begun is cut off.
+                let error = InvokeError::ShuttingDown {
+                    file: self.file.clone(),
+                };
+                self.answer_error(&mut head_tx, error);
+                status
             }
             End::BadOutput => {
                 self.record.status = Some(502);

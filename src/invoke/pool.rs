@@ -160,6 +160,36 @@ impl Invoker for PoolInvoker {
     }
 }
 
+/// How the wait for a lent worker's answer ended.
+pub enum Waited<T> {
+    Answered(T),
+    /// The request's deadline came first.
+    TimedOut,
+    /// Watchdog's shutdown stopped what still ran at the end of the drain timeout.
+    Stopped,
+}
+
+/// Waits for `exchange` (a request on its way to a lent worker, and the answer)
+/// until the invocation's deadline or watchdog's shutdown. Until the answer comes
+/// the client counts as gone: one that leaves drops this future, and the
+/// invocation's log line says so.
+pub async fn await_answer<F: std::future::Future>(
+    invocation: &mut Invocation,
+    exchange: F,
+) -> Waited<F::Output> {
+    let deadline = invocation.deadline;
+    let stop = &invocation.stop;
+    let waited = async {
+        tokio::select! {
+            answered = tokio::time::timeout_at(deadline, exchange) => {
+                answered.map_or(Waited::TimedOut, Waited::Answered)
+            }
+            () = stop.cancelled() => Waited::Stopped,
+        }
+    };
+    invocation.record.awaiting_answer(waited).await
+}
+
 /// The warm workers of one version of one function.
 pub struct Pool {
     pub function: Arc<Function>,
@@ -569,7 +599,7 @@ impl Pool {
                 }
             }
             Outcome::Stuck => {
-                tracing::warn!(route = %self.function.pattern, pid = worker.pid, "killing a worker whose request timed out");
+                tracing::warn!(route = %self.function.pattern, pid = worker.pid, "killing a worker whose request ran past its time (its timeout, or the drain timeout at shutdown)");
                 tokio::spawn(worker.stop(Duration::ZERO));
             }
             // (A worker that broke off has been judged above.)

@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::worker::HttpConnection;
-use super::{Lease, Outcome, Worker};
+use super::{Lease, Outcome, Waited, Worker};
 use crate::config::Settings;
 use crate::invoke::body_fault::BodyWatch;
 use crate::invoke::forwarded;
@@ -181,12 +181,9 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
     };
     // A client that leaves before the answer drops this future: the lease
     // with it (it stops the worker), and the record, logged as a client gone.
-    let exchanged = (invocation.record)
-        .awaiting_answer(tokio::time::timeout_at(deadline, exchange))
-        .await;
-    let (response, sender) = match exchanged {
-        Ok(Ok(exchanged)) => exchanged,
-        Ok(Err((err, outcome))) => {
+    let (response, sender) = match super::await_answer(&mut invocation, exchange).await {
+        Waited::Answered(Ok(exchanged)) => exchanged,
+        Waited::Answered(Err((err, outcome))) => {
             // The request broke off because the client's upload did: the worker
             // is not to blame.
             if let Some(fault) = invocation.record.body.as_ref().and_then(BodyWatch::fault) {
@@ -197,7 +194,12 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
             lease.finish(outcome);
             return Err(invocation.record.failed(err));
         }
-        Err(_) => {
+        Waited::Stopped => {
+            invocation.record.shutdown = true;
+            lease.finish(Outcome::Stuck);
+            return Err((invocation.record).failed(InvokeError::ShuttingDown { file }));
+        }
+        Waited::TimedOut => {
             invocation.record.timed_out = true;
             let timeout = invocation.route.function.settings.timeout;
             // The worker was waiting for the client's upload: cutting the body off

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Lease, Outcome, Worker};
+use super::{Lease, Outcome, Waited, Worker};
 use crate::config::Settings;
 use crate::invoke::body_fault::BodyWatch;
 use crate::invoke::forwarded;
@@ -526,26 +526,28 @@ pub async fn invoke(
     };
     // A client that leaves before the answer drops this future: the lease
     // with it (it stops the worker), and the record, logged as a client gone.
-    let deadline = invocation.deadline;
-    let exchanged = (invocation.record)
-        .awaiting_answer(tokio::time::timeout_at(deadline, exchange))
-        .await;
-    let ready = match exchanged {
-        Ok(Ok(ready)) => ready,
-        Ok(Err(NoAnswer::NotTaken)) => {
+    let ready = match super::await_answer(&mut invocation, exchange).await {
+        Waited::Answered(Ok(ready)) => ready,
+        Waited::Answered(Err(NoAnswer::NotTaken)) => {
             // Found exited: the pool counts it as a worker that ended after a
             // request.
             lease.finish(Outcome::Served);
             return Err(Failed::NotTaken(Box::new(invocation)));
         }
-        Ok(Err(NoAnswer::Broke(cause, outcome))) => {
+        Waited::Answered(Err(NoAnswer::Broke(cause, outcome))) => {
             lease.finish(outcome);
             return Err(invocation
                 .record
                 .failed(InvokeError::WorkerFailed { file, cause })
                 .into());
         }
-        Err(_) => {
+        Waited::Stopped => {
+            invocation.record.shutdown = true;
+            lease.finish(Outcome::Stuck);
+            let error = InvokeError::ShuttingDown { file };
+            return Err(invocation.record.failed(error).into());
+        }
+        Waited::TimedOut => {
             invocation.record.timed_out = true;
             lease.finish(Outcome::Stuck);
             let after = invocation.route.function.settings.timeout;
