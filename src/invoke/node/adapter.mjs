@@ -202,6 +202,9 @@ function endTagged(req, res, body) {
     for (const name of ['content-type', 'content-length', 'transfer-encoding']) res.removeHeader(name);
     res.end();
   } else {
+    // Set, not left to Node: it counts a body it will not send (HEAD) as none,
+    // and a HEAD answer must carry the GET's length.
+    res.setHeader('content-length', body.length);
     res.end(body);
   }
 }
