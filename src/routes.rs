@@ -19,7 +19,7 @@ pub use table::ParamValue;
 use crate::config::FunctionSettings;
 use crate::observability::metrics::FunctionMetrics;
 use crate::process::env_block::EnvBlock;
-use table::{Endpoint, Trie};
+use table::{Endpoint, Found, Trie};
 
 /// One routable function.
 #[derive(Debug)]
@@ -254,6 +254,30 @@ impl RouteTable {
         })
     }
 
+    /// A classic cgi-bin URL, `/api/report.sh/2024/q1`: the script named with
+    /// its extension, then a path for it to interpret, which becomes PATH_INFO
+    /// (RFC 3875 §4.1.5), as Apache and lighttpd run it. Tried only when no route
+    /// matches the whole path, and only where a segment is a function's own file
+    /// name: a `[param]` that captured a dotted value does not take a deeper path.
+    fn script_with_extra_path(&self, rest: &[String]) -> Option<Found> {
+        (1..rest.len()).rev().find_map(|end| {
+            let script = &rest[end - 1];
+            if !script.contains('.') {
+                return None;
+            }
+            let found = self.trie.lookup(&rest[..end])?;
+            let ids = match &found.endpoint {
+                Endpoint::One(id) => std::slice::from_ref(id),
+                Endpoint::Conflict(ids) => ids.as_slice(),
+            };
+            let named = ids.iter().any(|&id| {
+                let file = &self.functions[id].file.relative;
+                Path::new(file).file_name() == Some(std::ffi::OsStr::new(script))
+            });
+            (named && found.consumed == end).then_some(found)
+        })
+    }
+
     /// Routes a raw request path (no query string).
     ///
     /// # Errors
@@ -263,7 +287,11 @@ impl RouteTable {
         let Some(rest) = segments.strip_prefix(self.prefix_segments.as_slice()) else {
             return Ok(Lookup::NotFound);
         };
-        let Some(found) = self.trie.lookup(rest) else {
+        let Some(found) = self
+            .trie
+            .lookup(rest)
+            .or_else(|| self.script_with_extra_path(rest))
+        else {
             return Ok(Lookup::NotFound);
         };
         let id = match found.endpoint {

@@ -46,6 +46,14 @@ async fn urls_mirror_file_paths_with_precedence() {
         ),
         ("/api/shop/cart", "shop/cart.sh|/api/shop/cart||{}"),
         ("/api/plain", "plain|/api/plain||{}"),
+        // Classic cgi-bin URLs: the script by its file name, then a path for
+        // it (PATH_INFO), when no route takes the whole path.
+        (
+            "/api/users/new.sh/a/b%20c",
+            "users/new.sh|/api/users/new.sh|/a/b c|{}",
+        ),
+        ("/api/index.sh/x", "index.sh|/api/index.sh|/x|{}"),
+        ("/api/users/new.sh/", "users/new.sh|/api/users/new.sh||{}"),
     ];
     for (url, want) in table {
         let (status, body) = get(&server, url).await;
@@ -60,6 +68,11 @@ async fn urls_mirror_file_paths_with_precedence() {
         "/api/nope",
         "/other",
         "/api/users/1/2/3",
+        // Only a script named by its file, not a route's own URL or a
+        // parameter's dotted value.
+        "/api/users/new/x/y",
+        "/api/users/v1.2/x/y",
+        "/api/plain.sh/x",
     ] {
         assert_eq!(get(&server, missing).await.0, 404, "{missing}");
     }
