@@ -128,7 +128,7 @@ async fn a_lambda_timeout_kills_and_replaces_the_worker() {
         .unwrap();
     assert_eq!(response.status(), 504);
     assert!(server.wait_for_log(
-        "killing a worker whose request timed out",
+        "killing a worker whose request ran past its time",
         Duration::from_secs(3)
     ));
 }
@@ -524,7 +524,7 @@ async fn a_streamed_lambda_response_is_bound_by_the_timeout() {
     assert!(ended.is_err(), "the body was not cut off at the timeout");
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(server.wait_for_log(
-        "killing a worker whose request timed out",
+        "killing a worker whose request ran past its time",
         Duration::from_secs(3)
     ));
     let line = server.log_line("route=/api/long-body file=", Duration::from_secs(3));

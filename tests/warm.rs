@@ -541,7 +541,7 @@ async fn a_timeout_kills_and_replaces_only_the_stuck_worker() {
         "the healthy worker was left alone"
     );
     assert!(server.wait_for_log(
-        "killing a worker whose request timed out",
+        "killing a worker whose request ran past its time",
         Duration::from_secs(3)
     ));
 }
