@@ -437,6 +437,42 @@ async fn a_request_that_cannot_wait_out_the_restart_backoff_is_told_when_to_come
 }
 
 #[tokio::test]
+async fn a_port_another_program_took_first_is_not_taken_for_the_worker() {
+    // At its first start, another program (in a session of its own) takes
+    // $PORT before the worker binds it; the worker never gets it. At its next,
+    // it serves as the counter does.
+    let counter = fixtures("warm").join("counter.py");
+    let script = format!(
+        r#"#!/bin/sh
+mark="$(dirname "$0")/../port-taken"
+if [ ! -e "$mark" ]; then
+  touch "$mark"
+  setsid python3 -c 'import os, socket, time
+s = socket.socket(); s.bind(("127.0.0.1", int(os.environ["PORT"]))); s.listen(); time.sleep(20)' &
+  sleep 20
+fi
+exec python3 {}
+"#,
+        counter.display()
+    );
+    let project = one_worker(
+        "late.sh",
+        &script,
+        "warm = { protocol = \"http\", max = 1 }",
+    );
+    let server = TestServer::start(&api(&project), &["--timeout", "5s"]);
+    // Taken for the worker, the other program's listener held every request
+    // until its timeout (504).
+    let (status, answer) = call(&server, "/api/late").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["pid"].is_number(), "{answer}");
+    assert!(server.wait_for_log(
+        "another program took the worker's port",
+        Duration::from_secs(1)
+    ));
+}
+
+#[tokio::test]
 async fn uploads_a_client_breaks_off_or_stalls_are_not_blamed_on_the_worker() {
     let project = project(&[("counter", "max = 1")]);
     let server = TestServer::start(&api(&project), &["--body-idle-timeout", "500ms"]);

@@ -13,6 +13,7 @@
 pub mod http;
 pub mod lambda;
 pub mod policy;
+pub mod port;
 pub mod worker;
 
 use std::collections::HashMap;

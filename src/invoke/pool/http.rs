@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::worker::HttpConnection;
-use super::{Lease, Outcome, Waited, Worker};
+use super::{Lease, Outcome, Waited, Worker, port};
 use crate::config::Settings;
 use crate::invoke::body_fault::BodyWatch;
 use crate::invoke::forwarded;
@@ -51,18 +51,28 @@ pub async fn start(
     deadline: tokio::time::Instant,
 ) -> Result<Worker, InvokeError> {
     let file = function.file.relative.clone();
-    let port = free_port().map_err(|err| InvokeError::Spawn {
-        file: file.clone(),
-        cause: format!("no free port for the worker: {err}"),
-        hint: "see watchdog's log".into(),
-    })?;
-    let env = vec![(OsString::from("PORT"), OsString::from(port.to_string()))];
-    let mut worker = Worker::spawn(function, &settings.document_root, limiter, env)?;
-    worker.port = port;
+    let mut taken = 0;
+    let (mut worker, mut port) = spawn_on_free_port(function, settings, limiter)?;
     loop {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            tracing::info!(route = %function.pattern, pid = worker.pid, port, "warm worker ready");
-            return Ok(worker);
+            // Another program that took the port first answers too.
+            if port::listener_on(port, worker.group_id()) != port::Listener::Other {
+                tracing::info!(route = %function.pattern, pid = worker.pid, port, "warm worker ready");
+                return Ok(worker);
+            }
+            worker.stop(Duration::ZERO).await;
+            taken += 1;
+            if taken == PORT_ATTEMPTS {
+                return Err(InvokeError::WorkerFailed {
+                    file,
+                    cause: format!(
+                        "another program took the port picked for it, {PORT_ATTEMPTS} times in a row"
+                    ),
+                });
+            }
+            tracing::warn!(route = %function.pattern, port, "another program took the worker's port before it could bind it; starting the worker again on another");
+            (worker, port) = spawn_on_free_port(function, settings, limiter)?;
+            continue;
         }
         if worker.has_exited() {
             let status = worker.stop(Duration::ZERO).await;
@@ -91,10 +101,24 @@ pub async fn start(
     }
 }
 
-/// A port nothing listens on right now (the worker binds it a moment later).
-fn free_port() -> std::io::Result<u16> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(listener.local_addr()?.port())
+/// How many times a start may find its port taken by another program.
+const PORT_ATTEMPTS: u32 = 3;
+
+/// Starts the function with `PORT` set to a port nothing listens on.
+fn spawn_on_free_port(
+    function: &Function,
+    settings: &Settings,
+    limiter: &Limiter,
+) -> Result<(Worker, u16), InvokeError> {
+    let port = port::free().map_err(|err| InvokeError::Spawn {
+        file: function.file.relative.clone(),
+        cause: format!("no free port for the worker: {err}"),
+        hint: "see watchdog's log".into(),
+    })?;
+    let env = vec![(OsString::from("PORT"), OsString::from(port.to_string()))];
+    let mut worker = Worker::spawn(function, &settings.document_root, limiter, env)?;
+    worker.port = port;
+    Ok((worker, port))
 }
 
 /// Proxies one request to the lent worker.

@@ -163,6 +163,11 @@ impl Worker {
         self.connections.push((here, connection));
     }
 
+    /// Its process group: the worker leads one of its own.
+    pub fn group_id(&self) -> i32 {
+        i32::try_from(self.pid).unwrap_or(i32::MAX)
+    }
+
     /// Whether the process has ended (and been reaped).
     pub fn has_exited(&self) -> bool {
         self.exit.borrow().is_some()
