@@ -33,33 +33,53 @@ pub enum Listener {
 /// Whose listening socket is on 127.0.0.1:`port` (or the wildcard address):
 /// one held by a process in process group `group`, or another program's.
 pub fn listener_on(port: u16, group: i32) -> Listener {
-    let listening: HashSet<u64> = procfs::net::tcp()
-        .into_iter()
-        .chain(procfs::net::tcp6())
-        .flatten()
-        .filter(|entry| entry.state == TcpState::Listen && entry.local_address.port() == port)
-        .map(|entry| entry.inode)
-        .collect();
+    // Reading a table costs about 2 ms whatever it holds (the kernel walks its
+    // whole socket hash), once per worker start: the IPv6 one only when the
+    // IPv4 one has no listener on the port (a worker bound to `::`).
+    let on_port = |table: procfs::ProcResult<Vec<procfs::net::TcpNetEntry>>| -> HashSet<u64> {
+        table
+            .into_iter()
+            .flatten()
+            .filter(|entry| entry.state == TcpState::Listen && entry.local_address.port() == port)
+            .map(|entry| entry.inode)
+            .collect()
+    };
+    let mut listening = on_port(procfs::net::tcp());
+    if listening.is_empty() {
+        listening = on_port(procfs::net::tcp6());
+    }
     if listening.is_empty() {
         return Listener::Unknown;
+    }
+    // Whether `process` holds one of those sockets; `None` when its file
+    // descriptors cannot be read.
+    let holds =
+        |process: &procfs::process::Process| {
+            let fds = process.fd().ok()?;
+            Some(fds.flatten().any(
+                |fd| matches!(fd.target, FDTarget::Socket(inode) if listening.contains(&inode)),
+            ))
+        };
+    // The group's leader, the worker itself, usually serves: asked first, it
+    // spares the walk over every process.
+    let leader = procfs::process::Process::new(group).ok();
+    let mut unreadable = false;
+    match leader.as_ref().map(holds) {
+        Some(Some(true)) => return Listener::Worker,
+        Some(None) => unreadable = true,
+        _ => {}
     }
     let Ok(processes) = procfs::process::all_processes() else {
         return Listener::Unknown;
     };
-    let mut unreadable = false;
     for process in processes.flatten() {
-        if process.stat().map(|stat| stat.pgrp).ok() != Some(group) {
+        if process.pid == group || process.stat().map(|stat| stat.pgrp).ok() != Some(group) {
             continue;
         }
-        let Ok(fds) = process.fd() else {
-            unreadable = true;
-            continue;
-        };
-        let holds = fds
-            .flatten()
-            .any(|fd| matches!(fd.target, FDTarget::Socket(inode) if listening.contains(&inode)));
-        if holds {
-            return Listener::Worker;
+        match holds(&process) {
+            Some(true) => return Listener::Worker,
+            Some(false) => {}
+            None => unreadable = true,
         }
     }
     if unreadable {
