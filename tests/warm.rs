@@ -438,38 +438,76 @@ async fn a_request_that_cannot_wait_out_the_restart_backoff_is_told_when_to_come
 
 #[tokio::test]
 async fn a_port_another_program_took_first_is_not_taken_for_the_worker() {
-    // At its first start, another program (in a session of its own) takes
-    // $PORT before the worker binds it; the worker never gets it. At its next,
-    // it serves as the counter does.
+    // At its first start the worker says its $PORT and waits; this test, another
+    // program, takes the port meanwhile, and the worker then fails to bind it.
+    // At its next start it serves as the counter does.
+    let project = tempfile::tempdir().unwrap();
+    let said = project.path().join("port");
     let counter = fixtures("warm").join("counter.py");
     let script = format!(
         r#"#!/bin/sh
-mark="$(dirname "$0")/../port-taken"
-if [ ! -e "$mark" ]; then
-  touch "$mark"
-  setsid python3 -c 'import os, socket, time
-s = socket.socket(); s.bind(("127.0.0.1", int(os.environ["PORT"]))); s.listen(); time.sleep(20)' &
-  sleep 20
+if [ ! -e "{said}" ]; then
+  echo "$PORT" > "{said}.tmp" && mv "{said}.tmp" "{said}"
+  sleep 1
 fi
-exec python3 {}
+exec python3 {counter}
 "#,
-        counter.display()
+        said = said.display(),
+        counter = counter.display()
     );
-    let project = one_worker(
+    let worker = one_worker(
         "late.sh",
         &script,
         "warm = { protocol = \"http\", max = 1 }",
     );
+    std::fs::rename(worker.path().join("api"), project.path().join("api")).unwrap();
+    std::fs::rename(
+        worker.path().join("watchdog.toml"),
+        project.path().join("watchdog.toml"),
+    )
+    .unwrap();
     let server = TestServer::start(&api(&project), &["--timeout", "5s"]);
-    // Taken for the worker, the other program's listener held every request
-    // until its timeout (504).
-    let (status, answer) = call(&server, "/api/late").await;
+    let request = tokio::spawn({
+        let url = server.url("/api/late");
+        async move {
+            let response = client().get(url).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    });
+    let port: u16 = loop {
+        if let Ok(text) = std::fs::read_to_string(&said) {
+            break text.trim().parse().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    // Taken for the worker, this listener (which never answers) held the
+    // request until its timeout (504).
+    let (status, answer) = request.await.unwrap();
     assert_eq!(status, 200, "{answer}");
-    assert!(answer["pid"].is_number(), "{answer}");
+    assert!(answer.contains("\"pid\""), "{answer}");
     assert!(server.wait_for_log(
         "another program took the worker's port",
         Duration::from_secs(1)
     ));
+}
+
+#[tokio::test]
+async fn a_worker_whose_server_runs_in_a_session_of_its_own_is_ready() {
+    // A wrapper that starts the real server detached (setsid), as some process
+    // managers do: the listener is not in the worker's process group, but it is
+    // the worker's.
+    let counter = fixtures("warm").join("counter.py");
+    let script = format!("#!/bin/sh\nsetsid python3 {} &\nwait\n", counter.display());
+    let project = one_worker(
+        "detached.sh",
+        &script,
+        "warm = { protocol = \"http\", max = 1 }",
+    );
+    let server = TestServer::start(&api(&project), &[]);
+    let (status, answer) = call(&server, "/api/detached").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["pid"].is_number(), "{answer}");
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 //! reaches the other program: taken for the worker being ready, every request
 //! would go there. So readiness asks the kernel whose listening socket it is.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use procfs::net::TcpState;
 use procfs::process::FDTarget;
@@ -31,8 +31,10 @@ pub enum Listener {
 }
 
 /// Whose listening socket is on 127.0.0.1:`port` (or the wildcard address):
-/// one held by a process in process group `group`, or another program's.
-pub fn listener_on(port: u16, group: i32) -> Listener {
+/// the worker's (led by `worker`, whose group it leads), held by the worker, a
+/// process of its group, or one it started in a group or session of its own
+/// (a server it daemonized); or another program's.
+pub fn listener_on(port: u16, worker: i32) -> Listener {
     // Reading a table costs about 2 ms whatever it holds (the kernel walks its
     // whole socket hash), once per worker start: the IPv6 one only when the
     // IPv4 one has no listener on the port (a worker bound to `::`).
@@ -60,11 +62,14 @@ pub fn listener_on(port: u16, group: i32) -> Listener {
                 |fd| matches!(fd.target, FDTarget::Socket(inode) if listening.contains(&inode)),
             ))
         };
-    // The group's leader, the worker itself, usually serves: asked first, it
-    // spares the walk over every process.
-    let leader = procfs::process::Process::new(group).ok();
+    // The worker itself usually serves: asked first, it spares the walk over
+    // every process.
     let mut unreadable = false;
-    match leader.as_ref().map(holds) {
+    match procfs::process::Process::new(worker)
+        .ok()
+        .as_ref()
+        .map(holds)
+    {
         Some(Some(true)) => return Listener::Worker,
         Some(None) => unreadable = true,
         _ => {}
@@ -72,11 +77,30 @@ pub fn listener_on(port: u16, group: i32) -> Listener {
     let Ok(processes) = procfs::process::all_processes() else {
         return Listener::Unknown;
     };
-    for process in processes.flatten() {
-        if process.pid == group || process.stat().map(|stat| stat.pgrp).ok() != Some(group) {
+    let processes: Vec<(procfs::process::Process, procfs::process::Stat)> = processes
+        .flatten()
+        .filter_map(|process| process.stat().ok().map(|stat| (process, stat)))
+        .collect();
+    let parents: HashMap<i32, i32> = processes
+        .iter()
+        .map(|(_, stat)| (stat.pid, stat.ppid))
+        .collect();
+    let descends = |mut pid: i32| {
+        // Bounded: a parent map read while processes come and go could loop.
+        for _ in 0..parents.len() {
+            match parents.get(&pid) {
+                Some(&parent) if parent == worker => return true,
+                Some(&parent) if parent > 1 => pid = parent,
+                _ => return false,
+            }
+        }
+        false
+    };
+    for (process, stat) in &processes {
+        if stat.pid == worker || (stat.pgrp != worker && !descends(stat.pid)) {
             continue;
         }
-        match holds(&process) {
+        match holds(process) {
             Some(true) => return Listener::Worker,
             Some(false) => {}
             None => unreadable = true,
@@ -94,13 +118,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_listener_is_told_apart_by_its_process_group() {
+    fn a_listener_is_told_apart_by_the_process_that_holds_it() {
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
-        let own = nix::unistd::getpgrp().as_raw();
+        let own = i32::try_from(std::process::id()).unwrap();
         assert_eq!(listener_on(port, own), Listener::Worker);
-        // A group with no process in it holds no socket: another program's.
+        // A worker that is not there holds no socket: another program's.
         assert_eq!(listener_on(port, i32::MAX), Listener::Other);
+        // One held by a process the worker started, in a session of its own
+        // (a daemonized server), is the worker's.
+        let parent = nix::unistd::getppid().as_raw();
+        if parent > 1 {
+            assert_eq!(listener_on(port, parent), Listener::Worker);
+        }
         drop(listener);
         assert_eq!(listener_on(port, own), Listener::Unknown);
     }
