@@ -341,20 +341,32 @@ async fn drain_timeout_stops_a_warm_request_even_with_no_cgi_function_running() 
     let project = tempfile::tempdir().unwrap();
     let api = project.path().join("api");
     add_warm_counter(project.path());
+    // One worker: the second request waits for it in the pool's queue.
+    std::fs::write(
+        project.path().join("watchdog.toml"),
+        "[functions.\"counter.py\"]\nwarm = { protocol = \"http\", max = 1 }\n",
+    )
+    .unwrap();
     let server = TestServer::start(&api, &["--drain-timeout", "500ms", "--kill-grace", "200ms"]);
-    let url = server.url("/api/counter?sleep=60");
-    let warm = tokio::spawn(async move {
-        let response = client().get(url).send().await.unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
-    });
+    let in_flight = || {
+        let url = server.url("/api/counter?sleep=60");
+        tokio::spawn(async move {
+            let response = client().get(url).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        })
+    };
+    let answering = in_flight();
     assert!(server.wait_for_log("warm worker ready", Duration::from_secs(10)));
+    let queued = in_flight();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     assert!(server.terminate().success());
     assert!(started.elapsed() < Duration::from_secs(4));
-    let (status, text) = warm.await.unwrap();
-    assert_eq!(status, 503, "{text}");
-    assert!(text.contains("shutting down"), "{text}");
+    for (what, request) in [("answering", answering), ("queued", queued)] {
+        let (status, text) = request.await.unwrap();
+        assert_eq!(status, 503, "{what}: {text}");
+        assert!(text.contains("shutting down"), "{what}: {text}");
+    }
 }
 
 #[tokio::test]

@@ -394,6 +394,14 @@ async fn a_worker_that_cuts_an_answer_short_is_kept_and_one_that_answers_nothing
     }
     let (_, replaced) = call(&server, "/api/counter").await;
     assert_ne!(replaced["pid"], first["pid"]);
+    // One that ends while idle is a crash too, found by the idle check (it was
+    // stopped as if it had idled out, and the crash went uncounted).
+    assert_eq!(call(&server, "/api/counter?exit-after").await.0, 200);
+    assert!(
+        server.wait_for_log("why=\"exited while idle\"", Duration::from_secs(3)),
+        "{}",
+        server.log()
+    );
     // A worker that dies in the middle of an answer is a crash, replaced at once.
     let (_, body, cut_off) = common::read_as_far_as_it_goes(&server, "/api/counter?die-mid").await;
     assert!(cut_off, "{body}");

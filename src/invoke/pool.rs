@@ -144,8 +144,18 @@ impl Invoker for PoolInvoker {
             };
             loop {
                 let queue_wait = &mut invocation.record.queue_wait;
-                let lease = (pool.acquire(invocation.deadline, queue_wait).await)
-                    .map_err(|error| invocation.record.failed(error))?;
+                // Still waiting for a worker when the drain timeout ends: a 503
+                // too, as for a request whose worker had not answered.
+                let acquired = tokio::select! {
+                    acquired = pool.acquire(invocation.deadline, queue_wait) => acquired,
+                    () = invocation.stop.cancelled() => {
+                        invocation.record.shutdown = true;
+                        Err(InvokeError::ShuttingDown {
+                            file: invocation.route.function.file.relative.clone(),
+                        })
+                    }
+                };
+                let lease = acquired.map_err(|error| invocation.record.failed(error))?;
                 let Some(body) = &body else {
                     return http::forward(lease, invocation).await;
                 };
@@ -334,7 +344,7 @@ impl Pool {
 
     async fn reap_idle(&self) {
         let now = Instant::now();
-        let expired: Vec<Worker> = {
+        let expired: (Vec<Worker>, Vec<Worker>) = {
             let mut idle = self.lock_idle();
             let in_use = self.config.max - self.capacity.available_permits();
             let mut keep = self.config.min.saturating_sub(in_use);
@@ -342,9 +352,10 @@ impl Pool {
             // Most recently used last: keep those, expire the oldest first.
             idle.sort_by_key(|w| w.last_used);
             let mut kept = Vec::new();
+            let mut died = Vec::new();
             for worker in idle.drain(..).rev() {
                 if worker.has_exited() {
-                    expired.push(worker);
+                    died.push(worker);
                 } else if keep > 0
                     || now.duration_since(worker.last_used) < self.config.idle_timeout
                 {
@@ -356,8 +367,14 @@ impl Pool {
             }
             kept.reverse();
             *idle = kept;
-            expired
+            (expired, died)
         };
+        let (expired, died) = expired;
+        // Counted as an idle worker taken for a request would be: one that died
+        // as it broke off its last answer, before its exit was seen, is a crash.
+        for worker in died {
+            self.crashed(worker, "exited while idle");
+        }
         for worker in expired {
             tracing::info!(route = %self.function.pattern, pid = worker.pid, "stopping an idle worker");
             worker.stop(self.settings.kill_grace).await;
@@ -409,15 +426,22 @@ impl Pool {
     ///
     /// # Errors
     /// [`InvokeError::Crashed`] when the function crashed too often,
-    /// [`InvokeError::Overloaded`] when no worker frees up in time, or why a new
-    /// worker could not start.
+    /// [`InvokeError::RestartBackoff`] when the next start is later than the
+    /// request can wait, [`InvokeError::Overloaded`] when the queue timeout
+    /// passes, [`InvokeError::NoWorkerInTime`] when the request's own time does,
+    /// or why a new worker could not start.
     pub async fn acquire(
         self: &Arc<Self>,
         deadline: tokio::time::Instant,
         queue_wait: &mut Duration,
     ) -> Result<Lease, InvokeError> {
         let file = &self.function.file.relative;
-        let given_up_for = self.lock_crashes().given_up_for(Instant::now());
+        let given_up_for = {
+            let mut crashes = self.lock_crashes();
+            let now = Instant::now();
+            // Until a start is allowed again: past the window and the backoff.
+            (crashes.given_up_for(now)).map(|left| left.max(crashes.restart_in(now)))
+        };
         if let Some(left) = given_up_for {
             return Err(InvokeError::Crashed {
                 file: file.clone(),
@@ -547,7 +571,7 @@ impl Pool {
         if given_up {
             tracing::error!(
                 route = %self.function.pattern,
-                "worker crashed 5 times within 60 s: answering 503 until the file changes"
+                "worker crashed 5 times within 60 s: answering 503 until a minute has passed since the first of them, or the file changes"
             );
         }
         tokio::spawn(worker.stop(self.settings.kill_grace));
@@ -556,9 +580,7 @@ impl Pool {
     /// Takes a worker back after a request.
     pub fn release(&self, mut worker: Worker, outcome: Outcome) {
         let outcome = match outcome {
-            // One that died as it broke off and is not known to have ended yet
-            // is caught when it is next taken from the idle list.
-            Outcome::CutShort | Outcome::BrokeOff if worker.has_exited() => Outcome::Crashed,
+            Outcome::CutShort | Outcome::BrokeOff if worker.has_ended_now() => Outcome::Crashed,
             Outcome::CutShort | Outcome::BrokeOff => {
                 let answered = outcome == Outcome::CutShort;
                 if !answered {

@@ -66,7 +66,7 @@ pub async fn start(
                 return Err(InvokeError::WorkerFailed {
                     file,
                     cause: format!(
-                        "another program took the port picked for it, {PORT_ATTEMPTS} times in a row"
+                        "a process outside the worker and the processes it started listened on the port picked for it, {PORT_ATTEMPTS} times in a row"
                     ),
                 });
             }

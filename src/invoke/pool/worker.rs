@@ -173,6 +173,24 @@ impl Worker {
         self.exit.borrow().is_some()
     }
 
+    /// Whether the process has ended, asked of the kernel now. The exit watch
+    /// learns of an exit only once the output pipes are closed and the process
+    /// reaped, later than a connection the dying process closed: judged by it
+    /// alone, a worker that broke off an answer as it died would be kept.
+    pub fn has_ended_now(&self) -> bool {
+        use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+        if self.has_exited() {
+            return true;
+        }
+        // WNOWAIT: the status is left for the task that reaps the worker.
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        // An error is ECHILD: already reaped, so ended.
+        !matches!(
+            waitid(Id::Pid(nix::unistd::Pid::from_raw(self.group_id())), flags),
+            Ok(WaitStatus::StillAlive)
+        )
+    }
+
     /// Resolves with the exit status once the process has ended.
     pub async fn exited(&self) -> Option<ExitStatus> {
         let mut exit = self.exit.clone();
