@@ -57,6 +57,16 @@ pub struct Invocation {
     pub stop: tokio_util::sync::CancellationToken,
 }
 
+impl Invocation {
+    /// Marks the invocation as stopped by watchdog's shutdown (at the end of the
+    /// drain timeout), and gives the error its client is answered with.
+    pub fn stopped_by_shutdown(&mut self) -> InvokeError {
+        self.record.shutdown = true;
+        let file = self.route.function.file.relative.clone();
+        self.record.failed(InvokeError::ShuttingDown { file })
+    }
+}
+
 /// The body of a HEAD answer whose GET has a body of unknown length: empty, but
 /// not sized, so hyper does not add `content-length: 0`, which the GET is not.
 pub fn empty_of_unknown_length() -> Body {

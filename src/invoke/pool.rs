@@ -146,14 +146,12 @@ impl Invoker for PoolInvoker {
                 let queue_wait = &mut invocation.record.queue_wait;
                 // Still waiting for a worker when the drain timeout ends: a 503
                 // too, as for a request whose worker had not answered.
+                // Biased: a worker at hand (the usual case) is taken without
+                // registering with the shutdown token first.
                 let acquired = tokio::select! {
+                    biased;
                     acquired = pool.acquire(invocation.deadline, queue_wait) => acquired,
-                    () = invocation.stop.cancelled() => {
-                        invocation.record.shutdown = true;
-                        Err(InvokeError::ShuttingDown {
-                            file: invocation.route.function.file.relative.clone(),
-                        })
-                    }
+                    () = invocation.stop.cancelled() => return Err(invocation.stopped_by_shutdown()),
                 };
                 let lease = acquired.map_err(|error| invocation.record.failed(error))?;
                 let Some(body) = &body else {
@@ -192,6 +190,7 @@ pub async fn await_answer<F: std::future::Future>(
     let stop = &invocation.stop;
     let waited = async {
         tokio::select! {
+            biased;
             answered = tokio::time::timeout_at(deadline, exchange) => {
                 answered.map_or(Waited::TimedOut, Waited::Answered)
             }
@@ -344,7 +343,8 @@ impl Pool {
 
     async fn reap_idle(&self) {
         let now = Instant::now();
-        let expired: (Vec<Worker>, Vec<Worker>) = {
+        // Idled out, and found dead.
+        let (expired, died): (Vec<Worker>, Vec<Worker>) = {
             let mut idle = self.lock_idle();
             let in_use = self.config.max - self.capacity.available_permits();
             let mut keep = self.config.min.saturating_sub(in_use);
@@ -369,7 +369,6 @@ impl Pool {
             *idle = kept;
             (expired, died)
         };
-        let (expired, died) = expired;
         // Counted as an idle worker taken for a request would be: one that died
         // as it broke off its last answer, before its exit was seen, is a crash.
         for worker in died {
@@ -436,12 +435,7 @@ impl Pool {
         queue_wait: &mut Duration,
     ) -> Result<Lease, InvokeError> {
         let file = &self.function.file.relative;
-        let given_up_for = {
-            let mut crashes = self.lock_crashes();
-            let now = Instant::now();
-            // Until a start is allowed again: past the window and the backoff.
-            (crashes.given_up_for(now)).map(|left| left.max(crashes.restart_in(now)))
-        };
+        let given_up_for = self.lock_crashes().given_up_for(Instant::now());
         if let Some(left) = given_up_for {
             return Err(InvokeError::Crashed {
                 file: file.clone(),

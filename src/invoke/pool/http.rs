@@ -56,7 +56,7 @@ pub async fn start(
     loop {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             // Another program that took the port first answers too.
-            if port::listener_on(port, worker.group_id()) != port::Listener::Other {
+            if port::listener_on(port, worker.raw_pid()) != port::Listener::Other {
                 tracing::info!(route = %function.pattern, pid = worker.pid, port, "warm worker ready");
                 return Ok(worker);
             }
@@ -66,7 +66,7 @@ pub async fn start(
                 return Err(InvokeError::WorkerFailed {
                     file,
                     cause: format!(
-                        "a process outside the worker and the processes it started listened on the port picked for it, {PORT_ATTEMPTS} times in a row"
+                        "a process outside the worker and the processes it started listened on the port picked for it, {PORT_ATTEMPTS} times in a row; something on this machine keeps taking free ports (`ss -ltnp` shows what listens)"
                     ),
                 });
             }
@@ -137,25 +137,23 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
     let mut request = upstream_request(&invocation, port, body);
     let deadline = invocation.deadline;
     // A failed exchange, with what it says about the worker.
-    let broken = |cause: String| {
+    let failed = |cause: String, outcome: Outcome| {
         let error = InvokeError::WorkerFailed {
             file: file.clone(),
             cause,
         };
-        (error, Outcome::Crashed)
+        (error, outcome)
     };
+    let broken = |cause: String| failed(cause, Outcome::Crashed);
     let answer_failed = |err: hyper::Error| {
         if err.is_parse() {
             // An answer that is not HTTP hyper can read (more than 100 headers, a
             // malformed head) is a bad answer, like a CGI function's bad header
             // block, not a crash: the worker is kept if it still runs.
-            let (error, _) = broken(format!(
-                "answered with a response that is not valid HTTP: {err}"
-            ));
-            (error, Outcome::Abandoned)
+            let cause = format!("answered with a response that is not valid HTTP: {err}");
+            failed(cause, Outcome::Abandoned)
         } else {
-            let (error, _) = broken(format!("broke off the request: {err}"));
-            (error, Outcome::BrokeOff)
+            failed(format!("broke off the request: {err}"), Outcome::BrokeOff)
         }
     };
     let kept = lease.worker_mut().take_connection();
@@ -219,9 +217,8 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
             return Err(invocation.record.failed(err));
         }
         Waited::Stopped => {
-            invocation.record.shutdown = true;
             lease.finish(Outcome::Stuck);
-            return Err((invocation.record).failed(InvokeError::ShuttingDown { file }));
+            return Err(invocation.stopped_by_shutdown());
         }
         Waited::TimedOut => {
             invocation.record.timed_out = true;

@@ -187,8 +187,8 @@ fn deliver(state: &RuntimeState, id: &str, answer: Answer) -> Response<Body> {
     match waiter {
         Some(waiter) => {
             let _ = waiter.send(answer);
-            let accepted = serde_json::json!({ "status": "OK" });
-            (StatusCode::ACCEPTED, axum::Json(accepted)).into_response()
+            let json = [(header::CONTENT_TYPE, "application/json")];
+            (StatusCode::ACCEPTED, json, r#"{"status":"OK"}"#).into_response()
         }
         None => {
             let invalid = serde_json::json!({
@@ -542,10 +542,8 @@ pub async fn invoke(
                 .into());
         }
         Waited::Stopped => {
-            invocation.record.shutdown = true;
             lease.finish(Outcome::Stuck);
-            let error = InvokeError::ShuttingDown { file };
-            return Err(invocation.record.failed(error).into());
+            return Err(invocation.stopped_by_shutdown().into());
         }
         Waited::TimedOut => {
             invocation.record.timed_out = true;

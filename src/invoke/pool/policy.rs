@@ -109,13 +109,18 @@ impl CrashRecord {
     }
 
     /// How much longer the function stays given up on, if it is: until enough
-    /// of its recent crashes have left the window (no worker starts meanwhile,
-    /// so none is added), or until its file changes and the pool is replaced.
+    /// of its recent crashes have left the window and the restart backoff is
+    /// over (no worker starts meanwhile, so no crash is added), or until its
+    /// file changes and the pool is replaced.
     pub fn given_up_for(&mut self, now: Instant) -> Option<Duration> {
         self.prune(now);
         let over = self.recent.len().checked_sub(CRASH_LIMIT)?;
         let leaves = self.recent[over] + CRASH_WINDOW;
-        Some(leaves.saturating_duration_since(now))
+        Some(
+            leaves
+                .saturating_duration_since(now)
+                .max(self.restart_in(now)),
+        )
     }
 
     fn prune(&mut self, now: Instant) {
@@ -174,6 +179,16 @@ mod tests {
             Some(Duration::from_secs(9))
         );
         assert!(!record.given_up(start + Duration::from_secs(61)));
+        // After a long run of crashes the backoff (60 s from the last) can end
+        // later than the window does.
+        let mut long = CrashRecord::default();
+        for i in 0..9 {
+            long.crashed(start + Duration::from_secs(400 + i * 10));
+        }
+        assert_eq!(
+            long.given_up_for(start + Duration::from_secs(481)),
+            Some(Duration::from_secs(59))
+        );
         // Spread over more than a minute they do not.
         let mut slow = CrashRecord::default();
         for i in 0..5 {

@@ -163,8 +163,8 @@ impl Worker {
         self.connections.push((here, connection));
     }
 
-    /// Its process group: the worker leads one of its own.
-    pub fn group_id(&self) -> i32 {
+    /// Its pid as the kernel's type (also its process group's id: it leads one).
+    pub fn raw_pid(&self) -> i32 {
         i32::try_from(self.pid).unwrap_or(i32::MAX)
     }
 
@@ -186,7 +186,7 @@ impl Worker {
         let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
         // An error is ECHILD: already reaped, so ended.
         !matches!(
-            waitid(Id::Pid(nix::unistd::Pid::from_raw(self.group_id())), flags),
+            waitid(Id::Pid(nix::unistd::Pid::from_raw(self.raw_pid())), flags),
             Ok(WaitStatus::StillAlive)
         )
     }
