@@ -3,6 +3,7 @@
 
 pub mod builtin;
 pub mod connection_threads;
+pub mod cut_off;
 pub mod error;
 pub mod handler;
 pub mod host;

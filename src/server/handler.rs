@@ -159,7 +159,7 @@ async fn dispatch(
             stop: app.stop_invocations.clone(),
         };
         match app.invoker.invoke(invocation).await? {
-            Reply::Response(response) => return Ok(response),
+            Reply::Response(response) => return Ok(response.map(super::cut_off::after_flush)),
             Reply::LocalRedirect(location) => {
                 hops += 1;
                 if hops > MAX_LOCAL_REDIRECTS {
