@@ -305,7 +305,7 @@ async fn drain_timeout_stops_what_is_still_running() {
     );
     // And a warm worker still busy with its request.
     add_warm_counter(project.path());
-    let server = TestServer::start(&api, &["--drain-timeout", "500ms", "--kill-grace", "200ms"]);
+    let server = TestServer::start(&api, &["--drain-timeout", "500ms", "--kill-grace", "1s"]);
     let in_flight = |path: &str| {
         let url = server.url(path);
         tokio::spawn(async move {
@@ -319,6 +319,7 @@ async fn drain_timeout_stops_what_is_still_running() {
     assert!(server.wait_for_log("warm worker ready", Duration::from_secs(10)));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
+    let log = server.log_buffer();
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
     assert!(
@@ -334,6 +335,14 @@ async fn drain_timeout_stops_what_is_still_running() {
         assert_eq!(status, 503, "{what}: {text}");
         assert!(text.contains("shutting down"), "{what}: {text}");
     }
+    // The worker had its grace before SIGKILL (CONTRACT §8), though its
+    // request was stopped: the fixture takes 0.2 s to stop on SIGTERM.
+    let stopped_gracefully = || log.lock().unwrap().contains("stopped gracefully");
+    assert!(
+        common::wait_until(Duration::from_secs(2), stopped_gracefully),
+        "{}",
+        log.lock().unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -626,6 +626,26 @@ async fn a_timeout_kills_and_replaces_only_the_stuck_worker() {
         "killing a worker whose request ran past its time",
         Duration::from_secs(3)
     ));
+    // As a CGI function is (CONTRACT §3, §4): SIGTERM, and `--kill-grace`
+    // before SIGKILL, so it could finish what it had in hand.
+    let stuck_pid = server
+        .log_line(
+            "killing a worker whose request ran past its time",
+            Duration::from_secs(1),
+        )
+        .split("pid=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .unwrap();
+    assert!(
+        server.wait_for_log(
+            &format!("worker {stuck_pid} stopped gracefully"),
+            Duration::from_secs(3)
+        ),
+        "{}",
+        server.log()
+    );
 }
 
 #[tokio::test]

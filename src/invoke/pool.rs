@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
 
 use super::{Invocation, InvokeError, InvokeFuture, Invoker};
 use crate::config::Settings;
@@ -39,6 +40,9 @@ pub struct PoolInvoker {
     pools: Mutex<HashMap<String, Arc<Pool>>>,
     limiter: Arc<Limiter>,
     settings: Arc<Settings>,
+    /// Workers being stopped in the background, by every pool (retired ones
+    /// too), so shutdown can give each its `--kill-grace` before watchdog exits.
+    stopping: TaskTracker,
 }
 
 impl PoolInvoker {
@@ -47,6 +51,7 @@ impl PoolInvoker {
             pools: Mutex::new(HashMap::new()),
             limiter,
             settings,
+            stopping: TaskTracker::new(),
         }
     }
 
@@ -106,6 +111,7 @@ impl PoolInvoker {
             Arc::clone(function),
             Arc::clone(&self.settings),
             Arc::clone(&self.limiter),
+            self.stopping.clone(),
         );
         if let Some(old) = pools.insert(key, Arc::clone(&pool)) {
             old.retire();
@@ -128,6 +134,11 @@ impl PoolInvoker {
             pool.mark_retired();
             pool.stop_idle_now().await;
         }
+        // Those stopped in the background (a request stuck at the drain timeout,
+        // a worker recycled or crashed a moment ago) get their grace as well,
+        // instead of the SIGKILL of a runtime dropping them.
+        self.stopping.close();
+        self.stopping.wait().await;
     }
 }
 
@@ -213,6 +224,8 @@ pub struct Pool {
     crashes: Mutex<policy::CrashRecord>,
     /// Set when a newer version replaced this pool: workers are stopped, not reused.
     retired: std::sync::atomic::AtomicBool,
+    /// The invoker's: see [`PoolInvoker::shutdown`].
+    stopping: TaskTracker,
 }
 
 /// A worker lent to one request, with the right to hold a place in the pool.
@@ -249,7 +262,12 @@ pub enum Outcome {
 }
 
 impl Pool {
-    fn start(function: Arc<Function>, settings: Arc<Settings>, limiter: Arc<Limiter>) -> Arc<Self> {
+    fn start(
+        function: Arc<Function>,
+        settings: Arc<Settings>,
+        limiter: Arc<Limiter>,
+        stopping: TaskTracker,
+    ) -> Arc<Self> {
         let config = function
             .settings
             .warm
@@ -274,6 +292,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             crashes: Mutex::new(policy::CrashRecord::default()),
             retired: std::sync::atomic::AtomicBool::new(false),
+            stopping,
         });
         tracing::info!(
             route = %pool.function.pattern,
@@ -318,7 +337,7 @@ impl Pool {
         self.mark_retired();
         let idle: Vec<Worker> = self.lock_idle().drain(..).collect();
         for worker in idle {
-            tokio::spawn(worker.stop(self.settings.kill_grace));
+            self.stop_in_background(worker);
         }
     }
 
@@ -521,9 +540,7 @@ impl Pool {
                     let _permit = permit;
                     match start.await {
                         Ok(Ok(worker)) if !pool.is_retired() => pool.lock_idle().push(worker),
-                        Ok(Ok(worker)) => {
-                            worker.stop(pool.settings.kill_grace).await;
-                        }
+                        Ok(Ok(worker)) => pool.stop_in_background(worker),
                         Ok(Err(_)) => pool.lock_crashes().crashed(Instant::now()),
                         Err(_) => {}
                     }
@@ -568,7 +585,21 @@ impl Pool {
                 "worker crashed 5 times within 60 s: answering 503 until a minute has passed since the first of them, or the file changes"
             );
         }
-        tokio::spawn(worker.stop(self.settings.kill_grace));
+        self.stop_in_background(worker);
+    }
+
+    /// Stops a worker as CONTRACT §3 stops a function (SIGTERM to its group,
+    /// SIGKILL after `--kill-grace`) without holding up the request or the
+    /// pool; shutdown waits for it.
+    fn stop_in_background(&self, worker: Worker) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let stop = worker.stop(self.settings.kill_grace);
+                drop(self.stopping.spawn_on(stop, &runtime));
+            }
+            // A runtime shutting down: the worker's group is killed as it drops.
+            Err(_) => drop(worker),
+        }
     }
 
     /// Takes a worker back after a request.
@@ -610,14 +641,14 @@ impl Pool {
                 worker.last_used = Instant::now();
                 if self.is_retired() || self.config.worn_out(worker.served) {
                     tracing::info!(route = %self.function.pattern, pid = worker.pid, served = worker.served, "recycling a worker");
-                    tokio::spawn(worker.stop(self.settings.kill_grace));
+                    self.stop_in_background(worker);
                 } else {
                     self.lock_idle().push(worker);
                 }
             }
             Outcome::Stuck => {
                 tracing::warn!(route = %self.function.pattern, pid = worker.pid, "killing a worker whose request ran past its time (its timeout, or the drain timeout at shutdown)");
-                tokio::spawn(worker.stop(Duration::ZERO));
+                self.stop_in_background(worker);
             }
             // (A worker that broke off has been judged above.)
             Outcome::Crashed | Outcome::CutShort | Outcome::BrokeOff => {
@@ -665,11 +696,7 @@ impl Drop for Lease {
                 pid = worker.pid,
                 "stopping a warm worker whose client left before the end of its answer"
             );
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn(worker.stop(self.pool.settings.kill_grace))),
-                // A runtime shutting down: the worker's group is killed as it drops.
-                Err(_) => drop(worker),
-            }
+            self.pool.stop_in_background(worker);
         }
     }
 }

@@ -148,6 +148,11 @@ impl TestServer {
         );
     }
 
+    /// The log as it grows, for a test to read after [`Self::terminate`].
+    pub fn log_buffer(&self) -> Arc<Mutex<String>> {
+        Arc::clone(&self.log)
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         signal(self.child.id() as i32, libc_sigterm());

@@ -229,12 +229,3 @@ impl Worker {
         status
     }
 }
-
-/// Stops a worker in the background (a response must not wait for it).
-pub fn stop_later(worker: Worker, grace: Duration, tasks: &tokio_util::task::TaskTracker) {
-    tasks.spawn(async move {
-        let pid = worker.pid;
-        let status = worker.stop(grace).await;
-        tracing::debug!(pid, ?status, "worker stopped");
-    });
-}
