@@ -310,13 +310,27 @@ impl RouteTable {
         };
         let split = self.prefix_segments.len() + found.consumed;
         let script_name = join_path(&segments[..split]);
-        let path_info = if split < segments.len() {
+        let function = &self.functions[id];
+        let mut path_info = if split < segments.len() {
             join_path(&segments[split..])
         } else {
             String::new()
         };
+        // A trailing slash is the script's to interpret, as Apache and lighttpd
+        // pass it: an app that redirects `/dir` to `/dir/` would otherwise see
+        // `/dir` again, and loop. A route's own URL (`/api/users/`) ignores it,
+        // as Vercel does; the script named by its file (`/api/report.sh/`) gets `/`.
+        let names_its_file = split > 0
+            && Path::new(&function.file.relative).file_name()
+                == Some(std::ffi::OsStr::new(&segments[split - 1]));
+        if raw_path.len() > 1
+            && raw_path.ends_with('/')
+            && (!path_info.is_empty() || names_its_file)
+        {
+            path_info.push('/');
+        }
         Ok(Lookup::Found(RouteMatch {
-            function: Arc::clone(&self.functions[id]),
+            function: Arc::clone(function),
             params: found.params,
             script_name,
             path_info,

@@ -53,7 +53,16 @@ async fn urls_mirror_file_paths_with_precedence() {
             "users/new.sh|/api/users/new.sh|/a/b c|{}",
         ),
         ("/api/index.sh/x", "index.sh|/api/index.sh|/x|{}"),
-        ("/api/users/new.sh/", "users/new.sh|/api/users/new.sh||{}"),
+        // A trailing slash after the script's path is the script's, as in Apache.
+        ("/api/users/new.sh/", "users/new.sh|/api/users/new.sh|/|{}"),
+        (
+            "/api/users/new.sh/a/",
+            "users/new.sh|/api/users/new.sh|/a/|{}",
+        ),
+        (
+            "/api/docs/a/b/",
+            r#"docs/[...slug].sh|/api/docs|/a/b/|{"slug":["a","b"]}"#,
+        ),
     ];
     for (url, want) in table {
         let (status, body) = get(&server, url).await;
