@@ -316,17 +316,12 @@ impl RouteTable {
         } else {
             String::new()
         };
-        // A trailing slash is the script's to interpret, as Apache and lighttpd
-        // pass it: an app that redirects `/dir` to `/dir/` would otherwise see
-        // `/dir` again, and loop. A route's own URL (`/api/users/`) ignores it,
-        // as Vercel does; the script named by its file (`/api/report.sh/`) gets `/`.
-        let names_its_file = split > 0
-            && Path::new(&function.file.relative).file_name()
-                == Some(std::ffi::OsStr::new(&segments[split - 1]));
-        if raw_path.len() > 1
-            && raw_path.ends_with('/')
-            && (!path_info.is_empty() || names_its_file)
-        {
+        // A trailing slash after a path for the script is the script's to
+        // interpret, as Apache and lighttpd pass it: an app that redirects
+        // `/dir` to `/dir/` would otherwise see `/dir` again, and loop. A route's
+        // own URL (`/api/users/`, `/api/users.sh/`) ignores it, as Vercel does,
+        // and its PATH_INFO stays empty (CONTRACT §2, §3).
+        if !path_info.is_empty() && raw_path.ends_with('/') {
             path_info.push('/');
         }
         Ok(Lookup::Found(RouteMatch {

@@ -53,8 +53,9 @@ async fn urls_mirror_file_paths_with_precedence() {
             "users/new.sh|/api/users/new.sh|/a/b c|{}",
         ),
         ("/api/index.sh/x", "index.sh|/api/index.sh|/x|{}"),
-        // A trailing slash after the script's path is the script's, as in Apache.
-        ("/api/users/new.sh/", "users/new.sh|/api/users/new.sh|/|{}"),
+        // A trailing slash after the script's path is the script's, as in
+        // Apache; after its own URL it is ignored, as every route's is.
+        ("/api/users/new.sh/", "users/new.sh|/api/users/new.sh||{}"),
         (
             "/api/users/new.sh/a/",
             "users/new.sh|/api/users/new.sh|/a/|{}",
