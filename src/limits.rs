@@ -9,6 +9,7 @@
 //! fast spawn path: nothing here runs for them.
 
 pub mod cgroup;
+pub mod cpu_budget;
 
 use std::ffi::CString;
 use std::os::unix::process::CommandExt;
@@ -63,6 +64,20 @@ pub struct Limiter {
 pub struct Plan {
     pub cgroup: Option<InvocationCgroup>,
     rlimits: Vec<(Resource, u64, u64)>,
+}
+
+impl Plan {
+    /// For a warm worker: `cpu_time` is a budget per request
+    /// ([`cpu_budget`]), so the hard limit is left at watchdog's own for the
+    /// soft one to be moved up before each request.
+    pub fn per_request_cpu(&mut self) {
+        let hard = cpu_budget::worker_hard_limit().unwrap_or(nix::libc::RLIM_INFINITY);
+        for (resource, _, max) in &mut self.rlimits {
+            if *resource == Resource::RLIMIT_CPU {
+                *max = hard;
+            }
+        }
+    }
 }
 
 impl Limiter {

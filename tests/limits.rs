@@ -85,6 +85,37 @@ async fn cpu_time_stops_a_spinning_function() {
 }
 
 #[tokio::test]
+async fn a_warm_workers_cpu_time_is_a_budget_per_request() {
+    let server = server(&[]);
+    // 0.4 s of CPU a request under `cpu_time = "1s"`: the worker's total passes
+    // the second on the third request, which must not be stopped for it.
+    let mut pids = Vec::new();
+    for _ in 0..4 {
+        let response = client()
+            .get(server.url("/api/burner"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", server.log());
+        pids.push(response.text().await.unwrap());
+    }
+    assert!(pids.iter().all(|pid| *pid == pids[0]), "{pids:?}");
+    // One request that spins past its own budget is still stopped.
+    let started = Instant::now();
+    let response = client()
+        .get(server.url("/api/burner?burn=30"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn open_files_caps_descriptors() {
     let server = server(&[]);
     let opened: usize = common::get_text(server.url("/api/many-files"))

@@ -490,6 +490,7 @@ impl Pool {
                 }
                 Some(worker) => {
                     self.function.metrics.warm_hit();
+                    self.grant_cpu(&worker);
                     return Ok(Lease {
                         worker: Some(worker),
                         pool: Arc::clone(self),
@@ -553,6 +554,7 @@ impl Pool {
             }
         };
         metrics::cold_start(&self.function.pattern, started.elapsed());
+        self.grant_cpu(&worker);
         Ok(Lease {
             worker: Some(worker),
             pool: Arc::clone(self),
@@ -599,6 +601,17 @@ impl Pool {
             }
             // A runtime shutting down: the worker's group is killed as it drops.
             Err(_) => drop(worker),
+        }
+    }
+
+    /// With `cpu_time`, gives the worker the request's budget of CPU time
+    /// ([`crate::limits::cpu_budget`]).
+    fn grant_cpu(&self, worker: &Worker) {
+        if let Some(budget) = self.function.settings.limits.cpu_time
+            && let Err(err) = crate::limits::cpu_budget::grant(worker.pid, budget)
+        {
+            // A worker that has just died: the request finds out.
+            tracing::debug!(route = %self.function.pattern, pid = worker.pid, error = %err, "could not set a warm worker's cpu_time for a request");
         }
     }
 

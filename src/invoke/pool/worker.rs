@@ -72,13 +72,15 @@ impl Worker {
         let path = document_root.join(file);
         let mut env = function.settings.env.clone();
         env.extend(extra_env);
-        let plan = limiter
-            .plan(&function.settings.limits)
-            .map_err(|err| InvokeError::Spawn {
-                file: file.clone(),
-                cause: format!("cannot set up its resource limits: {err}"),
-                hint: "check that watchdog may write its cgroups under /sys/fs/cgroup".into(),
-            })?;
+        let mut plan =
+            limiter
+                .plan(&function.settings.limits)
+                .map_err(|err| InvokeError::Spawn {
+                    file: file.clone(),
+                    cause: format!("cannot set up its resource limits: {err}"),
+                    hint: "check that watchdog may write its cgroups under /sys/fs/cgroup".into(),
+                })?;
+        plan.per_request_cpu();
         let run_as = limiter.run_as.as_ref().map(|user| user.name.as_str());
         let (child, pid) = spawn::spawn(
             &path,
