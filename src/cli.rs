@@ -91,7 +91,7 @@ pub struct ServeFlags {
     #[arg(long, env = "WATCHDOG_PREFIX", help_heading = "Server")]
     pub prefix: Option<String>,
     /// Wall-clock limit per invocation, e.g. `500ms`, `2m` [default: 30s].
-    #[arg(long, env = "WATCHDOG_TIMEOUT", value_parser = parse_duration, help_heading = "Limits")]
+    #[arg(long, env = "WATCHDOG_TIMEOUT", value_parser = parse_timeout, help_heading = "Limits")]
     pub timeout: Option<Duration>,
     /// Time between SIGTERM and SIGKILL of a function's process group [default: 2s].
     #[arg(long, env = "WATCHDOG_KILL_GRACE", value_parser = parse_duration, help_heading = "Limits")]
@@ -146,6 +146,15 @@ pub enum LogFormat {
 }
 
 /// humantime durations: `500ms`, `30s`, `2m`, `1h 30m`.
+/// `--timeout`: a duration, not zero (every request would be a 504).
+fn parse_timeout(value: &str) -> Result<Duration, String> {
+    let duration = parse_duration(value)?;
+    if duration.is_zero() {
+        return Err("must be more than 0: every request would time out at once".into());
+    }
+    Ok(duration)
+}
+
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(value)
         .map_err(|err| format!("{err} (examples: 500ms, 30s, 2m)"))?;
@@ -172,15 +181,27 @@ fn parse_env_pair(value: &str) -> Result<(String, String), String> {
     let (name, val) = value
         .split_once('=')
         .ok_or_else(|| format!("`{value}` is not NAME=VALUE"))?;
+    check_variable_name(name)?;
+    Ok((name.to_owned(), val.to_owned()))
+}
+
+/// An environment variable's name as shells and `getenv` callers expect one:
+/// `--env` and the config file's `env` tables refuse anything else (a `=` in a
+/// name would set another variable than the one named).
+///
+/// # Errors
+/// The name, and what a name may hold.
+pub fn check_variable_name(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && !name.starts_with(|c: char| c.is_ascii_digit())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
-        return Err(format!(
-            "`{name}` is not a valid variable name (letters, digits, `_`)"
-        ));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid variable name (letters, digits, `_`, not starting with a digit)"
+        ))
     }
-    Ok((name.to_owned(), val.to_owned()))
 }
 
 #[cfg(test)]

@@ -111,7 +111,7 @@ impl Limiter {
         if let Some(cpu) = limits.cpu_time {
             out.push(format!(
                 "cpu_time={}s by RLIMIT_CPU (per process)",
-                cpu.as_secs().max(1)
+                cpu_budget::whole_seconds(cpu)
             ));
         }
         if let Some(n) = limits.open_files {
@@ -142,7 +142,7 @@ impl Limiter {
         let mut rlimits = Vec::new();
         if let Some(cpu) = limits.cpu_time {
             // The soft limit sends SIGXCPU, the hard one a second later SIGKILL.
-            let seconds = cpu.as_secs().max(1);
+            let seconds = cpu_budget::whole_seconds(cpu);
             rlimits.push((Resource::RLIMIT_CPU, seconds, seconds + 1));
         }
         if let Some(n) = limits.open_files {

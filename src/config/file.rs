@@ -57,17 +57,19 @@ impl FileError {
 pub struct ConfigFile {
     pub listen: Option<String>,
     pub prefix: Option<String>,
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "nonzero_duration")]
     pub timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     pub kill_grace: Option<Duration>,
     #[serde(default, deserialize_with = "size")]
     pub max_body: Option<u64>,
+    #[serde(default, deserialize_with = "at_least_one")]
     pub max_concurrency: Option<u32>,
     #[serde(default, deserialize_with = "duration")]
     pub queue_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     pub body_idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "env_table")]
     pub env: Option<BTreeMap<String, String>>,
     pub pass_env: Option<Vec<String>>,
     #[serde(default, deserialize_with = "duration")]
@@ -96,11 +98,13 @@ pub struct CronSection {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionSection {
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "nonzero_duration")]
     pub timeout: Option<Duration>,
     #[serde(default, deserialize_with = "size")]
     pub max_body: Option<u64>,
+    #[serde(default, deserialize_with = "at_least_one")]
     pub max_concurrency: Option<u32>,
+    #[serde(default, deserialize_with = "env_table")]
     pub env: Option<BTreeMap<String, String>>,
     pub output: Option<OutputMode>,
     pub content_type: Option<String>,
@@ -109,11 +113,13 @@ pub struct FunctionSection {
     pub env_style: Option<EnvStyle>,
     #[serde(default, deserialize_with = "size")]
     pub memory: Option<u64>,
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "nonzero_duration")]
     pub cpu_time: Option<Duration>,
-    #[serde(default, deserialize_with = "size")]
+    #[serde(default, deserialize_with = "nonzero_size")]
     pub max_output: Option<u64>,
+    #[serde(default, deserialize_with = "at_least_one")]
     pub max_processes: Option<u32>,
+    #[serde(default, deserialize_with = "at_least_one")]
     pub open_files: Option<u32>,
     pub warm: Option<WarmSection>,
 }
@@ -138,7 +144,7 @@ pub enum EnvStyle {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, try_from = "RawWarmSection")]
 pub struct WarmSection {
     pub protocol: WarmProtocol,
     pub min: Option<u32>,
@@ -146,6 +152,53 @@ pub struct WarmSection {
     #[serde(default, deserialize_with = "duration")]
     pub idle_timeout: Option<Duration>,
     pub max_requests: Option<u64>,
+}
+
+/// A `warm` table as written, checked into a [`WarmSection`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWarmSection {
+    protocol: WarmProtocol,
+    #[serde(default)]
+    min: Option<u32>,
+    #[serde(default)]
+    max: Option<u32>,
+    #[serde(default, deserialize_with = "duration")]
+    idle_timeout: Option<Duration>,
+    #[serde(default)]
+    max_requests: Option<u64>,
+}
+
+impl TryFrom<RawWarmSection> for WarmSection {
+    type Error = String;
+
+    fn try_from(raw: RawWarmSection) -> Result<Self, String> {
+        // Named here: an error from inside the inline table is shown against
+        // `warm` as a whole.
+        if raw.max == Some(0) {
+            return Err("`max` must be at least 1 (0 would allow no worker to run)".into());
+        }
+        if raw.max_requests == Some(0) {
+            return Err("`max_requests` must be at least 1 (leave it out for no limit)".into());
+        }
+        let max = raw
+            .max
+            .unwrap_or(crate::invoke::pool::WarmConfig::DEFAULT_MAX);
+        if let Some(min) = raw.min
+            && min > max
+        {
+            return Err(format!(
+                "`min` ({min}) is more than `max` ({max}): a pool keeps at most `max` workers; lower `min` or raise `max`"
+            ));
+        }
+        Ok(Self {
+            protocol: raw.protocol,
+            min: raw.min,
+            max: raw.max,
+            idle_timeout: raw.idle_timeout,
+            max_requests: raw.max_requests,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -160,6 +213,50 @@ fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Err
     crate::cli::parse_duration(&text)
         .map(Some)
         .map_err(|err| serde::de::Error::custom(format!("invalid duration `{text}`: {err}")))
+}
+
+/// A duration that must not be zero: a zero `timeout` would fail every
+/// request, a zero `cpu_time` stop every function at once.
+fn nonzero_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    let value = duration(de)?;
+    if value.is_some_and(|d| d.is_zero()) {
+        return Err(serde::de::Error::custom(
+            "must be more than 0 (leave the key out for the default)",
+        ));
+    }
+    Ok(value)
+}
+
+fn nonzero_size<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
+    let value = size(de)?;
+    if value == Some(0) {
+        return Err(serde::de::Error::custom(
+            "must be more than 0 bytes (leave the key out for no limit)",
+        ));
+    }
+    Ok(value)
+}
+
+/// A count of which 0 would mean "never": no invocation, process, descriptor or
+/// worker at all. (0 is not "unlimited" here, as it is for some hosts.)
+fn at_least_one<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u32>, D::Error> {
+    let value = u32::deserialize(de)?;
+    if value == 0 {
+        return Err(serde::de::Error::custom(
+            "must be at least 1 (0 would allow nothing to run; leave the key out for the default)",
+        ));
+    }
+    Ok(Some(value))
+}
+
+fn env_table<'de, D: Deserializer<'de>>(
+    de: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    let table = BTreeMap::<String, String>::deserialize(de)?;
+    for name in table.keys() {
+        crate::cli::check_variable_name(name).map_err(serde::de::Error::custom)?;
+    }
+    Ok(Some(table))
 }
 
 fn size<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
@@ -432,5 +529,99 @@ warm = { protocol = "http", min = 1, max = 4, idle_timeout = "5m", max_requests 
                 .starts_with("watchdog.toml:2: `exit_status`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn values_that_would_let_nothing_run_are_refused_where_they_stand() {
+        let cases = [
+            (
+                "max_concurrency = 0\n",
+                1,
+                "`max_concurrency`",
+                "at least 1",
+            ),
+            ("timeout = \"0s\"\n", 1, "`timeout`", "more than 0"),
+            (
+                "[functions.\"a.sh\"]\nmax_concurrency = 0\n",
+                2,
+                "`max_concurrency`",
+                "at least 1",
+            ),
+            (
+                "[functions.\"a.sh\"]\ncpu_time = \"0s\"\n",
+                2,
+                "`cpu_time`",
+                "more than 0",
+            ),
+            (
+                "[functions.\"a.sh\"]\nopen_files = 0\n",
+                2,
+                "`open_files`",
+                "at least 1",
+            ),
+            (
+                "[functions.\"a.sh\"]\nmax_processes = 0\n",
+                2,
+                "`max_processes`",
+                "at least 1",
+            ),
+            (
+                "[functions.\"a.sh\"]\nmax_output = \"0\"\n",
+                2,
+                "`max_output`",
+                "more than 0",
+            ),
+            (
+                "[functions.\"a.sh\"]\nwarm = { protocol = \"http\", max = 0 }\n",
+                2,
+                "`max` must be at least 1",
+                "`warm`",
+            ),
+            (
+                "[functions.\"a.sh\"]\nwarm = { protocol = \"http\", min = 5, max = 2 }\n",
+                2,
+                "`warm`",
+                "`min` (5) is more than `max` (2)",
+            ),
+            (
+                "[functions.\"a.sh\"]\nwarm = { protocol = \"http\", min = 5 }\n",
+                2,
+                "`warm`",
+                "`max` (4)",
+            ),
+            (
+                "env = { \"A=B\" = \"x\" }\n",
+                1,
+                "`env`",
+                "`A=B` is not a valid variable name",
+            ),
+            (
+                "[functions.\"a.sh\"]\nenv = { \"\" = \"x\" }\n",
+                2,
+                "`env`",
+                "not a valid variable name",
+            ),
+            (
+                "[functions.\"a.sh\"]\nenv = { \"WITH SPACE\" = \"x\" }\n",
+                2,
+                "`env`",
+                "WITH SPACE",
+            ),
+        ];
+        for (text, line, key, says) in cases {
+            let err = parse(text).unwrap_err();
+            let shown = err.to_string();
+            assert_eq!(err.line, line, "{text}: {shown}");
+            assert!(
+                shown.contains(key) && shown.contains(says),
+                "{text}: {shown}"
+            );
+        }
+        // What they guard is still allowed when it lets something run.
+        let config = parse(
+            "max_concurrency = 1\n[functions.\"a.sh\"]\nwarm = { protocol = \"http\", min = 2, max = 2 }\nenv = { _X1 = \"\" }\n",
+        )
+        .unwrap();
+        assert_eq!(config.max_concurrency, Some(1));
     }
 }

@@ -21,11 +21,17 @@ pub fn worker_hard_limit() -> Option<u64> {
     rustix::process::getrlimit(Resource::Cpu).maximum
 }
 
+/// `cpu_time` in the kernel's unit, whole seconds: rounded up, so a function
+/// gets at least what its section says (`1500ms` is 2 s, not 1).
+pub fn whole_seconds(budget: Duration) -> u64 {
+    (budget.as_secs() + u64::from(budget.subsec_nanos() > 0)).max(1)
+}
+
 /// The soft limit that gives a process which has used `used_ticks` of CPU
 /// `budget` more: whole seconds (the kernel's unit), rounded so the request
 /// gets at least its budget and less than a second beyond it.
 pub fn soft_limit(used_ticks: u64, ticks_per_second: u64, budget: Duration) -> u64 {
-    used_ticks.div_ceil(ticks_per_second.max(1)) + budget.as_secs().max(1)
+    used_ticks.div_ceil(ticks_per_second.max(1)) + whole_seconds(budget)
 }
 
 /// Gives the worker `pid` a request's `budget` of CPU time from now.
@@ -59,8 +65,9 @@ mod tests {
         assert_eq!(soft_limit(80, 100, second), 2);
         assert_eq!(soft_limit(100, 100, second), 2);
         assert_eq!(soft_limit(101, 100, Duration::from_secs(3)), 5);
-        // Under a second is a second: the kernel counts whole ones.
+        // The kernel counts whole seconds: a part of one is one.
         assert_eq!(soft_limit(0, 100, Duration::from_millis(300)), 1);
+        assert_eq!(soft_limit(0, 100, Duration::from_millis(1500)), 2);
     }
 
     #[test]

@@ -48,8 +48,11 @@ pub struct WarmConfig {
 }
 
 impl WarmConfig {
+    /// Workers a pool may run when its section gives no `max` (CONTRACT §4).
+    pub const DEFAULT_MAX: u32 = 4;
+
     pub fn from_section(section: &WarmSection) -> Self {
-        let max = section.max.unwrap_or(4).max(1) as usize;
+        let max = section.max.unwrap_or(Self::DEFAULT_MAX).max(1) as usize;
         Self {
             protocol: section.protocol,
             min: (section.min.unwrap_or(0) as usize).min(max),
