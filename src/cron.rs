@@ -15,6 +15,7 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use futures_util::StreamExt;
 
+use crate::routes::Lookup;
 use crate::server::{App, handler};
 
 /// One scheduled job.
@@ -55,6 +56,10 @@ pub fn start(app: Arc<App>) {
         let app = Arc::clone(&app);
         tokio::spawn(async move {
             tracing::info!(name = %job.name, path = %job.path, schedule = %job.schedule_text, "cron job scheduled");
+            let route_path = job.path.split('?').next().unwrap_or(&job.path);
+            if !matches!(app.routes.load().lookup(route_path), Ok(Lookup::Found(_))) {
+                tracing::warn!(name = %job.name, path = %job.path, "no function answers this cron job's path now: its runs will fail until one does (check the path, with its prefix)");
+            }
             loop {
                 let now = chrono::Utc::now();
                 let Ok(next) = job.schedule.find_next_occurrence(&now, false) else {
@@ -67,21 +72,42 @@ pub fn start(app: Arc<App>) {
                     return;
                 }
                 let status = run(&app, &job).await.status();
-                tracing::info!(name = %job.name, path = %job.path, status = status.as_u16(), "cron job ran");
+                // A failed run is a warning, so a log kept at `warn` still shows it.
+                if status.is_client_error() || status.is_server_error() {
+                    tracing::warn!(name = %job.name, path = %job.path, status = status.as_u16(), "cron job failed");
+                } else {
+                    tracing::info!(name = %job.name, path = %job.path, status = status.as_u16(), "cron job ran");
+                }
             }
         });
     }
 }
 
-/// `CRON_SECRET` as the functions' environment defines it, if it does.
-pub fn secret(app: &App) -> Option<String> {
-    app.settings
-        .function_env
-        .iter()
+/// `CRON_SECRET` as the function the job's path reaches sees it (its
+/// section's `env` included: a job's secret is its function's), else as the
+/// functions' environment defines it, if either does.
+pub fn secret(app: &App, path: &str) -> Option<String> {
+    let route_path = path.split('?').next().unwrap_or(path);
+    let function_env = match app.routes.load().lookup(route_path) {
+        Ok(Lookup::Found(found)) => Some(found.function.settings.env.clone()),
+        _ => None,
+    };
+    function_env
+        .as_deref()
+        .and_then(find_secret)
+        .or_else(|| find_secret(&app.settings.function_env))
+}
+
+fn find_secret(env: &[(std::ffi::OsString, std::ffi::OsString)]) -> Option<String> {
+    env.iter()
         .rev()
         .find(|(name, _)| name == "CRON_SECRET")
         .map(|(_, value)| value.to_string_lossy().into_owned())
 }
+
+/// Headers a reverse proxy adds: a request that carries one came from
+/// wherever the proxy's client is, though it reached watchdog over loopback.
+const FORWARDING_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
 
 /// Why a request may not run a job now, if it may not: it runs the function
 /// with the secret and hands back its answer, so it needs what the platform
@@ -104,6 +130,12 @@ pub fn refusal(
             (!bool::from(given.ct_eq(expected.as_bytes()))).then_some(Refusal::NeedsSecret)
         }
         None if !remote.is_loopback() => Some(Refusal::NotLocal),
+        None if FORWARDING_HEADERS
+            .iter()
+            .any(|name| headers.contains_key(*name)) =>
+        {
+            Some(Refusal::Proxied)
+        }
         None if headers.contains_key(header::ORIGIN) => Some(Refusal::FromBrowser),
         None => None,
     }
@@ -121,6 +153,10 @@ pub enum Refusal {
     )]
     NotLocal,
     #[error(
+        "CRON_SECRET is not set, so cron jobs run on request only from this machine, and this request came through a proxy (it carries Forwarded, X-Forwarded-For or X-Real-IP); set CRON_SECRET in the functions' environment and send it as `Authorization: Bearer ...`"
+    )]
+    Proxied,
+    #[error(
         "a browser page cannot run cron jobs (the request carries `Origin`); run it with curl or a script from this machine, or set CRON_SECRET and send it"
     )]
     FromBrowser,
@@ -134,7 +170,7 @@ pub async fn run(app: &App, job: &CronJob) -> Response<Body> {
             header::USER_AGENT,
             concat!("watchdog-cron/", env!("CARGO_PKG_VERSION")),
         );
-    if let Some(secret) = secret(app) {
+    if let Some(secret) = secret(app, &job.path) {
         request = request.header(header::AUTHORIZATION, format!("Bearer {secret}"));
     }
     let request = match request.body(Body::empty()) {
@@ -186,5 +222,15 @@ mod tests {
         assert_eq!(refusal(None, local, &none), None);
         assert_eq!(refusal(None, remote, &none), Some(Refusal::NotLocal));
         assert_eq!(refusal(None, local, &browser), Some(Refusal::FromBrowser));
+        // Through a reverse proxy on this machine: the client is elsewhere.
+        for name in FORWARDING_HEADERS {
+            let proxied = headers(&[(header::HeaderName::from_static(name), "8.8.8.8")]);
+            assert_eq!(
+                refusal(None, local, &proxied),
+                Some(Refusal::Proxied),
+                "{name}"
+            );
+            assert_eq!(refusal(secret, local, &proxied), Some(Refusal::NeedsSecret));
+        }
     }
 }

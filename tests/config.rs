@@ -251,6 +251,57 @@ fn routes_shows_effective_settings() {
 }
 
 #[tokio::test]
+async fn a_cron_jobs_secret_is_its_functions_and_a_failed_run_is_a_warning() {
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    write_script(
+        &dir.join("api/cleanup.sh"),
+        "echo \"$HTTP_AUTHORIZATION\" >> \"$PID_DIR/cron-runs\"\nprintf 'Content-Type: text/plain\\n\\ncleaned\\n'",
+    );
+    std::fs::write(
+        dir.join("watchdog.toml"),
+        "[functions.\"cleanup.sh\"]\nenv = { CRON_SECRET = \"fsec\" }\n\n\
+         [[cron]]\nname = \"cleanup\"\npath = \"/api/cleanup?full\"\nschedule = \"* * * * * *\"\n\n\
+         [[cron]]\nname = \"typo\"\npath = \"/api/claenup\"\nschedule = \"* * * * * *\"\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&dir.join("api"), &[]);
+    let runs = server.pid_dir.path().join("cron-runs");
+    assert!(
+        common::wait_until(Duration::from_secs(4), || std::fs::read_to_string(&runs)
+            .is_ok_and(|t| !t.is_empty())),
+        "the every-second job did not run"
+    );
+    // The function checks the secret its own section gives it: the schedule
+    // sends that one.
+    let sent = std::fs::read_to_string(&runs).unwrap();
+    assert!(sent.starts_with("Bearer fsec\n"), "{sent}");
+    let refused = client()
+        .post(server.url("/_watchdog/cron/cleanup"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    // A job whose path no function answers is named at start-up, and each of
+    // its runs is a warning, not an info line a `warn` log would hide.
+    assert!(
+        server
+            .log()
+            .contains("no function answers this cron job's path")
+    );
+    assert!(
+        server.wait_for_log("cron job failed name=typo", Duration::from_secs(4)),
+        "{}",
+        server.log()
+    );
+    let failed = server.log_line("cron job failed name=typo", Duration::from_secs(1));
+    assert!(
+        failed.contains("WARN") && failed.contains("status=404"),
+        "{failed}"
+    );
+}
+
+#[tokio::test]
 async fn cron_jobs_run_on_schedule_and_on_demand_with_the_secret() {
     let project = tempfile::tempdir().unwrap();
     let dir = project.path();
@@ -323,6 +374,21 @@ async fn cron_jobs_run_on_schedule_and_on_demand_with_the_secret() {
         .unwrap();
     assert_eq!(page.status(), 403);
     assert!(page.text().await.unwrap().contains("with curl or a script"));
+    // Nor for a client a reverse proxy on this machine passed along.
+    for (name, value) in [
+        ("X-Forwarded-For", "8.8.8.8"),
+        ("Forwarded", "for=8.8.8.8"),
+        ("X-Real-IP", "8.8.8.8"),
+    ] {
+        let proxied = client()
+            .post(open.url("/_watchdog/cron/cleanup"))
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(proxied.status(), 403, "{name}");
+        assert!(proxied.text().await.unwrap().contains("through a proxy"));
+    }
 
     std::fs::write(
         dir.join("watchdog.toml"),

@@ -52,8 +52,12 @@ pub async fn cron(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> axum::response::Response {
+    let job = app.settings.cron.iter().find(|job| job.name == name);
+    // A job's own secret; for a name that is no job, the functions' (so an
+    // unknown name is refused as a known one would be, and tells nothing).
+    let path = job.map_or("", |job| job.path.as_str());
     if let Some(refusal) = crate::cron::refusal(
-        crate::cron::secret(&app).as_deref(),
+        crate::cron::secret(&app, path).as_deref(),
         remote.ip().to_canonical(),
         &headers,
     ) {
@@ -71,7 +75,7 @@ pub async fn cron(
         }
         return response;
     }
-    match app.settings.cron.iter().find(|job| job.name == name) {
+    match job {
         Some(job) => crate::cron::run(&app, job).await.into_response(),
         None => {
             let names: Vec<&str> = app.settings.cron.iter().map(|j| j.name.as_str()).collect();
