@@ -378,6 +378,35 @@ while True:
     assert_eq!(server.log().matches("lambda worker ready").count(), 1);
 }
 
+#[tokio::test]
+async fn an_init_error_is_logged_and_its_text_kept_from_the_client() {
+    let project = project("");
+    add_runtime(
+        &project,
+        "broken.py",
+        "",
+        "",
+        r#"#!/usr/bin/env python3
+import os, time, urllib.request
+api = os.environ["AWS_LAMBDA_RUNTIME_API"]
+body = b'{"errorMessage":"cannot reach db at postgres://admin:hunter2@db","errorType":"InitErr"}'
+urllib.request.urlopen(urllib.request.Request(
+    f"http://{api}/2018-06-01/runtime/init/error", data=body, method="POST"))
+time.sleep(30)
+"#,
+    );
+    let server = TestServer::start(&project.path().join("api"), &[]);
+    let (status, text) = get_text(&server, "/api/broken").await;
+    assert_eq!(status, 502);
+    assert!(text.contains("init error"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    let line = server.log_line("reported an init error", Duration::from_secs(5));
+    assert!(
+        line.contains("hunter2") && line.contains("InitErr"),
+        "{line}"
+    );
+}
+
 async fn get_text(server: &TestServer, path: &str) -> (u16, String) {
     let response = client().get(server.url(path)).send().await.unwrap();
     (response.status().as_u16(), response.text().await.unwrap())

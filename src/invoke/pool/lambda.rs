@@ -406,10 +406,13 @@ pub async fn start(
     worker.runtime = Some(runtime);
     let outcome = tokio::select! {
         _ = ready.wait_for(|ready| *ready) => Ok(()),
-        error = init_error.wait_for(Option::is_some) => Err(format!(
-            "reported an init error: {}",
-            error.ok().and_then(|e| e.clone()).unwrap_or_default()
-        )),
+        error = init_error.wait_for(Option::is_some) => {
+            // The function's own words go to the log, never to the client
+            // (CONTRACT §3), as with an error it reports for a request.
+            let detail = error.ok().and_then(|e| e.clone()).unwrap_or_default();
+            tracing::warn!(route = %function.pattern, pid = worker.pid, error = %detail, "the function reported an init error");
+            Err("reported an init error (its text is in watchdog's log)".to_owned())
+        }
         status = worker.exited() => Err(format!(
             "exited ({}) before asking for an invocation",
             status.map_or_else(|| "unknown status".into(), crate::invoke::cgi::describe_exit)
