@@ -296,6 +296,12 @@ pub fn listen_addr(flag: Option<&str>, port_env: Option<&str>) -> Result<SocketA
     }
 }
 
+/// Whether `name` is one of the variables every function gets from watchdog's
+/// own environment (CONTRACT §3), rather than one configured for it.
+pub fn is_inherited_name(name: &str) -> bool {
+    INHERITED.contains(&name) || name.starts_with("LC_")
+}
+
 fn inherited_env(
     own: impl Iterator<Item = (OsString, OsString)>,
     pass_env: &[String],
@@ -303,9 +309,7 @@ fn inherited_env(
     let mut env: Vec<(OsString, OsString)> = own
         .filter(|(name, _)| {
             let name = name.to_string_lossy();
-            INHERITED.contains(&name.as_ref())
-                || name.starts_with("LC_")
-                || pass_env.iter().any(|p| *p == name)
+            is_inherited_name(&name) || pass_env.iter().any(|p| *p == name)
         })
         .collect();
     env.sort();

@@ -216,19 +216,27 @@ impl RouteTable {
                     .map(|a| pattern::display(&self.prefix, a))
                     .collect();
                 let s = &f.settings;
+                let mut settings = serde_json::json!({
+                    "timeout": humantime::format_duration(s.timeout).to_string(),
+                    "max_body": s.max_body,
+                    "max_concurrency": s.max_concurrency,
+                    "output": format!("{:?}", s.output).to_lowercase(),
+                    "env_style": format!("{:?}", s.env_style).to_lowercase(),
+                    "sections": s.matched,
+                });
+                // The rest of what is in effect, as `watchdog routes` shows it
+                // (the keys above keep their JSON types).
+                for (key, value) in s.shown() {
+                    if settings.get(key).is_none_or(serde_json::Value::is_null) {
+                        settings[key] = serde_json::Value::String(value);
+                    }
+                }
                 serde_json::json!({
                     "pattern": f.pattern,
                     "file": f.file.relative,
                     "also": aliases,
                     "runs_as": f.file.runner.describe(),
-                    "settings": {
-                        "timeout": humantime::format_duration(s.timeout).to_string(),
-                        "max_body": s.max_body,
-                        "max_concurrency": s.max_concurrency,
-                        "output": format!("{:?}", s.output).to_lowercase(),
-                        "env_style": format!("{:?}", s.env_style).to_lowercase(),
-                        "sections": s.matched,
-                    },
+                    "settings": settings,
                 })
             })
             .collect();

@@ -226,27 +226,78 @@ async fn max_concurrency_one_serialises_a_function() {
     );
 }
 
-#[test]
-fn routes_shows_effective_settings() {
+/// `watchdog routes ARGS` on a project holding `api/reports/daily.sh` and
+/// `config` as its watchdog.toml.
+fn routes_of(config: &str, args: &[&str]) -> std::process::Output {
     let project = tempfile::tempdir().unwrap();
     let dir = project.path();
     sleeper(dir, "reports/daily.sh", "0");
-    std::fs::write(
-        dir.join("watchdog.toml"),
-        "[functions.\"reports/*.sh\"]\ntimeout = \"2m\"\n",
-    )
-    .unwrap();
-    let output = watchdog()
+    std::fs::write(dir.join("watchdog.toml"), config).unwrap();
+    watchdog()
         .arg("routes")
+        .args(args)
         .arg(dir.join("api"))
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn routes_shows_effective_settings() {
+    let config = "[functions.\"reports/*.sh\"]\ntimeout = \"2m\"\nmemory = \"64MiB\"\ncpu_time = \"3s\"\n\
+         env = { REPORT_TOKEN = \"t0ps3cret\" }\nwarm = { protocol = \"http\", max = 2 }\n";
+    let output = routes_of(config, &[]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
         text.contains("/api/reports/daily")
             && text.contains("timeout=2m")
             && text.contains("reports/*.sh"),
         "{text}"
+    );
+    // Everything in effect, the environment by name only.
+    for shown in [
+        "memory=67108864",
+        "cpu_time=3s",
+        "warm=http(min=0,max=2,",
+        "env=REPORT_TOKEN",
+    ] {
+        assert!(text.contains(shown), "{shown}: {text}");
+    }
+    assert!(!text.contains("t0ps3cret"), "{text}");
+    let json = routes_of(config, &["--json"]);
+    let table: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let settings = &table["routes"][0]["settings"];
+    assert_eq!(settings["cpu_time"], "3s", "{settings}");
+    assert_eq!(settings["env"], "REPORT_TOKEN", "{settings}");
+    assert!(!json.stdout.windows(9).any(|w| w == b"t0ps3cret"));
+}
+
+#[test]
+fn a_section_that_matches_no_file_is_named_with_what_to_write() {
+    let output = routes_of(
+        "[functions.\"reports/*.sh\"]\ntimeout = \"2m\"\n\n\
+         [functions.\"api/reports/daily.sh\"]\ntimeout = \"3m\"\n\n\
+         [functions.\"reports/daily\"]\ntimeout = \"4m\"\n",
+        &[],
+    );
+    assert!(output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("matches no file"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{log}");
+    let with_dir = warnings
+        .iter()
+        .find(|l| l.contains("api/reports/daily.sh"))
+        .unwrap();
+    assert!(
+        with_dir.contains("watchdog.toml:4") && with_dir.contains(r#"write "reports/daily.sh""#),
+        "{with_dir}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains(r#"functions."reports/daily""#))
     );
 }
 

@@ -13,6 +13,7 @@ pub fn run(settings: &Settings, json: bool) -> Result<(), CommandError> {
     let table = RouteTable::for_settings(settings)
         .with_context(|| format!("reading {}", settings.dir.display()))
         .map_err(usage)?;
+    crate::routes::reload::report_unmatched_sections(settings, &table);
     if json {
         println!("{:#}", table.to_json());
     } else {
@@ -46,15 +47,11 @@ pub fn render(table: &RouteTable) -> String {
     for function in &table.functions {
         let s = &function.settings;
         let mut notes = vec![format!("timeout={}", humantime::format_duration(s.timeout))];
-        if let Some(n) = s.max_concurrency {
-            notes.push(format!("max_concurrency={n}"));
-        }
-        if s.output == crate::config::file::OutputMode::Raw {
-            notes.push("output=raw".into());
-        }
-        if s.env_style == crate::config::file::EnvStyle::Openfaas {
-            notes.push("env_style=openfaas".into());
-        }
+        notes.extend(
+            s.shown()
+                .into_iter()
+                .map(|(key, value)| format!("{key}={value}")),
+        );
         if !s.matched.is_empty() {
             notes.push(format!("from {}", s.matched.join(" < ")));
         }

@@ -32,6 +32,73 @@ pub struct FunctionSettings {
     pub matched: Vec<String>,
 }
 
+impl FunctionSettings {
+    /// The settings beyond the timeout that a section (or a flag) set, as
+    /// `key=value` for `watchdog routes` and `/_watchdog/routes`: every one that
+    /// changes how the function runs, so a user can check what is in effect.
+    /// Environment values may be secrets: only the names are shown.
+    pub fn shown(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(n) = self.max_concurrency {
+            out.push(("max_concurrency", n.to_string()));
+        }
+        if self.output == OutputMode::Raw {
+            out.push(("output", "raw".to_owned()));
+        }
+        if let Some(content_type) = &self.content_type {
+            out.push(("content_type", content_type.clone()));
+        }
+        if !self.exit_status.is_empty() {
+            let pairs: Vec<String> = (self.exit_status.iter())
+                .map(|(code, status)| format!("{code}:{status}"))
+                .collect();
+            out.push(("exit_status", pairs.join(",")));
+        }
+        if self.env_style == EnvStyle::Openfaas {
+            out.push(("env_style", "openfaas".to_owned()));
+        }
+        let limits = &self.limits;
+        if let Some(bytes) = limits.memory {
+            out.push(("memory", bytes.to_string()));
+        }
+        if let Some(cpu) = limits.cpu_time {
+            out.push(("cpu_time", humantime::format_duration(cpu).to_string()));
+        }
+        if let Some(bytes) = limits.max_output {
+            out.push(("max_output", bytes.to_string()));
+        }
+        if let Some(n) = limits.max_processes {
+            out.push(("max_processes", n.to_string()));
+        }
+        if let Some(n) = limits.open_files {
+            out.push(("open_files", n.to_string()));
+        }
+        if let Some(warm) = &self.warm {
+            let config = crate::invoke::pool::WarmConfig::from_section(warm);
+            let mut text = format!(
+                "{}(min={},max={},idle_timeout={}",
+                format!("{:?}", config.protocol).to_lowercase(),
+                config.min,
+                config.max,
+                humantime::format_duration(config.idle_timeout)
+            );
+            if let Some(n) = config.max_requests {
+                text.push_str(&format!(",max_requests={n}"));
+            }
+            text.push(')');
+            out.push(("warm", text));
+        }
+        let names: Vec<String> = (self.env.iter())
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .filter(|name| !crate::config::is_inherited_name(name))
+            .collect();
+        if !names.is_empty() {
+            out.push(("env", names.join(",")));
+        }
+        out
+    }
+}
+
 /// Resource limits as configured; `crate::limits` enforces them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResourceLimits {
@@ -57,6 +124,7 @@ struct Rule {
     section: FunctionSection,
     /// Sort key: later rules override earlier ones.
     rank: (u8, std::cmp::Reverse<usize>, usize),
+    source: SectionSource,
 }
 
 /// The compiled sections.
@@ -100,10 +168,24 @@ impl FunctionRules {
                 glob,
                 matcher,
                 section,
+                source,
             });
         }
         rules.sort_by_key(|rule| rule.rank);
         Ok(Self { rules })
+    }
+
+    /// The sections whose glob matches none of `files` (paths below DIR), with
+    /// where each was written: a key such as `"api/hello.sh"` (DIR's own name
+    /// in front) or `"hello"` (no extension) applies to nothing, silently.
+    pub fn unmatched<'a>(
+        &'a self,
+        files: &'a [&str],
+    ) -> impl Iterator<Item = (&'a str, &'a SectionSource)> + 'a {
+        self.rules
+            .iter()
+            .filter(|rule| !files.iter().any(|file| rule.matcher.is_match(file)))
+            .map(|rule| (rule.glob.as_str(), &rule.source))
     }
 
     /// The settings of the function at `relative` (a `/`-separated path below DIR).

@@ -75,6 +75,47 @@ pub fn watch(
     Ok(watcher)
 }
 
+/// Warns of each `[functions."glob"]` section that applies to no file below
+/// DIR: its settings (a timeout, a secret, a warm pool) are silently not in
+/// effect, most often because the glob names DIR itself or leaves out the
+/// extension.
+pub fn report_unmatched_sections(settings: &crate::config::Settings, table: &RouteTable) {
+    let files: Vec<&str> = (table.functions.iter())
+        .map(|function| function.file.relative.as_str())
+        .chain(
+            table
+                .skipped
+                .iter()
+                .map(|skipped| skipped.relative.as_str()),
+        )
+        .collect();
+    let dir_name = settings
+        .dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for (glob, source) in settings.rules.unmatched(&files) {
+        let hint = if !dir_name.is_empty()
+            && glob
+                .trim_start_matches('/')
+                .starts_with(&format!("{dir_name}/"))
+        {
+            format!(
+                "globs are relative to DIR: write \"{}\"",
+                glob.trim_start_matches('/')[dir_name.len() + 1..].to_owned()
+            )
+        } else {
+            "globs are relative to DIR and match file names with their extension (\"hello.sh\", \"reports/*.sh\")".to_owned()
+        };
+        tracing::warn!(
+            section = %format!("functions.\"{glob}\""),
+            at = %format!("{}:{}", source.file.display(), source.line),
+            %hint,
+            "this section matches no file below DIR, so its settings apply to nothing"
+        );
+    }
+}
+
 /// Logs a freshly built table: counts, conflicts by name, and (at debug) the files
 /// that are not routes with the reason.
 pub fn report(table: &RouteTable, reload: bool) {
