@@ -95,8 +95,17 @@ pub enum InvokeError {
     BadOutput { file: String, error: EnvelopeError },
     #[error("{file}: exited with {exit} before writing a complete header block")]
     ExitedEarly { file: String, exit: String },
-    #[error("{file}: wrote more than {limit} bytes with `output = \"raw\"`; it was stopped")]
-    OutputTooLarge { file: String, limit: u64 },
+    /// Stopped by one of its resource limits (config §6) before it answered.
+    #[error(
+        "{file}: was stopped by its `{limit}` limit ({exit}) before writing a complete header block"
+    )]
+    LimitHit {
+        file: String,
+        limit: &'static str,
+        exit: String,
+    },
+    #[error("{file}: wrote more than {limit} bytes {}; it was stopped", if *raw { "with `output = \"raw\"`, which is held whole" } else { "of output, its `max_output`" })]
+    OutputTooLarge { file: String, limit: u64, raw: bool },
     #[error("{file}: timed out after {after:?}; its process group was killed")]
     Timeout {
         file: String,
@@ -148,6 +157,7 @@ impl InvokeError {
             InvokeError::Spawn { .. } | InvokeError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             InvokeError::BadOutput { .. }
             | InvokeError::ExitedEarly { .. }
+            | InvokeError::LimitHit { .. }
             | InvokeError::OutputTooLarge { .. } => StatusCode::BAD_GATEWAY,
             InvokeError::Timeout { .. } | InvokeError::NoWorkerInTime { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -176,6 +186,9 @@ impl InvokeError {
                 "{}; the function's stderr is in watchdog's log",
                 EnvelopeError::HINT
             )),
+            InvokeError::LimitHit { limit, .. } => Some(format!(
+                "raise `{limit}` in the function's watchdog.toml section, or make it use less"
+            )),
             InvokeError::Timeout { .. } => Some(
                 "raise the timeout (--timeout, or `timeout` in the function's watchdog.toml section), \
                  or make the function finish sooner"
@@ -186,12 +199,15 @@ impl InvokeError {
                  a worker still starting goes on and serves the next request"
                     .into(),
             ),
-            InvokeError::OutputTooLarge { .. } => Some(
+            InvokeError::OutputTooLarge { raw: true, .. } => Some(
                 "raise `max_output` in the function's watchdog.toml section, or use CGI output, which streams".into(),
             ),
-            InvokeError::BodyTooLarge { .. } => {
-                Some("send a smaller body, or raise --max-body".into())
-            }
+            InvokeError::OutputTooLarge { raw: false, .. } => Some(
+                "raise `max_output` in the function's watchdog.toml section, or make it write less".into(),
+            ),
+            InvokeError::BodyTooLarge { .. } => Some(
+                "send a smaller body, or raise the limit (--max-body, or `max_body` in the function's watchdog.toml section)".into(),
+            ),
             InvokeError::BodyRead(_) | InvokeError::Internal => None,
             InvokeError::WorkerFailed { .. } => Some(
                 "the worker's output is in watchdog's log; a warm worker serves HTTP on $PORT \

@@ -224,6 +224,19 @@ async fn max_concurrency_one_serialises_a_function() {
         "ran in parallel: {:?}",
         started.elapsed()
     );
+    // One that waits past the queue timeout is told which limit was full.
+    let impatient = TestServer::start(&dir.join("api"), &["--queue-timeout", "100ms"]);
+    let first = tokio::spawn(c.get(impatient.url("/api/deploy")).send());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second = c.get(impatient.url("/api/deploy")).send().await.unwrap();
+    assert_eq!(second.status(), 503);
+    let text = second.text().await.unwrap();
+    assert!(
+        text.contains("its `max_concurrency`")
+            && text.contains("in the function's watchdog.toml section"),
+        "{text}"
+    );
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
 }
 
 /// `watchdog routes ARGS` on a project holding `api/reports/daily.sh` and

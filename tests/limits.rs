@@ -53,6 +53,12 @@ async fn a_memory_hog_is_held_by_memory() {
         .await
         .unwrap();
     assert_eq!(response.status(), 502, "the hog was not stopped");
+    // The client is told which limit stopped it, and what to raise.
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("stopped by its `memory` limit") && text.contains("raise `memory`"),
+        "{text}"
+    );
     assert!(
         server.wait_for_log("limit_hit=\"memory\"", Duration::from_secs(10)),
         "{}",
@@ -72,6 +78,8 @@ async fn cpu_time_stops_a_spinning_function() {
     let started = Instant::now();
     let response = client().get(server.url("/api/spin")).send().await.unwrap();
     assert_eq!(response.status(), 502);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("stopped by its `cpu_time` limit"), "{text}");
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "{:?}",

@@ -358,7 +358,11 @@ impl Driver {
                         let file = self.file.clone();
                         send_head(
                             &mut head_tx,
-                            Err(InvokeError::OutputTooLarge { file, limit }),
+                            Err(InvokeError::OutputTooLarge {
+                                file,
+                                limit,
+                                raw: self.raw.is_some(),
+                            }),
                         );
                         break End::BadOutput;
                     }
@@ -554,9 +558,16 @@ impl Driver {
         match sink {
             Sink::Head(reader) => {
                 let error = match exit {
-                    Some(status) if !status.success() => InvokeError::ExitedEarly {
-                        file: self.file.clone(),
-                        exit: describe_exit(status),
+                    Some(status) if !status.success() => match self.limit_that_stopped(status) {
+                        Some(limit) => InvokeError::LimitHit {
+                            file: self.file.clone(),
+                            limit,
+                            exit: describe_exit(status),
+                        },
+                        None => InvokeError::ExitedEarly {
+                            file: self.file.clone(),
+                            exit: describe_exit(status),
+                        },
                     },
                     _ => InvokeError::BadOutput {
                         file: self.file.clone(),
@@ -573,6 +584,19 @@ impl Driver {
             }
             Sink::Client { .. } => mark_complete(sink),
             Sink::Discard => {}
+        }
+    }
+
+    /// The resource limit that ended the function, when one did: the client
+    /// is told to raise it, not that the function "exited with signal 9".
+    fn limit_that_stopped(&self, status: ExitStatus) -> Option<&'static str> {
+        use std::os::unix::process::ExitStatusExt;
+        match status.signal() {
+            Some(signal) if signal == Signal::SIGXCPU as i32 => Some("cpu_time"),
+            Some(signal) if signal == Signal::SIGKILL as i32 => (self.cgroup.as_ref())
+                .filter(|cgroup| cgroup.hits().memory)
+                .map(|_| "memory"),
+            _ => None,
         }
     }
 

@@ -134,11 +134,9 @@ impl InvocationCgroup {
         Ok(group)
     }
 
-    /// Kills everything still in the group (including processes that left their
-    /// process group), waits for it to empty, reads which limits were hit, and
-    /// removes the folders.
-    pub async fn finish(mut self) -> Hits {
-        let hits = Hits {
+    /// Which limits the group has run into so far.
+    pub fn hits(&self) -> Hits {
+        Hits {
             // Only an OOM kill counts: failcnt also grows with ordinary page-cache
             // reclaim in a function that succeeds.
             memory: self.memory_dir.as_ref().is_some_and(|dir| {
@@ -156,7 +154,14 @@ impl InvocationCgroup {
                         .lines()
                         .any(|l| l.starts_with("max ") && l.trim() != "max 0")
                 }),
-        };
+        }
+    }
+
+    /// Kills everything still in the group (including processes that left their
+    /// process group), waits for it to empty, reads which limits were hit, and
+    /// removes the folders.
+    pub async fn finish(mut self) -> Hits {
+        let hits = self.hits();
         for _ in 0..200 {
             let mut alive = 0;
             for dir in &self.dirs {

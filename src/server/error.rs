@@ -22,8 +22,12 @@ pub enum AppError {
     NotFound { path: String },
     #[error("{pattern} is claimed by more than one file: {}", files.join(", "))]
     Conflict { pattern: String, files: Vec<String> },
-    #[error("too many invocations are running and the queue wait passed {seconds}s")]
-    Overloaded { seconds: u64 },
+    #[error("{}", overloaded_message(*seconds, *function_limit))]
+    Overloaded {
+        seconds: u64,
+        /// The function's own `max_concurrency`, when that is what was full.
+        function_limit: Option<u32>,
+    },
     #[error("the function's local redirects went {hops} deep without an answer")]
     RedirectLoop { hops: usize, location: String },
     #[error("the function's local redirect (`Location:` without `Status:`) is not a valid path")]
@@ -56,6 +60,10 @@ impl AppError {
             AppError::TransferCoding(_) => Some("send the body as is with Content-Length, or chunked once, with no other transfer coding".into()),
             AppError::NotFound { .. } => Some("`watchdog routes DIR` lists every route and the files that are not routes".into()),
             AppError::Conflict { .. } => Some("rename or remove all but one of these files".into()),
+            AppError::Overloaded {
+                function_limit: Some(_),
+                ..
+            } => Some("retry later, or raise `max_concurrency` in the function's watchdog.toml section".into()),
             AppError::Overloaded { .. } => Some("retry later, or raise --max-concurrency".into()),
             AppError::RedirectLoop { .. } | AppError::BadRedirect { .. } => {
                 Some("a `Location: /path` header without `Status:` makes watchdog serve that path instead".into())
@@ -101,7 +109,7 @@ impl AppError {
             | InvokeError::Crashed { seconds, .. }
             | InvokeError::RestartBackoff { seconds, .. },
         )
-        | AppError::Overloaded { seconds } = self
+        | AppError::Overloaded { seconds, .. } = self
         {
             response
                 .headers_mut()
@@ -138,6 +146,15 @@ pub fn prefers_json(headers: &HeaderMap) -> bool {
         }
     }
     best_json > 0.0 && best_json >= best_other
+}
+
+fn overloaded_message(seconds: u64, function_limit: Option<u32>) -> String {
+    match function_limit {
+        Some(limit) => format!(
+            "this function already runs {limit} invocation(s) at once, its `max_concurrency`, and the queue wait passed {seconds}s"
+        ),
+        None => format!("too many invocations are running and the queue wait passed {seconds}s"),
+    }
 }
 
 #[cfg(test)]

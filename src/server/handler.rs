@@ -191,16 +191,17 @@ async fn acquire_slots(
 ) -> Result<Vec<OwnedSemaphorePermit>, AppError> {
     let settings = &app.settings;
     let give_up = (tokio::time::Instant::now() + settings.queue_timeout).min(deadline);
-    let overloaded = || AppError::Overloaded {
+    let overloaded = |function_limit| AppError::Overloaded {
         seconds: settings.queue_timeout.as_secs().max(1),
+        function_limit,
     };
     let mut slots = Vec::with_capacity(2);
     if let Some(limit) = function_limit {
         let semaphore = app.function_slots(file, limit);
         let permit = tokio::time::timeout_at(give_up, semaphore.acquire_owned()).await;
-        slots.push(permit.ok().and_then(Result::ok).ok_or_else(overloaded)?);
+        slots.push((permit.ok().and_then(Result::ok)).ok_or_else(|| overloaded(Some(limit)))?);
     }
     let permit = tokio::time::timeout_at(give_up, Arc::clone(&app.slots).acquire_owned()).await;
-    slots.push(permit.ok().and_then(Result::ok).ok_or_else(overloaded)?);
+    slots.push((permit.ok().and_then(Result::ok)).ok_or_else(|| overloaded(None))?);
     Ok(slots)
 }
