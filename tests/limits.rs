@@ -149,6 +149,9 @@ async fn max_output_stops_a_chatty_function() {
     );
     assert!(received <= 1024 * 1024 + 64 * 1024, "received {received}");
     assert!(server.wait_for_log("limit_hit=\"max_output\"", Duration::from_secs(5)));
+    // The log says what the client got: the 200 its head carried, cut off.
+    let line = server.log_line("limit_hit=\"max_output\"", Duration::from_secs(1));
+    assert!(line.contains("status=200"), "{line}");
     server.assert_no_children();
 }
 

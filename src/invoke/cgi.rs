@@ -355,6 +355,11 @@ impl Driver {
                         && self.stdout_bytes > limit
                     {
                         self.record.limit_hit = Some("max_output");
+                        // Past its head, the client keeps the status it got
+                        // (its body is cut off); before, it gets the 502.
+                        if head_tx.is_some() {
+                            self.record.status = Some(502);
+                        }
                         let file = self.file.clone();
                         send_head(
                             &mut head_tx,
@@ -368,7 +373,10 @@ impl Driver {
                     }
                     match self.on_stdout(&mut sink, &mut head_tx, chunk) {
                         Ok(body) => pending = body,
-                        Err(()) => break End::BadOutput,
+                        Err(()) => {
+                            self.record.status = Some(502);
+                            break End::BadOutput;
+                        }
                     }
                 }
             }
@@ -521,10 +529,7 @@ impl Driver {
                 self.answer_error(&mut head_tx, error);
                 status
             }
-            End::BadOutput => {
-                self.record.status = Some(502);
-                self.stop_group(None).await
-            }
+            End::BadOutput => self.stop_group(None).await,
         };
         self.stderr.flush();
         if let Some(status) = exit {
