@@ -235,11 +235,26 @@ fn cron_jobs(
             jobs.push(job);
         }
     }
+    let toml_jobs = jobs.len();
     for (path, schedule) in file::vercel_crons(document_root)? {
-        let name = path.trim_matches('/').replace('/', "-");
-        if jobs.iter().any(|j| j.path == path) {
+        // A `[[cron]]` on the same path replaces vercel.json's entries for it
+        // (the TOML is the one being edited); two vercel.json entries on one
+        // path (a morning and an evening run) are both kept, as Vercel keeps them.
+        if let Some(job) = jobs[..toml_jobs].iter().find(|j| j.path == path) {
+            tracing::info!(path = %path, schedule = %schedule, replaced_by = %job.name, "a vercel.json cron is replaced by the [[cron]] job on the same path");
             continue;
         }
+        let base = path.trim_matches('/').replace('/', "-");
+        let name = (1..)
+            .map(|n| {
+                if n == 1 {
+                    base.clone()
+                } else {
+                    format!("{base}-{n}")
+                }
+            })
+            .find(|name| jobs.iter().all(|j| j.name != *name))
+            .unwrap_or(base);
         let job =
             crate::cron::CronJob::new(&name, &path, &schedule).map_err(|message| FileError {
                 file: document_root

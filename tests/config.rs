@@ -366,6 +366,54 @@ async fn a_cron_jobs_secret_is_its_functions_and_a_failed_run_is_a_warning() {
 }
 
 #[tokio::test]
+async fn vercel_json_crons_on_one_path_are_all_kept_under_names_of_their_own() {
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    sleeper(dir, "cleanup.sh", "0");
+    sleeper(dir, "report.sh", "0");
+    std::fs::write(
+        dir.join("vercel.json"),
+        r#"{"crons":[{"path":"/api/cleanup","schedule":"0 5 * * *"},
+                     {"path":"/api/cleanup","schedule":"0 17 * * *"},
+                     {"path":"/api/report","schedule":"0 6 * * *"}]}"#,
+    )
+    .unwrap();
+    // A [[cron]] that took the name vercel.json's first job would get, and
+    // one that replaces the report's entry by its path.
+    std::fs::write(
+        dir.join("watchdog.toml"),
+        "[[cron]]\nname = \"api-cleanup\"\npath = \"/api/report?weekly\"\nschedule = \"0 7 * * 1\"\n\n\
+         [[cron]]\nname = \"daily-report\"\npath = \"/api/report\"\nschedule = \"0 8 * * *\"\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&dir.join("api"), &[]);
+    assert!(
+        server.wait_for_log("name=api-cleanup-3", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    let log = server.log();
+    let scheduled: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cron job scheduled"))
+        .collect();
+    assert_eq!(scheduled.len(), 4, "{log}");
+    for (name, schedule) in [
+        ("api-cleanup", "0 7 * * 1"),
+        ("daily-report", "0 8 * * *"),
+        ("api-cleanup-2", "0 5 * * *"),
+        ("api-cleanup-3", "0 17 * * *"),
+    ] {
+        assert!(
+            scheduled
+                .iter()
+                .any(|l| l.contains(&format!("name={name} ")) && l.contains(schedule)),
+            "{name}: {log}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn cron_jobs_run_on_schedule_and_on_demand_with_the_secret() {
     let project = tempfile::tempdir().unwrap();
     let dir = project.path();
