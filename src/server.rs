@@ -106,7 +106,9 @@ impl App {
 }
 
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    // The layer is the built-in routes' own: a function's request never
+    // passes through it.
+    let builtin = Router::new()
         .route("/_watchdog/healthz", get(builtin::healthz))
         .route("/_watchdog/readyz", get(builtin::readyz))
         .route("/_watchdog/routes", get(builtin::routes))
@@ -114,6 +116,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_watchdog/cron/{name}", axum::routing::post(builtin::cron))
         .route("/_watchdog", any(builtin::reserved))
         .route("/_watchdog/{*rest}", any(builtin::reserved))
+        .layer(axum::middleware::from_fn(builtin::answer_as_watchdog));
+    Router::new()
+        .merge(builtin)
         .fallback(handler::function)
         .with_state(app)
 }

@@ -401,3 +401,50 @@ async fn readyz_turns_503_during_the_drain_delay() {
         "still serving during the drain delay"
     );
 }
+
+#[tokio::test]
+async fn built_in_errors_are_watchdog_error_pages_with_the_request_id() {
+    let server = TestServer::start(&common::fixtures("cgi"), &[]);
+    let c = client();
+    // Each with the id it was given, or a fresh one, and text or JSON by Accept.
+    let cases = [
+        ("GET", "/_watchdog/nope", 404, "/_watchdog/nope"),
+        ("POST", "/_watchdog/healthz", 405, "does not answer POST"),
+        ("GET", "/_watchdog/cron/x", 405, "send POST"),
+        ("POST", "/_watchdog/cron/x", 404, "no cron job named `x`"),
+    ];
+    for (method, path, status, says) in cases {
+        let method: reqwest::Method = method.parse().unwrap();
+        let text = c
+            .request(method.clone(), server.url(path))
+            .header("X-Request-Id", "builtin-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(text.status(), status, "{method} {path}");
+        assert_eq!(text.headers()["x-request-id"], "builtin-1");
+        let body = text.text().await.unwrap();
+        assert!(
+            body.contains(says) && body.contains("request id: builtin-1"),
+            "{body}"
+        );
+        let json = c
+            .request(method.clone(), server.url(path))
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        let id = json.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let body: serde_json::Value = json.json().await.unwrap();
+        assert_eq!(body["error"]["status"], status, "{body}");
+        assert_eq!(body["error"]["request_id"], id.as_str(), "{body}");
+    }
+    // What answers has the id too.
+    let healthz = c
+        .get(server.url("/_watchdog/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), 200);
+    assert!(healthz.headers().contains_key("x-request-id"));
+}

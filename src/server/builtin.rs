@@ -5,11 +5,66 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::extract::{ConnectInfo, Extension, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 
 use super::App;
+use super::error::AppError;
+use super::request_id;
+
+/// What an error page for a built-in request needs, put in its extensions by
+/// [`answer_as_watchdog`].
+#[derive(Debug, Clone)]
+pub struct BuiltinRequest {
+    id: String,
+    accept: HeaderMap,
+}
+
+impl BuiltinRequest {
+    fn error(&self, error: AppError) -> Response {
+        error.into_response(&self.id, &self.accept)
+    }
+}
+
+/// Every built-in answer carries the request id, as a function's does, and
+/// axum's own bare 405 (a GET on `cron/<name>`, a POST on healthz) becomes an
+/// error page like watchdog's others: text or JSON by `Accept`, with the id.
+pub async fn answer_as_watchdog(mut request: Request, next: Next) -> Response {
+    let builtin = BuiltinRequest {
+        id: request_id::from_headers(request.headers()),
+        accept: super::error::accept_of(request.headers()),
+    };
+    let method = request.method().to_string();
+    let path = request.uri().path().to_owned();
+    request.extensions_mut().insert(builtin.clone());
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        // axum adds its Allow header after this layer has run: the methods
+        // are known here by path.
+        let allow = if path.starts_with("/_watchdog/cron/") {
+            "POST"
+        } else {
+            "GET, HEAD"
+        }
+        .to_owned();
+        response = builtin.error(AppError::MethodNotAllowed {
+            method,
+            path,
+            allow,
+        });
+    }
+    // A cron run's answer has its own invocation's id already.
+    if !response.headers().contains_key(request_id::HEADER)
+        && let Ok(value) = HeaderValue::from_str(&builtin.id)
+    {
+        response.headers_mut().insert(request_id::HEADER, value);
+    }
+    response
+}
 
 pub async fn healthz() -> &'static str {
     "ok\n"
@@ -50,8 +105,9 @@ pub async fn cron(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Extension(builtin): Extension<BuiltinRequest>,
     headers: HeaderMap,
-) -> axum::response::Response {
+) -> Response {
     let job = app.settings.cron.iter().find(|job| job.name == name);
     // A job's own secret; for a name that is no job, the functions' (so an
     // unknown name is refused as a known one would be, and tells nothing).
@@ -62,18 +118,7 @@ pub async fn cron(
         &headers,
     ) {
         tracing::warn!(%remote, job = %name, reason = %refusal, "cron run refused");
-        let status = match refusal {
-            crate::cron::Refusal::NeedsSecret => StatusCode::UNAUTHORIZED,
-            _ => StatusCode::FORBIDDEN,
-        };
-        let mut response = (status, format!("{}: {refusal}\n", status.as_u16())).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-        }
-        return response;
+        return builtin.error(AppError::CronRefused(refusal));
     }
     match job {
         Some(job) => crate::cron::run(&app, job).await.into_response(),
@@ -84,18 +129,16 @@ pub async fn cron(
             } else {
                 names.join(", ")
             };
-            (
-                StatusCode::NOT_FOUND,
-                format!("404: no cron job named `{name}` (known: {known})\n"),
-            )
-                .into_response()
+            builtin.error(AppError::NoCronJob { name, known })
         }
     }
 }
 
-pub async fn reserved() -> impl IntoResponse {
-    (
-        StatusCode::NOT_FOUND,
-        "404: no such built-in endpoint; /_watchdog/ offers healthz, readyz, metrics and routes\n",
-    )
+pub async fn reserved(
+    Extension(builtin): Extension<BuiltinRequest>,
+    uri: axum::http::Uri,
+) -> Response {
+    builtin.error(AppError::NoBuiltin {
+        path: uri.path().to_owned(),
+    })
 }

@@ -34,6 +34,18 @@ pub enum AppError {
     BadRedirect { location: String },
     #[error("{0}")]
     Invoke(#[from] InvokeError),
+    #[error("{0}")]
+    CronRefused(crate::cron::Refusal),
+    #[error("no cron job named `{name}` (known: {known})")]
+    NoCronJob { name: String, known: String },
+    #[error("no such built-in endpoint: {path}")]
+    NoBuiltin { path: String },
+    #[error("{path} does not answer {method}")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: String,
+    },
 }
 
 impl AppError {
@@ -50,6 +62,10 @@ impl AppError {
             | AppError::BadRedirect { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Invoke(err) => err.status(),
+            AppError::CronRefused(crate::cron::Refusal::NeedsSecret) => StatusCode::UNAUTHORIZED,
+            AppError::CronRefused(_) => StatusCode::FORBIDDEN,
+            AppError::NoCronJob { .. } | AppError::NoBuiltin { .. } => StatusCode::NOT_FOUND,
+            AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -69,6 +85,11 @@ impl AppError {
                 Some("a `Location: /path` header without `Status:` makes watchdog serve that path instead".into())
             }
             AppError::Invoke(err) => err.hint(),
+            // The refusal says what to do itself.
+            AppError::CronRefused(_) => None,
+            AppError::NoCronJob { .. } => Some("`[[cron]]` in watchdog.toml and `crons` in vercel.json name the jobs; `watchdog serve` logs each one it schedules".into()),
+            AppError::NoBuiltin { .. } => Some("/_watchdog/ offers healthz, readyz, metrics, routes, and POST cron/<name>".into()),
+            AppError::MethodNotAllowed { allow, .. } => Some(format!("send {allow}")),
         }
     }
 
@@ -115,8 +136,30 @@ impl AppError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
+        match &self {
+            AppError::CronRefused(crate::cron::Refusal::NeedsSecret) => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            AppError::MethodNotAllowed { allow, .. } => {
+                if let Ok(value) = HeaderValue::from_str(allow) {
+                    response.headers_mut().insert(header::ALLOW, value);
+                }
+            }
+            _ => {}
+        }
         response
     }
+}
+
+/// The request's `Accept` values, all an error page needs of its headers.
+pub fn accept_of(headers: &HeaderMap) -> HeaderMap {
+    let mut accept = HeaderMap::new();
+    for value in headers.get_all(header::ACCEPT) {
+        accept.append(header::ACCEPT, value.clone());
+    }
+    accept
 }
 
 /// Whether `Accept` ranks JSON above plain text and HTML.

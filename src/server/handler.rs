@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, Response, Uri, header};
+use axum::http::{HeaderValue, Method, Response, Uri, header};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::App;
@@ -33,10 +33,7 @@ pub async fn function(
 pub async fn handle(app: &App, client: SocketAddr, request: Request) -> Response<Body> {
     let request_id = request_id::from_headers(request.headers());
     // Kept for an error page: the Accept values, not a copy of every header.
-    let mut accept = HeaderMap::new();
-    for value in request.headers().get_all(header::ACCEPT) {
-        accept.append(header::ACCEPT, value.clone());
-    }
+    let accept = super::error::accept_of(request.headers());
     let method = request.method().clone();
     let uri = request.uri().clone();
     let mut answered = Answered::Unmatched;
