@@ -91,7 +91,7 @@ pub struct ServeFlags {
     #[arg(long, env = "WATCHDOG_PREFIX", help_heading = "Server")]
     pub prefix: Option<String>,
     /// Wall-clock limit per invocation, e.g. `500ms`, `2m` [default: 30s].
-    #[arg(long, env = "WATCHDOG_TIMEOUT", value_parser = parse_timeout, help_heading = "Limits")]
+    #[arg(long, env = "WATCHDOG_TIMEOUT", value_parser = parse_nonzero_duration, help_heading = "Limits")]
     pub timeout: Option<Duration>,
     /// Time between SIGTERM and SIGKILL of a function's process group [default: 2s].
     #[arg(long, env = "WATCHDOG_KILL_GRACE", value_parser = parse_duration, help_heading = "Limits")]
@@ -107,7 +107,7 @@ pub struct ServeFlags {
     pub queue_timeout: Option<Duration>,
     /// Longest pause inside a request body before the upload is abandoned: the
     /// function is stopped and the client answered 408 [default: 10s].
-    #[arg(long, env = "WATCHDOG_BODY_IDLE_TIMEOUT", value_parser = parse_duration, help_heading = "Limits")]
+    #[arg(long, env = "WATCHDOG_BODY_IDLE_TIMEOUT", value_parser = parse_nonzero_duration, help_heading = "Limits")]
     pub body_idle_timeout: Option<Duration>,
     /// `NAME=VALUE` passed to every function; repeatable (one pair per line in WATCHDOG_ENV).
     #[arg(long = "env", env = "WATCHDOG_ENV", value_delimiter = '\n', value_parser = parse_env_pair, help_heading = "Functions")]
@@ -146,11 +146,12 @@ pub enum LogFormat {
 }
 
 /// humantime durations: `500ms`, `30s`, `2m`, `1h 30m`.
-/// `--timeout`: a duration, not zero (every request would be a 504).
-fn parse_timeout(value: &str) -> Result<Duration, String> {
+/// `--timeout`, `--body-idle-timeout`: a duration, not zero (every request
+/// would time out, every request body be abandoned, at once).
+fn parse_nonzero_duration(value: &str) -> Result<Duration, String> {
     let duration = parse_duration(value)?;
     if duration.is_zero() {
-        return Err("must be more than 0: every request would time out at once".into());
+        return Err("must be more than 0 (leave it out for the default)".into());
     }
     Ok(duration)
 }

@@ -41,10 +41,6 @@ pub enum ConfigError {
     File(#[from] FileError),
     #[error("{0}")]
     User(String),
-    #[error(
-        "body_idle_timeout (--body-idle-timeout) is 0: every request body would be abandoned at once; give a pause clients may take, e.g. 10s (the default)"
-    )]
-    ZeroBodyIdle,
 }
 
 /// Everything the server and its invocations need to know about the settings.
@@ -158,13 +154,11 @@ impl Settings {
             }
         }
         let rules = FunctionRules::new(sections)?;
+        // Zero is refused where it is written (the flag's parser, the file's).
         let body_idle_timeout = flags
             .body_idle_timeout
             .or(config.body_idle_timeout)
             .unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT);
-        if body_idle_timeout.is_zero() {
-            return Err(ConfigError::ZeroBodyIdle);
-        }
 
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -245,16 +239,13 @@ fn cron_jobs(
             continue;
         }
         let base = path.trim_matches('/').replace('/', "-");
-        let name = (1..)
-            .map(|n| {
-                if n == 1 {
-                    base.clone()
-                } else {
-                    format!("{base}-{n}")
-                }
-            })
-            .find(|name| jobs.iter().all(|j| j.name != *name))
-            .unwrap_or(base);
+        let mut name = base.clone();
+        for n in 2.. {
+            if jobs.iter().all(|j| j.name != name) {
+                break;
+            }
+            name = format!("{base}-{n}");
+        }
         let job =
             crate::cron::CronJob::new(&name, &path, &schedule).map_err(|message| FileError {
                 file: document_root

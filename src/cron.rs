@@ -15,7 +15,7 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use futures_util::StreamExt;
 
-use crate::routes::Lookup;
+use crate::routes::{Function, Lookup};
 use crate::server::{App, handler};
 
 /// One scheduled job.
@@ -56,8 +56,7 @@ pub fn start(app: Arc<App>) {
         let app = Arc::clone(&app);
         tokio::spawn(async move {
             tracing::info!(name = %job.name, path = %job.path, schedule = %job.schedule_text, "cron job scheduled");
-            let route_path = job.path.split('?').next().unwrap_or(&job.path);
-            if !matches!(app.routes.load().lookup(route_path), Ok(Lookup::Found(_))) {
+            if function_at(&app, &job.path).is_none() {
                 tracing::warn!(name = %job.name, path = %job.path, "no function answers this cron job's path now: its runs will fail until one does (check the path, with its prefix)");
             }
             loop {
@@ -87,15 +86,18 @@ pub fn start(app: Arc<App>) {
 /// section's `env` included: a job's secret is its function's), else as the
 /// functions' environment defines it, if either does.
 pub fn secret(app: &App, path: &str) -> Option<String> {
-    let route_path = path.split('?').next().unwrap_or(path);
-    let function_env = match app.routes.load().lookup(route_path) {
-        Ok(Lookup::Found(found)) => Some(found.function.settings.env.clone()),
-        _ => None,
-    };
-    function_env
-        .as_deref()
-        .and_then(find_secret)
+    function_at(app, path)
+        .and_then(|function| find_secret(&function.settings.env))
         .or_else(|| find_secret(&app.settings.function_env))
+}
+
+/// The function a job's path (query string and all) reaches now, if any.
+fn function_at(app: &App, path: &str) -> Option<Arc<Function>> {
+    let route_path = path.split('?').next().unwrap_or(path);
+    match app.routes.load().lookup(route_path) {
+        Ok(Lookup::Found(found)) => Some(found.function),
+        _ => None,
+    }
 }
 
 fn find_secret(env: &[(std::ffi::OsString, std::ffi::OsString)]) -> Option<String> {

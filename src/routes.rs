@@ -318,7 +318,6 @@ impl RouteTable {
         };
         let split = self.prefix_segments.len() + found.consumed;
         let script_name = join_path(&segments[..split]);
-        let function = &self.functions[id];
         let mut path_info = if split < segments.len() {
             join_path(&segments[split..])
         } else {
@@ -333,7 +332,7 @@ impl RouteTable {
             path_info.push('/');
         }
         Ok(Lookup::Found(RouteMatch {
-            function: Arc::clone(function),
+            function: Arc::clone(&self.functions[id]),
             params: found.params,
             script_name,
             path_info,

@@ -539,6 +539,28 @@ fn a_zero_body_idle_timeout_is_refused_by_name() {
     assert_eq!(bad.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("body_idle_timeout"), "{stderr}");
+    // The flags refuse a zero by their own parser, naming the flag.
+    for flag in ["--timeout", "--body-idle-timeout"] {
+        let bad = watchdog()
+            .arg("serve")
+            .arg(project.path().join("api"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+                "/dev/null",
+                flag,
+                "0s",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(bad.status.code(), Some(2), "{flag}");
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert!(
+            stderr.contains(flag) && stderr.contains("more than 0"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

@@ -67,7 +67,7 @@ pub struct ConfigFile {
     pub max_concurrency: Option<u32>,
     #[serde(default, deserialize_with = "duration")]
     pub queue_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "nonzero_duration")]
     pub body_idle_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "env_table")]
     pub env: Option<BTreeMap<String, String>>,
@@ -216,7 +216,8 @@ fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Err
 }
 
 /// A duration that must not be zero: a zero `timeout` would fail every
-/// request, a zero `cpu_time` stop every function at once.
+/// request, a zero `cpu_time` stop every function at once, a zero
+/// `body_idle_timeout` abandon every request body.
 fn nonzero_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
     let value = duration(de)?;
     if value.is_some_and(|d| d.is_zero()) {

@@ -95,17 +95,12 @@ pub fn report_unmatched_sections(settings: &crate::config::Settings, table: &Rou
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
     for (glob, source) in settings.rules.unmatched(&files) {
-        let hint = if !dir_name.is_empty()
-            && glob
-                .trim_start_matches('/')
-                .starts_with(&format!("{dir_name}/"))
-        {
-            format!(
-                "globs are relative to DIR: write \"{}\"",
-                glob.trim_start_matches('/')[dir_name.len() + 1..].to_owned()
-            )
-        } else {
-            "globs are relative to DIR and match file names with their extension (\"hello.sh\", \"reports/*.sh\")".to_owned()
+        let below_dir = (glob.trim_start_matches('/').strip_prefix(dir_name.as_str()))
+            .and_then(|rest| rest.strip_prefix('/'))
+            .filter(|_| !dir_name.is_empty());
+        let hint = match below_dir {
+            Some(relative) => format!("globs are relative to DIR: write \"{relative}\""),
+            None => "globs are relative to DIR and match file names with their extension (\"hello.sh\", \"reports/*.sh\")".to_owned(),
         };
         tracing::warn!(
             section = %format!("functions.\"{glob}\""),
