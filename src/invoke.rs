@@ -96,9 +96,7 @@ pub enum InvokeError {
     #[error("{file}: exited with {exit} before writing a complete header block")]
     ExitedEarly { file: String, exit: String },
     /// Stopped by one of its resource limits (config §6) before it answered.
-    #[error(
-        "{file}: was stopped by its `{limit}` limit ({exit}) before writing a complete header block"
-    )]
+    #[error("{file}: was stopped by its `{limit}` limit ({exit}) before it answered")]
     LimitHit {
         file: String,
         limit: &'static str,

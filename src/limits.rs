@@ -19,6 +19,22 @@ use nix::sys::resource::Resource;
 use crate::config::functions::ResourceLimits;
 pub use cgroup::{Cgroups, Hits, InvocationCgroup};
 
+/// The resource limit that killed a process ended by `signal`, when one did:
+/// SIGXCPU is the `cpu_time` rlimit's own, and a SIGKILL the memory cgroup's
+/// when the cgroup records an OOM kill. The client is then told which limit to
+/// raise, not that the function "exited with signal 9". One answer for CGI
+/// functions and warm workers alike.
+pub fn limit_that_killed(signal: i32, cgroup: Option<&InvocationCgroup>) -> Option<&'static str> {
+    use nix::sys::signal::Signal;
+    if signal == Signal::SIGXCPU as i32 {
+        Some("cpu_time")
+    } else if signal == Signal::SIGKILL as i32 && cgroup.is_some_and(|c| c.hits().memory) {
+        Some("memory")
+    } else {
+        None
+    }
+}
+
 /// The user functions run as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunAs {

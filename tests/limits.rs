@@ -116,11 +116,29 @@ async fn a_warm_workers_cpu_time_is_a_budget_per_request() {
         .await
         .unwrap();
     assert_eq!(response.status(), 502);
+    // The client is told which limit stopped it, as a CGI function's is; the
+    // log records the hit, and a limit doing its job is not a crash (crashes
+    // back off the next start).
+    let text = response.text().await.unwrap();
+    assert!(text.contains("stopped by its `cpu_time` limit"), "{text}");
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "{:?}",
         started.elapsed()
     );
+    assert!(
+        server.wait_for_log("limit_hit=\"cpu_time\"", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    let next = client()
+        .get(server.url("/api/burner?burn=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.status(), 200, "{}", server.log());
+    assert_ne!(next.text().await.unwrap(), pids[0], "a new worker answers");
+    assert!(!server.log().contains("worker crashed"), "{}", server.log());
 }
 
 #[tokio::test]

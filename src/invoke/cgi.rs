@@ -596,13 +596,8 @@ impl Driver {
     /// is told to raise it, not that the function "exited with signal 9".
     fn limit_that_stopped(&self, status: ExitStatus) -> Option<&'static str> {
         use std::os::unix::process::ExitStatusExt;
-        match status.signal() {
-            Some(signal) if signal == Signal::SIGXCPU as i32 => Some("cpu_time"),
-            Some(signal) if signal == Signal::SIGKILL as i32 => (self.cgroup.as_ref())
-                .filter(|cgroup| cgroup.hits().memory)
-                .map(|_| "memory"),
-            _ => None,
-        }
+        let signal = status.signal()?;
+        crate::limits::limit_that_killed(signal, self.cgroup.as_ref())
     }
 
     /// The OpenFaaS classic answer: stdout as the body; exit 0 → 200, a mapped exit

@@ -28,12 +28,18 @@ use crate::config::Settings;
 use crate::config::file::WarmProtocol;
 use crate::limits::Limiter;
 use crate::observability::metrics;
+use crate::observability::record::{InvocationRecord, describe_exit};
 use crate::routes::Function;
 pub use policy::WarmConfig;
 pub use worker::Worker;
 
 /// How often idle workers are checked against their idle timeout.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
+
+/// How long a request whose worker failed waits for the kernel to show that a
+/// resource limit killed it (see [`Lease::blame`]). Its death is in flight by
+/// then: the broken connection was its files being closed as it exited.
+const LIMIT_KILL_SETTLE: Duration = Duration::from_millis(50);
 
 /// Runs warm functions; one pool per function file and version.
 pub struct PoolInvoker {
@@ -575,6 +581,12 @@ impl Pool {
     }
 
     fn crashed(&self, worker: Worker, why: &str) {
+        // A limit the function was given did its job: the pool is not to back
+        // off from starting the next worker, as it would for a crash loop.
+        if let Some((limit, _)) = worker.limit_that_killed_now() {
+            tracing::info!(route = %self.function.pattern, pid = worker.pid, limit, "a warm worker was stopped by its limit; the next request gets a new one");
+            return self.stop_in_background(worker);
+        }
         tracing::warn!(route = %self.function.pattern, pid = worker.pid, why, "worker crashed");
         let given_up = {
             let mut crashes = self.lock_crashes();
@@ -672,6 +684,35 @@ impl Pool {
 }
 
 impl Lease {
+    /// The error to answer for a request its worker failed: the limit that
+    /// killed the worker when one did, noted in `record`, else `error`. A dying
+    /// worker's connection breaks a moment before the kernel shows it ended,
+    /// so this waits up to [`LIMIT_KILL_SETTLE`] for that, and only for a
+    /// function that has such a limit.
+    pub async fn blame(&self, record: &mut InvocationRecord, error: InvokeError) -> InvokeError {
+        let function = &self.pool.function;
+        let limits = &function.settings.limits;
+        if limits.cpu_time.is_none() && limits.memory.is_none() {
+            return error;
+        }
+        let worker = self.worker();
+        let settled = tokio::time::Instant::now() + LIMIT_KILL_SETTLE;
+        loop {
+            if let Some((limit, signal)) = worker.limit_that_killed_now() {
+                record.limit_hit = Some(limit);
+                return InvokeError::LimitHit {
+                    file: function.file.relative.clone(),
+                    limit,
+                    exit: describe_exit(None, Some(signal)).unwrap_or_default(),
+                };
+            }
+            if worker.has_ended_now() || tokio::time::Instant::now() >= settled {
+                return error;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub fn worker(&self) -> &Worker {
         // A lease holds its worker until it is given back, in `finish` or `drop`.
         self.worker

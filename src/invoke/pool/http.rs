@@ -212,6 +212,7 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
                 lease.finish(Outcome::Abandoned);
                 return Err(invocation.record.failed(InvokeError::from(fault)));
             }
+            let err = lease.blame(&mut invocation.record, err).await;
             // A worker that has exited counts as crashed all the same.
             lease.finish(outcome);
             return Err(invocation.record.failed(err));

@@ -538,11 +538,10 @@ pub async fn invoke(
             return Err(Failed::NotTaken(Box::new(invocation)));
         }
         Waited::Answered(Err(NoAnswer::Broke(cause, outcome))) => {
+            let error = InvokeError::WorkerFailed { file, cause };
+            let error = lease.blame(&mut invocation.record, error).await;
             lease.finish(outcome);
-            return Err(invocation
-                .record
-                .failed(InvokeError::WorkerFailed { file, cause })
-                .into());
+            return Err(invocation.record.failed(error).into());
         }
         Waited::Stopped => {
             lease.finish(Outcome::Stuck);

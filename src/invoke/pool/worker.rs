@@ -193,6 +193,29 @@ impl Worker {
         )
     }
 
+    /// The resource limit that killed the worker, and the signal it sent, if
+    /// one did ([`crate::limits::limit_that_killed`]), asked of the kernel now.
+    pub fn limit_that_killed_now(&self) -> Option<(&'static str, i32)> {
+        use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+        use std::os::unix::process::ExitStatusExt;
+        let reaped =
+            || (*self.exit.borrow()).map(|status| status.and_then(|status| status.signal()));
+        let signal = match reaped() {
+            Some(signal) => signal,
+            // WNOWAIT: the status is left for the task that reaps the worker.
+            None => match waitid(
+                Id::Pid(nix::unistd::Pid::from_raw(self.raw_pid())),
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+            ) {
+                Ok(WaitStatus::Signaled(_, signal, _)) => Some(signal as i32),
+                Ok(_) => None,
+                // Reaped in the meantime: the watch has its status now.
+                Err(_) => reaped().flatten(),
+            },
+        }?;
+        crate::limits::limit_that_killed(signal, self.cgroup.as_ref()).map(|limit| (limit, signal))
+    }
+
     /// Resolves with the exit status once the process has ended.
     pub async fn exited(&self) -> Option<ExitStatus> {
         let mut exit = self.exit.clone();
