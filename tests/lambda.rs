@@ -254,6 +254,24 @@ async fn the_event_says_who_the_client_was_and_the_answer_has_its_real_length() 
         "nested.sh",
         r#"printf '{"statusCode":200,"headers":{"x-bad":{"a":1}}}'"#,
     );
+    // A status as a string, as some handlers built for API Gateway send it; a
+    // body that is not text, and a status that is none, are errors that say so
+    // (they were a 200 with an empty body, and a 200 whose body was the object).
+    buffered_runtime(
+        &project,
+        "text-status.sh",
+        r#"printf '{"statusCode":"404","body":"gone"}'"#,
+    );
+    buffered_runtime(
+        &project,
+        "object-body.sh",
+        r#"printf '{"statusCode":200,"body":{"a":1}}'"#,
+    );
+    buffered_runtime(
+        &project,
+        "word-status.sh",
+        r#"printf '{"statusCode":"fine","body":"x"}'"#,
+    );
     // What the Runtime API tells a runtime that answers an event it never got.
     buffered_runtime(
         &project,
@@ -290,6 +308,16 @@ async fn the_event_says_who_the_client_was_and_the_answer_has_its_real_length() 
     let (status, text) = get_text(&server, "/api/nested").await;
     assert_eq!(status, 502, "{text}");
     assert!(text.contains("header `x-bad` is a JSON object"), "{text}");
+    assert_eq!(
+        get_text(&server, "/api/text-status").await,
+        (404, "gone".into())
+    );
+    let (status, text) = get_text(&server, "/api/object-body").await;
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("`body` that is an object"), "{text}");
+    let (status, text) = get_text(&server, "/api/word-status").await;
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("`statusCode` \"fine\""), "{text}");
 }
 
 #[tokio::test]

@@ -781,7 +781,7 @@ fn url_pairs(query: &str) -> Vec<(String, String)> {
 /// is an HTTP response; any other JSON is a 200 `application/json` body.
 fn buffered_response(bytes: &[u8]) -> Result<Response<Body>, String> {
     let value: serde_json::Value = serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null);
-    let Some(status) = value.get("statusCode").and_then(serde_json::Value::as_u64) else {
+    let Some(status) = status_code(&value)? else {
         let mut response = Response::new(Body::from(Bytes::copy_from_slice(bytes)));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -790,10 +790,16 @@ fn buffered_response(bytes: &[u8]) -> Result<Response<Body>, String> {
         return Ok(response);
     };
     let mut response = http_head(&value, status)?;
-    let body = value
-        .get("body")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or("");
+    let body = match value.get("body") {
+        None | Some(serde_json::Value::Null) => "",
+        Some(serde_json::Value::String(text)) => text,
+        Some(other) => {
+            return Err(format!(
+                "answered with a `body` that is {}, not a string: a Function URL response's body is text (JSON.stringify an object, or base64-encode bytes with `isBase64Encoded`)",
+                json_kind(other)
+            ));
+        }
+    };
     let base64 = value
         .get("isBase64Encoded")
         .and_then(serde_json::Value::as_bool)
@@ -813,12 +819,46 @@ fn buffered_response(bytes: &[u8]) -> Result<Response<Body>, String> {
     Ok(response)
 }
 
+/// A Function URL response object's `statusCode`, if it has one. A number
+/// written as a string (`"404"`, as some handlers built for API Gateway send it)
+/// is taken as that number; anything else is an error, not a 200 whose body is
+/// the whole object.
+///
+/// # Errors
+/// A `statusCode` that is not a number, or not an HTTP status.
+fn status_code(value: &serde_json::Value) -> Result<Option<StatusCode>, String> {
+    let number = match value.get("statusCode") {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::Number(number)) => number.as_u64(),
+        Some(serde_json::Value::String(text)) => text.trim().parse().ok(),
+        Some(_) => None,
+    };
+    let status = number
+        .and_then(|n| u16::try_from(n).ok())
+        .and_then(|n| StatusCode::from_u16(n).ok());
+    match status {
+        Some(status) => Ok(Some(status)),
+        None => Err(format!(
+            "answered with `statusCode` {}, which is not an HTTP status (a number from 100 to 999)",
+            value["statusCode"]
+        )),
+    }
+}
+
+/// What kind of JSON value `value` is, for a message.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 /// Status, headers and cookies of a Function URL response object.
-fn http_head(value: &serde_json::Value, status: u64) -> Result<Response<Body>, String> {
-    let status = u16::try_from(status)
-        .ok()
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .ok_or_else(|| format!("`statusCode` {status} is not an HTTP status"))?;
+fn http_head(value: &serde_json::Value, status: StatusCode) -> Result<Response<Body>, String> {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -934,10 +974,7 @@ async fn streamed_response(
         };
         let value: serde_json::Value = serde_json::from_slice(&prelude)
             .map_err(|err| format!("the streamed prelude is not JSON: {err}"))?;
-        let status = value
-            .get("statusCode")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(200);
+        let status = status_code(&value)?.unwrap_or(StatusCode::OK);
         let response = http_head(&value, status)?;
         let first = Bytes::from(rest);
         let stream = futures_util::stream::iter([Ok::<Bytes, axum::Error>(first)]).chain(stream);
