@@ -105,6 +105,8 @@ fn find_secret(env: &[(std::ffi::OsString, std::ffi::OsString)]) -> Option<Strin
         .rev()
         .find(|(name, _)| name == "CRON_SECRET")
         .map(|(_, value)| value.to_string_lossy().into_owned())
+        // An empty secret is none: `Authorization: Bearer` alone would show it.
+        .filter(|secret| !secret.is_empty())
 }
 
 /// Headers a reverse proxy adds: a request that carries one came from
@@ -125,11 +127,17 @@ pub fn refusal(
     use subtle::ConstantTimeEq;
     match secret {
         Some(secret) => {
-            let expected = format!("Bearer {secret}");
-            let given = headers
+            // The scheme is case-insensitive (RFC 9110 §11.1), and may be
+            // followed by more than one space; the token is compared as it is.
+            let token = headers
                 .get(header::AUTHORIZATION)
-                .map_or(&b""[..], |value| value.as_bytes());
-            (!bool::from(given.ct_eq(expected.as_bytes()))).then_some(Refusal::NeedsSecret)
+                .and_then(|value| value.as_bytes().split_at_checked(6))
+                .filter(|(scheme, rest)| {
+                    scheme.eq_ignore_ascii_case(b"bearer") && rest.first() == Some(&b' ')
+                })
+                .map(|(_, rest)| rest.trim_ascii_start());
+            let shown = token.is_some_and(|token| bool::from(token.ct_eq(secret.as_bytes())));
+            (!shown).then_some(Refusal::NeedsSecret)
         }
         None if !remote.is_loopback() => Some(Refusal::NotLocal),
         None if FORWARDING_HEADERS
@@ -219,6 +227,17 @@ mod tests {
         let none = HeaderMap::new();
         let secret = Some("s3cret");
         assert_eq!(refusal(secret, remote, &bearer), None);
+        for written in ["bearer s3cret", "BEARER  s3cret"] {
+            let bearer = headers(&[(header::AUTHORIZATION, written)]);
+            assert_eq!(refusal(secret, remote, &bearer), None, "{written}");
+        }
+        let env = |value: &str| vec![("CRON_SECRET".into(), value.into())];
+        assert_eq!(find_secret(&env("s3cret")).as_deref(), Some("s3cret"));
+        assert_eq!(find_secret(&env("")), None, "an empty secret is none");
+        for wrong in ["Bearers3cret", "Basic s3cret", "Bearer ", "Bearer", ""] {
+            let wrong = headers(&[(header::AUTHORIZATION, wrong)]);
+            assert_eq!(refusal(secret, remote, &wrong), Some(Refusal::NeedsSecret));
+        }
         assert_eq!(refusal(secret, local, &none), Some(Refusal::NeedsSecret));
         assert_eq!(refusal(secret, local, &wrong), Some(Refusal::NeedsSecret));
         assert_eq!(refusal(None, local, &none), None);
