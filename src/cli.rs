@@ -145,6 +145,67 @@ pub enum LogFormat {
     Json,
 }
 
+impl Cli {
+    /// Parses the command line. A bad value that came from a `WATCHDOG_*`
+    /// variable is named by that variable: clap names the flag, which a user
+    /// who never typed it cannot find.
+    pub fn parse_naming_variables() -> Self {
+        use clap::error::{ContextKind, ContextValue};
+        Self::try_parse().unwrap_or_else(|err| {
+            let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+                err.exit()
+            };
+            let long = arg
+                .split(' ')
+                .next()
+                .and_then(|flag| flag.strip_prefix("--"));
+            match long.and_then(variable_given_for) {
+                Some(variable) => {
+                    let text = err.render().to_string();
+                    let named = format!("{variable} (read as --{})", long.unwrap_or_default());
+                    eprint!("{}", text.replace(&format!("'{arg}'"), &named));
+                    std::process::exit(err.exit_code())
+                }
+                None => err.exit(),
+            }
+        })
+    }
+}
+
+/// `--long value` as the user gave it, for a message about the value: the
+/// flag as typed, or the `WATCHDOG_*` variable it was read from.
+pub fn named_as_given(long: &str, value: &str) -> String {
+    match variable_given_for(long) {
+        Some(variable) => format!("{variable}={value} (read as --{long})"),
+        None => format!("--{long} {value}"),
+    }
+}
+
+/// The variable flag `--long` was read from: set, and the flag not typed.
+fn variable_given_for(long: &str) -> Option<String> {
+    let flag = format!("--{long}");
+    let typed = std::env::args_os().skip(1).any(|arg| {
+        arg.to_str().is_some_and(|arg| {
+            arg == flag
+                || arg
+                    .strip_prefix(&flag)
+                    .is_some_and(|rest| rest.starts_with('='))
+        })
+    });
+    if typed {
+        return None;
+    }
+    let command = <Cli as clap::CommandFactory>::command();
+    let variable = command
+        .get_subcommands()
+        .flat_map(clap::Command::get_arguments)
+        .find(|arg| arg.get_long() == Some(long))?
+        .get_env()?
+        .to_string_lossy()
+        .into_owned();
+    std::env::var_os(&variable).is_some().then_some(variable)
+}
+
 /// humantime durations: `500ms`, `30s`, `2m`, `1h 30m`.
 /// `--timeout`, `--body-idle-timeout`: a duration, not zero (every request
 /// would time out, every request body be abandoned, at once).

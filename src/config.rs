@@ -33,8 +33,8 @@ const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "TZ", "TMPDIR"];
 pub enum ConfigError {
     #[error("{dir}: {cause}\nhint: pass the folder of functions, e.g. `watchdog serve ./api`")]
     Dir { dir: String, cause: std::io::Error },
-    #[error("--listen {value}: not an address like 127.0.0.1:3000 ({cause})")]
-    Listen { value: String, cause: String },
+    #[error("{given}: not an address like 127.0.0.1:3000 ({cause})")]
+    Listen { given: String, cause: String },
     #[error("PORT={value}: not a port number; unset PORT or pass --listen")]
     Port { value: String },
     #[error("{0}")]
@@ -103,7 +103,19 @@ impl Settings {
             None => file::ConfigFile::default(),
         };
         let run_as = match flags.user.as_deref().or(config.user.as_deref()) {
-            Some(name) => Some(crate::limits::RunAs::lookup(name).map_err(ConfigError::User)?),
+            Some(name) => Some(crate::limits::RunAs::lookup(name).map_err(|cause| {
+                let given = match &flags.user {
+                    Some(_) => crate::cli::named_as_given("user", name),
+                    None => format!(
+                        "`user = \"{name}\"` in {}",
+                        config_file
+                            .as_deref()
+                            .unwrap_or(Path::new("watchdog.toml"))
+                            .display()
+                    ),
+                };
+                ConfigError::User(format!("{given}: {cause}"))
+            })?),
             None => None,
         };
         let prefix = flags
@@ -287,7 +299,7 @@ pub fn listen_addr(flag: Option<&str>, port_env: Option<&str>) -> Result<SocketA
         return value
             .parse()
             .map_err(|err: std::net::AddrParseError| ConfigError::Listen {
-                value: value.to_owned(),
+                given: crate::cli::named_as_given("listen", value),
                 cause: err.to_string(),
             });
     }

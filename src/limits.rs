@@ -49,7 +49,8 @@ impl RunAs {
     /// Looks `name` up in the user database.
     ///
     /// # Errors
-    /// An unknown user, named.
+    /// An unknown user, or an unreadable user database; the caller names where
+    /// the name came from.
     pub fn lookup(name: &str) -> Result<Self, String> {
         match nix::unistd::User::from_name(name) {
             Ok(Some(user)) => Ok(Self {
@@ -58,12 +59,8 @@ impl RunAs {
                 gid: user.gid.as_raw(),
                 home: user.dir,
             }),
-            Ok(None) => Err(format!(
-                "--user {name}: no such user; create it or name another (e.g. nobody)"
-            )),
-            Err(err) => Err(format!(
-                "--user {name}: cannot read the user database: {err}"
-            )),
+            Ok(None) => Err("no such user; create it or name another (e.g. nobody)".into()),
+            Err(err) => Err(format!("cannot read the user database: {err}")),
         }
     }
 }

@@ -4,7 +4,6 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use watchdog::cli::{Cli, Command, LogFormat};
 use watchdog::commands;
@@ -21,7 +20,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     // First, before anything is opened or any thread started.
     let isolation_problems = watchdog::process::isolation::apply();
-    let cli = Cli::parse();
+    let cli = Cli::parse_naming_variables();
     let resolved = match &cli.command {
         Command::Serve(args) => Settings::resolve(&args.dir, args.listen.as_deref(), &args.flags),
         Command::Routes(args) => Settings::resolve(&args.dir, None, &args.serve),

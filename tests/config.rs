@@ -595,3 +595,62 @@ fn durations_past_the_clock_are_refused_at_start_up() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("maxDuration"), "{stderr}");
 }
+
+#[test]
+fn a_bad_setting_is_named_where_it_was_written() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(project.path().join("api")).unwrap();
+    let start = |flags: &[&str], env: &[(&str, &str)]| {
+        let out = watchdog()
+            .arg("serve")
+            .arg(project.path().join("api"))
+            .args(flags)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // In the file: located by line, as every other key of it is.
+    std::fs::write(
+        project.path().join("watchdog.toml"),
+        "timeout = \"5s\"\nlisten = \"nope\"\n",
+    )
+    .unwrap();
+    let stderr = start(&[], &[]);
+    assert!(
+        stderr.contains("watchdog.toml:2") && stderr.contains("`listen`"),
+        "{stderr}"
+    );
+    std::fs::write(
+        project.path().join("watchdog.toml"),
+        "user = \"no-such-user-here\"\n",
+    )
+    .unwrap();
+    let stderr = start(&[], &[]);
+    assert!(
+        stderr.contains("watchdog.toml:1") && stderr.contains("no-such-user-here"),
+        "{stderr}"
+    );
+    // From the environment: by the variable, not by a flag nobody typed.
+    let no_file = ["--config", "/dev/null"];
+    let stderr = start(&no_file, &[("WATCHDOG_TIMEOUT", "bogus")]);
+    assert!(
+        stderr.contains("WATCHDOG_TIMEOUT") && !stderr.contains("'--timeout"),
+        "{stderr}"
+    );
+    let stderr = start(&no_file, &[("WATCHDOG_LISTEN", "nope")]);
+    assert!(stderr.contains("WATCHDOG_LISTEN=nope"), "{stderr}");
+    let stderr = start(&no_file, &[("WATCHDOG_USER", "no-such-user-here")]);
+    assert!(
+        stderr.contains("WATCHDOG_USER=no-such-user-here"),
+        "{stderr}"
+    );
+    // A typed flag is named as typed, whatever the environment holds.
+    let typed = ["--config", "/dev/null", "--listen", "nope"];
+    let stderr = start(&typed, &[("WATCHDOG_LISTEN", "127.0.0.1:0")]);
+    assert!(stderr.contains("--listen nope"), "{stderr}");
+    let typed = ["--config", "/dev/null", "--timeout=bogus"];
+    let stderr = start(&typed, &[("WATCHDOG_TIMEOUT", "5s")]);
+    assert!(stderr.contains("'--timeout"), "{stderr}");
+}

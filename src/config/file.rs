@@ -55,6 +55,7 @@ impl FileError {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    #[serde(default, deserialize_with = "listen_address")]
     pub listen: Option<String>,
     pub prefix: Option<String>,
     #[serde(default, deserialize_with = "nonzero_duration")]
@@ -76,6 +77,7 @@ pub struct ConfigFile {
     pub drain_delay: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     pub drain_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "known_user")]
     pub user: Option<String>,
     pub log_format: Option<LogFormat>,
     #[serde(default)]
@@ -213,6 +215,25 @@ fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Err
     crate::cli::parse_duration(&text)
         .map(Some)
         .map_err(|err| serde::de::Error::custom(format!("invalid duration `{text}`: {err}")))
+}
+
+/// `listen`, checked here so that a bad one is located in the file.
+fn listen_address<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(de)?;
+    match text.parse::<std::net::SocketAddr>() {
+        Ok(_) => Ok(Some(text)),
+        Err(err) => Err(serde::de::Error::custom(format!(
+            "`{text}` is not an address like 127.0.0.1:3000 ({err})"
+        ))),
+    }
+}
+
+/// `user`, looked up here so that an unknown one is located in the file.
+fn known_user<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    let name = String::deserialize(de)?;
+    crate::limits::RunAs::lookup(&name)
+        .map_err(|cause| serde::de::Error::custom(format!("`{name}`: {cause}")))?;
+    Ok(Some(name))
 }
 
 /// A duration that must not be zero: a zero `timeout` would fail every
