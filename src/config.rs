@@ -139,13 +139,13 @@ impl Settings {
 
         let cron = cron_jobs(&config, config_file.as_deref(), &document_root)?;
         let mut sections = Vec::new();
-        for (glob, section) in file::vercel_sections(&document_root)? {
+        for (glob, section, line) in file::vercel_sections(&document_root)? {
             let source = SectionSource {
                 file: document_root
                     .parent()
                     .unwrap_or(Path::new("/"))
                     .join("vercel.json"),
-                line: 0,
+                line,
                 priority: 0,
             };
             sections.push((glob, section, source));
@@ -242,7 +242,8 @@ fn cron_jobs(
         }
     }
     let toml_jobs = jobs.len();
-    for (path, schedule) in file::vercel_crons(document_root)? {
+    for cron in file::vercel_crons(document_root)? {
+        let (path, schedule) = (cron.path, cron.schedule);
         // A `[[cron]]` on the same path replaces vercel.json's entries for it
         // (the TOML is the one being edited); two vercel.json entries on one
         // path (a morning and an evening run) are both kept, as Vercel keeps them.
@@ -260,13 +261,8 @@ fn cron_jobs(
         }
         let job =
             crate::cron::CronJob::new(&name, &path, &schedule).map_err(|message| FileError {
-                file: document_root
-                    .parent()
-                    .unwrap_or(Path::new("/"))
-                    .join("vercel.json")
-                    .display()
-                    .to_string(),
-                line: 0,
+                file: cron.file.display().to_string(),
+                line: cron.line,
                 message,
             })?;
         jobs.push(job);

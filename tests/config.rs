@@ -594,6 +594,18 @@ fn durations_past_the_clock_are_refused_at_start_up() {
     let (code, stderr) = start(&[]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("maxDuration"), "{stderr}");
+    // A vercel.json cron's schedule is located by its line (it said line 0).
+    std::fs::write(
+        project.path().join("vercel.json"),
+        "{\n  \"crons\": [\n    { \"path\": \"/api/a\", \"schedule\": \"0 5 * * *\" },\n    { \"path\": \"/api/b\", \"schedule\": \"every day\" }\n  ]\n}\n",
+    )
+    .unwrap();
+    let (code, stderr) = start(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("vercel.json:4") && stderr.contains("every day"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -360,11 +360,20 @@ fn read_vercel_json(document_root: &Path) -> Result<Option<VercelJson>, FileErro
     Ok(Some(VercelJson { path, source, json }))
 }
 
-/// `crons` from a `vercel.json` beside DIR: `(path, schedule)` pairs.
+/// One of `crons` in a `vercel.json`, with where it is written.
+pub struct VercelCron {
+    pub path: String,
+    pub schedule: String,
+    pub file: PathBuf,
+    /// Its schedule's line, for an error about it.
+    pub line: usize,
+}
+
+/// `crons` from a `vercel.json` beside DIR.
 ///
 /// # Errors
 /// A `vercel.json` that is not valid JSON, or a cron entry without a path or schedule.
-pub fn vercel_crons(document_root: &Path) -> Result<Vec<(String, String)>, FileError> {
+pub fn vercel_crons(document_root: &Path) -> Result<Vec<VercelCron>, FileError> {
     let Some(VercelJson { path, source, json }) = read_vercel_json(document_root)? else {
         return Ok(Vec::new());
     };
@@ -377,7 +386,19 @@ pub fn vercel_crons(document_root: &Path) -> Result<Vec<(String, String)>, FileE
     {
         let field = |name: &str| entry.get(name).and_then(|v| v.as_str()).map(str::to_owned);
         match (field("path"), field("schedule")) {
-            (Some(path), Some(schedule)) => crons.push((path, schedule)),
+            (Some(cron_path), Some(schedule)) => {
+                let quoted = serde_json::Value::from(schedule.as_str()).to_string();
+                let line = match line_of(&source, &quoted) {
+                    0 => line_of(&source, "crons"),
+                    line => line,
+                };
+                crons.push(VercelCron {
+                    path: cron_path,
+                    schedule,
+                    file: path.clone(),
+                    line,
+                });
+            }
             _ => {
                 return Err(FileError {
                     file: path.display().to_string(),
@@ -396,7 +417,9 @@ pub fn vercel_crons(document_root: &Path) -> Result<Vec<(String, String)>, FileE
 /// # Errors
 /// A `vercel.json` that is not valid JSON or has a `maxDuration` that is not a
 /// positive number of seconds.
-pub fn vercel_sections(document_root: &Path) -> Result<Vec<(String, FunctionSection)>, FileError> {
+pub fn vercel_sections(
+    document_root: &Path,
+) -> Result<Vec<(String, FunctionSection, usize)>, FileError> {
     let Some(VercelJson { path, source, json }) = read_vercel_json(document_root)? else {
         return Ok(Vec::new());
     };
@@ -434,6 +457,7 @@ pub fn vercel_sections(document_root: &Path) -> Result<Vec<(String, FunctionSect
                 timeout: Some(Duration::from_secs_f64(seconds)),
                 ..FunctionSection::default()
             },
+            line_of(&source, &format!("\"{glob}\"")),
         ));
     }
     Ok(sections)
