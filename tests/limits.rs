@@ -90,6 +90,27 @@ async fn cpu_time_stops_a_spinning_function() {
         "{}",
         server.log()
     );
+    // Stopped after its head: the body is cut off, not ended as if complete.
+    let response = client()
+        .get(server.url("/api/spin?answer-first"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (received, ended) = common::drain(response).await;
+    assert!(received > 0, "the start of the answer arrives");
+    assert!(
+        ended.is_err(),
+        "a body a limit cut off must not look complete"
+    );
+    // Closing stdout ends the body (RFC 3875), before the limit stops it.
+    let response = client()
+        .get(server.url("/api/spin?close-first"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "a whole answer\n");
+    server.assert_no_children();
 }
 
 #[tokio::test]
