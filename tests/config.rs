@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{TestServer, client, watchdog, write_script};
+use common::{TestServer, client, fixtures, watchdog, write_script};
 
 fn sleeper(project: &Path, name: &str, seconds: &str) {
     write_script(
@@ -665,4 +665,26 @@ fn a_bad_setting_is_named_where_it_was_written() {
     let typed = ["--config", "/dev/null", "--timeout=bogus"];
     let stderr = start(&typed, &[("WATCHDOG_TIMEOUT", "5s")]);
     assert!(stderr.contains("'--timeout"), "{stderr}");
+}
+
+#[test]
+fn a_variable_named_like_a_request_headers_is_warned_of() {
+    let routes = |env: &str| {
+        let out = watchdog()
+            .arg("routes")
+            .arg(fixtures("cgi"))
+            .args(["--config", "/dev/null", "--env", env])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = routes("HTTP_X_TENANT=acme");
+    assert!(
+        stderr.contains("HTTP_X_TENANT") && stderr.contains("X-Tenant"),
+        "{stderr}"
+    );
+    // No header ever becomes HTTP_PROXY (httpoxy): an outbound proxy setting.
+    let stderr = routes("HTTP_PROXY=http://127.0.0.1:3128");
+    assert!(!stderr.contains("request header"), "{stderr}");
 }

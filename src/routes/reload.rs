@@ -75,11 +75,53 @@ pub fn watch(
     Ok(watcher)
 }
 
+/// Warns, at `serve` and `routes`, of settings that do not do what they seem
+/// to: they are valid, so nothing else would say so.
+pub fn report_setting_problems(settings: &crate::config::Settings, table: &RouteTable) {
+    report_unmatched_sections(settings, table);
+    report_header_named_env(table);
+}
+
+/// Warns about a variable of the functions' environment named like a request
+/// header's (`HTTP_X_TENANT` is `X-Tenant`'s): a request that sends that
+/// header replaces it, one that does not leaves it, and the function cannot
+/// tell which it got. `HTTP_PROXY` is exempt: no header becomes it (httpoxy).
+fn report_header_named_env(table: &RouteTable) {
+    let mut named: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for function in &table.functions {
+        for (name, _) in &function.settings.env {
+            if let Some(name) = name.to_str()
+                && name.starts_with("HTTP_")
+                && name != "HTTP_PROXY"
+            {
+                named.entry(name).or_default().push(&function.pattern);
+            }
+        }
+    }
+    for (name, routes) in named {
+        let header: Vec<String> = (name["HTTP_".len()..].split('_'))
+            .map(|word| {
+                let (first, rest) = word.split_at(word.len().min(1));
+                first.to_owned() + &rest.to_ascii_lowercase()
+            })
+            .collect();
+        let header = header.join("-");
+        tracing::warn!(
+            variable = name,
+            header = %header,
+            functions = routes.len(),
+            example = routes[0],
+            hint = "rename the variable (it is set by --env, .env, `env` in watchdog.toml or --pass-env)",
+            "a variable of the functions' environment is named like a request header's: a request with that header replaces it"
+        );
+    }
+}
+
 /// Warns of each `[functions."glob"]` section that applies to no file below
 /// DIR: its settings (a timeout, a secret, a warm pool) are silently not in
 /// effect, most often because the glob names DIR itself or leaves out the
 /// extension.
-pub fn report_unmatched_sections(settings: &crate::config::Settings, table: &RouteTable) {
+fn report_unmatched_sections(settings: &crate::config::Settings, table: &RouteTable) {
     let files: Vec<&str> = (table.functions.iter())
         .map(|function| function.file.relative.as_str())
         .chain(
