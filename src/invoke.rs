@@ -91,6 +91,10 @@ pub enum InvokeError {
         cause: String,
         hint: String,
     },
+    /// Its file was removed after the route table last saw it; the table
+    /// catches up within moments (live reload), and then the URL is a plain 404.
+    #[error("{file}: the function's file was removed; no function answers here now")]
+    Removed { file: String },
     #[error("{file}: invalid response: {error}")]
     BadOutput { file: String, error: EnvelopeError },
     #[error("{file}: exited with {exit} before writing a complete header block")]
@@ -153,6 +157,7 @@ impl InvokeError {
     pub fn status(&self) -> StatusCode {
         match self {
             InvokeError::Spawn { .. } | InvokeError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            InvokeError::Removed { .. } => StatusCode::NOT_FOUND,
             InvokeError::BadOutput { .. }
             | InvokeError::ExitedEarly { .. }
             | InvokeError::LimitHit { .. }
@@ -206,7 +211,7 @@ impl InvokeError {
             InvokeError::BodyTooLarge { .. } => Some(
                 "send a smaller body, or raise the limit (--max-body, or `max_body` in the function's watchdog.toml section)".into(),
             ),
-            InvokeError::BodyRead(_) | InvokeError::Internal => None,
+            InvokeError::BodyRead(_) | InvokeError::Internal | InvokeError::Removed { .. } => None,
             InvokeError::WorkerFailed { .. } => Some(
                 "the worker's output is in watchdog's log; a warm worker serves HTTP on $PORT \
                  (protocol = \"http\") or polls the Runtime API at $AWS_LAMBDA_RUNTIME_API \

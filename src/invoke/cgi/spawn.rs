@@ -358,6 +358,11 @@ fn describe(
         );
     }
     match err.kind() {
+        // Deleted a moment ago, before live reload dropped its route: not the
+        // function's `#!` line.
+        io::ErrorKind::NotFound if path.symlink_metadata().is_err() => InvokeError::Removed {
+            file: relative.to_owned(),
+        },
         io::ErrorKind::NotFound => spawn_error(
             "the file or the interpreter named on its `#!` line was not found".into(),
             format!("check the first line of {}", path.display()),
@@ -386,5 +391,25 @@ fn describe(
             "remove the NUL byte from that variable (watchdog.toml, .env or --env)".into(),
         ),
         _ => spawn_error(err.to_string(), "see watchdog's log".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_removed_before_the_reload_is_not_a_broken_shebang() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = io::Error::from(io::ErrorKind::NotFound);
+        let gone = dir.path().join("gone.sh");
+        let error = describe(&missing, &gone, "gone.sh", None, None);
+        assert!(matches!(error, InvokeError::Removed { .. }), "{error}");
+        assert_eq!(error.status(), axum::http::StatusCode::NOT_FOUND);
+        // The file is there: what was not found is its `#!` interpreter.
+        let present = dir.path().join("present.sh");
+        std::fs::write(&present, "#!/no/such/shell\n").unwrap();
+        let error = describe(&missing, &present, "present.sh", None, None);
+        assert!(error.to_string().contains("`#!` line"), "{error}");
     }
 }
