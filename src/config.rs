@@ -102,29 +102,46 @@ impl Settings {
             Some(path) => file::load(path)?,
             None => file::ConfigFile::default(),
         };
-        let run_as = match flags.user.as_deref().or(config.user.as_deref()) {
-            Some(name) => Some(crate::limits::RunAs::lookup(name).map_err(|cause| {
-                let given = match &flags.user {
-                    Some(_) => crate::cli::named_as_given("user", name),
-                    None => format!(
-                        "`user = \"{name}\"` in {}",
-                        config_file
-                            .as_deref()
-                            .unwrap_or(Path::new("watchdog.toml"))
-                            .display()
-                    ),
-                };
-                ConfigError::User(format!("{given}: {cause}"))
-            })?),
-            None => None,
+        // A value of the file is checked only when it is the one used, and
+        // then located in the file.
+        let in_file = |span, message: String| {
+            let path = config_file.as_deref().unwrap_or(Path::new("watchdog.toml"));
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            ConfigError::File(FileError::at(path, &text, Some(span), &message))
         };
+        let run_as =
+            match (&flags.user, &config.user) {
+                (Some(name), _) => Some(crate::limits::RunAs::lookup(name).map_err(|cause| {
+                    ConfigError::User(format!(
+                        "{}: {cause}",
+                        crate::cli::named_as_given("user", name)
+                    ))
+                })?),
+                (None, Some(name)) => Some(crate::limits::RunAs::lookup(name.get_ref()).map_err(
+                    |cause| in_file(name.span(), format!("`{}`: {cause}", name.get_ref())),
+                )?),
+                (None, None) => None,
+            };
         let prefix = flags
             .prefix
             .clone()
             .or_else(|| config.prefix.clone())
             .unwrap_or_else(|| default_prefix(dir, &document_root));
+        let file_listen = match (listen, &config.listen) {
+            (None, Some(value)) => {
+                if let Err(err) = value.get_ref().parse::<SocketAddr>() {
+                    let message = format!(
+                        "`{}` is not an address like 127.0.0.1:3000 ({err})",
+                        value.get_ref()
+                    );
+                    return Err(in_file(value.span(), message));
+                }
+                Some(value.get_ref().as_str())
+            }
+            _ => None,
+        };
         let listen = listen_addr(
-            listen.or(config.listen.as_deref()),
+            listen.or(file_listen),
             std::env::var("PORT").ok().as_deref(),
         )?;
         let dotenv = file::dotenv(&document_root)?;

@@ -644,6 +644,26 @@ fn a_bad_setting_is_named_where_it_was_written() {
         stderr.contains("watchdog.toml:1") && stderr.contains("no-such-user-here"),
         "{stderr}"
     );
+    // A value of the file a flag replaces is not checked: it is not used.
+    std::fs::write(
+        project.path().join("watchdog.toml"),
+        "user = \"no-such-user-here\"\nlisten = \"nope\"\n",
+    )
+    .unwrap();
+    let replaced = watchdog()
+        .arg("routes")
+        .arg(project.path().join("api"))
+        .args(["--user", "nobody"])
+        .env("PORT", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&replaced.stderr);
+    assert!(
+        stderr.contains("`listen`") && !stderr.contains("no-such-user-here"),
+        "{stderr}"
+    );
+    let server = TestServer::start_with(&project.path().join("api"), &["--user", "nobody"], |_| {});
+    server.terminate();
     // From the environment: by the variable, not by a flag nobody typed.
     let no_file = ["--config", "/dev/null"];
     let stderr = start(&no_file, &[("WATCHDOG_TIMEOUT", "bogus")]);
@@ -686,5 +706,8 @@ fn a_variable_named_like_a_request_headers_is_warned_of() {
     );
     // No header ever becomes HTTP_PROXY (httpoxy): an outbound proxy setting.
     let stderr = routes("HTTP_PROXY=http://127.0.0.1:3128");
+    assert!(!stderr.contains("request header"), "{stderr}");
+    // Nor does any header become a name with lower-case letters.
+    let stderr = routes("HTTP_x_lower=1");
     assert!(!stderr.contains("request header"), "{stderr}");
 }

@@ -315,6 +315,10 @@ async fn the_event_says_who_the_client_was_and_the_answer_has_its_real_length() 
     let (status, text) = get_text(&server, "/api/object-body").await;
     assert_eq!(status, 502, "{text}");
     assert!(text.contains("`body` that is an object"), "{text}");
+    assert!(
+        text.contains("cannot be sent on"),
+        "a bad answer, not a failed worker: {text}"
+    );
     let (status, text) = get_text(&server, "/api/word-status").await;
     assert_eq!(status, 502, "{text}");
     assert!(text.contains("`statusCode` \"fine\""), "{text}");

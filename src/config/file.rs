@@ -55,8 +55,8 @@ impl FileError {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
-    #[serde(default, deserialize_with = "listen_address")]
-    pub listen: Option<String>,
+    /// Checked where it is used (a flag may replace it), located by its span.
+    pub listen: Option<Spanned<String>>,
     pub prefix: Option<String>,
     #[serde(default, deserialize_with = "nonzero_duration")]
     pub timeout: Option<Duration>,
@@ -77,8 +77,8 @@ pub struct ConfigFile {
     pub drain_delay: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     pub drain_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "known_user")]
-    pub user: Option<String>,
+    /// As `listen`.
+    pub user: Option<Spanned<String>>,
     pub log_format: Option<LogFormat>,
     #[serde(default)]
     pub functions: BTreeMap<Spanned<String>, FunctionSection>,
@@ -215,25 +215,6 @@ fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Err
     crate::cli::parse_duration(&text)
         .map(Some)
         .map_err(|err| serde::de::Error::custom(format!("invalid duration `{text}`: {err}")))
-}
-
-/// `listen`, checked here so that a bad one is located in the file.
-fn listen_address<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
-    let text = String::deserialize(de)?;
-    match text.parse::<std::net::SocketAddr>() {
-        Ok(_) => Ok(Some(text)),
-        Err(err) => Err(serde::de::Error::custom(format!(
-            "`{text}` is not an address like 127.0.0.1:3000 ({err})"
-        ))),
-    }
-}
-
-/// `user`, looked up here so that an unknown one is located in the file.
-fn known_user<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
-    let name = String::deserialize(de)?;
-    crate::limits::RunAs::lookup(&name)
-        .map_err(|cause| serde::de::Error::custom(format!("`{name}`: {cause}")))?;
-    Ok(Some(name))
 }
 
 /// A duration that must not be zero: a zero `timeout` would fail every

@@ -48,11 +48,12 @@ const LINGER_AFTER_EXIT: Duration = Duration::from_millis(100);
 /// it dies, and only its exit status tells that the body is cut short: the
 /// exit almost always follows within microseconds. One that closes stdout and
 /// runs on (RFC 3875 lets its body end there) has its response end this much
-/// later. Functions without such limits (the fast path) end their body at EOF
+/// later. Longer than the exit watch's poll where no pidfd can be had.
+/// Functions without such limits (the fast path) end their body at EOF
 /// at once: waiting for every function's exit cost about 2% of the static C
 /// benchmark's requests/s (10 alternating pairs, 9 of them slower), and a
 /// crash mid-body ends it as Apache's and lighttpd's CGI do.
-const EXIT_AFTER_EOF: Duration = Duration::from_millis(10);
+const EXIT_AFTER_EOF: Duration = Duration::from_millis(25);
 
 /// How long a leader runs before watchdog starts watching for its exit on its
 /// own (through a pidfd) rather than learning of it when its output closes.
@@ -353,15 +354,18 @@ impl Driver {
                     stdout_open = false;
                     if matches!(sink, Sink::Client { .. }) {
                         // Whole or cut off: for a function a limit can kill,
-                        // its exit tells ([`EXIT_AFTER_EOF`]), and `settle` ends
-                        // the body by it.
-                        let exiting = self.killable_by_limit
+                        // its exit tells ([`EXIT_AFTER_EOF`]).
+                        let exited = self.killable_by_limit
                             && tokio::time::timeout(EXIT_AFTER_EOF, self.exit_watch.exited())
                                 .await
                                 .is_ok();
-                        if exiting {
+                        if exited {
                             leader_exited = true;
                             linger.set(tokio::time::sleep(LINGER_AFTER_EXIT));
+                        }
+                        if exited && self.killed_mid_body() {
+                            // Dropped unfinished: the client's body is cut off.
+                            sink = Sink::Discard;
                         } else {
                             end_body_at_eof(&mut sink).await;
                         }
@@ -496,15 +500,10 @@ impl Driver {
     /// Answers or ends the response, then stops whatever is still running and
     /// reaps it all. The client is settled first unless the function timed out:
     /// a 504 is sent only once the group is gone.
-    async fn finish(mut self, end: End, mut head_tx: Option<HeadSender>, mut sink: Sink) {
+    async fn finish(mut self, end: End, mut head_tx: Option<HeadSender>, sink: Sink) {
         let exit = match end {
             End::Exited(status) => {
                 self.settle(&mut head_tx, &sink, status);
-                if matches!(sink, Sink::Client { .. }) {
-                    // The body's end goes out before the group is reaped.
-                    drop(std::mem::replace(&mut sink, Sink::Discard));
-                    let_the_response_end().await;
-                }
                 self.stop_group(status).await
             }
             End::LeaderGone => {
@@ -616,9 +615,9 @@ impl Driver {
                 self.record.bytes_out = buffer.len() as u64;
                 send_head(head_tx, Ok(Reply::Response(response)));
             }
-            // Ended by a signal (a limit's, a crash), a function stopped in the
-            // middle of its body: the client's is cut off, as a timeout's is,
-            // not ended as if it were whole.
+            // stdout still open at the end (a background child holds it): a
+            // leader ended by a signal (a limit's, a crash) was stopped in the
+            // middle of its body, which is cut off, as a timeout's is.
             Sink::Client { .. }
                 if exit.is_some_and(|status| {
                     std::os::unix::process::ExitStatusExt::signal(&status).is_some()
@@ -626,6 +625,15 @@ impl Driver {
             Sink::Client { .. } => mark_complete(sink),
             Sink::Discard => {}
         }
+    }
+
+    /// Whether the function that has just exited was killed, which leaves its
+    /// body unfinished: the leader by a signal, or anything in its group by
+    /// the memory cgroup (a wrapper script whose child the OOM killer took
+    /// exits with a code).
+    fn killed_mid_body(&self) -> bool {
+        self.exit_watch.ending_signal().is_some()
+            || (self.cgroup.as_ref()).is_some_and(|cgroup| cgroup.hits().memory)
     }
 
     /// The resource limit that ended the function, when one did: the client

@@ -580,13 +580,19 @@ impl Pool {
         }
     }
 
-    fn crashed(&self, worker: Worker, why: &str) {
-        // A limit the function was given did its job: the pool is not to back
-        // off from starting the next worker, as it would for a crash loop.
+    /// A worker that ended during a request. A limit the function was given
+    /// that stopped it did its job: the pool does not back off from starting
+    /// the next worker, as it does for a crash loop. (Killed while idle, it
+    /// counts as a crash: the request that brings a new one did not cause it.)
+    fn ended_in_request(&self, worker: Worker, why: &str) {
         if let Some((limit, _)) = worker.limit_that_killed_now() {
             tracing::info!(route = %self.function.pattern, pid = worker.pid, limit, "a warm worker was stopped by its limit; the next request gets a new one");
             return self.stop_in_background(worker);
         }
+        self.crashed(worker, why);
+    }
+
+    fn crashed(&self, worker: Worker, why: &str) {
         tracing::warn!(route = %self.function.pattern, pid = worker.pid, why, "worker crashed");
         let given_up = {
             let mut crashes = self.lock_crashes();
@@ -656,7 +662,7 @@ impl Pool {
         };
         match outcome {
             Outcome::Served | Outcome::Abandoned if worker.has_exited() => {
-                self.crashed(worker, "exited after a request")
+                self.ended_in_request(worker, "exited after a request")
             }
             Outcome::Served | Outcome::Abandoned => {
                 if matches!(outcome, Outcome::Served) {
@@ -677,7 +683,7 @@ impl Pool {
             }
             // (A worker that broke off has been judged above.)
             Outcome::Crashed | Outcome::CutShort | Outcome::BrokeOff => {
-                self.crashed(worker, "broke off a request")
+                self.ended_in_request(worker, "broke off a request")
             }
         }
     }
@@ -697,19 +703,30 @@ impl Lease {
         }
         let worker = self.worker();
         let settled = tokio::time::Instant::now() + LIMIT_KILL_SETTLE;
-        loop {
-            if let Some((limit, signal)) = worker.limit_that_killed_now() {
-                record.limit_hit = Some(limit);
-                return InvokeError::LimitHit {
-                    file: function.file.relative.clone(),
-                    limit,
-                    exit: describe_exit(None, Some(signal)).unwrap_or_default(),
-                };
+        let killed = loop {
+            if let Some(killed) = worker.limit_that_killed_now() {
+                break Some(killed);
             }
-            if worker.has_ended_now() || tokio::time::Instant::now() >= settled {
-                return error;
+            if worker.has_ended_now() {
+                // Not by a limit, unless it was reaped a moment ago and its
+                // status is on its way: wait for that, then look again.
+                let left = settled.saturating_duration_since(tokio::time::Instant::now());
+                let _ = tokio::time::timeout(left, worker.exited()).await;
+                break worker.limit_that_killed_now();
+            }
+            if tokio::time::Instant::now() >= settled {
+                break None;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let Some((limit, signal)) = killed else {
+            return error;
+        };
+        record.limit_hit = Some(limit);
+        InvokeError::LimitHit {
+            file: function.file.relative.clone(),
+            limit,
+            exit: describe_exit(None, Some(signal)).unwrap_or_default(),
         }
     }
 

@@ -115,6 +115,19 @@ impl ExitWatch {
         !matches!(waitid(WaitId::Pid(self.pid), options), Ok(None))
     }
 
+    /// The signal that ended the process, if it has exited by one, asked of
+    /// the kernel without reaping it (the reap path does that).
+    pub fn ending_signal(&self) -> Option<i32> {
+        if self.reaped.load(Ordering::Relaxed) {
+            return None;
+        }
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        match waitid(WaitId::Pid(self.pid), options) {
+            Ok(Some(status)) => status.terminating_signal(),
+            _ => None,
+        }
+    }
+
     /// Reaps the process if it has exited: one system call, and no pidfd
     /// needed. Only for a process watchdog spawned itself (never one tokio will
     /// wait for).

@@ -90,8 +90,13 @@ fn report_header_named_env(table: &RouteTable) {
     let mut named: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
     for function in &table.functions {
         for (name, _) in &function.settings.env {
+            // Only a name a header can become: upper-case letters, digits, `_`.
             if let Some(name) = name.to_str()
-                && name.starts_with("HTTP_")
+                && let Some(header) = name.strip_prefix("HTTP_")
+                && !header.is_empty()
+                && header
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
                 && name != "HTTP_PROXY"
             {
                 named.entry(name).or_default().push(&function.pattern);
@@ -99,6 +104,7 @@ fn report_header_named_env(table: &RouteTable) {
         }
     }
     for (name, routes) in named {
+        // ASCII only (checked above): `X_TENANT` is `X-Tenant`.
         let header: Vec<String> = (name["HTTP_".len()..].split('_'))
             .map(|word| {
                 let (first, rest) = word.split_at(word.len().min(1));

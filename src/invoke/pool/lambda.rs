@@ -585,7 +585,9 @@ pub async fn invoke(
         }
         Ready::Unreadable(cause) => {
             lease.finish(Outcome::Served);
-            Err(cause)
+            return Err(Failed::Error(
+                (invocation.record).failed(InvokeError::WorkerFailed { file, cause }),
+            ));
         }
         Ready::Failed(detail) => {
             lease.finish(Outcome::Served);
@@ -602,7 +604,7 @@ pub async fn invoke(
         }
     };
     let response = response.map_err(|cause| {
-        Failed::Error((invocation.record).failed(InvokeError::WorkerFailed { file, cause }))
+        Failed::Error((invocation.record).failed(InvokeError::BadAnswer { file, cause }))
     })?;
     invocation.record.status = Some(response.status().as_u16());
     invocation.record.bytes_out = http_body::Body::size_hint(response.body())

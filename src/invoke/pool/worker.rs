@@ -25,6 +25,12 @@ use crate::routes::Function;
 /// The sending half of a kept-alive connection to an HTTP worker.
 pub type HttpConnection = hyper::client::conn::http1::SendRequest<axum::body::Body>;
 
+/// How many times [`Worker::limit_that_killed_now`] yields the thread for the
+/// status of a worker reaped a moment ago to reach its watch: a few
+/// microseconds of another thread's work, bounded in case that thread was
+/// preempted.
+const REAPED_STATUS_SPINS: usize = 200;
+
 /// How much longer than the grace a stop waits for the kernel to finish a KILL.
 const REAP_LIMIT: Duration = Duration::from_secs(5);
 
@@ -209,8 +215,16 @@ impl Worker {
             ) {
                 Ok(WaitStatus::Signaled(_, signal, _)) => Some(signal as i32),
                 Ok(_) => None,
-                // Reaped in the meantime: the watch has its status now.
-                Err(_) => reaped().flatten(),
+                // Reaped: the output task that reaped it publishes the status in
+                // the same turn, which may be running on another thread now.
+                Err(_) => (0..REAPED_STATUS_SPINS)
+                    .find_map(|_| {
+                        reaped().or_else(|| {
+                            std::thread::yield_now();
+                            None
+                        })
+                    })
+                    .flatten(),
             },
         }?;
         crate::limits::limit_that_killed(signal, self.cgroup.as_ref()).map(|limit| (limit, signal))
