@@ -160,6 +160,26 @@ async fn a_warm_workers_cpu_time_is_a_budget_per_request() {
     assert_eq!(next.status(), 200, "{}", server.log());
     assert_ne!(next.text().await.unwrap(), pids[0], "a new worker answers");
     assert!(!server.log().contains("worker crashed"), "{}", server.log());
+    // Killed after its head: the client's body is cut off, and the log names
+    // the limit under the status the client got.
+    let response = client()
+        .get(server.url("/api/burner?burn=30&stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (received, ended) = common::drain(response).await;
+    assert!(received > 0 && ended.is_err(), "{received} {ended:?}");
+    let logged = || {
+        (server.log().lines())
+            .any(|line| line.contains("limit_hit=\"cpu_time\"") && line.contains("status=200"))
+    };
+    let waited = Instant::now();
+    while !logged() && waited.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(logged(), "{}", server.log());
+    assert!(!server.log().contains("worker crashed"), "{}", server.log());
 }
 
 #[tokio::test]

@@ -691,42 +691,50 @@ impl Pool {
 
 impl Lease {
     /// The error to answer for a request its worker failed: the limit that
-    /// killed the worker when one did, noted in `record`, else `error`. A dying
+    /// killed the worker when one did, noted in `record`, else `error`.
+    pub async fn blame(&self, record: &mut InvocationRecord, error: InvokeError) -> InvokeError {
+        let Some((limit, signal)) = self.limit_that_killed().await else {
+            return error;
+        };
+        record.limit_hit = Some(limit);
+        InvokeError::LimitHit {
+            file: self.pool.function.file.relative.clone(),
+            limit,
+            exit: describe_exit(None, Some(signal)).unwrap_or_default(),
+        }
+    }
+
+    /// Whether the function has a limit the kernel enforces by killing it.
+    pub fn killable_by_limit(&self) -> bool {
+        let limits = &self.pool.function.settings.limits;
+        limits.cpu_time.is_some() || limits.memory.is_some()
+    }
+
+    /// The limit that killed the worker, with its signal, if one did. A dying
     /// worker's connection breaks a moment before the kernel shows it ended,
     /// so this waits up to [`LIMIT_KILL_SETTLE`] for that, and only for a
     /// function that has such a limit.
-    pub async fn blame(&self, record: &mut InvocationRecord, error: InvokeError) -> InvokeError {
-        let function = &self.pool.function;
-        let limits = &function.settings.limits;
-        if limits.cpu_time.is_none() && limits.memory.is_none() {
-            return error;
+    pub async fn limit_that_killed(&self) -> Option<(&'static str, i32)> {
+        if !self.killable_by_limit() {
+            return None;
         }
         let worker = self.worker();
         let settled = tokio::time::Instant::now() + LIMIT_KILL_SETTLE;
-        let killed = loop {
+        loop {
             if let Some(killed) = worker.limit_that_killed_now() {
-                break Some(killed);
+                return Some(killed);
             }
             if worker.has_ended_now() {
                 // Not by a limit, unless it was reaped a moment ago and its
                 // status is on its way: wait for that, then look again.
                 let left = settled.saturating_duration_since(tokio::time::Instant::now());
                 let _ = tokio::time::timeout(left, worker.exited()).await;
-                break worker.limit_that_killed_now();
+                return worker.limit_that_killed_now();
             }
             if tokio::time::Instant::now() >= settled {
-                break None;
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
-        };
-        let Some((limit, signal)) = killed else {
-            return error;
-        };
-        record.limit_hit = Some(limit);
-        InvokeError::LimitHit {
-            file: function.file.relative.clone(),
-            limit,
-            exit: describe_exit(None, Some(signal)).unwrap_or_default(),
         }
     }
 

@@ -345,6 +345,26 @@ struct LeasedBody {
 
 impl LeasedBody {
     fn finish(&mut self, outcome: Outcome) {
+        // Cut short by a worker that may have been killed by its limit: which
+        // is known only once the kernel shows it ended, a moment after its
+        // connection broke. The record and the pool wait for that, off the
+        // client's response (which is already cut off).
+        if outcome == Outcome::CutShort
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && let Some(lease) = self.lease.take_if(|lease| lease.killable_by_limit())
+        {
+            let mut record = self.record.take();
+            runtime.spawn(async move {
+                if let (Some((limit, _)), Some(record)) =
+                    (lease.limit_that_killed().await, record.as_mut())
+                {
+                    record.limit_hit = Some(limit);
+                }
+                lease.finish(outcome);
+                drop(record);
+            });
+            return;
+        }
         if let Some(mut lease) = self.lease.take() {
             if outcome == Outcome::Served
                 && let Some(sender) = self.sender.take()
