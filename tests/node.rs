@@ -479,6 +479,37 @@ async fn an_edited_module_is_picked_up() {
     }
 }
 
+/// The usual first project: one handler module, nothing else to import.
+#[tokio::test]
+async fn an_edited_module_alone_in_its_folder_is_picked_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = tmp.path().join("api");
+    std::fs::create_dir(&api).unwrap();
+    let write = |version: u32| {
+        std::fs::write(
+            api.join("only.mjs"),
+            format!("export default function handler(req, res) {{ res.send('v{version}'); }}\n"),
+        )
+        .unwrap();
+    };
+    write(1);
+    let server = TestServer::start(&api, &["--prefix", "/api"]);
+    assert_eq!(common::get_text(server.url("/api/only")).await, "v1");
+    write(2);
+    let started = Instant::now();
+    loop {
+        let text = common::get_text(server.url("/api/only")).await;
+        if text == "v2" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "still answering {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn typescript_needs_a_node_that_strips_types() {
     let server = server(&[]);

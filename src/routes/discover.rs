@@ -103,9 +103,15 @@ pub fn discover(dir: &Path) -> std::io::Result<Discovery> {
     if out.functions.iter().any(|f| f.runner.node_module) {
         // A handler module may import any script below DIR (a private `_lib/`
         // too): its version covers them all, so editing one recycles its workers.
+        // Mixed by hashing the pair: the tree's fingerprint holds the module's
+        // own, and a XOR cancelled it out when the module was the only script
+        // (its edits then never recycled the pool).
         let tree = script_tree_version(dir, 0);
         for function in out.functions.iter_mut().filter(|f| f.runner.node_module) {
-            function.version ^= tree;
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (function.version, tree).hash(&mut hasher);
+            function.version = hasher.finish();
         }
     }
     Ok(out)
