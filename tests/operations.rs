@@ -100,6 +100,34 @@ async fn files_added_removed_and_renamed_while_serving() {
     );
 }
 
+/// DIR regenerated (`rm -rf api && cp -r ...`) or swapped for another folder:
+/// the watch follows DIR's path to the folder there now.
+#[tokio::test]
+async fn dir_deleted_and_made_again_or_swapped_is_watched_again() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    let hello = "printf 'Content-Type: text/plain\\n\\nhi\\n'";
+    write_script(&api.join("a.sh"), hello);
+    let server = TestServer::start(&api, &[]);
+    assert_eq!(status_of(&server, "/api/a").await, 200);
+
+    std::fs::remove_dir_all(&api).unwrap();
+    assert!(server.wait_for_log("DIR is gone", Duration::from_secs(2)));
+    write_script(&api.join("b.sh"), hello);
+    eventually(&server, "/api/b", 200, Duration::from_secs(3)).await;
+    // Watched again: a later change is picked up.
+    write_script(&api.join("c.sh"), hello);
+    eventually(&server, "/api/c", 200, Duration::from_secs(2)).await;
+
+    let next = project.path().join("api.next");
+    write_script(&next.join("d.sh"), hello);
+    std::fs::rename(&api, project.path().join("api.old")).unwrap();
+    std::fs::rename(&next, &api).unwrap();
+    eventually(&server, "/api/d", 200, Duration::from_secs(3)).await;
+    write_script(&api.join("e.sh"), hello);
+    eventually(&server, "/api/e", 200, Duration::from_secs(2)).await;
+}
+
 #[tokio::test]
 async fn metrics_count_requests_timeouts_and_durations() {
     let project = tempfile::tempdir().unwrap();

@@ -20,8 +20,18 @@ pub const SETTLE: Duration = Duration::from_millis(75);
 /// The longest a stream of changes can delay a rebuild.
 pub const MAX_SETTLE: Duration = Duration::from_millis(750);
 
-/// Watches DIR and keeps `routes` current. The watcher stops when the returned
-/// value is dropped.
+/// How often a DIR that has gone is looked for, to be watched again when it is
+/// back.
+const DIR_GONE_POLL: Duration = Duration::from_millis(500);
+
+/// Watches DIR and keeps `routes` current. The watching stops when the
+/// returned handle is dropped.
+///
+/// DIR itself may be replaced: deleted and made again (`rm -rf api && cp -r
+/// ...`), or swapped (`mv api api.old && mv api.new api`). The kernel's watch
+/// stays on the folder it was put on, so each rebuild checks which folder DIR
+/// is now and moves the watch to it; while DIR is gone, the previous routes
+/// serve and DIR is looked for every [`DIR_GONE_POLL`].
 ///
 /// # Errors
 /// When the OS cannot watch DIR (inotify limits, for example).
@@ -29,11 +39,28 @@ pub fn watch(
     settings: Arc<Settings>,
     routes: Arc<ArcSwap<RouteTable>>,
     on_reload: impl Fn(&RouteTable) + Send + 'static,
-) -> notify::Result<notify::RecommendedWatcher> {
+) -> notify::Result<Watching> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let handler = move |event: notify::Result<notify::Event>| {
-        if event.as_ref().is_ok_and(|e| !e.kind.is_access()) || event.is_err() {
-            let _ = tx.send(());
+    let root = settings.document_root.clone();
+    // DIR itself removed or moved away: its watch is over, whatever folder
+    // is at its path by the rebuild (a new one may even reuse the inode).
+    let root_replaced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handler = {
+        let (root, root_replaced) = (root.clone(), Arc::clone(&root_replaced));
+        move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = &event
+                && matches!(
+                    event.kind,
+                    notify::EventKind::Remove(_)
+                        | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+                )
+                && event.paths.contains(&root)
+            {
+                root_replaced.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            if event.as_ref().is_ok_and(|e| !e.kind.is_access()) || event.is_err() {
+                let _ = tx.send(());
+            }
         }
     };
     // Only changes to the tree, never opens or closes: every request execs a file
@@ -41,18 +68,51 @@ pub fn watch(
     // the hot path (measured: a context switch and an event parse per request).
     let config = notify::Config::default().with_event_kinds(notify::EventKindMask::CORE);
     let mut watcher = notify::RecommendedWatcher::new(handler, config)?;
-    watcher.watch(&settings.document_root, RecursiveMode::Recursive)?;
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            let started = tokio::time::Instant::now();
-            loop {
-                let quiet_until = (tokio::time::Instant::now() + SETTLE).min(started + MAX_SETTLE);
-                match tokio::time::timeout_at(quiet_until, rx.recv()).await {
-                    Ok(Some(())) if tokio::time::Instant::now() < started + MAX_SETTLE => {}
-                    Ok(None) => return,
-                    _ => break,
+    watcher.watch(&root, RecursiveMode::Recursive)?;
+    let mut watched = folder_identity(&root);
+    let task = tokio::spawn(async move {
+        let mut gone = false;
+        loop {
+            if gone {
+                tokio::time::sleep(DIR_GONE_POLL).await;
+            } else {
+                if rx.recv().await.is_none() {
+                    return;
+                }
+                let started = tokio::time::Instant::now();
+                loop {
+                    let quiet_until =
+                        (tokio::time::Instant::now() + SETTLE).min(started + MAX_SETTLE);
+                    match tokio::time::timeout_at(quiet_until, rx.recv()).await {
+                        Ok(Some(())) if tokio::time::Instant::now() < started + MAX_SETTLE => {}
+                        Ok(None) => return,
+                        _ => break,
+                    }
                 }
             }
+            let now = folder_identity(&root);
+            if now.is_none() {
+                if !gone {
+                    tracing::error!(dir = %root.display(), "DIR is gone: the previous routes serve until it is back");
+                    gone = true;
+                }
+                continue;
+            }
+            let replaced = root_replaced.swap(false, std::sync::atomic::Ordering::Relaxed);
+            if gone || replaced || now != watched {
+                // A new folder at DIR's path: the old watch sees nothing of it.
+                let _ = watcher.unwatch(&root);
+                match watcher.watch(&root, RecursiveMode::Recursive) {
+                    Ok(()) => watched = now,
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot watch the new DIR; restart watchdog to pick up its changes")
+                    }
+                }
+                if gone {
+                    tracing::info!(dir = %root.display(), "DIR is back");
+                }
+            }
+            gone = false;
             let settings = Arc::clone(&settings);
             match tokio::task::spawn_blocking(move || RouteTable::for_settings(&settings)).await {
                 Ok(Ok(table)) => {
@@ -72,7 +132,25 @@ pub fn watch(
             }
         }
     });
-    Ok(watcher)
+    Ok(Watching(task))
+}
+
+/// Live reload running; dropped, it stops.
+pub struct Watching(tokio::task::JoinHandle<()>);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Which folder `path` is now (device and inode), if it is one.
+fn folder_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .filter(std::fs::Metadata::is_dir)
+        .map(|meta| (meta.dev(), meta.ino()))
 }
 
 /// Warns, at `serve` and `routes`, of settings that do not do what they seem
