@@ -105,6 +105,25 @@ async fn node_signature_with_vercel_helpers() {
         form["body"],
         serde_json::json!({ "name": "Ada Lovelace", "lang": ["en", "fr"] })
     );
+    // Keys named like Object.prototype members are values like any other
+    // (they were [null, "1"] arrays, and __proto__ was dropped).
+    let named = send_json(
+        c.post(server.url("/api/form"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body("constructor=1&toString=2&__proto__=3"),
+    )
+    .await;
+    assert_eq!(
+        named["body"],
+        serde_json::json!({ "constructor": "1", "toString": "2", "__proto__": "3" })
+    );
+    let cookie = send_json(
+        c.get(server.url("/api/users/1"))
+            .header("Cookie", "constructor=c; valueOf=v"),
+    )
+    .await;
+    assert_eq!(cookie["cookies"]["constructor"], "c", "{cookie}");
+    assert_eq!(cookie["cookies"]["valueOf"], "v", "{cookie}");
     let parsed = send_json(
         c.post(server.url("/api/form"))
             .json(&serde_json::json!({ "a": [1, 2] })),

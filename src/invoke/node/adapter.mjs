@@ -108,8 +108,11 @@ function readBody(req) {
   });
 }
 
+// Null-prototype objects, as Node's querystring.parse gives them: a key named
+// like an Object.prototype member (`toString`, `constructor`, `__proto__`) is a
+// value like any other, not an inherited function or the prototype itself.
 function parseCookies(header) {
-  const cookies = {};
+  const cookies = Object.create(null);
   for (const part of (header || '').split(';')) {
     const at = part.indexOf('=');
     if (at < 0) continue;
@@ -125,12 +128,12 @@ function parseCookies(header) {
 }
 
 function toQuery(searchParams, params) {
-  const query = {};
+  const query = Object.create(null);
   for (const [key, value] of searchParams) {
     if (key in query) query[key] = [].concat(query[key], value);
     else query[key] = value;
   }
-  return { ...query, ...params };
+  return Object.assign(query, params);
 }
 
 // Vercel's request and response helpers, on Node's own objects.
