@@ -52,13 +52,15 @@ pub struct InvokeArgs {
     pub dir: PathBuf,
     /// Request path with optional query, e.g. `/api/users/42?full=1`.
     pub path: String,
-    /// HTTP method.
-    #[arg(short = 'X', long, default_value = "GET")]
-    pub method: String,
+    /// HTTP method [default: GET, or POST with --data, as curl does].
+    #[arg(short = 'X', long)]
+    pub method: Option<String>,
     /// Request header `Name: value`; repeatable.
     #[arg(short = 'H', long = "header")]
     pub headers: Vec<String>,
     /// Request body; `@FILE` reads it from a file, `@-` from standard input.
+    /// As with curl, it makes the request a POST and, without a Content-Type
+    /// header, an `application/x-www-form-urlencoded` one.
     #[arg(short = 'd', long = "data")]
     pub data: Option<String>,
     /// Print only the body, not the status line and headers.

@@ -64,6 +64,35 @@ fn invoke_prints_the_response_and_fails_on_5xx() {
     );
     assert!(text.ends_with("\n\npayload"), "{text}");
 
+    // As with curl: -d alone makes a urlencoded POST; -X and -H still rule.
+    let invoke_env = |extra: &[&str]| {
+        let output = watchdog()
+            .arg("invoke")
+            .arg(fixtures("cgi"))
+            .args(["/cgi/env", "--body-only"])
+            .args(extra)
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let env = invoke_env(&["-d", "name=Ada"]);
+    assert!(env.contains("REQUEST_METHOD=POST\n"), "{env}");
+    assert!(
+        env.contains("CONTENT_TYPE=application/x-www-form-urlencoded\n"),
+        "{env}"
+    );
+    let env = invoke_env(&[
+        "-d",
+        "{}",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/json",
+    ]);
+    assert!(env.contains("REQUEST_METHOD=PUT\n"), "{env}");
+    assert!(env.contains("CONTENT_TYPE=application/json\n"), "{env}");
+    assert!(invoke_env(&[]).contains("REQUEST_METHOD=GET\n"));
+
     let failed = watchdog()
         .arg("invoke")
         .arg(fixtures("cgi"))

@@ -59,15 +59,20 @@ pub async fn run(settings: Settings, args: InvokeArgs) -> Result<(), CommandErro
 }
 
 fn build_request(args: &InvokeArgs) -> anyhow::Result<Request<Body>> {
-    let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
-        .with_context(|| format!("--method {}: not an HTTP method", args.method))?;
+    // curl's rules, which the flags copy: a body makes it a POST.
+    let method = match &args.method {
+        Some(method) => Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+            .with_context(|| format!("--method {method}: not an HTTP method"))?,
+        None if args.data.is_some() => Method::POST,
+        None => Method::GET,
+    };
     let path = if args.path.starts_with('/') {
         args.path.clone()
     } else {
         format!("/{}", args.path)
     };
     let mut builder = Request::builder().method(method).uri(&path);
-    let mut has_host = false;
+    let (mut has_host, mut has_type) = (false, false);
     for line in &args.headers {
         let (name, value) = line
             .split_once(':')
@@ -77,6 +82,7 @@ fn build_request(args: &InvokeArgs) -> anyhow::Result<Request<Body>> {
         let value = HeaderValue::from_str(value.trim())
             .with_context(|| format!("--header `{line}`: invalid header value"))?;
         has_host |= name == header::HOST;
+        has_type |= name == header::CONTENT_TYPE;
         builder = builder.header(name, value);
     }
     if !has_host {
@@ -99,6 +105,9 @@ fn build_request(args: &InvokeArgs) -> anyhow::Result<Request<Body>> {
     };
     if args.data.is_some() {
         builder = builder.header(header::CONTENT_LENGTH, body.len());
+        if !has_type {
+            builder = builder.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        }
     }
     builder
         .body(Body::from(body))
