@@ -150,6 +150,14 @@ printf '{"method":"%s","query":"%s","path":"%s","agent":"%s","body":"%s"}\n' "$H
         .unwrap();
     assert_eq!(missing.status(), 404);
     assert_eq!(missing.text().await.unwrap(), "{\"error\":\"not found\"}\n");
+    // HEAD: the GET's status and length, no body.
+    let head = c
+        .head(server.url("/api/legacy/lookup?id=missing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 404);
+    assert_eq!(head.headers()["content-length"], "22");
     // Raw output is held in memory until exit, so it is bounded by max_output.
     let chatty = c
         .get(server.url("/api/legacy/chatty"))

@@ -663,6 +663,7 @@ impl Driver {
             .unwrap_or(axum::http::HeaderValue::from_static(
                 "text/plain; charset=utf-8",
             ));
+        let length = body.len();
         let body = if self.is_head {
             Body::empty()
         } else {
@@ -670,9 +671,12 @@ impl Driver {
         };
         let mut response = Response::new(body);
         *response.status_mut() = status;
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, content_type);
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, content_type);
+        // A HEAD answer's length is the GET's (RFC 9110 §9.3.2), not its own 0.
+        if self.is_head {
+            headers.insert(header::CONTENT_LENGTH, length.into());
+        }
         response
     }
 
