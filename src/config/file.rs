@@ -109,6 +109,7 @@ pub struct FunctionSection {
     #[serde(default, deserialize_with = "env_table")]
     pub env: Option<BTreeMap<String, String>>,
     pub output: Option<OutputMode>,
+    #[serde(default, deserialize_with = "content_type")]
     pub content_type: Option<String>,
     #[serde(default, deserialize_with = "exit_statuses")]
     pub exit_status: Option<BTreeMap<i32, u16>>,
@@ -215,6 +216,18 @@ fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Err
     crate::cli::parse_duration(&text)
         .map(Some)
         .map_err(|err| serde::de::Error::custom(format!("invalid duration `{text}`: {err}")))
+}
+
+/// `content_type`: a value a header can carry, not empty (it was sent as an
+/// empty header, and an invalid one silently became text/plain).
+fn content_type<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(de)?;
+    if text.trim().is_empty() || axum::http::HeaderValue::from_str(&text).is_err() {
+        return Err(serde::de::Error::custom(format!(
+            "`{text}` is not a media type such as \"application/json\" (leave the key out for text/plain)"
+        )));
+    }
+    Ok(Some(text))
 }
 
 /// A duration that must not be zero: a zero `timeout` would fail every
@@ -579,6 +592,12 @@ warm = { protocol = "http", min = 1, max = 4, idle_timeout = "5m", max_requests 
                 2,
                 "`cpu_time`",
                 "more than 0",
+            ),
+            (
+                "[functions.\"a.sh\"]\ncontent_type = \"\"\n",
+                2,
+                "`content_type`",
+                "not a media type",
             ),
             (
                 "[functions.\"a.sh\"]\nopen_files = 0\n",

@@ -48,7 +48,7 @@ pub enum EnvelopeError {
     #[error("line {line} of the header block: the header name holds characters a name cannot have")]
     BadName { line: usize, excerpt: String },
     #[error(
-        "line {line} of the header block: a header value holds a control character (CR, LF or NUL)"
+        "line {line} of the header block: a header value holds a control character (a byte below 0x20 other than tab, or 0x7F)"
     )]
     BadValue { line: usize, excerpt: String },
     #[error("line {line} of the header block: `Status:` is not a status code from 200 to 599")]
