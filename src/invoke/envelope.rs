@@ -194,7 +194,14 @@ impl EnvelopeReader {
         if name == header::LOCATION {
             self.location = Some(String::from_utf8_lossy(raw_value).into_owned());
         }
-        self.headers.append(name, value);
+        // A response has one media type and one target: a second line replaces
+        // the first, as Apache's CGI takes them (two would reach the client, and
+        // each would pick one), as a second `Status:` does.
+        if name == header::CONTENT_TYPE || name == header::LOCATION {
+            self.headers.insert(name, value);
+        } else {
+            self.headers.append(name, value);
+        }
         Ok(())
     }
 
@@ -283,6 +290,18 @@ mod tests {
             assert_eq!(env.headers[header::CONTENT_TYPE], "text/plain");
             assert_eq!(&body[..], b"hello");
         }
+    }
+
+    #[test]
+    fn a_second_content_type_or_location_replaces_the_first() {
+        let (env, _) = parse_whole(
+            b"Content-Type: text/html\nSet-Cookie: a=1\nLocation: https://a.example/\nContent-Type: text/plain\nSet-Cookie: b=2\nLocation: https://b.example/\n\n",
+        );
+        let all = |name| env.headers.get_all(name).iter().collect::<Vec<_>>();
+        assert_eq!(all(header::CONTENT_TYPE), ["text/plain"]);
+        assert_eq!(all(header::LOCATION), ["https://b.example/"]);
+        // Other repeated headers stay repeated.
+        assert_eq!(all(header::SET_COOKIE), ["a=1", "b=2"]);
     }
 
     #[test]
