@@ -22,7 +22,7 @@ pub const INTERPRETERS: &[(&str, &str)] = &[
 ];
 
 /// Handler modules for the Node adapter (CONTRACT §5).
-const MODULE_EXTENSIONS: &[&str] = &["js", "mjs", "cjs", "ts"];
+pub const MODULE_EXTENSIONS: &[&str] = &["js", "mjs", "cjs", "ts"];
 
 /// How a function file is started.
 #[derive(Debug, Clone, PartialEq, Eq)]

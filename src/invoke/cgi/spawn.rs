@@ -333,6 +333,14 @@ pub fn spawn(
     }
 }
 
+/// A JavaScript or TypeScript file: a handler module when not executable.
+fn is_module(relative: &str) -> bool {
+    std::path::Path::new(relative)
+        .extension()
+        .and_then(|ext| ext.to_str())
+        .is_some_and(|ext| crate::routes::discover::MODULE_EXTENSIONS.contains(&ext))
+}
+
 /// Says why a spawn failed and what to do about it.
 fn describe(
     err: &io::Error,
@@ -381,6 +389,13 @@ fn describe(
                 format!("`chmod +x {}`", path.display()),
             ),
         },
+        _ if err.raw_os_error() == Some(ENOEXEC) && is_module(relative) => spawn_error(
+            "an executable module without a `#!` line runs as a CGI program, and the system cannot run it".into(),
+            format!(
+                "`chmod -x {}` to run it as a handler module, or add `#!/usr/bin/env node` to run it as a CGI script",
+                path.display()
+            ),
+        ),
         _ if err.raw_os_error() == Some(ENOEXEC) => spawn_error(
             "not a program the system can run (a script without a `#!` line?)".into(),
             "add a `#!` line such as `#!/bin/sh`, or use a known extension (.sh .py .pl .rb .php)"
@@ -411,5 +426,11 @@ mod tests {
         std::fs::write(&present, "#!/no/such/shell\n").unwrap();
         let error = describe(&missing, &present, "present.sh", None, None);
         assert!(error.to_string().contains("`#!` line"), "{error}");
+        // An executable module without `#!`: the fix is the execute bit.
+        let noexec = io::Error::from_raw_os_error(ENOEXEC);
+        let error = describe(&noexec, &present, "handler.mjs", None, None);
+        assert!(error.hint().unwrap().contains("chmod -x"), "{error:?}");
+        let error = describe(&noexec, &present, "tool", None, None);
+        assert!(!error.hint().unwrap().contains("chmod -x"), "{error:?}");
     }
 }
