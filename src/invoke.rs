@@ -91,9 +91,12 @@ pub enum InvokeError {
         cause: String,
         hint: String,
     },
-    /// Its file was removed after the route table last saw it; the table
-    /// catches up within moments (live reload), and then the URL is a plain 404.
-    #[error("{file}: the function's file was removed; no function answers here now")]
+    /// Its file was removed, or replaced by one that leads outside DIR, after
+    /// the route table last saw it; the table catches up within moments (live
+    /// reload), and then the URL is a plain 404.
+    #[error(
+        "{file}: the function's file was removed or now leads outside DIR; no function answers here now"
+    )]
     Removed { file: String },
     #[error("{file}: invalid response: {error}")]
     BadOutput { file: String, error: EnvelopeError },

@@ -39,6 +39,8 @@ pub struct App {
     pub settings: Arc<Settings>,
     /// Swapped whole by live reload; a request loads it once.
     pub routes: Arc<ArcSwap<RouteTable>>,
+    /// Whether a change under DIR may not be in `routes` yet.
+    pub reload_pending: Arc<crate::routes::reload::Pending>,
     pub invoker: Arc<dyn Invoker>,
     /// The warm pools, stopped at shutdown.
     pub pool: Arc<PoolInvoker>,
@@ -72,6 +74,7 @@ impl App {
         Self {
             settings,
             routes: Arc::new(ArcSwap::from_pointee(routes)),
+            reload_pending: Arc::default(),
             invoker: Arc::new(Dispatcher {
                 cgi: CgiInvoker::new(Arc::clone(&limiter)),
                 pool: Arc::clone(&pool),

@@ -128,6 +128,35 @@ async fn dir_deleted_and_made_again_or_swapped_is_watched_again() {
     eventually(&server, "/api/e", 200, Duration::from_secs(2)).await;
 }
 
+/// CONTRACT §2: nothing that resolves outside DIR reaches a function, not even
+/// in the moments before live reload has walked the change.
+#[tokio::test]
+async fn a_file_swapped_for_a_symlink_outside_dir_is_not_run_before_the_reload() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    write_script(
+        &api.join("a.sh"),
+        "printf 'Content-Type: text/plain\\n\\ninside\\n'",
+    );
+    write_script(
+        &project.path().join("outside.sh"),
+        "printf 'Content-Type: text/plain\\n\\nOUTSIDE\\n'",
+    );
+    let server = TestServer::start(&api, &[]);
+    assert_eq!(common::get_text(server.url("/api/a")).await, "inside\n");
+    std::fs::remove_file(api.join("a.sh")).unwrap();
+    std::os::unix::fs::symlink(project.path().join("outside.sh"), api.join("a.sh")).unwrap();
+    // Well inside the 75 ms settle: the table still has a.sh.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let response = client().get(server.url("/api/a")).send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert!(!text.contains("OUTSIDE"), "{status} {text}");
+    assert_eq!(status, 404, "{text}");
+    // And after the reload, the symlink is no route at all.
+    eventually(&server, "/api/a", 404, Duration::from_secs(2)).await;
+}
+
 #[tokio::test]
 async fn metrics_count_requests_timeouts_and_durations() {
     let project = tempfile::tempdir().unwrap();

@@ -95,7 +95,12 @@ pub async fn run(settings: Settings) -> Result<(), CommandError> {
     app.pool.prestart(&app.routes.load());
     let pools = Arc::clone(&app.pool);
     let prestart = move |table: &crate::routes::RouteTable| pools.prestart(table);
-    let _watcher = match reload::watch(Arc::clone(&settings), Arc::clone(&app.routes), prestart) {
+    let _watcher = match reload::watch(
+        Arc::clone(&settings),
+        Arc::clone(&app.routes),
+        Arc::clone(&app.reload_pending),
+        prestart,
+    ) {
         Ok(watcher) => Some(watcher),
         Err(err) => {
             tracing::warn!(error = %err, "cannot watch DIR for changes; restart watchdog to pick up new files");

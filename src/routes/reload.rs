@@ -20,6 +20,33 @@ pub const SETTLE: Duration = Duration::from_millis(75);
 /// The longest a stream of changes can delay a rebuild.
 pub const MAX_SETTLE: Duration = Duration::from_millis(750);
 
+/// Whether a change under DIR may not be in the route table yet: from the
+/// watcher's event until the table that was walked after it is swapped in.
+/// For that window (the settle, then the walk) a request checks that its
+/// function's file still lies below DIR before it runs it, so a file swapped
+/// for a symlink that leads outside DIR is not run in the meantime (CONTRACT
+/// §2). The rest of the time requests do not touch the disk.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Changes seen by the watcher so far.
+    seen: std::sync::atomic::AtomicU64,
+    /// Changes the current table was walked after.
+    applied: std::sync::atomic::AtomicU64,
+}
+
+impl Pending {
+    pub fn is_pending(&self) -> bool {
+        use std::sync::atomic::Ordering::Acquire;
+        self.seen.load(Acquire) != self.applied.load(Acquire)
+    }
+}
+
+/// Whether the function file at `path` still lies below DIR, symlinks
+/// resolved: asked only while a reload is pending.
+pub fn still_below_dir(path: &std::path::Path, document_root: &std::path::Path) -> bool {
+    std::fs::canonicalize(path).is_ok_and(|real| real.starts_with(document_root))
+}
+
 /// How often a DIR that has gone is looked for, to be watched again when it is
 /// back.
 const DIR_GONE_POLL: Duration = Duration::from_millis(500);
@@ -38,6 +65,7 @@ const DIR_GONE_POLL: Duration = Duration::from_millis(500);
 pub fn watch(
     settings: Arc<Settings>,
     routes: Arc<ArcSwap<RouteTable>>,
+    pending: Arc<Pending>,
     on_reload: impl Fn(&RouteTable) + Send + 'static,
 ) -> notify::Result<Watching> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -47,6 +75,7 @@ pub fn watch(
     let root_replaced = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handler = {
         let (root, root_replaced) = (root.clone(), Arc::clone(&root_replaced));
+        let pending = Arc::clone(&pending);
         move |event: notify::Result<notify::Event>| {
             if let Ok(event) = &event
                 && matches!(
@@ -59,6 +88,9 @@ pub fn watch(
                 root_replaced.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             if event.as_ref().is_ok_and(|e| !e.kind.is_access()) || event.is_err() {
+                pending
+                    .seen
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 let _ = tx.send(());
             }
         }
@@ -113,6 +145,9 @@ pub fn watch(
                 }
             }
             gone = false;
+            // The walk sees every change seen so far; later ones keep the
+            // window open until the next walk.
+            let walked_after = pending.seen.load(std::sync::atomic::Ordering::Acquire);
             let settings = Arc::clone(&settings);
             match tokio::task::spawn_blocking(move || RouteTable::for_settings(&settings)).await {
                 Ok(Ok(table)) => {
@@ -121,6 +156,7 @@ pub fn watch(
                     // Stored first: requests from here on see the versions the
                     // callback starts pools for.
                     routes.store(Arc::clone(&table));
+                    (pending.applied).store(walked_after, std::sync::atomic::Ordering::Release);
                     on_reload(&table);
                 }
                 Ok(Err(err)) => {

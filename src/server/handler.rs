@@ -107,6 +107,15 @@ async fn dispatch(
         };
         drop(table);
         *answered = Answered::Function(Arc::clone(&route.function));
+        if app.reload_pending.is_pending()
+            && !crate::routes::reload::still_below_dir(
+                &route.function.file.path,
+                &app.settings.document_root,
+            )
+        {
+            let file = route.function.file.relative.clone();
+            return Err(InvokeError::Removed { file }.into());
+        }
         let function = &route.function.settings;
         let deadline = started + function.timeout;
         let deadline_epoch_ms = (started_wall + function.timeout)
