@@ -113,8 +113,11 @@ async fn dir_deleted_and_made_again_or_swapped_is_watched_again() {
 
     std::fs::remove_dir_all(&api).unwrap();
     assert!(server.wait_for_log("DIR is gone", Duration::from_secs(2)));
+    // Ready means routes loaded: not while DIR is gone.
+    assert_eq!(status_of(&server, "/_watchdog/readyz").await, 503);
     write_script(&api.join("b.sh"), hello);
     eventually(&server, "/api/b", 200, Duration::from_secs(3)).await;
+    assert_eq!(status_of(&server, "/_watchdog/readyz").await, 200);
     // Watched again: a later change is picked up.
     write_script(&api.join("c.sh"), hello);
     eventually(&server, "/api/c", 200, Duration::from_secs(2)).await;

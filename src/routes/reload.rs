@@ -32,12 +32,19 @@ pub struct Pending {
     seen: std::sync::atomic::AtomicU64,
     /// Changes the current table was walked after.
     applied: std::sync::atomic::AtomicU64,
+    /// DIR is gone: the routes served are the last ones read, and readyz
+    /// says so.
+    dir_gone: std::sync::atomic::AtomicBool,
 }
 
 impl Pending {
     pub fn is_pending(&self) -> bool {
         use std::sync::atomic::Ordering::Acquire;
         self.seen.load(Acquire) != self.applied.load(Acquire)
+    }
+
+    pub fn dir_is_gone(&self) -> bool {
+        self.dir_gone.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -125,8 +132,11 @@ pub fn watch(
             let now = folder_identity(&root);
             if now.is_none() {
                 if !gone {
-                    tracing::error!(dir = %root.display(), "DIR is gone: the previous routes serve until it is back");
                     gone = true;
+                    pending
+                        .dir_gone
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(dir = %root.display(), "DIR is gone: the previous routes serve until it is back, and readyz answers 503");
                 }
                 continue;
             }
@@ -145,6 +155,9 @@ pub fn watch(
                 }
             }
             gone = false;
+            pending
+                .dir_gone
+                .store(false, std::sync::atomic::Ordering::Relaxed);
             // The walk sees every change seen so far; later ones keep the
             // window open until the next walk.
             let walked_after = pending.seen.load(std::sync::atomic::Ordering::Acquire);

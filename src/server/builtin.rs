@@ -73,6 +73,9 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     if app.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if app.reload_pending.dir_is_gone() {
+        // CONTRACT §7: ready means routes loaded; DIR's are not there to load.
+        (StatusCode::SERVICE_UNAVAILABLE, "DIR is gone\n")
     } else {
         (StatusCode::OK, "ready\n")
     }
