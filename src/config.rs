@@ -33,7 +33,7 @@ const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "TZ", "TMPDIR"];
 pub enum ConfigError {
     #[error("{dir}: {cause}\nhint: pass the folder of functions, e.g. `watchdog serve ./api`")]
     Dir { dir: String, cause: std::io::Error },
-    #[error("{given}: not an address like 127.0.0.1:3000 ({cause})")]
+    #[error("{given}: {cause}")]
     Listen { given: String, cause: String },
     #[error("PORT={value}: not a port number; unset PORT or pass --listen")]
     Port { value: String },
@@ -129,12 +129,11 @@ impl Settings {
             .unwrap_or_else(|| default_prefix(dir, &document_root));
         let file_listen = match (listen, &config.listen) {
             (None, Some(value)) => {
-                if let Err(err) = value.get_ref().parse::<SocketAddr>() {
-                    let message = format!(
-                        "`{}` is not an address like 127.0.0.1:3000 ({err})",
-                        value.get_ref()
-                    );
-                    return Err(in_file(value.span(), message));
+                if let Err(cause) = parse_listen(value.get_ref()) {
+                    return Err(in_file(
+                        value.span(),
+                        format!("`{}` is {cause}", value.get_ref()),
+                    ));
                 }
                 Some(value.get_ref().as_str())
             }
@@ -309,12 +308,10 @@ pub fn default_prefix(dir: &Path, resolved: &Path) -> String {
 /// An unparsable address or PORT value.
 pub fn listen_addr(flag: Option<&str>, port_env: Option<&str>) -> Result<SocketAddr, ConfigError> {
     if let Some(value) = flag {
-        return value
-            .parse()
-            .map_err(|err: std::net::AddrParseError| ConfigError::Listen {
-                given: crate::cli::named_as_given("listen", value),
-                cause: err.to_string(),
-            });
+        return parse_listen(value).map_err(|cause| ConfigError::Listen {
+            given: crate::cli::named_as_given("listen", value),
+            cause,
+        });
     }
     match port_env {
         Some(port) => {
@@ -325,6 +322,13 @@ pub fn listen_addr(flag: Option<&str>, port_env: Option<&str>) -> Result<SocketA
         }
         None => Ok(SocketAddr::from(([127, 0, 0, 1], 3000))),
     }
+}
+
+/// `--listen`'s value, or `listen` in watchdog.toml.
+fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|err| format!("not an address like 127.0.0.1:3000 ({err})"))
 }
 
 /// Whether `name` is one of the variables every function gets from watchdog's

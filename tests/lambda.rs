@@ -463,7 +463,20 @@ async fn a_streamed_lambda_response_is_passed_through_as_it_arrives() {
         r#"printf '{"statusCode":200}'; printf '\000\000\000\000\000\000\000\000'
     for i in $(seq 25); do printf 'tick\n'; sleep 0.2; done"#,
     );
+    // A prelude that is no valid response head: a bad answer, as a buffered one.
+    streaming_runtime(
+        &project,
+        "bad-prelude.sh",
+        "",
+        r#"printf '{"statusCode":"fine"}'; printf '\000\000\000\000\000\000\000\000'; printf 'body'"#,
+    );
     let server = TestServer::start(&project.path().join("api"), &[]);
+    let (status, text) = get_text(&server, "/api/bad-prelude").await;
+    assert_eq!(status, 502, "{text}");
+    assert!(
+        text.contains("cannot be sent on") && text.contains("`statusCode` \"fine\""),
+        "{text}"
+    );
     let response = client()
         .get(server.url("/api/streamer"))
         .send()

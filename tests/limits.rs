@@ -103,6 +103,15 @@ async fn cpu_time_stops_a_spinning_function() {
         ended.is_err(),
         "a body a limit cut off must not look complete"
     );
+    // The same with stdout held open by a background child: the body ends
+    // when the group is stopped, and is cut off all the same.
+    let response = client()
+        .get(server.url("/api/spin?held"))
+        .send()
+        .await
+        .unwrap();
+    let (received, ended) = common::drain(response).await;
+    assert!(received > 0 && ended.is_err(), "{received} {ended:?}");
     // Closing stdout ends the body (RFC 3875), before the limit stops it.
     let response = client()
         .get(server.url("/api/spin?close-first"))

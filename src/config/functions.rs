@@ -109,6 +109,15 @@ pub struct ResourceLimits {
     pub open_files: Option<u32>,
 }
 
+impl ResourceLimits {
+    /// Whether one of them is enforced by killing the function (`cpu_time`'s
+    /// SIGXCPU, the memory cgroup's OOM kill), which is then told apart from a
+    /// crash: see [`crate::limits::limit_that_killed`].
+    pub fn can_kill(&self) -> bool {
+        self.cpu_time.is_some() || self.memory.is_some()
+    }
+}
+
 /// The server-wide values a function starts from.
 #[derive(Debug, Clone)]
 pub struct Defaults {

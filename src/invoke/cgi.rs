@@ -144,7 +144,7 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         timeout: invocation.route.function.settings.timeout,
         cgroup: plan.cgroup,
         output_limit,
-        killable_by_limit: limits.cpu_time.is_some() || limits.memory.is_some(),
+        killable_by_limit: limits.can_kill(),
         stdout_bytes: 0,
         raw: raw_output.then(|| RawOutput {
             content_type: invocation.route.function.settings.content_type.clone(),
@@ -363,7 +363,7 @@ impl Driver {
                             leader_exited = true;
                             linger.set(tokio::time::sleep(LINGER_AFTER_EXIT));
                         }
-                        if exited && self.killed_mid_body() {
+                        if exited && self.killed_mid_body(None) {
                             // Dropped unfinished: the client's body is cut off.
                             sink = Sink::Discard;
                         } else {
@@ -615,25 +615,26 @@ impl Driver {
                 self.record.bytes_out = buffer.len() as u64;
                 send_head(head_tx, Ok(Reply::Response(response)));
             }
-            // stdout still open at the end (a background child holds it): a
-            // leader ended by a signal (a limit's, a crash) was stopped in the
-            // middle of its body, which is cut off, as a timeout's is.
-            Sink::Client { .. }
-                if exit.is_some_and(|status| {
-                    std::os::unix::process::ExitStatusExt::signal(&status).is_some()
-                }) => {}
+            // stdout still open at the end (a background child holds it): the
+            // same judgement as at stdout EOF ([`EXIT_AFTER_EOF`]), for the
+            // same functions.
+            Sink::Client { .. } if self.killable_by_limit && self.killed_mid_body(exit) => {}
             Sink::Client { .. } => mark_complete(sink),
             Sink::Discard => {}
         }
     }
 
-    /// Whether the function that has just exited was killed, which leaves its
-    /// body unfinished: the leader by a signal, or anything in its group by
-    /// the memory cgroup (a wrapper script whose child the OOM killer took
-    /// exits with a code).
-    fn killed_mid_body(&self) -> bool {
-        self.exit_watch.ending_signal().is_some()
-            || (self.cgroup.as_ref()).is_some_and(|cgroup| cgroup.hits().memory)
+    /// Whether the function that has exited was killed, which leaves its body
+    /// unfinished: the leader by a signal (from `status` once reaped, else
+    /// asked of the kernel), or anything in its group by the memory cgroup (a
+    /// wrapper script whose child the OOM killer took exits with a code).
+    fn killed_mid_body(&self, status: Option<ExitStatus>) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        let signal = match status {
+            Some(status) => status.signal(),
+            None => self.exit_watch.ending_signal(),
+        };
+        signal.is_some() || (self.cgroup.as_ref()).is_some_and(|cgroup| cgroup.hits().memory)
     }
 
     /// The resource limit that ended the function, when one did: the client

@@ -706,8 +706,7 @@ impl Lease {
 
     /// Whether the function has a limit the kernel enforces by killing it.
     pub fn killable_by_limit(&self) -> bool {
-        let limits = &self.pool.function.settings.limits;
-        limits.cpu_time.is_some() || limits.memory.is_some()
+        self.pool.function.settings.limits.can_kill()
     }
 
     /// The limit that killed the worker, with its signal, if one did. A dying

@@ -522,7 +522,7 @@ pub async fn invoke(
             Answer::Streamed { content_type, body } => {
                 let (response, stream) = streamed_response(content_type, body)
                     .await
-                    .map_err(|cause| NoAnswer::Broke(cause, Outcome::Served))?;
+                    .map_err(NoAnswer::Bad)?;
                 Ready::Streamed(response, stream)
             }
         })
@@ -539,9 +539,17 @@ pub async fn invoke(
         }
         Waited::Answered(Err(NoAnswer::Broke(cause, outcome))) => {
             let error = InvokeError::WorkerFailed { file, cause };
-            let error = lease.blame(&mut invocation.record, error).await;
-            lease.finish(outcome);
-            return Err(invocation.record.failed(error).into());
+            return Err(failed(lease, &mut invocation.record, error, outcome)
+                .await
+                .into());
+        }
+        Waited::Answered(Err(NoAnswer::Bad(cause))) => {
+            let error = InvokeError::BadAnswer { file, cause };
+            return Err(
+                failed(lease, &mut invocation.record, error, Outcome::Served)
+                    .await
+                    .into(),
+            );
         }
         Waited::Stopped => {
             lease.finish(Outcome::Stuck);
@@ -926,12 +934,28 @@ fn header_text<'a>(
     }
 }
 
+/// The error a request its worker gave no answer ends with (the limit that
+/// killed the worker, if one did: [`Lease::blame`]), the worker given back.
+async fn failed(
+    lease: Lease,
+    record: &mut InvocationRecord,
+    error: InvokeError,
+    outcome: Outcome,
+) -> InvokeError {
+    let error = lease.blame(record, error).await;
+    lease.finish(outcome);
+    record.failed(error)
+}
+
 /// Why a lent worker gave no answer.
 enum NoAnswer {
     /// It exited before it took the event: the request never started.
     NotTaken,
     /// Why it broke off, and what that says about the worker.
     Broke(String, Outcome),
+    /// Its answer cannot be sent on (a malformed streamed prelude), as a
+    /// malformed buffered one cannot: the worker serves on.
+    Bad(String),
 }
 
 /// A worker's answer, read as far as the response head.

@@ -186,33 +186,28 @@ impl Worker {
     /// reaped, later than a connection the dying process closed: judged by it
     /// alone, a worker that broke off an answer as it died would be kept.
     pub fn has_ended_now(&self) -> bool {
-        use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
-        if self.has_exited() {
-            return true;
-        }
-        // WNOWAIT: the status is left for the task that reaps the worker.
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
         // An error is ECHILD: already reaped, so ended.
-        !matches!(
-            waitid(Id::Pid(nix::unistd::Pid::from_raw(self.raw_pid())), flags),
-            Ok(WaitStatus::StillAlive)
-        )
+        self.has_exited() || !matches!(self.peek_exit(), Ok(nix::sys::wait::WaitStatus::StillAlive))
+    }
+
+    /// How the process stands, asked of the kernel without reaping it
+    /// (WNOWAIT: the status is left for the task that reaps the worker).
+    fn peek_exit(&self) -> nix::Result<nix::sys::wait::WaitStatus> {
+        use nix::sys::wait::{Id, WaitPidFlag, waitid};
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        waitid(Id::Pid(nix::unistd::Pid::from_raw(self.raw_pid())), flags)
     }
 
     /// The resource limit that killed the worker, and the signal it sent, if
     /// one did ([`crate::limits::limit_that_killed`]), asked of the kernel now.
     pub fn limit_that_killed_now(&self) -> Option<(&'static str, i32)> {
-        use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+        use nix::sys::wait::WaitStatus;
         use std::os::unix::process::ExitStatusExt;
         let reaped =
             || (*self.exit.borrow()).map(|status| status.and_then(|status| status.signal()));
         let signal = match reaped() {
             Some(signal) => signal,
-            // WNOWAIT: the status is left for the task that reaps the worker.
-            None => match waitid(
-                Id::Pid(nix::unistd::Pid::from_raw(self.raw_pid())),
-                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
-            ) {
+            None => match self.peek_exit() {
                 Ok(WaitStatus::Signaled(_, signal, _)) => Some(signal as i32),
                 Ok(_) => None,
                 // Reaped: the output task that reaped it publishes the status in
