@@ -506,6 +506,17 @@ async fn status_location_and_header_forms() {
     );
     assert!(head.starts_with("HTTP/1.1 418 I am a teapot\r\n"), "{head}");
 
+    // A script written for Apache's nph- mode starts with a status line.
+    let nph = c.get(server.url("/api/nph")).send().await.unwrap();
+    assert_eq!(nph.status(), 403);
+    assert_eq!(nph.headers()["x-legacy"], "nph");
+    assert_eq!(nph.text().await.unwrap(), "no entry\n");
+    let head = raw_request(
+        server.addr,
+        b"GET /api/nph HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 403 Keep Out\r\n"), "{head}");
+
     let plain = c.get(server.url("/api/no-type")).send().await.unwrap();
     assert_eq!(plain.status(), 200);
     assert_eq!(plain.headers()["x-only"], "header");

@@ -53,6 +53,10 @@ pub enum EnvelopeError {
     BadValue { line: usize, excerpt: String },
     #[error("line {line} of the header block: `Status:` is not a status code from 200 to 599")]
     BadStatus { line: usize, excerpt: String },
+    #[error(
+        "the output starts with an HTTP status line whose status is not a code from 200 to 599"
+    )]
+    BadStatusLine { excerpt: String },
     #[error("line {line} of the header block: `Content-Length:` is not a number of bytes")]
     BadContentLength { line: usize, excerpt: String },
     #[error(
@@ -135,6 +139,17 @@ impl EnvelopeReader {
 
     fn parse_line(&mut self, line: &[u8]) -> Result<(), EnvelopeError> {
         let line_no = self.line_no;
+        if line_no == 1
+            && let Some(status_and_reason) = status_line(line)
+        {
+            let (status, reason) =
+                parse_status(status_and_reason).ok_or_else(|| EnvelopeError::BadStatusLine {
+                    excerpt: excerpt(line),
+                })?;
+            self.status = Some(status);
+            self.reason = reason;
+            return Ok(());
+        }
         let colon =
             line.iter()
                 .position(|&b| b == b':')
@@ -242,6 +257,20 @@ fn trim_whitespace(bytes: &[u8]) -> &[u8] {
         .rposition(|b| !is_ws(b))
         .map_or(start, |i| i + 1);
     &bytes[start..end]
+}
+
+/// `HTTP/1.0 403 Forbidden` as the first line: the status line of a script
+/// written for Apache's non-parsed-header mode (`nph-` scripts), which lighttpd
+/// also takes from any CGI program. Its status and reason count as `Status:`
+/// would; the rest of the output is read as a header block all the same, since
+/// watchdog frames the response itself. Returns the part after the version.
+fn status_line(line: &[u8]) -> Option<&[u8]> {
+    let rest = line.strip_prefix(b"HTTP/")?;
+    let space = rest.iter().position(|b| *b == b' ')?;
+    let version = &rest[..space];
+    let is_version = matches!(version, [major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit())
+        || matches!(version, [major] if major.is_ascii_digit());
+    is_version.then(|| trim_whitespace(&rest[space..]))
 }
 
 /// `404`, `404 Not Found`, `404 No Such Invoice`. The reason is kept only when it
@@ -356,6 +385,42 @@ mod tests {
     }
 
     #[test]
+    fn a_status_line_first_sets_the_status_as_nph_scripts_write_it() {
+        let (env, body) =
+            parse_whole(b"HTTP/1.0 403 Keep Out\r\nContent-Type: text/plain\r\n\r\nno");
+        assert_eq!(env.status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            env.reason.as_ref().map(ReasonPhrase::as_bytes),
+            Some(&b"Keep Out"[..])
+        );
+        assert_eq!(env.headers[header::CONTENT_TYPE], "text/plain");
+        assert_eq!(&body[..], b"no");
+        for (input, want) in [
+            (&b"HTTP/1.1 200 OK\n\n"[..], 200),
+            (b"HTTP/2 404\nX-A: 1\n\n", 404),
+            // A `Status:` after it has the last word, as a second `Status:` does.
+            (b"HTTP/1.1 200 OK\nStatus: 503\n\n", 503),
+        ] {
+            assert_eq!(parse_whole(input).0.status.as_u16(), want, "{input:?}");
+        }
+        assert!(matches!(
+            parse(b"HTTP/1.1 600 Odd\n\n"),
+            Err(EnvelopeError::BadStatusLine { .. })
+        ));
+        // Only as the first line, and only with a version.
+        for input in [
+            &b"X-A: 1\nHTTP/1.1 200 OK\n\n"[..],
+            b"HTTP/x 200 OK\n\n",
+            b"HTTP/1.1\n\n",
+        ] {
+            assert!(
+                matches!(parse(input), Err(EnvelopeError::NotAHeader { .. })),
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
     fn local_location_is_an_internal_redirect() {
         let (env, _) = parse_whole(b"Location: /api/other?x=1\n\n");
         assert_eq!(env.local_redirect.as_deref(), Some("/api/other?x=1"));
@@ -434,6 +499,7 @@ mod tests {
             b"SEC RET: x\n\n",
             b"X: SEC\rRET\n\n",
             b"Status: SECRET\n\n",
+            b"HTTP/1.1 SECRET\n\n",
             b"Content-Length: SECRET\n\n",
         ] {
             let message = parse(input).unwrap_err().to_string();
