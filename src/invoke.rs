@@ -126,10 +126,14 @@ pub enum InvokeError {
     FunctionError { file: String },
     #[error("{file}: its warm worker failed: {cause}")]
     WorkerFailed { file: String, cause: String },
-    /// A Lambda answer that cannot be sent on as an HTTP response: the
-    /// worker is fine, its answer is not.
+    /// A warm worker's answer that cannot be sent on as an HTTP response: the
+    /// worker is fine, its answer is not. `hint` says what the protocol wants.
     #[error("{file}: its answer cannot be sent on: {cause}")]
-    BadAnswer { file: String, cause: String },
+    BadAnswer {
+        file: String,
+        cause: String,
+        hint: &'static str,
+    },
     #[error(
         "{file}: its warm workers crashed 5 times within a minute; it answers 503 for {seconds} s more, or until its file changes"
     )]
@@ -228,11 +232,7 @@ impl InvokeError {
             InvokeError::FunctionError { .. } => {
                 Some("the handler returned an error or panicked; fix the function".into())
             }
-            InvokeError::BadAnswer { .. } => Some(
-                "answer with a Function URL response: `statusCode` (a number), `headers`, \
-                 `body` (a string), `isBase64Encoded`, `cookies`; or with any JSON, sent as a 200"
-                    .into(),
-            ),
+            InvokeError::BadAnswer { hint, .. } => Some((*hint).into()),
             InvokeError::Crashed { .. } => Some("fix the function and save its file: that restarts its pool".into()),
             InvokeError::RestartBackoff { .. } => Some(
                 "why its workers crashed is in watchdog's log; fix the function and save its file: that restarts its pool at once"

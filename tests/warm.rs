@@ -282,7 +282,7 @@ async fn a_workers_declared_trailer_fields_reach_a_client_that_takes_them() {
 }
 
 #[tokio::test]
-async fn an_answer_too_large_to_read_is_a_502_and_not_a_crash() {
+async fn an_answer_too_large_to_read_or_with_an_odd_status_is_a_502_and_not_a_crash() {
     let project = project(&[("counter", "max = 1")]);
     let server = TestServer::start(&api(&project), &[]);
     let (_, before) = call(&server, "/api/counter").await;
@@ -291,6 +291,16 @@ async fn an_answer_too_large_to_read_is_a_502_and_not_a_crash() {
         let (status, answer) = call(&server, "/api/counter?headers=120").await;
         assert_eq!(status, 502, "{answer}");
         assert!(answer.to_string().contains("not valid HTTP"), "{answer}");
+    }
+    // A status a CGI function could not send either: the same 502.
+    for code in [600, 101] {
+        let (status, answer) = call(&server, &format!("/api/counter?status={code}")).await;
+        assert_eq!(status, 502, "{answer}");
+        let text = answer.to_string();
+        assert!(
+            text.contains(&format!("status {code}, not one from 200 to 599")),
+            "{answer}"
+        );
     }
     let (status, after) = call(&server, "/api/counter").await;
     assert_eq!(status, 200);

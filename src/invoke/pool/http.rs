@@ -29,6 +29,10 @@ use crate::limits::Limiter;
 use crate::observability::InvocationRecord;
 use crate::routes::Function;
 
+/// What an HTTP worker's answer that cannot be sent on should have been.
+const ANSWER_HINT: &str = "a warm worker's response must be valid HTTP/1.1, with a status \
+     from 200 to 599; the worker's output is in watchdog's log";
+
 /// How often a starting worker's port is tried.
 const READY_POLL: Duration = Duration::from_millis(5);
 
@@ -150,8 +154,12 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
             // An answer that is not HTTP hyper can read (more than 100 headers, a
             // malformed head) is a bad answer, like a CGI function's bad header
             // block, not a crash: the worker is kept if it still runs.
-            let cause = format!("answered with a response that is not valid HTTP: {err}");
-            failed(cause, Outcome::Abandoned)
+            let error = InvokeError::BadAnswer {
+                file: file.clone(),
+                cause: format!("answered with a response that is not valid HTTP: {err}"),
+                hint: ANSWER_HINT,
+            };
+            (error, Outcome::Abandoned)
         } else {
             failed(format!("broke off the request: {err}"), Outcome::BrokeOff)
         }
@@ -241,6 +249,21 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
         }
     };
     let (mut parts, incoming) = response.into_parts();
+    // hyper reads any three digits as a status; a client may not (600 is none
+    // HTTP defines), and a 101 would switch the client's connection to a
+    // protocol watchdog does not forward. The same range as a CGI `Status:`.
+    if !(200..=599).contains(&parts.status.as_u16()) {
+        drop((incoming, sender));
+        lease.finish(Outcome::Abandoned);
+        return Err(invocation.record.failed(InvokeError::BadAnswer {
+            file,
+            cause: format!(
+                "answered with status {}, not one from 200 to 599",
+                parts.status.as_u16()
+            ),
+            hint: ANSWER_HINT,
+        }));
+    }
     crate::invoke::hop_by_hop::strip(&mut parts.headers);
     // The version is the hop's, not the worker's (RFC 9110 §2.5): an HTTP/1.0
     // worker's answer goes out as HTTP/1.1, and the client's connection stays

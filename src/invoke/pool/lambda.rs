@@ -44,6 +44,9 @@ const MAX_RESPONSE: usize = 6 * 1024 * 1024;
 const MAX_DRAINED: usize = 64 * 1024 * 1024;
 /// The JSON prelude of a streamed HTTP response ends with these bytes.
 const PRELUDE_END: [u8; 8] = [0; 8];
+/// What a Lambda answer that cannot be sent on should have been.
+const ANSWER_HINT: &str = "answer with a Function URL response: `statusCode` (a number), `headers`, \
+     `body` (a string), `isBase64Encoded`, `cookies`; or with any JSON, sent as a 200";
 
 /// One event for the worker.
 #[derive(Debug)]
@@ -544,7 +547,11 @@ pub async fn invoke(
                 .into());
         }
         Waited::Answered(Err(NoAnswer::Bad(cause))) => {
-            let error = InvokeError::BadAnswer { file, cause };
+            let error = InvokeError::BadAnswer {
+                file,
+                cause,
+                hint: ANSWER_HINT,
+            };
             return Err(
                 failed(lease, &mut invocation.record, error, Outcome::Served)
                     .await
@@ -612,7 +619,11 @@ pub async fn invoke(
         }
     };
     let response = response.map_err(|cause| {
-        Failed::Error((invocation.record).failed(InvokeError::BadAnswer { file, cause }))
+        Failed::Error((invocation.record).failed(InvokeError::BadAnswer {
+            file,
+            cause,
+            hint: ANSWER_HINT,
+        }))
     })?;
     invocation.record.status = Some(response.status().as_u16());
     invocation.record.bytes_out = http_body::Body::size_hint(response.body())
