@@ -224,11 +224,10 @@ impl RouteTable {
                     "env_style": format!("{:?}", s.env_style).to_lowercase(),
                     "sections": s.matched,
                 });
-                // The rest of what is in effect, as `watchdog routes` shows it
-                // (the keys above keep their JSON types).
+                // The rest of what is in effect, as `watchdog routes` shows it.
                 for (key, value) in s.shown() {
                     if settings.get(key).is_none_or(serde_json::Value::is_null) {
-                        settings[key] = serde_json::Value::String(value);
+                        settings[key] = value.json;
                     }
                 }
                 serde_json::json!({

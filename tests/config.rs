@@ -247,12 +247,13 @@ async fn max_concurrency_one_serialises_a_function() {
     assert_eq!(first.await.unwrap().unwrap().status(), 200);
 }
 
-/// `watchdog routes ARGS` on a project holding `api/reports/daily.sh` and
-/// `config` as its watchdog.toml.
+/// `watchdog routes ARGS` on a project holding `api/reports/daily.sh`,
+/// `api/tool.py` and `config` as its watchdog.toml.
 fn routes_of(config: &str, args: &[&str]) -> std::process::Output {
     let project = tempfile::tempdir().unwrap();
     let dir = project.path();
     sleeper(dir, "reports/daily.sh", "0");
+    sleeper(dir, "tool.py", "0");
     std::fs::write(dir.join("watchdog.toml"), config).unwrap();
     watchdog()
         .arg("routes")
@@ -284,11 +285,27 @@ fn routes_shows_effective_settings() {
         assert!(text.contains(shown), "{shown}: {text}");
     }
     assert!(!text.contains("t0ps3cret"), "{text}");
+    // The columns line up, however long a value (`executable (else python3)`).
+    let column = text.lines().next().unwrap().find("SETTINGS").unwrap();
+    for line in text.lines().skip(1).take_while(|l| !l.is_empty()) {
+        assert_eq!(line.find("timeout="), Some(column), "{text}");
+    }
     let json = routes_of(config, &["--json"]);
     let table: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     let settings = &table["routes"][0]["settings"];
+    // Typed, as the keys that are always there are.
     assert_eq!(settings["cpu_time"], "3s", "{settings}");
-    assert_eq!(settings["env"], "REPORT_TOKEN", "{settings}");
+    assert_eq!(settings["memory"], 67_108_864, "{settings}");
+    assert_eq!(
+        settings["env"],
+        serde_json::json!(["REPORT_TOKEN"]),
+        "{settings}"
+    );
+    assert_eq!(
+        settings["warm"],
+        serde_json::json!({ "protocol": "http", "min": 0, "max": 2, "idle_timeout": "5m", "max_requests": null }),
+        "{settings}"
+    );
     assert!(!json.stdout.windows(9).any(|w| w == b"t0ps3cret"));
 }
 

@@ -39,9 +39,16 @@ pub fn render(table: &RouteTable) -> String {
         .max()
         .unwrap_or(0)
         .max(4);
+    let runs_width = table
+        .functions
+        .iter()
+        .map(|f| f.file.runner.describe().len())
+        .max()
+        .unwrap_or(0)
+        .max(7);
     let _ = writeln!(
         out,
-        "{:width$}  {:file_width$}  {:22}  SETTINGS",
+        "{:width$}  {:file_width$}  {:runs_width$}  SETTINGS",
         "ROUTE", "FILE", "RUNS AS"
     );
     for function in &table.functions {
@@ -50,14 +57,14 @@ pub fn render(table: &RouteTable) -> String {
         notes.extend(
             s.shown()
                 .into_iter()
-                .map(|(key, value)| format!("{key}={value}")),
+                .map(|(key, value)| format!("{key}={}", value.text)),
         );
         if !s.matched.is_empty() {
             notes.push(format!("from {}", s.matched.join(" < ")));
         }
         let _ = writeln!(
             out,
-            "{:width$}  {:file_width$}  {:22}  {}",
+            "{:width$}  {:file_width$}  {:runs_width$}  {}",
             function.pattern,
             function.file.relative,
             function.file.runner.describe(),

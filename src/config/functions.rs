@@ -33,69 +33,123 @@ pub struct FunctionSettings {
 }
 
 impl FunctionSettings {
-    /// The settings beyond the timeout that a section (or a flag) set, as
-    /// `key=value` for `watchdog routes` and `/_watchdog/routes`: every one that
-    /// changes how the function runs, so a user can check what is in effect.
-    /// Environment values may be secrets: only the names are shown.
-    pub fn shown(&self) -> Vec<(&'static str, String)> {
+    /// The settings beyond the timeout that a section (or a flag) set, for
+    /// `watchdog routes` and `/_watchdog/routes`: every one that changes how the
+    /// function runs, so a user can check what is in effect. Environment values
+    /// may be secrets: only the names are shown.
+    pub fn shown(&self) -> Vec<(&'static str, Shown)> {
         let mut out = Vec::new();
         if let Some(n) = self.max_concurrency {
-            out.push(("max_concurrency", n.to_string()));
+            out.push(("max_concurrency", Shown::number(n.into())));
         }
         if self.output == OutputMode::Raw {
-            out.push(("output", "raw".to_owned()));
+            out.push(("output", Shown::text("raw")));
         }
         if let Some(content_type) = &self.content_type {
-            out.push(("content_type", content_type.clone()));
+            out.push(("content_type", Shown::text(content_type)));
         }
         if !self.exit_status.is_empty() {
             let pairs: Vec<String> = (self.exit_status.iter())
                 .map(|(code, status)| format!("{code}:{status}"))
                 .collect();
-            out.push(("exit_status", pairs.join(",")));
+            let json = (self.exit_status.iter())
+                .map(|(code, status)| (code.to_string(), (*status).into()))
+                .collect();
+            out.push((
+                "exit_status",
+                Shown {
+                    text: pairs.join(","),
+                    json: serde_json::Value::Object(json),
+                },
+            ));
         }
         if self.env_style == EnvStyle::Openfaas {
-            out.push(("env_style", "openfaas".to_owned()));
+            out.push(("env_style", Shown::text("openfaas")));
         }
         let limits = &self.limits;
         if let Some(bytes) = limits.memory {
-            out.push(("memory", bytes.to_string()));
+            out.push(("memory", Shown::number(bytes)));
         }
         if let Some(cpu) = limits.cpu_time {
-            out.push(("cpu_time", humantime::format_duration(cpu).to_string()));
+            out.push(("cpu_time", Shown::duration(cpu)));
         }
         if let Some(bytes) = limits.max_output {
-            out.push(("max_output", bytes.to_string()));
+            out.push(("max_output", Shown::number(bytes)));
         }
         if let Some(n) = limits.max_processes {
-            out.push(("max_processes", n.to_string()));
+            out.push(("max_processes", Shown::number(n.into())));
         }
         if let Some(n) = limits.open_files {
-            out.push(("open_files", n.to_string()));
+            out.push(("open_files", Shown::number(n.into())));
         }
         if let Some(warm) = &self.warm {
-            let config = crate::invoke::pool::WarmConfig::from_section(warm);
-            let mut text = format!(
-                "{}(min={},max={},idle_timeout={}",
-                format!("{:?}", config.protocol).to_lowercase(),
-                config.min,
-                config.max,
-                humantime::format_duration(config.idle_timeout)
-            );
-            if let Some(n) = config.max_requests {
-                text.push_str(&format!(",max_requests={n}"));
-            }
-            text.push(')');
-            out.push(("warm", text));
+            out.push(("warm", Shown::warm(warm)));
         }
         let names: Vec<String> = (self.env.iter())
             .map(|(name, _)| name.to_string_lossy().into_owned())
             .filter(|name| !crate::config::is_inherited_name(name))
             .collect();
         if !names.is_empty() {
-            out.push(("env", names.join(",")));
+            out.push((
+                "env",
+                Shown {
+                    text: names.join(","),
+                    json: names.into(),
+                },
+            ));
         }
         out
+    }
+}
+
+/// One setting as `watchdog routes` prints it (`memory=67108864`) and as its
+/// JSON form gives it, typed (a number, a list of names, an object).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shown {
+    pub text: String,
+    pub json: serde_json::Value,
+}
+
+impl Shown {
+    fn text(text: &str) -> Self {
+        Self {
+            text: text.to_owned(),
+            json: text.into(),
+        }
+    }
+
+    fn number(n: u64) -> Self {
+        Self {
+            text: n.to_string(),
+            json: n.into(),
+        }
+    }
+
+    /// As written in the file: `3s`, `5m`.
+    fn duration(duration: Duration) -> Self {
+        Self::text(&humantime::format_duration(duration).to_string())
+    }
+
+    fn warm(section: &WarmSection) -> Self {
+        let config = crate::invoke::pool::WarmConfig::from_section(section);
+        let protocol = format!("{:?}", config.protocol).to_lowercase();
+        let idle_timeout = humantime::format_duration(config.idle_timeout).to_string();
+        let mut text = format!(
+            "{protocol}(min={},max={},idle_timeout={idle_timeout}",
+            config.min, config.max
+        );
+        if let Some(n) = config.max_requests {
+            text.push_str(&format!(",max_requests={n}"));
+        }
+        text.push(')');
+        let json = serde_json::json!({
+            "protocol": protocol,
+            "min": config.min,
+            "max": config.max,
+            "idle_timeout": idle_timeout,
+            "max_requests": config.max_requests,
+        });
+        Self { text, json }
     }
 }
 
