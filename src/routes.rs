@@ -261,17 +261,16 @@ impl RouteTable {
         })
     }
 
-    /// A classic cgi-bin URL, `/api/report.sh/2024/q1`: the script named with
-    /// its extension, then a path for it to interpret, which becomes PATH_INFO
-    /// (RFC 3875 §4.1.5), as Apache and lighttpd run it. Tried only when no route
-    /// matches the whole path, and only where a segment is a function's own file
-    /// name: a `[param]` that captured a dotted value does not take a deeper path.
+    /// A classic cgi-bin URL, `/api/report.sh/2024/q1`: the script named by its
+    /// file name, then a path for it to interpret, which becomes PATH_INFO
+    /// (RFC 3875 §4.1.5), as Apache and lighttpd run it. An executable without an
+    /// extension (`/api/git-http-backend/repo.git/info/refs`) is named by its
+    /// route's own URL. Tried only when no route matches the whole path, and
+    /// only where a segment is a function's own file name: a `[param]` that
+    /// captured a value does not take a deeper path.
     fn script_with_extra_path(&self, rest: &[String]) -> Option<Found> {
         (1..rest.len()).rev().find_map(|end| {
             let script = &rest[end - 1];
-            if !script.contains('.') {
-                return None;
-            }
             let found = self.trie.lookup(&rest[..end])?;
             let ids = match &found.endpoint {
                 Endpoint::One(id) => std::slice::from_ref(id),
@@ -322,12 +321,12 @@ impl RouteTable {
         } else {
             String::new()
         };
-        // A trailing slash after a path for the script is the script's to
-        // interpret, as Apache and lighttpd pass it: an app that redirects
-        // `/dir` to `/dir/` would otherwise see `/dir` again, and loop. A route's
-        // own URL (`/api/users/`, `/api/users.sh/`) ignores it, as Vercel does,
-        // and its PATH_INFO stays empty (CONTRACT §2, §3).
-        if !path_info.is_empty() && raw_path.ends_with('/') {
+        // A trailing slash is the script's to interpret, as Apache and lighttpd
+        // pass it (`/api/app.cgi/` gives `/`, `/api/app.cgi/a/` gives `/a/`): an
+        // app that redirects its root to `…/` (werkzeug's does, seeing an empty
+        // PATH_INFO) would otherwise be given the same empty PATH_INFO again,
+        // and loop. The route is the same with or without it (CONTRACT §2).
+        if split > 0 && raw_path.ends_with('/') {
             path_info.push('/');
         }
         Ok(Lookup::Found(RouteMatch {

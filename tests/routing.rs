@@ -17,10 +17,10 @@ async fn urls_mirror_file_paths_with_precedence() {
     let server = TestServer::start(&fixtures("routing"), &["--prefix", "/api"]);
     let table: &[(&str, &str)] = &[
         ("/api", "index.sh|/api||{}"),
-        ("/api/", "index.sh|/api||{}"),
+        ("/api/", "index.sh|/api|/|{}"),
         ("/api/index.sh", "index.sh|/api/index.sh||{}"),
         ("/api/users", "users/index.sh|/api/users||{}"),
-        ("/api/users/", "users/index.sh|/api/users||{}"),
+        ("/api/users/", "users/index.sh|/api/users|/|{}"),
         ("/api/users/new", "users/new.sh|/api/users/new||{}"),
         ("/api/users/new.sh", "users/new.sh|/api/users/new.sh||{}"),
         (
@@ -53,9 +53,18 @@ async fn urls_mirror_file_paths_with_precedence() {
             "users/new.sh|/api/users/new.sh|/a/b c|{}",
         ),
         ("/api/index.sh/x", "index.sh|/api/index.sh|/x|{}"),
-        // A trailing slash after the script's path is the script's, as in
-        // Apache; after its own URL it is ignored, as every route's is.
-        ("/api/users/new.sh/", "users/new.sh|/api/users/new.sh||{}"),
+        // A file without an extension is named by its own URL: a path after
+        // it is its to interpret too (git-http-backend's URLs).
+        ("/api/plain/x/y", "plain|/api/plain|/x/y|{}"),
+        // A trailing slash is the script's, as in Apache (werkzeug's root
+        // redirects to it, and would loop on an empty PATH_INFO).
+        ("/api/users/new.sh/", "users/new.sh|/api/users/new.sh|/|{}"),
+        ("/api/plain/", "plain|/api/plain|/|{}"),
+        ("/api/users/new/", "users/new.sh|/api/users/new|/|{}"),
+        (
+            "/api/shop/",
+            r#"shop/[[...rest]].sh|/api/shop|/|{"rest":[]}"#,
+        ),
         (
             "/api/users/new.sh/a/",
             "users/new.sh|/api/users/new.sh|/a/|{}",
