@@ -78,8 +78,13 @@ pub fn empty_of_unknown_length() -> Body {
 /// What a function answered.
 pub enum Reply {
     Response(Response<Body>),
-    /// `Location: /local/path` with no status: the server answers from that URL.
-    LocalRedirect(String),
+    /// `Location: /local/path` with no status: the server answers from that URL
+    /// (RFC 3875 §6.2.2). `headers` are the other lines of the header block,
+    /// which only a path watchdog has no function for sends on, with a 302.
+    LocalRedirect {
+        location: String,
+        headers: axum::http::HeaderMap,
+    },
 }
 
 /// Why an invocation produced no response of its own. Each variant has one status.

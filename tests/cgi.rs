@@ -39,9 +39,12 @@ async fn environment_is_clean_and_complete() {
             "DOCUMENT_ROOT=/spoofed",
             "--env",
             "REQUEST_METHOD=spoofed",
-            // Nor reach a request without a body as its CONTENT_LENGTH.
+            // Nor reach a request without a body as its CONTENT_LENGTH, or one
+            // without a path after the script as its PATH_TRANSLATED.
             "--env",
             "CONTENT_LENGTH=100",
+            "--env",
+            "PATH_TRANSLATED=/spoofed",
         ],
         |command| {
             command
@@ -89,6 +92,7 @@ async fn environment_is_clean_and_complete() {
         ("CONTENT_LENGTH", "2"),
         ("SERVER_PROTOCOL", "HTTP/1.1"),
         ("SERVER_NAME", "127.0.0.1"),
+        ("SERVER_ADDR", "127.0.0.1"),
         ("REMOTE_ADDR", "127.0.0.1"),
         ("REQUEST_SCHEME", "http"),
         ("REDIRECT_STATUS", "200"),
@@ -131,6 +135,7 @@ async fn environment_is_clean_and_complete() {
         "AWS_SECRET_ACCESS_KEY",
         "HTTP_CONTENT_TYPE",
         "HTTP_CONTENT_LENGTH",
+        "PATH_TRANSLATED",
     ] {
         assert!(
             !env.contains_key(absent),
@@ -146,6 +151,13 @@ async fn environment_is_clean_and_complete() {
     assert!(
         !without_body.contains_key("CONTENT_LENGTH"),
         "{without_body:?}"
+    );
+    // A path after the script, as a file below DIR (RFC 3875 §4.1.6).
+    let with_path = env_map(&common::get_text(server.url("/api/env.sh/docs/a.html")).await);
+    assert_eq!(with_path["PATH_INFO"], "/docs/a.html");
+    assert_eq!(
+        with_path["PATH_TRANSLATED"],
+        root.join("docs/a.html").display().to_string()
     );
     server.assert_no_children();
 }
@@ -236,6 +248,9 @@ async fn chunked_upload_arrives_with_content_length() {
     let text = response.text().await.unwrap();
     assert!(text.contains("CONTENT_LENGTH=400000\n"), "{text}");
     assert!(text.contains("received=400000\n"), "{text}");
+    // Read de-chunked, so not told `chunked` (werkzeug would then ignore the
+    // length and read nothing).
+    assert!(text.contains("HTTP_TRANSFER_ENCODING=unset\n"), "{text}");
 }
 
 #[tokio::test]
@@ -536,6 +551,17 @@ async fn status_location_and_header_forms() {
         .unwrap();
     assert_eq!(local.status(), 200);
     assert_eq!(local.text().await.unwrap(), "hello\n");
+
+    // A local path that is no function is the client's to follow, with the
+    // rest of the block (a cookie set on the way).
+    let away = c
+        .get(server.url("/api/away-redirect"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(away.status(), 302);
+    assert_eq!(away.headers()["location"], "/thanks.html?from=form");
+    assert_eq!(away.headers()["set-cookie"], "seen=1");
 
     let looped = c
         .get(server.url("/api/loop-redirect"))

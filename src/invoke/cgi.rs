@@ -461,7 +461,8 @@ impl Driver {
             // The redirect target runs as a new invocation; this one no longer
             // counts against the concurrency limits while it finishes.
             self.record.slots.clear();
-            send_head(head_tx, Ok(Reply::LocalRedirect(location)));
+            let headers = envelope.headers;
+            send_head(head_tx, Ok(Reply::LocalRedirect { location, headers }));
             return Ok(None);
         }
         let status = envelope.status;

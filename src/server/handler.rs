@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, Method, Response, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, header};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::App;
@@ -91,11 +91,20 @@ async fn dispatch(
         .and_then(|v| v.parse::<u64>().ok());
     let mut body = body;
     let mut hops = 0;
+    // The last local redirect followed, with the rest of its header block.
+    let mut redirected: Option<(String, HeaderMap)> = None;
     loop {
         let table = app.routes.load();
         let route = match table.lookup(uri.path())? {
             Lookup::Found(route) => route,
             Lookup::NotFound => {
+                // A local path that is no function (`/thanks.html`, `/`) is
+                // likely served by whatever stands in front of watchdog: the
+                // client is sent there, as lighttpd does, rather than given a
+                // 404 for a URL it never asked for.
+                if let Some((location, headers)) = redirected {
+                    return Ok(redirect_to(&location, headers));
+                }
                 return Err(AppError::NotFound {
                     path: uri.path().to_owned(),
                 });
@@ -166,7 +175,10 @@ async fn dispatch(
         };
         match app.invoker.invoke(invocation).await? {
             Reply::Response(response) => return Ok(response.map(super::cut_off::after_flush)),
-            Reply::LocalRedirect(location) => {
+            Reply::LocalRedirect {
+                location,
+                headers: redirect_headers,
+            } => {
                 hops += 1;
                 if hops > MAX_LOCAL_REDIRECTS {
                     return Err(AppError::RedirectLoop { hops, location });
@@ -175,7 +187,10 @@ async fn dispatch(
                     .parse::<Uri>()
                     .ok()
                     .filter(|u| u.scheme().is_none() && u.path().starts_with('/'))
-                    .ok_or(AppError::BadRedirect { location })?;
+                    .ok_or_else(|| AppError::BadRedirect {
+                        location: location.clone(),
+                    })?;
+                redirected = Some((location, redirect_headers));
                 // RFC 3875 §6.2.2: the redirected request is a GET without a body.
                 method = Method::GET;
                 headers.remove(header::CONTENT_TYPE);
@@ -185,6 +200,17 @@ async fn dispatch(
             }
         }
     }
+}
+
+/// A 302 to `location`, with the other headers of the block that named it.
+fn redirect_to(location: &str, mut headers: HeaderMap) -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::FOUND;
+    if let Ok(value) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, value);
+    }
+    *response.headers_mut() = headers;
+    response
 }
 
 /// Waits for a server-wide slot (and the function's own, when it has a limit). The

@@ -100,7 +100,10 @@ fn function_variables(function: &Function, document_root: &Path) -> Vec<(OsStrin
 /// Meta-variables set only when the request has them.
 fn is_conditional_meta_variable(name: &OsStr) -> bool {
     let name = name.as_encoded_bytes();
-    name == b"CONTENT_LENGTH" || name == b"CONTENT_TYPE" || name.starts_with(b"WATCHDOG_PARAM_")
+    name == b"CONTENT_LENGTH"
+        || name == b"CONTENT_TYPE"
+        || name == b"PATH_TRANSLATED"
+        || name.starts_with(b"WATCHDOG_PARAM_")
 }
 
 /// The meta-variables that are the same for every request to `function`.
@@ -136,11 +139,23 @@ fn request_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> {
     set("REQUEST_URI", &request_uri);
     set("SCRIPT_NAME", &route.script_name);
     set("PATH_INFO", &route.path_info);
+    // RFC 3875 §4.1.6: where the path would be below the document root, for
+    // scripts that serve files named by their path (`show.cgi/docs/a.html`).
+    if !route.path_info.is_empty() {
+        let translated = invocation
+            .settings
+            .document_root
+            .join(route.path_info.trim_start_matches('/'));
+        env.push(("PATH_TRANSLATED".into(), translated.into_os_string()));
+    }
+    let mut set = |name: &str, value: &str| env.push((name.into(), value.into()));
     set(
         "SERVER_NAME",
         &server_name(&invocation.headers, invocation.local),
     );
     set("SERVER_PORT", &invocation.local.port().to_string());
+    // Not in RFC 3875, but every CGI host sets it, and PHP code reads it.
+    set("SERVER_ADDR", &invocation.local.ip().to_string());
     set("REMOTE_ADDR", &invocation.client.ip().to_string());
     set("REMOTE_PORT", &invocation.client.port().to_string());
     if let Some(length) = invocation.body.content_length() {
@@ -201,6 +216,7 @@ pub fn openfaas_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> 
         // become the same variable as the request's own and override it.
         let reserved = ["method", "path", "query", "content-length"].contains(&name.as_str());
         if reserved
+            || is_body_framing(name.as_str())
             || !name
                 .as_str()
                 .bytes()
@@ -233,7 +249,11 @@ pub fn http_variables(headers: &HeaderMap) -> Vec<(OsString, OsString)> {
     let mut joined: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (name, value) in headers {
         let name = name.as_str();
-        if name == "content-type" || name == "content-length" || name == "proxy" {
+        if name == "content-type"
+            || name == "content-length"
+            || name == "proxy"
+            || is_body_framing(name)
+        {
             continue;
         }
         if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
@@ -252,6 +272,14 @@ pub fn http_variables(headers: &HeaderMap) -> Vec<(OsString, OsString)> {
         .into_iter()
         .map(|(name, value)| (OsString::from(name), OsString::from_vec(value)))
         .collect()
+}
+
+/// `Transfer-Encoding`: how the body came over the wire, not how the function
+/// gets it. A chunked body reaches stdin de-chunked, with its `CONTENT_LENGTH`;
+/// a function also told `chunked` would look for chunks that are not there
+/// (werkzeug, for one, then ignores the length and reads nothing).
+fn is_body_framing(name: &str) -> bool {
+    name == "transfer-encoding"
 }
 
 /// `x-forwarded-for` → `X_FORWARDED_FOR`.
