@@ -122,11 +122,13 @@ for c in $conc; do
   done
   read -r via_rps via_p50 via_p99 via_range < <(median_of <"$work/via")
   read -r direct_rps direct_p50 direct_p99 direct_range < <(median_of <"$work/direct")
-  row "python, warm http worker via watchdog" "$c" "$via_rps $via_p50 $via_p99"
-  row "python http worker hit directly" "$c" "$direct_rps $direct_p50 $direct_p99"
+  row "python, warm pool (4) via watchdog" "$c" "$via_rps $via_p50 $via_p99"
+  row "python worker hit directly (1 process)" "$c" "$direct_rps $direct_p50 $direct_p99"
   ratios+=("at $c connections: $(awk -v a="$via_rps" -v b="$direct_rps" 'BEGIN {printf "%.2f", a/b}') (via $via_range, direct $direct_range req/s)")
   run "node, CGI script (cold every request)" "http://$node/api/cgi" "$c"
   run "node, handler module (warm)" "http://$node/api/module" "$c"
 done
 echo
+echo "At 1 connection one worker serves either way: the ratio is what the proxy costs."
+echo "At 16, four one-request workers through watchdog against one threaded process."
 for ratio in "${ratios[@]}"; do echo "warm worker via watchdog / direct, $ratio"; done

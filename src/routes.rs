@@ -91,7 +91,9 @@ pub struct RouteMatch {
     pub params: Vec<(String, ParamValue)>,
     /// The URL up to (not including) a catch-all: RFC 3875's SCRIPT_NAME.
     pub script_name: String,
-    /// The catch-all part with a leading `/`, or empty.
+    /// RFC 3875's PATH_INFO: the catch-all part or the path after a script
+    /// named by its file, with a leading `/`; `/` for a trailing slash alone;
+    /// else empty.
     pub path_info: String,
 }
 

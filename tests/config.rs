@@ -732,6 +732,9 @@ fn a_variable_named_like_a_request_headers_is_warned_of() {
     // No header ever becomes HTTP_PROXY (httpoxy): an outbound proxy setting.
     let stderr = routes("HTTP_PROXY=http://127.0.0.1:3128");
     assert!(!stderr.contains("request header"), "{stderr}");
+    // Nor the body's headers: they reach a function as CONTENT_* or not at all.
+    let stderr = routes("HTTP_TRANSFER_ENCODING=x");
+    assert!(!stderr.contains("request header"), "{stderr}");
     // Nor does any header become a name with lower-case letters.
     let stderr = routes("HTTP_x_lower=1");
     assert!(!stderr.contains("request header"), "{stderr}");

@@ -272,6 +272,11 @@ async fn the_event_says_who_the_client_was_and_the_answer_has_its_real_length() 
         "word-status.sh",
         r#"printf '{"statusCode":"fine","body":"x"}'"#,
     );
+    buffered_runtime(
+        &project,
+        "odd-status.sh",
+        r#"printf '{"statusCode":600,"body":"x"}'"#,
+    );
     // What the Runtime API tells a runtime that answers an event it never got.
     buffered_runtime(
         &project,
@@ -322,6 +327,10 @@ async fn the_event_says_who_the_client_was_and_the_answer_has_its_real_length() 
     let (status, text) = get_text(&server, "/api/word-status").await;
     assert_eq!(status, 502, "{text}");
     assert!(text.contains("`statusCode` \"fine\""), "{text}");
+    // A status a CGI function or an HTTP worker could not send either.
+    let (status, text) = get_text(&server, "/api/odd-status").await;
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("`statusCode` 600"), "{text}");
 }
 
 #[tokio::test]

@@ -125,7 +125,7 @@ impl Shown {
         }
     }
 
-    /// As written in the file: `3s`, `5m`.
+    /// As humantime writes it: `3s`, `5m`, `1m 30s`.
     fn duration(duration: Duration) -> Self {
         Self::text(&humantime::format_duration(duration).to_string())
     }

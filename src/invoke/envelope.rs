@@ -6,7 +6,8 @@
 //! output was split into chunks (a property test checks this).
 //!
 //! Rules (RFC 3875 §6 plus what real hosts accept): lines end in LF or CRLF, a blank
-//! line ends the block, names are case-insensitive, `Status:` sets the status,
+//! line ends the block, names are case-insensitive, `Status:` sets the status (so
+//! does a first line `HTTP/1.1 404 Not Found`, as `nph-` scripts write it),
 //! `Location:` without `Status:` redirects (302 for an absolute URL, an internal
 //! re-dispatch for a local path), repeated headers are kept, hop-by-hop headers are
 //! dropped, and a value holding a bare CR or any other control byte is refused so a
@@ -142,6 +143,13 @@ impl EnvelopeReader {
         if line_no == 1
             && let Some(status_and_reason) = status_line(line)
         {
+            // The same bytes as a `Status:` value may hold, refused alike.
+            if HeaderValue::from_bytes(status_and_reason).is_err() {
+                return Err(EnvelopeError::BadValue {
+                    line: line_no,
+                    excerpt: excerpt(line),
+                });
+            }
             let (status, reason) =
                 parse_status(status_and_reason).ok_or_else(|| EnvelopeError::BadStatusLine {
                     excerpt: excerpt(line),
@@ -406,6 +414,10 @@ mod tests {
         assert!(matches!(
             parse(b"HTTP/1.1 600 Odd\n\n"),
             Err(EnvelopeError::BadStatusLine { .. })
+        ));
+        assert!(matches!(
+            parse(b"HTTP/1.1 200 O\x01K\n\n"),
+            Err(EnvelopeError::BadValue { line: 1, .. })
         ));
         // Only as the first line, and only with a version.
         for input in [

@@ -212,8 +212,16 @@ pub fn report_setting_problems(settings: &crate::config::Settings, table: &Route
 /// Warns about a variable of the functions' environment named like a request
 /// header's (`HTTP_X_TENANT` is `X-Tenant`'s): a request that sends that
 /// header replaces it, one that does not leaves it, and the function cannot
-/// tell which it got. `HTTP_PROXY` is exempt: no header becomes it (httpoxy).
+/// tell which it got. Names no header becomes are exempt: `HTTP_PROXY`
+/// (httpoxy), and those of the body's headers, which reach a function as
+/// `CONTENT_*` or not at all.
 fn report_header_named_env(table: &RouteTable) {
+    const NO_HEADER_BECOMES: [&str; 4] = [
+        "HTTP_PROXY",
+        "HTTP_CONTENT_TYPE",
+        "HTTP_CONTENT_LENGTH",
+        "HTTP_TRANSFER_ENCODING",
+    ];
     let mut named: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
     for function in &table.functions {
         for (name, _) in &function.settings.env {
@@ -224,7 +232,7 @@ fn report_header_named_env(table: &RouteTable) {
                 && header
                     .bytes()
                     .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-                && name != "HTTP_PROXY"
+                && !NO_HEADER_BECOMES.contains(&name)
             {
                 named.entry(name).or_default().push(&function.pattern);
             }

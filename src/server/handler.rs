@@ -81,6 +81,8 @@ async fn dispatch(
     let started = tokio::time::Instant::now();
     let started_wall = SystemTime::now();
     let (parts, body) = request.into_parts();
+    // The connection's own address; the listener's for `watchdog invoke`.
+    let local = (parts.extensions.get::<super::listener::LocalAddr>()).map_or(app.local, |l| l.0);
     super::host::check(parts.version, &parts.headers)?;
     super::transfer_coding::check(&parts.headers)?;
     let (mut method, mut uri, mut headers) = (parts.method, parts.uri, parts.headers);
@@ -95,14 +97,31 @@ async fn dispatch(
     let mut redirected: Option<(String, HeaderMap)> = None;
     loop {
         let table = app.routes.load();
-        let route = match table.lookup(uri.path())? {
+        let found = table
+            .lookup(uri.path())
+            .map_err(|err| match redirected.take() {
+                // The client asked for a good path; the function named a bad one.
+                Some((location, _)) => AppError::BadRedirect { location },
+                None => err.into(),
+            })?;
+        let route = match found {
             Lookup::Found(route) => route,
             Lookup::NotFound => {
                 // A local path that is no function (`/thanks.html`, `/`) is
                 // likely served by whatever stands in front of watchdog: the
                 // client is sent there, as lighttpd does, rather than given a
-                // 404 for a URL it never asked for.
+                // 404 for a URL it never asked for. Not a path with `\`, which
+                // browsers read as `/` (`/\evil.example` is another site): a
+                // script that checked for a leading `//` meant to stay here.
                 if let Some((location, headers)) = redirected {
+                    if location.contains('\\') {
+                        return Err(AppError::BadRedirect { location });
+                    }
+                    tracing::info!(
+                        request_id,
+                        %location,
+                        "the function's local redirect names no function; sending the client there (302)"
+                    );
                     return Ok(redirect_to(&location, headers));
                 }
                 return Err(AppError::NotFound {
@@ -165,7 +184,7 @@ async fn dispatch(
             headers: headers.clone(),
             body: request_body,
             client,
-            local: app.local,
+            local,
             deadline,
             deadline_epoch_ms,
             settings: Arc::clone(&app.settings),

@@ -67,6 +67,12 @@ pub async fn accept_until(
     graceful
 }
 
+/// The address a connection arrived on, as a request extension: under a
+/// wildcard listener (`0.0.0.0`, `[::]`) the interface's own, which a function
+/// gets as `SERVER_ADDR`.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub SocketAddr);
+
 /// Serves one connection on the thread it was handed to.
 pub async fn serve_connection(accepted: Accepted, router: Router) {
     let Accepted {
@@ -81,10 +87,13 @@ pub async fn serve_connection(accepted: Accepted, router: Router) {
             return;
         }
     };
+    let local = stream.local_addr().ok().map(LocalAddr);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        request
-            .extensions_mut()
-            .insert(ConnectInfo::<SocketAddr>(remote));
+        let extensions = request.extensions_mut();
+        extensions.insert(ConnectInfo::<SocketAddr>(remote));
+        if let Some(local) = local {
+            extensions.insert(local);
+        }
         router.clone().oneshot(request)
     });
     let connection = http_builder().serve_connection(TokioIo::new(stream), service);

@@ -100,10 +100,7 @@ fn function_variables(function: &Function, document_root: &Path) -> Vec<(OsStrin
 /// Meta-variables set only when the request has them.
 fn is_conditional_meta_variable(name: &OsStr) -> bool {
     let name = name.as_encoded_bytes();
-    name == b"CONTENT_LENGTH"
-        || name == b"CONTENT_TYPE"
-        || name == b"PATH_TRANSLATED"
-        || name.starts_with(b"WATCHDOG_PARAM_")
+    name == b"CONTENT_LENGTH" || name == b"CONTENT_TYPE" || name.starts_with(b"WATCHDOG_PARAM_")
 }
 
 /// The meta-variables that are the same for every request to `function`.
@@ -139,16 +136,6 @@ fn request_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> {
     set("REQUEST_URI", &request_uri);
     set("SCRIPT_NAME", &route.script_name);
     set("PATH_INFO", &route.path_info);
-    // RFC 3875 §4.1.6: where the path would be below the document root, for
-    // scripts that serve files named by their path (`show.cgi/docs/a.html`).
-    if !route.path_info.is_empty() {
-        let translated = invocation
-            .settings
-            .document_root
-            .join(route.path_info.trim_start_matches('/'));
-        env.push(("PATH_TRANSLATED".into(), translated.into_os_string()));
-    }
-    let mut set = |name: &str, value: &str| env.push((name.into(), value.into()));
     set(
         "SERVER_NAME",
         &server_name(&invocation.headers, invocation.local),

@@ -31,7 +31,7 @@ use crate::routes::Function;
 
 /// What an HTTP worker's answer that cannot be sent on should have been.
 const ANSWER_HINT: &str = "a warm worker's response must be valid HTTP/1.1, with a status \
-     from 200 to 599; the worker's output is in watchdog's log";
+     from 200 to 599; what the worker printed is in watchdog's log";
 
 /// How often a starting worker's port is tried.
 const READY_POLL: Duration = Duration::from_millis(5);
