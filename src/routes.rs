@@ -317,7 +317,14 @@ impl RouteTable {
             }
         };
         let split = self.prefix_segments.len() + found.consumed;
-        let script_name = join_path(&segments[..split]);
+        // Under `--prefix /`, a route at the root (`index`, a root catch-all)
+        // matched no segment: its SCRIPT_NAME is empty (RFC 3875 §4.1.13), so
+        // SCRIPT_NAME + PATH_INFO is always the path asked for.
+        let script_name = if split == 0 {
+            String::new()
+        } else {
+            join_path(&segments[..split])
+        };
         let mut path_info = if split < segments.len() {
             join_path(&segments[split..])
         } else {
@@ -328,7 +335,9 @@ impl RouteTable {
         // app that redirects its root to `…/` (werkzeug's does, seeing an empty
         // PATH_INFO) would otherwise be given the same empty PATH_INFO again,
         // and loop. The route is the same with or without it (CONTRACT §2).
-        if split > 0 && raw_path.ends_with('/') {
+        // The root URL itself is so too (SCRIPT_NAME `/` with an empty
+        // PATH_INFO made werkzeug redirect `/` to `/`, forever).
+        if raw_path.ends_with('/') {
             path_info.push('/');
         }
         Ok(Lookup::Found(RouteMatch {
