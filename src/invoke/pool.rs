@@ -41,6 +41,10 @@ const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// then: the broken connection was its files being closed as it exited.
 const LIMIT_KILL_SETTLE: Duration = Duration::from_millis(50);
 
+/// How long a worker that broke its connection off is given to show that it
+/// is ending, before it is judged alive and kept (see [`Lease::settle_break`]).
+const BREAK_SETTLE: Duration = Duration::from_millis(20);
+
 /// Runs warm functions; one pool per function file and version.
 pub struct PoolInvoker {
     pools: Mutex<HashMap<String, Arc<Pool>>>,
@@ -734,6 +738,22 @@ impl Lease {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Before a worker that broke off (`BrokeOff`, `CutShort`) is judged: a
+    /// dying process closes its connections as it exits, a moment before the
+    /// kernel shows it ended, longer on a busy machine. Judged at once, a
+    /// crashed worker was kept, and the next request got its dead port (a
+    /// second 502). Waits up to [`BREAK_SETTLE`], on the failed request only.
+    pub async fn settle_break(&self, outcome: Outcome) {
+        if !matches!(outcome, Outcome::BrokeOff | Outcome::CutShort) {
+            return;
+        }
+        let worker = self.worker();
+        let settled = tokio::time::Instant::now() + BREAK_SETTLE;
+        while !worker.has_ended_now() && tokio::time::Instant::now() < settled {
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 

@@ -222,6 +222,7 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
             }
             let err = lease.blame(&mut invocation.record, err).await;
             // A worker that has exited counts as crashed all the same.
+            lease.settle_break(outcome).await;
             lease.finish(outcome);
             return Err(invocation.record.failed(err));
         }
@@ -368,13 +369,13 @@ struct LeasedBody {
 
 impl LeasedBody {
     fn finish(&mut self, outcome: Outcome) {
-        // Cut short by a worker that may have been killed by its limit: which
-        // is known only once the kernel shows it ended, a moment after its
+        // Cut short by a worker that may be dying, perhaps killed by its
+        // limit: known only once the kernel shows it ended, a moment after its
         // connection broke. The record and the pool wait for that, off the
         // client's response (which is already cut off).
         if outcome == Outcome::CutShort
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
-            && let Some(lease) = self.lease.take_if(|lease| lease.killable_by_limit())
+            && let Some(lease) = self.lease.take()
         {
             let mut record = self.record.take();
             runtime.spawn(async move {
@@ -383,6 +384,7 @@ impl LeasedBody {
                 {
                     record.limit_hit = Some(limit);
                 }
+                lease.settle_break(outcome).await;
                 lease.finish(outcome);
                 drop(record);
             });
