@@ -41,8 +41,9 @@ const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// then: the broken connection was its files being closed as it exited.
 const LIMIT_KILL_SETTLE: Duration = Duration::from_millis(50);
 
-/// How long a worker that broke its connection off is given to show that it
-/// is ending, before it is judged alive and kept (see [`Lease::settle_break`]).
+/// How long a worker that broke its connection off without answering is given
+/// to show that it is ending, before it is judged alive and kept (see
+/// [`Lease::settle_break`]).
 const BREAK_SETTLE: Duration = Duration::from_millis(20);
 
 /// Runs warm functions; one pool per function file and version.
@@ -741,13 +742,13 @@ impl Lease {
         }
     }
 
-    /// Before a worker that broke off (`BrokeOff`, `CutShort`) is judged: a
-    /// dying process closes its connections as it exits, a moment before the
-    /// kernel shows it ended, longer on a busy machine. Judged at once, a
+    /// Before a worker that broke off a request without answering is judged:
+    /// a dying process closes its connections as it exits, a moment before
+    /// the kernel shows it ended, longer on a busy machine. Judged at once, a
     /// crashed worker was kept, and the next request got its dead port (a
     /// second 502). Waits up to [`BREAK_SETTLE`], on the failed request only.
     pub async fn settle_break(&self, outcome: Outcome) {
-        if !matches!(outcome, Outcome::BrokeOff | Outcome::CutShort) {
+        if outcome != Outcome::BrokeOff {
             return;
         }
         let worker = self.worker();

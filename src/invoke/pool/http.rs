@@ -369,13 +369,15 @@ struct LeasedBody {
 
 impl LeasedBody {
     fn finish(&mut self, outcome: Outcome) {
-        // Cut short by a worker that may be dying, perhaps killed by its
-        // limit: known only once the kernel shows it ended, a moment after its
+        // Cut short by a worker that may have been killed by its limit: which
+        // is known only once the kernel shows it ended, a moment after its
         // connection broke. The record and the pool wait for that, off the
-        // client's response (which is already cut off).
+        // client's response (which is already cut off). Other workers are
+        // judged at once: most that cut an answer short run on (a handler that
+        // failed midway), and the next request should find them idle.
         if outcome == Outcome::CutShort
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
-            && let Some(lease) = self.lease.take()
+            && let Some(lease) = self.lease.take_if(|lease| lease.killable_by_limit())
         {
             let mut record = self.record.take();
             runtime.spawn(async move {
@@ -384,7 +386,6 @@ impl LeasedBody {
                 {
                     record.limit_hit = Some(limit);
                 }
-                lease.settle_break(outcome).await;
                 lease.finish(outcome);
                 drop(record);
             });
