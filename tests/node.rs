@@ -145,6 +145,47 @@ async fn node_signature_with_vercel_helpers() {
         .await
         .unwrap();
     assert_eq!(invalid.status(), 400);
+    // Vercel's rules exactly, and an assignable req.body.
+    for (content_type, body, want_type, want) in [
+        (
+            Some("application/json"),
+            "",
+            "object",
+            serde_json::json!({}),
+        ),
+        (None, "untyped", "string", serde_json::json!("")),
+        (
+            Some("text/html"),
+            "<b>",
+            "undefined",
+            serde_json::Value::Null,
+        ),
+        (
+            Some("application/octet-stream"),
+            "raw",
+            "object",
+            serde_json::json!("buffer"),
+        ),
+    ] {
+        let mut request = c.post(server.url("/api/body-rules")).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("Content-Type", content_type);
+        }
+        let answer = send_json(request).await;
+        assert_eq!(answer["type"], want_type, "{content_type:?}: {answer}");
+        assert_eq!(answer["first"], want, "{content_type:?}: {answer}");
+        assert_eq!(
+            answer["after"]["assigned"], true,
+            "{content_type:?}: {answer}"
+        );
+    }
+    let caught = send_json(
+        c.post(server.url("/api/body-rules"))
+            .header("Content-Type", "application/json")
+            .body("{not json"),
+    )
+    .await;
+    assert_eq!(caught["caught"], 400, "{caught}");
 
     let temporary = c.get(server.url("/api/redirect")).send().await.unwrap();
     assert_eq!(temporary.status(), 307);

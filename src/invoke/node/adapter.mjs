@@ -48,6 +48,8 @@ class HttpError extends Error {
   constructor(status, message) {
     super(message);
     this.status = status;
+    // The name Vercel's ApiError gives it, for a handler that catches it.
+    this.statusCode = status;
   }
 }
 
@@ -136,27 +138,46 @@ function toQuery(searchParams, params) {
   return Object.assign(query, params);
 }
 
+// req.body as Vercel's helpers give it (see nodeStyle).
+function parseBody(raw, contentType) {
+  // Without a Content-Type Vercel does not read the body: "" (the stream still
+  // holds it).
+  if (contentType === undefined) return '';
+  const type = contentType.split(';')[0].trim().toLowerCase();
+  if (type === 'application/json') {
+    const text = raw.toString('utf8');
+    if (!text) return {};
+    try { return JSON.parse(text); } catch { throw new HttpError(400, 'Invalid JSON'); }
+  }
+  if (type === 'application/octet-stream') return raw;
+  // Repeated fields as arrays, as Vercel's querystring.parse gives them.
+  if (type === 'application/x-www-form-urlencoded') return toQuery(new URLSearchParams(raw.toString('utf8')), {});
+  if (type === 'text/plain') return raw.toString('utf8');
+  return undefined;
+}
+
 // Vercel's request and response helpers, on Node's own objects.
 async function nodeStyle(handler, req, res, url, params) {
   const raw = req.method === 'GET' || req.method === 'HEAD' ? Buffer.alloc(0) : await readBody(req);
   req.query = toQuery(url.searchParams, params);
   req.cookies = parseCookies(req.headers.cookie);
-  let parsed;
+  // Parsed on first read, by Vercel's rules, so a handler written for it finds
+  // what it expects: no Content-Type reads as text/plain (""), an empty JSON
+  // body as {}, and a type it does not parse (text/html, multipart, +json) as
+  // undefined. Assignable, as there: Express's body parsers and validation
+  // middleware set req.body.
+  const settle = (value) => {
+    Object.defineProperty(req, 'body', { configurable: true, enumerable: true, writable: true, value });
+  };
   Object.defineProperty(req, 'body', {
     configurable: true,
+    enumerable: true,
     get() {
-      if (parsed !== undefined) return parsed;
-      const type = (req.headers['content-type'] || '').split(';')[0].trim().toLowerCase();
-      if (raw.length === 0) parsed = undefined;
-      else if (type === 'application/json' || type.endsWith('+json')) {
-        try { parsed = JSON.parse(raw.toString('utf8')); } catch { throw new HttpError(400, 'Invalid JSON'); }
-      } else if (type === 'application/x-www-form-urlencoded') {
-        // Repeated fields as arrays, as Vercel's querystring.parse gives them.
-        parsed = toQuery(new URLSearchParams(raw.toString('utf8')), {});
-      } else if (type.startsWith('text/')) parsed = raw.toString('utf8');
-      else parsed = raw;
-      return parsed;
+      const value = parseBody(raw, req.headers['content-type']);
+      settle(value);
+      return value;
     },
+    set: settle,
   });
   res.status = (code) => { res.statusCode = code; return res; };
   res.json = (value) => {
