@@ -318,6 +318,28 @@ function exportsOf(mod) {
   return { methods: {} };
 }
 
+// `export const config = { runtime: 'edge' }`: Vercel calls the default export
+// as an Edge function, `(request, context)`, whatever its parameter count.
+function declaresEdge(mod) {
+  for (let target = mod, depth = 0; depth < 3 && target; depth += 1) {
+    const runtime = target.config && target.config.runtime;
+    if (runtime === 'edge' || runtime === 'experimental-edge') return true;
+    target = typeof target.default === 'object' || typeof target.default === 'function' ? target.default : undefined;
+  }
+  return false;
+}
+
+// An Edge function's context: its route parameters, and waitUntil for work
+// that outlives the answer (the worker stays up; a failure is logged).
+function edgeContext(params) {
+  return {
+    params,
+    waitUntil(promise) {
+      Promise.resolve(promise).catch((err) => console.error(err && err.stack ? err.stack : String(err)));
+    },
+  };
+}
+
 async function handle(req, res) {
   const params = JSON.parse(req.headers['x-watchdog-params'] || '{}');
   for (const name of Object.keys(req.headers)) {
@@ -352,8 +374,8 @@ async function handle(req, res) {
   } else if (fallback && typeof fallback.fetch === 'function') {
     await sendWebResponse(res, await fallback.fetch(webRequest(req, url), { params }), req.method);
   } else if (typeof fallback === 'function') {
-    if (fallback.length === 1) {
-      await sendWebResponse(res, await fallback(webRequest(req, url), { params }), req.method);
+    if (fallback.length === 1 || declaresEdge(mod)) {
+      await sendWebResponse(res, await fallback(webRequest(req, url), edgeContext(params)), req.method);
     } else {
       const returned = await nodeStyle(fallback, req, res, url, params);
       if (returned instanceof Response && !res.headersSent && !res.writableEnded) {
