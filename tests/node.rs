@@ -66,7 +66,11 @@ async fn web_signature_get_post_state_and_environment() {
     assert_eq!(fetched.text().await.unwrap(), "from fetch DELETE");
     // An Edge function (`config.runtime = 'edge'`) takes (request, context),
     // though it declares two parameters, as Node-style handlers do.
-    let edge = client().get(server.url("/api/edge?n=5")).send().await.unwrap();
+    let edge = client()
+        .get(server.url("/api/edge?n=5"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(edge.status(), 200);
     assert_eq!(edge.text().await.unwrap(), "edge 5");
 }
