@@ -605,3 +605,33 @@ async fn typescript_needs_a_node_that_strips_types() {
         );
     }
 }
+
+/// Vercel's own template, `export default function handler` in `api/x.js`, in
+/// a package whose package.json says "type": "commonjs" (as `npm init -y`
+/// writes it): Vercel compiles it to CommonJS; here it loads as an ES module.
+#[tokio::test]
+async fn an_es_module_handler_in_a_commonjs_package_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = tmp.path().join("api");
+    std::fs::create_dir(&api).unwrap();
+    std::fs::write(
+        tmp.path().join("package.json"),
+        r#"{ "name": "app", "type": "commonjs" }"#,
+    )
+    .unwrap();
+    std::fs::write(
+        api.join("_helper.cjs"),
+        "exports.helper = () => 'helped';\n",
+    )
+    .unwrap();
+    std::fs::write(
+        api.join("hello.js"),
+        "import { helper } from './_helper.cjs';\n\
+         export default function handler(req, res) { res.send(`ok ${helper()}`); }\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&api, &["--prefix", "/api"]);
+    let response = client().get(server.url("/api/hello")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "ok helped");
+}

@@ -15,6 +15,7 @@
 //   as Vercel does, up to five `default` levels.
 import http from 'node:http';
 import { AsyncLocalStorage } from 'node:async_hooks';
+import * as nodeModule from 'node:module';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -22,6 +23,8 @@ import { pathToFileURL } from 'node:url';
 import { format } from 'node:util';
 
 const modulePath = process.argv[2];
+// Absent before Node 20.6: an ES module in a CommonJS package then fails to load.
+const register = nodeModule.register;
 const port = Number(process.env.PORT);
 const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'];
 const requestContext = new AsyncLocalStorage();
@@ -40,8 +43,33 @@ let loaded;
 async function load() {
   // The module is imported once: state at module scope persists between
   // requests, as on Vercel. watchdog starts a new worker when the file changes.
-  if (!loaded) loaded = import(pathToFileURL(modulePath).href);
+  if (!loaded) loaded = importHandler(pathToFileURL(modulePath).href);
   return loaded;
+}
+
+// A `.js` handler written as an ES module (`export default function handler`,
+// Vercel's own template) in a package whose package.json says
+// "type": "commonjs" (what `npm init -y` writes now) fails to load as
+// CommonJS; Vercel compiles it to CommonJS and runs it. Here it is loaded again
+// as an ES module, through a load hook that gives that one file the format
+// `module` (node:module's register, Node 20.6 and later).
+async function importHandler(url) {
+  try {
+    return await import(url);
+  } catch (err) {
+    if (!(err instanceof SyntaxError) || !url.endsWith('.js') || typeof register !== 'function') throw err;
+    if (!/Unexpected token 'export'|Cannot use import statement outside a module/.test(err.message)) throw err;
+    const hook = `export async function load(url, context, next) {
+      if (url.split('?')[0] === ${JSON.stringify(url)}) {
+        const loaded = await next(url, { ...context, format: 'module' });
+        return { ...loaded, format: 'module' };
+      }
+      return next(url, context);
+    }`;
+    register(`data:text/javascript,${encodeURIComponent(hook)}`);
+    // A new URL: the failed import is cached under the old one.
+    return import(`${url}?as-module`);
+  }
 }
 
 class HttpError extends Error {
