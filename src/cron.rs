@@ -6,7 +6,6 @@
 //! any other, so routing, limits, logs and metrics apply. `POST
 //! /_watchdog/cron/<name>` runs a job at once, for those who may ([`refusal`]).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -16,6 +15,7 @@ use croner::parser::{CronParser, Seconds};
 use futures_util::StreamExt;
 
 use crate::routes::{Function, Lookup};
+use crate::server::listener::Connection;
 use crate::server::{App, handler};
 
 /// One scheduled job.
@@ -195,8 +195,7 @@ pub async fn run(app: &App, job: &CronJob) -> Response<Body> {
             return response;
         }
     };
-    let local = SocketAddr::from(([127, 0, 0, 1], 0));
-    let response = handler::handle(app, local, request).await;
+    let response = handler::handle(app, Connection::internal(), request).await;
     let (parts, body) = response.into_parts();
     let mut collected = Vec::new();
     let mut stream = body.into_data_stream();

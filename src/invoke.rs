@@ -75,6 +75,15 @@ pub fn empty_of_unknown_length() -> Body {
     >())
 }
 
+/// Whether `code` is a status a function may answer with, whatever protocol
+/// it speaks (a CGI `Status:`, an HTTP worker, a Lambda `statusCode`, an
+/// `exit_status` mapping): a final status HTTP defines. A 1xx is no final
+/// answer (a 101 would switch the client's connection to a protocol watchdog
+/// does not forward), and hyper reads any three digits, 600 and up too.
+pub fn is_answer_status(code: u16) -> bool {
+    (200..=599).contains(&code)
+}
+
 /// What a function answered.
 pub enum Reply {
     Response(Response<Body>),

@@ -7,6 +7,7 @@ pub mod discover;
 pub mod path;
 pub mod pattern;
 pub mod reload;
+pub mod setting_warnings;
 pub mod table;
 
 use std::path::{Path, PathBuf};

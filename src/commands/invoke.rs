@@ -13,6 +13,7 @@ use super::{CommandError, runtime, usage};
 use crate::cli::InvokeArgs;
 use crate::config::Settings;
 use crate::routes::RouteTable;
+use crate::server::listener::Connection;
 use crate::server::{App, handler};
 
 pub async fn run(settings: Settings, args: InvokeArgs) -> Result<(), CommandError> {
@@ -25,7 +26,7 @@ pub async fn run(settings: Settings, args: InvokeArgs) -> Result<(), CommandErro
     let request = build_request(&args).map_err(usage)?;
     let stand_in: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
     let app = App::new(std::sync::Arc::new(settings), routes, stand_in);
-    let response = handler::handle(&app, stand_in, request).await;
+    let response = handler::handle(&app, Connection::internal(), request).await;
     let status = response.status();
     let mut stdout = std::io::stdout().lock();
     if !args.body_only {

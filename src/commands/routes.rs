@@ -13,7 +13,7 @@ pub fn run(settings: &Settings, json: bool) -> Result<(), CommandError> {
     let table = RouteTable::for_settings(settings)
         .with_context(|| format!("reading {}", settings.dir.display()))
         .map_err(usage)?;
-    crate::routes::reload::report_setting_problems(settings, &table);
+    crate::routes::setting_warnings::report_setting_problems(settings, &table);
     if json {
         println!("{:#}", table.to_json());
     } else {

@@ -60,7 +60,7 @@ pub async fn run(settings: Settings) -> Result<(), CommandError> {
         .map_err(usage)?;
     let metrics = crate::observability::metrics::install();
     reload::report(&routes, false);
-    reload::report_setting_problems(&settings, &routes);
+    crate::routes::setting_warnings::report_setting_problems(&settings, &routes);
     match reaper::become_subreaper() {
         Ok(()) => reaper::start_orphan_sweeper(ORPHAN_SWEEP_INTERVAL),
         Err(err) => tracing::warn!(

@@ -297,9 +297,9 @@ fn exit_statuses<'de, D: Deserializer<'de>>(de: D) -> Result<Option<BTreeMap<i32
         let code: i32 = code
             .parse()
             .map_err(|_| serde::de::Error::custom(format!("exit code `{code}` is not a number")))?;
-        if !(100..=599).contains(&status) {
+        if !crate::invoke::is_answer_status(status) {
             return Err(serde::de::Error::custom(format!(
-                "status {status} for exit code {code} is not from 100 to 599"
+                "status {status} for exit code {code} is not from 200 to 599 (a final HTTP status)"
             )));
         }
         out.insert(code, status);
@@ -548,6 +548,15 @@ warm = { protocol = "http", min = 1, max = 4, idle_timeout = "5m", max_requests 
             .unwrap()
             .1;
         assert_eq!(reports.memory, Some(256 * 1024 * 1024));
+    }
+
+    #[test]
+    fn an_exit_status_must_be_a_final_status() {
+        // A 1xx is no final answer: the client would wait for another.
+        let err = parse("[functions.\"a.sh\"]\nexit_status = { 2 = 101 }\n").unwrap_err();
+        assert!(err.to_string().contains("not from 200 to 599"), "{err}");
+        assert_eq!(err.line, 2, "{err}");
+        assert!(parse("[functions.\"a.sh\"]\nexit_status = { 2 = 200, 3 = 599 }\n").is_ok());
     }
 
     #[test]

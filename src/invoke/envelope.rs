@@ -291,7 +291,7 @@ fn parse_status(value: &[u8]) -> Option<(StatusCode, Option<ReasonPhrase>)> {
         return None;
     }
     let status = StatusCode::from_bytes(code).ok()?;
-    if !(200..=599).contains(&status.as_u16()) {
+    if !super::is_answer_status(status.as_u16()) {
         return None;
     }
     let reason = trim_whitespace(&value[3..]);

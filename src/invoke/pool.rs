@@ -724,22 +724,17 @@ impl Lease {
         }
         let worker = self.worker();
         let settled = tokio::time::Instant::now() + LIMIT_KILL_SETTLE;
-        loop {
-            if let Some(killed) = worker.limit_that_killed_now() {
-                return Some(killed);
-            }
-            if worker.has_ended_now() {
-                // Not by a limit, unless it was reaped a moment ago and its
-                // status is on its way: wait for that, then look again.
-                let left = settled.saturating_duration_since(tokio::time::Instant::now());
-                let _ = tokio::time::timeout(left, worker.exited()).await;
-                return worker.limit_that_killed_now();
-            }
-            if tokio::time::Instant::now() >= settled {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        if !self.ends_by(settled).await {
+            return None;
         }
+        if let Some(killed) = worker.limit_that_killed_now() {
+            return Some(killed);
+        }
+        // Not by a limit, unless it was reaped a moment ago and its status is
+        // on its way: wait for that, then look again.
+        let left = settled.saturating_duration_since(tokio::time::Instant::now());
+        let _ = tokio::time::timeout(left, worker.exited()).await;
+        worker.limit_that_killed_now()
     }
 
     /// Before a worker that broke off a request without answering is judged:
@@ -748,12 +743,24 @@ impl Lease {
     /// crashed worker was kept, and the next request got its dead port (a
     /// second 502). Waits up to [`BREAK_SETTLE`], on the failed request only.
     pub async fn settle_break(&self, outcome: Outcome) {
-        if outcome != Outcome::BrokeOff {
-            return;
+        if outcome == Outcome::BrokeOff {
+            self.ends_by(tokio::time::Instant::now() + BREAK_SETTLE)
+                .await;
         }
+    }
+
+    /// Whether the worker shows it has ended by `deadline`, asked of the kernel
+    /// every 2 ms (a process's end has no event to wait on before it is
+    /// reaped).
+    async fn ends_by(&self, deadline: tokio::time::Instant) -> bool {
         let worker = self.worker();
-        let settled = tokio::time::Instant::now() + BREAK_SETTLE;
-        while !worker.has_ended_now() && tokio::time::Instant::now() < settled {
+        loop {
+            if worker.has_ended_now() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }

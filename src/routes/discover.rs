@@ -22,7 +22,13 @@ pub const INTERPRETERS: &[(&str, &str)] = &[
 ];
 
 /// Handler modules for the Node adapter (CONTRACT §5).
-pub const MODULE_EXTENSIONS: &[&str] = &["js", "mjs", "cjs", "ts"];
+const MODULE_EXTENSIONS: &[&str] = &["js", "mjs", "cjs", "ts"];
+
+/// Whether a file with this extension is a handler module when it is not
+/// executable (CONTRACT §5).
+pub fn is_module_extension(extension: Option<&str>) -> bool {
+    extension.is_some_and(|ext| MODULE_EXTENSIONS.contains(&ext))
+}
 
 /// How a function file is started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,8 +296,7 @@ impl Walk {
         // decided here, once, because glibc's execvp (used on the fork path, with
         // limits or --user) would quietly run it under /bin/sh instead of failing.
         let executable = mode & 0o111 != 0 && (interpreter.is_none() || starts_like_a_program);
-        let node_module =
-            mode & 0o111 == 0 && extension.is_some_and(|ext| MODULE_EXTENSIONS.contains(&ext));
+        let node_module = mode & 0o111 == 0 && is_module_extension(extension);
         if !executable && interpreter.is_none() && !node_module {
             let reason = format!(
                 "not executable and no known script extension ({}); `chmod +x` it or rename it",

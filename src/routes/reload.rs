@@ -7,6 +7,7 @@
 //! table, and requests never see a half-built one. Requests pay one atomic load.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -29,22 +30,39 @@ pub const MAX_SETTLE: Duration = Duration::from_millis(750);
 #[derive(Debug, Default)]
 pub struct Pending {
     /// Changes seen by the watcher so far.
-    seen: std::sync::atomic::AtomicU64,
+    seen: AtomicU64,
     /// Changes the current table was walked after.
-    applied: std::sync::atomic::AtomicU64,
+    applied: AtomicU64,
     /// DIR is gone: the routes served are the last ones read, and readyz
     /// says so.
-    dir_gone: std::sync::atomic::AtomicBool,
+    dir_gone: AtomicBool,
 }
 
 impl Pending {
     pub fn is_pending(&self) -> bool {
-        use std::sync::atomic::Ordering::Acquire;
-        self.seen.load(Acquire) != self.applied.load(Acquire)
+        self.seen.load(Ordering::Acquire) != self.applied.load(Ordering::Acquire)
     }
 
     pub fn dir_is_gone(&self) -> bool {
-        self.dir_gone.load(std::sync::atomic::Ordering::Relaxed)
+        self.dir_gone.load(Ordering::Relaxed)
+    }
+
+    fn note_change(&self) {
+        self.seen.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The changes a walk starting now covers.
+    fn changes_so_far(&self) -> u64 {
+        self.seen.load(Ordering::Acquire)
+    }
+
+    /// The table walked after `changes` is in place.
+    fn applied(&self, changes: u64) {
+        self.applied.store(changes, Ordering::Release);
+    }
+
+    fn set_dir_gone(&self, gone: bool) {
+        self.dir_gone.store(gone, Ordering::Relaxed);
     }
 }
 
@@ -79,7 +97,7 @@ pub fn watch(
     let root = settings.document_root.clone();
     // DIR itself removed or moved away: its watch is over, whatever folder
     // is at its path by the rebuild (a new one may even reuse the inode).
-    let root_replaced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let root_replaced = Arc::new(AtomicBool::new(false));
     let handler = {
         let (root, root_replaced) = (root.clone(), Arc::clone(&root_replaced));
         let pending = Arc::clone(&pending);
@@ -92,12 +110,10 @@ pub fn watch(
                 )
                 && event.paths.contains(&root)
             {
-                root_replaced.store(true, std::sync::atomic::Ordering::Relaxed);
+                root_replaced.store(true, Ordering::Relaxed);
             }
             if event.as_ref().is_ok_and(|e| !e.kind.is_access()) || event.is_err() {
-                pending
-                    .seen
-                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                pending.note_change();
                 let _ = tx.send(());
             }
         }
@@ -114,33 +130,19 @@ pub fn watch(
         loop {
             if gone {
                 tokio::time::sleep(DIR_GONE_POLL).await;
-            } else {
-                if rx.recv().await.is_none() {
-                    return;
-                }
-                let started = tokio::time::Instant::now();
-                loop {
-                    let quiet_until =
-                        (tokio::time::Instant::now() + SETTLE).min(started + MAX_SETTLE);
-                    match tokio::time::timeout_at(quiet_until, rx.recv()).await {
-                        Ok(Some(())) if tokio::time::Instant::now() < started + MAX_SETTLE => {}
-                        Ok(None) => return,
-                        _ => break,
-                    }
-                }
+            } else if !settled_change(&mut rx).await {
+                return;
             }
             let now = folder_identity(&root);
             if now.is_none() {
                 if !gone {
                     gone = true;
-                    pending
-                        .dir_gone
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    pending.set_dir_gone(true);
                     tracing::error!(dir = %root.display(), "DIR is gone: the previous routes serve until it is back, and readyz answers 503");
                 }
                 continue;
             }
-            let replaced = root_replaced.swap(false, std::sync::atomic::Ordering::Relaxed);
+            let replaced = root_replaced.swap(false, Ordering::Relaxed);
             if gone || replaced || now != watched {
                 // A new folder at DIR's path: the old watch sees nothing of it.
                 let _ = watcher.unwatch(&root);
@@ -155,12 +157,10 @@ pub fn watch(
                 }
             }
             gone = false;
-            pending
-                .dir_gone
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+            pending.set_dir_gone(false);
             // The walk sees every change seen so far; later ones keep the
             // window open until the next walk.
-            let walked_after = pending.seen.load(std::sync::atomic::Ordering::Acquire);
+            let walked_after = pending.changes_so_far();
             let settings = Arc::clone(&settings);
             match tokio::task::spawn_blocking(move || RouteTable::for_settings(&settings)).await {
                 Ok(Ok(table)) => {
@@ -169,7 +169,7 @@ pub fn watch(
                     // Stored first: requests from here on see the versions the
                     // callback starts pools for.
                     routes.store(Arc::clone(&table));
-                    (pending.applied).store(walked_after, std::sync::atomic::Ordering::Release);
+                    pending.applied(walked_after);
                     on_reload(&table);
                 }
                 Ok(Err(err)) => {
@@ -182,6 +182,23 @@ pub fn watch(
         }
     });
     Ok(Watching(task))
+}
+
+/// Waits for a change under DIR, then for DIR to be quiet for [`SETTLE`] (at
+/// most [`MAX_SETTLE`] after the first). False once the watcher is gone.
+async fn settled_change(rx: &mut tokio::sync::mpsc::UnboundedReceiver<()>) -> bool {
+    if rx.recv().await.is_none() {
+        return false;
+    }
+    let started = tokio::time::Instant::now();
+    loop {
+        let quiet_until = (tokio::time::Instant::now() + SETTLE).min(started + MAX_SETTLE);
+        match tokio::time::timeout_at(quiet_until, rx.recv()).await {
+            Ok(Some(())) if tokio::time::Instant::now() < started + MAX_SETTLE => {}
+            Ok(None) => return false,
+            _ => return true,
+        }
+    }
 }
 
 /// Live reload running; dropped, it stops.
@@ -200,98 +217,6 @@ fn folder_identity(path: &std::path::Path) -> Option<(u64, u64)> {
         .ok()
         .filter(std::fs::Metadata::is_dir)
         .map(|meta| (meta.dev(), meta.ino()))
-}
-
-/// Warns, at `serve` and `routes`, of settings that do not do what they seem
-/// to: they are valid, so nothing else would say so.
-pub fn report_setting_problems(settings: &crate::config::Settings, table: &RouteTable) {
-    report_unmatched_sections(settings, table);
-    report_header_named_env(table);
-}
-
-/// Warns about a variable of the functions' environment named like a request
-/// header's (`HTTP_X_TENANT` is `X-Tenant`'s): a request that sends that
-/// header replaces it, one that does not leaves it, and the function cannot
-/// tell which it got. Names no header becomes are exempt: `HTTP_PROXY`
-/// (httpoxy), and those of the body's headers, which reach a function as
-/// `CONTENT_*` or not at all.
-fn report_header_named_env(table: &RouteTable) {
-    const NO_HEADER_BECOMES: [&str; 4] = [
-        "HTTP_PROXY",
-        "HTTP_CONTENT_TYPE",
-        "HTTP_CONTENT_LENGTH",
-        "HTTP_TRANSFER_ENCODING",
-    ];
-    let mut named: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-    for function in &table.functions {
-        for (name, _) in &function.settings.env {
-            // Only a name a header can become: upper-case letters, digits, `_`.
-            if let Some(name) = name.to_str()
-                && let Some(header) = name.strip_prefix("HTTP_")
-                && !header.is_empty()
-                && header
-                    .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-                && !NO_HEADER_BECOMES.contains(&name)
-            {
-                named.entry(name).or_default().push(&function.pattern);
-            }
-        }
-    }
-    for (name, routes) in named {
-        // ASCII only (checked above): `X_TENANT` is `X-Tenant`.
-        let header: Vec<String> = (name["HTTP_".len()..].split('_'))
-            .map(|word| {
-                let (first, rest) = word.split_at(word.len().min(1));
-                first.to_owned() + &rest.to_ascii_lowercase()
-            })
-            .collect();
-        let header = header.join("-");
-        tracing::warn!(
-            variable = name,
-            header = %header,
-            functions = routes.len(),
-            example = routes[0],
-            hint = "rename the variable (it is set by --env, .env, `env` in watchdog.toml or --pass-env)",
-            "a variable of the functions' environment is named like a request header's: a request with that header replaces it"
-        );
-    }
-}
-
-/// Warns of each `[functions."glob"]` section that applies to no file below
-/// DIR: its settings (a timeout, a secret, a warm pool) are silently not in
-/// effect, most often because the glob names DIR itself or leaves out the
-/// extension.
-fn report_unmatched_sections(settings: &crate::config::Settings, table: &RouteTable) {
-    let files: Vec<&str> = (table.functions.iter())
-        .map(|function| function.file.relative.as_str())
-        .chain(
-            table
-                .skipped
-                .iter()
-                .map(|skipped| skipped.relative.as_str()),
-        )
-        .collect();
-    let dir_name = settings
-        .dir
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    for (glob, source) in settings.rules.unmatched(&files) {
-        let below_dir = (glob.trim_start_matches('/').strip_prefix(dir_name.as_str()))
-            .and_then(|rest| rest.strip_prefix('/'))
-            .filter(|_| !dir_name.is_empty());
-        let hint = match below_dir {
-            Some(relative) => format!("globs are relative to DIR: write \"{relative}\""),
-            None => "globs are relative to DIR and match file names with their extension (\"hello.sh\", \"reports/*.sh\")".to_owned(),
-        };
-        tracing::warn!(
-            section = %format!("functions.\"{glob}\""),
-            at = %format!("{}:{}", source.file.display(), source.line),
-            %hint,
-            "this section matches no file below DIR, so its settings apply to nothing"
-        );
-    }
 }
 
 /// Logs a freshly built table: counts, conflicts by name, and (at debug) the files

@@ -1,7 +1,6 @@
 //! Built-in endpoints under the reserved `/_watchdog/` prefix (CONTRACT §7). No
 //! request under that prefix ever reaches a function.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
@@ -12,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::App;
 use super::error::AppError;
+use super::listener::Connection;
 use super::request_id;
 
 /// What an error page for a built-in request needs, put in its extensions by
@@ -107,7 +107,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
 pub async fn cron(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Connection { remote, .. }): ConnectInfo<Connection>,
     Extension(builtin): Extension<BuiltinRequest>,
     headers: HeaderMap,
 ) -> Response {

@@ -1,7 +1,6 @@
 //! From an HTTP request to a function's response: route, receive the body, queue
 //! for a slot, invoke, follow local redirects. Errors are rendered once, here.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,6 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::App;
 use super::error::AppError;
+use super::listener::Connection;
 use super::request_id;
 use crate::invoke::{Invocation, InvokeError, Reply, RequestBody};
 use crate::observability::{InvocationRecord, metrics};
@@ -23,21 +23,22 @@ pub const MAX_LOCAL_REDIRECTS: usize = 10;
 /// The axum fallback: every request outside `/_watchdog/`.
 pub async fn function(
     State(app): State<Arc<App>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(connection): ConnectInfo<Connection>,
     request: Request,
 ) -> Response<Body> {
-    handle(&app, client, request).await
+    handle(&app, connection, request).await
 }
 
-/// Answers one request. Also used by `watchdog invoke`, without a socket.
-pub async fn handle(app: &App, client: SocketAddr, request: Request) -> Response<Body> {
+/// Answers one request. Also used by `watchdog invoke` and cron, without a
+/// socket ([`Connection::internal`]).
+pub async fn handle(app: &App, connection: Connection, request: Request) -> Response<Body> {
     let request_id = request_id::from_headers(request.headers());
     // Kept for an error page: the Accept values, not a copy of every header.
     let accept = super::error::accept_of(request.headers());
     let method = request.method().clone();
     let uri = request.uri().clone();
     let mut answered = Answered::Unmatched;
-    let mut response = match dispatch(app, client, request, &request_id, &mut answered).await {
+    let mut response = match dispatch(app, connection, request, &request_id, &mut answered).await {
         Ok(response) => response,
         Err(error) => {
             tracing::warn!(
@@ -73,7 +74,7 @@ enum Answered {
 
 async fn dispatch(
     app: &App,
-    client: SocketAddr,
+    connection: Connection,
     request: Request,
     request_id: &str,
     answered: &mut Answered,
@@ -81,8 +82,8 @@ async fn dispatch(
     let started = tokio::time::Instant::now();
     let started_wall = SystemTime::now();
     let (parts, body) = request.into_parts();
-    // The connection's own address; the listener's for `watchdog invoke`.
-    let local = (parts.extensions.get::<super::listener::LocalAddr>()).map_or(app.local, |l| l.0);
+    let client = connection.remote;
+    let local = connection.local.unwrap_or(app.local);
     super::host::check(parts.version, &parts.headers)?;
     super::transfer_coding::check(&parts.headers)?;
     let (mut method, mut uri, mut headers) = (parts.method, parts.uri, parts.headers);

@@ -67,11 +67,27 @@ pub async fn accept_until(
     graceful
 }
 
-/// The address a connection arrived on, as a request extension: under a
-/// wildcard listener (`0.0.0.0`, `[::]`) the interface's own, which a function
-/// gets as `SERVER_ADDR`.
+/// Both ends of a request's connection, one request extension
+/// (`ConnectInfo<Connection>`) for both.
 #[derive(Debug, Clone, Copy)]
-pub struct LocalAddr(pub SocketAddr);
+pub struct Connection {
+    pub remote: SocketAddr,
+    /// The address the connection arrived on: under a wildcard listener
+    /// (`0.0.0.0`, `[::]`) the interface's own, which a function gets as
+    /// `SERVER_ADDR`. None for a request with no socket (`watchdog invoke`,
+    /// cron), which then uses the listener's.
+    pub local: Option<SocketAddr>,
+}
+
+impl Connection {
+    /// A request watchdog makes itself (cron, `watchdog invoke`).
+    pub fn internal() -> Self {
+        Self {
+            remote: SocketAddr::from(([127, 0, 0, 1], 0)),
+            local: None,
+        }
+    }
+}
 
 /// Serves one connection on the thread it was handed to.
 pub async fn serve_connection(accepted: Accepted, router: Router) {
@@ -87,13 +103,12 @@ pub async fn serve_connection(accepted: Accepted, router: Router) {
             return;
         }
     };
-    let local = stream.local_addr().ok().map(LocalAddr);
+    let connection = Connection {
+        remote,
+        local: stream.local_addr().ok(),
+    };
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        let extensions = request.extensions_mut();
-        extensions.insert(ConnectInfo::<SocketAddr>(remote));
-        if let Some(local) = local {
-            extensions.insert(local);
-        }
+        request.extensions_mut().insert(ConnectInfo(connection));
         router.clone().oneshot(request)
     });
     let connection = http_builder().serve_connection(TokioIo::new(stream), service);

@@ -335,10 +335,8 @@ pub fn spawn(
 
 /// A JavaScript or TypeScript file: a handler module when not executable.
 fn is_module(relative: &str) -> bool {
-    std::path::Path::new(relative)
-        .extension()
-        .and_then(|ext| ext.to_str())
-        .is_some_and(|ext| crate::routes::discover::MODULE_EXTENSIONS.contains(&ext))
+    let extension = Path::new(relative).extension().and_then(|ext| ext.to_str());
+    crate::routes::discover::is_module_extension(extension)
 }
 
 /// Says why a spawn failed and what to do about it.

@@ -339,7 +339,9 @@ function exportsOf(mod) {
     if (METHODS.some((m) => typeof target[m] === 'function')) return { methods: target };
     const inner = target.default;
     if (typeof inner === 'function' || (inner && typeof inner.fetch === 'function')) {
-      return { methods: {}, fallback: inner };
+      // `export const config` beside the default export, or a config property
+      // on the exported function (CommonJS).
+      return { methods: {}, fallback: inner, edge: isEdge(target.config) || isEdge(inner.config) };
     }
     target = inner && typeof inner === 'object' ? inner : undefined;
   }
@@ -348,13 +350,8 @@ function exportsOf(mod) {
 
 // `export const config = { runtime: 'edge' }`: Vercel calls the default export
 // as an Edge function, `(request, context)`, whatever its parameter count.
-function declaresEdge(mod) {
-  for (let target = mod, depth = 0; depth < 3 && target; depth += 1) {
-    const runtime = target.config && target.config.runtime;
-    if (runtime === 'edge' || runtime === 'experimental-edge') return true;
-    target = typeof target.default === 'object' || typeof target.default === 'function' ? target.default : undefined;
-  }
-  return false;
+function isEdge(config) {
+  return Boolean(config) && (config.runtime === 'edge' || config.runtime === 'experimental-edge');
 }
 
 // An Edge function's context: its route parameters, and waitUntil for work
@@ -385,7 +382,7 @@ async function handle(req, res) {
     reportLoadFailure(err);
     throw new HttpError(500, `the module could not be loaded (${err && err.name ? err.name : 'error'}); where and why is in watchdog's log`);
   }
-  const { methods, fallback } = exportsOf(mod);
+  const { methods, fallback, edge } = exportsOf(mod);
   const exported = METHODS.filter((m) => typeof methods[m] === 'function');
   if (exported.length) {
     mod = methods;
@@ -402,7 +399,7 @@ async function handle(req, res) {
   } else if (fallback && typeof fallback.fetch === 'function') {
     await sendWebResponse(res, await fallback.fetch(webRequest(req, url), { params }), req.method);
   } else if (typeof fallback === 'function') {
-    if (fallback.length === 1 || declaresEdge(mod)) {
+    if (fallback.length === 1 || edge) {
       await sendWebResponse(res, await fallback(webRequest(req, url), edgeContext(params)), req.method);
     } else {
       const returned = await nodeStyle(fallback, req, res, url, params);

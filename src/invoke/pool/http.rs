@@ -250,10 +250,7 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
         }
     };
     let (mut parts, incoming) = response.into_parts();
-    // hyper reads any three digits as a status; a client may not (600 is none
-    // HTTP defines), and a 101 would switch the client's connection to a
-    // protocol watchdog does not forward. The same range as a CGI `Status:`.
-    if !(200..=599).contains(&parts.status.as_u16()) {
+    if !crate::invoke::is_answer_status(parts.status.as_u16()) {
         drop((incoming, sender));
         lease.finish(Outcome::Abandoned);
         return Err(invocation.record.failed(InvokeError::BadAnswer {

@@ -854,12 +854,9 @@ fn status_code(value: &serde_json::Value) -> Result<Option<StatusCode>, String> 
         Some(serde_json::Value::String(text)) => text.trim().parse().ok(),
         Some(_) => None,
     };
-    // The range a CGI `Status:` and an HTTP worker's status have: a 1xx is no
-    // final answer (hyper would send a bare 500 for it), and 600 and up are
-    // statuses HTTP does not define.
     let status = number
         .and_then(|n| u16::try_from(n).ok())
-        .filter(|n| (200..=599).contains(n))
+        .filter(|n| crate::invoke::is_answer_status(*n))
         .and_then(|n| StatusCode::from_u16(n).ok());
     match status {
         Some(status) => Ok(Some(status)),

@@ -1,0 +1,96 @@
+//! Warnings, at `serve` and `routes`, about settings that are valid but do not
+//! do what they seem to: nothing else would say so.
+
+use super::RouteTable;
+
+/// Warns, at `serve` and `routes`, of settings that do not do what they seem
+/// to: they are valid, so nothing else would say so.
+pub fn report_setting_problems(settings: &crate::config::Settings, table: &RouteTable) {
+    report_unmatched_sections(settings, table);
+    report_header_named_env(table);
+}
+
+/// Warns about a variable of the functions' environment named like a request
+/// header's (`HTTP_X_TENANT` is `X-Tenant`'s): a request that sends that
+/// header replaces it, one that does not leaves it, and the function cannot
+/// tell which it got. Names no header becomes are exempt: `HTTP_PROXY`
+/// (httpoxy), and those of the body's headers, which reach a function as
+/// `CONTENT_*` or not at all.
+fn report_header_named_env(table: &RouteTable) {
+    const NO_HEADER_BECOMES: [&str; 4] = [
+        "HTTP_PROXY",
+        "HTTP_CONTENT_TYPE",
+        "HTTP_CONTENT_LENGTH",
+        "HTTP_TRANSFER_ENCODING",
+    ];
+    let mut named: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for function in &table.functions {
+        for (name, _) in &function.settings.env {
+            // Only a name a header can become: upper-case letters, digits, `_`.
+            if let Some(name) = name.to_str()
+                && let Some(header) = name.strip_prefix("HTTP_")
+                && !header.is_empty()
+                && header
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+                && !NO_HEADER_BECOMES.contains(&name)
+            {
+                named.entry(name).or_default().push(&function.pattern);
+            }
+        }
+    }
+    for (name, routes) in named {
+        // ASCII only (checked above): `X_TENANT` is `X-Tenant`.
+        let header: Vec<String> = (name["HTTP_".len()..].split('_'))
+            .map(|word| {
+                let (first, rest) = word.split_at(word.len().min(1));
+                first.to_owned() + &rest.to_ascii_lowercase()
+            })
+            .collect();
+        let header = header.join("-");
+        tracing::warn!(
+            variable = name,
+            header = %header,
+            functions = routes.len(),
+            example = routes[0],
+            hint = "rename the variable (it is set by --env, .env, `env` in watchdog.toml or --pass-env)",
+            "a variable of the functions' environment is named like a request header's: a request with that header replaces it"
+        );
+    }
+}
+
+/// Warns of each `[functions."glob"]` section that applies to no file below
+/// DIR: its settings (a timeout, a secret, a warm pool) are silently not in
+/// effect, most often because the glob names DIR itself or leaves out the
+/// extension.
+fn report_unmatched_sections(settings: &crate::config::Settings, table: &RouteTable) {
+    let files: Vec<&str> = (table.functions.iter())
+        .map(|function| function.file.relative.as_str())
+        .chain(
+            table
+                .skipped
+                .iter()
+                .map(|skipped| skipped.relative.as_str()),
+        )
+        .collect();
+    let dir_name = settings
+        .dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for (glob, source) in settings.rules.unmatched(&files) {
+        let below_dir = (glob.trim_start_matches('/').strip_prefix(dir_name.as_str()))
+            .and_then(|rest| rest.strip_prefix('/'))
+            .filter(|_| !dir_name.is_empty());
+        let hint = match below_dir {
+            Some(relative) => format!("globs are relative to DIR: write \"{relative}\""),
+            None => "globs are relative to DIR and match file names with their extension (\"hello.sh\", \"reports/*.sh\")".to_owned(),
+        };
+        tracing::warn!(
+            section = %format!("functions.\"{glob}\""),
+            at = %format!("{}:{}", source.file.display(), source.line),
+            %hint,
+            "this section matches no file below DIR, so its settings apply to nothing"
+        );
+    }
+}
