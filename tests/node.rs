@@ -608,9 +608,11 @@ async fn typescript_needs_a_node_that_strips_types() {
 
 /// Vercel's own template, `export default function handler` in `api/x.js`, in
 /// a package whose package.json says "type": "commonjs" (as `npm init -y`
-/// writes it): Vercel compiles it to CommonJS; here it loads as an ES module.
+/// writes it): Vercel compiles it to CommonJS; here it loads as an ES module,
+/// and so do the `.js` helpers written as ES modules that it (or an `.mjs`
+/// handler) imports, while a CommonJS helper stays CommonJS.
 #[tokio::test]
-async fn an_es_module_handler_in_a_commonjs_package_runs() {
+async fn es_module_files_in_a_commonjs_package_run() {
     let tmp = tempfile::tempdir().unwrap();
     let api = tmp.path().join("api");
     std::fs::create_dir(&api).unwrap();
@@ -625,13 +627,34 @@ async fn an_es_module_handler_in_a_commonjs_package_runs() {
     )
     .unwrap();
     std::fs::write(
+        api.join("_old.js"),
+        "module.exports = { twice: (s) => s + s };\n",
+    )
+    .unwrap();
+    std::fs::write(
+        api.join("_shout.js"),
+        "export const shout = (s) => s.toUpperCase();\n",
+    )
+    .unwrap();
+    std::fs::write(
         api.join("hello.js"),
         "import { helper } from './_helper.cjs';\n\
-         export default function handler(req, res) { res.send(`ok ${helper()}`); }\n",
+         import old from './_old.js';\n\
+         import { shout } from './_shout.js';\n\
+         export default function handler(req, res) { res.send(`ok ${helper()} ${old.twice('x')} ${shout('y')}`); }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        api.join("other.mjs"),
+        "import { shout } from './_shout.js';\n\
+         export default function handler(req, res) { res.send(shout('mjs')); }\n",
     )
     .unwrap();
     let server = TestServer::start(&api, &["--prefix", "/api"]);
     let response = client().get(server.url("/api/hello")).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.text().await.unwrap(), "ok helped");
+    assert_eq!(response.text().await.unwrap(), "ok helped xx Y");
+    let response = client().get(server.url("/api/other")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "MJS");
 }

@@ -47,27 +47,58 @@ async function load() {
   return loaded;
 }
 
-// A `.js` handler written as an ES module (`export default function handler`,
-// Vercel's own template) in a package whose package.json says
-// "type": "commonjs" (what `npm init -y` writes now) fails to load as
-// CommonJS; Vercel compiles it to CommonJS and runs it. Here it is loaded again
-// as an ES module, through a load hook that gives that one file the format
-// `module` (node:module's register, Node 20.6 and later).
+// A `.js` file written as an ES module (`export default function handler`,
+// Vercel's own template, or a helper it imports) in a package whose
+// package.json says "type": "commonjs" (what `npm init -y` writes now) fails to
+// load as CommonJS; Vercel compiles such files to CommonJS and runs them. Here,
+// once the handler fails that way, loader hooks are registered (node:module's
+// register, Node 20.6 and later) and the handler is imported again: every `.js`
+// file outside node_modules whose source is ES module syntax is then loaded as
+// an ES module, under a URL marked `?as-module`, since Node caches a failed
+// load under the plain one. Registered only on that failure, as the hooks run
+// on a thread of their own.
+const ESM_IN_COMMONJS =
+  /Unexpected token 'export'|Cannot use import statement outside a module|does not provide an export named|is a CommonJS module/;
+const ES_MODULE_HOOKS = `
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Script } from 'node:vm';
+const MARK = 'as-module';
+const MODULE_SYNTAX = /^(Cannot use import statement outside a module|Unexpected token 'export'|Cannot use 'import.meta' outside a module)/;
+function isOwnScript(url) {
+  if (!url.startsWith('file:')) return false;
+  const path = new URL(url).pathname;
+  return path.endsWith('.js') && !path.includes('/node_modules/');
+}
+function isWrittenAsModule(url) {
+  let source;
+  try { source = readFileSync(fileURLToPath(url), 'utf8'); } catch { return false; }
+  try { new Script(source); return false; } catch (err) { return err instanceof SyntaxError && MODULE_SYNTAX.test(err.message); }
+}
+export async function resolve(specifier, context, next) {
+  const resolved = await next(specifier, context);
+  if (resolved.format === 'module' || !isOwnScript(resolved.url)) return resolved;
+  const url = new URL(resolved.url);
+  if (!url.searchParams.has(MARK)) {
+    if (!isWrittenAsModule(resolved.url)) return resolved;
+    url.searchParams.set(MARK, '');
+  }
+  return { ...resolved, url: url.href, format: 'module' };
+}
+export async function load(url, context, next) {
+  if (url.startsWith('file:') && new URL(url).searchParams.has(MARK)) {
+    const loaded = await next(url, { ...context, format: 'module' });
+    return { ...loaded, format: 'module' };
+  }
+  return next(url, context);
+}`;
+
 async function importHandler(url) {
   try {
     return await import(url);
   } catch (err) {
-    if (!(err instanceof SyntaxError) || !url.endsWith('.js') || typeof register !== 'function') throw err;
-    if (!/Unexpected token 'export'|Cannot use import statement outside a module/.test(err.message)) throw err;
-    const hook = `export async function load(url, context, next) {
-      if (url.split('?')[0] === ${JSON.stringify(url)}) {
-        const loaded = await next(url, { ...context, format: 'module' });
-        return { ...loaded, format: 'module' };
-      }
-      return next(url, context);
-    }`;
-    register(`data:text/javascript,${encodeURIComponent(hook)}`);
-    // A new URL: the failed import is cached under the old one.
+    if (!(err instanceof SyntaxError) || typeof register !== 'function' || !ESM_IN_COMMONJS.test(err.message)) throw err;
+    register(`data:text/javascript,${encodeURIComponent(ES_MODULE_HOOKS)}`);
     return import(`${url}?as-module`);
   }
 }
