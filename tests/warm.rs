@@ -106,6 +106,25 @@ async fn a_worker_keeps_its_state_between_requests_and_streams_bodies() {
         serde_json::json!(["1.2.3.4, 127.0.0.1"])
     );
     assert_eq!(forwarded["forwarded_proto"], "http");
+    // The host the client asked for and its address, as `vercel dev` and nginx
+    // pass them on; a proxy in front has set them already, and its values stay.
+    assert_eq!(
+        forwarded["forwarded_host"],
+        serde_json::json!([server.addr.to_string()])
+    );
+    assert_eq!(forwarded["real_ip"], serde_json::json!(["127.0.0.1"]));
+    let proxied = common::send_json(
+        client()
+            .get(server.url("/api/counter"))
+            .header("X-Forwarded-Host", "public.example")
+            .header("X-Real-IP", "203.0.113.9"),
+    )
+    .await;
+    assert_eq!(
+        proxied["forwarded_host"],
+        serde_json::json!(["public.example"])
+    );
+    assert_eq!(proxied["real_ip"], serde_json::json!(["203.0.113.9"]));
     // An HTTP/1.0 worker's answer goes out as HTTP/1.1 (the version is the hop's).
     let old = common::raw_request(
         server.addr,

@@ -6,12 +6,18 @@
 //! nginx's `$proxy_add_x_forwarded_for` does: frameworks that read only the first
 //! field of a header (Go's `Header.Get`, Python's `headers[...]`) would otherwise
 //! see just the client's claim.
+//!
+//! `X-Forwarded-Host` and `X-Real-IP` are what `vercel dev` and a typical nginx
+//! set: a handler building absolute URLs or logging the client reads them. A
+//! value a proxy in front already set is kept, as for `X-Forwarded-Proto`.
 
 use axum::http::{HeaderMap, HeaderValue};
 use std::net::IpAddr;
 
 pub const FOR: &str = "x-forwarded-for";
 pub const PROTO: &str = "x-forwarded-proto";
+pub const HOST: &str = "x-forwarded-host";
+pub const REAL_IP: &str = "x-real-ip";
 
 /// `X-Forwarded-For`: the client's fields, then `client`.
 pub fn chain(headers: &HeaderMap, client: IpAddr) -> HeaderValue {
@@ -38,6 +44,23 @@ pub fn proto(headers: &HeaderMap) -> HeaderValue {
         .unwrap_or_else(|| HeaderValue::from_static("http"))
 }
 
+/// `X-Forwarded-Host`: the client's, else the `Host` it asked for (none when it
+/// sent neither, as an HTTP/1.0 client may).
+pub fn host(headers: &HeaderMap) -> Option<HeaderValue> {
+    headers
+        .get(HOST)
+        .or_else(|| headers.get(axum::http::header::HOST))
+        .cloned()
+}
+
+/// `X-Real-IP`: the client's, else the address watchdog saw.
+pub fn real_ip(headers: &HeaderMap, client: IpAddr) -> HeaderValue {
+    headers.get(REAL_IP).cloned().unwrap_or_else(|| {
+        HeaderValue::from_str(&client.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +79,19 @@ mod tests {
         assert_eq!(proto(&headers), "http");
         headers.insert(PROTO, HeaderValue::from_static("https"));
         assert_eq!(proto(&headers), "https");
+    }
+
+    #[test]
+    fn a_proxys_host_and_real_ip_are_kept_else_the_requests_own() {
+        let client: IpAddr = "::1".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        assert_eq!(host(&headers), None);
+        assert_eq!(real_ip(&headers, client), "::1");
+        headers.insert("host", HeaderValue::from_static("example.test:8080"));
+        assert_eq!(host(&headers).unwrap(), "example.test:8080");
+        headers.insert(HOST, HeaderValue::from_static("public.example"));
+        headers.insert(REAL_IP, HeaderValue::from_static("203.0.113.9"));
+        assert_eq!(host(&headers).unwrap(), "public.example");
+        assert_eq!(real_ip(&headers, client), "203.0.113.9");
     }
 }

@@ -314,6 +314,13 @@ fn upstream_request(invocation: &Invocation, port: u16, body: Body) -> Request<B
         forwarded::chain(&invocation.headers, invocation.client.ip()),
     );
     headers.insert(forwarded::PROTO, forwarded::proto(&invocation.headers));
+    if let Some(host) = forwarded::host(&invocation.headers) {
+        headers.insert(forwarded::HOST, host);
+    }
+    headers.insert(
+        forwarded::REAL_IP,
+        forwarded::real_ip(&invocation.headers, invocation.client.ip()),
+    );
     if let Ok(value) = invocation.request_id.parse() {
         headers.insert("x-request-id", value);
     }
