@@ -74,6 +74,9 @@ pub struct Settings {
     pub cron: Vec<crate::cron::CronJob>,
     /// `--user`: the unprivileged user functions run as.
     pub run_as: Option<crate::limits::RunAs>,
+    /// vercel.json keys that would change answers on Vercel and are not applied
+    /// here, for a warning at start.
+    pub unapplied_vercel_keys: Vec<&'static str>,
 }
 
 impl Settings {
@@ -154,6 +157,7 @@ impl Settings {
         function_env.extend(pairs.map(|(k, v)| (OsString::from(k), OsString::from(v))));
 
         let cron = cron_jobs(&config, config_file.as_deref(), &document_root)?;
+        let unapplied_vercel_keys = file::unapplied_vercel_keys(&document_root)?;
         let mut sections = Vec::new();
         for (glob, section, line) in file::vercel_sections(&document_root)? {
             let source = SectionSource {
@@ -223,6 +227,7 @@ impl Settings {
             config_file,
             cron,
             run_as,
+            unapplied_vercel_keys,
         })
     }
 

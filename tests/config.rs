@@ -47,10 +47,14 @@ async fn per_function_timeouts_from_watchdog_toml_and_vercel_json() {
     .unwrap();
     std::fs::write(
         dir.join("vercel.json"),
-        r#"{ "functions": { "api/vercel-slow.sh": { "maxDuration": 30 }, "api/slow.sh": { "maxDuration": 60 } } }"#,
+        r#"{ "functions": { "api/vercel-slow.sh": { "maxDuration": 30 }, "api/slow.sh": { "maxDuration": 60 } },
+            "rewrites": [{ "source": "/old", "destination": "/api/slow" }] }"#,
     )
     .unwrap();
     let server = TestServer::start(&dir.join("api"), &[]);
+    // What vercel.json asks for that watchdog does not do is said at start.
+    let unapplied = server.log_line("not applied here", Duration::from_secs(5));
+    assert!(unapplied.contains("keys=rewrites"), "{unapplied}");
     let c = client();
     let patient = c.get(server.url("/api/patient")).send().await.unwrap();
     assert_eq!(

@@ -457,6 +457,48 @@ pub fn vercel_sections(
     Ok(sections)
 }
 
+/// `vercel.json` keys that change how Vercel answers a request and that watchdog
+/// does not apply: routes come from the files in DIR, and a function sets its
+/// own headers.
+const UNAPPLIED_VERCEL_KEYS: [&str; 6] = [
+    "rewrites",
+    "redirects",
+    "headers",
+    "routes",
+    "cleanUrls",
+    "trailingSlash",
+];
+
+/// The keys of a `vercel.json` beside DIR that would change how a request is
+/// answered on Vercel and that watchdog ignores, so start-up can say so rather
+/// than serve something else in silence.
+///
+/// # Errors
+/// A `vercel.json` that is not valid JSON.
+pub fn unapplied_vercel_keys(document_root: &Path) -> Result<Vec<&'static str>, FileError> {
+    let Some(VercelJson { json, .. }) = read_vercel_json(document_root)? else {
+        return Ok(Vec::new());
+    };
+    Ok(UNAPPLIED_VERCEL_KEYS
+        .into_iter()
+        .filter(|key| {
+            json.get(key)
+                .is_some_and(|value| changes_answers(key, value))
+        })
+        .collect())
+}
+
+/// Whether a `vercel.json` value asks for something: `null`, an empty list and
+/// `cleanUrls: false` (Vercel's default) do not.
+fn changes_answers(key: &str, value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Null => false,
+        serde_json::Value::Array(items) => !items.is_empty(),
+        serde_json::Value::Bool(false) => key != "cleanUrls",
+        _ => true,
+    }
+}
+
 fn line_of(source: &str, needle: &str) -> usize {
     source
         .lines()
@@ -502,6 +544,26 @@ pub fn dotenv(document_root: &Path) -> Result<Vec<(String, String)>, FileError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vercel_json_keys_that_would_change_answers_are_reported() {
+        let project = tempfile::tempdir().unwrap();
+        let api = project.path().join("api");
+        std::fs::create_dir(&api).unwrap();
+        assert!(unapplied_vercel_keys(&api).unwrap().is_empty());
+        std::fs::write(
+            project.path().join("vercel.json"),
+            r#"{ "$schema": "x", "crons": [], "rewrites": [{ "source": "/(.*)", "destination": "/api" }],
+                "headers": [], "cleanUrls": false, "trailingSlash": false, "redirects": null }"#,
+        )
+        .unwrap();
+        assert_eq!(
+            unapplied_vercel_keys(&api).unwrap(),
+            ["rewrites", "trailingSlash"]
+        );
+        std::fs::write(project.path().join("vercel.json"), "{ \"rewrites\": ").unwrap();
+        assert!(unapplied_vercel_keys(&api).is_err());
+    }
 
     fn parse(text: &str) -> Result<ConfigFile, FileError> {
         toml::from_str(text).map_err(|err| {

@@ -8,6 +8,20 @@ use super::RouteTable;
 pub fn report_setting_problems(settings: &crate::config::Settings, table: &RouteTable) {
     report_unmatched_sections(settings, table);
     report_header_named_env(table);
+    report_unapplied_vercel_keys(settings);
+}
+
+/// Warns about what a vercel.json asks for that watchdog does not do (an
+/// Express app's catch-all rewrite, CORS headers), which would otherwise be
+/// answered differently with no word.
+fn report_unapplied_vercel_keys(settings: &crate::config::Settings) {
+    if settings.unapplied_vercel_keys.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        keys = %settings.unapplied_vercel_keys.join(", "),
+        "vercel.json: these keys are not applied here; watchdog routes by the files in DIR and reads only `crons` and `functions.*.maxDuration` from vercel.json (a function sets its own response headers; a redirect can be a function that answers with `Location:`)"
+    );
 }
 
 /// Warns about a variable of the functions' environment named like a request
