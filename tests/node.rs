@@ -606,6 +606,41 @@ async fn typescript_needs_a_node_that_strips_types() {
     }
 }
 
+/// An Express app written for Vercel that also calls `app.listen($PORT)` (to
+/// run by itself) runs unchanged: its server listens on a loopback port of its
+/// own, not on the adapter's port (EADDRINUSE) or any fixed port on every
+/// interface, and requests reach it through its export.
+#[tokio::test]
+async fn a_module_that_listens_by_itself_is_served_through_its_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = tmp.path().join("api");
+    std::fs::create_dir(&api).unwrap();
+    std::fs::write(
+        api.join("app.js"),
+        "const http = require('http');\n\
+         const app = (req, res) => {\n\
+           const send = () => res.json({ own: server.address(), port: process.env.PORT });\n\
+           server.listening ? send() : server.once('listening', send);\n\
+         };\n\
+         const server = http.createServer(app);\n\
+         server.listen(process.env.PORT || 3000);\n\
+         module.exports = app;\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&api, &["--prefix", "/api"]);
+    let answer = common::send_json(client().get(server.url("/api/app"))).await;
+    assert_eq!(answer["own"]["address"], "127.0.0.1", "{answer}");
+    let own_port = answer["own"]["port"].as_u64().unwrap();
+    let adapter_port: u64 = answer["port"].as_str().unwrap().parse().unwrap();
+    assert_ne!(own_port, adapter_port, "{answer}");
+    assert!(!server.log().contains("EADDRINUSE"), "{}", server.log());
+    assert!(
+        server.wait_for_log("was given 127.0.0.1:", Duration::from_secs(5)),
+        "the move is logged: {}",
+        server.log()
+    );
+}
+
 /// Vercel's own template, `export default function handler` in `api/x.js`, in
 /// a package whose package.json says "type": "commonjs" (as `npm init -y`
 /// writes it): Vercel compiles it to CommonJS; here it loads as an ES module,

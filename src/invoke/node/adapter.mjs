@@ -14,6 +14,7 @@
 //   Compiled CommonJS (`exports.default = handler` from tsc or Babel) is unwrapped,
 //   as Vercel does, up to five `default` levels.
 import http from 'node:http';
+import net from 'node:net';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import * as nodeModule from 'node:module';
 import { spawnSync } from 'node:child_process';
@@ -28,6 +29,30 @@ const register = nodeModule.register;
 const port = Number(process.env.PORT);
 const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'];
 const requestContext = new AsyncLocalStorage();
+
+// An Express app written for Vercel often also calls `app.listen(3000)` (or
+// `$PORT`), to run by itself. Under the adapter that would open a port on every
+// interface beside watchdog, outside its limits and logs, or fail with
+// EADDRINUSE (on $PORT, which the adapter holds, and in every worker after the
+// first); Vercel ignores it. A server the module starts listens on an ephemeral
+// loopback port instead, so its callback and `server.address()` still work;
+// requests reach the module through its export. A Unix socket path or an
+// inherited handle is left as asked.
+const listenOwn = net.Server.prototype.listen;
+net.Server.prototype.listen = function listenAside(...args) {
+  const first = args[0];
+  const options = typeof first === 'object' && first !== null ? first : undefined;
+  const asked = options ? options.port ?? options.path : first;
+  const isPath = typeof asked === 'string' && !/^\d+$/.test(asked);
+  if (isPath || (options && (options.handle || options.fd !== undefined)) || (first && first._handle)) {
+    return listenOwn.apply(this, args);
+  }
+  const callback = typeof args[args.length - 1] === 'function' ? args[args.length - 1] : undefined;
+  this.once('listening', () => {
+    console.log(`the module's own listen(${asked ?? ''}) was given 127.0.0.1:${this.address().port} instead; requests reach the module through its export`);
+  });
+  return callback ? listenOwn.call(this, 0, '127.0.0.1', callback) : listenOwn.call(this, 0, '127.0.0.1');
+};
 
 // console.* lines carry the request id, so watchdog's log ties them to a request.
 for (const level of ['log', 'info', 'debug', 'warn', 'error']) {
@@ -463,7 +488,7 @@ const server = http.createServer((req, res) => {
   });
 });
 server.keepAliveTimeout = 60_000;
-server.listen(port, '127.0.0.1', () => {
+listenOwn.call(server, port, '127.0.0.1', () => {
   // A promise nobody awaited that rejects (a fire-and-forget fetch), or a throw
   // in a timer callback, would end the process under Node's defaults: every
   // warm worker of the route would go, and a few of them in a minute put the
