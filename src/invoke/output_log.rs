@@ -23,6 +23,9 @@ pub struct OutputLog {
     route: String,
     request_id: String,
     partial: BytesMut,
+    /// The last byte seen was a `\r`, which ended a line: a `\n` right after
+    /// it ends no other.
+    after_cr: bool,
     stream: Stream,
     /// Lines start with `[request-id] ` (the Node adapter's console): that id
     /// is the line's, in the log's own field, so filtering by request id finds it.
@@ -42,13 +45,14 @@ impl OutputLog {
             route: route.to_owned(),
             request_id: worker.to_owned(),
             partial: BytesMut::new(),
+            after_cr: false,
             stream,
             tagged,
         }
     }
 
     pub fn push(&mut self, chunk: &[u8]) {
-        for line in split_lines(&mut self.partial, chunk) {
+        for line in split_lines(&mut self.partial, &mut self.after_cr, chunk) {
             self.emit(&line);
         }
     }
@@ -63,7 +67,7 @@ impl OutputLog {
 
     fn emit(&self, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
-        let line = line.trim_end_matches('\r');
+        let line = line.as_ref();
         let (request_id, text) = match self.tagged.then(|| split_tag(line)).flatten() {
             Some((id, text)) => (id, text),
             None => (self.request_id.as_str(), line),
@@ -92,12 +96,22 @@ fn split_tag(line: &str) -> Option<(&str, &str)> {
     (!id.is_empty()).then_some((id, text))
 }
 
-/// Appends `chunk` to `partial` and returns the complete lines (without `\n`),
-/// cutting any line at [`MAX_LINE`] bytes.
-fn split_lines(partial: &mut BytesMut, chunk: &[u8]) -> Vec<Vec<u8>> {
+/// Appends `chunk` to `partial` and returns the complete lines (without their
+/// end), cutting any line at [`MAX_LINE`] bytes.
+///
+/// A line ends at `\n`, `\r\n` or a lone `\r`. The official Lambda runtime
+/// clients (awslambdaric, the Node one) write a multi-line record, such as an
+/// error's traceback, as one line with `\r` between its lines, for CloudWatch;
+/// logged as it came, the `\r`s sent a terminal back to the start of the line
+/// over and over, and a log file held one line of glued fragments.
+fn split_lines(partial: &mut BytesMut, after_cr: &mut bool, chunk: &[u8]) -> Vec<Vec<u8>> {
     let mut lines = Vec::new();
     for &byte in chunk {
-        if byte == b'\n' {
+        let follows_cr = std::mem::replace(after_cr, byte == b'\r');
+        if byte == b'\n' && follows_cr {
+            continue;
+        }
+        if byte == b'\n' || byte == b'\r' {
             lines.push(partial.split().to_vec());
         } else {
             partial.extend_from_slice(&[byte]);
@@ -125,16 +139,49 @@ mod tests {
     #[test]
     fn lines_across_chunks_and_long_lines() {
         let mut partial = BytesMut::new();
-        assert_eq!(split_lines(&mut partial, b"ab"), Vec::<Vec<u8>>::new());
+        let mut cr = false;
         assert_eq!(
-            split_lines(&mut partial, b"c\nd\n\ne"),
+            split_lines(&mut partial, &mut cr, b"ab"),
+            Vec::<Vec<u8>>::new()
+        );
+        assert_eq!(
+            split_lines(&mut partial, &mut cr, b"c\nd\n\ne"),
             vec![b"abc".to_vec(), b"d".to_vec(), vec![]]
         );
         assert_eq!(&partial[..], b"e");
         let long = vec![b'x'; MAX_LINE * 2 + 1];
         let mut partial = BytesMut::new();
-        let lines = split_lines(&mut partial, &long);
+        let lines = split_lines(&mut partial, &mut cr, &long);
         assert_eq!(lines.len(), 2);
         assert_eq!(partial.len(), 1);
+    }
+
+    #[test]
+    fn a_lone_carriage_return_ends_a_line_and_crlf_ends_one() {
+        let mut partial = BytesMut::new();
+        let mut cr = false;
+        // awslambdaric's traceback: one record, `\r` between its lines.
+        assert_eq!(
+            split_lines(
+                &mut partial,
+                &mut cr,
+                b"[ERROR] boom\rTraceback:\r  File x\n"
+            ),
+            vec![
+                b"[ERROR] boom".to_vec(),
+                b"Traceback:".to_vec(),
+                b"  File x".to_vec()
+            ]
+        );
+        // CRLF is one end, also when a chunk ends between the two bytes.
+        assert_eq!(
+            split_lines(&mut partial, &mut cr, b"one\r\ntwo\r"),
+            vec![b"one".to_vec(), b"two".to_vec()]
+        );
+        assert_eq!(
+            split_lines(&mut partial, &mut cr, b"\nthree\r\r\n"),
+            vec![b"three".to_vec(), vec![]]
+        );
+        assert!(partial.is_empty());
     }
 }
