@@ -103,6 +103,10 @@ async fn too_many_or_too_large_headers_are_refused() {
     many.push_str("\r\n");
     let response = raw_request(server.addr, many.as_bytes());
     assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+    // hyper answered it before routing: the log says so, or an operator could
+    // not find the request at all.
+    let refused = server.log_line("refused by the HTTP layer", Duration::from_secs(5));
+    assert!(refused.contains("answered 431"), "{}", server.log());
 
     let big = format!(
         "GET /api/hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n",

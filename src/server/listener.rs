@@ -113,6 +113,21 @@ pub async fn serve_connection(accepted: Accepted, router: Router) {
     });
     let connection = http_builder().serve_connection(TokioIo::new(stream), service);
     if let Err(err) = watcher.watch(connection).await {
+        report_connection_error(&err, remote);
+    }
+}
+
+/// A request hyper could not parse was answered by hyper itself, before
+/// routing: no access log line and no request id. It is logged here, so an
+/// operator looking for a client's 431 (a browser's cookies past 64 KiB of head)
+/// finds it. A connection that closed or timed out early answered nothing and
+/// is only a debug line.
+fn report_connection_error(err: &hyper::Error, remote: SocketAddr) {
+    if err.is_parse_too_large() {
+        tracing::info!(error = %err, %remote, limits = "100 headers, 64 KiB of request line and headers", "request refused by the HTTP layer before routing (answered 431 or 414)");
+    } else if err.is_parse() {
+        tracing::info!(error = %err, %remote, "request refused by the HTTP layer before routing (answered 400: not valid HTTP/1.1)");
+    } else {
         tracing::debug!(error = %err, %remote, "connection ended with an error");
     }
 }
