@@ -4,6 +4,7 @@
 //! memory by a trie lookup ([`table`]) on safely decoded segments ([`path`]).
 
 pub mod discover;
+pub mod node_project;
 pub mod path;
 pub mod pattern;
 pub mod reload;

@@ -579,6 +579,60 @@ async fn an_edited_module_alone_in_its_folder_is_picked_up() {
     }
 }
 
+/// Vercel's layout: handlers in `api/`, shared code in `lib/` beside it, one
+/// `package.json` at the root. An edit to `lib/` is picked up as an edit to a
+/// handler is (the warm worker had it loaded), including in a folder made
+/// after watchdog started.
+#[tokio::test]
+async fn an_edit_to_the_projects_code_beside_dir_is_picked_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = tmp.path().join("api");
+    let lib = tmp.path().join("lib");
+    std::fs::create_dir(&api).unwrap();
+    std::fs::create_dir(&lib).unwrap();
+    std::fs::write(tmp.path().join("package.json"), r#"{ "name": "app" }"#).unwrap();
+    std::fs::write(lib.join("message.mjs"), "export const message = 'v1';\n").unwrap();
+    std::fs::write(
+        api.join("hello.mjs"),
+        "import { message } from '../lib/message.mjs';\n\
+         export default function handler(req, res) { res.send(message); }\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&api, &["--prefix", "/api"]);
+    let answers = |expected: &'static str| {
+        let url = server.url("/api/hello");
+        async move {
+            let started = Instant::now();
+            loop {
+                let text = common::get_text(url.clone()).await;
+                if text == expected {
+                    return;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "still answering {text:?}, not {expected:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    answers("v1").await;
+    std::fs::write(lib.join("message.mjs"), "export const message = 'v2';\n").unwrap();
+    answers("v2").await;
+    // A folder made since start.
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("text.mjs"), "export const text = 'v3';\n").unwrap();
+    std::fs::write(
+        lib.join("message.mjs"),
+        "export { text as message } from '../shared/text.mjs';\n",
+    )
+    .unwrap();
+    answers("v3").await;
+    std::fs::write(shared.join("text.mjs"), "export const text = 'v4';\n").unwrap();
+    answers("v4").await;
+}
+
 #[tokio::test]
 async fn typescript_needs_a_node_that_strips_types() {
     let server = server(&[]);

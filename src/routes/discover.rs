@@ -108,11 +108,12 @@ pub fn discover(dir: &Path) -> std::io::Result<Discovery> {
     let mut out = walk.out;
     if out.functions.iter().any(|f| f.runner.node_module) {
         // A handler module may import any script below DIR (a private `_lib/`
-        // too): its version covers them all, so editing one recycles its workers.
-        // Mixed by hashing the pair: the tree's fingerprint holds the module's
-        // own, and a XOR cancelled it out when the module was the only script
-        // (its edits then never recycled the pool).
-        let tree = script_tree_version(dir, 0);
+        // too), or its Node project's beside DIR (`../lib`): its version covers
+        // them all, so editing one recycles its workers. Mixed by hashing the
+        // pair: the tree's fingerprint holds the module's own, and a XOR
+        // cancelled it out when the module was the only script (its edits then
+        // never recycled the pool).
+        let tree = super::node_project::scripts_version(dir, &root);
         for function in out.functions.iter_mut().filter(|f| f.runner.node_module) {
             use std::hash::{Hash, Hasher};
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -121,31 +122,6 @@ pub fn discover(dir: &Path) -> std::io::Result<Discovery> {
         }
     }
     Ok(out)
-}
-
-/// A fingerprint of every JavaScript, TypeScript and JSON file below `dir`
-/// (private folders included; `node_modules` and dot-folders left out).
-fn script_tree_version(dir: &Path, depth: usize) -> u64 {
-    let mut version = 0u64;
-    let Ok(entries) = fs::read_dir(dir) else {
-        return version;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let Ok(meta) = entry.metadata() else { continue };
-        if meta.is_dir() {
-            if depth < 16 && name != "node_modules" && !name.starts_with('.') {
-                version = version.wrapping_add(script_tree_version(&entry.path(), depth + 1));
-            }
-        } else if [".js", ".mjs", ".cjs", ".ts", ".json"]
-            .iter()
-            .any(|ext| name.ends_with(ext))
-        {
-            version = version.wrapping_add(version_of(&meta) ^ name.len() as u64);
-        }
-    }
-    version
 }
 
 /// Folders walked through a symlink, in all: aliases of aliases could otherwise
@@ -352,7 +328,7 @@ impl Walk {
 }
 
 /// A fingerprint of a file's current version.
-fn version_of(meta: &fs::Metadata) -> u64 {
+pub(super) fn version_of(meta: &fs::Metadata) -> u64 {
     use std::hash::{Hash, Hasher};
     use std::os::unix::fs::MetadataExt;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();

@@ -1,4 +1,6 @@
 //! Live reload: a change under DIR rebuilds the route table for the next request.
+//! So does an edit to the code of DIR's Node project beside it (`../lib`), which
+//! a handler module may import ([`super::node_project`]).
 //!
 //! Every filesystem event (create, remove, rename, chmod, write) restarts a short
 //! quiet period; when DIR has been quiet for [`SETTLE`] (or changes have gone on
@@ -125,6 +127,8 @@ pub fn watch(
     let mut watcher = notify::RecommendedWatcher::new(handler, config)?;
     watcher.watch(&root, RecursiveMode::Recursive)?;
     let mut watched = folder_identity(&root);
+    let mut project = ProjectWatches::default();
+    project.sync(&mut watcher, super::node_project::folders_to_watch(&root));
     let task = tokio::spawn(async move {
         let mut gone = false;
         loop {
@@ -162,7 +166,17 @@ pub fn watch(
             // window open until the next walk.
             let walked_after = pending.changes_so_far();
             let settings = Arc::clone(&settings);
-            match tokio::task::spawn_blocking(move || RouteTable::for_settings(&settings)).await {
+            let rebuilt = tokio::task::spawn_blocking(move || {
+                let folders = super::node_project::folders_to_watch(&settings.document_root);
+                (RouteTable::for_settings(&settings), folders)
+            })
+            .await
+            .map(|(table, folders)| {
+                // A folder made in the project since is watched from now on.
+                project.sync(&mut watcher, folders);
+                table
+            });
+            match rebuilt {
                 Ok(Ok(table)) => {
                     report(&table, true);
                     let table = Arc::new(table);
@@ -182,6 +196,50 @@ pub fn watch(
         }
     });
     Ok(Watching(task))
+}
+
+/// The folders of DIR's Node project beside it that are watched, one by one,
+/// without recursion: a recursive watch of the project would also cover every
+/// `node_modules` in it ([`super::node_project::folders_to_watch`]).
+#[derive(Default)]
+struct ProjectWatches {
+    watched: std::collections::HashSet<std::path::PathBuf>,
+    said_too_many: bool,
+}
+
+impl ProjectWatches {
+    /// Watches `folders` and no others from now on.
+    fn sync(
+        &mut self,
+        watcher: &mut impl Watcher,
+        (folders, more): (Vec<std::path::PathBuf>, bool),
+    ) {
+        if more && !self.said_too_many {
+            self.said_too_many = true;
+            tracing::warn!(
+                limit = super::node_project::MAX_WATCHED_FOLDERS,
+                "the Node project beside DIR has more folders than live reload watches; an edit in the others does not recycle warm handler modules until watchdog restarts"
+            );
+        }
+        let wanted: std::collections::HashSet<_> = folders.into_iter().collect();
+        for gone in self.watched.difference(&wanted) {
+            let _ = watcher.unwatch(gone);
+        }
+        self.watched.retain(|folder| wanted.contains(folder));
+        for folder in wanted {
+            if self.watched.contains(&folder) {
+                continue;
+            }
+            match watcher.watch(&folder, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.watched.insert(folder);
+                }
+                Err(err) => {
+                    tracing::debug!(folder = %folder.display(), error = %err, "cannot watch a folder of the project beside DIR");
+                }
+            }
+        }
+    }
 }
 
 /// Waits for a change under DIR, then for DIR to be quiet for [`SETTLE`] (at
