@@ -18,7 +18,7 @@
 //!   routes/table.rs       the trie and its precedence rules
 //!   routes/path.rs        request path decoding and safety (`..`, NUL, %2F)
 //!   routes/reload.rs      live reload: watch DIR, settle, swap the table
-//!   routes/node_project.rs  the scripts a handler module may import, beside DIR too
+//!   routes/code_fingerprint.rs  versions of the code a warm worker may have imported
 //!   routes/setting_warnings.rs  valid settings that do not do what they seem to
 //! server.rs             App state, axum router, graceful drain
 //!   server/listener.rs    the accept loop, HTTP/1 on hyper: head deadline, header caps

@@ -3,8 +3,8 @@
 //! Built once from a walk of DIR ([`discover`]); a request is then answered from
 //! memory by a trie lookup ([`table`]) on safely decoded segments ([`path`]).
 
+pub mod code_fingerprint;
 pub mod discover;
-pub mod node_project;
 pub mod path;
 pub mod pattern;
 pub mod reload;
@@ -120,13 +120,37 @@ impl RouteTable {
         static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let generation = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let mut trie = Trie::default();
-        let mut functions = Vec::with_capacity(found.functions.len());
+        let mut found_functions = Vec::with_capacity(found.functions.len());
         for (id, file) in found.functions.into_iter().enumerate() {
             trie.insert(&file.segments, id);
             for alias in &file.aliases {
                 trie.insert(alias, id);
             }
-            let mut settings = settings_for(&file.relative);
+            let settings = settings_for(&file.relative);
+            found_functions.push((file, settings));
+        }
+        // A warm worker may have imported other files of its kind below DIR
+        // (`_lib/db.py`): their edits recycle it as its own do. (Handler
+        // modules' versions cover their imports already: `discover`.)
+        let warm_kinds: std::collections::BTreeSet<&str> = found_functions
+            .iter()
+            .filter(|(file, settings)| settings.warm.is_some() && !file.runner.node_module)
+            .filter_map(|(file, _)| file.relative.rsplit_once('.').map(|(_, ext)| ext))
+            .filter(|ext| !ext.contains('/'))
+            .collect();
+        let kind_versions = code_fingerprint::versions_by_extension(dir, &warm_kinds);
+        let mut functions = Vec::with_capacity(found_functions.len());
+        for (mut file, mut settings) in found_functions {
+            if settings.warm.is_some()
+                && !file.runner.node_module
+                && let Some((_, ext)) = file.relative.rsplit_once('.')
+                && let Some(kind) = kind_versions.get(ext)
+            {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                (file.version, kind).hash(&mut hasher);
+                file.version = hasher.finish();
+            }
             if file.runner.node_module && settings.warm.is_none() {
                 // Handler modules always run warm, through the Node adapter.
                 settings.warm = Some(crate::config::file::WarmSection {

@@ -716,6 +716,42 @@ async fn min_workers_are_running_before_the_first_request_and_after_a_change() {
     );
 }
 
+/// A worker that imports a module of its own kind below DIR (`_lib/db.py`)
+/// had it loaded: an edit to it recycles the worker as an edit to the worker's
+/// file does, and an edit to a file of another kind does not.
+#[tokio::test]
+async fn an_edit_to_a_module_of_the_workers_kind_recycles_it() {
+    let project = project(&[("kept", "max = 1")]);
+    let lib = api(&project).join("_lib");
+    std::fs::create_dir(&lib).unwrap();
+    std::fs::write(lib.join("helper.py"), "VALUE = 1\n").unwrap();
+    let server = TestServer::start(&api(&project), &[]);
+    let (status, first) = call(&server, "/api/kept").await;
+    assert_eq!(status, 200);
+    let pid = first["pid"].as_i64().unwrap();
+    std::fs::write(lib.join("notes.txt"), "not code\n").unwrap();
+    assert!(
+        server.wait_for_log("routes reloaded", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    let (_, same) = call(&server, "/api/kept").await;
+    assert_eq!(same["pid"].as_i64(), Some(pid), "a text file recycled it");
+    std::fs::write(lib.join("helper.py"), "VALUE = 2\n").unwrap();
+    let started = Instant::now();
+    loop {
+        let (_, answer) = call(&server, "/api/kept").await;
+        if answer["pid"].as_i64() != Some(pid) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the worker that loaded the old _lib/helper.py still serves"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_routed_before_a_change_is_served_by_the_new_version() {
     let project = project(&[("stale", "min = 1, max = 2")]);

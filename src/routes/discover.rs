@@ -113,7 +113,7 @@ pub fn discover(dir: &Path) -> std::io::Result<Discovery> {
         // pair: the tree's fingerprint holds the module's own, and a XOR
         // cancelled it out when the module was the only script (its edits then
         // never recycled the pool).
-        let tree = super::node_project::scripts_version(dir, &root);
+        let tree = super::code_fingerprint::scripts_version(dir, &root);
         for function in out.functions.iter_mut().filter(|f| f.runner.node_module) {
             use std::hash::{Hash, Hasher};
             let mut hasher = std::collections::hash_map::DefaultHasher::new();

@@ -1,6 +1,6 @@
 //! Live reload: a change under DIR rebuilds the route table for the next request.
 //! So does an edit to the code of DIR's Node project beside it (`../lib`), which
-//! a handler module may import ([`super::node_project`]).
+//! a handler module may import ([`super::code_fingerprint`]).
 //!
 //! Every filesystem event (create, remove, rename, chmod, write) restarts a short
 //! quiet period; when DIR has been quiet for [`SETTLE`] (or changes have gone on
@@ -128,7 +128,10 @@ pub fn watch(
     watcher.watch(&root, RecursiveMode::Recursive)?;
     let mut watched = folder_identity(&root);
     let mut project = ProjectWatches::default();
-    project.sync(&mut watcher, super::node_project::folders_to_watch(&root));
+    project.sync(
+        &mut watcher,
+        super::code_fingerprint::folders_to_watch(&root),
+    );
     let task = tokio::spawn(async move {
         let mut gone = false;
         loop {
@@ -167,7 +170,7 @@ pub fn watch(
             let walked_after = pending.changes_so_far();
             let settings = Arc::clone(&settings);
             let rebuilt = tokio::task::spawn_blocking(move || {
-                let folders = super::node_project::folders_to_watch(&settings.document_root);
+                let folders = super::code_fingerprint::folders_to_watch(&settings.document_root);
                 (RouteTable::for_settings(&settings), folders)
             })
             .await
@@ -200,7 +203,7 @@ pub fn watch(
 
 /// The folders of DIR's Node project beside it that are watched, one by one,
 /// without recursion: a recursive watch of the project would also cover every
-/// `node_modules` in it ([`super::node_project::folders_to_watch`]).
+/// `node_modules` in it ([`super::code_fingerprint::folders_to_watch`]).
 #[derive(Default)]
 struct ProjectWatches {
     watched: std::collections::HashSet<std::path::PathBuf>,
@@ -217,7 +220,7 @@ impl ProjectWatches {
         if more && !self.said_too_many {
             self.said_too_many = true;
             tracing::warn!(
-                limit = super::node_project::MAX_WATCHED_FOLDERS,
+                limit = super::code_fingerprint::MAX_WATCHED_FOLDERS,
                 "the Node project beside DIR has more folders than live reload watches; an edit in the others does not recycle warm handler modules until watchdog restarts"
             );
         }

@@ -1,9 +1,14 @@
-//! The scripts a Node handler module may import: any below DIR (a private
-//! `_lib/`), and, when DIR sits in a Node project (a `package.json` beside it,
-//! Vercel's layout of `api/` next to `lib/`), the project's own code beside
-//! DIR. Their fingerprint is part of every handler module's version, so editing
-//! one recycles the warm workers that may have loaded it, and live reload
-//! watches the project's folders for that reason.
+//! Fingerprints of the code a warm worker may have loaded besides its own
+//! file, so that editing it recycles the worker (a warm pool is keyed by its
+//! function's version): a worker that imported the old code would otherwise
+//! serve it until watchdog restarts.
+//!
+//! - A Node handler module may import any script below DIR (a private
+//!   `_lib/`), and, when DIR sits in a Node project (a `package.json` beside
+//!   it, Vercel's layout of `api/` next to `lib/`), the project's own code
+//!   beside DIR, which live reload watches for that reason.
+//! - Any other warm function with an extension (`app.py`) may import files of
+//!   its own kind below DIR (`_lib/db.py`).
 //!
 //! `node_modules` and dot-folders are left out everywhere: installing a package
 //! is not an edit, and watching thousands of dependency folders would cost
@@ -114,6 +119,45 @@ pub fn scripts_version(dir: &Path, document_root: &Path) -> u64 {
     version
 }
 
+/// For each of `extensions` (`py`), a fingerprint of the files below `dir`
+/// that have it, in one walk.
+pub fn versions_by_extension(
+    dir: &Path,
+    extensions: &std::collections::BTreeSet<&str>,
+) -> std::collections::HashMap<String, u64> {
+    let mut versions = std::collections::HashMap::new();
+    if !extensions.is_empty() {
+        walk_by_extension(dir, 0, extensions, &mut versions);
+    }
+    versions
+}
+
+fn walk_by_extension(
+    dir: &Path,
+    depth: usize,
+    extensions: &std::collections::BTreeSet<&str>,
+    versions: &mut std::collections::HashMap<String, u64>,
+) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            if depth < MAX_DEPTH && is_walked(&name) {
+                walk_by_extension(&entry.path(), depth + 1, extensions, versions);
+            }
+        } else if let Some((_, extension)) = name.rsplit_once('.')
+            && extensions.contains(extension)
+        {
+            let version = versions.entry(extension.to_owned()).or_insert(0u64);
+            *version = version.wrapping_add(file_version(&meta, &name));
+        }
+    }
+}
+
 /// The script files directly in `dir`.
 fn files_version(dir: &Path) -> u64 {
     let Ok(entries) = fs::read_dir(dir) else {
@@ -183,6 +227,27 @@ fn is_walked(folder: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_of_each_kind_below_dir_have_their_own_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("_lib")).unwrap();
+        fs::create_dir_all(root.join(".venv")).unwrap();
+        fs::write(root.join("app.py"), "x").unwrap();
+        fs::write(root.join("_lib/db.py"), "x").unwrap();
+        fs::write(root.join("tool.rb"), "x").unwrap();
+        let kinds: std::collections::BTreeSet<&str> = ["py", "rb"].into();
+        let before = versions_by_extension(root, &kinds);
+        assert_eq!(before.len(), 2);
+        fs::write(root.join("_lib/db.py"), "changed").unwrap();
+        fs::write(root.join(".venv/site.py"), "x").unwrap();
+        fs::write(root.join("notes.txt"), "x").unwrap();
+        let after = versions_by_extension(root, &kinds);
+        assert_ne!(after["py"], before["py"]);
+        assert_eq!(after["rb"], before["rb"]);
+        assert!(versions_by_extension(root, &Default::default()).is_empty());
+    }
 
     #[test]
     fn a_node_project_beside_dir_is_part_of_the_version() {
