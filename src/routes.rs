@@ -129,28 +129,9 @@ impl RouteTable {
             let settings = settings_for(&file.relative);
             found_functions.push((file, settings));
         }
-        // A warm worker may have imported other files of its kind below DIR
-        // (`_lib/db.py`): their edits recycle it as its own do. (Handler
-        // modules' versions cover their imports already: `discover`.)
-        let warm_kinds: std::collections::BTreeSet<&str> = found_functions
-            .iter()
-            .filter(|(file, settings)| settings.warm.is_some() && !file.runner.node_module)
-            .filter_map(|(file, _)| file.relative.rsplit_once('.').map(|(_, ext)| ext))
-            .filter(|ext| !ext.contains('/'))
-            .collect();
-        let kind_versions = code_fingerprint::versions_by_extension(dir, &warm_kinds);
+        code_fingerprint::mix_in_imports(dir, &dir.canonicalize()?, &mut found_functions);
         let mut functions = Vec::with_capacity(found_functions.len());
-        for (mut file, mut settings) in found_functions {
-            if settings.warm.is_some()
-                && !file.runner.node_module
-                && let Some((_, ext)) = file.relative.rsplit_once('.')
-                && let Some(kind) = kind_versions.get(ext)
-            {
-                use std::hash::{Hash, Hasher};
-                let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                (file.version, kind).hash(&mut hasher);
-                file.version = hasher.finish();
-            }
+        for (file, mut settings) in found_functions {
             if file.runner.node_module && settings.warm.is_none() {
                 // Handler modules always run warm, through the Node adapter.
                 settings.warm = Some(crate::config::file::WarmSection {

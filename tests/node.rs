@@ -631,6 +631,21 @@ async fn an_edit_to_the_projects_code_beside_dir_is_picked_up() {
     answers("v3").await;
     std::fs::write(shared.join("text.mjs"), "export const text = 'v4';\n").unwrap();
     answers("v4").await;
+    // The folder deleted and made again (`rm -rf shared && cp -r ...`) lost its
+    // watch with the old one; the new one is watched.
+    std::fs::remove_dir_all(&shared).unwrap();
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("text.mjs"), "export const text = 'v5';\n").unwrap();
+    answers("v5").await;
+    std::fs::write(shared.join("text.mjs"), "export const text = 'v6';\n").unwrap();
+    answers("v6").await;
+    // A file a function writes beside DIR (a lowdb `db.json`, a log) is not
+    // code: it does not even make watchdog look again.
+    let reloads = server.log().matches("routes reloaded").count();
+    std::fs::write(tmp.path().join("db.json"), "[]").unwrap();
+    std::fs::write(lib.join("app.log"), "line\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(server.log().matches("routes reloaded").count(), reloads);
 }
 
 #[tokio::test]
@@ -678,6 +693,8 @@ async fn a_module_that_listens_by_itself_is_served_through_its_export() {
          };\n\
          const server = http.createServer(app);\n\
          server.listen(process.env.PORT || 3000);\n\
+         http.createServer(app).listen({ port: 3000, backlog: 8 }, () => {});\n\
+         http.createServer(app).listen(() => { /* callback only */ });\n\
          module.exports = app;\n",
     )
     .unwrap();
@@ -689,10 +706,12 @@ async fn a_module_that_listens_by_itself_is_served_through_its_export() {
     assert_ne!(own_port, adapter_port, "{answer}");
     assert!(!server.log().contains("EADDRINUSE"), "{}", server.log());
     assert!(
-        server.wait_for_log("was given 127.0.0.1:", Duration::from_secs(5)),
-        "the move is logged: {}",
+        server.wait_for_log("listen() was given 127.0.0.1:", Duration::from_secs(5))
+            && server.wait_for_log("listen(3000) was given 127.0.0.1:", Duration::from_secs(5)),
+        "each move is logged, naming what was asked: {}",
         server.log()
     );
+    assert!(!server.log().contains("callback only"), "{}", server.log());
 }
 
 /// Vercel's own template, `export default function handler` in `api/x.js`, in
@@ -734,6 +753,12 @@ async fn es_module_files_in_a_commonjs_package_run() {
     )
     .unwrap();
     std::fs::write(
+        api.join("old.js"),
+        "const { shout } = require('./_shout.js');\n\
+         module.exports = (req, res) => res.send(shout('old'));\n",
+    )
+    .unwrap();
+    std::fs::write(
         api.join("other.mjs"),
         "import { shout } from './_shout.js';\n\
          export default function handler(req, res) { res.send(shout('mjs')); }\n",
@@ -746,4 +771,22 @@ async fn es_module_files_in_a_commonjs_package_run() {
     let response = client().get(server.url("/api/other")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "MJS");
+    // A CommonJS handler that `require`s such a helper is not loaded again as
+    // an ES module (no hook reaches `require`): its own error is logged.
+    for _ in 0..2 {
+        let response = client().get(server.url("/api/old")).send().await.unwrap();
+        assert_eq!(response.status(), 500);
+    }
+    let log = server.log_line("cannot load", Duration::from_secs(5));
+    assert!(log.contains("old.js"), "{}", server.log());
+    assert!(
+        server.log().contains("Unexpected token 'export'"),
+        "{}",
+        server.log()
+    );
+    assert!(
+        !server.log().contains("require is not defined"),
+        "{}",
+        server.log()
+    );
 }

@@ -1,12 +1,13 @@
 //! Fingerprints of the code a warm worker may have loaded besides its own
-//! file, so that editing it recycles the worker (a warm pool is keyed by its
-//! function's version): a worker that imported the old code would otherwise
-//! serve it until watchdog restarts.
+//! file, mixed into its function's version so that editing that code recycles
+//! the worker (a warm pool is kept per version): a worker that imported the
+//! old code would otherwise serve it until watchdog restarts.
 //!
 //! - A Node handler module may import any script below DIR (a private
 //!   `_lib/`), and, when DIR sits in a Node project (a `package.json` beside
 //!   it, Vercel's layout of `api/` next to `lib/`), the project's own code
-//!   beside DIR, which live reload watches for that reason.
+//!   beside DIR, which live reload watches for that reason
+//!   ([`folders_to_watch`]).
 //! - Any other warm function with an extension (`app.py`) may import files of
 //!   its own kind below DIR (`_lib/db.py`).
 //!
@@ -14,69 +15,91 @@
 //! is not an edit, and watching thousands of dependency folders would cost
 //! inotify watches and start-up time.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use super::FunctionFile;
+use crate::config::FunctionSettings;
 
 /// The extensions of what a handler module can import as code.
 const CODE_EXTENSIONS: [&str; 6] = [".js", ".mjs", ".cjs", ".ts", ".mts", ".cts"];
 
-/// How deep a fingerprint walk goes below the folder it starts at.
+/// How deep a walk goes below the folder it starts at.
 const MAX_DEPTH: usize = 16;
 
-/// The Node project DIR sits in: its parent, when that holds a `package.json`.
-pub fn project_root(document_root: &Path) -> Option<PathBuf> {
-    let parent = document_root.parent()?;
-    parent
-        .join("package.json")
-        .is_file()
-        .then(|| parent.to_path_buf())
-}
-
-/// The project's folders beside DIR whose scripts a handler may import: every
-/// folder of the project root but DIR itself, `node_modules` and dot-folders.
-pub fn folders_beside(document_root: &Path) -> Vec<PathBuf> {
-    let Some(project) = project_root(document_root) else {
-        return Vec::new();
-    };
-    let Ok(entries) = fs::read_dir(&project) else {
-        return Vec::new();
-    };
-    let mut folders = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if entry.metadata().is_ok_and(|meta| meta.is_dir())
-            && is_walked(&entry.file_name().to_string_lossy())
-            && !path
-                .canonicalize()
-                .is_ok_and(|real| real.starts_with(document_root))
-        {
-            folders.push(path);
-        }
-    }
-    folders.sort();
-    folders
-}
-
-/// Most folders of a Node project live reload watches beside DIR.
+/// Most folders of a Node project looked at, and watched, beside DIR.
 pub const MAX_WATCHED_FOLDERS: usize = 2_000;
 
-/// The folders live reload watches, one by one, for edits to the project's
-/// scripts beside DIR: the project root and every folder below it that the
-/// fingerprint walks (so a `node_modules` deep in a monorepo's `packages/`
-/// costs no watch), DIR's own tree aside. At most [`MAX_WATCHED_FOLDERS`];
-/// the second value says whether there were more.
+/// Mixes into each warm function's version the fingerprint of what it may
+/// have imported (module doc).
+pub fn mix_in_imports(
+    dir: &Path,
+    document_root: &Path,
+    functions: &mut [(FunctionFile, FunctionSettings)],
+) {
+    let modules = functions.iter().any(|(file, _)| file.runner.node_module);
+    let scripts = modules.then(|| scripts_version(dir, document_root));
+    let warm_kinds: BTreeSet<String> = functions
+        .iter()
+        .filter(|(file, settings)| settings.warm.is_some() && !file.runner.node_module)
+        .filter_map(|(file, _)| kind_of(&file.relative).map(str::to_owned))
+        .collect();
+    let kinds = versions_by_kind(dir, &warm_kinds);
+    for (file, settings) in functions.iter_mut() {
+        let imported = if file.runner.node_module {
+            scripts
+        } else if settings.warm.is_some() {
+            kind_of(&file.relative).and_then(|kind| kinds.get(kind).copied())
+        } else {
+            None
+        };
+        if let Some(imported) = imported {
+            // Hashed as a pair: a XOR would cancel a file's own fingerprint
+            // out when it is the only one of its kind.
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (file.version, imported).hash(&mut hasher);
+            file.version = hasher.finish();
+        }
+    }
+}
+
+/// `app.py` → `py`; none for a file without an extension.
+fn kind_of(relative: &str) -> Option<&str> {
+    let name = relative.rsplit('/').next()?;
+    name.rsplit_once('.')
+        .map(|(_, kind)| kind)
+        .filter(|kind| !kind.is_empty())
+}
+
+/// The Node project DIR sits in: its parent, when that holds a `package.json`.
+/// Not `/` or the home folder: a stray `~/package.json` (an `npm init` in the
+/// wrong place) is common, and everything below it is not one project.
+pub fn project_root(document_root: &Path) -> Option<PathBuf> {
+    let parent = document_root.parent()?;
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let too_wide = parent.parent().is_none() || home.is_some_and(|home| home == parent);
+    (!too_wide && parent.join("package.json").is_file()).then(|| parent.to_path_buf())
+}
+
+/// The folders of DIR's Node project that hold code a handler may import,
+/// outside DIR's own tree: the project root and every folder below it that is
+/// not `node_modules`, a dot-folder or a symlink (a project may link to
+/// anywhere), breadth first, at most [`MAX_WATCHED_FOLDERS`]; the second value
+/// says whether there were more. Live reload watches each, without recursion,
+/// and their code is part of the handlers' version.
 pub fn folders_to_watch(document_root: &Path) -> (Vec<PathBuf>, bool) {
     let Some(project) = project_root(document_root) else {
         return (Vec::new(), false);
     };
+    let base_depth = project.components().count();
     let mut folders = vec![project];
     let mut next = 0;
     let mut more = false;
-    while next < folders.len() {
-        let depth = folders[next]
-            .components()
-            .count()
-            .saturating_sub(folders[0].components().count());
+    while next < folders.len() && !more {
+        let depth = folders[next].components().count() - base_depth;
         let Ok(entries) = fs::read_dir(&folders[next]) else {
             next += 1;
             continue;
@@ -105,101 +128,45 @@ pub fn folders_to_watch(document_root: &Path) -> (Vec<PathBuf>, bool) {
     (folders, more)
 }
 
+/// Whether a file beside DIR, at `path`, counts for the handlers' version: an
+/// edit to any other (a log, a database a function writes) is not a reason to
+/// look again.
+pub fn counts_beside_dir(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|name| is_script(&name.to_string_lossy(), Place::Beside))
+}
+
 /// A fingerprint of every script a handler module under `dir` may import:
-/// those below `dir`, and the project's beside it (its top-level files too,
-/// `package.json` among them).
-pub fn scripts_version(dir: &Path, document_root: &Path) -> u64 {
-    let mut version = tree_version(dir, 0, Place::BelowDir);
-    if let Some(project) = project_root(document_root) {
-        version = version.wrapping_add(files_version(&project));
-        for folder in folders_beside(document_root) {
-            version = version.wrapping_add(tree_version(&folder, 0, Place::Beside));
-        }
-    }
-    version
-}
-
-/// For each of `extensions` (`py`), a fingerprint of the files below `dir`
-/// that have it, in one walk.
-pub fn versions_by_extension(
-    dir: &Path,
-    extensions: &std::collections::BTreeSet<&str>,
-) -> std::collections::HashMap<String, u64> {
-    let mut versions = std::collections::HashMap::new();
-    if !extensions.is_empty() {
-        walk_by_extension(dir, 0, extensions, &mut versions);
-    }
-    versions
-}
-
-fn walk_by_extension(
-    dir: &Path,
-    depth: usize,
-    extensions: &std::collections::BTreeSet<&str>,
-    versions: &mut std::collections::HashMap<String, u64>,
-) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let Ok(meta) = entry.metadata() else { continue };
-        if meta.is_dir() {
-            if depth < MAX_DEPTH && is_walked(&name) {
-                walk_by_extension(&entry.path(), depth + 1, extensions, versions);
-            }
-        } else if let Some((_, extension)) = name.rsplit_once('.')
-            && extensions.contains(extension)
-        {
-            let version = versions.entry(extension.to_owned()).or_insert(0u64);
-            *version = version.wrapping_add(file_version(&meta, &name));
-        }
-    }
-}
-
-/// The script files directly in `dir`.
-fn files_version(dir: &Path) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let meta = entry.metadata().ok()?;
-            (meta.is_file() && is_script(&name, Place::Beside)).then(|| file_version(&meta, &name))
-        })
-        .fold(0u64, u64::wrapping_add)
-}
-
-/// The script files below `dir`, folders included. Symlinked folders are
-/// entered below DIR, as discovery enters them, but not beside it: a project
-/// may hold links to anywhere, and a loop would cost a walk of the whole
-/// project at every level down to the limit.
-fn tree_version(dir: &Path, depth: usize, place: Place) -> u64 {
+/// those below `dir`, and the project's beside it.
+fn scripts_version(dir: &Path, document_root: &Path) -> u64 {
     let mut version = 0u64;
-    let Ok(entries) = fs::read_dir(dir) else {
-        return version;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let Ok(meta) = entry.metadata() else { continue };
-        if meta.is_dir() {
-            let linked = entry.file_type().is_ok_and(|kind| kind.is_symlink());
-            if depth < MAX_DEPTH && is_walked(&name) && !(linked && place == Place::Beside) {
-                version = version.wrapping_add(tree_version(&entry.path(), depth + 1, place));
-            }
-        } else if is_script(&name, place) {
-            version = version.wrapping_add(file_version(&meta, &name));
+    walk_files(dir, &mut |name, meta| {
+        if is_script(name, Place::BelowDir) {
+            version = version.wrapping_add(file_version(meta, name));
         }
+    });
+    for folder in folders_to_watch(document_root).0 {
+        version = version.wrapping_add(files_version(&folder));
     }
     version
 }
 
-fn file_version(meta: &fs::Metadata, name: &str) -> u64 {
-    super::discover::version_of(meta) ^ name.len() as u64
+/// For each kind in `kinds` (`py`), a fingerprint of the files below `dir`
+/// of that kind, in one walk.
+fn versions_by_kind(dir: &Path, kinds: &BTreeSet<String>) -> HashMap<String, u64> {
+    let mut versions = HashMap::new();
+    if kinds.is_empty() {
+        return versions;
+    }
+    walk_files(dir, &mut |name, meta| {
+        if let Some((_, kind)) = name.rsplit_once('.')
+            && kinds.contains(kind)
+        {
+            let version: &mut u64 = versions.entry(kind.to_owned()).or_default();
+            *version = version.wrapping_add(file_version(meta, name));
+        }
+    });
+    versions
 }
 
 /// What counts, below DIR (code and JSON, which a handler may import as
@@ -220,6 +187,61 @@ fn is_script(name: &str, place: Place) -> bool {
         }
 }
 
+/// The counted files directly in a folder beside DIR.
+fn files_version(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let meta = entry.metadata().ok()?;
+            (meta.is_file() && is_script(&name, Place::Beside)).then(|| file_version(&meta, &name))
+        })
+        .fold(0u64, u64::wrapping_add)
+}
+
+/// Calls `visit` with every file below `dir`, folders walked to
+/// [`MAX_DEPTH`]. Symlinked folders are entered, as discovery enters them, but
+/// each folder only once: two links that lead back up would otherwise make the
+/// walk grow twofold at every level.
+fn walk_files(dir: &Path, visit: &mut impl FnMut(&str, &fs::Metadata)) {
+    let mut seen = HashSet::new();
+    walk_folder(dir, 0, &mut seen, visit);
+}
+
+fn walk_folder(
+    dir: &Path,
+    depth: usize,
+    seen: &mut HashSet<(u64, u64)>,
+    visit: &mut impl FnMut(&str, &fs::Metadata),
+) {
+    let Ok(meta) = fs::metadata(dir) else { return };
+    if !seen.insert((meta.dev(), meta.ino())) {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            if depth < MAX_DEPTH && is_walked(&name) {
+                walk_folder(&entry.path(), depth + 1, seen, visit);
+            }
+        } else {
+            visit(&name, &meta);
+        }
+    }
+}
+
+fn file_version(meta: &fs::Metadata, name: &str) -> u64 {
+    super::discover::version_of(meta) ^ name.len() as u64
+}
+
 fn is_walked(folder: &str) -> bool {
     folder != "node_modules" && !folder.starts_with('.')
 }
@@ -237,16 +259,22 @@ mod tests {
         fs::write(root.join("app.py"), "x").unwrap();
         fs::write(root.join("_lib/db.py"), "x").unwrap();
         fs::write(root.join("tool.rb"), "x").unwrap();
-        let kinds: std::collections::BTreeSet<&str> = ["py", "rb"].into();
-        let before = versions_by_extension(root, &kinds);
+        // Two links back up: walked once each, not 2^16 times.
+        std::os::unix::fs::symlink("..", root.join("_lib/up")).unwrap();
+        std::os::unix::fs::symlink(".", root.join("_lib/here")).unwrap();
+        let kinds: BTreeSet<String> = ["py".to_owned(), "rb".to_owned()].into();
+        let before = versions_by_kind(root, &kinds);
         assert_eq!(before.len(), 2);
         fs::write(root.join("_lib/db.py"), "changed").unwrap();
         fs::write(root.join(".venv/site.py"), "x").unwrap();
         fs::write(root.join("notes.txt"), "x").unwrap();
-        let after = versions_by_extension(root, &kinds);
+        let after = versions_by_kind(root, &kinds);
         assert_ne!(after["py"], before["py"]);
         assert_eq!(after["rb"], before["rb"]);
-        assert!(versions_by_extension(root, &Default::default()).is_empty());
+        assert!(versions_by_kind(root, &BTreeSet::new()).is_empty());
+        assert_eq!(kind_of("a.b/app.py"), Some("py"));
+        assert_eq!(kind_of("a.b/app"), None);
+        assert_eq!(kind_of("bin/tool."), None);
     }
 
     #[test]
@@ -263,14 +291,13 @@ mod tests {
         // Without a package.json, the parent is not a Node project: nothing
         // beside DIR counts.
         assert_eq!(project_root(&api), None);
-        assert!(folders_beside(&api).is_empty());
+        assert_eq!(folders_to_watch(&api), (Vec::new(), false));
         let alone = scripts_version(&api, &api);
         fs::write(root.join("lib/db.js"), "changed").unwrap();
         assert_eq!(scripts_version(&api, &api), alone);
 
         fs::write(root.join("package.json"), "{}").unwrap();
         assert_eq!(project_root(&api), Some(root.clone()));
-        assert_eq!(folders_beside(&api), vec![root.join("lib")]);
         let before = scripts_version(&api, &api);
         fs::write(root.join("lib/db.js"), "changed again").unwrap();
         let after_lib = scripts_version(&api, &api);
@@ -285,10 +312,13 @@ mod tests {
         fs::write(root.join("node_modules/dep/index.js"), "x").unwrap();
         fs::write(root.join(".git/index.js"), "x").unwrap();
         assert_eq!(scripts_version(&api, &api), after_package);
+        assert!(!counts_beside_dir(&root.join("db.json")));
+        assert!(counts_beside_dir(&root.join("lib/db.js")));
         fs::write(api.join("_lib/data.json"), "x").unwrap();
         assert_ne!(scripts_version(&api, &api), after_package);
-        // Watched: the root and lib, not DIR, node_modules or .git.
+        // Watched: the root and lib, not DIR, node_modules, .git or a link.
         fs::create_dir_all(root.join("lib/deep/node_modules/x")).unwrap();
+        std::os::unix::fs::symlink("/", root.join("lib/everything")).unwrap();
         assert_eq!(
             folders_to_watch(&api),
             (
@@ -296,5 +326,10 @@ mod tests {
                 false
             )
         );
+    }
+
+    #[test]
+    fn the_root_folder_is_never_a_project() {
+        assert_eq!(project_root(Path::new("/api")), None);
     }
 }

@@ -105,22 +105,7 @@ pub fn discover(dir: &Path) -> std::io::Result<Discovery> {
         out: Discovery::default(),
     };
     walk.dir(dir, &root, "", &[]);
-    let mut out = walk.out;
-    if out.functions.iter().any(|f| f.runner.node_module) {
-        // A handler module may import any script below DIR (a private `_lib/`
-        // too), or its Node project's beside DIR (`../lib`): its version covers
-        // them all, so editing one recycles its workers. Mixed by hashing the
-        // pair: the tree's fingerprint holds the module's own, and a XOR
-        // cancelled it out when the module was the only script (its edits then
-        // never recycled the pool).
-        let tree = super::code_fingerprint::scripts_version(dir, &root);
-        for function in out.functions.iter_mut().filter(|f| f.runner.node_module) {
-            use std::hash::{Hash, Hasher};
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            (function.version, tree).hash(&mut hasher);
-            function.version = hasher.finish();
-        }
-    }
+    let out = walk.out;
     Ok(out)
 }
 

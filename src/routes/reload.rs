@@ -100,10 +100,25 @@ pub fn watch(
     // DIR itself removed or moved away: its watch is over, whatever folder
     // is at its path by the rebuild (a new one may even reuse the inode).
     let root_replaced = Arc::new(AtomicBool::new(false));
+    let mut project = ProjectWatches::default();
     let handler = {
         let (root, root_replaced) = (root.clone(), Arc::clone(&root_replaced));
         let pending = Arc::clone(&pending);
+        let moved_away = Arc::clone(&project.moved_away);
         move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = &event
+                && matches!(
+                    event.kind,
+                    notify::EventKind::Remove(_)
+                        | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+                )
+            {
+                let beside = event.paths.iter().filter(|path| !path.starts_with(&root));
+                moved_away
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend(beside.cloned());
+            }
             if let Ok(event) = &event
                 && matches!(
                     event.kind,
@@ -114,7 +129,11 @@ pub fn watch(
             {
                 root_replaced.store(true, Ordering::Relaxed);
             }
-            if event.as_ref().is_ok_and(|e| !e.kind.is_access()) || event.is_err() {
+            if event
+                .as_ref()
+                .is_ok_and(|e| !e.kind.is_access() && concerns_code(e, &root))
+                || event.is_err()
+            {
                 pending.note_change();
                 let _ = tx.send(());
             }
@@ -127,11 +146,7 @@ pub fn watch(
     let mut watcher = notify::RecommendedWatcher::new(handler, config)?;
     watcher.watch(&root, RecursiveMode::Recursive)?;
     let mut watched = folder_identity(&root);
-    let mut project = ProjectWatches::default();
-    project.sync(
-        &mut watcher,
-        super::code_fingerprint::folders_to_watch(&root),
-    );
+    project.sync(&mut watcher, project_folders(&routes.load(), &root));
     let task = tokio::spawn(async move {
         let mut gone = false;
         loop {
@@ -170,13 +185,20 @@ pub fn watch(
             let walked_after = pending.changes_so_far();
             let settings = Arc::clone(&settings);
             let rebuilt = tokio::task::spawn_blocking(move || {
-                let folders = super::code_fingerprint::folders_to_watch(&settings.document_root);
-                (RouteTable::for_settings(&settings), folders)
+                let table = RouteTable::for_settings(&settings);
+                let folders = match &table {
+                    Ok(table) => project_folders(table, &settings.document_root),
+                    Err(_) => ProjectFolders::default(),
+                };
+                (table, folders)
             })
             .await
             .map(|(table, folders)| {
-                // A folder made in the project since is watched from now on.
-                project.sync(&mut watcher, folders);
+                // A folder made (or made again) in the project since is
+                // watched from now on.
+                if table.is_ok() {
+                    project.sync(&mut watcher, folders);
+                }
                 table
             });
             match rebuilt {
@@ -201,34 +223,82 @@ pub fn watch(
     Ok(Watching(task))
 }
 
+/// Whether a change is one a rebuild may need to see: anything under DIR, and
+/// beside it (the Node project's folders) a counted script, a folder made,
+/// removed or renamed, or an event that names no path (the watcher lost
+/// track). A log or a database a function writes beside DIR is not.
+fn concerns_code(event: &notify::Event, root: &std::path::Path) -> bool {
+    use notify::event::{CreateKind, RemoveKind};
+    let folder_event = matches!(
+        event.kind,
+        notify::EventKind::Create(CreateKind::Folder)
+            | notify::EventKind::Remove(RemoveKind::Folder)
+    );
+    event.paths.is_empty()
+        || folder_event
+        || event.paths.iter().any(|path| {
+            path.starts_with(root)
+                || super::code_fingerprint::counts_beside_dir(path)
+                || path.is_dir()
+        })
+}
+
+/// The project folders to watch beside DIR.
+#[derive(Default)]
+struct ProjectFolders {
+    folders: Vec<std::path::PathBuf>,
+    more: bool,
+}
+
+/// Only while a Node handler module is served: other functions import nothing
+/// the project's folders could hold that watchdog tracks.
+fn project_folders(table: &RouteTable, root: &std::path::Path) -> ProjectFolders {
+    if !table.functions.iter().any(|f| f.file.runner.node_module) {
+        return ProjectFolders::default();
+    }
+    let (folders, more) = super::code_fingerprint::folders_to_watch(root);
+    ProjectFolders { folders, more }
+}
+
 /// The folders of DIR's Node project beside it that are watched, one by one,
 /// without recursion: a recursive watch of the project would also cover every
 /// `node_modules` in it ([`super::code_fingerprint::folders_to_watch`]).
+///
+/// A watch stays on the folder it was put on: one removed or renamed (`rm -rf
+/// lib && cp -r ...`, `mv lib.new lib`) leaves its path unwatched, even when a
+/// new folder there reuses the old inode. The watcher notes such paths as
+/// they go, and the next sync watches what is there now.
 #[derive(Default)]
 struct ProjectWatches {
     watched: std::collections::HashSet<std::path::PathBuf>,
+    moved_away: Arc<std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>>,
     said_too_many: bool,
 }
 
 impl ProjectWatches {
-    /// Watches `folders` and no others from now on.
-    fn sync(
-        &mut self,
-        watcher: &mut impl Watcher,
-        (folders, more): (Vec<std::path::PathBuf>, bool),
-    ) {
-        if more && !self.said_too_many {
+    /// Watches `wanted` and no others from now on.
+    fn sync(&mut self, watcher: &mut impl Watcher, wanted: ProjectFolders) {
+        if wanted.more && !self.said_too_many {
             self.said_too_many = true;
             tracing::warn!(
                 limit = super::code_fingerprint::MAX_WATCHED_FOLDERS,
-                "the Node project beside DIR has more folders than live reload watches; an edit in the others does not recycle warm handler modules until watchdog restarts"
+                "the Node project beside DIR has more folders than watchdog looks at; code in the rest is not watched and an edit there does not recycle warm handler modules"
             );
         }
-        let wanted: std::collections::HashSet<_> = folders.into_iter().collect();
-        for gone in self.watched.difference(&wanted) {
-            let _ = watcher.unwatch(gone);
-        }
-        self.watched.retain(|folder| wanted.contains(folder));
+        let moved_away = std::mem::take(
+            &mut *self
+                .moved_away
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let wanted: std::collections::HashSet<_> = wanted.folders.into_iter().collect();
+        self.watched.retain(|folder| {
+            let keep = wanted.contains(folder) && !moved_away.contains(folder);
+            if !keep {
+                let _ = watcher.unwatch(folder);
+            }
+            keep
+        });
         for folder in wanted {
             if self.watched.contains(&folder) {
                 continue;

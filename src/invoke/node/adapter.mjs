@@ -20,8 +20,10 @@ import * as nodeModule from 'node:module';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { format } from 'node:util';
+import { Script } from 'node:vm';
+import { readFileSync } from 'node:fs';
 
 const modulePath = process.argv[2];
 // Absent before Node 20.6: an ES module in a CommonJS package then fails to load.
@@ -44,14 +46,19 @@ net.Server.prototype.listen = function listenAside(...args) {
   const options = typeof first === 'object' && first !== null ? first : undefined;
   const asked = options ? options.port ?? options.path : first;
   const isPath = typeof asked === 'string' && !/^\d+$/.test(asked);
-  if (isPath || (options && (options.handle || options.fd !== undefined)) || (first && first._handle)) {
+  if (isPath || options?.handle || options?.fd !== undefined || first?._handle) {
     return listenOwn.apply(this, args);
   }
   const callback = typeof args[args.length - 1] === 'function' ? args[args.length - 1] : undefined;
+  const shown = typeof asked === 'number' || typeof asked === 'string' ? asked : '';
+  // Its other options (backlog, signal, exclusive) kept; not ipv6Only, which
+  // a loopback IPv4 address cannot honour.
+  const { port: _port, host: _host, ipv6Only: _ipv6Only, ...kept } = options ?? {};
+  const aside = { ...kept, port: 0, host: '127.0.0.1' };
   this.once('listening', () => {
-    console.log(`the module's own listen(${asked ?? ''}) was given 127.0.0.1:${this.address().port} instead; requests reach the module through its export`);
+    console.log(`the module's own listen(${shown}) was given 127.0.0.1:${this.address().port} instead; requests reach the module through its export`);
   });
-  return callback ? listenOwn.call(this, 0, '127.0.0.1', callback) : listenOwn.call(this, 0, '127.0.0.1');
+  return callback ? listenOwn.call(this, aside, callback) : listenOwn.call(this, aside);
 };
 
 // console.* lines carry the request id, so watchdog's log ties them to a request.
@@ -60,7 +67,9 @@ for (const level of ['log', 'info', 'debug', 'warn', 'error']) {
   console[level] = (...args) => {
     const id = requestContext.getStore();
     const text = format(...args);
-    stream.write(text.split('\n').map((line) => (id ? `[${id}] ${line}` : line)).join('\n') + '\n');
+    // Split at every line end watchdog's log splits at (`\r` too), so each
+    // piece carries the id.
+    stream.write(text.split(/\r\n|\r|\n/).map((line) => (id ? `[${id}] ${line}` : line)).join('\n') + '\n');
   };
 }
 
@@ -76,38 +85,44 @@ async function load() {
 // Vercel's own template, or a helper it imports) in a package whose
 // package.json says "type": "commonjs" (what `npm init -y` writes now) fails to
 // load as CommonJS; Vercel compiles such files to CommonJS and runs them. Here,
-// once the handler fails that way, loader hooks are registered (node:module's
-// register, Node 20.6 and later) and the handler is imported again: every `.js`
-// file outside node_modules whose source is ES module syntax is then loaded as
-// an ES module, under a URL marked `?as-module`, since Node caches a failed
-// load under the plain one. Registered only on that failure, as the hooks run
-// on a thread of their own.
+// once a handler written as an ES module fails that way, loader hooks are
+// registered (node:module's register, Node 20.6 and later; once, as each call
+// adds a layer) and the handler is imported again: every `.js` file outside
+// node_modules whose source is ES module syntax is then loaded as an ES module,
+// under a URL marked `?as-module`, since Node caches a failed load under the
+// plain one. Registered only on that failure, as the hooks run on a thread of
+// their own. A CommonJS handler that `require`s such a file is not retried:
+// hooks do not reach `require`, and its own error says what failed.
 const ESM_IN_COMMONJS =
   /Unexpected token 'export'|Cannot use import statement outside a module|does not provide an export named|is a CommonJS module/;
-const ES_MODULE_HOOKS = `
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { Script } from 'node:vm';
-const MARK = 'as-module';
 const MODULE_SYNTAX = /^(Cannot use import statement outside a module|Unexpected token 'export'|Cannot use 'import.meta' outside a module)/;
-function isOwnScript(url) {
-  if (!url.startsWith('file:')) return false;
-  const path = new URL(url).pathname;
-  return path.endsWith('.js') && !path.includes('/node_modules/');
-}
+
+// Whether the file at `url` is written as an ES module: a script compile
+// refuses its syntax. Also part of the hooks' source, which runs on their thread.
 function isWrittenAsModule(url) {
   let source;
   try { source = readFileSync(fileURLToPath(url), 'utf8'); } catch { return false; }
   try { new Script(source); return false; } catch (err) { return err instanceof SyntaxError && MODULE_SYNTAX.test(err.message); }
 }
+
+const ES_MODULE_HOOKS = `
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Script } from 'node:vm';
+const MARK = 'as-module';
+const MODULE_SYNTAX = ${MODULE_SYNTAX};
+${isWrittenAsModule}
+function isOwnScript(url) {
+  if (!url.startsWith('file:')) return false;
+  const path = new URL(url).pathname;
+  return path.endsWith('.js') && !path.includes('/node_modules/');
+}
 export async function resolve(specifier, context, next) {
   const resolved = await next(specifier, context);
   if (resolved.format === 'module' || !isOwnScript(resolved.url)) return resolved;
+  if (!isWrittenAsModule(resolved.url)) return resolved;
   const url = new URL(resolved.url);
-  if (!url.searchParams.has(MARK)) {
-    if (!isWrittenAsModule(resolved.url)) return resolved;
-    url.searchParams.set(MARK, '');
-  }
+  url.searchParams.set(MARK, '');
   return { ...resolved, url: url.href, format: 'module' };
 }
 export async function load(url, context, next) {
@@ -118,12 +133,18 @@ export async function load(url, context, next) {
   return next(url, context);
 }`;
 
+let hooksRegistered = false;
 async function importHandler(url) {
   try {
     return await import(url);
   } catch (err) {
-    if (!(err instanceof SyntaxError) || typeof register !== 'function' || !ESM_IN_COMMONJS.test(err.message)) throw err;
-    register(`data:text/javascript,${encodeURIComponent(ES_MODULE_HOOKS)}`);
+    const retry = err instanceof SyntaxError && typeof register === 'function'
+      && ESM_IN_COMMONJS.test(err.message) && isWrittenAsModule(url);
+    if (!retry) throw err;
+    if (!hooksRegistered) {
+      register(`data:text/javascript,${encodeURIComponent(ES_MODULE_HOOKS)}`);
+      hooksRegistered = true;
+    }
     return import(`${url}?as-module`);
   }
 }
