@@ -25,6 +25,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 command -v wrk >/dev/null || { echo "bench-warm: needs wrk (apt-get install wrk)"; exit 2; }
+command -v curl >/dev/null || { echo "bench-warm: needs curl (apt-get install curl)"; exit 2; }
 cargo build --quiet --release
 bin="${CARGO_TARGET_DIR:-$root/target}/release/watchdog"
 work=$(mktemp -d)
@@ -77,7 +78,26 @@ load() { # url conc [wrk flags...]
   wrk -t"$threads" -c"$conc" -d"${duration}s" "$@" "$url"
 }
 # One wrk run: prints "req/s p50 p99".
+# When a wrk run ends it drops the requests it has in flight, and watchdog stops
+# a warm worker whose client left before its answer (CONTRACT §3's kill rule,
+# applied per request by §4): up to one worker per connection is replaced, on
+# demand, during the next run, which then measures Node or Python starting
+# (run T: p99 51 ms through the pool at 16 connections, 3.5 ms in run S). So
+# before each measured run, requests that all complete bring the pool back to
+# its size: `top_up` sends a few waves of four at once with curl.
+top_up() { # url
+  local wave
+  for _ in 1 2 3; do
+    wave=()
+    for _ in 1 2 3 4; do
+      curl -s -o /dev/null "$1" &
+      wave+=($!)
+    done
+    wait "${wave[@]}"
+  done
+}
 measure() { # url conc
+  top_up "$1"
   load "$1" "$2" --latency |
     awk '/^Requests\/sec/ {r=$2} $1 == "50%" {p50=$2} $1 == "99%" {p99=$2} END {print r, p50, p99}'
 }
