@@ -459,14 +459,16 @@ pub fn vercel_sections(
 
 /// `vercel.json` keys that change how Vercel answers a request and that watchdog
 /// does not apply: routes come from the files in DIR, and a function sets its
-/// own headers.
-const UNAPPLIED_VERCEL_KEYS: [&str; 6] = [
+/// own headers. `env` (deprecated by Vercel, still read by its older projects)
+/// gave functions variables they would now miss; they belong in `.env`.
+const UNAPPLIED_VERCEL_KEYS: [&str; 7] = [
     "rewrites",
     "redirects",
     "headers",
     "routes",
     "cleanUrls",
     "trailingSlash",
+    "env",
 ];
 
 /// The keys of a `vercel.json` beside DIR that would change how a request is
@@ -554,12 +556,13 @@ mod tests {
         std::fs::write(
             project.path().join("vercel.json"),
             r#"{ "$schema": "x", "crons": [], "rewrites": [{ "source": "/(.*)", "destination": "/api" }],
-                "headers": [], "cleanUrls": false, "trailingSlash": false, "redirects": null }"#,
+                "headers": [], "cleanUrls": false, "trailingSlash": false, "redirects": null,
+                "env": { "API_KEY": "k" }, "build": { "env": { "X": "1" } } }"#,
         )
         .unwrap();
         assert_eq!(
             unapplied_vercel_keys(&api).unwrap(),
-            ["rewrites", "trailingSlash"]
+            ["rewrites", "trailingSlash", "env"]
         );
         std::fs::write(project.path().join("vercel.json"), "{ \"rewrites\": ").unwrap();
         assert!(unapplied_vercel_keys(&api).is_err());

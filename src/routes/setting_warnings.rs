@@ -20,7 +20,7 @@ fn report_unapplied_vercel_keys(settings: &crate::config::Settings) {
     }
     tracing::warn!(
         keys = %settings.unapplied_vercel_keys.join(", "),
-        "vercel.json: these keys are not applied here; watchdog routes by the files in DIR and reads only `crons` and `functions.*.maxDuration` from vercel.json (a function sets its own response headers; a redirect can be a function that answers with `Location:`)"
+        "vercel.json: these keys are not applied here; watchdog routes by the files in DIR and reads only `crons` and `functions.*.maxDuration` from vercel.json (a function sets its own response headers; a redirect can be a function that answers with `Location:`; variables go in a .env beside DIR)"
     );
 }
 
