@@ -126,12 +126,7 @@ impl RouteTable {
             for alias in &file.aliases {
                 trie.insert(alias, id);
             }
-            let settings = settings_for(&file.relative);
-            found_functions.push((file, settings));
-        }
-        code_fingerprint::mix_in_imports(dir, &dir.canonicalize()?, &mut found_functions);
-        let mut functions = Vec::with_capacity(found_functions.len());
-        for (file, mut settings) in found_functions {
+            let mut settings = settings_for(&file.relative);
             if file.runner.node_module && settings.warm.is_none() {
                 // Handler modules always run warm, through the Node adapter.
                 settings.warm = Some(crate::config::file::WarmSection {
@@ -142,6 +137,11 @@ impl RouteTable {
                     max_requests: None,
                 });
             }
+            found_functions.push((file, settings));
+        }
+        code_fingerprint::mix_in_imports(dir, &found.root, &mut found_functions);
+        let mut functions = Vec::with_capacity(found_functions.len());
+        for (file, settings) in found_functions {
             let shown = pattern::display(&prefix, &file.segments);
             functions.push(Arc::new(Function {
                 metrics: FunctionMetrics::new(&shown),

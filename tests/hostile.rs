@@ -107,6 +107,14 @@ async fn too_many_or_too_large_headers_are_refused() {
     // not find the request at all.
     let refused = server.log_line("refused by the HTTP layer", Duration::from_secs(5));
     assert!(refused.contains("answered 431"), "{}", server.log());
+    // Not HTTP at all: hyper's bare 400, logged with what to do.
+    let response = raw_request(
+        server.addr,
+        b"GET /api/hello HTTP/1.1\r\nBad Header\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    let refused = server.log_line("(answered 400)", Duration::from_secs(5));
+    assert!(refused.contains("fix the client"), "{}", server.log());
 
     let big = format!(
         "GET /api/hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n",

@@ -534,18 +534,7 @@ async fn an_edited_module_is_picked_up() {
         "export default { fetch() { return new Response('edited'); } };\n",
     )
     .unwrap();
-    let started = Instant::now();
-    loop {
-        let text = common::get_text(server.url("/api/fetch")).await;
-        if text == "edited" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "still answering {text:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_for_text(server.url("/api/fetch"), "edited", Duration::from_secs(3)).await;
 }
 
 /// The usual first project: one handler module, nothing else to import.
@@ -565,18 +554,7 @@ async fn an_edited_module_alone_in_its_folder_is_picked_up() {
     let server = TestServer::start(&api, &["--prefix", "/api"]);
     assert_eq!(common::get_text(server.url("/api/only")).await, "v1");
     write(2);
-    let started = Instant::now();
-    loop {
-        let text = common::get_text(server.url("/api/only")).await;
-        if text == "v2" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "still answering {text:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_for_text(server.url("/api/only"), "v2", Duration::from_secs(3)).await;
 }
 
 /// Vercel's layout: handlers in `api/`, shared code in `lib/` beside it, one
@@ -586,35 +564,22 @@ async fn an_edited_module_alone_in_its_folder_is_picked_up() {
 #[tokio::test]
 async fn an_edit_to_the_projects_code_beside_dir_is_picked_up() {
     let tmp = tempfile::tempdir().unwrap();
-    let api = tmp.path().join("api");
-    let lib = tmp.path().join("lib");
-    std::fs::create_dir(&api).unwrap();
-    std::fs::create_dir(&lib).unwrap();
-    std::fs::write(tmp.path().join("package.json"), r#"{ "name": "app" }"#).unwrap();
-    std::fs::write(lib.join("message.mjs"), "export const message = 'v1';\n").unwrap();
-    std::fs::write(
-        api.join("hello.mjs"),
-        "import { message } from '../lib/message.mjs';\n\
-         export default function handler(req, res) { res.send(message); }\n",
-    )
-    .unwrap();
+    let (api, lib) = (tmp.path().join("api"), tmp.path().join("lib"));
+    common::write_files(
+        tmp.path(),
+        &[
+            ("package.json", r#"{ "name": "app" }"#),
+            ("lib/message.mjs", "export const message = 'v1';\n"),
+            (
+                "api/hello.mjs",
+                "import { message } from '../lib/message.mjs';\n\
+                 export default function handler(req, res) { res.send(message); }\n",
+            ),
+        ],
+    );
     let server = TestServer::start(&api, &["--prefix", "/api"]);
     let answers = |expected: &'static str| {
-        let url = server.url("/api/hello");
-        async move {
-            let started = Instant::now();
-            loop {
-                let text = common::get_text(url.clone()).await;
-                if text == expected {
-                    return;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(5),
-                    "still answering {text:?}, not {expected:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        common::wait_for_text(server.url("/api/hello"), expected, Duration::from_secs(5))
     };
     answers("v1").await;
     std::fs::write(lib.join("message.mjs"), "export const message = 'v2';\n").unwrap();
@@ -723,47 +688,35 @@ async fn a_module_that_listens_by_itself_is_served_through_its_export() {
 async fn es_module_files_in_a_commonjs_package_run() {
     let tmp = tempfile::tempdir().unwrap();
     let api = tmp.path().join("api");
-    std::fs::create_dir(&api).unwrap();
-    std::fs::write(
-        tmp.path().join("package.json"),
-        r#"{ "name": "app", "type": "commonjs" }"#,
-    )
-    .unwrap();
-    std::fs::write(
-        api.join("_helper.cjs"),
-        "exports.helper = () => 'helped';\n",
-    )
-    .unwrap();
-    std::fs::write(
-        api.join("_old.js"),
-        "module.exports = { twice: (s) => s + s };\n",
-    )
-    .unwrap();
-    std::fs::write(
-        api.join("_shout.js"),
-        "export const shout = (s) => s.toUpperCase();\n",
-    )
-    .unwrap();
-    std::fs::write(
-        api.join("hello.js"),
-        "import { helper } from './_helper.cjs';\n\
-         import old from './_old.js';\n\
-         import { shout } from './_shout.js';\n\
-         export default function handler(req, res) { res.send(`ok ${helper()} ${old.twice('x')} ${shout('y')}`); }\n",
-    )
-    .unwrap();
-    std::fs::write(
-        api.join("old.js"),
-        "const { shout } = require('./_shout.js');\n\
-         module.exports = (req, res) => res.send(shout('old'));\n",
-    )
-    .unwrap();
-    std::fs::write(
-        api.join("other.mjs"),
-        "import { shout } from './_shout.js';\n\
-         export default function handler(req, res) { res.send(shout('mjs')); }\n",
-    )
-    .unwrap();
+    common::write_files(
+        tmp.path(),
+        &[
+            ("package.json", r#"{ "name": "app", "type": "commonjs" }"#),
+            ("api/_helper.cjs", "exports.helper = () => 'helped';\n"),
+            ("api/_old.js", "module.exports = { twice: (s) => s + s };\n"),
+            (
+                "api/_shout.js",
+                "export const shout = (s) => s.toUpperCase();\n",
+            ),
+            (
+                "api/hello.js",
+                "import { helper } from './_helper.cjs';\n\
+                 import old from './_old.js';\n\
+                 import { shout } from './_shout.js';\n\
+                 export default function handler(req, res) { res.send(`ok ${helper()} ${old.twice('x')} ${shout('y')}`); }\n",
+            ),
+            (
+                "api/old.js",
+                "const { shout } = require('./_shout.js');\n\
+                 module.exports = (req, res) => res.send(shout('old'));\n",
+            ),
+            (
+                "api/other.mjs",
+                "import { shout } from './_shout.js';\n\
+                 export default function handler(req, res) { res.send(shout('mjs')); }\n",
+            ),
+        ],
+    );
     let server = TestServer::start(&api, &["--prefix", "/api"]);
     let response = client().get(server.url("/api/hello")).send().await.unwrap();
     assert_eq!(response.status(), 200);

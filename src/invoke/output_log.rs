@@ -104,19 +104,28 @@ fn split_tag(line: &str) -> Option<(&str, &str)> {
 /// error's traceback, as one line with `\r` between its lines, for CloudWatch;
 /// logged as it came, the `\r`s sent a terminal back to the start of the line
 /// over and over, and a log file held one line of glued fragments.
-fn split_lines(partial: &mut BytesMut, after_cr: &mut bool, chunk: &[u8]) -> Vec<Vec<u8>> {
+fn split_lines(partial: &mut BytesMut, after_cr: &mut bool, mut chunk: &[u8]) -> Vec<BytesMut> {
     let mut lines = Vec::new();
-    for &byte in chunk {
-        let follows_cr = std::mem::replace(after_cr, byte == b'\r');
-        if byte == b'\n' && follows_cr {
+    while let Some(&first) = chunk.first() {
+        if std::mem::take(after_cr) && first == b'\n' {
+            chunk = &chunk[1..];
             continue;
         }
-        if byte == b'\n' || byte == b'\r' {
-            lines.push(partial.split().to_vec());
+        // Whole runs at a time, not byte by byte: a chatty function's stderr
+        // passes through here.
+        let room = MAX_LINE - partial.len();
+        let end = (chunk.iter().take(room)).position(|&b| b == b'\n' || b == b'\r');
+        if let Some(at) = end {
+            partial.extend_from_slice(&chunk[..at]);
+            lines.push(partial.split());
+            *after_cr = chunk[at] == b'\r';
+            chunk = &chunk[at + 1..];
         } else {
-            partial.extend_from_slice(&[byte]);
+            let taken = chunk.len().min(room);
+            partial.extend_from_slice(&chunk[..taken]);
+            chunk = &chunk[taken..];
             if partial.len() >= MAX_LINE {
-                lines.push(partial.split().to_vec());
+                lines.push(partial.split());
             }
         }
     }
@@ -154,6 +163,28 @@ mod tests {
         let lines = split_lines(&mut partial, &mut cr, &long);
         assert_eq!(lines.len(), 2);
         assert_eq!(partial.len(), 1);
+    }
+
+    #[test]
+    fn where_the_output_is_split_into_reads_does_not_change_its_lines() {
+        let mut input = b"a\r\nb\rc\n\nd\r\r\ne\r".to_vec();
+        input.extend(std::iter::repeat_n(b'x', MAX_LINE + 3));
+        input.extend_from_slice(b"\r\nend\n");
+        let whole = split_lines(&mut BytesMut::new(), &mut false, &input);
+        // Every split among the short lines, around the long line's cut, and
+        // in the end.
+        let start = 14;
+        let cut = start + MAX_LINE;
+        let splits = (0..=start + 2)
+            .chain(cut - 2..=cut + 5)
+            .chain(input.len() - 8..=input.len());
+        for at in splits {
+            let (mut partial, mut cr) = (BytesMut::new(), false);
+            let mut lines = split_lines(&mut partial, &mut cr, &input[..at]);
+            lines.extend(split_lines(&mut partial, &mut cr, &input[at..]));
+            assert_eq!(lines, whole, "split at {at}");
+            assert!(partial.is_empty(), "split at {at}");
+        }
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub struct Skipped {
 pub struct Discovery {
     pub functions: Vec<FunctionFile>,
     pub skipped: Vec<Skipped>,
+    /// DIR made absolute and resolved, as the walk saw it.
+    pub root: PathBuf,
 }
 
 /// Walks `dir`.
@@ -105,8 +107,7 @@ pub fn discover(dir: &Path) -> std::io::Result<Discovery> {
         out: Discovery::default(),
     };
     walk.dir(dir, &root, "", &[]);
-    let out = walk.out;
-    Ok(out)
+    Ok(Discovery { root, ..walk.out })
 }
 
 /// Folders walked through a symlink, in all: aliases of aliases could otherwise

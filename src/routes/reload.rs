@@ -106,6 +106,8 @@ pub fn watch(
         let pending = Arc::clone(&pending);
         let moved_away = Arc::clone(&project.moved_away);
         move |event: notify::Result<notify::Event>| {
+            // Something removed or renamed: DIR itself, or a project folder
+            // beside it, loses its watch.
             if let Ok(event) = &event
                 && matches!(
                     event.kind,
@@ -113,21 +115,14 @@ pub fn watch(
                         | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
                 )
             {
+                if event.paths.contains(&root) {
+                    root_replaced.store(true, Ordering::Relaxed);
+                }
                 let beside = event.paths.iter().filter(|path| !path.starts_with(&root));
                 moved_away
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .extend(beside.cloned());
-            }
-            if let Ok(event) = &event
-                && matches!(
-                    event.kind,
-                    notify::EventKind::Remove(_)
-                        | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
-                )
-                && event.paths.contains(&root)
-            {
-                root_replaced.store(true, Ordering::Relaxed);
             }
             if event
                 .as_ref()
@@ -185,24 +180,17 @@ pub fn watch(
             let walked_after = pending.changes_so_far();
             let settings = Arc::clone(&settings);
             let rebuilt = tokio::task::spawn_blocking(move || {
-                let table = RouteTable::for_settings(&settings);
-                let folders = match &table {
-                    Ok(table) => project_folders(table, &settings.document_root),
-                    Err(_) => ProjectFolders::default(),
-                };
-                (table, folders)
+                RouteTable::for_settings(&settings).map(|table| {
+                    let folders = project_folders(&table, &settings.document_root);
+                    (table, folders)
+                })
             })
-            .await
-            .map(|(table, folders)| {
-                // A folder made (or made again) in the project since is
-                // watched from now on.
-                if table.is_ok() {
-                    project.sync(&mut watcher, folders);
-                }
-                table
-            });
+            .await;
             match rebuilt {
-                Ok(Ok(table)) => {
+                Ok(Ok((table, folders))) => {
+                    // A folder made (or made again) in the project since is
+                    // watched from now on.
+                    project.sync(&mut watcher, folders);
                     report(&table, true);
                     let table = Arc::new(table);
                     // Stored first: requests from here on see the versions the
@@ -243,21 +231,15 @@ fn concerns_code(event: &notify::Event, root: &std::path::Path) -> bool {
         })
 }
 
-/// The project folders to watch beside DIR.
-#[derive(Default)]
-struct ProjectFolders {
-    folders: Vec<std::path::PathBuf>,
-    more: bool,
-}
-
-/// Only while a Node handler module is served: other functions import nothing
-/// the project's folders could hold that watchdog tracks.
-fn project_folders(table: &RouteTable, root: &std::path::Path) -> ProjectFolders {
+/// The project folders to watch beside DIR, and whether there were more
+/// ([`super::code_fingerprint::folders_to_watch`]); only while a Node handler
+/// module is served: other functions import nothing the project's folders
+/// could hold that watchdog tracks.
+fn project_folders(table: &RouteTable, root: &std::path::Path) -> (Vec<std::path::PathBuf>, bool) {
     if !table.functions.iter().any(|f| f.file.runner.node_module) {
-        return ProjectFolders::default();
+        return (Vec::new(), false);
     }
-    let (folders, more) = super::code_fingerprint::folders_to_watch(root);
-    ProjectFolders { folders, more }
+    super::code_fingerprint::folders_to_watch(root)
 }
 
 /// The folders of DIR's Node project beside it that are watched, one by one,
@@ -277,8 +259,12 @@ struct ProjectWatches {
 
 impl ProjectWatches {
     /// Watches `wanted` and no others from now on.
-    fn sync(&mut self, watcher: &mut impl Watcher, wanted: ProjectFolders) {
-        if wanted.more && !self.said_too_many {
+    fn sync(
+        &mut self,
+        watcher: &mut impl Watcher,
+        (wanted, more): (Vec<std::path::PathBuf>, bool),
+    ) {
+        if more && !self.said_too_many {
             self.said_too_many = true;
             tracing::warn!(
                 limit = super::code_fingerprint::MAX_WATCHED_FOLDERS,
@@ -291,7 +277,7 @@ impl ProjectWatches {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        let wanted: std::collections::HashSet<_> = wanted.folders.into_iter().collect();
+        let wanted: std::collections::HashSet<_> = wanted.into_iter().collect();
         self.watched.retain(|folder| {
             let keep = wanted.contains(folder) && !moved_away.contains(folder);
             if !keep {

@@ -124,9 +124,20 @@ pub async fn serve_connection(accepted: Accepted, router: Router) {
 /// is only a debug line.
 fn report_connection_error(err: &hyper::Error, remote: SocketAddr) {
     if err.is_parse_too_large() {
-        tracing::info!(error = %err, %remote, limits = "100 headers, 64 KiB of request line and headers", "request refused by the HTTP layer before routing (answered 431 or 414)");
+        tracing::info!(
+            error = %err,
+            %remote,
+            limits = %format!("{MAX_HEADERS} headers, {} KiB of request line and headers", MAX_HEAD_BYTES / 1024),
+            hint = "the client sends too many or too large headers (often cookies) or too long a URL; it must send less, as these limits are fixed",
+            "request refused by the HTTP layer before routing (answered 431 or 414)"
+        );
     } else if err.is_parse() {
-        tracing::info!(error = %err, %remote, "request refused by the HTTP layer before routing (answered 400: not valid HTTP/1.1)");
+        tracing::info!(
+            error = %err,
+            %remote,
+            hint = "the client's request line or headers are not HTTP/1.1; fix the client",
+            "request refused by the HTTP layer before routing (answered 400)"
+        );
     } else {
         tracing::debug!(error = %err, %remote, "connection ended with an error");
     }

@@ -377,6 +377,32 @@ pub fn write_script(path: &Path, body: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// Writes each `(path below dir, text)`, making folders as needed.
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (relative, text) in files {
+        let path = dir.join(relative);
+        std::fs::create_dir_all(path.parent().expect("a file path")).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+/// GETs `url` until it answers `expected` (a reload, a recycled worker), and
+/// fails with the last answer if that takes longer than `within`.
+pub async fn wait_for_text(url: String, expected: &str, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let text = get_text(url.clone()).await;
+        if text == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "still answering {text:?}, not {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A body read chunk by chunk, with when its first chunk and its end arrived.
 pub struct Streamed {
     pub first: Vec<u8>,
