@@ -267,6 +267,29 @@ async fn node_signature_with_vercel_helpers() {
         .unwrap();
     assert_eq!(post.status(), 200);
     assert_eq!(post.text().await.unwrap(), "<b>text</b>");
+
+    // Text is sent as UTF-8 and its type says so, as Vercel's send() sets it,
+    // replacing a charset the handler named.
+    let csv = send("csv").await.unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(csv.bytes().await.unwrap().as_ref(), "café,1\n".as_bytes());
+    // res.json(undefined) (a query with no row) is an empty JSON answer, not a 500.
+    let no_row = send("no-row").await.unwrap();
+    assert_eq!(no_row.status(), 200);
+    assert_eq!(
+        no_row.headers()["content-type"],
+        "application/json; charset=utf-8"
+    );
+    assert_eq!(no_row.text().await.unwrap(), "");
+    // A GET whose Content-Type describes a body has it parsed, as there.
+    let body = c
+        .get(server.url("/api/send?v=body"))
+        .header("content-type", "application/json")
+        .body(r#"{"q":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body.text().await.unwrap(), r#"{"body":{"q":1}}"#);
 }
 
 #[tokio::test]
@@ -742,4 +765,49 @@ async fn es_module_files_in_a_commonjs_package_run() {
         "{}",
         server.log()
     );
+}
+
+/// A Web handler that answers (or throws) before reading a large upload leaves
+/// the rest of the body unread; the worker drops it, as Node's own server does
+/// for a request nobody read, and its connection serves the next request.
+#[tokio::test]
+async fn a_body_the_handler_did_not_read_does_not_stall_the_next_request() {
+    let server = server(&["--timeout", "5s"]);
+    let upload = vec![b'x'; 2 * 1024 * 1024];
+    let mut pids = Vec::new();
+    for round in 0..4 {
+        let started = Instant::now();
+        let refused = client()
+            .post(server.url("/api/early-answer"))
+            .body(upload.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401, "round {round}");
+        pids.push(refused.headers()["x-pid"].to_str().unwrap().to_owned());
+        assert_eq!(refused.text().await.unwrap(), "unauthorized");
+        let thrown = client()
+            .put(server.url("/api/early-answer"))
+            .body(upload.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(thrown.status(), 500, "round {round}");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "round {round} took {:?}: a request waited behind an unread body",
+            started.elapsed()
+        );
+    }
+    let accepted = client()
+        .post(server.url("/api/early-answer"))
+        .header("Authorization", "Bearer ok")
+        .body(upload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 200);
+    pids.push(accepted.headers()["x-pid"].to_str().unwrap().to_owned());
+    pids.dedup();
+    assert_eq!(pids.len(), 1, "one worker served them all: {pids:?}");
 }

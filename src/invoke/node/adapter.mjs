@@ -263,7 +263,11 @@ function parseBody(raw, contentType) {
 
 // Vercel's request and response helpers, on Node's own objects.
 async function nodeStyle(handler, req, res, url, params) {
-  const raw = req.method === 'GET' || req.method === 'HEAD' ? Buffer.alloc(0) : await readBody(req);
+  // As Vercel's helpers do, the body is read whenever a Content-Type describes
+  // one, whatever the method (a GET with a JSON body has one), and for the
+  // methods that carry one.
+  const described = req.headers['content-type'] !== undefined;
+  const raw = !described && (req.method === 'GET' || req.method === 'HEAD') ? Buffer.alloc(0) : await readBody(req);
   req.query = toQuery(url.searchParams, params);
   req.cookies = parseCookies(req.headers.cookie);
   // Parsed on first read, by Vercel's rules, so a handler written for it finds
@@ -287,7 +291,15 @@ async function nodeStyle(handler, req, res, url, params) {
   res.status = (code) => { res.statusCode = code; return res; };
   res.json = (value) => {
     if (!res.getHeader('content-type')) res.setHeader('content-type', 'application/json; charset=utf-8');
-    endTagged(req, res, Buffer.from(JSON.stringify(value), 'utf8'));
+    const text = JSON.stringify(value);
+    // JSON.stringify(undefined) is undefined (`res.json(rows[0])` with no row):
+    // Vercel answers an empty body, of the JSON type, untagged.
+    if (text === undefined) {
+      res.end();
+      return res;
+    }
+    sayUtf8(res);
+    endTagged(req, res, Buffer.from(text, 'utf8'));
     return res;
   };
   res.send = (value) => {
@@ -305,6 +317,7 @@ async function nodeStyle(handler, req, res, url, params) {
       return res.json(value);
     } else {
       if (!res.getHeader('content-type')) res.setHeader('content-type', 'text/html; charset=utf-8');
+      sayUtf8(res);
       endTagged(req, res, Buffer.from(value === undefined ? '' : String(value), 'utf8'));
     }
     return res;
@@ -317,6 +330,17 @@ async function nodeStyle(handler, req, res, url, params) {
     return res;
   };
   return handler(req, res);
+}
+
+// Text goes out as UTF-8, so its type says so, as Vercel's send() makes it
+// (`text/plain` → `text/plain; charset=utf-8`, another charset replaced): a
+// browser reads text/plain or text/csv without one as windows-1252, and
+// anything past ASCII comes out garbled.
+function sayUtf8(res) {
+  const type = res.getHeader('content-type');
+  if (typeof type !== 'string' || !type.includes('/')) return;
+  const kept = type.split(';').filter((part, at) => at === 0 || !/^\s*charset\s*=/i.test(part));
+  res.setHeader('content-type', [...kept.map((part) => part.trim()), 'charset=utf-8'].join('; '));
 }
 
 // res.send and res.json end with a whole body, so they tag it as Vercel's helper
@@ -388,8 +412,25 @@ function webRequest(req, url) {
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     init.body = Readable.toWeb(req);
     init.duplex = 'half';
+    req[bodyHandedToWeb] = true;
   }
   return new Request(url, init);
+}
+
+// Node's server reads and drops a request body nobody read once the answer is
+// sent, so the next request on the kept-alive connection can be parsed. A body
+// handed to a web stream counts as read, though, and a handler that answered
+// before reading it (an auth or size check) left the rest in the socket: the
+// next request on that connection from watchdog waited behind it until its
+// timeout. Once the answer is out, whatever the handler did not read is read
+// here and dropped; the web stream's own listener goes first, so the dropped
+// part does not pile up in its queue.
+const bodyHandedToWeb = Symbol('bodyHandedToWeb');
+function dropUnreadBody(req) {
+  if (!req[bodyHandedToWeb] || req.readableEnded || req.destroyed) return;
+  req.removeAllListeners('data');
+  req.on('data', () => {});
+  req.resume();
 }
 
 // Why the module did not load, logged once per worker (each request tries
@@ -490,6 +531,7 @@ async function handle(req, res) {
 }
 
 const server = http.createServer((req, res) => {
+  res.on('finish', () => dropUnreadBody(req));
   requestContext.run(req.headers['x-request-id'] || '', () => {
     handle(req, res).catch((err) => {
       if (err instanceof HttpError) {
