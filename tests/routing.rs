@@ -46,6 +46,11 @@ async fn urls_mirror_file_paths_with_precedence() {
         ),
         ("/api/shop/cart", "shop/cart.sh|/api/shop/cart||{}"),
         ("/api/plain", "plain|/api/plain||{}"),
+        // An executable catch-all without an extension (a compiled binary).
+        (
+            "/api/bin/x/y",
+            r#"bin/[...path]|/api/bin|/x/y|{"path":["x","y"]}"#,
+        ),
         // Classic cgi-bin URLs: the script by its file name, then a path for
         // it (PATH_INFO), when no route takes the whole path.
         (

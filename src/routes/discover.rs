@@ -334,10 +334,16 @@ fn is_private(name: &str) -> bool {
     name.starts_with('_') || name.starts_with('.')
 }
 
-/// `fn.sh` → (`fn`, `sh`); a leading dot does not start an extension.
+/// `fn.sh` → (`fn`, `sh`); a leading dot does not start an extension, and
+/// neither do the dots of a catch-all: an executable named `[...rest]` (a
+/// Lambda `bootstrap` or a compiled binary) has none.
 fn split_extension(name: &str) -> (&str, Option<&str>) {
-    match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => (stem, Some(ext)),
+    let after_brackets = name.rfind(']').map_or(0, |end| end + 1);
+    match name[after_brackets..]
+        .rfind('.')
+        .map(|at| after_brackets + at)
+    {
+        Some(dot) if dot > 0 => (&name[..dot], Some(&name[dot + 1..])),
         _ => (name, None),
     }
 }
@@ -470,6 +476,18 @@ fn starts_like_a_program(path: &Path) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn extensions_end_a_name_and_never_come_from_a_segments_brackets() {
+        assert_eq!(split_extension("fn.sh"), ("fn", Some("sh")));
+        assert_eq!(split_extension("a.b.py"), ("a.b", Some("py")));
+        assert_eq!(split_extension(".hidden"), (".hidden", None));
+        assert_eq!(split_extension("bootstrap"), ("bootstrap", None));
+        assert_eq!(split_extension("[...rest]"), ("[...rest]", None));
+        assert_eq!(split_extension("[[...rest]]"), ("[[...rest]]", None));
+        assert_eq!(split_extension("[...rest].bin"), ("[...rest]", Some("bin")));
+        assert_eq!(split_extension("[id].sh"), ("[id]", Some("sh")));
+    }
 
     fn write(dir: &Path, rel: &str, mode: u32) {
         write_with(dir, rel, "#!/bin/sh\n", mode);
