@@ -89,7 +89,8 @@ pub enum Reply {
     Response(Response<Body>),
     /// `Location: /local/path` with no status: the server answers from that URL
     /// (RFC 3875 §6.2.2). `headers` are the other lines of the header block,
-    /// which only a path watchdog has no function for sends on, with a 302.
+    /// which travel on with the answer (`Set-Cookie` above all), or with the
+    /// 302 when the path names no function.
     LocalRedirect {
         location: String,
         headers: axum::http::HeaderMap,

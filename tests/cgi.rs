@@ -546,6 +546,22 @@ async fn status_location_and_header_forms() {
     assert_eq!(local.status(), 200);
     assert_eq!(local.text().await.unwrap(), "hello\n");
 
+    // The redirecting block's cookies and other headers reach the client with
+    // the answer, as through Apache's internal redirect; what described its
+    // own (dropped) body does not.
+    let login = c
+        .get(server.url("/api/login-redirect"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookies: Vec<_> = login.headers().get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["session=abc; Path=/", "theme=dark"]);
+    assert_eq!(login.headers()["x-logged-in"], "yes");
+    assert_eq!(login.headers()["content-type"], "text/plain");
+    assert!(login.headers().get("location").is_none());
+    assert_eq!(login.text().await.unwrap(), "hello\n");
+
     // A local path that is no function is the client's to follow, with the
     // rest of the block (a cookie set on the way).
     let away = c

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, header};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::App;
@@ -194,7 +194,12 @@ async fn dispatch(
             stop: app.stop_invocations.clone(),
         };
         match app.invoker.invoke(invocation).await? {
-            Reply::Response(response) => return Ok(response.map(super::cut_off::after_flush)),
+            Reply::Response(mut response) => {
+                if let Some((_, carried)) = redirected {
+                    carry_redirect_headers(response.headers_mut(), carried);
+                }
+                return Ok(response.map(super::cut_off::after_flush));
+            }
             Reply::LocalRedirect {
                 location,
                 headers: redirect_headers,
@@ -210,7 +215,11 @@ async fn dispatch(
                     .ok_or_else(|| AppError::BadRedirect {
                         location: location.clone(),
                     })?;
-                redirected = Some((location, redirect_headers));
+                // Headers of every hop so far travel on, as Apache carries a
+                // script's headers through its internal redirects.
+                let mut carried = redirected.map(|(_, headers)| headers).unwrap_or_default();
+                carry_redirect_headers(&mut carried, redirect_headers);
+                redirected = Some((location, carried));
                 // RFC 3875 §6.2.2: the redirected request is a GET without a body.
                 method = Method::GET;
                 headers.remove(header::CONTENT_TYPE);
@@ -220,6 +229,39 @@ async fn dispatch(
             }
         }
     }
+}
+
+/// Adds what a local redirect's header block said besides `Location:` to the
+/// answer that ends it. A classic login script sets its session cookie and
+/// sends the browser on with `Location: /api/home`; Apache keeps the cookie
+/// through the internal redirect, and without it the user is never logged in.
+/// Every `Set-Cookie` is kept; another header only where the answer has none of
+/// that name (the answer describes itself), and never one that described the
+/// redirecting block's own body, which nobody receives.
+fn carry_redirect_headers(answer: &mut HeaderMap, carried: HeaderMap) {
+    let own: Vec<HeaderName> = answer.keys().cloned().collect();
+    let mut name = None;
+    for (next, value) in carried {
+        name = next.or(name);
+        let Some(name) = name.clone() else { continue };
+        if !describes_a_body(&name) && (name == header::SET_COOKIE || !own.contains(&name)) {
+            answer.append(name, value);
+        }
+    }
+}
+
+/// Headers about a response's body: the redirecting block's body is dropped.
+fn describes_a_body(name: &HeaderName) -> bool {
+    [
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+        header::CONTENT_RANGE,
+        header::ETAG,
+        header::LAST_MODIFIED,
+        header::LOCATION,
+    ]
+    .contains(name)
 }
 
 /// A 302 to `location`, with the other headers of the block that named it.
