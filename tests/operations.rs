@@ -46,11 +46,21 @@ async fn files_added_removed_and_renamed_while_serving() {
         &api.join("second.sh"),
         "printf 'Content-Type: text/plain\\n\\nsecond\\n'",
     );
-    let took = eventually(&server, "/api/second", 200, Duration::from_secs(1)).await;
-    eprintln!("new file answered after {took:?}");
+    // The next request sees it (CONTRACT §2), not one after the reload's
+    // quiet period: `cp f.sh api/ && curl` works.
+    assert_eq!(status_of(&server, "/api/second").await, 200);
 
     std::fs::remove_file(api.join("first.sh")).unwrap();
-    eventually(&server, "/api/first", 404, Duration::from_secs(1)).await;
+    assert_eq!(status_of(&server, "/api/first").await, 404);
+
+    // Renamed to another language: its URL keeps answering.
+    write_script(
+        &api.join("lang.sh"),
+        "printf 'Content-Type: text/plain\n\nlang\n'",
+    );
+    assert_eq!(status_of(&server, "/api/lang").await, 200);
+    std::fs::rename(api.join("lang.sh"), api.join("lang.py")).unwrap();
+    assert_eq!(status_of(&server, "/api/lang").await, 200);
 
     write_script(
         &api.join("team/members/list.sh"),
@@ -64,13 +74,7 @@ async fn files_added_removed_and_renamed_while_serving() {
     )
     .await;
     std::fs::rename(api.join("team"), api.join("crew")).unwrap();
-    eventually(
-        &server,
-        "/api/crew/members/list",
-        200,
-        Duration::from_secs(1),
-    )
-    .await;
+    assert_eq!(status_of(&server, "/api/crew/members/list").await, 200);
     assert_eq!(status_of(&server, "/api/team/members/list").await, 404);
 
     // A burst of changes settles into one consistent table.

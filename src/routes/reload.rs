@@ -35,6 +35,14 @@ pub struct Pending {
     seen: AtomicU64,
     /// Changes the current table was walked after.
     applied: AtomicU64,
+    /// Changes the latest finished walk started after, whether or not it
+    /// could build a table.
+    walked: AtomicU64,
+    /// Rings when a walk finishes.
+    walk_done: tokio::sync::Notify,
+    /// Rung by a request that needs the table to catch up: the quiet period
+    /// ends at once.
+    hurry: tokio::sync::Notify,
     /// DIR is gone: the routes served are the last ones read, and readyz
     /// says so.
     dir_gone: AtomicBool,
@@ -47,6 +55,35 @@ impl Pending {
 
     pub fn dir_is_gone(&self) -> bool {
         self.dir_gone.load(Ordering::Relaxed)
+    }
+
+    /// Waits, at most `limit`, for a walk of DIR that started after every
+    /// change seen so far, cutting the quiet period short. For a request that
+    /// found no function, or found one whose file has gone, while a change is
+    /// pending: a file just added, renamed or removed takes effect for the next
+    /// request (CONTRACT §2), not [`SETTLE`] later (`cp f.sh api/ && curl`
+    /// answered 404). Requests that found their function do not wait.
+    pub async fn catch_up(&self, limit: Duration) {
+        let target = self.seen.load(Ordering::Acquire);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let done = self.walk_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.walked.load(Ordering::Acquire) >= target {
+                return;
+            }
+            self.hurry.notify_one();
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// A walk that started after `changes` has finished.
+    fn walk_finished(&self, changes: u64) {
+        self.walked.fetch_max(changes, Ordering::AcqRel);
+        self.walk_done.notify_waiters();
     }
 
     fn note_change(&self) {
@@ -147,7 +184,7 @@ pub fn watch(
         loop {
             if gone {
                 tokio::time::sleep(DIR_GONE_POLL).await;
-            } else if !settled_change(&mut rx).await {
+            } else if !settled_change(&mut rx, &pending.hurry).await {
                 return;
             }
             let now = folder_identity(&root);
@@ -206,6 +243,7 @@ pub fn watch(
                     tracing::error!(error = %err, "route rebuild failed; keeping the previous routes")
                 }
             }
+            pending.walk_finished(walked_after);
         }
     });
     Ok(Watching(task))
@@ -302,15 +340,23 @@ impl ProjectWatches {
 }
 
 /// Waits for a change under DIR, then for DIR to be quiet for [`SETTLE`] (at
-/// most [`MAX_SETTLE`] after the first). False once the watcher is gone.
-async fn settled_change(rx: &mut tokio::sync::mpsc::UnboundedReceiver<()>) -> bool {
+/// most [`MAX_SETTLE`] after the first), or for `hurry` ([`Pending::catch_up`]).
+/// False once the watcher is gone.
+async fn settled_change(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+    hurry: &tokio::sync::Notify,
+) -> bool {
     if rx.recv().await.is_none() {
         return false;
     }
     let started = tokio::time::Instant::now();
     loop {
         let quiet_until = (tokio::time::Instant::now() + SETTLE).min(started + MAX_SETTLE);
-        match tokio::time::timeout_at(quiet_until, rx.recv()).await {
+        let next = tokio::select! {
+            () = hurry.notified() => return true,
+            next = tokio::time::timeout_at(quiet_until, rx.recv()) => next,
+        };
+        match next {
             Ok(Some(())) if tokio::time::Instant::now() < started + MAX_SETTLE => {}
             Ok(None) => return false,
             _ => return true,
