@@ -119,6 +119,14 @@ async fn dir_deleted_and_made_again_or_swapped_is_watched_again() {
     assert!(server.wait_for_log("DIR is gone", Duration::from_secs(2)));
     // Ready means routes loaded: not while DIR is gone.
     assert_eq!(status_of(&server, "/_watchdog/readyz").await, 503);
+    // A URL with no function answers at once: no walk is coming to wait for.
+    let asked = Instant::now();
+    assert_eq!(status_of(&server, "/api/nothing-here").await, 404);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
     write_script(&api.join("b.sh"), hello);
     eventually(&server, "/api/b", 200, Duration::from_secs(3)).await;
     assert_eq!(status_of(&server, "/_watchdog/readyz").await, 200);

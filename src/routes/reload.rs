@@ -70,7 +70,8 @@ impl Pending {
             let done = self.walk_done.notified();
             tokio::pin!(done);
             done.as_mut().enable();
-            if self.walked.load(Ordering::Acquire) >= target {
+            // While DIR is gone there is no walk to wait for.
+            if self.walked.load(Ordering::Acquire) >= target || self.dir_is_gone() {
                 return;
             }
             self.hurry.notify_one();
@@ -102,6 +103,9 @@ impl Pending {
 
     fn set_dir_gone(&self, gone: bool) {
         self.dir_gone.store(gone, Ordering::Relaxed);
+        if gone {
+            self.walk_done.notify_waiters();
+        }
     }
 }
 
