@@ -628,6 +628,26 @@ async fn head_runs_the_function_and_drops_its_body() {
     assert_eq!(sized.headers()["content-length"], "3");
 }
 
+/// A function that writes less than its own Content-Length: the client always
+/// gets the head and what was written, then the connection closes (as Apache
+/// sends it); never an empty reply. The log says what was missing.
+#[tokio::test]
+async fn output_short_of_its_content_length_is_sent_then_cut() {
+    let server = server(&[]);
+    for round in 0..20 {
+        let request = b"GET /api/short-length HTTP/1.1\r\nHost: x\r\n\r\n";
+        let response = common::raw_request(server.addr, request);
+        assert!(
+            response.starts_with("HTTP/1.1 200") && response.ends_with("\r\n\r\nabc"),
+            "round {round}: {response:?}"
+        );
+    }
+    assert!(server.wait_for_log(
+        "7 bytes short of the Content-Length",
+        Duration::from_secs(3)
+    ));
+}
+
 #[tokio::test]
 async fn scripts_without_execute_bit_or_shebang_run_through_their_interpreter() {
     let server = server(&[]);

@@ -366,6 +366,18 @@ impl Driver {
                         if exited && self.killed_mid_body(None) {
                             // Dropped unfinished: the client's body is cut off.
                             sink = Sink::Discard;
+                        } else if let Some(missing) = self.remaining.filter(|&n| n > 0) {
+                            // Short of its own Content-Length: the client gets
+                            // what was written, then the cut (hyper, left to find
+                            // the body short itself, dropped the connection with
+                            // the head often unsent), and the log says why.
+                            tracing::warn!(
+                                request_id = %self.record.request_id,
+                                file = %self.file,
+                                missing,
+                                "the function's output ended {missing} bytes short of the Content-Length it declared; the response is cut off there"
+                            );
+                            sink = Sink::Discard;
                         } else {
                             end_body_at_eof(&mut sink).await;
                         }
