@@ -555,10 +555,15 @@ async fn status_location_and_header_forms() {
         .await
         .unwrap();
     assert_eq!(login.status(), 200);
+    // The answer's own cookie comes last, so a browser keeps its `theme`.
     let cookies: Vec<_> = login.headers().get_all("set-cookie").iter().collect();
-    assert_eq!(cookies, ["session=abc; Path=/", "theme=dark"]);
+    assert_eq!(
+        cookies,
+        ["session=abc; Path=/", "theme=dark", "theme=light"]
+    );
     assert_eq!(login.headers()["x-logged-in"], "yes");
     assert_eq!(login.headers()["content-type"], "text/plain");
+    assert!(login.headers().get("content-disposition").is_none());
     assert!(login.headers().get("location").is_none());
     assert_eq!(login.text().await.unwrap(), "hello\n");
 

@@ -802,12 +802,24 @@ async fn a_body_the_handler_did_not_read_does_not_stall_the_next_request() {
     let accepted = client()
         .post(server.url("/api/early-answer"))
         .header("Authorization", "Bearer ok")
-        .body(upload)
+        .body(upload.clone())
         .send()
         .await
         .unwrap();
     assert_eq!(accepted.status(), 200);
     pids.push(accepted.headers()["x-pid"].to_str().unwrap().to_owned());
+    // A body the handler goes on reading after its answer is left to it, whole.
+    let later = client()
+        .patch(server.url("/api/early-answer"))
+        .body(upload.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(later.status(), 202);
+    pids.push(later.headers()["x-pid"].to_str().unwrap().to_owned());
+    let (_, read) = json(&server, "/api/early-answer").await;
+    assert_eq!(read["read"], upload.len(), "{read}");
+    pids.push(read["pid"].to_string());
     pids.dedup();
     assert_eq!(pids.len(), 1, "one worker served them all: {pids:?}");
 }

@@ -6,7 +6,10 @@
 //! quiet period; when DIR has been quiet for [`SETTLE`] (or changes have gone on
 //! for [`MAX_SETTLE`]), the whole tree is walked again and the new table swapped
 //! in at once. A burst such as a `git checkout` therefore lands as one consistent
-//! table, and requests never see a half-built one. Requests pay one atomic load.
+//! table. A request that finds no function while a change is pending shortens
+//! the quiet period to [`HURRIED_SETTLE`] and waits for the walk
+//! ([`Pending::catch_up`]), so a file just added answers the next request; the
+//! steps of one copy still land together. Requests pay one atomic load.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +25,9 @@ use crate::config::Settings;
 pub const SETTLE: Duration = Duration::from_millis(75);
 /// The longest a stream of changes can delay a rebuild.
 pub const MAX_SETTLE: Duration = Duration::from_millis(750);
+/// The quiet period while a request waits for the walk ([`Pending::catch_up`]):
+/// short, but not none, so the steps of one `cp` or `rsync` still land together.
+const HURRIED_SETTLE: Duration = Duration::from_millis(10);
 
 /// Whether a change under DIR may not be in the route table yet: from the
 /// watcher's event until the table that was walked after it is swapped in.
@@ -40,8 +46,10 @@ pub struct Pending {
     walked: AtomicU64,
     /// Rings when a walk finishes.
     walk_done: tokio::sync::Notify,
+    /// Changes a waiting request needs walked ([`Pending::catch_up`]).
+    wanted: AtomicU64,
     /// Rung by a request that needs the table to catch up: the quiet period
-    /// ends at once.
+    /// shortens to [`HURRIED_SETTLE`].
     hurry: tokio::sync::Notify,
     /// DIR is gone: the routes served are the last ones read, and readyz
     /// says so.
@@ -74,11 +82,19 @@ impl Pending {
             if self.walked.load(Ordering::Acquire) >= target || self.dir_is_gone() {
                 return;
             }
+            self.wanted.fetch_max(target, Ordering::AcqRel);
             self.hurry.notify_one();
             if tokio::time::timeout_at(deadline, done).await.is_err() {
                 return;
             }
         }
+    }
+
+    /// Whether a request waits for a change no walk has covered yet. A ring
+    /// of `hurry` left over from a walk that has since covered it (its permit
+    /// is kept for the next waiter) does not shorten the next quiet period.
+    fn is_wanted(&self) -> bool {
+        self.wanted.load(Ordering::Acquire) > self.walked.load(Ordering::Acquire)
     }
 
     /// A walk that started after `changes` has finished.
@@ -188,8 +204,14 @@ pub fn watch(
         loop {
             if gone {
                 tokio::time::sleep(DIR_GONE_POLL).await;
-            } else if !settled_change(&mut rx, &pending.hurry).await {
-                return;
+            } else {
+                match settled_change(&mut rx, &pending).await {
+                    None => return,
+                    Some(Settled::Hurried) => tracing::info!(
+                        "walking DIR early: a request that found no function is waiting on a change"
+                    ),
+                    Some(Settled::Quiet) => {}
+                }
             }
             let now = folder_identity(&root);
             if now.is_none() {
@@ -343,27 +365,40 @@ impl ProjectWatches {
     }
 }
 
+/// How a stretch of changes ended.
+enum Settled {
+    /// DIR was quiet for [`SETTLE`], or changes went on for [`MAX_SETTLE`].
+    Quiet,
+    /// A request was waiting: quiet for [`HURRIED_SETTLE`] was enough.
+    Hurried,
+}
+
 /// Waits for a change under DIR, then for DIR to be quiet for [`SETTLE`] (at
-/// most [`MAX_SETTLE`] after the first), or for `hurry` ([`Pending::catch_up`]).
-/// False once the watcher is gone.
+/// most [`MAX_SETTLE`] after the first), or only [`HURRIED_SETTLE`] while a
+/// request waits for the walk. None once the watcher is gone.
 async fn settled_change(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
-    hurry: &tokio::sync::Notify,
-) -> bool {
-    if rx.recv().await.is_none() {
-        return false;
-    }
+    pending: &Pending,
+) -> Option<Settled> {
+    rx.recv().await?;
     let started = tokio::time::Instant::now();
+    let mut last_change = started;
     loop {
-        let quiet_until = (tokio::time::Instant::now() + SETTLE).min(started + MAX_SETTLE);
+        let hurried = pending.is_wanted();
+        let quiet = if hurried { HURRIED_SETTLE } else { SETTLE };
+        let quiet_until = (last_change + quiet).min(started + MAX_SETTLE);
         let next = tokio::select! {
-            () = hurry.notified() => return true,
+            // Looks again at how long to wait.
+            () = pending.hurry.notified() => continue,
             next = tokio::time::timeout_at(quiet_until, rx.recv()) => next,
         };
         match next {
-            Ok(Some(())) if tokio::time::Instant::now() < started + MAX_SETTLE => {}
-            Ok(None) => return false,
-            _ => return true,
+            Ok(Some(())) if tokio::time::Instant::now() < started + MAX_SETTLE => {
+                last_change = tokio::time::Instant::now();
+            }
+            Ok(None) => return None,
+            _ if hurried => return Some(Settled::Hurried),
+            _ => return Some(Settled::Quiet),
         }
     }
 }

@@ -238,8 +238,11 @@ async fn dispatch(
                     })?;
                 // Headers of every hop so far travel on, as Apache carries a
                 // script's headers through its internal redirects.
-                let mut carried = redirected.map(|(_, headers)| headers).unwrap_or_default();
-                carry_redirect_headers(&mut carried, redirect_headers);
+                // A later hop's own headers replace an earlier one's.
+                let mut carried = without_body_headers(redirect_headers);
+                if let Some((_, earlier)) = redirected {
+                    carry_redirect_headers(&mut carried, earlier);
+                }
                 redirected = Some((location, carried));
                 // RFC 3875 §6.2.2: the redirected request is a GET without a body.
                 method = Method::GET;
@@ -253,36 +256,56 @@ async fn dispatch(
 }
 
 /// Adds what a local redirect's header block said besides `Location:` to the
-/// answer that ends it. A classic login script sets its session cookie and
-/// sends the browser on with `Location: /api/home`; Apache keeps the cookie
-/// through the internal redirect, and without it the user is never logged in.
-/// Every `Set-Cookie` is kept; another header only where the answer has none of
-/// that name (the answer describes itself), and never one that described the
-/// redirecting block's own body, which nobody receives.
+/// answer that ends it, as Apache carries a script's headers through its
+/// internal redirect. A classic login script sets its session cookie and sends
+/// the browser on with `Location: /api/home`; without the cookie the user is
+/// never logged in. Every `Set-Cookie` is kept, the carried ones first (so the
+/// answer's own cookie of the same name is the one a browser keeps); another
+/// header only where the answer has none of that name (the answer describes
+/// itself); none that described the redirecting block's own body, which
+/// nobody receives.
 fn carry_redirect_headers(answer: &mut HeaderMap, carried: HeaderMap) {
-    let own: Vec<HeaderName> = answer.keys().cloned().collect();
+    let own = std::mem::replace(answer, without_body_headers(carried));
+    for name in own.keys() {
+        if name != header::SET_COOKIE {
+            answer.remove(name);
+        }
+    }
     let mut name = None;
-    for (next, value) in carried {
+    for (next, value) in own {
         name = next.or(name);
-        let Some(name) = name.clone() else { continue };
-        if !describes_a_body(&name) && (name == header::SET_COOKIE || !own.contains(&name)) {
-            answer.append(name, value);
+        if let Some(name) = &name {
+            answer.append(name.clone(), value);
         }
     }
 }
 
-/// Headers about a response's body: the redirecting block's body is dropped.
+/// `headers` without those that describe a body (`Content-*`, validators,
+/// digests) and without `Location`: what a redirecting block can pass on.
+fn without_body_headers(headers: HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::with_capacity(headers.len());
+    let mut name = None;
+    for (next, value) in headers {
+        name = next.or(name);
+        if let Some(name) = &name
+            && !describes_a_body(name)
+        {
+            kept.append(name.clone(), value);
+        }
+    }
+    kept
+}
+
 fn describes_a_body(name: &HeaderName) -> bool {
-    [
-        header::CONTENT_TYPE,
-        header::CONTENT_LENGTH,
-        header::CONTENT_ENCODING,
-        header::CONTENT_RANGE,
-        header::ETAG,
-        header::LAST_MODIFIED,
-        header::LOCATION,
-    ]
-    .contains(name)
+    name.as_str().starts_with("content-")
+        || [
+            header::ETAG,
+            header::LAST_MODIFIED,
+            header::LOCATION,
+            HeaderName::from_static("digest"),
+            HeaderName::from_static("repr-digest"),
+        ]
+        .contains(name)
 }
 
 /// A 302 to `location`, with the other headers of the block that named it.

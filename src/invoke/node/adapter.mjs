@@ -295,6 +295,8 @@ async function nodeStyle(handler, req, res, url, params) {
     // JSON.stringify(undefined) is undefined (`res.json(rows[0])` with no row):
     // Vercel answers an empty body, of the JSON type, untagged.
     if (text === undefined) {
+      // As send() answers a 204 or 304: no body, nothing to describe one.
+      if (res.statusCode === 204 || res.statusCode === 304) res.removeHeader('content-type');
       res.end();
       return res;
     }
@@ -339,8 +341,12 @@ async function nodeStyle(handler, req, res, url, params) {
 function sayUtf8(res) {
   const type = res.getHeader('content-type');
   if (typeof type !== 'string' || !type.includes('/')) return;
-  const kept = type.split(';').filter((part, at) => at === 0 || !/^\s*charset\s*=/i.test(part));
-  res.setHeader('content-type', [...kept.map((part) => part.trim()), 'charset=utf-8'].join('; '));
+  // Parameters split at the `;`s outside quotes (`boundary="a;b"` is one).
+  const parts = type.match(/(?:[^;"]|"(?:[^"\\]|\\.)*")+/g) || [];
+  const kept = parts
+    .map((part) => part.trim())
+    .filter((part, at) => part && (at === 0 || !/^charset\s*=/i.test(part)));
+  res.setHeader('content-type', [...kept, 'charset=utf-8'].join('; '));
 }
 
 // res.send and res.json end with a whole body, so they tag it as Vercel's helper
@@ -412,9 +418,10 @@ function webRequest(req, url) {
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     init.body = Readable.toWeb(req);
     init.duplex = 'half';
-    req[bodyHandedToWeb] = true;
   }
-  return new Request(url, init);
+  const request = new Request(url, init);
+  if (init.body) req[bodyHandedToWeb] = request;
+  return request;
 }
 
 // Node's server reads and drops a request body nobody read once the answer is
@@ -422,15 +429,22 @@ function webRequest(req, url) {
 // handed to a web stream counts as read, though, and a handler that answered
 // before reading it (an auth or size check) left the rest in the socket: the
 // next request on that connection from watchdog waited behind it until its
-// timeout. Once the answer is out, whatever the handler did not read is read
-// here and dropped; the web stream's own listener goes first, so the dropped
-// part does not pile up in its queue.
+// timeout. Once the answer is out, a body nobody has started to read is read
+// here and dropped. One being read (a background read the handler left running,
+// a body forwarded to fetch) is left to its reader.
 const bodyHandedToWeb = Symbol('bodyHandedToWeb');
 function dropUnreadBody(req) {
-  if (!req[bodyHandedToWeb] || req.readableEnded || req.destroyed) return;
-  req.removeAllListeners('data');
-  req.on('data', () => {});
-  req.resume();
+  const request = req[bodyHandedToWeb];
+  if (!request || req.readableEnded || req.destroyed) return;
+  if (request.bodyUsed || request.body.locked) return;
+  const reader = request.body.getReader();
+  (async () => {
+    try {
+      while (!(await reader.read()).done);
+    } catch {
+      // The connection went: nothing is left to drop.
+    }
+  })();
 }
 
 // Why the module did not load, logged once per worker (each request tries
