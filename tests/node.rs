@@ -772,51 +772,35 @@ async fn es_module_files_in_a_commonjs_package_run() {
 /// for a request nobody read, and its connection serves the next request.
 #[tokio::test]
 async fn a_body_the_handler_did_not_read_does_not_stall_the_next_request() {
+    // With the body left in the worker's socket, the next request waited to
+    // this timeout: a 504.
     let server = server(&["--timeout", "5s"]);
     let upload = vec![b'x'; 2 * 1024 * 1024];
+    let send = |method: reqwest::Method, token: &str| {
+        client()
+            .request(method, server.url("/api/early-answer"))
+            .header("Authorization", format!("Bearer {token}"))
+            .body(upload.clone())
+            .send()
+    };
+    let pid =
+        |response: &reqwest::Response| response.headers()["x-pid"].to_str().unwrap().to_owned();
     let mut pids = Vec::new();
     for round in 0..4 {
-        let started = Instant::now();
-        let refused = client()
-            .post(server.url("/api/early-answer"))
-            .body(upload.clone())
-            .send()
-            .await
-            .unwrap();
+        let refused = send(reqwest::Method::POST, "wrong").await.unwrap();
         assert_eq!(refused.status(), 401, "round {round}");
-        pids.push(refused.headers()["x-pid"].to_str().unwrap().to_owned());
+        pids.push(pid(&refused));
         assert_eq!(refused.text().await.unwrap(), "unauthorized");
-        let thrown = client()
-            .put(server.url("/api/early-answer"))
-            .body(upload.clone())
-            .send()
-            .await
-            .unwrap();
+        let thrown = send(reqwest::Method::PUT, "ok").await.unwrap();
         assert_eq!(thrown.status(), 500, "round {round}");
-        assert!(
-            started.elapsed() < Duration::from_secs(4),
-            "round {round} took {:?}: a request waited behind an unread body",
-            started.elapsed()
-        );
     }
-    let accepted = client()
-        .post(server.url("/api/early-answer"))
-        .header("Authorization", "Bearer ok")
-        .body(upload.clone())
-        .send()
-        .await
-        .unwrap();
+    let accepted = send(reqwest::Method::POST, "ok").await.unwrap();
     assert_eq!(accepted.status(), 200);
-    pids.push(accepted.headers()["x-pid"].to_str().unwrap().to_owned());
+    pids.push(pid(&accepted));
     // A body the handler goes on reading after its answer is left to it, whole.
-    let later = client()
-        .patch(server.url("/api/early-answer"))
-        .body(upload.clone())
-        .send()
-        .await
-        .unwrap();
+    let later = send(reqwest::Method::PATCH, "ok").await.unwrap();
     assert_eq!(later.status(), 202);
-    pids.push(later.headers()["x-pid"].to_str().unwrap().to_owned());
+    pids.push(pid(&later));
     let (_, read) = json(&server, "/api/early-answer").await;
     assert_eq!(read["read"], upload.len(), "{read}");
     pids.push(read["pid"].to_string());
