@@ -105,20 +105,68 @@ function isWrittenAsModule(url) {
   try { new Script(source); return false; } catch (err) { return err instanceof SyntaxError && MODULE_SYNTAX.test(err.message); }
 }
 
+// Vercel compiles such a file to CommonJS, so what CommonJS gives a module
+// works in it: relative imports resolve as `require` resolves them (no
+// extension, a folder's index), and `require`, `__filename` and `__dirname`
+// exist. Here the file runs as an ES module, so the hooks give it the same: a
+// relative specifier Node cannot find is tried as `require` would, and the
+// names the source uses without declaring them are declared ahead of it, on
+// its first line, so the line numbers of its errors stay right.
+const LIKE_REQUIRE = ['.js', '.mjs', '.cjs', '/index.js', '/index.mjs', '/index.cjs'];
+function withCommonJsNames(source) {
+  const names = {
+    require: 'const require = __watchdogRequireFor(import.meta.url);',
+    __filename: 'const __filename = __watchdogPathOf(import.meta.url);',
+    __dirname: 'const __dirname = __watchdogFolderOf(__watchdogPathOf(import.meta.url));',
+  };
+  const missing = Object.entries(names).filter(([name]) => {
+    const used = new RegExp(`(^|[^\\w$.])${name}(?![\\w$])`).test(source);
+    const declared = new RegExp(`\\b(const|let|var|function|class)\\s+${name}(?![\\w$])|\\bimport\\b[^;]*[{,\\s]${name}(?![\\w$])`).test(source);
+    return used && !declared;
+  });
+  if (!missing.length) return source;
+  const preamble = "import { createRequire as __watchdogRequireFor } from 'node:module'; "
+    + "import { fileURLToPath as __watchdogPathOf } from 'node:url'; "
+    + "import { dirname as __watchdogFolderOf } from 'node:path'; "
+    + missing.map(([, line]) => line).join(' ') + ' ';
+  // A `#!` line must stay first.
+  const at = source.startsWith('#!') ? source.indexOf('\n') + 1 : 0;
+  return source.slice(0, at) + preamble + source.slice(at);
+}
+
 const ES_MODULE_HOOKS = `
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Script } from 'node:vm';
 const MARK = 'as-module';
 const MODULE_SYNTAX = ${MODULE_SYNTAX};
+const LIKE_REQUIRE = ${JSON.stringify(LIKE_REQUIRE)};
 ${isWrittenAsModule}
+${withCommonJsNames}
 function isOwnScript(url) {
   if (!url.startsWith('file:')) return false;
   const path = new URL(url).pathname;
   return path.endsWith('.js') && !path.includes('/node_modules/');
 }
+function isMarked(url) {
+  return typeof url === 'string' && url.startsWith('file:') && new URL(url).searchParams.has(MARK);
+}
+async function resolveLikeRequire(specifier, context, next) {
+  try {
+    return await next(specifier, context);
+  } catch (err) {
+    const relative = specifier.startsWith('./') || specifier.startsWith('../');
+    const unfound = err.code === 'ERR_MODULE_NOT_FOUND' || err.code === 'ERR_UNSUPPORTED_DIR_IMPORT';
+    if (!relative || !unfound || !isMarked(context.parentURL)) throw err;
+    const base = specifier.replace(/\\/+$/, '');
+    for (const ending of LIKE_REQUIRE) {
+      try { return await next(base + ending, context); } catch {}
+    }
+    throw err;
+  }
+}
 export async function resolve(specifier, context, next) {
-  const resolved = await next(specifier, context);
+  const resolved = await resolveLikeRequire(specifier, context, next);
   if (resolved.format === 'module' || !isOwnScript(resolved.url)) return resolved;
   if (!isWrittenAsModule(resolved.url)) return resolved;
   const url = new URL(resolved.url);
@@ -126,9 +174,10 @@ export async function resolve(specifier, context, next) {
   return { ...resolved, url: url.href, format: 'module' };
 }
 export async function load(url, context, next) {
-  if (url.startsWith('file:') && new URL(url).searchParams.has(MARK)) {
+  if (isMarked(url)) {
     const loaded = await next(url, { ...context, format: 'module' });
-    return { ...loaded, format: 'module' };
+    const source = typeof loaded.source === 'string' ? loaded.source : Buffer.from(loaded.source).toString('utf8');
+    return { ...loaded, format: 'module', source: withCommonJsNames(source) };
   }
   return next(url, context);
 }`;
