@@ -273,6 +273,12 @@ async fn node_signature_with_vercel_helpers() {
     let csv = send("csv").await.unwrap();
     assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
     assert_eq!(csv.bytes().await.unwrap().as_ref(), "café,1\n".as_bytes());
+    // A `;` inside a quoted parameter does not split it.
+    let quoted = send("quoted").await.unwrap();
+    assert_eq!(
+        quoted.headers()["content-type"],
+        r#"multipart/mixed; boundary="a;charset=x"; charset=utf-8"#
+    );
     // res.json(undefined) (a query with no row) is an empty JSON answer, not a 500.
     let no_row = send("no-row").await.unwrap();
     assert_eq!(no_row.status(), 200);

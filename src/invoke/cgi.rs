@@ -375,7 +375,7 @@ impl Driver {
                                 request_id = %self.record.request_id,
                                 file = %self.file,
                                 missing,
-                                "the function's output ended {missing} bytes short of the Content-Length it declared; the response is cut off there"
+                                "the function's output ended {missing} bytes short of the Content-Length it declared; the response is cut off there (a function must write as many bytes as its Content-Length says, or leave the header out and let the body end where its output does)"
                             );
                             sink = Sink::Discard;
                         } else {

@@ -104,14 +104,16 @@ async fn dispatch(
     // Whether this request has already waited for a pending reload.
     let mut caught_up = false;
     loop {
-        let table = app.routes.load();
-        let found = table
-            .lookup(uri.path())
-            .map_err(|err| match redirected.take() {
-                // The client asked for a good path; the function named a bad one.
-                Some((location, _)) => AppError::BadRedirect { location },
-                None => err.into(),
-            })?;
+        // The table's guard is let go at once: the match below may wait.
+        let found =
+            app.routes
+                .load()
+                .lookup(uri.path())
+                .map_err(|err| match redirected.take() {
+                    // The client asked for a good path; the function named a bad one.
+                    Some((location, _)) => AppError::BadRedirect { location },
+                    None => err.into(),
+                })?;
         let route = match found {
             Lookup::Found(route) => route,
             Lookup::NotFound => {
@@ -132,11 +134,8 @@ async fn dispatch(
                     );
                     return Ok(redirect_to(&location, headers));
                 }
-                if !caught_up && app.reload_pending.is_pending() {
-                    // A file just added may be what was asked for.
-                    caught_up = true;
-                    drop(table);
-                    app.reload_pending.catch_up(CATCH_UP_LIMIT).await;
+                // A file just added may be what was asked for.
+                if app.reload_pending.is_pending() && catch_up_once(app, &mut caught_up).await {
                     continue;
                 }
                 return Err(AppError::NotFound {
@@ -148,7 +147,6 @@ async fn dispatch(
                 return Err(AppError::Conflict { pattern, files });
             }
         };
-        drop(table);
         *answered = Answered::Function(Arc::clone(&route.function));
         if app.reload_pending.is_pending()
             && !crate::routes::reload::still_below_dir(
@@ -156,11 +154,9 @@ async fn dispatch(
                 &app.settings.document_root,
             )
         {
-            if !caught_up {
-                // Renamed (`lang.sh` to `lang.py`) or replaced: the table
-                // walked after the change may name its successor.
-                caught_up = true;
-                app.reload_pending.catch_up(CATCH_UP_LIMIT).await;
+            // Renamed (`lang.sh` to `lang.py`) or replaced: the table walked
+            // after the change may name its successor.
+            if catch_up_once(app, &mut caught_up).await {
                 continue;
             }
             let file = route.function.file.relative.clone();
@@ -255,6 +251,16 @@ async fn dispatch(
     }
 }
 
+/// Waits for the pending reload ([`crate::routes::reload::Pending::catch_up`])
+/// the first time a request asks; true when it waited and should look again.
+async fn catch_up_once(app: &App, caught_up: &mut bool) -> bool {
+    if std::mem::replace(caught_up, true) {
+        return false;
+    }
+    app.reload_pending.catch_up(CATCH_UP_LIMIT).await;
+    true
+}
+
 /// Adds what a local redirect's header block said besides `Location:` to the
 /// answer that ends it, as Apache carries a script's headers through its
 /// internal redirect. A classic login script sets its session cookie and sends
@@ -262,17 +268,18 @@ async fn dispatch(
 /// never logged in. Every `Set-Cookie` is kept, the carried ones first (so the
 /// answer's own cookie of the same name is the one a browser keeps); another
 /// header only where the answer has none of that name (the answer describes
-/// itself); none that described the redirecting block's own body, which
-/// nobody receives.
-fn carry_redirect_headers(answer: &mut HeaderMap, carried: HeaderMap) {
-    let own = std::mem::replace(answer, without_body_headers(carried));
-    for name in own.keys() {
+/// itself). `carried` has already lost what described the redirecting block's
+/// own body ([`without_body_headers`]).
+fn carry_redirect_headers(answer: &mut HeaderMap, mut carried: HeaderMap) {
+    for name in answer.keys() {
         if name != header::SET_COOKIE {
-            answer.remove(name);
+            carried.remove(name);
         }
     }
+    let own = std::mem::replace(answer, carried);
     let mut name = None;
     for (next, value) in own {
+        // A repeated name comes once, before its first value.
         name = next.or(name);
         if let Some(name) = &name {
             answer.append(name.clone(), value);
@@ -282,18 +289,16 @@ fn carry_redirect_headers(answer: &mut HeaderMap, carried: HeaderMap) {
 
 /// `headers` without those that describe a body (`Content-*`, validators,
 /// digests) and without `Location`: what a redirecting block can pass on.
-fn without_body_headers(headers: HeaderMap) -> HeaderMap {
-    let mut kept = HeaderMap::with_capacity(headers.len());
-    let mut name = None;
-    for (next, value) in headers {
-        name = next.or(name);
-        if let Some(name) = &name
-            && !describes_a_body(name)
-        {
-            kept.append(name.clone(), value);
-        }
+fn without_body_headers(mut headers: HeaderMap) -> HeaderMap {
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| describes_a_body(name))
+        .cloned()
+        .collect();
+    for name in dropped {
+        headers.remove(name);
     }
-    kept
+    headers
 }
 
 fn describes_a_body(name: &HeaderName) -> bool {
