@@ -633,6 +633,70 @@ async fn head_runs_the_function_and_drops_its_body() {
     assert_eq!(sized.headers()["content-length"], "3");
 }
 
+/// A CGI page with validators answers a client that holds it with a 304, as
+/// Apache's mod_cgi does: the body is not sent again, the validators, caching
+/// headers and cookies are.
+#[tokio::test]
+async fn a_page_the_client_already_has_is_not_modified() {
+    let server = server(&[]);
+    let c = client();
+    let get = |query: &'static str, validators: &'static [(&'static str, &'static str)]| {
+        let mut request = c.get(server.url(&format!("/api/validated{query}")));
+        for (name, value) in validators {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    let fresh = get("", &[]).await.unwrap();
+    assert_eq!(fresh.status(), 200);
+    assert_eq!(fresh.text().await.unwrap(), "<p>the page</p>\n");
+
+    for (query, validators) in [
+        ("", &[("if-none-match", "W/\"v7\"")][..]),
+        (
+            "",
+            &[("if-modified-since", "Mon, 02 Nov 2026 10:00:00 GMT")][..],
+        ),
+        ("?status=explicit", &[("if-none-match", "\"v7\"")][..]),
+    ] {
+        let cached = get(query, validators).await.unwrap();
+        assert_eq!(cached.status(), 304, "{query} {validators:?}");
+        let headers = cached.headers().clone();
+        assert_eq!(headers["etag"], "\"v7\"");
+        assert_eq!(headers["cache-control"], "max-age=60");
+        assert_eq!(headers["set-cookie"], "seen=1");
+        assert!(headers.get("content-type").is_none(), "{headers:?}");
+        assert_eq!(cached.bytes().await.unwrap().len(), 0);
+    }
+
+    // A HEAD claims no length for the body it does not describe.
+    let head = c
+        .head(server.url("/api/validated"))
+        .header("if-none-match", "\"v7\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 304);
+    assert!(head.headers().get("content-length").is_none());
+
+    // A stale copy gets the page; a failed precondition a 412 without it.
+    let stale = get("", &[("if-none-match", "\"v6\"")]).await.unwrap();
+    assert_eq!(stale.status(), 200);
+    assert_eq!(stale.text().await.unwrap(), "<p>the page</p>\n");
+    let refused = get("", &[("if-match", "\"v6\"")]).await.unwrap();
+    assert_eq!(refused.status(), 412);
+    assert_eq!(refused.bytes().await.unwrap().len(), 0);
+
+    // Only GET and HEAD: a POST has done its work by the time it answers.
+    let post = c
+        .post(server.url("/api/validated"))
+        .header("if-none-match", "\"v7\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 200);
+}
+
 /// A function that writes less than its own Content-Length: the client always
 /// gets the head and what was written, then the connection closes (as Apache
 /// sends it); never an empty reply. The log says what was missing.

@@ -7,6 +7,7 @@
 //! request future only waits for the response head, so the body streams while the
 //! driver keeps going; nothing the client does can leave the process behind.
 
+pub mod conditional;
 pub mod environment;
 pub mod interpreter;
 pub mod pipe_chunks;
@@ -152,6 +153,7 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         }),
         grace: invocation.settings.kill_grace,
         is_head: invocation.method == Method::HEAD,
+        conditions: conditional::Conditions::of(&invocation.method, &invocation.headers),
         file,
         remaining: None,
         record: invocation.record,
@@ -226,6 +228,8 @@ struct Driver {
     timeout: Duration,
     grace: Duration,
     is_head: bool,
+    /// The request's validators, when it is a conditional GET or HEAD.
+    conditions: Option<conditional::Conditions>,
     file: String,
     /// Body bytes still owed to the client when the function sent Content-Length.
     remaining: Option<u64>,
@@ -477,10 +481,20 @@ impl Driver {
             send_head(head_tx, Ok(Reply::LocalRedirect { location, headers }));
             return Ok(None);
         }
-        let status = envelope.status;
-        self.record.status = Some(status.as_u16());
+        let mut headers = envelope.headers;
+        let mut status = envelope.status;
         self.remaining = envelope.content_length;
+        let verdict = (status == StatusCode::OK)
+            .then(|| self.conditions.as_ref()?.verdict(&headers))
+            .flatten();
+        if let Some(verdict) = verdict {
+            status = verdict;
+            self.remaining = None;
+            conditional::drop_body_description(&mut headers);
+        }
+        self.record.status = Some(status.as_u16());
         let bodiless = self.is_head
+            || verdict.is_some()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
             || self.remaining == Some(0);
@@ -502,8 +516,8 @@ impl Driver {
         };
         let mut response = Response::new(body);
         *response.status_mut() = status;
-        *response.headers_mut() = envelope.headers;
-        if let Some(reason) = envelope.reason {
+        *response.headers_mut() = headers;
+        if let Some(reason) = envelope.reason.filter(|_| verdict.is_none()) {
             response.extensions_mut().insert(reason);
         }
         send_head(head_tx, Ok(Reply::Response(response)));
