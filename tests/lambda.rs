@@ -209,6 +209,14 @@ sleep 0.3
         first, second,
         "the second request ran on the worker that had ended"
     );
+    // Ending with status 0 after its answer is retiring, not crashing: past
+    // the five crashes a minute that would make the function answer 503.
+    for round in 0..5 {
+        let next = get().await.unwrap();
+        assert_eq!(next.status(), 200, "round {round}");
+    }
+    let log = server.log();
+    assert!(!log.contains("worker crashed"), "{log}");
 }
 
 /// A shell runtime (curl) as `api/NAME`: for each event, posts what the shell

@@ -392,6 +392,32 @@ async fn a_crashed_worker_is_replaced() {
     assert!(gone(before["pid"].as_i64().unwrap() as i32));
 }
 
+/// A worker that exits 0 after its answer retired itself (`uvicorn
+/// --limit-max-requests`, a leak guard): not a crash, so the function never
+/// reaches the crash-loop 503 however often it happens.
+#[tokio::test]
+async fn a_worker_that_exits_cleanly_after_answering_is_not_a_crash() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &[]);
+    let mut pids = std::collections::HashSet::new();
+    for round in 0..7 {
+        let (status, answer) = call(&server, "/api/counter?retire").await;
+        assert_eq!(status, 200, "round {round}: {answer}");
+        let pid = answer["pid"].as_i64().unwrap();
+        assert!(pids.insert(pid), "round {round}: pid {pid} served twice");
+        // Reaped by the pool on its own, before another request comes.
+        assert!(
+            common::wait_until(Duration::from_secs(5), || gone(pid as i32)),
+            "round {round}: pid {pid} was not reaped"
+        );
+    }
+    let (status, _) = call(&server, "/api/counter").await;
+    assert_eq!(status, 200);
+    let log = server.log();
+    assert!(!log.contains("worker crashed"), "{log}");
+    assert!(log.contains("exited on its own (exit 0)"), "{log}");
+}
+
 #[tokio::test]
 async fn a_worker_that_cuts_an_answer_short_is_kept_and_one_that_answers_nothing_replaced() {
     let project = project(&[("counter", "max = 1")]);

@@ -402,7 +402,7 @@ impl Pool {
         // Counted as an idle worker taken for a request would be: one that died
         // as it broke off its last answer, before its exit was seen, is a crash.
         for worker in died {
-            self.crashed(worker, "exited while idle");
+            self.ended_while_idle(worker);
         }
         for worker in expired {
             tracing::info!(route = %self.function.pattern, pid = worker.pid, "stopping an idle worker");
@@ -496,9 +496,10 @@ impl Pool {
         loop {
             let candidate = self.lock_idle().pop();
             match candidate {
-                Some(worker) if worker.has_exited() => {
-                    self.crashed(worker, "exited while idle");
-                }
+                // Asked of the kernel, not only of the exit watch: a worker that
+                // exited as its last answer went out may not be reaped yet, and
+                // lent, it would fail the request. (One waitid per warm request.)
+                Some(worker) if worker.has_ended_now() => self.ended_while_idle(worker),
                 Some(worker) => {
                     self.function.metrics.warm_hit();
                     self.grant_cpu(&worker);
@@ -585,6 +586,22 @@ impl Pool {
         }
     }
 
+    /// A worker found ended between requests. One that exited with status 0
+    /// retired itself after its last answer: the next request starts a new
+    /// one, with no backoff and nothing counted against the function. Any
+    /// other end is a crash.
+    fn ended_while_idle(&self, worker: Worker) {
+        if worker.exited_cleanly() {
+            return self.retired_itself(worker);
+        }
+        self.crashed(worker, "exited while idle");
+    }
+
+    fn retired_itself(&self, worker: Worker) {
+        tracing::info!(route = %self.function.pattern, pid = worker.pid, served = worker.served, "a warm worker exited on its own (exit 0) after its answers; the next request starts a new one");
+        self.stop_in_background(worker);
+    }
+
     /// A worker that ended during a request. A limit the function was given
     /// that stopped it did its job: the pool does not back off from starting
     /// the next worker, as it does for a crash loop. (Killed while idle, it
@@ -598,7 +615,8 @@ impl Pool {
     }
 
     fn crashed(&self, worker: Worker, why: &str) {
-        tracing::warn!(route = %self.function.pattern, pid = worker.pid, why, "worker crashed");
+        let exit = worker.describe_end();
+        tracing::warn!(route = %self.function.pattern, pid = worker.pid, why, exit, "worker crashed");
         let given_up = {
             let mut crashes = self.lock_crashes();
             crashes.crashed(Instant::now());
@@ -666,6 +684,11 @@ impl Pool {
             other => other,
         };
         match outcome {
+            Outcome::Served if worker.exited_cleanly() => {
+                self.lock_crashes().healthy();
+                worker.served += 1;
+                self.retired_itself(worker);
+            }
             Outcome::Served | Outcome::Abandoned if worker.has_exited() => {
                 self.ended_in_request(worker, "exited after a request")
             }

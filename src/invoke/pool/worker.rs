@@ -181,6 +181,37 @@ impl Worker {
         self.exit.borrow().is_some()
     }
 
+    /// Whether the process has ended (and been reaped) with exit status 0:
+    /// a worker that retired itself, as servers do after a number of requests
+    /// (`uvicorn --limit-max-requests`, a leak guard), not one that crashed.
+    pub fn exited_cleanly(&self) -> bool {
+        match *self.exit.borrow() {
+            Some(status) => status.is_some_and(|status| status.success()),
+            None => matches!(
+                self.peek_exit(),
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0))
+            ),
+        }
+    }
+
+    /// How the process ended, for the log: "exit 3", "signal 9 (SIGKILL)",
+    /// or "still running" / "unknown exit".
+    pub fn describe_end(&self) -> String {
+        match *self.exit.borrow() {
+            Some(Some(status)) => crate::invoke::cgi::describe_exit(status),
+            Some(None) => "unknown exit".into(),
+            None => match self.peek_exit() {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => format!("exit {code}"),
+                Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => {
+                    crate::observability::record::describe_exit(None, Some(signal as i32))
+                        .unwrap_or_else(|| "unknown exit".into())
+                }
+                Ok(_) => "still running".into(),
+                Err(_) => "unknown exit".into(),
+            },
+        }
+    }
+
     /// Whether the process has ended, asked of the kernel now. The exit watch
     /// learns of an exit only once the output pipes are closed and the process
     /// reaped, later than a connection the dying process closed: judged by it
