@@ -783,6 +783,10 @@ async fn a_function_that_cannot_start_is_a_500_naming_file_and_cause() {
         text.contains("bad-shebang") && text.contains("#!"),
         "{text}"
     );
+    // Named by its path in the served folder: where the server keeps its
+    // files is not the client's to learn.
+    let root = fixtures("cgi");
+    assert!(!text.contains(root.to_str().unwrap()), "{text}");
     let missing = client().get(server.url("/api/notes")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
 }

@@ -339,7 +339,9 @@ fn is_module(relative: &str) -> bool {
     crate::routes::discover::is_module_extension(extension)
 }
 
-/// Says why a spawn failed and what to do about it.
+/// Says why a spawn failed and what to do about it. Files are named by their
+/// path in the served folder: the text reaches the client, which has no
+/// business learning where the server keeps its files.
 fn describe(
     err: &io::Error,
     path: &Path,
@@ -371,27 +373,25 @@ fn describe(
         },
         io::ErrorKind::NotFound => spawn_error(
             "the file or the interpreter named on its `#!` line was not found".into(),
-            format!("check the first line of {}", path.display()),
+            format!("check the first line of {relative}"),
         ),
         io::ErrorKind::PermissionDenied => match run_as {
             Some(user) => spawn_error(
                 format!("permission denied for user {user}"),
                 format!(
                     "the file and every folder above it must be readable and searchable by {user} \
-                     (e.g. `chmod o+rx` on the folders and on {})",
-                    path.display()
+                     (e.g. `chmod o+rx` on the folders and on {relative})"
                 ),
             ),
             None => spawn_error(
                 "permission denied".into(),
-                format!("`chmod +x {}`", path.display()),
+                format!("`chmod +x {relative}` (in the served folder)"),
             ),
         },
         _ if err.raw_os_error() == Some(ENOEXEC) && is_module(relative) => spawn_error(
             "an executable module without a `#!` line runs as a CGI program, and the system cannot run it".into(),
             format!(
-                "`chmod -x {}` to run it as a handler module, or add `#!/usr/bin/env node` to run it as a CGI script",
-                path.display()
+                "`chmod -x {relative}` to run it as a handler module, or add `#!/usr/bin/env node` to run it as a CGI script"
             ),
         ),
         _ if err.raw_os_error() == Some(ENOEXEC) => spawn_error(
