@@ -32,6 +32,7 @@ use crate::invoke::cgi::CgiInvoker;
 use crate::invoke::dispatch::Dispatcher;
 use crate::invoke::pool::PoolInvoker;
 use crate::routes::RouteTable;
+use crate::shutdown::Shutdown;
 use connection_threads::ConnectionThreads;
 
 /// What every request handler shares.
@@ -126,7 +127,28 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Serves until `shutdown` resolves, then drains: readyz turns 503 at once,
+/// At most this many sweeps for left-behind processes at shutdown, this far
+/// apart: a kill takes the kernel a moment, and each generation of a
+/// double-forking daemon is found in a round of its own.
+const FINAL_SWEEP_ROUNDS: usize = 20;
+const FINAL_SWEEP_PAUSE: Duration = Duration::from_millis(50);
+
+/// `work`, unless the drain ends first: at `end`, or at once when the
+/// operator insisted with a second signal.
+async fn within_drain<F: std::future::Future>(
+    work: F,
+    end: tokio::time::Instant,
+    insisted: &tokio_util::sync::CancellationToken,
+) -> Option<F::Output> {
+    tokio::select! {
+        done = work => Some(done),
+        () = tokio::time::sleep_until(end) => None,
+        () = insisted.cancelled() => None,
+    }
+}
+
+/// Serves until the first signal of `shutdown`, then drains (a second signal
+/// cuts the drain short): readyz turns 503 at once,
 /// requests are still served for the drain delay, then no new connection is
 /// accepted and in-flight requests and invocations get the drain timeout to finish;
 /// what is left is stopped by process group (TERM, kill grace, KILL).
@@ -136,19 +158,24 @@ pub fn router(app: Arc<App>) -> Router {
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let settings = Arc::clone(&app.settings);
     let draining_app = Arc::clone(&app);
+    let Shutdown { asked, insisted } = shutdown;
+    let insisted_early = insisted.clone();
     let stop_accepting = async move {
-        shutdown.await;
+        asked.cancelled().await;
         draining_app.draining.store(true, Ordering::Relaxed);
         tracing::info!(
             drain_delay = ?settings.drain_delay,
             drain_timeout = ?settings.drain_timeout,
             "shutting down: readyz now answers 503"
         );
-        tokio::time::sleep(settings.drain_delay).await;
+        tokio::select! {
+            () = tokio::time::sleep(settings.drain_delay) => {}
+            () = insisted_early.cancelled() => {}
+        }
         tracing::info!("no longer accepting connections; waiting for in-flight requests");
     };
     let router = router(Arc::clone(&app));
@@ -166,20 +193,20 @@ pub async fn serve(
     let drain_end = tokio::time::Instant::now() + app.settings.drain_timeout;
     let connections = connections.shutdown();
     tokio::pin!(connections);
-    let drained = tokio::time::timeout_at(drain_end, &mut connections)
+    let drained = within_drain(&mut connections, drain_end, &insisted)
         .await
-        .is_ok();
+        .is_some();
     // Functions may still be running (a response can be complete before its
     // process exits): they get what is left of the drain timeout, then are stopped
     // by process group.
     app.tasks.close();
-    let finished = tokio::time::timeout_at(drain_end, app.tasks.wait())
+    let finished = within_drain(app.tasks.wait(), drain_end, &insisted)
         .await
-        .is_ok();
+        .is_some();
     if !drained || !finished {
         tracing::warn!(
             running = app.tasks.len(),
-            "drain timeout reached; stopping the invocations still running"
+            "drain over (its timeout, or a second signal); stopping the invocations still running"
         );
         // CGI functions and warm workers alike: those that had not answered
         // answer 503 (shutting down) rather than leave their clients with a
@@ -203,14 +230,21 @@ pub async fn serve(
     // helper) came to watchdog, as subreaper, when their parents were stopped
     // just now; the periodic sweep would have killed them, but it does not run
     // again. Nothing may outlive watchdog.
-    let swept = tokio::task::spawn_blocking(crate::process::reaper::sweep_orphans).await;
-    if let Ok(sweep) = swept
-        && sweep.killed > 0
-    {
-        tracing::info!(
-            killed = sweep.killed,
-            "stopped processes functions left behind"
-        );
+    // A killed process's own children come to watchdog in turn (unless they
+    // were in its group, killed with it), so the sweep goes on until a round
+    // finds nothing left alive.
+    let mut killed = 0;
+    for _ in 0..FINAL_SWEEP_ROUNDS {
+        let swept = tokio::task::spawn_blocking(crate::process::reaper::sweep_orphans).await;
+        let Ok(sweep) = swept else { break };
+        killed += sweep.killed;
+        if sweep.killed == 0 && sweep.reaped == 0 {
+            break;
+        }
+        tokio::time::sleep(FINAL_SWEEP_PAUSE).await;
+    }
+    if killed > 0 {
+        tracing::info!(killed, "stopped processes functions left behind");
     }
     Ok(())
 }

@@ -427,6 +427,87 @@ async fn drain_timeout_stops_what_is_still_running() {
     );
 }
 
+/// SIGHUP (the terminal or SSH session closed) drains as SIGTERM does; left
+/// to its default action it ended watchdog at once and orphaned the warm
+/// worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hangup_drains_like_sigterm_and_leaves_no_worker_behind() {
+    let project = tempfile::tempdir().unwrap();
+    add_warm_counter(project.path());
+    let server = TestServer::start(&project.path().join("api"), &[]);
+    let answer = common::get_json(&server, "/api/counter").await;
+    let worker = answer["pid"].as_i64().unwrap() as i32;
+    let log = server.log_buffer();
+    let status = server.stop_with(&[nix::sys::signal::Signal::SIGHUP]);
+    assert!(status.success(), "{status:?}");
+    assert!(log.lock().unwrap().contains("SIGHUP"));
+    assert!(
+        common::wait_until(Duration::from_secs(3), || gone(worker)),
+        "worker {worker} outlived watchdog"
+    );
+}
+
+/// A second signal during the drain stops what still runs at once, rather
+/// than after the drain timeout (a minute here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_cuts_the_drain_short() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    write_script(
+        &api.join("forever.sh"),
+        "echo $$ > \"$PID_DIR/forever\"; sleep 120",
+    );
+    let server = TestServer::start(&api, &["--drain-timeout", "60s", "--kill-grace", "1s"]);
+    let url = server.url("/api/forever");
+    let in_flight = tokio::spawn(async move {
+        let response = client().get(url).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    });
+    let pid = server.pids("forever")[0];
+    let log = server.log_buffer();
+    let stopping = tokio::task::spawn_blocking(move || {
+        server.stop_with(&[
+            nix::sys::signal::Signal::SIGTERM,
+            nix::sys::signal::Signal::SIGINT,
+        ])
+    });
+    // Far less than the drain timeout: the second signal ended the wait.
+    let status = tokio::time::timeout(Duration::from_secs(30), stopping)
+        .await
+        .expect("the second signal did not cut the drain short")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(log.lock().unwrap().contains("second signal"));
+    assert!(gone(pid) || !common::alive(pid));
+    let (status, text) = in_flight.await.unwrap();
+    assert_eq!(status, 503, "{text}");
+}
+
+/// The children of a `setsid` helper a function started do not outlive a
+/// shutdown: the helper's whole group is killed with it, and the sweep goes
+/// on until nothing is left (before, `sleep` was handed to PID 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setsid_helpers_children_do_not_outlive_shutdown() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    write_script(
+        &api.join("helper.sh"),
+        "setsid sh -c 'sleep 304 & echo $! > \"$PID_DIR/grandchild\"; wait' \
+         </dev/null >/dev/null 2>&1 &\nsleep 30",
+    );
+    let server = TestServer::start(&api, &["--drain-timeout", "300ms", "--kill-grace", "1s"]);
+    let url = server.url("/api/helper");
+    let in_flight = tokio::spawn(async move { client().get(url).send().await });
+    let grandchild = server.pids("grandchild")[0];
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        common::wait_until(Duration::from_secs(3), || gone(grandchild)),
+        "{grandchild} outlived watchdog"
+    );
+    let _ = in_flight.await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_timeout_stops_a_warm_request_even_with_no_cgi_function_running() {
     let project = tempfile::tempdir().unwrap();

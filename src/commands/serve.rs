@@ -108,7 +108,7 @@ pub async fn run(settings: Settings) -> Result<(), CommandError> {
         }
     };
     crate::cron::start(Arc::clone(&app));
-    let shutdown = crate::shutdown::on_signal().map_err(runtime)?;
+    let shutdown = crate::shutdown::on_signals().map_err(runtime)?;
     server::serve(listener, app, shutdown)
         .await
         .map_err(runtime)?;

@@ -181,10 +181,22 @@ pub fn sweep_orphans() -> Sweep {
                 "killing a process a function left behind outside its process group (setsid daemon)"
             );
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            // Its own group's members too (the daemon's children): killed only
+            // one by one, as each came to us, they could outlive a shutdown.
+            if stat.pgid == pid && stat.pgid != own_pgid() {
+                let _ = nix::sys::signal::killpg(
+                    Pid::from_raw(stat.pgid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
             sweep.killed += 1;
         }
     }
     sweep
+}
+
+fn own_pgid() -> i32 {
+    nix::unistd::getpgrp().as_raw()
 }
 
 /// The fields of `/proc/PID/stat` the sweep needs.

@@ -154,8 +154,22 @@ impl TestServer {
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        signal(self.child.id() as i32, libc_sigterm());
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.stop_with(&[libc_sigterm()])
+    }
+
+    /// Sends `signals`, each once the log shows the one before was received
+    /// (the first starts the drain), and waits for the exit status.
+    pub fn stop_with(mut self, signals: &[nix::sys::signal::Signal]) -> std::process::ExitStatus {
+        for (n, sig) in signals.iter().enumerate() {
+            if n > 0 {
+                assert!(
+                    self.wait_for_log("signal received", Duration::from_secs(5)),
+                    "the first signal was not received"
+                );
+            }
+            signal(self.child.id() as i32, *sig);
+        }
         let status = self.child.wait().expect("wait for watchdog");
         std::mem::forget(self);
         status
@@ -261,6 +275,12 @@ pub fn alive(pid: i32) -> bool {
 /// Whether a process is gone entirely (not even a zombie).
 pub fn gone(pid: i32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// GETs `path` from `server` and reads the answer as JSON.
+pub async fn get_json(server: &TestServer, path: &str) -> serde_json::Value {
+    let response = client().get(server.url(path)).send().await.unwrap();
+    response.json().await.unwrap()
 }
 
 pub fn client() -> reqwest::Client {
