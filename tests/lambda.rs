@@ -219,6 +219,34 @@ sleep 0.3
     assert!(!log.contains("worker crashed"), "{log}");
 }
 
+/// The user's own AWS variables win over the stand-ins watchdog sets, as with
+/// `-e` and AWS's runtime interface emulator; the Runtime API stays watchdog's.
+#[tokio::test]
+async fn the_users_own_aws_variables_reach_the_runtime() {
+    let project = project("");
+    add_runtime(
+        &project,
+        "env.sh",
+        "env = { AWS_REGION = \"eu-west-1\", _HANDLER = \"index.handler\", AWS_LAMBDA_RUNTIME_API = \"nowhere:1\" }\n",
+        "",
+        r#"#!/bin/sh
+api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+while :; do
+  id=$(curl -s -D - -o /dev/null "$api/invocation/next" | tr -d '\r' | awk 'tolower($1) == "lambda-runtime-aws-request-id:" {print $2}')
+  body="$AWS_REGION $AWS_DEFAULT_REGION $_HANDLER $AWS_LAMBDA_FUNCTION_NAME $AWS_LAMBDA_INITIALIZATION_TYPE"
+  curl -s -X POST -d "{\"statusCode\":200,\"body\":\"$body\"}" "$api/invocation/$id/response" >/dev/null
+done
+"#,
+    );
+    let server = TestServer::start(&project.path().join("api"), &[]);
+    let answer = client().get(server.url("/api/env")).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.text().await.unwrap(),
+        "eu-west-1 eu-west-1 index.handler api-env on-demand"
+    );
+}
+
 /// A shell runtime (curl) as `api/NAME`: for each event, posts what the shell
 /// commands `answer` print as its buffered answer; `$event` is the event's file.
 fn buffered_runtime(project: &tempfile::TempDir, name: &str, answer: &str) {

@@ -386,21 +386,40 @@ pub async fn start(
         .parent()
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let pairs = [
-        ("AWS_LAMBDA_RUNTIME_API", runtime.addr.to_string()),
+    // The user's own values (watchdog.toml `env`, `--env`, `.env`,
+    // `--pass-env`) win over these stand-ins, as `-e` does with AWS's runtime
+    // interface emulator: a function that calls real AWS services needs its
+    // real region, and a Node runtime client its `_HANDLER`.
+    let own = |name: &str| {
+        function
+            .settings
+            .env
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.to_string_lossy().into_owned())
+    };
+    let region = own("AWS_REGION").unwrap_or_else(|| "us-east-1".to_owned());
+    let defaults = [
+        ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
         ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string()),
         ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
         ("AWS_LAMBDA_LOG_STREAM_NAME", "watchdog".to_owned()),
-        ("AWS_REGION", "us-east-1".to_owned()),
-        ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
+        ("AWS_REGION", region.clone()),
+        ("AWS_DEFAULT_REGION", region),
         ("AWS_EXECUTION_ENV", "watchdog".to_owned()),
-        ("LAMBDA_TASK_ROOT", folder),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
         ("_HANDLER", file.clone()),
     ];
-    let env = pairs
+    let fixed = [
+        ("AWS_LAMBDA_RUNTIME_API", runtime.addr.to_string()),
+        ("LAMBDA_TASK_ROOT", folder),
+    ];
+    let env = defaults
         .into_iter()
+        .filter(|(key, _)| own(key).is_none())
+        .chain(fixed)
         .map(|(k, v)| (OsString::from(k), OsString::from(v)))
         .collect();
     let mut worker = Worker::spawn(function, &settings.document_root, limiter, env)?;
