@@ -97,6 +97,10 @@ pub enum Reply {
     },
 }
 
+/// [`InvokeError::NoWorkerInTime`]'s `why` when the request waited for a
+/// worker to start, not for a busy one.
+pub const NO_WORKER_STARTED: &str = "the new one was still starting";
+
 /// Why an invocation produced no response of its own. Each variant has one status.
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
@@ -221,6 +225,13 @@ impl InvokeError {
             InvokeError::Timeout { .. } => Some(
                 "raise the timeout (--timeout, or `timeout` in the function's watchdog.toml section), \
                  or make the function finish sooner"
+                    .into(),
+            ),
+            InvokeError::NoWorkerInTime { why, .. } if *why == NO_WORKER_STARTED => Some(
+                "a warm worker is ready once it listens on $PORT (protocol = \"http\") or asks \
+                 the Runtime API for an invocation (protocol = \"lambda\"); watchdog's log says \
+                 if it did neither. One that is only slow to start goes on and serves the next \
+                 request; raise the timeout if every start takes this long"
                     .into(),
             ),
             InvokeError::NoWorkerInTime { .. } => Some(

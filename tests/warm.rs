@@ -378,6 +378,27 @@ async fn the_wait_for_a_busy_worker_is_logged_as_queue_wait() {
     assert!(queue_wait_ms >= 500.0, "{line}");
 }
 
+/// A worker that listens on a port of its own rather than $PORT (an OpenFaaS
+/// template's fixed upstream port) is named in the log with the port it
+/// used, a second after it starts, not only when its start gives up.
+#[tokio::test]
+async fn a_worker_listening_on_another_port_than_port_is_named_in_the_log() {
+    let project = one_worker(
+        "fixed.py",
+        "#!/usr/bin/env python3\n\
+         from http.server import HTTPServer, BaseHTTPRequestHandler\n\
+         HTTPServer(('127.0.0.1', 0), BaseHTTPRequestHandler).serve_forever()\n",
+        "timeout = \"3s\"\nwarm = { protocol = \"http\", max = 1 }",
+    );
+    let server = TestServer::start(&api(&project), &[]);
+    let response = client().get(server.url("/api/fixed")).send().await.unwrap();
+    assert_eq!(response.status(), 504);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("listens on $PORT"), "{text}");
+    let line = server.log_line("but not on the one in $PORT", Duration::from_secs(5));
+    assert!(line.contains("listens on port"), "{line}");
+}
+
 #[tokio::test]
 async fn a_crashed_worker_is_replaced() {
     let project = project(&[("counter", "max = 1")]);

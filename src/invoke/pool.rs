@@ -554,14 +554,19 @@ impl Pool {
                     match start.await {
                         Ok(Ok(worker)) if !pool.is_retired() => pool.lock_idle().push(worker),
                         Ok(Ok(worker)) => pool.stop_in_background(worker),
-                        Ok(Err(_)) => pool.lock_crashes().crashed(Instant::now()),
+                        Ok(Err(err)) => {
+                            // Its request has had its answer (a 504): this is
+                            // the only word of why the start failed.
+                            tracing::warn!(route = %pool.function.pattern, error = %err, "a warm worker failed to start");
+                            pool.lock_crashes().crashed(Instant::now());
+                        }
                         Err(_) => {}
                     }
                 });
                 return Err(InvokeError::NoWorkerInTime {
                     file: file.clone(),
                     after: timeout,
-                    why: "the new one was still starting",
+                    why: crate::invoke::NO_WORKER_STARTED,
                 });
             }
         };

@@ -57,6 +57,8 @@ pub async fn start(
     let file = function.file.relative.clone();
     let mut taken = 0;
     let (mut worker, mut port) = spawn_on_free_port(function, settings, limiter)?;
+    let mut look_elsewhere_at = Some(tokio::time::Instant::now() + LOOK_ELSEWHERE_AFTER);
+    let mut elsewhere = None;
     loop {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             // Another program that took the port first answers too.
@@ -91,19 +93,47 @@ pub async fn start(
                 ),
             });
         }
+        if look_elsewhere_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
+            look_elsewhere_at = None;
+            let pid = worker.raw_pid();
+            let ports = tokio::task::spawn_blocking(move || port::ports_held_by(pid))
+                .await
+                .unwrap_or_default();
+            if !ports.is_empty() {
+                let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+                let found = format!(
+                    "it listens on port {} but not on the one in $PORT ({port}); a warm HTTP \
+                     worker must bind the port the PORT environment variable names",
+                    ports.join(", ")
+                );
+                // Said now, not only when the start gives up: that may be
+                // minutes away. A server still starting may yet bind $PORT
+                // (a debugger's port opens first), so the start goes on.
+                tracing::warn!(route = %function.pattern, pid = worker.pid, "a starting warm worker: {found}");
+                elsewhere = Some(found);
+            }
+        }
         if tokio::time::Instant::now() >= deadline {
             worker.stop(Duration::ZERO).await;
             return Err(InvokeError::WorkerFailed {
                 file,
-                cause: format!(
-                    "did not listen on 127.0.0.1:{port} ($PORT) in the time a start is given ({})",
-                    super::policy::start_allowance_rule()
-                ),
+                cause: match elsewhere {
+                    Some(found) => format!("did not start: {found}"),
+                    None => format!(
+                        "did not listen on 127.0.0.1:{port} ($PORT) in the time a start is given ({})",
+                        super::policy::start_allowance_rule()
+                    ),
+                },
             });
         }
         tokio::time::sleep(READY_POLL).await;
     }
 }
+
+/// How long a starting worker may go without listening on `$PORT` before
+/// watchdog looks, once, whether it listens on another port instead (most
+/// servers bind within a few hundred milliseconds of starting).
+const LOOK_ELSEWHERE_AFTER: Duration = Duration::from_secs(1);
 
 /// How many times a start may find its port taken by another program.
 const PORT_ATTEMPTS: u32 = 3;

@@ -113,6 +113,39 @@ pub fn listener_on(port: u16, worker: i32) -> Listener {
     }
 }
 
+/// The TCP ports the worker's group (led by `worker`) listens on, for the
+/// worker that never listens on its `$PORT`: one with a port of its own
+/// (an OpenFaaS template's fixed upstream port) is told which it used.
+/// Empty when none, or when its file descriptors cannot be read.
+pub fn ports_held_by(worker: i32) -> Vec<u16> {
+    let Ok(processes) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    let sockets: HashSet<u64> = processes
+        .flatten()
+        .filter(|process| {
+            process.pid == worker || process.stat().is_ok_and(|stat| stat.pgrp == worker)
+        })
+        .filter_map(|process| process.fd().ok())
+        .flat_map(|fds| {
+            fds.flatten().filter_map(|fd| match fd.target {
+                FDTarget::Socket(inode) => Some(inode),
+                _ => None,
+            })
+        })
+        .collect();
+    let mut ports: Vec<u16> = [procfs::net::tcp(), procfs::net::tcp6()]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.state == TcpState::Listen && sockets.contains(&entry.inode))
+        .map(|entry| entry.local_address.port())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,7 +164,9 @@ mod tests {
         if parent > 1 {
             assert_eq!(listener_on(port, parent), Listener::Worker);
         }
+        assert!(ports_held_by(own).contains(&port));
         drop(listener);
         assert_eq!(listener_on(port, own), Listener::Unknown);
+        assert!(!ports_held_by(own).contains(&port));
     }
 }
