@@ -247,6 +247,46 @@ done
     );
 }
 
+/// A client's X-Ray trace header reaches the runtime as Lambda passes it on;
+/// without one, the runtime gets a well-formed one (X-Ray's 8 + 24 hex digits).
+#[tokio::test]
+async fn the_runtime_gets_the_clients_trace_or_a_well_formed_one() {
+    let project = project("");
+    add_runtime(
+        &project,
+        "trace.sh",
+        "",
+        "",
+        r#"#!/bin/sh
+api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+while :; do
+  head=$(curl -s -D - -o /dev/null "$api/invocation/next" | tr -d '\r')
+  id=$(echo "$head" | awk 'tolower($1) == "lambda-runtime-aws-request-id:" {print $2}')
+  trace=$(echo "$head" | awk 'tolower($1) == "lambda-runtime-trace-id:" {print $2}')
+  curl -s -X POST -d "{\"statusCode\":200,\"body\":\"$trace\"}" "$api/invocation/$id/response" >/dev/null
+done
+"#,
+    );
+    let server = TestServer::start(&project.path().join("api"), &[]);
+    let trace = |incoming: Option<&'static str>| {
+        let mut request = client()
+            .get(server.url("/api/trace"))
+            .header("x-request-id", "123e4567-e89b-12d3-a456-426614174000");
+        if let Some(incoming) = incoming {
+            request = request.header("x-amzn-trace-id", incoming);
+        }
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let clients = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+    assert_eq!(trace(Some(clients)).await, clients);
+    let made = trace(None).await;
+    let root = made.strip_prefix("Root=1-").unwrap_or_default();
+    let (time, rest) = root.split_once('-').unwrap_or_default();
+    let id = rest.split(';').next().unwrap_or_default();
+    let hex = |s: &str, len| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    assert!(hex(time, 8) && hex(id, 24), "{made}");
+}
+
 /// A shell runtime (curl) as `api/NAME`: for each event, posts what the shell
 /// commands `answer` print as its buffered answer; `$event` is the event's file.
 fn buffered_runtime(project: &tempfile::TempDir, name: &str, answer: &str) {

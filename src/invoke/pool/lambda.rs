@@ -53,6 +53,8 @@ const ANSWER_HINT: &str = "answer with a Function URL response: `statusCode` (a 
 struct Event {
     request_id: String,
     deadline_ms: u128,
+    /// `Lambda-Runtime-Trace-Id` ([`super::trace`]).
+    trace_id: String,
     payload: Bytes,
     /// Told when the worker's `/next` takes the event: until then the request
     /// has not started, and may still go to another worker.
@@ -167,13 +169,7 @@ async fn next(State(state): State<Arc<RuntimeState>>) -> Response<Body> {
         "lambda-runtime-invoked-function-arn",
         state.function_arn.clone(),
     );
-    set(
-        "lambda-runtime-trace-id",
-        format!(
-            "Root=1-00000000-{:0>24};Parent=0000000000000000;Sampled=0",
-            event.request_id.replace('-', "")
-        ),
-    );
+    set("lambda-runtime-trace-id", event.trace_id);
     response
 }
 
@@ -512,8 +508,15 @@ pub async fn invoke(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .insert(request_id.clone(), answer_tx);
+    let incoming_trace =
+        (invocation.headers.get("x-amzn-trace-id")).and_then(|value| value.to_str().ok());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let trace_id = super::trace::header(incoming_trace, &invocation.request_id, now);
     let sent = runtime.events.send(Event {
         request_id,
+        trace_id,
         deadline_ms: invocation.deadline_epoch_ms,
         payload,
         taken: taken_tx,
