@@ -927,6 +927,26 @@ async fn a_full_queue_answers_503_with_retry_after() {
     let second = c.get(server.url("/api/hello")).send().await.unwrap();
     assert_eq!(second.status(), 503);
     assert!(second.headers().contains_key("retry-after"));
+    // Its wait is in the queue-wait histogram (a saturated server's would
+    // look idle without the requests it turned away), and it is counted.
+    let metrics = c
+        .get(server.url("/_watchdog/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"watchdog_queue_rejected_total{route="/api/hello"} 1"#),
+        "{metrics}"
+    );
+    let waited: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("watchdog_queue_wait_seconds_sum "))
+        .and_then(|sum| sum.trim().parse().ok())
+        .unwrap_or_default();
+    assert!(waited >= 0.29, "{metrics}");
     assert_eq!(first.await.unwrap(), "first\nsecond\n");
     // The slot is free again once the first function has exited.
     assert_eq!(

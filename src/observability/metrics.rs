@@ -9,6 +9,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const REQUESTS: &str = "watchdog_requests_total";
 pub const DURATION: &str = "watchdog_invocation_duration_seconds";
 pub const QUEUE_WAIT: &str = "watchdog_queue_wait_seconds";
+pub const QUEUE_REJECTED: &str = "watchdog_queue_rejected_total";
 pub const IN_FLIGHT: &str = "watchdog_invocations_in_flight";
 pub const TIMEOUTS: &str = "watchdog_timeouts_total";
 pub const KILLS: &str = "watchdog_kills_total";
@@ -139,6 +140,14 @@ impl FunctionMetrics {
             status,
             || counter!(REQUESTS, "route" => self.route.clone(), "status" => status.to_string()),
         );
+    }
+
+    /// A request that waited `wait` for a slot and was turned away (503):
+    /// its wait counts in the queue-wait histogram too, or saturation would
+    /// leave that histogram looking idle.
+    pub fn queue_rejected(&self, wait: Duration) {
+        self.handles().queue_wait.record(wait.as_secs_f64());
+        counter!(QUEUE_REJECTED, "route" => self.route.clone()).increment(1);
     }
 
     pub fn invocation_started(&self) {

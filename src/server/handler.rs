@@ -186,7 +186,8 @@ async fn dispatch(
             function.max_concurrency,
             deadline,
         )
-        .await?;
+        .await
+        .inspect_err(|_| route.function.metrics.queue_rejected(queued.elapsed()))?;
         let mut record =
             InvocationRecord::start(request_id, method.clone(), Arc::clone(&route.function));
         record.queue_wait = queued.elapsed();
