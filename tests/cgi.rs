@@ -907,6 +907,28 @@ async fn builtin_prefix_never_reaches_a_function() {
     );
 }
 
+/// A function that ignores SIGTERM gets its kill grace, but its client gets
+/// the 504 at the deadline, not after that grace (a load balancer sized to
+/// the timeout would have given up).
+#[tokio::test]
+async fn the_504_comes_at_the_deadline_even_when_the_function_ignores_sigterm() {
+    let server = server(&["--timeout", "1s", "--kill-grace", "4s"]);
+    let response = client()
+        .get(server.url("/api/stubborn"))
+        .header("x-request-id", "s1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    // Answered while the function still had its grace.
+    let pid = server.pids("stubborn-s1")[0];
+    assert!(alive(pid), "the 504 waited for the group to be gone");
+    assert!(
+        common::wait_until(Duration::from_secs(10), || !alive(pid)),
+        "{pid} outlived its kill grace"
+    );
+}
+
 #[tokio::test]
 async fn a_full_queue_answers_503_with_retry_after() {
     let server = server(&[

@@ -525,8 +525,8 @@ impl Driver {
     }
 
     /// Answers or ends the response, then stops whatever is still running and
-    /// reaps it all. The client is settled first unless the function timed out:
-    /// a 504 is sent only once the group is gone.
+    /// reaps it all. The client is settled first, a 504 included, except when
+    /// the leader is gone but its pipes are held: the answer waits for the group.
     async fn finish(mut self, end: End, mut head_tx: Option<HeadSender>, sink: Sink) {
         let exit = match end {
             End::Exited(status) => {
@@ -546,15 +546,18 @@ impl Driver {
                     .body
                     .as_ref()
                     .and_then(|watch| watch.cut_off_if_awaited(self.timeout));
-                let status = self.stop_group(None).await;
                 let error = late_body.unwrap_or_else(|| InvokeError::Timeout {
                     file: self.file.clone(),
                     after: self.timeout,
                 });
-                // Unless the function had answered: its body is then cut off
-                // (`complete` stays false).
+                // At the deadline, as Lambda answers and a warm worker's
+                // request is answered: not after a function that ignores
+                // SIGTERM has had its kill grace too, which a load balancer
+                // sized to the timeout would not wait for. Unless the function
+                // had answered: its body is then cut off (`complete` stays
+                // false) once the group is gone.
                 self.answer_error(&mut head_tx, error);
-                status
+                self.stop_group(None).await
             }
             End::ClientGone => {
                 self.record.client_gone = true;
