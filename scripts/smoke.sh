@@ -16,14 +16,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The address the server logging to $log listens on, once it says so.
+listening_addr() {
+  local addr=""
+  for _ in $(seq 1 100); do
+    addr=$(sed -n 's/.*listening on http:\/\/\([0-9.:]*\).*/\1/p' "$log" | head -n 1)
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  echo "$addr"
+}
+
 "$bin" serve api --listen 127.0.0.1:0 2>"$log" &
 pid=$!
-addr=""
-for _ in $(seq 1 100); do
-  addr=$(sed -n 's/.*listening on http:\/\/\([0-9.:]*\).*/\1/p' "$log" | head -n 1)
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
+addr=$(listening_addr)
 [ -n "$addr" ] || { echo "smoke: watchdog did not start:"; cat "$log"; exit 1; }
 base="http://$addr"
 
@@ -60,6 +66,18 @@ check "routes endpoint" '"/api/users/[id]"' "$base/_watchdog/routes"
 
 kill -TERM "$pid"
 if wait "$pid"; then echo "ok   SIGTERM exits 0"; passes=$((passes + 1)); else echo "FAIL SIGTERM exit status $?"; failures=$((failures + 1)); fi
+pid=""
+
+# Started under nohup, hanging up does not stop it (SIGHUP otherwise drains).
+: >"$log"
+nohup "$bin" serve api --listen 127.0.0.1:0 >/dev/null 2>"$log" &
+pid=$!
+addr=$(listening_addr)
+kill -HUP "$pid"
+sleep 0.5
+check "nohup keeps SIGHUP ignored" "ok" "http://$addr/_watchdog/healthz"
+kill -TERM "$pid"
+wait "$pid" || true
 pid=""
 
 echo "smoke: $passes passed, $failures failed"

@@ -5,9 +5,16 @@
 //! closes. Left to its default action, SIGHUP ended watchdog on the spot and
 //! orphaned every function and warm worker it had started.
 //!
+//! Unless SIGHUP was set to be ignored when watchdog started (`nohup`): that
+//! choice of the operator's is kept, or logging out would now stop a server
+//! that `nohup` used to keep.
+//!
 //! A second signal during the drain cuts it short: what still runs is stopped
 //! by process group at once (the kill grace still applies), as a developer who
-//! presses Ctrl-C twice expects. Nothing is left behind either way.
+//! presses Ctrl-C twice expects. Not one within [`SAME_KEYPRESS`] of the
+//! first: a terminal sends Ctrl-C's SIGINT to its whole foreground group, so
+//! under a wrapper that passes signals on (`npm run`, foreman) one keypress
+//! arrives twice. Nothing is left behind either way.
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -21,41 +28,86 @@ pub struct Shutdown {
     pub insisted: CancellationToken,
 }
 
+/// A signal this soon after the first is taken for the same request to stop.
+const SAME_KEYPRESS: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Installs the handlers and starts the task that listens for the signals.
 ///
 /// # Errors
 /// When the signal handlers cannot be installed.
 pub fn on_signals() -> std::io::Result<Shutdown> {
-    let mut streams = [
-        (signal(SignalKind::terminate())?, "SIGTERM"),
-        (signal(SignalKind::interrupt())?, "SIGINT"),
-        (signal(SignalKind::hangup())?, "SIGHUP"),
-    ];
+    let hangup = if hangup_ignored() {
+        tracing::info!("SIGHUP is ignored (nohup): hanging up does not stop watchdog");
+        None
+    } else {
+        Some(signal(SignalKind::hangup())?)
+    };
+    let mut streams = Streams {
+        term: signal(SignalKind::terminate())?,
+        int: signal(SignalKind::interrupt())?,
+        hangup,
+    };
     let shutdown = Shutdown {
         asked: CancellationToken::new(),
         insisted: CancellationToken::new(),
     };
     let tokens = shutdown.clone();
     tokio::spawn(async move {
-        let name = next(&mut streams).await;
-        tracing::info!(signal = name, "signal received");
-        tokens.asked.cancel();
-        let name = next(&mut streams).await;
-        tracing::warn!(
+        let name = streams.next().await;
+        tracing::info!(
             signal = name,
-            "second signal: not waiting for the drain; stopping what still runs now"
+            "signal received; a second one stops what still runs at once"
         );
-        tokens.insisted.cancel();
+        tokens.asked.cancel();
+        let first = tokio::time::Instant::now();
+        loop {
+            let name = streams.next().await;
+            if first.elapsed() < SAME_KEYPRESS {
+                tracing::debug!(
+                    signal = name,
+                    "a signal right after the first: taken for the same one"
+                );
+                continue;
+            }
+            tracing::warn!(
+                signal = name,
+                "second signal: not waiting for the drain; stopping what still runs now"
+            );
+            tokens.insisted.cancel();
+            break;
+        }
     });
     Ok(shutdown)
 }
 
-/// The name of the next signal to arrive on any of `streams`.
-async fn next(streams: &mut [(Signal, &'static str); 3]) -> &'static str {
-    let [(term, term_name), (int, int_name), (hup, hup_name)] = streams;
-    tokio::select! {
-        _ = term.recv() => term_name,
-        _ = int.recv() => int_name,
-        _ = hup.recv() => hup_name,
+struct Streams {
+    term: Signal,
+    int: Signal,
+    /// `None` when SIGHUP is ignored.
+    hangup: Option<Signal>,
+}
+
+impl Streams {
+    /// The name of the next signal to arrive.
+    async fn next(&mut self) -> &'static str {
+        let hangup = async {
+            match self.hangup.as_mut() {
+                Some(hangup) => hangup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+            _ = hangup => "SIGHUP",
+        }
     }
+}
+
+/// Whether watchdog was started with SIGHUP ignored, as `nohup` starts it
+/// (the kernel's `SigIgn` mask; bit 0 is SIGHUP).
+fn hangup_ignored() -> bool {
+    procfs::process::Process::myself()
+        .and_then(|me| me.status())
+        .is_ok_and(|status| status.sigign & 1 == 1)
 }

@@ -685,6 +685,9 @@ async fn a_page_the_client_already_has_is_not_modified() {
     assert_eq!(stale.text().await.unwrap(), "<p>the page</p>\n");
     let refused = get("", &[("if-match", "\"v6\"")]).await.unwrap();
     assert_eq!(refused.status(), 412);
+    // Not cached as the page would be: only its cookie is kept.
+    assert!(refused.headers().get("cache-control").is_none());
+    assert_eq!(refused.headers()["set-cookie"], "seen=1");
     assert_eq!(refused.bytes().await.unwrap().len(), 0);
 
     // Only GET and HEAD: a POST has done its work by the time it answers.

@@ -434,7 +434,20 @@ async fn drain_timeout_stops_what_is_still_running() {
 async fn a_hangup_drains_like_sigterm_and_leaves_no_worker_behind() {
     let project = tempfile::tempdir().unwrap();
     add_warm_counter(project.path());
-    let server = TestServer::start(&project.path().join("api"), &[]);
+    // SIGHUP's default action, whatever this test runs under: watchdog keeps
+    // an inherited "ignore" (nohup), which scripts/smoke.sh checks.
+    let default_hangup = |command: &mut std::process::Command| {
+        use std::os::unix::process::CommandExt;
+        #[allow(unsafe_code)]
+        // SAFETY: signal() is async-signal-safe; it only resets one disposition.
+        unsafe {
+            command.pre_exec(|| {
+                nix::libc::signal(nix::libc::SIGHUP, nix::libc::SIG_DFL);
+                Ok(())
+            });
+        }
+    };
+    let server = TestServer::start_with(&project.path().join("api"), &[], default_hangup);
     let answer = common::get_json(&server, "/api/counter").await;
     let worker = answer["pid"].as_i64().unwrap() as i32;
     let log = server.log_buffer();

@@ -596,6 +596,34 @@ async fn a_worker_whose_server_runs_in_a_session_of_its_own_is_ready() {
     assert!(answer["pid"].is_number(), "{answer}");
 }
 
+/// A wrapper that starts the server in the background and exits 0 at once
+/// (`start.sh`: `uvicorn --port $PORT &`) has not retired: its server, which
+/// holds its output, serves on, request after request.
+#[tokio::test]
+async fn a_wrapper_that_exits_while_its_server_runs_is_kept_warm() {
+    let counter = fixtures("warm").join("counter.py");
+    let script = format!("#!/bin/sh\npython3 {} &\nexit 0\n", counter.display());
+    let project = one_worker(
+        "wrapper.sh",
+        &script,
+        "warm = { protocol = \"http\", max = 1 }",
+    );
+    let server = TestServer::start(&api(&project), &[]);
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        let (status, answer) = call(&server, "/api/wrapper").await;
+        assert_eq!(status, 200, "{answer}");
+        served.push((answer["pid"].as_i64(), answer["served"].as_i64()));
+    }
+    let pid = served[0].0;
+    assert!(
+        served.iter().all(|(p, _)| *p == pid),
+        "the server was replaced: {served:?}"
+    );
+    assert_eq!(served[3].1, Some(4), "{served:?}");
+    assert!(!server.log().contains("exited on its own"));
+}
+
 #[tokio::test]
 async fn uploads_a_client_breaks_off_or_stalls_are_not_blamed_on_the_worker() {
     let project = project(&[("counter", "max = 1")]);

@@ -490,7 +490,7 @@ impl Driver {
         if let Some(verdict) = verdict {
             status = verdict;
             self.remaining = None;
-            conditional::drop_body_description(&mut headers);
+            conditional::fit_headers(verdict, &mut headers);
         }
         self.record.status = Some(status.as_u16());
         let bodiless = self.is_head
@@ -525,8 +525,10 @@ impl Driver {
     }
 
     /// Answers or ends the response, then stops whatever is still running and
-    /// reaps it all. The client is settled first, a 504 included, except when
-    /// the leader is gone but its pipes are held: the answer waits for the group.
+    /// reaps it all. The client is answered first (a 504, 408 or 503 without
+    /// waiting for a function that ignores SIGTERM to use up its kill grace),
+    /// except when the leader is gone but its pipes are held: the body's end
+    /// waits for the group.
     async fn finish(mut self, end: End, mut head_tx: Option<HeadSender>, sink: Sink) {
         let exit = match end {
             End::Exited(status) => {
@@ -564,7 +566,6 @@ impl Driver {
                 self.stop_group(None).await
             }
             End::BodyFault => {
-                let status = self.stop_group(None).await;
                 let fault = self.record.body.as_ref().and_then(BodyWatch::fault);
                 let error = fault.map_or_else(
                     || InvokeError::BodyRead("it ended early".into()),
@@ -574,18 +575,17 @@ impl Driver {
                 // already (its body is then cut off); for one that broke off, the
                 // reason is logged.
                 self.answer_error(&mut head_tx, error);
-                status
+                self.stop_group(None).await
             }
             End::Shutdown => {
                 self.record.shutdown = true;
-                let status = self.stop_group(None).await;
                 // A 503 the client (or its load balancer) can act on, not the
                 // 500 of a driver that went away; a body already begun is cut off.
                 let error = InvokeError::ShuttingDown {
                     file: self.file.clone(),
                 };
                 self.answer_error(&mut head_tx, error);
-                status
+                self.stop_group(None).await
             }
             End::BadOutput => self.stop_group(None).await,
         };

@@ -490,6 +490,7 @@ impl Pool {
                     why: "all were busy",
                 });
             }
+            self.function.metrics.count_queue_rejected();
             return Err(InvokeError::Overloaded {
                 seconds: self.settings.queue_timeout.as_secs().max(1),
             });
@@ -497,10 +498,7 @@ impl Pool {
         loop {
             let candidate = self.lock_idle().pop();
             match candidate {
-                // Asked of the kernel, not only of the exit watch: a worker that
-                // exited as its last answer went out may not be reaped yet, and
-                // lent, it would fail the request. (One waitid per warm request.)
-                Some(worker) if worker.has_ended_now() => self.ended_while_idle(worker),
+                Some(worker) if worker.has_exited() => self.ended_while_idle(worker),
                 Some(worker) => {
                     self.function.metrics.warm_hit();
                     self.grant_cpu(&worker);
@@ -592,19 +590,20 @@ impl Pool {
         }
     }
 
-    /// A worker found ended between requests. One that exited with status 0
-    /// retired itself after its last answer: the next request starts a new
-    /// one, with no backoff and nothing counted against the function. Any
-    /// other end is a crash.
+    /// A worker found ended between requests. One that had served and exited
+    /// with status 0 retired itself: a new one is started when needed, with
+    /// no backoff and nothing counted against the function. Any other end is
+    /// a crash, one that served nothing included (else a worker that exits
+    /// as soon as it is ready would be restarted forever, never backing off).
     fn ended_while_idle(&self, worker: Worker) {
-        if worker.exited_cleanly() {
+        if worker.served > 0 && worker.exited_cleanly() {
             return self.retired_itself(worker);
         }
         self.crashed(worker, "exited while idle");
     }
 
     fn retired_itself(&self, worker: Worker) {
-        tracing::info!(route = %self.function.pattern, pid = worker.pid, served = worker.served, "a warm worker exited on its own (exit 0) after its answers; the next request starts a new one");
+        tracing::info!(route = %self.function.pattern, pid = worker.pid, served = worker.served, "a warm worker exited on its own (exit 0) after serving; not counted as a crash");
         self.stop_in_background(worker);
     }
 

@@ -147,6 +147,12 @@ impl FunctionMetrics {
     /// leave that histogram looking idle.
     pub fn queue_rejected(&self, wait: Duration) {
         self.handles().queue_wait.record(wait.as_secs_f64());
+        self.count_queue_rejected();
+    }
+
+    /// A request turned away whose wait is recorded with its invocation (a
+    /// warm function's, queued for a worker after its slot).
+    pub fn count_queue_rejected(&self) {
         counter!(QUEUE_REJECTED, "route" => self.route.clone()).increment(1);
     }
 

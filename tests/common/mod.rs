@@ -158,8 +158,8 @@ impl TestServer {
         self.stop_with(&[libc_sigterm()])
     }
 
-    /// Sends `signals`, each once the log shows the one before was received
-    /// (the first starts the drain), and waits for the exit status.
+    /// Sends `signals`, each once the log shows the first was received and
+    /// more than a second has passed, and waits for the exit status.
     pub fn stop_with(mut self, signals: &[nix::sys::signal::Signal]) -> std::process::ExitStatus {
         for (n, sig) in signals.iter().enumerate() {
             if n > 0 {
@@ -167,6 +167,9 @@ impl TestServer {
                     self.wait_for_log("signal received", Duration::from_secs(5)),
                     "the first signal was not received"
                 );
+                // A signal within a second of the first is taken for the
+                // same keypress (src/shutdown.rs).
+                std::thread::sleep(Duration::from_millis(1500));
             }
             signal(self.child.id() as i32, *sig);
         }

@@ -91,10 +91,30 @@ impl Conditions {
     }
 }
 
-/// Takes from a 304 or 412 the headers that describe the body it no longer
-/// has. A 304 keeps its validators, caching headers and cookies (RFC 9110
-/// §15.4.5); `Content-Location` names a resource, not this body, and stays.
-pub fn drop_body_description(headers: &mut HeaderMap) {
+/// Fits the 200's headers to the `verdict` that replaces it. A 412 keeps
+/// only its cookies, as Apache keeps only a script's cookies on an error: the
+/// rest described the page, and a shared cache would store a 412 that kept
+/// its `Cache-Control`. A 304 drops what described the body it does not have.
+pub fn fit_headers(verdict: StatusCode, headers: &mut HeaderMap) {
+    if verdict == StatusCode::PRECONDITION_FAILED {
+        let cookies: Vec<_> = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .cloned()
+            .collect();
+        headers.clear();
+        for cookie in cookies {
+            headers.append(header::SET_COOKIE, cookie);
+        }
+        return;
+    }
+    drop_body_description(headers);
+}
+
+/// Takes from a 304 the headers that describe the body it does not have. It
+/// keeps its validators, caching headers and cookies (RFC 9110 §15.4.5);
+/// `Content-Location` names a resource, not this body, and stays.
+fn drop_body_description(headers: &mut HeaderMap) {
     let names: Vec<_> = headers
         .keys()
         .filter(|name| name.as_str().starts_with("content-") && **name != header::CONTENT_LOCATION)
@@ -191,6 +211,19 @@ mod tests {
             Some(StatusCode::PRECONDITION_FAILED)
         );
         assert_eq!(since.verdict(&answer(&[("last-modified", MONDAY)])), None);
+    }
+
+    #[test]
+    fn a_412_keeps_only_its_cookies() {
+        let mut headers = answer(&[
+            ("cache-control", "public, max-age=60"),
+            ("etag", "\"v1\""),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+        ]);
+        fit_headers(StatusCode::PRECONDITION_FAILED, &mut headers);
+        assert_eq!(headers.len(), 2);
+        assert_eq!(headers.get_all("set-cookie").iter().count(), 2);
     }
 
     #[test]

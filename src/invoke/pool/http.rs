@@ -57,7 +57,7 @@ pub async fn start(
     let file = function.file.relative.clone();
     let mut taken = 0;
     let (mut worker, mut port) = spawn_on_free_port(function, settings, limiter)?;
-    let mut look_elsewhere_at = Some(tokio::time::Instant::now() + LOOK_ELSEWHERE_AFTER);
+    let mut look_elsewhere_at = tokio::time::Instant::now() + LOOK_ELSEWHERE_EVERY;
     let mut elsewhere = None;
     loop {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
@@ -93,32 +93,29 @@ pub async fn start(
                 ),
             });
         }
-        if look_elsewhere_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
-            look_elsewhere_at = None;
+        let giving_up = tokio::time::Instant::now() >= deadline;
+        // Looked at each second while nothing is found, and once more before
+        // giving up, for a server slow to bind its own port.
+        if elsewhere.is_none() && (giving_up || tokio::time::Instant::now() >= look_elsewhere_at) {
+            look_elsewhere_at = tokio::time::Instant::now() + LOOK_ELSEWHERE_EVERY;
             let pid = worker.raw_pid();
             let ports = tokio::task::spawn_blocking(move || port::ports_held_by(pid))
                 .await
                 .unwrap_or_default();
-            if !ports.is_empty() {
-                let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-                let found = format!(
-                    "it listens on port {} but not on the one in $PORT ({port}); a warm HTTP \
-                     worker must bind the port the PORT environment variable names",
-                    ports.join(", ")
-                );
+            elsewhere = listening_elsewhere(&ports, port);
+            if let Some(found) = &elsewhere {
                 // Said now, not only when the start gives up: that may be
                 // minutes away. A server still starting may yet bind $PORT
                 // (a debugger's port opens first), so the start goes on.
-                tracing::warn!(route = %function.pattern, pid = worker.pid, "a starting warm worker: {found}");
-                elsewhere = Some(found);
+                tracing::warn!(route = %function.pattern, pid = worker.pid, ports = ?ports, port, "a starting warm worker {found}");
             }
         }
-        if tokio::time::Instant::now() >= deadline {
+        if giving_up {
             worker.stop(Duration::ZERO).await;
             return Err(InvokeError::WorkerFailed {
                 file,
                 cause: match elsewhere {
-                    Some(found) => format!("did not start: {found}"),
+                    Some(found) => format!("did not start: it {found}"),
                     None => format!(
                         "did not listen on 127.0.0.1:{port} ($PORT) in the time a start is given ({})",
                         super::policy::start_allowance_rule()
@@ -130,10 +127,30 @@ pub async fn start(
     }
 }
 
-/// How long a starting worker may go without listening on `$PORT` before
-/// watchdog looks, once, whether it listens on another port instead (most
-/// servers bind within a few hundred milliseconds of starting).
-const LOOK_ELSEWHERE_AFTER: Duration = Duration::from_secs(1);
+/// How often a starting worker that does not answer on 127.0.0.1:`$PORT` is
+/// looked at for the ports it does listen on (most servers bind within a few
+/// hundred milliseconds of starting).
+const LOOK_ELSEWHERE_EVERY: Duration = Duration::from_secs(1);
+
+/// What a worker that does not answer on 127.0.0.1:`port` is doing instead,
+/// from the `ports` its processes listen on; `None` when it listens nowhere
+/// (yet).
+fn listening_elsewhere(ports: &[u16], port: u16) -> Option<String> {
+    if ports.contains(&port) {
+        // Bound to another address: `::1` for a server told `localhost`.
+        return Some(format!(
+            "listens on $PORT ({port}) but not on 127.0.0.1: bind 127.0.0.1 or 0.0.0.0"
+        ));
+    }
+    let others: Vec<String> = ports.iter().map(u16::to_string).collect();
+    (!others.is_empty()).then(|| {
+        format!(
+            "listens on port {} but not on the one in $PORT ({port}); a warm HTTP worker \
+             must bind the port the PORT environment variable names",
+            others.join(", ")
+        )
+    })
+}
 
 /// How many times a start may find its port taken by another program.
 const PORT_ATTEMPTS: u32 = 3;
@@ -533,5 +550,17 @@ mod tests {
         assert!(axum::http::HeaderValue::from_str(&text).is_ok());
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back, value);
+    }
+
+    #[test]
+    fn a_worker_listening_elsewhere_is_told_what_to_bind() {
+        assert_eq!(listening_elsewhere(&[], 4000), None);
+        let fixed = listening_elsewhere(&[5000, 9229], 4000).unwrap();
+        assert!(
+            fixed.contains("port 5000, 9229 but not on the one in $PORT (4000)"),
+            "{fixed}"
+        );
+        let local = listening_elsewhere(&[4000], 4000).unwrap();
+        assert!(local.contains("bind 127.0.0.1 or 0.0.0.0"), "{local}");
     }
 }

@@ -116,10 +116,10 @@ impl Drop for Runtime {
 }
 
 impl Runtime {
-    async fn start(function_name: &str) -> std::io::Result<Self> {
+    async fn start(function_name: &str, region: &str) -> std::io::Result<Self> {
         let (events_tx, events_rx) = mpsc::channel(1);
         let state = Arc::new(RuntimeState {
-            function_arn: format!("arn:aws:lambda:us-east-1:000000000000:function:{function_name}"),
+            function_arn: format!("arn:aws:lambda:{region}:000000000000:function:{function_name}"),
             events: tokio::sync::Mutex::new(events_rx),
             waiting: Mutex::new(HashMap::new()),
             ready: watch::channel(false).0,
@@ -364,7 +364,25 @@ pub async fn start(
             }
         })
         .collect();
-    let runtime = Runtime::start(&name)
+    // The user's own values (watchdog.toml `env`, `--env`, `.env`,
+    // `--pass-env`) win over these stand-ins, as `-e` does with AWS's runtime
+    // interface emulator: a function that calls real AWS services needs its
+    // real region, and a Node runtime client its `_HANDLER`.
+    let own = |name: &str| {
+        function
+            .settings
+            .env
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.to_string_lossy().into_owned())
+    };
+    // (Later entries win in the function's environment, so the last is its.)
+    // A region set either way is the region: AWS's SDKs and CLI read both.
+    let region = own("AWS_REGION")
+        .or_else(|| own("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|| "us-east-1".to_owned());
+    let runtime = Runtime::start(&name, &region)
         .await
         .map_err(|err| InvokeError::Spawn {
             file: file.clone(),
@@ -382,21 +400,7 @@ pub async fn start(
         .parent()
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    // The user's own values (watchdog.toml `env`, `--env`, `.env`,
-    // `--pass-env`) win over these stand-ins, as `-e` does with AWS's runtime
-    // interface emulator: a function that calls real AWS services needs its
-    // real region, and a Node runtime client its `_HANDLER`.
-    let own = |name: &str| {
-        function
-            .settings
-            .env
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.to_string_lossy().into_owned())
-    };
-    let region = own("AWS_REGION").unwrap_or_else(|| "us-east-1".to_owned());
     let defaults = [
-        ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
         ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string()),

@@ -31,6 +31,10 @@ pub type HttpConnection = hyper::client::conn::http1::SendRequest<axum::body::Bo
 /// preempted.
 const REAPED_STATUS_SPINS: usize = 200;
 
+/// How often a worker whose output is still open is checked for a leader
+/// that has exited (and reaped): see [`Worker::spawn`].
+const LEADER_REAP_EVERY: Duration = Duration::from_secs(1);
+
 /// How much longer than the grace a stop waits for the kernel to finish a KILL.
 const REAP_LIMIT: Duration = Duration::from_secs(5);
 
@@ -105,14 +109,31 @@ impl Worker {
         let (mut stdout_log, mut stderr_log) = (log(Stream::Stdout), log(Stream::Stderr));
         tokio::spawn(async move {
             let mut status = None;
-            while let Some(item) = output.next().await {
+            // The stream waits for the process only once its output is
+            // closed. A wrapper that starts its server in the background and
+            // exits (`start.sh`) would stay a zombie for as long as the server
+            // runs: it is reaped on this tick instead (its status kept by
+            // tokio for the stream's own wait).
+            let mut reap = tokio::time::interval(LEADER_REAP_EVERY);
+            reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                let item = tokio::select! {
+                    item = output.next() => item,
+                    _ = reap.tick() => {
+                        if let Some(child) = output.child_mut() {
+                            let _ = child.try_wait();
+                        }
+                        continue;
+                    }
+                };
                 match item {
-                    Item::Stdout(chunk) => stdout_log.push(&chunk),
-                    Item::Stderr(chunk) => stderr_log.push(&chunk),
-                    Item::Done(result) => {
+                    Some(Item::Stdout(chunk)) => stdout_log.push(&chunk),
+                    Some(Item::Stderr(chunk)) => stderr_log.push(&chunk),
+                    Some(Item::Done(result)) => {
                         status = result.ok();
                         break;
                     }
+                    None => break,
                 }
             }
             stdout_log.flush();
@@ -181,34 +202,22 @@ impl Worker {
         self.exit.borrow().is_some()
     }
 
-    /// Whether the process has ended (and been reaped) with exit status 0:
-    /// a worker that retired itself, as servers do after a number of requests
-    /// (`uvicorn --limit-max-requests`, a leak guard), not one that crashed.
+    /// Whether the worker is over with exit status 0, its output closed (no
+    /// process it started holds it): a worker that retired itself, as servers
+    /// do after a number of requests (`uvicorn --limit-max-requests`, a leak
+    /// guard). Judged from the exit watch alone: a leader that exits 0 while
+    /// the server it started runs on (a wrapper script) has not retired.
     pub fn exited_cleanly(&self) -> bool {
-        match *self.exit.borrow() {
-            Some(status) => status.is_some_and(|status| status.success()),
-            None => matches!(
-                self.peek_exit(),
-                Ok(nix::sys::wait::WaitStatus::Exited(_, 0))
-            ),
-        }
+        matches!(*self.exit.borrow(), Some(Some(status)) if status.success())
     }
 
-    /// How the process ended, for the log: "exit 3", "signal 9 (SIGKILL)",
-    /// or "still running" / "unknown exit".
+    /// How the process ended, for the log ("exit 3", "signal 9 (SIGKILL)");
+    /// "still running" before the exit watch has seen its end.
     pub fn describe_end(&self) -> String {
         match *self.exit.borrow() {
             Some(Some(status)) => crate::invoke::cgi::describe_exit(status),
             Some(None) => "unknown exit".into(),
-            None => match self.peek_exit() {
-                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => format!("exit {code}"),
-                Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => {
-                    crate::observability::record::describe_exit(None, Some(signal as i32))
-                        .unwrap_or_else(|| "unknown exit".into())
-                }
-                Ok(_) => "still running".into(),
-                Err(_) => "unknown exit".into(),
-            },
+            None => "still running".into(),
         }
     }
 
