@@ -562,20 +562,21 @@ async fn readyz_turns_503_during_the_drain_delay() {
         &api.join("ok.sh"),
         "printf 'Content-Type: text/plain\\n\\nok\\n'",
     );
-    let server = TestServer::start(&api, &["--drain-delay", "1s"]);
+    let server = TestServer::start(&api, &["--drain-delay", "2s"]);
     assert_eq!(status_of(&server, "/_watchdog/readyz").await, 200);
+    let before = client().get(server.url("/api/ok")).send().await.unwrap();
+    assert!(before.headers().get("connection").is_none());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(server.pid() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(server.wait_for_log("shutting down", Duration::from_secs(5)));
     assert_eq!(status_of(&server, "/_watchdog/readyz").await, 503);
-    assert_eq!(
-        status_of(&server, "/api/ok").await,
-        200,
-        "still serving during the drain delay"
-    );
+    let during = client().get(server.url("/api/ok")).send().await.unwrap();
+    assert_eq!(during.status(), 200, "still serving during the drain delay");
+    // A kept-alive client is told to reconnect elsewhere.
+    assert_eq!(during.headers()["connection"], "close");
 }
 
 #[tokio::test]

@@ -67,6 +67,15 @@ pub async fn handle(app: &App, connection: Connection, request: Request) -> Resp
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(request_id::HEADER, value);
     }
+    // During the drain delay a kept-alive client is told to reconnect (and
+    // reach another instance), rather than find its connection closed under
+    // it when watchdog stops accepting.
+    if app.is_draining() {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            HeaderValue::from_static("close"),
+        );
+    }
     response
 }
 
