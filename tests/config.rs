@@ -550,6 +550,27 @@ async fn cron_jobs_run_on_schedule_and_on_demand_with_the_secret() {
     );
 }
 
+/// A config file that cannot be read is named with what to check, not
+/// located at a line 0 it does not have.
+#[test]
+fn a_config_file_that_cannot_be_read_is_named_without_a_line() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(project.path().join("api")).unwrap();
+    let missing = project.path().join("missing.toml");
+    let bad = watchdog()
+        .arg("serve")
+        .arg(project.path().join("api"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    let named = format!("{}: cannot read it", missing.display());
+    assert!(stderr.contains(&named), "{stderr}");
+    assert!(stderr.contains("check the path (--config)"), "{stderr}");
+}
+
 #[test]
 fn a_zero_body_idle_timeout_is_refused_by_name() {
     let project = tempfile::tempdir().unwrap();

@@ -15,11 +15,21 @@ use crate::cli::LogFormat;
 
 /// A problem in one of the configuration files, located for the user.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}: {message}")]
+#[error("{file}{}: {message}", at_line(*.line))]
 pub struct FileError {
     pub file: String,
     pub line: usize,
     pub message: String,
+}
+
+/// `:LINE`, or nothing for an error about the whole file (line 0: it
+/// could not be read at all).
+fn at_line(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(":{line}")
+    }
 }
 
 impl FileError {
@@ -315,7 +325,7 @@ pub fn load(path: &Path) -> Result<ConfigFile, FileError> {
     let source = std::fs::read_to_string(path).map_err(|err| FileError {
         file: path.display().to_string(),
         line: 0,
-        message: format!("cannot read: {err}"),
+        message: format!("cannot read it: {err}; check the path (--config) and its permissions"),
     })?;
     toml::from_str(&source).map_err(|err| FileError::at(path, &source, err.span(), err.message()))
 }
