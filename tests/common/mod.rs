@@ -182,14 +182,29 @@ impl TestServer {
 impl Drop for TestServer {
     /// Checks the promise of "no zombie, ever" after every test, then stops the
     /// server by PID: SIGTERM, then SIGKILL.
+    /// The server is stopped before the check fails, so a failing test
+    /// leaves no watchdog running behind it.
     fn drop(&mut self) {
+        let mut zombies = None;
         if !std::thread::panicking() {
             let pid = self.pid();
             let clean = wait_until(Duration::from_secs(5), || {
                 !children(pid).iter().any(|&c| is_zombie(c))
             });
-            assert!(clean, "zombies left behind: {:?}", describe(&children(pid)));
+            if !clean {
+                zombies = Some(describe(&children(pid)));
+            }
         }
+        self.stop();
+        if let Some(zombies) = zombies {
+            panic!("zombies left behind: {zombies:?}");
+        }
+    }
+}
+
+impl TestServer {
+    /// SIGTERM, then SIGKILL after 5 s.
+    fn stop(&mut self) {
         signal(self.child.id() as i32, libc_sigterm());
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
