@@ -70,6 +70,12 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (the reader of stderr is gone: a
+        // collector restarted, `| head` done) is dropped. Reported, as
+        // tracing-subscriber does by default, it would be reported on that
+        // same stderr, and the report's failure panics: watchdog died at its
+        // next log line.
+        .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),

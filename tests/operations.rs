@@ -625,3 +625,56 @@ async fn built_in_errors_are_watchdog_error_pages_with_the_request_id() {
     assert_eq!(healthz.status(), 200);
     assert!(healthz.headers().contains_key("x-request-id"));
 }
+
+/// watchdog outlives the reader of its log: a log collector that restarts, or
+/// `| head`, left it to panic at its next log line (exit 101).
+#[tokio::test]
+async fn watchdog_outlives_the_reader_of_its_log() {
+    use std::io::BufRead;
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    write_script(
+        &api.join("ok.sh"),
+        "printf 'Content-Type: text/plain\\n\\nok\\n'",
+    );
+    let mut child = common::watchdog()
+        .arg("serve")
+        .arg(&api)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let (_, rest) = line.split_once("listening on http://")?;
+            Some(rest.split_whitespace().next()?.to_owned())
+        })
+        .expect("watchdog did not say where it listens");
+    // The reader goes away; every log line from now on fails to be written.
+    drop(lines);
+    for _ in 0..3 {
+        let response = client()
+            .get(format!("http://{addr}/api/ok"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        assert_eq!(response.map(|r| r.status().as_u16()).ok(), Some(200));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "watchdog exited");
+    common::signal(child.id() as i32, nix::sys::signal::Signal::SIGTERM);
+    let mut status = None;
+    let exited = common::wait_until(Duration::from_secs(10), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
