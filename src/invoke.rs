@@ -97,9 +97,24 @@ pub enum Reply {
     },
 }
 
-/// [`InvokeError::NoWorkerInTime`]'s `why` when the request waited for a
-/// worker to start, not for a busy one.
-pub const NO_WORKER_STARTED: &str = "the new one was still starting";
+/// What a request that timed out waiting for a warm worker waited on: the
+/// hint differs (more workers, or a worker that never became ready).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerWait {
+    /// Every worker was busy.
+    AllBusy,
+    /// A new worker was still starting.
+    Starting,
+}
+
+impl std::fmt::Display for WorkerWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WorkerWait::AllBusy => "all were busy",
+            WorkerWait::Starting => "the new one was still starting",
+        })
+    }
+}
 
 /// Why an invocation produced no response of its own. Each variant has one status.
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +154,7 @@ pub enum InvokeError {
     NoWorkerInTime {
         file: String,
         after: std::time::Duration,
-        why: &'static str,
+        why: WorkerWait,
     },
     #[error("{file}: the function returned an error (its message is in watchdog's log)")]
     FunctionError { file: String },
@@ -227,14 +242,20 @@ impl InvokeError {
                  or make the function finish sooner"
                     .into(),
             ),
-            InvokeError::NoWorkerInTime { why, .. } if *why == NO_WORKER_STARTED => Some(
+            InvokeError::NoWorkerInTime {
+                why: WorkerWait::Starting,
+                ..
+            } => Some(
                 "a warm worker is ready once it listens on $PORT (protocol = \"http\") or asks \
                  the Runtime API for an invocation (protocol = \"lambda\"); watchdog's log says \
                  if it did neither. One that is only slow to start goes on and serves the next \
                  request; raise the timeout if every start takes this long"
                     .into(),
             ),
-            InvokeError::NoWorkerInTime { .. } => Some(
+            InvokeError::NoWorkerInTime {
+                why: WorkerWait::AllBusy,
+                ..
+            } => Some(
                 "raise `max` in its `warm` settings (more workers at once), or the timeout; \
                  a worker still starting goes on and serves the next request"
                     .into(),

@@ -224,19 +224,11 @@ sleep 0.3
 #[tokio::test]
 async fn the_users_own_aws_variables_reach_the_runtime() {
     let project = project("");
-    add_runtime(
+    header_runtime(
         &project,
         "env.sh",
         "env = { AWS_REGION = \"eu-west-1\", _HANDLER = \"index.handler\", AWS_LAMBDA_RUNTIME_API = \"nowhere:1\" }\n",
-        "",
-        r#"#!/bin/sh
-api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
-while :; do
-  id=$(curl -s -D - -o /dev/null "$api/invocation/next" | tr -d '\r' | awk 'tolower($1) == "lambda-runtime-aws-request-id:" {print $2}')
-  body="$AWS_REGION $AWS_DEFAULT_REGION $_HANDLER $AWS_LAMBDA_FUNCTION_NAME $AWS_LAMBDA_INITIALIZATION_TYPE"
-  curl -s -X POST -d "{\"statusCode\":200,\"body\":\"$body\"}" "$api/invocation/$id/response" >/dev/null
-done
-"#,
+        "$AWS_REGION $AWS_DEFAULT_REGION $_HANDLER $AWS_LAMBDA_FUNCTION_NAME $AWS_LAMBDA_INITIALIZATION_TYPE",
     );
     let server = TestServer::start(&project.path().join("api"), &[]);
     let answer = client().get(server.url("/api/env")).send().await.unwrap();
@@ -247,25 +239,62 @@ done
     );
 }
 
+/// Writes `api/NAME`: a shell runtime whose answer to each event is a 200
+/// with `body`, shell words in which `$(next_header NAME)` is a header of the
+/// event's `/invocation/next` response; `settings` as in [`add_runtime`].
+fn header_runtime(project: &tempfile::TempDir, name: &str, settings: &str, body: &str) {
+    add_runtime(
+        project,
+        name,
+        settings,
+        "",
+        &format!(
+            r#"#!/bin/sh
+api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+next_header() {{ echo "$head" | awk -v n="$1:" 'tolower($1) == n {{print $2}}'; }}
+while :; do
+  head=$(curl -s -D - -o /dev/null "$api/invocation/next" | tr -d '\r')
+  id=$(next_header lambda-runtime-aws-request-id)
+  curl -s -X POST -d "{{\"statusCode\":200,\"body\":\"{body}\"}}" "$api/invocation/$id/response" >/dev/null
+done
+"#
+        ),
+    );
+}
+
+/// A region set only as `AWS_DEFAULT_REGION` (as AWS CLI users do) is the
+/// function's region too: in `AWS_REGION` and in its ARN.
+#[tokio::test]
+async fn a_default_region_alone_sets_the_region_and_the_arn() {
+    let project = project("");
+    header_runtime(
+        &project,
+        "region.sh",
+        "env = { AWS_DEFAULT_REGION = \"eu-north-1\" }\n",
+        "$AWS_REGION $(next_header lambda-runtime-invoked-function-arn)",
+    );
+    let server = TestServer::start(&project.path().join("api"), &[]);
+    let answer = client()
+        .get(server.url("/api/region"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.text().await.unwrap(),
+        "eu-north-1 arn:aws:lambda:eu-north-1:000000000000:function:api-region"
+    );
+}
+
 /// A client's X-Ray trace header reaches the runtime as Lambda passes it on;
 /// without one, the runtime gets a well-formed one (X-Ray's 8 + 24 hex digits).
 #[tokio::test]
 async fn the_runtime_gets_the_clients_trace_or_a_well_formed_one() {
     let project = project("");
-    add_runtime(
+    header_runtime(
         &project,
         "trace.sh",
         "",
-        "",
-        r#"#!/bin/sh
-api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
-while :; do
-  head=$(curl -s -D - -o /dev/null "$api/invocation/next" | tr -d '\r')
-  id=$(echo "$head" | awk 'tolower($1) == "lambda-runtime-aws-request-id:" {print $2}')
-  trace=$(echo "$head" | awk 'tolower($1) == "lambda-runtime-trace-id:" {print $2}')
-  curl -s -X POST -d "{\"statusCode\":200,\"body\":\"$trace\"}" "$api/invocation/$id/response" >/dev/null
-done
-"#,
+        "$(next_header lambda-runtime-trace-id)",
     );
     let server = TestServer::start(&project.path().join("api"), &[]);
     let trace = |incoming: Option<&'static str>| {

@@ -6,6 +6,17 @@ use std::time::{Duration, Instant};
 
 use common::{TestServer, client, gone, write_script};
 
+/// A project whose `api/ok.sh` answers "ok", and its api folder.
+fn project_with_ok() -> (tempfile::TempDir, std::path::PathBuf) {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    write_script(
+        &api.join("ok.sh"),
+        "printf 'Content-Type: text/plain\\n\\nok\\n'",
+    );
+    (project, api)
+}
+
 async fn status_of(server: &TestServer, path: &str) -> u16 {
     client()
         .get(server.url(path))
@@ -184,12 +195,7 @@ async fn a_file_swapped_for_a_symlink_outside_dir_is_not_run_before_the_reload()
 
 #[tokio::test]
 async fn metrics_count_requests_timeouts_and_durations() {
-    let project = tempfile::tempdir().unwrap();
-    let api = project.path().join("api");
-    write_script(
-        &api.join("ok.sh"),
-        "printf 'Content-Type: text/plain\\n\\nok\\n'",
-    );
+    let (_project, api) = project_with_ok();
     write_script(&api.join("slow.sh"), "sleep 5");
     let server = TestServer::start(&api, &["--timeout", "1500ms", "--kill-grace", "100ms"]);
     let c = client();
@@ -556,12 +562,7 @@ async fn drain_timeout_stops_a_warm_request_even_with_no_cgi_function_running() 
 
 #[tokio::test]
 async fn readyz_turns_503_during_the_drain_delay() {
-    let project = tempfile::tempdir().unwrap();
-    let api = project.path().join("api");
-    write_script(
-        &api.join("ok.sh"),
-        "printf 'Content-Type: text/plain\\n\\nok\\n'",
-    );
+    let (_project, api) = project_with_ok();
     let server = TestServer::start(&api, &["--drain-delay", "2s"]);
     assert_eq!(status_of(&server, "/_watchdog/readyz").await, 200);
     let before = client().get(server.url("/api/ok")).send().await.unwrap();
@@ -631,12 +632,7 @@ async fn built_in_errors_are_watchdog_error_pages_with_the_request_id() {
 #[tokio::test]
 async fn watchdog_outlives_the_reader_of_its_log() {
     use std::io::BufRead;
-    let project = tempfile::tempdir().unwrap();
-    let api = project.path().join("api");
-    write_script(
-        &api.join("ok.sh"),
-        "printf 'Content-Type: text/plain\\n\\nok\\n'",
-    );
+    let (_project, api) = project_with_ok();
     let mut child = common::watchdog()
         .arg("serve")
         .arg(&api)

@@ -596,6 +596,27 @@ async fn a_worker_whose_server_runs_in_a_session_of_its_own_is_ready() {
     assert!(answer["pid"].is_number(), "{answer}");
 }
 
+/// A worker that exits 0 without ever serving has not retired: it is a crash
+/// (else one that exits as soon as it is ready would be restarted forever,
+/// with no backoff), and the log says how it ended.
+#[tokio::test]
+async fn a_worker_that_exits_cleanly_before_serving_is_a_crash() {
+    let project = one_worker(
+        "brief.py",
+        "#!/usr/bin/env python3\n\
+         import os, socket, time\n\
+         s = socket.socket()\n\
+         s.bind(('127.0.0.1', int(os.environ['PORT'])))\n\
+         s.listen()\n\
+         time.sleep(0.3)\n",
+        "warm = { protocol = \"http\", min = 1, max = 1 }",
+    );
+    let server = TestServer::start(&api(&project), &[]);
+    let line = server.log_line("worker crashed", Duration::from_secs(20));
+    assert!(line.contains("exit 0"), "{line}");
+    assert!(!server.log().contains("exited on its own"));
+}
+
 /// A wrapper that starts the server in the background and exits 0 at once
 /// (`start.sh`: `uvicorn --port $PORT &`) has not retired: its server, which
 /// holds its output, serves on, request after request.

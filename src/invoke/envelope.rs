@@ -253,6 +253,17 @@ impl EnvelopeReader {
     }
 }
 
+/// Removes the headers `drops` picks from a header block (a redirecting
+/// block's body headers, a 304's body description). `HeaderMap` has no
+/// `retain`: the names are gathered first, allocating only when a block
+/// has such headers.
+pub fn remove_headers(headers: &mut HeaderMap, drops: impl Fn(&HeaderName) -> bool) {
+    let dropped: Vec<HeaderName> = headers.keys().filter(|name| drops(name)).cloned().collect();
+    for name in dropped {
+        headers.remove(name);
+    }
+}
+
 fn memchr_newline(haystack: &[u8]) -> Option<usize> {
     haystack.iter().position(|&b| b == b'\n')
 }

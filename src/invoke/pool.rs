@@ -487,7 +487,7 @@ impl Pool {
                 return Err(InvokeError::NoWorkerInTime {
                     file: file.clone(),
                     after: self.function.settings.timeout,
-                    why: "all were busy",
+                    why: crate::invoke::WorkerWait::AllBusy,
                 });
             }
             self.function.metrics.count_queue_rejected();
@@ -565,7 +565,7 @@ impl Pool {
                 return Err(InvokeError::NoWorkerInTime {
                     file: file.clone(),
                     after: timeout,
-                    why: crate::invoke::NO_WORKER_STARTED,
+                    why: crate::invoke::WorkerWait::Starting,
                 });
             }
         };

@@ -300,14 +300,7 @@ fn carry_redirect_headers(answer: &mut HeaderMap, mut carried: HeaderMap) {
 /// `headers` without those that describe a body (`Content-*`, validators,
 /// digests) and without `Location`: what a redirecting block can pass on.
 fn without_body_headers(mut headers: HeaderMap) -> HeaderMap {
-    let dropped: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| describes_a_body(name))
-        .cloned()
-        .collect();
-    for name in dropped {
-        headers.remove(name);
-    }
+    crate::invoke::envelope::remove_headers(&mut headers, describes_a_body);
     headers
 }
 

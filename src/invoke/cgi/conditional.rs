@@ -115,14 +115,9 @@ pub fn fit_headers(verdict: StatusCode, headers: &mut HeaderMap) {
 /// keeps its validators, caching headers and cookies (RFC 9110 §15.4.5);
 /// `Content-Location` names a resource, not this body, and stays.
 fn drop_body_description(headers: &mut HeaderMap) {
-    let names: Vec<_> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("content-") && **name != header::CONTENT_LOCATION)
-        .cloned()
-        .collect();
-    for name in names {
-        headers.remove(name);
-    }
+    crate::invoke::envelope::remove_headers(headers, |name| {
+        name.as_str().starts_with("content-") && *name != header::CONTENT_LOCATION
+    });
 }
 
 #[cfg(test)]

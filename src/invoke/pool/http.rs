@@ -107,7 +107,7 @@ pub async fn start(
                 // Said now, not only when the start gives up: that may be
                 // minutes away. A server still starting may yet bind $PORT
                 // (a debugger's port opens first), so the start goes on.
-                tracing::warn!(route = %function.pattern, pid = worker.pid, ports = ?ports, port, "a starting warm worker {found}");
+                tracing::warn!(route = %function.pattern, pid = worker.pid, ports = ?ports, port, finding = %found, "a starting warm worker does not listen where watchdog waits for it");
             }
         }
         if giving_up {

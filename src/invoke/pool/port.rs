@@ -74,13 +74,34 @@ pub fn listener_on(port: u16, worker: i32) -> Listener {
         Some(None) => unreadable = true,
         _ => {}
     }
-    let Ok(processes) = procfs::process::all_processes() else {
+    let Some(members) = worker_processes(worker) else {
         return Listener::Unknown;
     };
-    let processes: Vec<(procfs::process::Process, procfs::process::Stat)> = processes
-        .flatten()
-        .filter_map(|process| process.stat().ok().map(|stat| (process, stat)))
-        .collect();
+    for process in members.iter().filter(|process| process.pid != worker) {
+        match holds(process) {
+            Some(true) => return Listener::Worker,
+            Some(false) => {}
+            None => unreadable = true,
+        }
+    }
+    if unreadable {
+        Listener::Unknown
+    } else {
+        Listener::Other
+    }
+}
+
+/// The processes that count as the worker led by `worker`: itself, the
+/// members of its group, and the processes it started in a group or session
+/// of their own (a server it daemonized). `None` when the process list
+/// cannot be read.
+fn worker_processes(worker: i32) -> Option<Vec<procfs::process::Process>> {
+    let processes: Vec<(procfs::process::Process, procfs::process::Stat)> =
+        procfs::process::all_processes()
+            .ok()?
+            .flatten()
+            .filter_map(|process| process.stat().ok().map(|stat| (process, stat)))
+            .collect();
     let parents: HashMap<i32, i32> = processes
         .iter()
         .map(|(_, stat)| (stat.pid, stat.ppid))
@@ -96,36 +117,23 @@ pub fn listener_on(port: u16, worker: i32) -> Listener {
         }
         false
     };
-    for (process, stat) in &processes {
-        if stat.pid == worker || (stat.pgrp != worker && !descends(stat.pid)) {
-            continue;
-        }
-        match holds(process) {
-            Some(true) => return Listener::Worker,
-            Some(false) => {}
-            None => unreadable = true,
-        }
-    }
-    if unreadable {
-        Listener::Unknown
-    } else {
-        Listener::Other
-    }
+    Some(
+        processes
+            .into_iter()
+            .filter(|(_, stat)| stat.pid == worker || stat.pgrp == worker || descends(stat.pid))
+            .map(|(process, _)| process)
+            .collect(),
+    )
 }
 
-/// The TCP ports the worker's group (led by `worker`) listens on, for the
+/// The TCP ports the worker (led by `worker`, see [`worker_processes`]) listens on, for the
 /// worker that never listens on its `$PORT`: one with a port of its own
 /// (an OpenFaaS template's fixed upstream port) is told which it used.
 /// Empty when none, or when its file descriptors cannot be read.
 pub fn ports_held_by(worker: i32) -> Vec<u16> {
-    let Ok(processes) = procfs::process::all_processes() else {
-        return Vec::new();
-    };
-    let sockets: HashSet<u64> = processes
-        .flatten()
-        .filter(|process| {
-            process.pid == worker || process.stat().is_ok_and(|stat| stat.pgrp == worker)
-        })
+    let sockets: HashSet<u64> = worker_processes(worker)
+        .unwrap_or_default()
+        .iter()
         .filter_map(|process| process.fd().ok())
         .flat_map(|fds| {
             fds.flatten().filter_map(|fd| match fd.target {
