@@ -439,6 +439,101 @@ async fn a_worker_that_exits_cleanly_after_answering_is_not_a_crash() {
     assert!(log.contains("exited on its own (exit 0)"), "{log}");
 }
 
+/// A request that reaches a worker as it retires (it has answered its last
+/// request and is on its way out, the next one unread or refused) goes to
+/// another worker: before, the client got a 502 and the function a crash.
+/// `retire-slowly` leaves the next request unread on the kept connection
+/// until it exits 0; `retire-closing` stops listening first.
+#[tokio::test]
+async fn a_request_that_meets_a_retiring_worker_goes_to_another() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &[]);
+    // One client: the second request follows the first on its connection,
+    // and so on watchdog's kept connection to the worker.
+    let client = client();
+    for mode in ["retire-slowly", "retire-closing"] {
+        for method in ["GET", "POST"] {
+            let last = client
+                .get(server.url(&format!("/api/counter?{mode}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(last.status(), 200, "{mode}");
+            let last: serde_json::Value = last.json().await.unwrap();
+            let next = match method {
+                "GET" => client.get(server.url("/api/counter")),
+                _ => client.post(server.url("/api/counter")).body("hello"),
+            };
+            let next = next.send().await.unwrap();
+            let status = next.status().as_u16();
+            let text = next.text().await.unwrap();
+            if mode == "retire-slowly" && method == "POST" {
+                // Sent, and lost unread: a POST is not sent twice.
+                assert_eq!(status, 502, "{mode} {method}: {text}");
+                assert!(text.contains("retired itself (exit 0"), "{text}");
+                assert!(text.contains("may retry this POST"), "{text}");
+                continue;
+            }
+            assert_eq!(status, 200, "{mode} {method}: {text}\n{}", server.log());
+            let next: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_ne!(next["pid"], last["pid"], "{mode} {method}");
+            if method == "POST" {
+                assert_eq!(next["echo"], "hello", "{mode}: the body, whole");
+            }
+        }
+    }
+    assert!(
+        common::wait_until(Duration::from_secs(5), || server
+            .log()
+            .matches("exited on its own (exit 0)")
+            .count()
+            == 4),
+        "{}",
+        server.log()
+    );
+    let log = server.log();
+    assert!(!log.contains("worker crashed"), "{log}");
+}
+
+/// A worker that stops listening as soon as it is ready, and runs on: the
+/// request is sent to at most three of them, then fails with a 502 that says
+/// why, instead of starting worker after worker until its deadline; each is
+/// judged a crash once it has not exited within `--kill-grace`.
+#[tokio::test]
+async fn workers_that_never_take_a_request_fail_it_after_three() {
+    let script = r#"#!/usr/bin/env python3
+import os, socket, time
+listener = socket.socket()
+listener.bind(("127.0.0.1", int(os.environ["PORT"])))
+listener.listen(8)
+listener.accept()  # watchdog's readiness check
+listener.shutdown(socket.SHUT_RDWR)
+time.sleep(60)
+"#;
+    let project = one_worker(
+        "refuser.py",
+        script,
+        "warm = { protocol = \"http\", max = 1 }",
+    );
+    let server = TestServer::start(&api(&project), &["--kill-grace", "300ms"]);
+    let (status, answer) = call(&server, "/api/refuser").await;
+    assert_eq!(status, 502, "{answer}");
+    let text = answer.as_str().unwrap_or_default();
+    assert!(
+        text.contains("3 workers in a row ended or stopped accepting connections"),
+        "{text}"
+    );
+    assert!(
+        common::wait_until(Duration::from_secs(5), || server
+            .log()
+            .matches("why=\"stopped accepting connections\"")
+            .count()
+            == 3),
+        "{}",
+        server.log()
+    );
+}
+
 #[tokio::test]
 async fn a_worker_that_cuts_an_answer_short_is_kept_and_one_that_answers_nothing_replaced() {
     let project = project(&[("counter", "max = 1")]);

@@ -47,6 +47,13 @@ const LIMIT_KILL_SETTLE: Duration = Duration::from_millis(50);
 /// [`Lease::settle_break`]).
 const BREAK_SETTLE: Duration = Duration::from_millis(20);
 
+/// How many workers in a row may end before taking one request ([`Failed::NotTaken`])
+/// before it fails: each is replaced by a new one, and one that stops
+/// listening but runs on is judged only after `--kill-grace`, so a function
+/// whose workers all do so would start worker after worker until the
+/// deadline.
+const NOT_TAKEN_LIMIT: u32 = 3;
+
 /// Runs warm functions; one pool per function file and version.
 pub struct PoolInvoker {
     pools: Mutex<HashMap<String, Arc<Pool>>>,
@@ -165,6 +172,7 @@ impl Invoker for PoolInvoker {
                 WarmProtocol::Lambda => Some(lambda::receive_body(&mut invocation).await?),
                 WarmProtocol::Http => None,
             };
+            let mut not_taken = 0;
             loop {
                 let queue_wait = &mut invocation.record.queue_wait;
                 // Still waiting for a worker when the drain timeout ends: a 503
@@ -177,18 +185,48 @@ impl Invoker for PoolInvoker {
                     () = invocation.stop.cancelled() => return Err(invocation.stopped_by_shutdown()),
                 };
                 let lease = acquired.map_err(|error| invocation.record.failed(error))?;
-                let Some(body) = &body else {
-                    return http::forward(lease, invocation).await;
+                let answered = match &body {
+                    None => http::forward(lease, invocation).await,
+                    Some(body) => lambda::invoke(lease, invocation, body.clone()).await,
                 };
-                match lambda::invoke(lease, invocation, body.clone()).await {
+                match answered {
                     Ok(reply) => return Ok(reply),
-                    Err(lambda::Failed::Error(error)) => return Err(error),
+                    Err(Failed::Error(error)) => return Err(error),
                     // The request never started: on to another worker, within the
-                    // same deadline (each such exit counts toward the crash limit).
-                    Err(lambda::Failed::NotTaken(returned)) => invocation = *returned,
+                    // same deadline (an exit that is not a retirement counts
+                    // toward the crash limit).
+                    Err(Failed::NotTaken(returned)) => invocation = *returned,
+                }
+                not_taken += 1;
+                if not_taken == NOT_TAKEN_LIMIT {
+                    let error = InvokeError::WorkerFailed {
+                        file: invocation.route.function.file.relative.clone(),
+                        cause: format!(
+                            "{NOT_TAKEN_LIMIT} workers in a row ended or stopped accepting connections before they took the request"
+                        ),
+                    };
+                    return Err(invocation.record.failed(error));
                 }
             }
         })
+    }
+}
+
+/// How a request on a lent worker ended, when it did not end in a reply.
+pub enum Failed {
+    Error(InvokeError),
+    /// The worker ended before it took the request: it had answered its last
+    /// one and then exited (a server that retires itself after N requests; the
+    /// official Lambda Python client, after a rejected answer). The request
+    /// goes to another worker instead of failing with this one: real Lambda
+    /// only hands an event to a runtime that asked for one, and a proxy
+    /// resends a request that never reached its upstream.
+    NotTaken(Box<Invocation>),
+}
+
+impl From<InvokeError> for Failed {
+    fn from(error: InvokeError) -> Self {
+        Self::Error(error)
     }
 }
 
@@ -271,6 +309,9 @@ pub enum Outcome {
     /// crashed. If it still runs, it is kept, unless it does so
     /// [`policy::BROKEN_OFF_LIMIT`] times in a row: a worker that answers nothing.
     BrokeOff,
+    /// The worker had ended before it took the request ([`Failed::NotTaken`]):
+    /// judged as if it had been found ended while idle.
+    NotTaken,
 }
 
 impl Pool {
@@ -661,9 +702,43 @@ impl Pool {
         }
     }
 
+    /// A worker that refused a connection, or closed one before the request
+    /// went out, yet runs: a server shutting down closes its listener first
+    /// (`uvicorn --limit-max-requests` finishes its shutdown after). It is
+    /// given `--kill-grace` to end, off the request, and is then judged as
+    /// one found ended while idle. One still running by then is stopped: a
+    /// crash if it never served (a worker that only ever refuses would
+    /// otherwise be started again forever), else not.
+    fn judge_once_ended(self: &Arc<Self>, worker: Worker) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // A runtime shutting down: the worker's group is killed as it drops.
+            return drop(worker);
+        };
+        let pool = Arc::clone(self);
+        let judge = async move {
+            let grace = pool.settings.kill_grace;
+            if tokio::time::timeout(grace, worker.exited()).await.is_ok() {
+                return pool.ended_while_idle(worker);
+            }
+            if worker.served == 0 {
+                return pool.crashed(worker, "stopped accepting connections");
+            }
+            tracing::info!(route = %pool.function.pattern, pid = worker.pid, served = worker.served, "a warm worker stopped accepting connections after serving, and did not exit; stopping it");
+            pool.stop_in_background(worker);
+        };
+        drop(self.stopping.spawn_on(judge, &runtime));
+    }
+
     /// Takes a worker back after a request.
-    pub fn release(&self, mut worker: Worker, outcome: Outcome) {
+    pub fn release(self: &Arc<Self>, mut worker: Worker, outcome: Outcome) {
         let outcome = match outcome {
+            Outcome::NotTaken if worker.has_exited() => return self.ended_while_idle(worker),
+            Outcome::NotTaken => return self.judge_once_ended(worker),
+            // It had served, and exited 0 as this request reached it, unread: a
+            // retirement that crossed the request, not a crash.
+            Outcome::BrokeOff if worker.served > 0 && worker.exited_cleanly() => {
+                return self.retired_itself(worker);
+            }
             Outcome::CutShort | Outcome::BrokeOff if worker.has_ended_now() => Outcome::Crashed,
             Outcome::CutShort | Outcome::BrokeOff => {
                 let answered = outcome == Outcome::CutShort;
@@ -714,8 +789,8 @@ impl Pool {
                 tracing::warn!(route = %self.function.pattern, pid = worker.pid, "killing a worker whose request ran past its time (its timeout, or the drain timeout at shutdown)");
                 self.stop_in_background(worker);
             }
-            // (A worker that broke off has been judged above.)
-            Outcome::Crashed | Outcome::CutShort | Outcome::BrokeOff => {
+            // (A worker that broke off or took nothing has been judged above.)
+            Outcome::Crashed | Outcome::CutShort | Outcome::BrokeOff | Outcome::NotTaken => {
                 self.ended_in_request(worker, "broke off a request")
             }
         }
@@ -775,6 +850,21 @@ impl Lease {
             self.ends_by(tokio::time::Instant::now() + BREAK_SETTLE)
                 .await;
         }
+    }
+
+    /// Whether the worker, which refused or dropped a request without
+    /// answering it, is over: the kernel shows its end within [`BREAK_SETTLE`]
+    /// (as [`Lease::settle_break`] waits), and the exit watch has its status
+    /// within [`LIMIT_KILL_SETTLE`] more, since that status tells a worker that
+    /// retired itself from one that crashed. A wrapper's leader that exited
+    /// while its server runs on is not over: the server holds the output the
+    /// exit watch waits on.
+    pub async fn ended_without_answering(&self) -> bool {
+        self.ends_by(tokio::time::Instant::now() + BREAK_SETTLE)
+            .await
+            && tokio::time::timeout(LIMIT_KILL_SETTLE, self.worker().exited())
+                .await
+                .is_ok()
     }
 
     /// Whether the worker shows it has ended by `deadline`, asked of the kernel

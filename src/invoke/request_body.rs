@@ -99,6 +99,21 @@ impl RequestBody {
         }
     }
 
+    /// A body [`RequestBody::into_body`] made that was never sent (its worker
+    /// had ended), put back whole for another worker; `length` and `watch` are
+    /// what [`RequestBody::content_length`] and [`RequestBody::watch`] said of
+    /// it before.
+    pub fn unsent(body: Body, length: Option<u64>, watch: Option<BodyWatch>) -> Self {
+        match length {
+            None => RequestBody::Empty,
+            Some(length) => RequestBody::Streaming {
+                length,
+                body,
+                watch: watch.unwrap_or_default(),
+            },
+        }
+    }
+
     /// CONTENT_LENGTH, when the request has a body (or said Content-Length: 0).
     pub fn content_length(&self) -> Option<u64> {
         match self {

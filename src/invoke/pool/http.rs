@@ -20,11 +20,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::worker::HttpConnection;
-use super::{Lease, Outcome, Waited, Worker, port};
+use super::{Failed, Lease, Outcome, Waited, Worker, port};
 use crate::config::Settings;
 use crate::invoke::body_fault::BodyWatch;
 use crate::invoke::forwarded;
-use crate::invoke::{Invocation, InvokeError, Reply};
+use crate::invoke::{Invocation, InvokeError, Reply, RequestBody};
 use crate::limits::Limiter;
 use crate::observability::InvocationRecord;
 use crate::routes::Function;
@@ -176,15 +176,23 @@ fn spawn_on_free_port(
 ///
 /// # Errors
 /// 504 when the worker does not answer by the deadline (it is then killed and
-/// replaced), 502 when it breaks off.
-pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Reply, InvokeError> {
+/// replaced), 502 when it breaks off; [`Failed::NotTaken`] when it had ended
+/// before it took the request: refused or closed the connection before the
+/// request went out, or, for a request that can be sent again (an idempotent
+/// method without a body), retired itself (exit 0, having served) as the
+/// request reached it, unread.
+pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Reply, Failed> {
     let worker = lease.worker();
     let (port, pid) = (worker.port, worker.pid);
     let file = invocation.route.function.file.relative.clone();
     invocation.record.pid = Some(pid);
     invocation.record.cold = Some(lease.cold);
-    let body =
-        std::mem::replace(&mut invocation.body, crate::invoke::RequestBody::Empty).into_body();
+    // What it takes to send the request to another worker, should this one
+    // turn out to have ended before it took it.
+    let resendable_once_sent =
+        invocation.method.is_idempotent() && matches!(invocation.body, RequestBody::Empty);
+    let (length, watch) = (invocation.body.content_length(), invocation.body.watch());
+    let body = std::mem::replace(&mut invocation.body, RequestBody::Empty).into_body();
     let mut request = upstream_request(&invocation, port, body);
     let deadline = invocation.deadline;
     // A failed exchange, with what it says about the worker.
@@ -193,9 +201,8 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
             file: file.clone(),
             cause,
         };
-        (error, outcome)
+        NoAnswer::Failed(error, outcome)
     };
-    let broken = |cause: String| failed(cause, Outcome::Crashed);
     let answer_failed = |err: hyper::Error| {
         if err.is_parse() {
             // An answer that is not HTTP hyper can read (more than 100 headers, a
@@ -206,7 +213,7 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
                 cause: format!("answered with a response that is not valid HTTP: {err}"),
                 hint: ANSWER_HINT,
             };
-            (error, Outcome::Abandoned)
+            NoAnswer::Failed(error, Outcome::Abandoned)
         } else {
             failed(format!("broke off the request: {err}"), Outcome::BrokeOff)
         }
@@ -224,20 +231,29 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
                 Err(mut failed) => match failed.take_message() {
                     // The kept connection closed before the request went out (the
                     // worker's keep-alive ended): retry on a fresh one.
-                    Some(unsent) => request = unsent,
+                    Some(returned) => request = returned,
                     None => return Err(answer_failed(failed.into_error())),
                 },
             }
         }
-        let stream = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|err| broken(format!("refused the connection: {err}")))?;
+        // Refused: the worker no longer listens (a server shutting down
+        // closes its listener first).
+        let Ok(stream) = TcpStream::connect(("127.0.0.1", port)).await else {
+            return Err(NoAnswer::Unsent(request));
+        };
         let _ = stream.set_nodelay(true);
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|err| broken(format!("HTTP handshake failed: {err}")))?;
+        let (mut sender, connection) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+                Ok(handshaken) => handshaken,
+                Err(err) => {
+                    return Err(failed(
+                        format!("HTTP handshake failed: {err}"),
+                        Outcome::Crashed,
+                    ));
+                }
+            };
         tokio::spawn(connection);
-        let response = sender.send_request(request);
+        let response = sender.try_send_request(request);
         tokio::pin!(response);
         let response = if others_open {
             tokio::select! {
@@ -253,29 +269,68 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
         } else {
             response.await
         };
-        let response = response.map_err(answer_failed)?;
-        Ok::<_, (InvokeError, Outcome)>((response, sender))
+        match response {
+            Ok(response) => Ok((response, sender)),
+            Err(mut failed) => Err(match failed.take_message() {
+                // Accepted, then closed before the request went out.
+                Some(returned) => NoAnswer::Unsent(returned),
+                None => answer_failed(failed.into_error()),
+            }),
+        }
     };
     // A client that leaves before the answer drops this future: the lease
     // with it (it stops the worker), and the record, logged as a client gone.
     let (response, sender) = match super::await_answer(&mut invocation, exchange).await {
         Waited::Answered(Ok(exchanged)) => exchanged,
-        Waited::Answered(Err((err, outcome))) => {
+        Waited::Answered(Err(no_answer)) => {
+            let (err, outcome) = match no_answer {
+                // Never sent: another worker takes it, whatever became of this
+                // one (the pool judges that apart).
+                NoAnswer::Unsent(request) => {
+                    invocation.body = RequestBody::unsent(request.into_body(), length, watch);
+                    lease.finish(Outcome::NotTaken);
+                    return Err(Failed::NotTaken(Box::new(invocation)));
+                }
+                NoAnswer::Failed(error, outcome) => (error, outcome),
+            };
             // The request broke off because the client's upload did: the worker
             // is not to blame.
             if let Some(fault) = invocation.record.body.as_ref().and_then(BodyWatch::fault) {
                 lease.finish(Outcome::Abandoned);
-                return Err(invocation.record.failed(InvokeError::from(fault)));
+                return Err(invocation.record.failed(InvokeError::from(fault)).into());
             }
-            let err = lease.blame(&mut invocation.record, err).await;
-            // A worker that has exited counts as crashed all the same.
-            lease.settle_break(outcome).await;
-            lease.finish(outcome);
-            return Err(invocation.record.failed(err));
+            // Sent, unanswered, by a worker on its way out: resent when sending
+            // it again cannot do anything twice.
+            let leaving = match outcome {
+                Outcome::BrokeOff => leaving(&lease, port).await,
+                _ => None,
+            };
+            let Some(leaving) = leaving else {
+                let err = lease.blame(&mut invocation.record, err).await;
+                lease.finish(outcome);
+                return Err(invocation.record.failed(err).into());
+            };
+            lease.finish(match leaving {
+                Leaving::Retired => Outcome::BrokeOff,
+                Leaving::ShuttingDown => Outcome::NotTaken,
+            });
+            if resendable_once_sent {
+                return Err(Failed::NotTaken(Box::new(invocation)));
+            }
+            let err = InvokeError::WorkerFailed {
+                file,
+                cause: format!(
+                    "{leaving} as this request reached it, unanswered; watchdog sends a request \
+                     again only when that cannot do anything twice (an idempotent method, no body), \
+                     so the client may retry this {} itself",
+                    invocation.method
+                ),
+            };
+            return Err(invocation.record.failed(err).into());
         }
         Waited::Stopped => {
             lease.finish(Outcome::Stuck);
-            return Err(invocation.stopped_by_shutdown());
+            return Err(invocation.stopped_by_shutdown().into());
         }
         Waited::TimedOut => {
             invocation.record.timed_out = true;
@@ -287,27 +342,33 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
                 .and_then(|watch| watch.cut_off_if_awaited(timeout))
             {
                 lease.finish(Outcome::Abandoned);
-                return Err(invocation.record.failed(error));
+                return Err(invocation.record.failed(error).into());
             }
             lease.finish(Outcome::Stuck);
-            return Err(invocation.record.failed(InvokeError::Timeout {
-                file,
-                after: timeout,
-            }));
+            return Err(invocation
+                .record
+                .failed(InvokeError::Timeout {
+                    file,
+                    after: timeout,
+                })
+                .into());
         }
     };
     let (mut parts, incoming) = response.into_parts();
     if !crate::invoke::is_answer_status(parts.status.as_u16()) {
         drop((incoming, sender));
         lease.finish(Outcome::Abandoned);
-        return Err(invocation.record.failed(InvokeError::BadAnswer {
-            file,
-            cause: format!(
-                "answered with status {}, not one from 200 to 599",
-                parts.status.as_u16()
-            ),
-            hint: ANSWER_HINT,
-        }));
+        return Err(invocation
+            .record
+            .failed(InvokeError::BadAnswer {
+                file,
+                cause: format!(
+                    "answered with status {}, not one from 200 to 599",
+                    parts.status.as_u16()
+                ),
+                hint: ANSWER_HINT,
+            })
+            .into());
     }
     crate::invoke::hop_by_hop::strip(&mut parts.headers);
     // The version is the hop's, not the worker's (RFC 9110 §2.5): an HTTP/1.0
@@ -400,6 +461,51 @@ fn ascii_json(json: &str) -> String {
         }
     }
     out
+}
+
+/// Why a worker that had served dropped a request without answering it.
+#[derive(Debug, Clone, Copy)]
+enum Leaving {
+    /// It ended with exit 0: a server that retires itself after N requests.
+    Retired,
+    /// It runs, but no longer accepts connections: a server shutting down
+    /// closes its listener first, and resets what waited to be accepted.
+    ShuttingDown,
+}
+
+impl std::fmt::Display for Leaving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Leaving::Retired => "the worker retired itself (exit 0, having served)",
+            Leaving::ShuttingDown => {
+                "the worker stopped accepting connections (shutting down, having served)"
+            }
+        })
+    }
+}
+
+/// Whether the lent worker, which dropped a request without answering it, is
+/// on its way out ([`Leaving`]); `None` when it runs and listens (the request
+/// is its to answer for), crashed, or never served (a worker that ends or
+/// stops listening on its first request is not retiring).
+async fn leaving(lease: &Lease, port: u16) -> Option<Leaving> {
+    if lease.worker().served == 0 {
+        return None;
+    }
+    if lease.ended_without_answering().await {
+        return lease.worker().exited_cleanly().then_some(Leaving::Retired);
+    }
+    let refused = TcpStream::connect(("127.0.0.1", port)).await.is_err();
+    refused.then_some(Leaving::ShuttingDown)
+}
+
+/// Why a lent worker gave no answer.
+enum NoAnswer {
+    /// The connection was refused, or closed before the request went out:
+    /// the request is still whole.
+    Unsent(Request<Body>),
+    /// Failed, with what it says about the worker.
+    Failed(InvokeError, Outcome),
 }
 
 /// The worker's response body on its way to the client. It holds the worker until

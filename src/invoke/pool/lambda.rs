@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Lease, Outcome, Waited, Worker};
+use super::{Failed, Lease, Outcome, Waited, Worker};
 use crate::config::Settings;
 use crate::invoke::body_fault::BodyWatch;
 use crate::invoke::forwarded;
@@ -59,22 +59,6 @@ struct Event {
     /// Told when the worker's `/next` takes the event: until then the request
     /// has not started, and may still go to another worker.
     taken: oneshot::Sender<()>,
-}
-
-/// How a request on a lent worker ended.
-pub enum Failed {
-    Error(InvokeError),
-    /// The worker exited before it took the event: it had answered its last one
-    /// and then ended (the official Python client does, after a rejected
-    /// answer). Real Lambda only hands an event to a runtime that asked for one,
-    /// so the request goes to another worker instead of failing with this one.
-    NotTaken(Box<Invocation>),
-}
-
-impl From<InvokeError> for Failed {
-    fn from(error: InvokeError) -> Self {
-        Self::Error(error)
-    }
 }
 
 /// What the worker answered.
@@ -561,9 +545,7 @@ pub async fn invoke(
     let ready = match super::await_answer(&mut invocation, exchange).await {
         Waited::Answered(Ok(ready)) => ready,
         Waited::Answered(Err(NoAnswer::NotTaken)) => {
-            // Found exited: the pool counts it as a worker that ended after a
-            // request.
-            lease.finish(Outcome::Served);
+            lease.finish(Outcome::NotTaken);
             return Err(Failed::NotTaken(Box::new(invocation)));
         }
         Waited::Answered(Err(NoAnswer::Broke(cause, outcome))) => {
