@@ -37,6 +37,12 @@ fn main() -> ExitCode {
     for problem in isolation_problems {
         tracing::warn!("{problem}");
     }
+    // Before the runtime starts its threads: the guardian is forked.
+    if let Command::Serve(_) = &cli.command
+        && let Err(err) = watchdog::process::guardian::start(settings.kill_grace)
+    {
+        tracing::warn!(error = %err, "cannot start the guardian that stops warm workers if watchdog is killed: they would outlive it");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,7 +1,8 @@
 //! Everything about the OS processes a function becomes: starting it (spawn.rs,
 //! its environment from env_block.rs), the pipes of its standard streams
 //! (pipe.rs), its process group, knowing when its leader exits, killing the
-//! group, and reaping what is left.
+//! group, reaping what is left, and stopping warm workers when watchdog is
+//! killed (guardian.rs).
 //!
 //! Invariant: a group is signalled only while something pins its id. The leader of
 //! a CGI invocation that must be stopped is watched for its exit *without* being
@@ -16,6 +17,7 @@
 pub mod env_block;
 pub mod exit_watch;
 pub mod group;
+pub mod guardian;
 pub mod isolation;
 pub mod pipe;
 pub mod reaper;

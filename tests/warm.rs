@@ -1199,3 +1199,30 @@ HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
     let next = client().get(server.url("/api/slow")).send().await.unwrap();
     assert_eq!(next.status(), 200);
 }
+
+/// watchdog killed outright (SIGKILL: no shutdown of its own) leaves no warm
+/// worker behind: the guardian it forked at start stops their groups. Before,
+/// the worker ran on, reparented to init, for as long as nobody found it.
+#[tokio::test]
+async fn warm_workers_do_not_outlive_a_killed_watchdog() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &["--kill-grace", "500ms"]);
+    let (status, answer) = call(&server, "/api/counter").await;
+    assert_eq!(status, 200, "{answer}");
+    let pid = answer["pid"].as_i64().unwrap() as i32;
+    let log = server.log_buffer();
+    server.stop_with(&[nix::sys::signal::Signal::SIGKILL]);
+    // Not a zombie test: its new parent reaps it, not watchdog.
+    assert!(
+        common::wait_until(Duration::from_secs(10), || !common::alive(pid)),
+        "worker {pid} outlived watchdog"
+    );
+    assert!(
+        common::wait_until(Duration::from_secs(5), || log
+            .lock()
+            .unwrap()
+            .contains("the guardian stops them")),
+        "{}",
+        log.lock().unwrap()
+    );
+}

@@ -19,6 +19,7 @@ use crate::invoke::InvokeError;
 use crate::invoke::cgi::spawn;
 use crate::invoke::output_log::{OutputLog, Stream};
 use crate::limits::{InvocationCgroup, Limiter};
+use crate::process::guardian::Guarded;
 use crate::process::{ProcessGroup, reaper};
 use crate::routes::Function;
 
@@ -42,6 +43,9 @@ const REAP_LIMIT: Duration = Duration::from_secs(5);
 pub struct Worker {
     pub pid: u32,
     group: ProcessGroup,
+    /// Listed with the guardian, which stops the group if watchdog is killed;
+    /// dropped after `group`, which kills the group if it is still armed.
+    _guarded: Guarded,
     exit: watch::Receiver<Option<Option<ExitStatus>>>,
     cgroup: Option<InvocationCgroup>,
     /// The port it serves HTTP on (`protocol = "http"`).
@@ -144,6 +148,7 @@ impl Worker {
         Ok(Self {
             pid,
             group: ProcessGroup::new(pid),
+            _guarded: Guarded::new(pid as i32),
             exit: exit_rx,
             cgroup: plan.cgroup,
             port: 0,
