@@ -740,6 +740,40 @@ async fn a_wrapper_that_exits_while_its_server_runs_is_kept_warm() {
     assert!(!server.log().contains("exited on its own"));
 }
 
+/// A wrapper's server that crashes on a request is a crash, not a retirement:
+/// when its output closes, the status watchdog gets is the wrapper's exit 0
+/// from long before. Judged by that, the crash went uncounted and the GET was
+/// sent on to another worker, to crash it too.
+#[tokio::test]
+async fn a_wrapper_whose_server_crashes_has_not_retired() {
+    let counter = fixtures("warm").join("counter.py");
+    let script = format!("#!/bin/sh\npython3 {} &\nexit 0\n", counter.display());
+    let project = one_worker(
+        "wrapper.sh",
+        &script,
+        "warm = { protocol = \"http\", max = 1 }",
+    );
+    let server = TestServer::start(&api(&project), &[]);
+    let (status, answer) = call(&server, "/api/wrapper").await;
+    assert_eq!(status, 200, "{answer}");
+    // Past the tick that reaps the exited wrapper (1 s), and its margin.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, answer) = call(&server, "/api/wrapper?crash").await;
+    assert_eq!(status, 502, "{answer}");
+    assert!(
+        common::wait_until(Duration::from_secs(5), || server
+            .log()
+            .contains("worker crashed")),
+        "{}",
+        server.log()
+    );
+    assert!(
+        !server.log().contains("exited on its own"),
+        "{}",
+        server.log()
+    );
+}
+
 #[tokio::test]
 async fn uploads_a_client_breaks_off_or_stalls_are_not_blamed_on_the_worker() {
     let project = project(&[("counter", "max = 1")]);
@@ -1221,7 +1255,7 @@ async fn warm_workers_do_not_outlive_a_killed_watchdog() {
         common::wait_until(Duration::from_secs(5), || log
             .lock()
             .unwrap()
-            .contains("the guardian stops them")),
+            .contains("the guardian stopped them")),
         "{}",
         log.lock().unwrap()
     );

@@ -44,7 +44,10 @@ const LIMIT_KILL_SETTLE: Duration = Duration::from_millis(50);
 
 /// How long a worker that broke its connection off without answering is given
 /// to show that it is ending, before it is judged alive and kept (see
-/// [`Lease::settle_break`]).
+/// [`Lease::ended_without_answering`]). A dying process closes its
+/// connections as it exits, a moment before the kernel shows it ended, longer
+/// on a busy machine: judged at once, a crashed worker was kept, and the next
+/// request got its dead port (a second 502).
 const BREAK_SETTLE: Duration = Duration::from_millis(20);
 
 /// How many workers in a row may end before taking one request ([`Failed::NotTaken`])
@@ -53,6 +56,12 @@ const BREAK_SETTLE: Duration = Duration::from_millis(20);
 /// whose workers all do so would start worker after worker until the
 /// deadline.
 const NOT_TAKEN_LIMIT: u32 = 3;
+
+/// How long a worker the kernel shows ended is given for its exit watch to
+/// have its status ([`Lease::ended_without_answering`]): its output has
+/// closed and it is being reaped, milliseconds, longer on a loaded machine.
+/// Only a request its worker dropped waits for it.
+const EXIT_STATUS_SETTLE: Duration = Duration::from_millis(200);
 
 /// Runs warm functions; one pool per function file and version.
 pub struct PoolInvoker {
@@ -661,6 +670,12 @@ impl Pool {
     }
 
     fn crashed(&self, worker: Worker, why: &str) {
+        self.count_crash(&worker, why);
+        self.stop_in_background(worker);
+    }
+
+    /// Logs a worker's crash and counts it toward the crash limit.
+    fn count_crash(&self, worker: &Worker, why: &str) {
         let exit = worker.describe_end();
         tracing::warn!(route = %self.function.pattern, pid = worker.pid, why, exit, "worker crashed");
         let given_up = {
@@ -674,7 +689,6 @@ impl Pool {
                 "worker crashed 5 times within 60 s: answering 503 until a minute has passed since the first of them, or the file changes"
             );
         }
-        self.stop_in_background(worker);
     }
 
     /// Stops a worker as CONTRACT §3 stops a function (SIGTERM to its group,
@@ -702,13 +716,14 @@ impl Pool {
         }
     }
 
-    /// A worker that refused a connection, or closed one before the request
-    /// went out, yet runs: a server shutting down closes its listener first
-    /// (`uvicorn --limit-max-requests` finishes its shutdown after). It is
-    /// given `--kill-grace` to end, off the request, and is then judged as
-    /// one found ended while idle. One still running by then is stopped: a
-    /// crash if it never served (a worker that only ever refuses would
-    /// otherwise be started again forever), else not.
+    /// A worker that refused a connection yet runs: a server shutting down
+    /// closes its listener first (`uvicorn --limit-max-requests` finishes its
+    /// shutdown after). It is given `--kill-grace` to end, off the request,
+    /// and is then judged as one found ended while idle. One still running by
+    /// then has had its grace and is killed: a crash if it never served (a
+    /// worker that only ever refuses would otherwise be started again
+    /// forever) or if its leader is gone (what it started holds its output:
+    /// a wrapper whose server failed), else not.
     fn judge_once_ended(self: &Arc<Self>, worker: Worker) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // A runtime shutting down: the worker's group is killed as it drops.
@@ -720,11 +735,12 @@ impl Pool {
             if tokio::time::timeout(grace, worker.exited()).await.is_ok() {
                 return pool.ended_while_idle(worker);
             }
-            if worker.served == 0 {
-                return pool.crashed(worker, "stopped accepting connections");
+            if worker.served == 0 || worker.has_ended_now() {
+                pool.count_crash(&worker, "stopped accepting connections");
+            } else {
+                tracing::info!(route = %pool.function.pattern, pid = worker.pid, served = worker.served, "a warm worker stopped accepting connections after serving, and did not exit in its kill grace; killing it");
             }
-            tracing::info!(route = %pool.function.pattern, pid = worker.pid, served = worker.served, "a warm worker stopped accepting connections after serving, and did not exit; stopping it");
-            pool.stop_in_background(worker);
+            worker.stop(Duration::ZERO).await;
         };
         drop(self.stopping.spawn_on(judge, &runtime));
     }
@@ -732,7 +748,14 @@ impl Pool {
     /// Takes a worker back after a request.
     pub fn release(self: &Arc<Self>, mut worker: Worker, outcome: Outcome) {
         let outcome = match outcome {
-            Outcome::NotTaken if worker.has_exited() => return self.ended_while_idle(worker),
+            // Ended before it took the request: retired, stopped by a limit,
+            // or crashed.
+            Outcome::NotTaken if worker.has_exited() => {
+                if worker.served > 0 && worker.exited_cleanly() {
+                    return self.retired_itself(worker);
+                }
+                return self.ended_in_request(worker, "exited before it took a request");
+            }
             Outcome::NotTaken => return self.judge_once_ended(worker),
             // It had served, and exited 0 as this request reached it, unread: a
             // retirement that crossed the request, not a crash.
@@ -840,29 +863,16 @@ impl Lease {
         worker.limit_that_killed_now()
     }
 
-    /// Before a worker that broke off a request without answering is judged:
-    /// a dying process closes its connections as it exits, a moment before
-    /// the kernel shows it ended, longer on a busy machine. Judged at once, a
-    /// crashed worker was kept, and the next request got its dead port (a
-    /// second 502). Waits up to [`BREAK_SETTLE`], on the failed request only.
-    pub async fn settle_break(&self, outcome: Outcome) {
-        if outcome == Outcome::BrokeOff {
-            self.ends_by(tokio::time::Instant::now() + BREAK_SETTLE)
-                .await;
-        }
-    }
-
-    /// Whether the worker, which refused or dropped a request without
-    /// answering it, is over: the kernel shows its end within [`BREAK_SETTLE`]
-    /// (as [`Lease::settle_break`] waits), and the exit watch has its status
-    /// within [`LIMIT_KILL_SETTLE`] more, since that status tells a worker that
+    /// Whether the worker, which dropped a request without answering it, is
+    /// over: the kernel shows its end within [`BREAK_SETTLE`], and the exit
+    /// watch has its status within [`EXIT_STATUS_SETTLE`] more, since that status tells a worker that
     /// retired itself from one that crashed. A wrapper's leader that exited
     /// while its server runs on is not over: the server holds the output the
     /// exit watch waits on.
     pub async fn ended_without_answering(&self) -> bool {
         self.ends_by(tokio::time::Instant::now() + BREAK_SETTLE)
             .await
-            && tokio::time::timeout(LIMIT_KILL_SETTLE, self.worker().exited())
+            && tokio::time::timeout(EXIT_STATUS_SETTLE, self.worker().exited())
                 .await
                 .is_ok()
     }

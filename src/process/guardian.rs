@@ -67,16 +67,24 @@ pub fn start(kill_grace: Duration) -> nix::Result<()> {
             // exit leaves no zombie in watchdog, and watchdog's sweep of
             // unknown children (it is a subreaper) never finds it.
             // SAFETY: as above; this process has one thread.
-            if let Ok(ForkResult::Child) = unsafe { fork() } {
+            let forked = unsafe { fork() };
+            if let Ok(ForkResult::Child) = forked {
                 guard(read, kill_grace);
             }
             // SAFETY: ends the intermediate child without running watchdog's
-            // exit handlers or flushing its buffers twice.
-            unsafe { nix::libc::_exit(0) }
+            // exit handlers or flushing its buffers twice. Its status is the
+            // second fork's errno, or 0.
+            unsafe { nix::libc::_exit(forked.err().map_or(0, |errno| errno as i32)) }
         }
         ForkResult::Parent { child } => {
             drop(read);
-            let _ = nix::sys::wait::waitpid(child, None);
+            match nix::sys::wait::waitpid(child, None)? {
+                nix::sys::wait::WaitStatus::Exited(_, 0) => {}
+                nix::sys::wait::WaitStatus::Exited(_, errno) => {
+                    return Err(nix::errno::Errno::from_raw(errno));
+                }
+                _ => return Err(nix::errno::Errno::ECHILD),
+            }
             // A guardian that stopped reading must never hold up a request.
             fcntl(&write, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
             let _ = PIPE.set(std::fs::File::from(write));
@@ -173,17 +181,15 @@ fn close_inherited(keep: RawFd) {
     }
 }
 
-/// SIGTERM to every group, SIGKILL to those still there after `grace`.
+/// SIGTERM to every group, SIGKILL to those still there after `grace`; then
+/// says so. The line comes last, and within [`LOG_LIMIT`]: a log reader that
+/// stalled (perhaps why watchdog was killed) must not keep a worker alive.
 fn stop_groups(groups: &HashSet<i32>, grace: Duration) {
     let alive = |pgid: &&i32| killpg(Pid::from_raw(**pgid), None).is_ok();
     let left: Vec<i32> = groups.iter().filter(alive).copied().collect();
     if left.is_empty() {
         return;
     }
-    tracing::warn!(
-        workers = left.len(),
-        "watchdog ended without stopping its warm workers (killed, or it crashed); the guardian stops them"
-    );
     for pgid in &left {
         let _ = killpg(Pid::from_raw(*pgid), Signal::SIGTERM);
     }
@@ -191,7 +197,19 @@ fn stop_groups(groups: &HashSet<i32>, grace: Duration) {
     while Instant::now() < deadline && left.iter().any(|pgid| alive(&pgid)) {
         std::thread::sleep(GONE_POLL);
     }
+    let mut killed = 0;
     for pgid in left.iter().filter(alive) {
         let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+        killed += 1;
     }
+    // SIGALRM's default action ends the guardian if the write blocks.
+    nix::unistd::alarm::set(LOG_LIMIT);
+    tracing::warn!(
+        workers = left.len(),
+        killed,
+        "watchdog ended without stopping its warm workers (killed, or it crashed); the guardian stopped them"
+    );
 }
+
+/// Seconds the guardian's one log line may take to write.
+const LOG_LIMIT: u32 = 5;

@@ -239,7 +239,10 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
         // Refused: the worker no longer listens (a server shutting down
         // closes its listener first).
         let Ok(stream) = TcpStream::connect(("127.0.0.1", port)).await else {
-            return Err(NoAnswer::Unsent(request));
+            return Err(NoAnswer::Unsent {
+                request,
+                refused: true,
+            });
         };
         let _ = stream.set_nodelay(true);
         let (mut sender, connection) =
@@ -273,7 +276,10 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
             Ok(response) => Ok((response, sender)),
             Err(mut failed) => Err(match failed.take_message() {
                 // Accepted, then closed before the request went out.
-                Some(returned) => NoAnswer::Unsent(returned),
+                Some(returned) => NoAnswer::Unsent {
+                    request: returned,
+                    refused: false,
+                },
                 None => answer_failed(failed.into_error()),
             }),
         }
@@ -285,10 +291,17 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
         Waited::Answered(Err(no_answer)) => {
             let (err, outcome) = match no_answer {
                 // Never sent: another worker takes it, whatever became of this
-                // one (the pool judges that apart).
-                NoAnswer::Unsent(request) => {
+                // one. Refused, it no longer listens: the pool judges it
+                // apart. Accepted and closed at once, it listens (a server at
+                // its connection limit): judged as one that closed a
+                // connection without answering.
+                NoAnswer::Unsent { request, refused } => {
                     invocation.body = RequestBody::unsent(request.into_body(), length, watch);
-                    lease.finish(Outcome::NotTaken);
+                    lease.finish(if refused {
+                        Outcome::NotTaken
+                    } else {
+                        Outcome::BrokeOff
+                    });
                     return Err(Failed::NotTaken(Box::new(invocation)));
                 }
                 NoAnswer::Failed(error, outcome) => (error, outcome),
@@ -487,23 +500,37 @@ impl std::fmt::Display for Leaving {
 /// Whether the lent worker, which dropped a request without answering it, is
 /// on its way out ([`Leaving`]); `None` when it runs and listens (the request
 /// is its to answer for), crashed, or never served (a worker that ends or
-/// stops listening on its first request is not retiring).
+/// stops listening on its first request is not retiring). Waits for a dying
+/// worker's end to show ([`Lease::ended_without_answering`]) whatever it
+/// finds, so that the pool judges a crash as one.
 async fn leaving(lease: &Lease, port: u16) -> Option<Leaving> {
-    if lease.worker().served == 0 {
+    let ended = lease.ended_without_answering().await;
+    let worker = lease.worker();
+    if ended {
+        return (worker.served > 0 && worker.exited_cleanly()).then_some(Leaving::Retired);
+    }
+    // A leader gone while what it started holds the output: a wrapper, whose
+    // server's end this says nothing of.
+    if worker.served == 0 || worker.has_ended_now() {
         return None;
     }
-    if lease.ended_without_answering().await {
-        return lease.worker().exited_cleanly().then_some(Leaving::Retired);
-    }
-    let refused = TcpStream::connect(("127.0.0.1", port)).await.is_err();
-    refused.then_some(Leaving::ShuttingDown)
+    // Bounded: a listener whose backlog is full drops the handshake instead.
+    let probe = tokio::time::timeout(PROBE_LIMIT, TcpStream::connect(("127.0.0.1", port))).await;
+    matches!(probe, Ok(Err(_))).then_some(Leaving::ShuttingDown)
 }
+
+/// How long [`leaving`] waits to learn whether the worker still accepts
+/// connections.
+const PROBE_LIMIT: Duration = Duration::from_millis(100);
 
 /// Why a lent worker gave no answer.
 enum NoAnswer {
-    /// The connection was refused, or closed before the request went out:
-    /// the request is still whole.
-    Unsent(Request<Body>),
+    /// The connection was refused, or accepted and closed before the request
+    /// went out: the request is still whole.
+    Unsent {
+        request: Request<Body>,
+        refused: bool,
+    },
     /// Failed, with what it says about the worker.
     Failed(InvokeError, Outcome),
 }

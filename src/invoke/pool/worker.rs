@@ -7,6 +7,8 @@
 
 use std::ffi::OsString;
 use std::process::ExitStatus;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,11 @@ const REAPED_STATUS_SPINS: usize = 200;
 /// that has exited (and reaped): see [`Worker::spawn`].
 const LEADER_REAP_EVERY: Duration = Duration::from_secs(1);
 
+/// How long after a tick reaped the leader its output may still close for the
+/// worker to count as a plain server that exited, not a wrapper whose server
+/// ran on ([`Worker::is_wrapper`]).
+const WRAPPER_MARGIN: Duration = Duration::from_millis(100);
+
 /// How much longer than the grace a stop waits for the kernel to finish a KILL.
 const REAP_LIMIT: Duration = Duration::from_secs(5);
 
@@ -47,6 +54,11 @@ pub struct Worker {
     /// dropped after `group`, which kills the group if it is still armed.
     _guarded: Guarded,
     exit: watch::Receiver<Option<Option<ExitStatus>>>,
+    /// Set when the leader was found exited while its output was still open: a
+    /// wrapper (`start.sh`: `server & exit 0`) whose server runs on. The exit
+    /// watch then gives the wrapper's status, which says nothing of how the
+    /// server ended.
+    leader_ended_first: Arc<AtomicBool>,
     cgroup: Option<InvocationCgroup>,
     /// The port it serves HTTP on (`protocol = "http"`).
     pub port: u16,
@@ -111,8 +123,14 @@ impl Worker {
         let tagged = function.file.runner.node_module;
         let log = |stream| OutputLog::of_worker(&function.pattern, &worker, stream, tagged);
         let (mut stdout_log, mut stderr_log) = (log(Stream::Stdout), log(Stream::Stderr));
+        let leader_ended_first = Arc::new(AtomicBool::new(false));
+        let found_ended = Arc::clone(&leader_ended_first);
         tokio::spawn(async move {
             let mut status = None;
+            // When a tick reaped the leader. A plain server's output closes as
+            // it exits, so a tick can only beat the stream to that end by a
+            // moment; a wrapper's leader is reaped long before.
+            let mut reaped_early: Option<Instant> = None;
             // The stream waits for the process only once its output is
             // closed. A wrapper that starts its server in the background and
             // exits (`start.sh`) would stay a zombie for as long as the server
@@ -124,8 +142,10 @@ impl Worker {
                 let item = tokio::select! {
                     item = output.next() => item,
                     _ = reap.tick() => {
-                        if let Some(child) = output.child_mut() {
-                            let _ = child.try_wait();
+                        if let Some(child) = output.child_mut()
+                            && let Ok(Some(_)) = child.try_wait()
+                        {
+                            reaped_early.get_or_insert_with(Instant::now);
                         }
                         continue;
                     }
@@ -142,6 +162,9 @@ impl Worker {
             }
             stdout_log.flush();
             stderr_log.flush();
+            if reaped_early.is_some_and(|at| at.elapsed() >= WRAPPER_MARGIN) {
+                found_ended.store(true, Ordering::Relaxed);
+            }
             let _ = exit_tx.send(Some(status));
         });
         let now = Instant::now();
@@ -150,6 +173,7 @@ impl Worker {
             group: ProcessGroup::new(pid),
             _guarded: Guarded::new(pid as i32),
             exit: exit_rx,
+            leader_ended_first,
             cgroup: plan.cgroup,
             port: 0,
             connections: Vec::new(),
@@ -210,10 +234,19 @@ impl Worker {
     /// Whether the worker is over with exit status 0, its output closed (no
     /// process it started holds it): a worker that retired itself, as servers
     /// do after a number of requests (`uvicorn --limit-max-requests`, a leak
-    /// guard). Judged from the exit watch alone: a leader that exits 0 while
-    /// the server it started runs on (a wrapper script) has not retired.
+    /// guard). Judged from the exit watch: a leader that exits 0 while the
+    /// server it started runs on (a wrapper script) has not retired, and when
+    /// that server ends later, however it ends, the status is still the
+    /// wrapper's 0: never a retirement.
     pub fn exited_cleanly(&self) -> bool {
-        matches!(*self.exit.borrow(), Some(Some(status)) if status.success())
+        !self.is_wrapper() && matches!(*self.exit.borrow(), Some(Some(status)) if status.success())
+    }
+
+    /// Whether its leader was found exited while what it started held its
+    /// output for longer ([`WRAPPER_MARGIN`]): a wrapper script. Known once
+    /// the worker is over.
+    pub fn is_wrapper(&self) -> bool {
+        self.leader_ended_first.load(Ordering::Relaxed)
     }
 
     /// How the process ended, for the log ("exit 3", "signal 9 (SIGKILL)");
