@@ -712,18 +712,25 @@ async fn a_worker_that_exits_cleanly_before_serving_is_a_crash() {
     assert!(!server.log().contains("exited on its own"));
 }
 
+/// `api/wrapper.sh`, warm with `max = 1`: a wrapper that starts the counter
+/// worker in the background and exits 0 at once (`start.sh`: `uvicorn
+/// --port $PORT &`).
+fn wrapper_project() -> tempfile::TempDir {
+    let counter = fixtures("warm").join("counter.py");
+    let script = format!("#!/bin/sh\npython3 {} &\nexit 0\n", counter.display());
+    one_worker(
+        "wrapper.sh",
+        &script,
+        "warm = { protocol = \"http\", max = 1 }",
+    )
+}
+
 /// A wrapper that starts the server in the background and exits 0 at once
 /// (`start.sh`: `uvicorn --port $PORT &`) has not retired: its server, which
 /// holds its output, serves on, request after request.
 #[tokio::test]
 async fn a_wrapper_that_exits_while_its_server_runs_is_kept_warm() {
-    let counter = fixtures("warm").join("counter.py");
-    let script = format!("#!/bin/sh\npython3 {} &\nexit 0\n", counter.display());
-    let project = one_worker(
-        "wrapper.sh",
-        &script,
-        "warm = { protocol = \"http\", max = 1 }",
-    );
+    let project = wrapper_project();
     let server = TestServer::start(&api(&project), &[]);
     let mut served = Vec::new();
     for _ in 0..4 {
@@ -746,13 +753,7 @@ async fn a_wrapper_that_exits_while_its_server_runs_is_kept_warm() {
 /// sent on to another worker, to crash it too.
 #[tokio::test]
 async fn a_wrapper_whose_server_crashes_has_not_retired() {
-    let counter = fixtures("warm").join("counter.py");
-    let script = format!("#!/bin/sh\npython3 {} &\nexit 0\n", counter.display());
-    let project = one_worker(
-        "wrapper.sh",
-        &script,
-        "warm = { protocol = \"http\", max = 1 }",
-    );
+    let project = wrapper_project();
     let server = TestServer::start(&api(&project), &[]);
     let (status, answer) = call(&server, "/api/wrapper").await;
     assert_eq!(status, 200, "{answer}");
