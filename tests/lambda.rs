@@ -511,6 +511,9 @@ while True:
         line.contains("Runtime.StreamError") && line.contains("boom"),
         "{line}"
     );
+    // Its invocation line says the answer was cut off, not just 200.
+    let invocation = server.log_line("invocation request_id=streamfail-1", Duration::from_secs(5));
+    assert!(invocation.contains("cut_off=true"), "{invocation}");
     // The runtime reported the error and serves on: it is not replaced. The
     // chunk and the error arrive together, and still the client gets the
     // status and the chunk before the cut, every time.

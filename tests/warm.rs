@@ -585,6 +585,18 @@ async fn a_worker_that_cuts_an_answer_short_is_kept_and_one_that_answers_nothing
     );
     assert_ne!(next["pid"], replaced["pid"]);
     assert!(gone(replaced["pid"].as_i64().unwrap() as i32));
+    // The six cut answers and the one the dying worker left are logged as
+    // cut off, not as whole 200s; whole answers say nothing of it.
+    assert!(
+        common::wait_until(Duration::from_secs(5), || server
+            .log()
+            .matches("cut_off=true")
+            .count()
+            == 7),
+        "{}",
+        server.log()
+    );
+    assert!(!server.log().contains("cut_off=false"));
 }
 
 #[tokio::test]

@@ -29,6 +29,11 @@ pub struct InvocationRecord {
     pub timed_out: bool,
     pub client_gone: bool,
     pub shutdown: bool,
+    /// The answer began, then broke off before its end on the function's side
+    /// (a warm worker that died or closed its connection mid-answer, a Lambda
+    /// stream that failed): the client got a status and part of a body. The
+    /// status alone would make it look served.
+    pub cut_off: bool,
     /// For warm functions: whether this request started a worker.
     pub cold: Option<bool>,
     /// The resource limit the function ran into, if any.
@@ -81,6 +86,7 @@ impl InvocationRecord {
             timed_out: false,
             client_gone: false,
             shutdown: false,
+            cut_off: false,
             cold: None,
             limit_hit: None,
             queue_wait: Duration::ZERO,
@@ -140,6 +146,7 @@ impl Drop for InvocationRecord {
                 signal: self.signal,
                 timed_out: self.timed_out,
                 client_gone: self.client_gone,
+                cut_off: self.cut_off,
                 limit_hit: self.limit_hit,
                 cold: self.cold,
                 queue_wait: self.queue_wait,
@@ -178,6 +185,7 @@ struct LogLine {
     signal: Option<i32>,
     timed_out: bool,
     client_gone: bool,
+    cut_off: bool,
     limit_hit: Option<&'static str>,
     cold: Option<bool>,
     queue_wait: Duration,
@@ -202,6 +210,8 @@ impl Drop for LogLine {
             signal = self.signal,
             timed_out = self.timed_out,
             client_gone = self.client_gone,
+            // Only when it happened: most answers end whole.
+            cut_off = self.cut_off.then_some(true),
             limit_hit = self.limit_hit,
             start = self.cold.map(|cold| if cold { "cold" } else { "warm" }),
             queue_wait_ms = milliseconds(self.queue_wait),

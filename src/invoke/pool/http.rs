@@ -643,6 +643,9 @@ impl http_body::Body for LeasedBody {
                 let client_fault = (self.record.as_ref())
                     .and_then(|record| record.body.as_ref())
                     .is_some_and(|watch| watch.fault().is_some());
+                if let Some(record) = self.record.as_mut() {
+                    record.cut_off = !client_fault;
+                }
                 self.finish(if client_fault {
                     Outcome::Abandoned
                 } else {

@@ -1088,6 +1088,9 @@ impl futures_util::Stream for Leased {
             // so that the drop that follows is not taken for a client that
             // left, and the worker given back (found dead if it died).
             Poll::Ready(Some(Err(_))) => {
+                if let Some(record) = self.record.as_mut() {
+                    record.cut_off = true;
+                }
                 self.record = None;
                 if let Some(lease) = self.lease.take() {
                     lease.finish(Outcome::Served);
