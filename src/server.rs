@@ -204,8 +204,14 @@ pub async fn serve(
         .await
         .is_some();
     if !drained || !finished {
+        // Invocations hold their slot until they are over, warm requests
+        // included (which run in their connection's task, not as a task of
+        // `tasks`: counting those said `running=0` with a warm request in
+        // flight).
+        let running =
+            (app.settings.max_concurrency as usize).saturating_sub(app.slots.available_permits());
         tracing::warn!(
-            running = app.tasks.len(),
+            running,
             "drain over (its timeout, or a second signal); stopping the invocations still running"
         );
         // CGI functions and warm workers alike: those that had not answered

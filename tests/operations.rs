@@ -550,6 +550,7 @@ async fn drain_timeout_stops_a_warm_request_even_with_no_cgi_function_running() 
     assert!(server.wait_for_log("warm worker ready", Duration::from_secs(10)));
     let queued = in_flight();
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = server.log_buffer();
     let started = Instant::now();
     assert!(server.terminate().success());
     assert!(started.elapsed() < Duration::from_secs(4));
@@ -558,6 +559,14 @@ async fn drain_timeout_stops_a_warm_request_even_with_no_cgi_function_running() 
         assert_eq!(status, 503, "{what}: {text}");
         assert!(text.contains("shutting down"), "{what}: {text}");
     }
+    // The warning counts both (it said running=0: warm requests are not
+    // tasks of their own).
+    let log = log.lock().unwrap().clone();
+    let warning = log
+        .lines()
+        .find(|line| line.contains("drain over"))
+        .unwrap_or_default();
+    assert!(warning.contains("running=2"), "{log}");
 }
 
 #[tokio::test]
