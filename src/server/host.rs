@@ -61,18 +61,24 @@ pub fn take_from_target(uri: &axum::http::Uri, headers: &mut HeaderMap) {
 }
 
 /// A URI authority (the http crate's parser: reg-name, IPv4 or a bracketed IPv6
-/// literal) without user info, which a Host never has, and with a numeric port
-/// if any (the parser leaves the port's digits unchecked). It copies the value
-/// once: one small allocation a request, beside the dozens hyper makes.
+/// literal) without user info, which a Host never has, and with a TCP port if
+/// any: digits, at most 65535 (the parser leaves the port unchecked, and a
+/// function would get `SERVER_PORT=99999`). It copies the value once: one small
+/// allocation a request, beside the dozens hyper makes.
 fn is_host(value: &[u8]) -> bool {
     Authority::try_from(value).is_ok_and(|authority| {
         !authority.as_str().contains('@')
             && !authority.host().is_empty()
             && authority.as_str().rsplit_once(':').is_none_or(|(_, port)| {
-                // `[::1]` ends in `]`, not a port.
-                port.ends_with(']') || port.bytes().all(|b| b.is_ascii_digit())
+                // `[::1]` ends in `]`, not a port; `host:` has an empty one.
+                port.ends_with(']') || port.is_empty() || is_tcp_port(port)
             })
     })
+}
+
+/// Digits only (`u16`'s parser would take a `+`), in 0..=65535.
+fn is_tcp_port(port: &str) -> bool {
+    port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok()
 }
 
 #[cfg(test)]
@@ -105,6 +111,8 @@ mod tests {
             "example.com",
             "localhost:3000",
             "127.0.0.1:8080",
+            "example.com:65535",
+            "example.com:",
             "[::1]",
             "[::1]:3000",
             "[fe80::1%25eth0]:8080",
@@ -142,6 +150,10 @@ mod tests {
             "[::1]x",
             "[z z]",
             ":80",
+            "a.com:65536",
+            "a.com:99999",
+            "a.com:+80",
+            "[::1]:70000",
         ] {
             assert_eq!(
                 check(Version::HTTP_11, &with_hosts(&[host])),
