@@ -482,12 +482,18 @@ async fn a_request_that_meets_a_retiring_worker_goes_to_another() {
             }
         }
     }
+    // Each of the four leaving workers is judged as such, none as crashed:
+    // the retire-slowly ones exit 0 on their own; the retire-closing ones
+    // refused, were still shutting down after a moment, and were stopped.
     assert!(
-        common::wait_until(Duration::from_secs(5), || server
-            .log()
-            .matches("exited on its own (exit 0)")
-            .count()
-            == 4),
+        common::wait_until(Duration::from_secs(5), || {
+            let log = server.log();
+            log.matches("exited on its own (exit 0)").count()
+                + log
+                    .matches("stopped accepting connections after serving")
+                    .count()
+                == 4
+        }),
         "{}",
         server.log()
     );
@@ -520,7 +526,7 @@ time.sleep(60)
     assert_eq!(status, 502, "{answer}");
     let text = answer.as_str().unwrap_or_default();
     assert!(
-        text.contains("3 workers in a row ended or stopped accepting connections"),
+        text.contains("the request reached no worker in 3 tries"),
         "{text}"
     );
     assert!(
@@ -596,7 +602,6 @@ async fn a_worker_that_cuts_an_answer_short_is_kept_and_one_that_answers_nothing
         "{}",
         server.log()
     );
-    assert!(!server.log().contains("cut_off=false"));
 }
 
 #[tokio::test]
@@ -769,7 +774,8 @@ async fn a_wrapper_whose_server_crashes_has_not_retired() {
     let server = TestServer::start(&api(&project), &[]);
     let (status, answer) = call(&server, "/api/wrapper").await;
     assert_eq!(status, 200, "{answer}");
-    // Past the tick that reaps the exited wrapper (1 s), and its margin.
+    // Past the tick that reaps the exited wrapper (every 100 ms), and its
+    // margin.
     std::thread::sleep(Duration::from_millis(1500));
     let (status, answer) = call(&server, "/api/wrapper?crash").await;
     assert_eq!(status, 502, "{answer}");

@@ -211,7 +211,7 @@ impl Invoker for PoolInvoker {
                     let error = InvokeError::WorkerFailed {
                         file: invocation.route.function.file.relative.clone(),
                         cause: format!(
-                            "{NOT_TAKEN_LIMIT} workers in a row ended or stopped accepting connections before they took the request"
+                            "the request reached no worker in {NOT_TAKEN_LIMIT} tries: each had ended, stopped accepting connections, or closed its connection before the request went out"
                         ),
                     };
                     return Err(invocation.record.failed(error));
@@ -318,9 +318,15 @@ pub enum Outcome {
     /// crashed. If it still runs, it is kept, unless it does so
     /// [`policy::BROKEN_OFF_LIMIT`] times in a row: a worker that answers nothing.
     BrokeOff,
-    /// The worker had ended before it took the request ([`Failed::NotTaken`]):
-    /// judged as if it had been found ended while idle.
+    /// The worker did not take the request ([`Failed::NotTaken`]): it had
+    /// ended (judged as if found ended while idle), or it accepted the
+    /// connection and closed it before the request went out (kept, as one
+    /// that closed a connection without answering, but not counted as having
+    /// served).
     NotTaken,
+    /// The worker refused the connection: it no longer listens. Judged once
+    /// it ends ([`Pool::judge_once_ended`]).
+    Refused,
 }
 
 impl Pool {
@@ -718,12 +724,13 @@ impl Pool {
 
     /// A worker that refused a connection yet runs: a server shutting down
     /// closes its listener first (`uvicorn --limit-max-requests` finishes its
-    /// shutdown after). It is given `--kill-grace` to end, off the request,
-    /// and is then judged as one found ended while idle. One still running by
-    /// then has had its grace and is killed: a crash if it never served (a
+    /// shutdown after). Off the request: one that ends within
+    /// [`EXIT_STATUS_SETTLE`] is judged as one found ended while idle; one
+    /// still running is stopped as CONTRACT §3 stops a function (SIGTERM,
+    /// `--kill-grace`, SIGKILL), counted as a crash if it never served (a
     /// worker that only ever refuses would otherwise be started again
-    /// forever) or if its leader is gone (what it started holds its output:
-    /// a wrapper whose server failed), else not.
+    /// forever) or if its leader is gone (what it started holds its output: a
+    /// wrapper whose server failed).
     fn judge_once_ended(self: &Arc<Self>, worker: Worker) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // A runtime shutting down: the worker's group is killed as it drops.
@@ -731,16 +738,20 @@ impl Pool {
         };
         let pool = Arc::clone(self);
         let judge = async move {
-            let grace = pool.settings.kill_grace;
-            if tokio::time::timeout(grace, worker.exited()).await.is_ok() {
+            // Ended on its own a moment after it refused: its status says
+            // whether it retired or crashed.
+            if tokio::time::timeout(EXIT_STATUS_SETTLE, worker.exited())
+                .await
+                .is_ok()
+            {
                 return pool.ended_while_idle(worker);
             }
             if worker.served == 0 || worker.has_ended_now() {
                 pool.count_crash(&worker, "stopped accepting connections");
             } else {
-                tracing::info!(route = %pool.function.pattern, pid = worker.pid, served = worker.served, "a warm worker stopped accepting connections after serving, and did not exit in its kill grace; killing it");
+                tracing::info!(route = %pool.function.pattern, pid = worker.pid, served = worker.served, "a warm worker stopped accepting connections after serving; stopping it");
             }
-            worker.stop(Duration::ZERO).await;
+            worker.stop(pool.settings.kill_grace).await;
         };
         drop(self.stopping.spawn_on(judge, &runtime));
     }
@@ -750,13 +761,24 @@ impl Pool {
         let outcome = match outcome {
             // Ended before it took the request: retired, stopped by a limit,
             // or crashed.
-            Outcome::NotTaken if worker.has_exited() => {
+            Outcome::NotTaken | Outcome::Refused if worker.has_exited() => {
                 if worker.served > 0 && worker.exited_cleanly() {
                     return self.retired_itself(worker);
                 }
                 return self.ended_in_request(worker, "exited before it took a request");
             }
-            Outcome::NotTaken => return self.judge_once_ended(worker),
+            Outcome::Refused => return self.judge_once_ended(worker),
+            Outcome::NotTaken if worker.has_ended_now() => Outcome::Crashed,
+            Outcome::NotTaken => {
+                worker.broke_off_in_a_row += 1;
+                if worker.broke_off_in_a_row >= policy::BROKEN_OFF_LIMIT {
+                    return self.crashed(worker, "closed its last connections without answering");
+                }
+                if self.is_retired() {
+                    return self.stop_in_background(worker);
+                }
+                return self.lock_idle().push(worker);
+            }
             // It had served, and exited 0 as this request reached it, unread: a
             // retirement that crossed the request, not a crash.
             Outcome::BrokeOff if worker.served > 0 && worker.exited_cleanly() => {
@@ -813,9 +835,11 @@ impl Pool {
                 self.stop_in_background(worker);
             }
             // (A worker that broke off or took nothing has been judged above.)
-            Outcome::Crashed | Outcome::CutShort | Outcome::BrokeOff | Outcome::NotTaken => {
-                self.ended_in_request(worker, "broke off a request")
-            }
+            Outcome::Crashed
+            | Outcome::CutShort
+            | Outcome::BrokeOff
+            | Outcome::NotTaken
+            | Outcome::Refused => self.ended_in_request(worker, "broke off a request"),
         }
     }
 }

@@ -292,15 +292,20 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
             let (err, outcome) = match no_answer {
                 // Never sent: another worker takes it, whatever became of this
                 // one. Refused, it no longer listens: the pool judges it
-                // apart. Accepted and closed at once, it listens (a server at
-                // its connection limit): judged as one that closed a
-                // connection without answering.
+                // apart. Accepted and closed at once, it ended (judged by its
+                // status) or listens (a server at its connection limit: kept,
+                // as one that closed a connection without answering).
                 NoAnswer::Unsent { request, refused } => {
                     invocation.body = RequestBody::unsent(request.into_body(), length, watch);
+                    if !refused {
+                        // A worker exiting resets what waited in its backlog:
+                        // its end and status show a moment later.
+                        lease.ended_without_answering().await;
+                    }
                     lease.finish(if refused {
-                        Outcome::NotTaken
+                        Outcome::Refused
                     } else {
-                        Outcome::BrokeOff
+                        Outcome::NotTaken
                     });
                     return Err(Failed::NotTaken(Box::new(invocation)));
                 }

@@ -35,8 +35,10 @@ pub type HttpConnection = hyper::client::conn::http1::SendRequest<axum::body::Bo
 const REAPED_STATUS_SPINS: usize = 200;
 
 /// How often a worker whose output is still open is checked for a leader
-/// that has exited (and reaped): see [`Worker::spawn`].
-const LEADER_REAP_EVERY: Duration = Duration::from_secs(1);
+/// that has exited (and reaped): see [`Worker::spawn`]. Often enough that a
+/// wrapper is known as one ([`Worker::is_wrapper`]) soon after it starts its
+/// server: a `try_wait` per worker, ten times a second.
+const LEADER_REAP_EVERY: Duration = Duration::from_millis(100);
 
 /// How long after a tick reaped the leader its output may still close for the
 /// worker to count as a plain server that exited, not a wrapper whose server
