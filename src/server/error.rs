@@ -18,6 +18,8 @@ pub enum AppError {
     BadHost(#[from] super::host::HostError),
     #[error("{0}")]
     TransferCoding(#[from] super::transfer_coding::TransferCodingError),
+    #[error("the request head is about {bytes} bytes, over the {} KiB watchdog reads", super::listener::MAX_HEAD_BYTES / 1024)]
+    HeadTooLarge { bytes: usize },
     #[error("no function answers {path}")]
     NotFound { path: String },
     #[error("{pattern} is claimed by more than one file: {}", files.join(", "))]
@@ -56,6 +58,7 @@ impl AppError {
                 StatusCode::BAD_REQUEST
             }
             AppError::TransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
+            AppError::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             AppError::NotFound { .. } => StatusCode::NOT_FOUND,
             AppError::Conflict { .. }
             | AppError::RedirectLoop { .. }
@@ -74,6 +77,7 @@ impl AppError {
             AppError::BadPath(_) => Some("paths may not hold `..`, NUL bytes or encoded slashes".into()),
             AppError::BadHost(_) => Some("send one Host header naming the host (and port) the request is for".into()),
             AppError::TransferCoding(_) => Some("send the body as is with Content-Length, or chunked once, with no other transfer coding".into()),
+            AppError::HeadTooLarge { .. } => Some("send fewer or smaller headers (large cookies are the usual cause)".into()),
             AppError::NotFound { .. } => Some("`watchdog routes DIR` lists every route and the files that are not routes".into()),
             AppError::Conflict { .. } => Some("rename or remove all but one of these files".into()),
             AppError::Overloaded {

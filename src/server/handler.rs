@@ -98,6 +98,10 @@ async fn dispatch(
     let (parts, body) = request.into_parts();
     let client = connection.remote;
     let local = connection.local.unwrap_or(app.local);
+    let head = super::listener::head_size(&parts);
+    if head > super::listener::MAX_HEAD_BYTES {
+        return Err(AppError::HeadTooLarge { bytes: head });
+    }
     super::host::check(parts.version, &parts.headers)?;
     super::transfer_coding::check(&parts.headers)?;
     let (mut method, mut uri, mut headers) = (parts.method, parts.uri, parts.headers);

@@ -22,8 +22,24 @@ use super::connection_threads::{Accepted, ConnectionThreads};
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most request headers accepted (hyper answers 431 beyond).
 pub const MAX_HEADERS: usize = 100;
-/// Largest request head, request line and headers together (hyper answers 431).
+/// Largest request head, request line and headers together (431 beyond).
+/// hyper's read buffer is held to it, but hyper checks that only while a head
+/// is incomplete: a larger one that arrives in one read gets through (heads of
+/// about 114 KiB did), so [`head_size`] is checked again once it is parsed.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// The size of a parsed request head as it came on the wire, near enough:
+/// the request line, and each header as `name: value` with its line end.
+pub fn head_size(parts: &axum::http::request::Parts) -> usize {
+    let line = parts.method.as_str().len()
+        + parts.uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+        + " HTTP/1.1\r\n".len()
+        + 1;
+    let headers: usize = (parts.headers.iter())
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    line + headers + 2
+}
 
 /// Accepts connections and hands each to one of `threads` until `stop_accepting`
 /// resolves, then closes the listener (new connections are refused) and returns a
