@@ -336,6 +336,21 @@ async fn json_logs_parse_and_carry_exit_codes_and_signals() {
             .iter()
             .any(|e| e["request_id"] == "json-2" && e["message"] == "to-stderr")
     );
+    // Values, not Rust's debug text: no `Some("…")` around a path, and a
+    // failed request's error once, as text (a `detail` field repeated it as
+    // a Rust struct).
+    for event in &events {
+        for (key, value) in event.as_object().unwrap() {
+            let text = value.as_str().unwrap_or_default();
+            assert!(!text.starts_with("Some("), "{key}: {event}");
+        }
+    }
+    let failed = events
+        .iter()
+        .find(|e| e["message"] == "request failed" && e["request_id"] == "json-2")
+        .unwrap_or_else(|| panic!("no request failed event for json-2"));
+    assert!(failed.get("detail").is_none(), "{failed}");
+    assert!(failed["error"].as_str().unwrap().contains("timed out"), "{failed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

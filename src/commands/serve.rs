@@ -16,8 +16,17 @@ use crate::server::{self, App};
 fn report_limits(app: &App) {
     let limiter = &app.limiter;
     tracing::info!(
-        pids_cgroup = ?limiter.cgroups.pids,
-        memory_cgroup = ?limiter.cgroups.memory,
+        // Paths, not Rust's `Some("…")`: a field is left out when there is none.
+        pids_cgroup = limiter
+            .cgroups
+            .pids
+            .as_ref()
+            .map(|path| tracing::field::display(path.display())),
+        memory_cgroup = limiter
+            .cgroups
+            .memory
+            .as_ref()
+            .map(|path| tracing::field::display(path.display())),
         user = limiter.run_as.as_ref().map(|u| u.name.as_str()),
         "resource limit mechanisms"
     );
@@ -80,7 +89,7 @@ pub async fn run(settings: Settings) -> Result<(), CommandError> {
     let local = listener.local_addr().map_err(runtime)?;
     tracing::info!(
         dir = %settings.dir.display(),
-        config = ?settings.config_file,
+        config = settings.config_file.as_ref().map(|path| tracing::field::display(path.display())),
         prefix = %settings.prefix,
         timeout = ?settings.timeout,
         kill_grace = ?settings.kill_grace,

@@ -52,7 +52,6 @@ pub async fn handle(app: &App, connection: Connection, request: Request) -> Resp
                 path = %uri.path(),
                 status = error.status().as_u16(),
                 error = %error,
-                detail = ?error,
                 "request failed"
             );
             error.into_response(&request_id, &accept)
