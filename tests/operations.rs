@@ -350,7 +350,10 @@ async fn json_logs_parse_and_carry_exit_codes_and_signals() {
         .find(|e| e["message"] == "request failed" && e["request_id"] == "json-2")
         .unwrap_or_else(|| panic!("no request failed event for json-2"));
     assert!(failed.get("detail").is_none(), "{failed}");
-    assert!(failed["error"].as_str().unwrap().contains("timed out"), "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("timed out"),
+        "{failed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
