@@ -652,7 +652,7 @@ impl Pool {
     /// a crash, one that served nothing included (else a worker that exits
     /// as soon as it is ready would be restarted forever, never backing off).
     fn ended_while_idle(&self, worker: Worker) {
-        if worker.served > 0 && worker.exited_cleanly() {
+        if worker.retired() {
             return self.retired_itself(worker);
         }
         self.crashed(worker, "exited while idle");
@@ -756,13 +756,26 @@ impl Pool {
         drop(self.stopping.spawn_on(judge, &runtime));
     }
 
+    /// Counts a connection the worker closed without answering, or before
+    /// the request went out: [`policy::BROKEN_OFF_LIMIT`] in a row make a
+    /// worker that answers nothing, replaced as crashed. Gives the worker back
+    /// while it is under the limit.
+    fn broke_off(&self, mut worker: Worker) -> Option<Worker> {
+        worker.broke_off_in_a_row += 1;
+        if worker.broke_off_in_a_row >= policy::BROKEN_OFF_LIMIT {
+            self.crashed(worker, "closed its last connections without answering");
+            return None;
+        }
+        Some(worker)
+    }
+
     /// Takes a worker back after a request.
     pub fn release(self: &Arc<Self>, mut worker: Worker, outcome: Outcome) {
         let outcome = match outcome {
             // Ended before it took the request: retired, stopped by a limit,
             // or crashed.
             Outcome::NotTaken | Outcome::Refused if worker.has_exited() => {
-                if worker.served > 0 && worker.exited_cleanly() {
+                if worker.retired() {
                     return self.retired_itself(worker);
                 }
                 return self.ended_in_request(worker, "exited before it took a request");
@@ -770,10 +783,9 @@ impl Pool {
             Outcome::Refused => return self.judge_once_ended(worker),
             Outcome::NotTaken if worker.has_ended_now() => Outcome::Crashed,
             Outcome::NotTaken => {
-                worker.broke_off_in_a_row += 1;
-                if worker.broke_off_in_a_row >= policy::BROKEN_OFF_LIMIT {
-                    return self.crashed(worker, "closed its last connections without answering");
-                }
+                let Some(worker) = self.broke_off(worker) else {
+                    return;
+                };
                 if self.is_retired() {
                     return self.stop_in_background(worker);
                 }
@@ -781,18 +793,17 @@ impl Pool {
             }
             // It had served, and exited 0 as this request reached it, unread: a
             // retirement that crossed the request, not a crash.
-            Outcome::BrokeOff if worker.served > 0 && worker.exited_cleanly() => {
+            Outcome::BrokeOff if worker.retired() => {
                 return self.retired_itself(worker);
             }
             Outcome::CutShort | Outcome::BrokeOff if worker.has_ended_now() => Outcome::Crashed,
             Outcome::CutShort | Outcome::BrokeOff => {
                 let answered = outcome == Outcome::CutShort;
                 if !answered {
-                    worker.broke_off_in_a_row += 1;
-                    if worker.broke_off_in_a_row >= policy::BROKEN_OFF_LIMIT {
-                        return self
-                            .crashed(worker, "closed its last connections without answering");
-                    }
+                    let Some(kept) = self.broke_off(worker) else {
+                        return;
+                    };
+                    worker = kept;
                 }
                 tracing::info!(
                     route = %self.function.pattern,

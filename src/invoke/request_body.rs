@@ -100,9 +100,9 @@ impl RequestBody {
     }
 
     /// A body [`RequestBody::into_body`] made that was never sent (its worker
-    /// had ended), put back whole for another worker; `length` and `watch` are
-    /// what [`RequestBody::content_length`] and [`RequestBody::watch`] said of
-    /// it before.
+    /// had ended), put back whole for another worker; `length` is what
+    /// [`RequestBody::content_length`] said of it before, `watch` the one the
+    /// invocation's record holds.
     pub fn unsent(body: Body, length: Option<u64>, watch: Option<BodyWatch>) -> Self {
         match length {
             None => RequestBody::Empty,

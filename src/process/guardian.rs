@@ -123,7 +123,7 @@ fn send(op: u8, pgid: i32) {
     if let Err(err) = pipe.write_all(record.as_bytes())
         && !WRITE_FAILED.swap(true, Ordering::Relaxed)
     {
-        tracing::warn!(error = %err, "cannot tell the guardian about a warm worker: if watchdog is killed, some warm workers may outlive it");
+        tracing::warn!(error = %err, "cannot tell the guardian about a warm worker: if watchdog is killed, some warm workers may outlive it; stop watchdog with SIGTERM rather than SIGKILL (its own shutdown stops them all)");
     }
 }
 

@@ -191,7 +191,7 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
     // turn out to have ended before it took it.
     let resendable_once_sent =
         invocation.method.is_idempotent() && matches!(invocation.body, RequestBody::Empty);
-    let (length, watch) = (invocation.body.content_length(), invocation.body.watch());
+    let length = invocation.body.content_length();
     let body = std::mem::replace(&mut invocation.body, RequestBody::Empty).into_body();
     let mut request = upstream_request(&invocation, port, body);
     let deadline = invocation.deadline;
@@ -296,6 +296,9 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
                 // status) or listens (a server at its connection limit: kept,
                 // as one that closed a connection without answering).
                 NoAnswer::Unsent { request, refused } => {
+                    // The record holds the body's watch (the handler put it
+                    // there): not cloned on every request for this rare path.
+                    let watch = invocation.record.body.clone();
                     invocation.body = RequestBody::unsent(request.into_body(), length, watch);
                     if !refused {
                         // A worker exiting resets what waited in its backlog:
@@ -512,7 +515,7 @@ async fn leaving(lease: &Lease, port: u16) -> Option<Leaving> {
     let ended = lease.ended_without_answering().await;
     let worker = lease.worker();
     if ended {
-        return (worker.served > 0 && worker.exited_cleanly()).then_some(Leaving::Retired);
+        return worker.retired().then_some(Leaving::Retired);
     }
     // A leader gone while what it started holds the output: a wrapper, whose
     // server's end this says nothing of.

@@ -244,6 +244,13 @@ impl Worker {
         !self.is_wrapper() && matches!(*self.exit.borrow(), Some(Some(status)) if status.success())
     }
 
+    /// Whether it retired itself: it served, then ended with exit 0
+    /// ([`Worker::exited_cleanly`]). One that exits 0 before serving anything
+    /// is a crash (else it would be restarted forever, never backing off).
+    pub fn retired(&self) -> bool {
+        self.served > 0 && self.exited_cleanly()
+    }
+
     /// Whether its leader was found exited while what it started held its
     /// output for longer ([`WRAPPER_MARGIN`]): a wrapper script. Known once
     /// the worker is over.
