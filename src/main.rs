@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     if let Command::Serve(_) = &cli.command
         && let Err(err) = watchdog::process::guardian::start(settings.kill_grace)
     {
-        tracing::warn!(error = %err, "cannot start the guardian that stops warm workers if watchdog is killed: they would outlive it; check the limits on processes (ulimit -u, the container's pids limit), and stop watchdog with SIGTERM rather than SIGKILL");
+        tracing::warn!(error = %err, "cannot start the guardian that stops functions if watchdog is killed: warm workers and hung CGI invocations would outlive it; check the limits on processes (ulimit -u, the container's pids limit), and stop watchdog with SIGTERM rather than SIGKILL");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,8 +1,8 @@
 //! Everything about the OS processes a function becomes: starting it (spawn.rs,
 //! its environment from env_block.rs), the pipes of its standard streams
 //! (pipe.rs), its process group, knowing when its leader exits, killing the
-//! group, reaping what is left, and stopping warm workers when watchdog is
-//! killed (guardian.rs).
+//! group, reaping what is left, and stopping every function's group when
+//! watchdog is killed (guardian.rs).
 //!
 //! Invariant: a group is signalled only while something pins its id. The leader of
 //! a CGI invocation that must be stopped is watched for its exit *without* being

@@ -932,6 +932,46 @@ async fn the_504_comes_at_the_deadline_even_when_the_function_ignores_sigterm() 
     );
 }
 
+/// watchdog killed outright (SIGKILL: no shutdown, no timeout of its own)
+/// while a CGI invocation hangs leaves nothing of it behind: the guardian
+/// stops its group, leader and grandchild. Before, both slept on under init.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_invocation_does_not_outlive_a_killed_watchdog() {
+    let server = server(&["--timeout", "60s", "--kill-grace", "500ms"]);
+    // Finished invocations leave the guardian's roster: only the hung one is
+    // stopped below.
+    for _ in 0..20 {
+        let answer = client().get(server.url("/api/hello")).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    let url = server.url("/api/sleepy");
+    // Its answer never comes: the server dies under it. (A thread of its own
+    // runs it while this one waits for the pid file.)
+    let request =
+        tokio::spawn(async move { client().get(url).header("x-request-id", "k1").send().await });
+    let pids = server.pids("sleepy-k1");
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let log = server.log_buffer();
+    server.stop_with(&[nix::sys::signal::Signal::SIGKILL]);
+    assert!(request.await.unwrap().is_err());
+    for pid in pids {
+        assert!(
+            common::wait_until(Duration::from_secs(10), || !alive(pid)),
+            "{pid} outlived watchdog"
+        );
+    }
+    assert!(
+        common::log_shows(&log, "the guardian stopped them", Duration::from_secs(5)),
+        "{}",
+        log.lock().unwrap()
+    );
+    assert!(
+        log.lock().unwrap().contains("groups=1 "),
+        "{}",
+        log.lock().unwrap()
+    );
+}
+
 #[tokio::test]
 async fn a_full_queue_answers_503_with_retry_after() {
     let server = server(&[

@@ -1271,10 +1271,7 @@ async fn warm_workers_do_not_outlive_a_killed_watchdog() {
         "worker {pid} outlived watchdog"
     );
     assert!(
-        common::wait_until(Duration::from_secs(5), || log
-            .lock()
-            .unwrap()
-            .contains("the guardian stopped them")),
+        common::log_shows(&log, "the guardian stopped them", Duration::from_secs(5)),
         "{}",
         log.lock().unwrap()
     );

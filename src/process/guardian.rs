@@ -1,44 +1,75 @@
-//! Stopping warm workers when watchdog itself is killed.
+//! Stopping a killed watchdog's functions.
 //!
-//! watchdog stops every worker as it shuts down, but it cannot when it is
+//! watchdog stops every function as it shuts down, but it cannot when it is
 //! killed outright (`kill -9`, the OOM killer, a supervisor that gave up
-//! waiting) or aborts: each warm worker leads its own process group, so its
-//! server and that server's children ran on, reparented to init, holding
-//! their memory and ports until someone found them by hand.
+//! waiting) or aborts: each function leads its own process group, so a warm
+//! worker's server and its children, or a CGI invocation that hung, ran on,
+//! reparented to init, holding their memory and ports until someone found
+//! them by hand (a CGI program that writes dies of SIGPIPE; one that waits
+//! does not).
 //!
 //! So `serve` starts a guardian first, while it has only one thread: a
 //! forked copy of watchdog in a session of its own (a signal to watchdog's
-//! group or terminal does not reach it) that reads the warm workers' group
-//! ids from a pipe, `+PGID` when one starts and `-PGID` once it has been
-//! stopped and reaped. When watchdog is gone, however it went, the kernel
-//! closes the pipe's write end, and the guardian stops the groups still
-//! listed as CONTRACT §3 stops a function (SIGTERM, SIGKILL after
-//! `--kill-grace`) and exits. After a clean shutdown the list is empty and it
-//! exits at once.
+//! group or terminal does not reach it). The two share a roster: a table of
+//! group ids in a shared anonymous mapping, which the registry of running
+//! groups ([`super::reaper`]) fills and clears as each group starts and is
+//! reaped. Listing a group is two atomic stores and no system call, so every
+//! CGI request can afford it. When watchdog is gone, however it went, the
+//! kernel closes the write end of a pipe only watchdog held; the guardian
+//! reads the roster, stops the groups still listed as CONTRACT §3 stops a
+//! function (SIGTERM, SIGKILL after `--kill-grace`), and exits. After a clean
+//! shutdown the roster is empty and it exits at once.
 //!
-//! Why not `PR_SET_PDEATHSIG` on each worker: it reaches the leader alone,
-//! not the server a wrapper script started, and it fires when the *thread*
-//! that spawned the worker ends, which for a runtime's worker thread is not
-//! watchdog ending. CGI invocations are not listed: a write per request on
-//! the hot path, for processes that end with their request's timeout anyway.
+//! Why not `PR_SET_PDEATHSIG` on each process: it reaches the leader alone,
+//! not the server a wrapper script started, it fires when the *thread* that
+//! spawned the process ends, which for a runtime's worker thread is not
+//! watchdog ending, and it needs code between fork and exec, which the lean
+//! spawn path has none of.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Read;
+use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::fcntl::OFlag;
+use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{ForkResult, Pid, fork};
 
-/// The write end of the pipe to the guardian, once it runs.
-static PIPE: OnceLock<std::fs::File> = OnceLock::new();
+use super::reaper::ProcStat;
 
-/// Set once a record could not be written (the guardian gone, or the pipe
-/// full), so that is said once, not per worker.
-static WRITE_FAILED: AtomicBool = AtomicBool::new(false);
+/// How many groups the roster holds at once: far beyond the processes one
+/// machine runs. Only the pages that were written count in memory (the
+/// first one covers a thousand groups).
+const SLOTS: usize = 1 << 16;
+
+/// The shared table. Zeroed by the kernel, which is a valid value for each
+/// field.
+#[repr(C)]
+struct Roster {
+    /// Slots at or beyond this were never written: the guardian reads no
+    /// further, so it does not fault in pages watchdog never touched.
+    used: AtomicUsize,
+    /// A group id while that group is listed, 0 when the slot is free.
+    slots: [AtomicI32; SLOTS],
+}
+
+/// The roster, in both processes once the guardian runs.
+static ROSTER: OnceLock<&'static Roster> = OnceLock::new();
+
+/// watchdog's free slots below [`Roster::used`]: only watchdog writes the
+/// roster, under this lock.
+static FREE: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// The write end of the pipe whose end tells the guardian watchdog is gone.
+/// Never written; held for as long as watchdog lives.
+static ALIVE: OnceLock<OwnedFd> = OnceLock::new();
+
+/// Set once the roster was found full, so that is said once.
+static FULL_SAID: AtomicBool = AtomicBool::new(false);
 
 /// How often the guardian looks whether the groups it stopped are gone.
 const GONE_POLL: Duration = Duration::from_millis(20);
@@ -51,12 +82,28 @@ const GONE_POLL: Duration = Duration::from_millis(20);
 /// every process in its namespace.
 ///
 /// # Errors
-/// The pipe or a fork failed; watchdog serves on without a guardian.
+/// The mapping, the pipe or a fork failed; watchdog serves on without a
+/// guardian.
 #[allow(unsafe_code)]
 pub fn start(kill_grace: Duration) -> nix::Result<()> {
     if std::process::id() == 1 {
         return Ok(());
     }
+    let length = NonZeroUsize::new(std::mem::size_of::<Roster>()).expect("a roster has slots");
+    // SAFETY: a fresh mapping at an address the kernel picks; it is never
+    // unmapped, so the reference lives as long as the process. Zeroed pages
+    // are a valid `Roster` (atomics of 0), and a shared mapping stays shared
+    // across the fork below.
+    let roster: &'static Roster = unsafe {
+        mmap_anonymous(
+            None,
+            length,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+        )?
+        .cast::<Roster>()
+        .as_ref()
+    };
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     // SAFETY: the caller guarantees one thread; both children run only plain
     // code before they exit or become the guardian.
@@ -69,7 +116,7 @@ pub fn start(kill_grace: Duration) -> nix::Result<()> {
             // SAFETY: as above; this process has one thread.
             let forked = unsafe { fork() };
             if let Ok(ForkResult::Child) = forked {
-                guard(read, kill_grace);
+                guard(read, roster, kill_grace);
             }
             // SAFETY: ends the intermediate child without running watchdog's
             // exit handlers or flushing its buffers twice. Its status is the
@@ -87,49 +134,61 @@ pub fn start(kill_grace: Duration) -> nix::Result<()> {
             {
                 return Err(nix::errno::Errno::from_raw(errno));
             }
-            // A guardian that stopped reading must never hold up a request.
-            fcntl(&write, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
-            let _ = PIPE.set(std::fs::File::from(write));
+            let _ = ALIVE.set(write);
+            let _ = ROSTER.set(roster);
             Ok(())
         }
     }
 }
 
-/// A warm worker's process group, listed with the guardian while this lives.
-/// Drop it only once the group has been stopped and its leader reaped (after
-/// that its id may be another process's).
+/// A process group listed with the guardian while this lives. Drop it only
+/// once the group has been stopped and its leader reaped (after that its id
+/// may be another process's).
 #[derive(Debug)]
-pub struct Guarded(i32);
+pub struct Listed(usize);
 
-impl Guarded {
-    pub fn new(pgid: i32) -> Self {
-        send(b'+', pgid);
-        Self(pgid)
-    }
-}
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        send(b'-', self.0);
-    }
-}
-
-fn send(op: u8, pgid: i32) {
-    let Some(mut pipe) = PIPE.get() else {
-        return;
+/// Lists `pgid` with the guardian. `None` when there is no guardian (PID 1,
+/// `watchdog invoke`, or it could not start) or, said once, when the roster
+/// is full.
+pub fn list(pgid: i32) -> Option<Listed> {
+    let roster = ROSTER.get()?;
+    let mut free = FREE.lock().unwrap_or_else(PoisonError::into_inner);
+    let slot = match free.pop() {
+        Some(slot) => slot,
+        None => {
+            let next = roster.used.load(Ordering::Relaxed);
+            if next == SLOTS {
+                drop(free);
+                if !FULL_SAID.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        groups = SLOTS,
+                        "the guardian's roster is full: if watchdog is killed, some functions may outlive it; stop watchdog with SIGTERM rather than SIGKILL (its own shutdown stops them all)"
+                    );
+                }
+                return None;
+            }
+            roster.used.store(next + 1, Ordering::Release);
+            next
+        }
     };
-    let record = format!("{}{pgid}\n", op as char);
-    // One write of a few bytes: atomic on a pipe, whole or not at all.
-    if let Err(err) = pipe.write_all(record.as_bytes())
-        && !WRITE_FAILED.swap(true, Ordering::Relaxed)
-    {
-        tracing::warn!(error = %err, "cannot tell the guardian about a warm worker: if watchdog is killed, some warm workers may outlive it; stop watchdog with SIGTERM rather than SIGKILL (its own shutdown stops them all)");
+    roster.slots[slot].store(pgid, Ordering::Release);
+    Some(Listed(slot))
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        if let Some(roster) = ROSTER.get() {
+            let mut free = FREE.lock().unwrap_or_else(PoisonError::into_inner);
+            roster.slots[self.0].store(0, Ordering::Release);
+            free.push(self.0);
+        }
     }
 }
 
-/// The guardian's life: list groups until the pipe closes, then stop them.
+/// The guardian's life: wait for the pipe to close, then stop what the
+/// roster still lists.
 #[allow(unsafe_code)]
-fn guard(pipe: OwnedFd, kill_grace: Duration) -> ! {
+fn guard(pipe: OwnedFd, roster: &Roster, kill_grace: Duration) -> ! {
     let _ = nix::unistd::setsid();
     let _ = nix::sys::prctl::set_name(c"watchdog-guard");
     // Nothing to read or print; stderr stays, for the one line it may log.
@@ -142,20 +201,24 @@ fn guard(pipe: OwnedFd, kill_grace: Duration) -> ! {
         let _ = nix::unistd::dup2_stdout(&null);
     }
     close_inherited(pipe.as_raw_fd());
-    let mut groups = HashSet::new();
-    for line in BufReader::new(std::fs::File::from(pipe)).lines() {
-        let Ok(line) = line else { break };
-        let (op, pgid) = line.split_at(1.min(line.len()));
-        match (op, pgid.parse::<i32>()) {
-            ("+", Ok(pgid)) if pgid > 1 => {
-                groups.insert(pgid);
-            }
-            ("-", Ok(pgid)) => {
-                groups.remove(&pgid);
-            }
-            _ => {}
+    // Nothing is ever written: the read returns at end of file (watchdog
+    // gone) or on an error that is not an interruption.
+    let mut pipe = std::fs::File::from(pipe);
+    let mut byte = [0u8; 1];
+    loop {
+        match pipe.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
         }
     }
+    let used = roster.used.load(Ordering::Acquire).min(SLOTS);
+    let groups: HashSet<i32> = roster.slots[..used]
+        .iter()
+        .map(|slot| slot.load(Ordering::Acquire))
+        .filter(|&pgid| pgid > 1)
+        .collect();
     stop_groups(&groups, kill_grace);
     // SAFETY: nothing of watchdog's to flush or run in this copy.
     unsafe { nix::libc::_exit(0) }
@@ -183,12 +246,12 @@ fn close_inherited(keep: RawFd) {
     }
 }
 
-/// SIGTERM to every group, SIGKILL to those still there after `grace`; then
-/// says so. The line comes last, and within [`LOG_LIMIT`]: a log reader that
-/// stalled (perhaps why watchdog was killed) must not keep a worker alive.
+/// SIGTERM to every group, SIGKILL to those still running after `grace`;
+/// then says so. The line comes last, and within [`LOG_LIMIT`]: a log reader
+/// that stalled (perhaps why watchdog was killed) must not keep a function
+/// alive.
 fn stop_groups(groups: &HashSet<i32>, grace: Duration) {
-    let alive = |pgid: &&i32| killpg(Pid::from_raw(**pgid), None).is_ok();
-    let left: Vec<i32> = groups.iter().filter(alive).copied().collect();
+    let left = running(groups);
     if left.is_empty() {
         return;
     }
@@ -196,21 +259,42 @@ fn stop_groups(groups: &HashSet<i32>, grace: Duration) {
         let _ = killpg(Pid::from_raw(*pgid), Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
-    while Instant::now() < deadline && left.iter().any(|pgid| alive(&pgid)) {
+    while Instant::now() < deadline && !running(&left).is_empty() {
         std::thread::sleep(GONE_POLL);
     }
-    let mut killed = 0;
-    for pgid in left.iter().filter(alive) {
+    let stubborn = running(&left);
+    for pgid in &stubborn {
         let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
-        killed += 1;
     }
     // SIGALRM's default action ends the guardian if the write blocks.
     nix::unistd::alarm::set(LOG_LIMIT);
     tracing::warn!(
-        workers = left.len(),
-        killed,
-        "watchdog ended without stopping its warm workers (killed, or it crashed); the guardian stopped them"
+        groups = left.len(),
+        killed = stubborn.len(),
+        "watchdog ended without stopping its functions (killed, or it crashed): warm workers or CGI invocations in flight; the guardian stopped them"
     );
+}
+
+/// The groups of `groups` that still have a running member. A zombie is not
+/// one: orphaned by watchdog's death, the members that exited wait for init
+/// to reap them (seconds, under some inits), and `killpg(pgid, 0)` finds
+/// them all the same, which would cost every group its whole grace and a
+/// SIGKILL it did not need. Without `/proc`, that probe is all there is.
+fn running(groups: &HashSet<i32>) -> HashSet<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return groups
+            .iter()
+            .filter(|&&pgid| killpg(Pid::from_raw(pgid), None).is_ok())
+            .copied()
+            .collect();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(ProcStat::read)
+        .filter(|stat| !stat.zombie && groups.contains(&stat.pgid))
+        .map(|stat| stat.pgid)
+        .collect()
 }
 
 /// Seconds the guardian's one log line may take to write.

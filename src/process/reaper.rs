@@ -12,6 +12,8 @@ use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use super::guardian;
+
 /// Becomes a subreaper for the processes this server spawns.
 ///
 /// # Errors
@@ -77,14 +79,22 @@ pub async fn wait_group_gone(pgid: i32, until: tokio::time::Instant) -> bool {
 /// Process groups of invocations still being run or cleaned up, by leader pid
 /// (which is also the group id). The orphan sweep never touches these: the leader's
 /// exit status belongs to the invoker, and members left behind are
-/// the invoker's to stop, with their kill grace.
+/// the invoker's to stop, with their kill grace. Each is also listed with the
+/// guardian, which stops them if watchdog is killed.
 struct Groups {
     /// Spawners hold it shared across spawn + register; the sweep holds it
     /// exclusively, so it never sees a leader that exists but is not registered yet.
     spawning: std::sync::RwLock<()>,
     /// Counted, because a pid can be reused by a new leader before the invocation
     /// that had it first has finished its cleanup.
-    pids: std::sync::Mutex<std::collections::HashMap<i32, usize>>,
+    pids: std::sync::Mutex<std::collections::HashMap<i32, Registered>>,
+}
+
+/// One group id's entry in [`Groups::pids`].
+struct Registered {
+    invocations: usize,
+    /// Unlisted when the last invocation with this id is finished.
+    _listed: Option<guardian::Listed>,
 }
 
 static GROUPS: std::sync::LazyLock<Groups> = std::sync::LazyLock::new(|| Groups {
@@ -105,7 +115,13 @@ pub fn spawn_leader<T>(
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (child, pid) = spawn()?;
-    *lock_groups().entry(pid as i32).or_insert(0) += 1;
+    lock_groups()
+        .entry(pid as i32)
+        .or_insert_with(|| Registered {
+            invocations: 0,
+            _listed: guardian::list(pid as i32),
+        })
+        .invocations += 1;
     Ok((child, pid))
 }
 
@@ -120,15 +136,15 @@ pub fn spawn_leader_pid(spawn: impl FnOnce() -> std::io::Result<u32>) -> std::io
 /// Called once the invoker has reaped its leader and stopped its group.
 pub fn group_finished(leader: u32) {
     let mut groups = lock_groups();
-    if let Some(count) = groups.get_mut(&(leader as i32)) {
-        *count -= 1;
-        if *count == 0 {
+    if let Some(registered) = groups.get_mut(&(leader as i32)) {
+        registered.invocations -= 1;
+        if registered.invocations == 0 {
             groups.remove(&(leader as i32));
         }
     }
 }
 
-fn lock_groups() -> std::sync::MutexGuard<'static, std::collections::HashMap<i32, usize>> {
+fn lock_groups() -> std::sync::MutexGuard<'static, std::collections::HashMap<i32, Registered>> {
     GROUPS
         .pids
         .lock()
@@ -199,15 +215,15 @@ fn own_pgid() -> i32 {
     nix::unistd::getpgrp().as_raw()
 }
 
-/// The fields of `/proc/PID/stat` the sweep needs.
-struct ProcStat {
-    command: String,
-    zombie: bool,
-    pgid: i32,
+/// The fields of `/proc/PID/stat` the sweep (and the guardian) need.
+pub(super) struct ProcStat {
+    pub command: String,
+    pub zombie: bool,
+    pub pgid: i32,
 }
 
 impl ProcStat {
-    fn read(pid: i32) -> Option<Self> {
+    pub fn read(pid: i32) -> Option<Self> {
         let stat = read_proc_file(format!("/proc/{pid}/stat"))?;
         let open = stat.find('(')?;
         let close = stat.rfind(')')?;

@@ -226,6 +226,12 @@ pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
 }
 
+/// Waits until a log kept past its server's end ([`TestServer::log_buffer`])
+/// contains `needle`.
+pub fn log_shows(log: &Arc<Mutex<String>>, needle: &str, within: Duration) -> bool {
+    wait_until(within, || log.lock().unwrap().contains(needle))
+}
+
 pub fn wait_until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
     loop {

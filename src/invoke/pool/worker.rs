@@ -21,7 +21,6 @@ use crate::invoke::InvokeError;
 use crate::invoke::cgi::spawn;
 use crate::invoke::output_log::{OutputLog, Stream};
 use crate::limits::{InvocationCgroup, Limiter};
-use crate::process::guardian::Guarded;
 use crate::process::{ProcessGroup, reaper};
 use crate::routes::Function;
 
@@ -52,9 +51,6 @@ const REAP_LIMIT: Duration = Duration::from_secs(5);
 pub struct Worker {
     pub pid: u32,
     group: ProcessGroup,
-    /// Listed with the guardian, which stops the group if watchdog is killed;
-    /// dropped after `group`, which kills the group if it is still armed.
-    _guarded: Guarded,
     exit: watch::Receiver<Option<Option<ExitStatus>>>,
     /// Set when the leader was found exited while its output was still open: a
     /// wrapper (`start.sh`: `server & exit 0`) whose server runs on. The exit
@@ -173,7 +169,6 @@ impl Worker {
         Ok(Self {
             pid,
             group: ProcessGroup::new(pid),
-            _guarded: Guarded::new(pid as i32),
             exit: exit_rx,
             leader_ended_first,
             cgroup: plan.cgroup,
