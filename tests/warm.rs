@@ -540,6 +540,16 @@ time.sleep(60)
     );
 }
 
+/// Asks `path` (a `?cut` answer) `rounds` times: each answer is a 200 cut
+/// off, from the worker `pid`.
+async fn cut_short_by(server: &TestServer, path: &str, pid: &str, rounds: usize) {
+    for round in 0..rounds {
+        let (status, body, cut_off) = common::read_as_far_as_it_goes(server, path).await;
+        assert_eq!((status, cut_off), (200, true), "round {round}: {body}");
+        assert_eq!(body.split_whitespace().nth(1), Some(pid), "round {round}");
+    }
+}
+
 #[tokio::test]
 async fn a_worker_that_cuts_an_answer_short_is_kept_and_one_that_answers_nothing_replaced() {
     let project = project(&[("counter", "max = 1")]);
@@ -548,16 +558,7 @@ async fn a_worker_that_cuts_an_answer_short_is_kept_and_one_that_answers_nothing
     let pid = first["pid"].to_string();
     // A handler that fails after the head went out: more than the crash limit
     // (5), each used to count as a crash and stop the worker.
-    for round in 0..6 {
-        let (status, body, cut_off) =
-            common::read_as_far_as_it_goes(&server, "/api/counter?cut").await;
-        assert_eq!((status, cut_off), (200, true), "round {round}: {body}");
-        assert_eq!(
-            body.split_whitespace().nth(1),
-            Some(pid.as_str()),
-            "round {round}"
-        );
-    }
+    cut_short_by(&server, "/api/counter?cut", &pid, 6).await;
     let (_, after) = call(&server, "/api/counter").await;
     assert_eq!(after["pid"], first["pid"], "the worker was replaced");
     // Closing connections without an answer: kept after two in a row (an
@@ -764,6 +765,15 @@ async fn a_wrapper_that_exits_while_its_server_runs_is_kept_warm() {
     assert!(!server.log().contains("exited on its own"));
 }
 
+/// The pid of the wrapper project's server, once it has served and its
+/// wrapper is past the tick that reaps it (every 100 ms) and its margin.
+async fn wrapper_server_pid(server: &TestServer) -> serde_json::Value {
+    let (status, answer) = call(server, "/api/wrapper").await;
+    assert_eq!(status, 200, "{answer}");
+    std::thread::sleep(Duration::from_millis(1000));
+    answer["pid"].clone()
+}
+
 /// A wrapper's server that crashes on a request is a crash, not a retirement:
 /// when its output closes, the status watchdog gets is the wrapper's exit 0
 /// from long before. Judged by that, the crash went uncounted and the GET was
@@ -772,11 +782,7 @@ async fn a_wrapper_that_exits_while_its_server_runs_is_kept_warm() {
 async fn a_wrapper_whose_server_crashes_has_not_retired() {
     let project = wrapper_project();
     let server = TestServer::start(&api(&project), &[]);
-    let (status, answer) = call(&server, "/api/wrapper").await;
-    assert_eq!(status, 200, "{answer}");
-    // Past the tick that reaps the exited wrapper (every 100 ms), and its
-    // margin.
-    std::thread::sleep(Duration::from_millis(1500));
+    wrapper_server_pid(&server).await;
     let (status, answer) = call(&server, "/api/wrapper?crash").await;
     assert_eq!(status, 502, "{answer}");
     assert!(
@@ -791,6 +797,34 @@ async fn a_wrapper_whose_server_crashes_has_not_retired() {
         "{}",
         server.log()
     );
+}
+
+/// A wrapper's server that cuts an answer short on purpose and serves on is
+/// kept, as a plain server is. Its leader (the wrapper) was reaped long
+/// before, and that was taken for the server's end: each cut answer counted
+/// as a crash, and the server was stopped.
+#[tokio::test]
+async fn a_wrapper_whose_server_cuts_an_answer_short_is_kept() {
+    let project = wrapper_project();
+    let server = TestServer::start(&api(&project), &[]);
+    let first = wrapper_server_pid(&server).await;
+    cut_short_by(&server, "/api/wrapper?cut", &first.to_string(), 2).await;
+    let (status, after) = call(&server, "/api/wrapper").await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["pid"], first, "the server was replaced");
+    assert!(!server.log().contains("worker crashed"), "{}", server.log());
+    // One that dies mid-answer is a crash all the same (its zombie, waiting
+    // for watchdog to reap it, does not count as running).
+    let (_, body, cut_off) = common::read_as_far_as_it_goes(&server, "/api/wrapper?die-mid").await;
+    assert!(cut_off, "{body}");
+    assert!(
+        server.wait_for_log("worker crashed", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    let (status, next) = call(&server, "/api/wrapper").await;
+    assert_eq!(status, 200, "{next}");
+    assert_ne!(next["pid"], first);
 }
 
 #[tokio::test]

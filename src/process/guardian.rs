@@ -39,7 +39,7 @@ use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{ForkResult, Pid, fork};
 
-use super::reaper::ProcStat;
+use super::reaper::groups_running;
 
 /// How many groups the roster holds at once: far beyond the processes one
 /// machine runs. Only the pages that were written count in memory (the
@@ -251,7 +251,7 @@ fn close_inherited(keep: RawFd) {
 /// that stalled (perhaps why watchdog was killed) must not keep a function
 /// alive.
 fn stop_groups(groups: &HashSet<i32>, grace: Duration) {
-    let left = running(groups);
+    let left = groups_running(groups);
     if left.is_empty() {
         return;
     }
@@ -259,10 +259,10 @@ fn stop_groups(groups: &HashSet<i32>, grace: Duration) {
         let _ = killpg(Pid::from_raw(*pgid), Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
-    while Instant::now() < deadline && !running(&left).is_empty() {
+    while Instant::now() < deadline && !groups_running(&left).is_empty() {
         std::thread::sleep(GONE_POLL);
     }
-    let stubborn = running(&left);
+    let stubborn = groups_running(&left);
     for pgid in &stubborn {
         let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
     }
@@ -273,28 +273,6 @@ fn stop_groups(groups: &HashSet<i32>, grace: Duration) {
         killed = stubborn.len(),
         "watchdog ended without stopping its functions (killed, or it crashed): warm workers or CGI invocations in flight; the guardian stopped them"
     );
-}
-
-/// The groups of `groups` that still have a running member. A zombie is not
-/// one: orphaned by watchdog's death, the members that exited wait for init
-/// to reap them (seconds, under some inits), and `killpg(pgid, 0)` finds
-/// them all the same, which would cost every group its whole grace and a
-/// SIGKILL it did not need. Without `/proc`, that probe is all there is.
-fn running(groups: &HashSet<i32>) -> HashSet<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return groups
-            .iter()
-            .filter(|&&pgid| killpg(Pid::from_raw(pgid), None).is_ok())
-            .copied()
-            .collect();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(ProcStat::read)
-        .filter(|stat| !stat.zombie && groups.contains(&stat.pgid))
-        .map(|stat| stat.pgid)
-        .collect()
 }
 
 /// Seconds the guardian's one log line may take to write.

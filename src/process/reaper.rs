@@ -215,15 +215,15 @@ fn own_pgid() -> i32 {
     nix::unistd::getpgrp().as_raw()
 }
 
-/// The fields of `/proc/PID/stat` the sweep (and the guardian) need.
-pub(super) struct ProcStat {
-    pub command: String,
-    pub zombie: bool,
-    pub pgid: i32,
+/// The fields of `/proc/PID/stat` the sweep needs.
+struct ProcStat {
+    command: String,
+    zombie: bool,
+    pgid: i32,
 }
 
 impl ProcStat {
-    pub fn read(pid: i32) -> Option<Self> {
+    fn read(pid: i32) -> Option<Self> {
         let stat = read_proc_file(format!("/proc/{pid}/stat"))?;
         let open = stat.find('(')?;
         let close = stat.rfind(')')?;
@@ -238,6 +238,36 @@ impl ProcStat {
             pgid,
         })
     }
+}
+
+/// The groups of `groups` that still have a running member. A zombie is not
+/// one: members that exited after their parent (a wrapper, or watchdog
+/// itself) wait to be reaped by whoever inherited them, which can take
+/// seconds, and `killpg(pgid, 0)` finds them all the same. Without `/proc`,
+/// that probe is all there is.
+///
+/// Reads every process's `stat`: for paths that are rare (a worker's end in
+/// doubt, a killed watchdog), never for each request.
+pub fn groups_running(groups: &std::collections::HashSet<i32>) -> std::collections::HashSet<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return groups
+            .iter()
+            .filter(|&&pgid| nix::sys::signal::killpg(Pid::from_raw(pgid), None).is_ok())
+            .copied()
+            .collect();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(ProcStat::read)
+        .filter(|stat| !stat.zombie && groups.contains(&stat.pgid))
+        .map(|stat| stat.pgid)
+        .collect()
+}
+
+/// [`groups_running`] for one group.
+pub fn group_running(pgid: i32) -> bool {
+    !groups_running(&std::iter::once(pgid).collect()).is_empty()
 }
 
 /// Runs [`sweep_orphans`] every `interval` for the life of the runtime.

@@ -517,8 +517,8 @@ async fn leaving(lease: &Lease, port: u16) -> Option<Leaving> {
     if ended {
         return worker.retired().then_some(Leaving::Retired);
     }
-    // A leader gone while what it started holds the output: a wrapper, whose
-    // server's end this says nothing of.
+    // Ended, but its status not in yet (a wrapper's server, whose end the
+    // wrapper's exit 0 says nothing of): not a retirement that shows.
     if worker.served == 0 || worker.has_ended_now() {
         return None;
     }

@@ -57,6 +57,10 @@ pub struct Worker {
     /// watch then gives the wrapper's status, which says nothing of how the
     /// server ended.
     leader_ended_first: Arc<AtomicBool>,
+    /// Set when a tick reaped the leader while its output was still open: from
+    /// then on the kernel knows nothing of the leader, and whether the worker
+    /// runs is whether its group does ([`Worker::has_ended_now`]).
+    leader_reaped: Arc<AtomicBool>,
     cgroup: Option<InvocationCgroup>,
     /// The port it serves HTTP on (`protocol = "http"`).
     pub port: u16,
@@ -123,6 +127,8 @@ impl Worker {
         let (mut stdout_log, mut stderr_log) = (log(Stream::Stdout), log(Stream::Stderr));
         let leader_ended_first = Arc::new(AtomicBool::new(false));
         let found_ended = Arc::clone(&leader_ended_first);
+        let leader_reaped = Arc::new(AtomicBool::new(false));
+        let found_reaped = Arc::clone(&leader_reaped);
         tokio::spawn(async move {
             let mut status = None;
             // When a tick reaped the leader. A plain server's output closes as
@@ -144,6 +150,7 @@ impl Worker {
                             && let Ok(Some(_)) = child.try_wait()
                         {
                             reaped_early.get_or_insert_with(Instant::now);
+                            found_reaped.store(true, Ordering::Relaxed);
                         }
                         continue;
                     }
@@ -171,6 +178,7 @@ impl Worker {
             group: ProcessGroup::new(pid),
             exit: exit_rx,
             leader_ended_first,
+            leader_reaped,
             cgroup: plan.cgroup,
             port: 0,
             connections: Vec::new(),
@@ -267,9 +275,23 @@ impl Worker {
     /// learns of an exit only once the output pipes are closed and the process
     /// reaped, later than a connection the dying process closed: judged by it
     /// alone, a worker that broke off an answer as it died would be kept.
+    ///
+    /// A leader reaped while its output stays open is a wrapper's (or a
+    /// server's that has just died): the worker is then its group, and has
+    /// ended when no process of it runs. Taken for ended at once, a wrapper's
+    /// server that cut an answer short on purpose was stopped as crashed.
     pub fn has_ended_now(&self) -> bool {
-        // An error is ECHILD: already reaped, so ended.
-        self.has_exited() || !matches!(self.peek_exit(), Ok(nix::sys::wait::WaitStatus::StillAlive))
+        if self.has_exited() {
+            return true;
+        }
+        match self.peek_exit() {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => false,
+            Err(_) if self.leader_reaped.load(Ordering::Relaxed) => {
+                !reaper::group_running(self.raw_pid())
+            }
+            // Exited, or (an error is ECHILD) already reaped.
+            _ => true,
+        }
     }
 
     /// How the process stands, asked of the kernel without reaping it
