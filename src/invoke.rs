@@ -188,6 +188,16 @@ pub enum InvokeError {
     HeadersTooLarge,
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    /// Refused as Lambda refuses it, rather than passed to a function that
+    /// would never get it in production.
+    #[error(
+        "{file}: the request makes a Lambda event of {size}, past Lambda's limit of {limit} bytes for a synchronous invocation"
+    )]
+    EventTooLarge {
+        file: String,
+        size: String,
+        limit: usize,
+    },
     #[error("reading the request body failed: {0}")]
     BodyRead(String),
     #[error("the request body stalled: no data for {after:?}")]
@@ -210,7 +220,9 @@ impl InvokeError {
             InvokeError::Timeout { .. } | InvokeError::NoWorkerInTime { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            InvokeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            InvokeError::BodyTooLarge { .. } | InvokeError::EventTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             InvokeError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             InvokeError::BodyRead(_) => StatusCode::BAD_REQUEST,
             InvokeError::WorkerFailed { .. }
@@ -268,6 +280,11 @@ impl InvokeError {
             ),
             InvokeError::BodyTooLarge { .. } => Some(
                 "send a smaller body, or raise the limit (--max-body, or `max_body` in the function's watchdog.toml section)".into(),
+            ),
+            InvokeError::EventTooLarge { .. } => Some(
+                "send less (a body that is not UTF-8 text goes base64-encoded, a third larger), \
+                 or, as on Lambda, put large payloads elsewhere (S3) and send a reference"
+                    .into(),
             ),
             InvokeError::BodyRead(_) | InvokeError::Internal | InvokeError::Removed { .. } => None,
             InvokeError::WorkerFailed { .. } => Some(

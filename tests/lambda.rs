@@ -438,6 +438,48 @@ async fn the_event_says_who_the_client_was_and_the_answer_has_its_real_length() 
     assert!(text.contains("`statusCode` 600"), "{text}");
 }
 
+/// A request whose event would be past Lambda's 6 MB limit gets the 413
+/// Lambda gives, and no worker sees it: one that works here and fails in
+/// production is what a local runtime must not offer. Binary bodies go
+/// base64, a third larger.
+#[tokio::test]
+async fn a_request_past_lambdas_limit_is_a_413_that_says_so_and_no_worker_sees_it() {
+    let project = project("");
+    let server = TestServer::start(&project.path().join("api"), &[]);
+    let c = client();
+    let post = |body: Vec<u8>| {
+        c.post(server.url("/api/hello-lambda"))
+            .header("Content-Type", "application/octet-stream")
+            .body(body)
+            .send()
+    };
+    let fits: Vec<u8> = (0..=255u8).cycle().take(4 << 20).collect();
+    let answered = post(fits.clone()).await.unwrap();
+    assert_eq!(answered.status(), 201);
+    let pid = answered.headers()["x-pid"].to_str().unwrap().to_owned();
+    assert_eq!(answered.bytes().await.unwrap().len(), fits.len());
+    // 5 MiB of binary: an event of about 6.7 MiB.
+    let binary: Vec<u8> = (0..=255u8).cycle().take(5 << 20).collect();
+    let refused = post(binary).await.unwrap();
+    assert_eq!(refused.status(), 413);
+    let text = refused.text().await.unwrap();
+    assert!(text.contains("makes a Lambda event of 699"), "{text}");
+    assert!(
+        text.contains("past Lambda's limit of 6291456 bytes"),
+        "{text}"
+    );
+    assert!(text.contains("base64"), "{text}");
+    // 7 MiB of text: refused once the body alone is past the limit.
+    let refused = post(vec![b'a'; 7 << 20]).await.unwrap();
+    assert_eq!(refused.status(), 413);
+    let text = refused.text().await.unwrap();
+    assert!(text.contains("event of more than 6291456 bytes"), "{text}");
+    // The worker saw neither, and serves on.
+    let again = post(b"small".to_vec()).await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["x-pid"].to_str().unwrap(), pid);
+}
+
 #[tokio::test]
 async fn an_answer_past_lambdas_limit_is_a_502_that_says_so_and_the_worker_serves_on() {
     let project = project("");

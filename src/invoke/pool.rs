@@ -177,8 +177,8 @@ impl Invoker for PoolInvoker {
             let mut invocation = invocation;
             // A Lambda event carries the whole body: it is received before a
             // worker is taken, so a slow upload holds none.
-            let body = match pool.config.protocol {
-                WarmProtocol::Lambda => Some(lambda::receive_body(&mut invocation).await?),
+            let event = match pool.config.protocol {
+                WarmProtocol::Lambda => Some(lambda::receive_event(&mut invocation).await?),
                 WarmProtocol::Http => None,
             };
             let mut not_taken = 0;
@@ -194,9 +194,9 @@ impl Invoker for PoolInvoker {
                     () = invocation.stop.cancelled() => return Err(invocation.stopped_by_shutdown()),
                 };
                 let lease = acquired.map_err(|error| invocation.record.failed(error))?;
-                let answered = match &body {
+                let answered = match &event {
                     None => http::forward(lease, invocation).await,
-                    Some(body) => lambda::invoke(lease, invocation, body.clone()).await,
+                    Some(event) => lambda::invoke(lease, invocation, event.clone()).await,
                 };
                 match answered {
                     Ok(reply) => return Ok(reply),

@@ -37,10 +37,13 @@ use crate::observability::InvocationRecord;
 use crate::routes::{Function, ParamValue};
 
 const API: &str = "/2018-06-01/runtime";
-/// The largest response a buffered `/response` may carry (Lambda's own limit).
-const MAX_RESPONSE: usize = 6 * 1024 * 1024;
-/// How much of a larger one is still read (and dropped) so that the runtime
-/// gets its 413, rather than a connection closed in the middle of its upload.
+/// Lambda's limit on a synchronous invocation's payload, each way: the
+/// largest event a request may make, and the largest answer a buffered
+/// `/response` may carry.
+const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
+/// How much of a larger payload is still read (and dropped) so that its
+/// sender (a runtime's answer, a client's request) gets its 413, rather than
+/// a connection closed in the middle of its upload.
 const MAX_DRAINED: usize = 64 * 1024 * 1024;
 /// The JSON prelude of a streamed HTTP response ends with these bytes.
 const PRELUDE_END: [u8; 8] = [0; 8];
@@ -220,21 +223,21 @@ async fn response(
         let _ = done_rx.await;
         return reply;
     }
-    match read_answer(body).await {
-        Ok(bytes) => deliver(&state, &id, Answer::Buffered(bytes)),
-        Err(None) => {
+    match read_payload(body).await {
+        Payload::Whole(bytes) => deliver(&state, &id, Answer::Buffered(bytes)),
+        Payload::Broken(_) => {
             let cause = "broke off its answer before the end".to_owned();
             deliver(&state, &id, Answer::Unreadable(cause))
         }
-        Err(Some(size)) => {
+        Payload::TooLarge(size) => {
             let cause = format!(
-                "answered with at least {size} bytes, past Lambda's limit of {MAX_RESPONSE} for a \
+                "answered with at least {size} bytes, past Lambda's limit of {MAX_PAYLOAD} for a \
                  buffered answer: stream it (Lambda-Runtime-Function-Response-Mode: streaming) or send less"
             );
             deliver(&state, &id, Answer::Unreadable(cause));
             // What Lambda tells a runtime whose answer is too large.
             let body = serde_json::json!({
-                "errorMessage": format!("Exceeded maximum allowed payload size ({MAX_RESPONSE} bytes)."),
+                "errorMessage": format!("Exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes)."),
                 "errorType": "RequestEntityTooLarge",
             });
             (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response()
@@ -242,26 +245,38 @@ async fn response(
     }
 }
 
-/// A buffered answer, whole; or `Err(Some(bytes read))` past [`MAX_RESPONSE`]
-/// (the rest read and dropped up to [`MAX_DRAINED`]), `Err(None)` when the
-/// upload broke off.
-async fn read_answer(body: Body) -> Result<Bytes, Option<usize>> {
+/// A payload (a buffered answer, a request's body) read within Lambda's limit.
+enum Payload {
+    Whole(Bytes),
+    /// Past [`MAX_PAYLOAD`]: at least this many bytes. The rest was read and
+    /// dropped up to [`MAX_DRAINED`], so that the sender gets its 413 rather
+    /// than a connection closed in the middle of its upload.
+    TooLarge(usize),
+    /// The upload broke off.
+    Broken(axum::Error),
+}
+
+async fn read_payload(body: Body) -> Payload {
     let mut chunks = body.into_data_stream();
-    let mut answer = bytes::BytesMut::new();
+    let mut whole = bytes::BytesMut::new();
     let mut size = 0;
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|_| None)?;
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(_) if size > MAX_PAYLOAD => break,
+            Err(err) => return Payload::Broken(err),
+        };
         size += chunk.len();
-        if size <= MAX_RESPONSE {
-            answer.extend_from_slice(&chunk);
+        if size <= MAX_PAYLOAD {
+            whole.extend_from_slice(&chunk);
         } else if size > MAX_DRAINED {
             break;
         }
     }
-    if size > MAX_RESPONSE {
-        return Err(Some(size));
+    if size > MAX_PAYLOAD {
+        return Payload::TooLarge(size);
     }
-    Ok(answer.freeze())
+    Payload::Whole(whole.freeze())
 }
 
 async fn error(
@@ -440,36 +455,59 @@ pub async fn start(
     }
 }
 
-/// Receives the whole request body for the event. It runs before a worker is
-/// taken, so a slow, stalled or broken-off upload holds no worker.
+/// Receives the request's body whole and makes the Function URL event of the
+/// request, once: a request that goes on to another worker sends the same
+/// one. It runs before a worker is taken, so a slow, stalled or broken-off
+/// upload holds no worker.
 ///
 /// # Errors
-/// 408 when the body stalls or is still arriving at the deadline, 400 when it
-/// breaks off.
-pub async fn receive_body(invocation: &mut Invocation) -> Result<Bytes, InvokeError> {
+/// 413 when the event is past Lambda's limit ([`MAX_PAYLOAD`]), as Lambda
+/// refuses it; 408 or 400 when the body stalls, breaks off or is still
+/// arriving at the deadline.
+pub async fn receive_event(invocation: &mut Invocation) -> Result<Bytes, InvokeError> {
     let body =
         std::mem::replace(&mut invocation.body, crate::invoke::RequestBody::Empty).into_body();
-    let received =
-        tokio::time::timeout_at(invocation.deadline, axum::body::to_bytes(body, usize::MAX)).await;
-    let record = &mut invocation.record;
+    let received = tokio::time::timeout_at(invocation.deadline, read_payload(body)).await;
     let error = match received {
-        Ok(Ok(body)) => return Ok(body),
-        Ok(Err(err)) => record
+        Ok(Payload::Whole(body)) => {
+            let event = Bytes::from(event(invocation, &body).to_string());
+            if event.len() <= MAX_PAYLOAD {
+                return Ok(event);
+            }
+            event_too_large(invocation, Some(event.len()))
+        }
+        // A body past the limit can never make an event within it.
+        Ok(Payload::TooLarge(_)) => event_too_large(invocation, None),
+        Ok(Payload::Broken(err)) => invocation
+            .record
             .body
             .as_ref()
             .and_then(BodyWatch::fault)
             .map_or_else(|| InvokeError::BodyRead(err.to_string()), InvokeError::from),
         Err(_) => {
-            record.timed_out = true;
+            invocation.record.timed_out = true;
             InvokeError::BodyTimeout {
                 after: invocation.route.function.settings.timeout,
             }
         }
     };
-    Err(record.failed(error))
+    Err(invocation.record.failed(error))
 }
 
-/// Runs one request, its body already received, on the lent worker.
+/// The 413 Lambda would give: `size` is the event's, `None` when the body
+/// alone was past the limit.
+fn event_too_large(invocation: &Invocation, size: Option<usize>) -> InvokeError {
+    InvokeError::EventTooLarge {
+        file: invocation.route.function.file.relative.clone(),
+        size: size.map_or_else(
+            || format!("more than {MAX_PAYLOAD} bytes"),
+            |size| format!("{size} bytes"),
+        ),
+        limit: MAX_PAYLOAD,
+    }
+}
+
+/// Runs one request, its event made ([`receive_event`]), on the lent worker.
 ///
 /// # Errors
 /// 504 on timeout (the worker is killed and replaced), 502 when the worker fails
@@ -478,13 +516,12 @@ pub async fn receive_body(invocation: &mut Invocation) -> Result<Bytes, InvokeEr
 pub async fn invoke(
     lease: Lease,
     mut invocation: Invocation,
-    body: Bytes,
+    payload: Bytes,
 ) -> Result<Reply, Failed> {
     let file = invocation.route.function.file.relative.clone();
     invocation.record.pid = Some(lease.worker().pid);
     invocation.record.cold = Some(lease.cold);
     let request_id = runtime_request_id(&invocation.request_id);
-    let payload = Bytes::from(event(&invocation, &body).to_string());
     let Some(runtime) = lease.worker().runtime.as_ref() else {
         return Err(InvokeError::Internal.into());
     };
