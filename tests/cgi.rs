@@ -697,6 +697,42 @@ async fn a_page_the_client_already_has_is_not_modified() {
     assert_eq!(post.status(), 200);
 }
 
+/// `OPTIONS *` asks about the server, and gets the methods functions are
+/// given (it was a 404 "no function answers *"); an `Expect` other than
+/// `100-continue` gets 417, and the function never runs (it was served as
+/// if nothing had been asked). `100-continue` itself is met as before.
+#[tokio::test]
+async fn options_star_is_answered_and_an_unknown_expectation_is_a_417() {
+    let server = server(&[]);
+    let response = raw_request(
+        server.addr,
+        b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("allow: get, head, post, put, patch, delete, options"),
+        "{response}"
+    );
+    let expecting = |value: &'static str| {
+        client()
+            .post(server.url("/api/echo"))
+            .header("Expect", value)
+            .header("x-request-id", format!("expect-{}", value.len()))
+            .body("hi")
+            .send()
+    };
+    let refused = expecting("fly-to-the-moon").await.unwrap();
+    assert_eq!(refused.status(), 417);
+    let text = refused.text().await.unwrap();
+    assert!(text.contains("expects `fly-to-the-moon`"), "{text}");
+    assert!(!server.log().contains("invocation request_id=expect-15 "));
+    let met = expecting("100-continue").await.unwrap();
+    assert_eq!(met.status(), 200);
+    assert_eq!(met.text().await.unwrap(), "hi");
+}
+
 /// A function that writes less than its own Content-Length: the client always
 /// gets the head and what was written, then the connection closes (as Apache
 /// sends it); never an empty reply. The log says what was missing.

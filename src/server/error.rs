@@ -18,6 +18,8 @@ pub enum AppError {
     BadHost(#[from] super::host::HostError),
     #[error("{0}")]
     TransferCoding(#[from] super::transfer_coding::TransferCodingError),
+    #[error("{0}")]
+    Expectation(#[from] super::expect::UnmetExpectation),
     #[error("the request head is about {bytes} bytes, over the {} KiB watchdog reads", super::listener::MAX_HEAD_BYTES / 1024)]
     HeadTooLarge { bytes: usize },
     #[error("no function answers {path}")]
@@ -58,6 +60,7 @@ impl AppError {
                 StatusCode::BAD_REQUEST
             }
             AppError::TransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
+            AppError::Expectation(_) => StatusCode::EXPECTATION_FAILED,
             AppError::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             AppError::NotFound { .. } => StatusCode::NOT_FOUND,
             AppError::Conflict { .. }
@@ -77,6 +80,7 @@ impl AppError {
             AppError::BadPath(_) => Some("paths may not hold `..`, NUL bytes or encoded slashes".into()),
             AppError::BadHost(_) => Some("send one Host header naming the host (and port) the request is for".into()),
             AppError::TransferCoding(_) => Some("send the body as is with Content-Length, or chunked once, with no other transfer coding".into()),
+            AppError::Expectation(_) => Some("send the request without that `Expect` header".into()),
             AppError::HeadTooLarge { .. } => Some("send fewer or smaller headers (large cookies are the usual cause)".into()),
             AppError::NotFound { .. } => Some("`watchdog routes DIR` lists every route and the files that are not routes".into()),
             AppError::Conflict { .. } => Some("rename or remove all but one of these files".into()),

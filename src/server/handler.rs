@@ -78,6 +78,20 @@ pub async fn handle(app: &App, connection: Connection, request: Request) -> Resp
     response
 }
 
+/// The answer to `OPTIONS *`, which asks about the server, not a resource
+/// (RFC 9110 §9.3.7): the methods functions are given. It was a 404 "no
+/// function answers *".
+fn server_options() -> Response<Body> {
+    Response::builder()
+        .header(
+            header::ALLOW,
+            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        )
+        .header(header::CONTENT_LENGTH, "0")
+        .body(Body::empty())
+        .unwrap_or_default()
+}
+
 /// Which route a request reached, for the request counter's `route` label.
 enum Answered {
     Unmatched,
@@ -103,6 +117,10 @@ async fn dispatch(
     }
     super::host::check(parts.version, &parts.headers)?;
     super::transfer_coding::check(&parts.headers)?;
+    super::expect::check(&parts.headers)?;
+    if parts.method == Method::OPTIONS && parts.uri == "*" {
+        return Ok(server_options());
+    }
     let (mut method, mut uri, mut headers) = (parts.method, parts.uri, parts.headers);
     super::host::take_from_target(&uri, &mut headers);
     let mut content_length = headers

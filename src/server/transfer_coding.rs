@@ -20,16 +20,14 @@ pub enum TransferCodingError {
 /// When the codings are anything but one `chunked`.
 pub fn check(headers: &HeaderMap) -> Result<(), TransferCodingError> {
     let mut chunked = 0;
-    for value in headers.get_all(header::TRANSFER_ENCODING) {
-        let text = String::from_utf8_lossy(value.as_bytes());
-        for coding in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-            if !coding.eq_ignore_ascii_case("chunked") {
-                let shown: String = coding.chars().take(40).collect();
-                return Err(TransferCodingError::Unsupported(shown));
-            }
-            chunked += 1;
+    super::list_header::try_each_member(headers, header::TRANSFER_ENCODING, |coding| {
+        if !coding.eq_ignore_ascii_case("chunked") {
+            let shown: String = coding.chars().take(40).collect();
+            return Err(TransferCodingError::Unsupported(shown));
         }
-    }
+        chunked += 1;
+        Ok(())
+    })?;
     if chunked > 1 {
         return Err(TransferCodingError::ChunkedTwice);
     }
