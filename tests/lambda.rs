@@ -469,7 +469,8 @@ async fn a_request_past_lambdas_limit_is_a_413_that_says_so_and_no_worker_sees_i
         "{text}"
     );
     assert!(text.contains("base64"), "{text}");
-    // 7 MiB of text: refused once the body alone is past the limit.
+    // 7 MiB that is UTF-8 (an event carries it as is): refused once the
+    // body alone is past the limit.
     let refused = post(vec![b'a'; 7 << 20]).await.unwrap();
     assert_eq!(refused.status(), 413);
     let text = refused.text().await.unwrap();

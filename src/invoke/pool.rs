@@ -729,8 +729,9 @@ impl Pool {
     /// still running is stopped as CONTRACT §3 stops a function (SIGTERM,
     /// `--kill-grace`, SIGKILL), counted as a crash if it never served (a
     /// worker that only ever refuses would otherwise be started again
-    /// forever) or if its leader is gone (what it started holds its output: a
-    /// wrapper whose server failed).
+    /// forever) or if it has ended after all (a wrapper's server that
+    /// crashed: its group is gone while what it started still held the
+    /// output a moment ago, [`Worker::has_ended_now`]).
     fn judge_once_ended(self: &Arc<Self>, worker: Worker) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // A runtime shutting down: the worker's group is killed as it drops.

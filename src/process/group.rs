@@ -46,6 +46,11 @@ impl ProcessGroup {
         self.armed && !matches!(killpg(self.pgid, None), Err(nix::errno::Errno::ESRCH))
     }
 
+    /// Whether it may still be signalled: not yet marked reaped.
+    pub fn is_armed(&self) -> bool {
+        self.armed
+    }
+
     /// Marks the group as reaped: from now on it is never signalled.
     pub fn disarm(&mut self) {
         self.armed = false;

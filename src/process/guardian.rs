@@ -189,6 +189,9 @@ impl Drop for Listed {
 /// roster still lists.
 #[allow(unsafe_code)]
 fn guard(pipe: OwnedFd, roster: &Roster, kill_grace: Duration) -> ! {
+    // watchdog's session, which every function's group is in, before the
+    // guardian leaves it.
+    let session = nix::unistd::getsid(None).map_or(0, Pid::as_raw);
     let _ = nix::unistd::setsid();
     let _ = nix::sys::prctl::set_name(c"watchdog-guard");
     // Nothing to read or print; stderr stays, for the one line it may log.
@@ -219,7 +222,7 @@ fn guard(pipe: OwnedFd, roster: &Roster, kill_grace: Duration) -> ! {
         .map(|slot| slot.load(Ordering::Acquire))
         .filter(|&pgid| pgid > 1)
         .collect();
-    stop_groups(&groups, kill_grace);
+    stop_groups(&groups, session, kill_grace);
     // SAFETY: nothing of watchdog's to flush or run in this copy.
     unsafe { nix::libc::_exit(0) }
 }
@@ -250,8 +253,8 @@ fn close_inherited(keep: RawFd) {
 /// then says so. The line comes last, and within [`LOG_LIMIT`]: a log reader
 /// that stalled (perhaps why watchdog was killed) must not keep a function
 /// alive.
-fn stop_groups(groups: &HashSet<i32>, grace: Duration) {
-    let left = groups_running(groups);
+fn stop_groups(groups: &HashSet<i32>, session: i32, grace: Duration) {
+    let left = groups_running(groups, session);
     if left.is_empty() {
         return;
     }
@@ -259,10 +262,10 @@ fn stop_groups(groups: &HashSet<i32>, grace: Duration) {
         let _ = killpg(Pid::from_raw(*pgid), Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
-    while Instant::now() < deadline && !groups_running(&left).is_empty() {
+    while Instant::now() < deadline && !groups_running(&left, session).is_empty() {
         std::thread::sleep(GONE_POLL);
     }
-    let stubborn = groups_running(&left);
+    let stubborn = groups_running(&left, session);
     for pgid in &stubborn {
         let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
     }

@@ -19,8 +19,14 @@ use super::guardian;
 /// # Errors
 /// When the kernel refuses (not Linux, or a sandbox that forbids prctl).
 pub fn become_subreaper() -> nix::Result<()> {
-    nix::sys::prctl::set_child_subreaper(true)
+    nix::sys::prctl::set_child_subreaper(true)?;
+    SUBREAPER.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
 }
+
+/// Set once watchdog is a subreaper: every process a function leaves without
+/// a parent is then its child, which [`group_running`] relies on.
+static SUBREAPER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Reaps every process of group `pgid` that has become our child, waiting for the
 /// ones still dying, for up to `limit`. Call only after the leader has been reaped
@@ -220,11 +226,15 @@ struct ProcStat {
     command: String,
     zombie: bool,
     pgid: i32,
+    session: i32,
 }
 
 impl ProcStat {
     fn read(pid: i32) -> Option<Self> {
+        // Bytes: a process may name itself anything (`prctl(PR_SET_NAME)`),
+        // and one whose name is not UTF-8 must still be found.
         let stat = read_proc_file(format!("/proc/{pid}/stat"))?;
+        let stat = String::from_utf8_lossy(&stat);
         let open = stat.find('(')?;
         let close = stat.rfind(')')?;
         let command = stat.get(open + 1..close)?.to_owned();
@@ -232,23 +242,34 @@ impl ProcStat {
         let state = rest.next()?;
         let _ppid = rest.next()?;
         let pgid = rest.next()?.parse().ok()?;
+        let session = rest.next()?.parse().ok()?;
         Some(Self {
             command,
             zombie: state == "Z",
             pgid,
+            session,
         })
+    }
+
+    /// Whether it is a running (not zombie) member of one of `groups`.
+    fn runs_in(&self, groups: &std::collections::HashSet<i32>) -> bool {
+        !self.zombie && groups.contains(&self.pgid)
     }
 }
 
-/// The groups of `groups` that still have a running member. A zombie is not
-/// one: members that exited after their parent (a wrapper, or watchdog
-/// itself) wait to be reaped by whoever inherited them, which can take
-/// seconds, and `killpg(pgid, 0)` finds them all the same. Without `/proc`,
-/// that probe is all there is.
+/// The groups of `groups` that still have a running member in `session`
+/// (watchdog's: a function's groups are in it, and a pid that was reused
+/// since by a process elsewhere is not taken for one of them). A zombie is
+/// not a running member: members that exited after their parent (a wrapper,
+/// or watchdog itself) wait to be reaped by whoever inherited them, which can
+/// take seconds, and `killpg(pgid, 0)` finds them all the same. Without
+/// `/proc`, that probe is all there is.
 ///
-/// Reads every process's `stat`: for paths that are rare (a worker's end in
-/// doubt, a killed watchdog), never for each request.
-pub fn groups_running(groups: &std::collections::HashSet<i32>) -> std::collections::HashSet<i32> {
+/// Reads every process's `stat`: for the guardian, once watchdog is gone.
+pub fn groups_running(
+    groups: &std::collections::HashSet<i32>,
+    session: i32,
+) -> std::collections::HashSet<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return groups
             .iter()
@@ -260,14 +281,33 @@ pub fn groups_running(groups: &std::collections::HashSet<i32>) -> std::collectio
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(ProcStat::read)
-        .filter(|stat| !stat.zombie && groups.contains(&stat.pgid))
+        .filter(|stat| stat.session == session && stat.runs_in(groups))
         .map(|stat| stat.pgid)
         .collect()
 }
 
-/// [`groups_running`] for one group.
+/// Whether group `pgid`, one of watchdog's functions, still has a running
+/// member (a zombie is not one). Cheap enough for a worker's failure paths,
+/// called a few times a request there: one `killpg` probe when the group is
+/// gone, else watchdog's own children. As a subreaper, watchdog inherits
+/// every member whose parent died, so a running member descends from one of
+/// its children that runs in the group.
 pub fn group_running(pgid: i32) -> bool {
-    !groups_running(&std::iter::once(pgid).collect()).is_empty()
+    if matches!(
+        nix::sys::signal::killpg(Pid::from_raw(pgid), None),
+        Err(Errno::ESRCH)
+    ) {
+        return false;
+    }
+    let group = std::iter::once(pgid).collect();
+    if SUBREAPER.load(std::sync::atomic::Ordering::Relaxed) {
+        return own_children()
+            .into_iter()
+            .filter_map(ProcStat::read)
+            .any(|stat| stat.runs_in(&group));
+    }
+    let session = nix::unistd::getsid(None).map_or(0, Pid::as_raw);
+    !groups_running(&group, session).is_empty()
 }
 
 /// Runs [`sweep_orphans`] every `interval` for the life of the runtime.
@@ -295,12 +335,12 @@ pub fn start_orphan_sweeper(interval: Duration) {
 /// Reads a small /proc file. `fs::read_to_string` sizes its buffer from the
 /// file's length, which /proc reports as 0, and then grows it from 32 bytes: six
 /// reads for one `stat` line, for every child, on every sweep.
-fn read_proc_file(path: impl AsRef<std::path::Path>) -> Option<String> {
+fn read_proc_file(path: impl AsRef<std::path::Path>) -> Option<Vec<u8>> {
     use std::io::Read;
-    let mut text = String::with_capacity(1024);
+    let mut text = Vec::with_capacity(1024);
     std::fs::File::open(path)
         .ok()?
-        .read_to_string(&mut text)
+        .read_to_end(&mut text)
         .ok()?;
     Some(text)
 }
@@ -314,7 +354,8 @@ fn own_children() -> Vec<i32> {
     for task in tasks.flatten() {
         if let Some(text) = read_proc_file(task.path().join("children")) {
             pids.extend(
-                text.split_whitespace()
+                String::from_utf8_lossy(&text)
+                    .split_whitespace()
                     .filter_map(|p| p.parse::<i32>().ok()),
             );
         }

@@ -223,7 +223,7 @@ async fn response(
         let _ = done_rx.await;
         return reply;
     }
-    match read_payload(body).await {
+    match read_payload(body, &mut 0).await {
         Payload::Whole(bytes) => deliver(&state, &id, Answer::Buffered(bytes)),
         Payload::Broken(_) => {
             let cause = "broke off its answer before the end".to_owned();
@@ -256,25 +256,26 @@ enum Payload {
     Broken(axum::Error),
 }
 
-async fn read_payload(body: Body) -> Payload {
+/// Reads `body`, counting in `size` what has arrived (so a caller that gives
+/// up waiting knows whether it was too large already).
+async fn read_payload(body: Body, size: &mut usize) -> Payload {
     let mut chunks = body.into_data_stream();
     let mut whole = bytes::BytesMut::new();
-    let mut size = 0;
     while let Some(chunk) = chunks.next().await {
         let chunk = match chunk {
             Ok(chunk) => chunk,
-            Err(_) if size > MAX_PAYLOAD => break,
+            Err(_) if *size > MAX_PAYLOAD => break,
             Err(err) => return Payload::Broken(err),
         };
-        size += chunk.len();
-        if size <= MAX_PAYLOAD {
+        *size += chunk.len();
+        if *size <= MAX_PAYLOAD {
             whole.extend_from_slice(&chunk);
-        } else if size > MAX_DRAINED {
+        } else if *size > MAX_DRAINED {
             break;
         }
     }
-    if size > MAX_PAYLOAD {
-        return Payload::TooLarge(size);
+    if *size > MAX_PAYLOAD {
+        return Payload::TooLarge(*size);
     }
     Payload::Whole(whole.freeze())
 }
@@ -467,7 +468,9 @@ pub async fn start(
 pub async fn receive_event(invocation: &mut Invocation) -> Result<Bytes, InvokeError> {
     let body =
         std::mem::replace(&mut invocation.body, crate::invoke::RequestBody::Empty).into_body();
-    let received = tokio::time::timeout_at(invocation.deadline, read_payload(body)).await;
+    let mut size = 0;
+    let received =
+        tokio::time::timeout_at(invocation.deadline, read_payload(body, &mut size)).await;
     let error = match received {
         Ok(Payload::Whole(body)) => {
             let event = Bytes::from(event(invocation, &body).to_string());
@@ -484,6 +487,8 @@ pub async fn receive_event(invocation: &mut Invocation) -> Result<Bytes, InvokeE
             .as_ref()
             .and_then(BodyWatch::fault)
             .map_or_else(|| InvokeError::BodyRead(err.to_string()), InvokeError::from),
+        // Too large already: that is the answer, not the deadline.
+        Err(_) if size > MAX_PAYLOAD => event_too_large(invocation, None),
         Err(_) => {
             invocation.record.timed_out = true;
             InvokeError::BodyTimeout {

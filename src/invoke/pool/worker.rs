@@ -85,6 +85,19 @@ pub struct Worker {
     pub last_used: Instant,
 }
 
+impl Drop for Worker {
+    /// A worker dropped without [`Worker::stop`] (a runtime shutting down,
+    /// with no task left to stop it in) has its group killed as `group`
+    /// drops; it leaves the registry of groups here, or the guardian would
+    /// keep its id listed, and stop whatever process has it next if watchdog
+    /// were killed.
+    fn drop(&mut self) {
+        if self.group.is_armed() {
+            reaper::group_finished(self.pid);
+        }
+    }
+}
+
 impl Worker {
     /// Starts the function as a worker with `extra_env` on top of its own.
     ///
