@@ -521,23 +521,35 @@ time.sleep(60)
         script,
         "warm = { protocol = \"http\", max = 1 }",
     );
-    let server = TestServer::start(&api(&project), &["--kill-grace", "300ms"]);
-    let (status, answer) = call(&server, "/api/refuser").await;
-    assert_eq!(status, 502, "{answer}");
-    let text = answer.as_str().unwrap_or_default();
-    assert!(
-        text.contains("the request reached no worker in 3 tries"),
-        "{text}"
-    );
-    assert!(
-        common::wait_until(Duration::from_secs(5), || server
-            .log()
-            .matches("why=\"stopped accepting connections\"")
-            .count()
-            == 3),
-        "{}",
-        server.log()
-    );
+    // The script leaves a moment between its accept and its shutdown: a
+    // request that lands in the listener's backlog then is reset unread, a
+    // 502 that says the request broke off (sent, so not sent again to a
+    // worker that never served). Seen once in a loaded full-suite run, and
+    // made certain with a sleep there; a property of the script, so the
+    // scenario is tried afresh when it happens.
+    for attempt in 1..=3 {
+        let server = TestServer::start(&api(&project), &["--kill-grace", "300ms"]);
+        let (status, answer) = call(&server, "/api/refuser").await;
+        assert_eq!(status, 502, "{answer}");
+        let text = answer.as_str().unwrap_or_default();
+        if attempt < 3 && text.contains("broke off the request") {
+            continue;
+        }
+        assert!(
+            text.contains("the request reached no worker in 3 tries"),
+            "{text}"
+        );
+        assert!(
+            common::wait_until(Duration::from_secs(5), || server
+                .log()
+                .matches("why=\"stopped accepting connections\"")
+                .count()
+                == 3),
+            "{}",
+            server.log()
+        );
+        return;
+    }
 }
 
 /// Asks `path` (a `?cut` answer) `rounds` times: each answer is a 200 cut
