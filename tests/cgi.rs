@@ -733,6 +733,31 @@ async fn options_star_is_answered_and_an_unknown_expectation_is_a_417() {
     assert_eq!(met.text().await.unwrap(), "hi");
 }
 
+/// An HTTP/1.0 keep-alive client: an answer of known length keeps the
+/// connection, a streamed one (no length, and 1.0 has no chunking) says
+/// `connection: close` and closes. It said `connection: keep-alive` and
+/// closed, leaving the client to find out.
+#[tokio::test]
+async fn an_http10_keep_alive_client_is_told_when_a_streamed_answer_closes() {
+    let server = server(&[]);
+    // Two requests on one connection: a 404 page (its length known), then a
+    // streamed answer, after which the connection ends.
+    let response = raw_request(
+        server.addr,
+        b"GET /api/nothing-here HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
+          GET /api/stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    )
+    .to_ascii_lowercase();
+    let (first, second) = response
+        .split_once("http/1.0 200")
+        .expect("both answers came");
+    assert!(first.starts_with("http/1.0 404"), "{response}");
+    assert!(first.contains("\r\nconnection: keep-alive\r\n"), "{response}");
+    assert!(second.contains("\r\nconnection: close\r\n"), "{response}");
+    assert!(!second.contains("keep-alive"), "{response}");
+    assert!(second.ends_with("first\nsecond\n"), "{response}");
+}
+
 /// A function that writes less than its own Content-Length: the client always
 /// gets the head and what was written, then the connection closes (as Apache
 /// sends it); never an empty reply. The log says what was missing.

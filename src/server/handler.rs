@@ -42,6 +42,7 @@ pub async fn handle(app: &App, connection: Connection, request: Request) -> Resp
     let accept = super::error::accept_of(request.headers());
     let method = request.method().clone();
     let uri = request.uri().clone();
+    let http10 = request.version() == axum::http::Version::HTTP_10;
     let mut answered = Answered::Unmatched;
     let mut response = match dispatch(app, connection, request, &request_id, &mut answered).await {
         Ok(response) => response,
@@ -68,12 +69,25 @@ pub async fn handle(app: &App, connection: Connection, request: Request) -> Resp
     }
     // During the drain delay a kept-alive client is told to reconnect (and
     // reach another instance), rather than find its connection closed under
-    // it when watchdog stops accepting.
-    if app.is_draining() {
+    // it when watchdog stops accepting. An HTTP/1.0 answer of unknown length
+    // (a streamed one) can only end with the connection.
+    let unknown_length = || {
+        http_body::Body::size_hint(response.body())
+            .exact()
+            .is_none()
+    };
+    if app.is_draining() || (http10 && unknown_length()) {
         response.headers_mut().insert(
             axum::http::header::CONNECTION,
             HeaderValue::from_static("close"),
         );
+        // hyper adds `keep-alive` to the `Connection` of an HTTP/1.1 answer
+        // to a keep-alive HTTP/1.0 client (`close, keep-alive`) and closes
+        // all the same; an HTTP/1.0 answer without `keep-alive` it closes as
+        // it says. The status line says HTTP/1.0 to such a client either way.
+        if http10 {
+            *response.version_mut() = axum::http::Version::HTTP_10;
+        }
     }
     response
 }
