@@ -752,7 +752,10 @@ async fn an_http10_keep_alive_client_is_told_when_a_streamed_answer_closes() {
         .split_once("http/1.0 200")
         .expect("both answers came");
     assert!(first.starts_with("http/1.0 404"), "{response}");
-    assert!(first.contains("\r\nconnection: keep-alive\r\n"), "{response}");
+    assert!(
+        first.contains("\r\nconnection: keep-alive\r\n"),
+        "{response}"
+    );
     assert!(second.contains("\r\nconnection: close\r\n"), "{response}");
     assert!(!second.contains("keep-alive"), "{response}");
     assert!(second.ends_with("first\nsecond\n"), "{response}");
