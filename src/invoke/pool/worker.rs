@@ -57,10 +57,6 @@ pub struct Worker {
     /// watch then gives the wrapper's status, which says nothing of how the
     /// server ended.
     leader_ended_first: Arc<AtomicBool>,
-    /// Set when a tick reaped the leader while its output was still open: from
-    /// then on the kernel knows nothing of the leader, and whether the worker
-    /// runs is whether its group does ([`Worker::has_ended_now`]).
-    leader_reaped: Arc<AtomicBool>,
     cgroup: Option<InvocationCgroup>,
     /// The port it serves HTTP on (`protocol = "http"`).
     pub port: u16,
@@ -140,8 +136,6 @@ impl Worker {
         let (mut stdout_log, mut stderr_log) = (log(Stream::Stdout), log(Stream::Stderr));
         let leader_ended_first = Arc::new(AtomicBool::new(false));
         let found_ended = Arc::clone(&leader_ended_first);
-        let leader_reaped = Arc::new(AtomicBool::new(false));
-        let found_reaped = Arc::clone(&leader_reaped);
         tokio::spawn(async move {
             let mut status = None;
             // When a tick reaped the leader. A plain server's output closes as
@@ -163,7 +157,6 @@ impl Worker {
                             && let Ok(Some(_)) = child.try_wait()
                         {
                             reaped_early.get_or_insert_with(Instant::now);
-                            found_reaped.store(true, Ordering::Relaxed);
                         }
                         continue;
                     }
@@ -191,7 +184,6 @@ impl Worker {
             group: ProcessGroup::new(pid),
             exit: exit_rx,
             leader_ended_first,
-            leader_reaped,
             cgroup: plan.cgroup,
             port: 0,
             connections: Vec::new(),
@@ -289,21 +281,22 @@ impl Worker {
     /// reaped, later than a connection the dying process closed: judged by it
     /// alone, a worker that broke off an answer as it died would be kept.
     ///
-    /// A leader reaped while its output stays open is a wrapper's (or a
-    /// server's that has just died): the worker is then its group, and has
-    /// ended when no process of it runs. Taken for ended at once, a wrapper's
-    /// server that cut an answer short on purpose was stopped as crashed.
+    /// A leader reaped while the exit watch has no status yet is a
+    /// wrapper's (`server & exit 0`: a tick reaped it while its server holds
+    /// the output), or, for a moment, a server's the output task has just
+    /// reaped: the worker is then its group, and has ended when no process of
+    /// it runs. Taken for ended at once, a wrapper's server that cut an
+    /// answer short on purpose was stopped as crashed.
     pub fn has_ended_now(&self) -> bool {
         if self.has_exited() {
             return true;
         }
         match self.peek_exit() {
             Ok(nix::sys::wait::WaitStatus::StillAlive) => false,
-            Err(_) if self.leader_reaped.load(Ordering::Relaxed) => {
-                !reaper::group_running(self.raw_pid())
-            }
-            // Exited, or (an error is ECHILD) already reaped.
-            _ => true,
+            // ECHILD: reaped, as above.
+            Err(_) => !reaper::group_running(self.raw_pid()),
+            // Exited, not reaped yet.
+            Ok(_) => true,
         }
     }
 
