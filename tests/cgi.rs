@@ -740,18 +740,26 @@ async fn options_star_is_answered_and_an_unknown_expectation_is_a_417() {
 #[tokio::test]
 async fn an_http10_keep_alive_client_is_told_when_a_streamed_answer_closes() {
     let server = server(&[]);
-    // Two requests on one connection: a 404 page (its length known), then a
-    // streamed answer, after which the connection ends.
+    // Three requests on one connection: a 404 page and a function's answer
+    // that gives its own Content-Length (lengths known), then a streamed
+    // answer, after which the connection ends.
     let response = raw_request(
         server.addr,
         b"GET /api/nothing-here HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
+          GET /api/after-length HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
           GET /api/stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
     )
     .to_ascii_lowercase();
     let (first, second) = response
-        .split_once("http/1.0 200")
-        .expect("both answers came");
+        .rsplit_once("http/1.0 200")
+        .expect("every answer came");
     assert!(first.starts_with("http/1.0 404"), "{response}");
+    assert_eq!(
+        first.matches("\r\nconnection: keep-alive\r\n").count(),
+        2,
+        "{response}"
+    );
+    assert!(first.contains("content-length: 3\r\n"), "{response}");
     assert!(
         first.contains("\r\nconnection: keep-alive\r\n"),
         "{response}"

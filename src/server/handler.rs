@@ -71,10 +71,14 @@ pub async fn handle(app: &App, connection: Connection, request: Request) -> Resp
     // reach another instance), rather than find its connection closed under
     // it when watchdog stops accepting. An HTTP/1.0 answer of unknown length
     // (a streamed one) can only end with the connection.
+    // A function's `Content-Length` gives the length as well (its body is a
+    // stream all the same), and a HEAD answer has no body to end.
     let unknown_length = || {
-        http_body::Body::size_hint(response.body())
-            .exact()
-            .is_none()
+        method != Method::HEAD
+            && !response.headers().contains_key(header::CONTENT_LENGTH)
+            && http_body::Body::size_hint(response.body())
+                .exact()
+                .is_none()
     };
     if app.is_draining() || (http10 && unknown_length()) {
         response.headers_mut().insert(
@@ -93,8 +97,8 @@ pub async fn handle(app: &App, connection: Connection, request: Request) -> Resp
 }
 
 /// The answer to `OPTIONS *`, which asks about the server, not a resource
-/// (RFC 9110 §9.3.7): the methods functions are given. It was a 404 "no
-/// function answers *".
+/// (RFC 9110 §9.3.7): the common methods (a function is given any method
+/// at all). It was a 404 "no function answers *".
 fn server_options() -> Response<Body> {
     Response::builder()
         .header(

@@ -83,12 +83,17 @@ pub struct Worker {
 
 impl Drop for Worker {
     /// A worker dropped without [`Worker::stop`] (a runtime shutting down,
-    /// with no task left to stop it in) has its group killed as `group`
-    /// drops; it leaves the registry of groups here, or the guardian would
-    /// keep its id listed, and stop whatever process has it next if watchdog
-    /// were killed.
+    /// with no task left to stop it in; a cold start whose request was
+    /// cancelled) has its group killed here, and leaves the registry of
+    /// groups: listed on, its members would stay zombies (the sweep skips
+    /// registered groups), and the guardian would stop whatever process had
+    /// its id next if watchdog were killed.
     fn drop(&mut self) {
         if self.group.is_armed() {
+            // Killed before it leaves the registry: the orphan sweep may then
+            // reap what is left of it, and never finds it still running.
+            self.group.signal(Signal::SIGKILL);
+            self.group.disarm();
             reaper::group_finished(self.pid);
         }
     }
