@@ -540,11 +540,11 @@ time.sleep(60)
             "{text}"
         );
         assert!(
-            common::wait_until(Duration::from_secs(5), || server
-                .log()
-                .matches("why=\"stopped accepting connections\"")
-                .count()
-                == 3),
+            server.wait_for_log_count(
+                "why=\"stopped accepting connections\"",
+                3,
+                Duration::from_secs(5)
+            ),
             "{}",
             server.log()
         );
@@ -607,11 +607,7 @@ async fn a_worker_that_cuts_an_answer_short_is_kept_and_one_that_answers_nothing
     // The six cut answers and the one the dying worker left are logged as
     // cut off, not as whole 200s; whole answers say nothing of it.
     assert!(
-        common::wait_until(Duration::from_secs(5), || server
-            .log()
-            .matches("cut_off=true")
-            .count()
-            == 7),
+        server.wait_for_log_count("cut_off=true", 7, Duration::from_secs(5)),
         "{}",
         server.log()
     );

@@ -13,20 +13,19 @@ use crate::server::{self, App};
 
 /// Says once how each function's limits are held, and warns when functions would
 /// run as root.
+/// A path as a log field: the path itself, not Rust's `Some("…")`; a field
+/// that is `None` is left out of the line.
+fn path_field(
+    path: Option<&std::path::Path>,
+) -> Option<tracing::field::DisplayValue<std::path::Display<'_>>> {
+    path.map(|path| tracing::field::display(path.display()))
+}
+
 fn report_limits(app: &App) {
     let limiter = &app.limiter;
     tracing::info!(
-        // Paths, not Rust's `Some("…")`: a field is left out when there is none.
-        pids_cgroup = limiter
-            .cgroups
-            .pids
-            .as_ref()
-            .map(|path| tracing::field::display(path.display())),
-        memory_cgroup = limiter
-            .cgroups
-            .memory
-            .as_ref()
-            .map(|path| tracing::field::display(path.display())),
+        pids_cgroup = path_field(limiter.cgroups.pids.as_deref()),
+        memory_cgroup = path_field(limiter.cgroups.memory.as_deref()),
         user = limiter.run_as.as_ref().map(|u| u.name.as_str()),
         "resource limit mechanisms"
     );
@@ -89,7 +88,7 @@ pub async fn run(settings: Settings) -> Result<(), CommandError> {
     let local = listener.local_addr().map_err(runtime)?;
     tracing::info!(
         dir = %settings.dir.display(),
-        config = settings.config_file.as_ref().map(|path| tracing::field::display(path.display())),
+        config = path_field(settings.config_file.as_deref()),
         prefix = %settings.prefix,
         timeout = ?settings.timeout,
         kill_grace = ?settings.kill_grace,

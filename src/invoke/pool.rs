@@ -607,8 +607,7 @@ impl Pool {
                     // The place in the pool stays taken until the start is over.
                     let _permit = permit;
                     match start.await {
-                        Ok(Ok(worker)) if !pool.is_retired() => pool.lock_idle().push(worker),
-                        Ok(Ok(worker)) => pool.stop_in_background(worker),
+                        Ok(Ok(worker)) => pool.keep_idle(worker),
                         Ok(Err(err)) => {
                             // Its request has had its answer (a 504): this is
                             // the only word of why the start failed.
@@ -757,6 +756,16 @@ impl Pool {
         drop(self.stopping.spawn_on(judge, &runtime));
     }
 
+    /// Gives a worker that can serve again to the next request, or stops it
+    /// when the pool was retired meanwhile (its file changed).
+    fn keep_idle(&self, worker: Worker) {
+        if self.is_retired() {
+            tracing::info!(route = %self.function.pattern, pid = worker.pid, served = worker.served, "recycling a worker");
+            return self.stop_in_background(worker);
+        }
+        self.lock_idle().push(worker);
+    }
+
     /// Counts a connection the worker closed without answering, or before
     /// the request went out: [`policy::BROKEN_OFF_LIMIT`] in a row make a
     /// worker that answers nothing, replaced as crashed. Gives the worker back
@@ -784,13 +793,10 @@ impl Pool {
             Outcome::Refused => return self.judge_once_ended(worker),
             Outcome::NotTaken if worker.has_ended_now() => Outcome::Crashed,
             Outcome::NotTaken => {
-                let Some(worker) = self.broke_off(worker) else {
-                    return;
-                };
-                if self.is_retired() {
-                    return self.stop_in_background(worker);
+                if let Some(worker) = self.broke_off(worker) {
+                    self.keep_idle(worker);
                 }
-                return self.lock_idle().push(worker);
+                return;
             }
             // It had served, and exited 0 as this request reached it, unread: a
             // retirement that crossed the request, not a crash.
@@ -835,11 +841,11 @@ impl Pool {
                 }
                 worker.served += 1;
                 worker.last_used = Instant::now();
-                if self.is_retired() || self.config.worn_out(worker.served) {
+                if self.config.worn_out(worker.served) {
                     tracing::info!(route = %self.function.pattern, pid = worker.pid, served = worker.served, "recycling a worker");
                     self.stop_in_background(worker);
                 } else {
-                    self.lock_idle().push(worker);
+                    self.keep_idle(worker);
                 }
             }
             Outcome::Stuck => {

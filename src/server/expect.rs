@@ -18,7 +18,7 @@ pub fn check(headers: &HeaderMap) -> Result<(), UnmetExpectation> {
         if member.eq_ignore_ascii_case("100-continue") {
             Ok(())
         } else {
-            Err(UnmetExpectation(member.chars().take(40).collect()))
+            Err(UnmetExpectation(super::list_header::shown(member)))
         }
     })
 }

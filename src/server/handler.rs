@@ -67,20 +67,7 @@ pub async fn handle(app: &App, connection: Connection, request: Request) -> Resp
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(request_id::HEADER, value);
     }
-    // During the drain delay a kept-alive client is told to reconnect (and
-    // reach another instance), rather than find its connection closed under
-    // it when watchdog stops accepting. An HTTP/1.0 answer of unknown length
-    // (a streamed one) can only end with the connection.
-    // A function's `Content-Length` gives the length as well (its body is a
-    // stream all the same), and a HEAD answer has no body to end.
-    let unknown_length = || {
-        method != Method::HEAD
-            && !response.headers().contains_key(header::CONTENT_LENGTH)
-            && http_body::Body::size_hint(response.body())
-                .exact()
-                .is_none()
-    };
-    if app.is_draining() || (http10 && unknown_length()) {
+    if app.is_draining() || (http10 && ends_with_connection(&method, &response)) {
         response.headers_mut().insert(
             axum::http::header::CONNECTION,
             HeaderValue::from_static("close"),
@@ -94,6 +81,22 @@ pub async fn handle(app: &App, connection: Connection, request: Request) -> Resp
         }
     }
     response
+}
+
+/// Whether an answer to an HTTP/1.0 request can only end with its
+/// connection (1.0 has no chunking), so a keep-alive client must be told
+/// `close`. Not when its length is known: a body of exact size, or a
+/// function's own `Content-Length` (its body is a stream all the same); nor
+/// for HEAD, whose answer has no body to end. During the drain delay every
+/// answer says `close` anyway, so that a kept-alive client reconnects (and
+/// reaches another instance) rather than find its connection closed under it
+/// when watchdog stops accepting.
+fn ends_with_connection(method: &Method, response: &Response<Body>) -> bool {
+    method != Method::HEAD
+        && !response.headers().contains_key(header::CONTENT_LENGTH)
+        && http_body::Body::size_hint(response.body())
+            .exact()
+            .is_none()
 }
 
 /// The answer to `OPTIONS *`, which asks about the server, not a resource

@@ -22,3 +22,9 @@ pub fn try_each_member<E>(
     }
     Ok(())
 }
+
+/// A member as an error message shows it: at most 40 characters, so that a
+/// hostile header cannot fill the log or the page.
+pub fn shown(member: &str) -> String {
+    member.chars().take(40).collect()
+}

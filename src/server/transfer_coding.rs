@@ -22,8 +22,9 @@ pub fn check(headers: &HeaderMap) -> Result<(), TransferCodingError> {
     let mut chunked = 0;
     super::list_header::try_each_member(headers, header::TRANSFER_ENCODING, |coding| {
         if !coding.eq_ignore_ascii_case("chunked") {
-            let shown: String = coding.chars().take(40).collect();
-            return Err(TransferCodingError::Unsupported(shown));
+            return Err(TransferCodingError::Unsupported(super::list_header::shown(
+                coding,
+            )));
         }
         chunked += 1;
         Ok(())

@@ -112,6 +112,11 @@ impl TestServer {
         wait_until(within, || self.log().contains(needle))
     }
 
+    /// Waits until the log contains `needle` exactly `times` times.
+    pub fn wait_for_log_count(&self, needle: &str, times: usize, within: Duration) -> bool {
+        wait_until(within, || self.log().matches(needle).count() == times)
+    }
+
     /// Waits for the first log line that contains `needle` and returns it (empty
     /// if none came in time).
     pub fn log_line(&self, needle: &str, within: Duration) -> String {
