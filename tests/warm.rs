@@ -1297,6 +1297,68 @@ HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
     assert_eq!(next.status(), 200);
 }
 
+/// A client that gives up while its request's worker starts does not cost
+/// the next request a start of its own: the worker that comes up is kept.
+/// It used to be dropped with the start's result nobody took, killed as it
+/// became ready.
+#[tokio::test]
+async fn a_worker_whose_first_client_left_during_its_start_is_kept_for_the_next() {
+    let project = one_worker(
+        "booting.py",
+        r#"#!/usr/bin/env python3
+import os, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+time.sleep(1)  # a framework booting
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = str(os.getpid()).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#,
+        "warm = { protocol = \"http\", max = 1 }",
+    );
+    let server = TestServer::start(&api(&project), &[]);
+    // The client closes its connection a moment after its request went out,
+    // as curl's --max-time does.
+    let mut impatient = std::net::TcpStream::connect(server.addr).unwrap();
+    std::io::Write::write_all(
+        &mut impatient,
+        b"GET /api/booting.py HTTP/1.1\r\nHost: test\r\nX-Request-Id: impatient-1\r\n\r\n",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(impatient);
+    let line = server.log_line("invocation request_id=impatient-1 ", Duration::from_secs(5));
+    assert!(line.contains("client_gone=true"), "{line}");
+    assert!(server.wait_for_log("warm worker ready", Duration::from_secs(10)));
+    let next = client()
+        .get(server.url("/api/booting.py"))
+        .header("x-request-id", "next-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.status(), 200);
+    let pid = serde_json::Value::from(next.text().await.unwrap().parse::<u64>().unwrap());
+    let line = server.log_line("invocation request_id=next-1 ", Duration::from_secs(5));
+    assert!(line.contains("start=\"warm\""), "{line}");
+    assert_eq!(
+        server.log().matches("warm worker ready").count(),
+        1,
+        "{}",
+        server.log()
+    );
+    // Its one worker serves on; its start is counted once, as a cold start.
+    assert_eq!(call(&server, "/api/booting.py").await, (200, pid));
+    let metrics = common::get_text(server.url("/_watchdog/metrics")).await;
+    assert!(
+        metrics.contains("watchdog_cold_starts_total{route=\"/api/booting\"} 1"),
+        "{metrics}"
+    );
+}
+
 /// watchdog killed outright (SIGKILL: no shutdown of its own) leaves no warm
 /// worker behind: the guardian it forked at start stops their groups. Before,
 /// the worker ran on, reparented to init, for as long as nobody found it.

@@ -183,6 +183,10 @@ impl Invoker for PoolInvoker {
             };
             let mut not_taken = 0;
             loop {
+                // A client that leaves while its request waits for a worker
+                // (a busy pool, a cold start) drops this future: its log line
+                // says so, as one that leaves during the answer.
+                invocation.record.client_gone = true;
                 let queue_wait = &mut invocation.record.queue_wait;
                 // Still waiting for a worker when the drain timeout ends: a 503
                 // too, as for a request whose worker had not answered.
@@ -191,8 +195,12 @@ impl Invoker for PoolInvoker {
                 let acquired = tokio::select! {
                     biased;
                     acquired = pool.acquire(invocation.deadline, queue_wait) => acquired,
-                    () = invocation.stop.cancelled() => return Err(invocation.stopped_by_shutdown()),
+                    () = invocation.stop.cancelled() => {
+                        invocation.record.client_gone = false;
+                        return Err(invocation.stopped_by_shutdown());
+                    }
                 };
+                invocation.record.client_gone = false;
                 let lease = acquired.map_err(|error| invocation.record.failed(error))?;
                 let answered = match &event {
                     None => http::forward(lease, invocation).await,
@@ -293,6 +301,64 @@ pub struct Lease {
     pub pool: Arc<Pool>,
     pub cold: bool,
     _permit: OwnedSemaphorePermit,
+}
+
+/// A worker's start, begun for a request that may stop waiting for it.
+/// Dropped while the start still runs (the request timed out, or its client
+/// left and the request's future was dropped), it lets the start finish
+/// apart: a worker that comes up is kept idle for the next request, one that
+/// fails counts as a crash. Dropping the start's task handle instead would
+/// drop the new worker with the result nobody took, killing it; the next
+/// request would pay the whole start again.
+struct StartOutlivingItsRequest {
+    pool: Arc<Pool>,
+    started: Instant,
+    start: Option<(
+        tokio::task::JoinHandle<Result<Worker, InvokeError>>,
+        OwnedSemaphorePermit,
+    )>,
+}
+
+impl StartOutlivingItsRequest {
+    /// The start ended while its request waited: the place in the pool goes
+    /// to the request.
+    fn take(&mut self) -> OwnedSemaphorePermit {
+        let (_, permit) = self.start.take().expect("the start is taken once");
+        permit
+    }
+}
+
+impl Drop for StartOutlivingItsRequest {
+    fn drop(&mut self) {
+        let Some((start, permit)) = self.start.take() else {
+            return;
+        };
+        // Outside a runtime (watchdog's own is being dropped) there is no
+        // next request: the start's task is dropped with the runtime, and the
+        // worker with it.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = Arc::clone(&self.pool);
+        let started = self.started;
+        runtime.spawn(async move {
+            // The place in the pool stays taken until the start is over.
+            let _permit = permit;
+            match start.await {
+                Ok(Ok(worker)) => {
+                    metrics::cold_start(&pool.function.pattern, started.elapsed());
+                    pool.keep_idle(worker);
+                }
+                Ok(Err(err)) => {
+                    // Its request has had its answer (a 504), or its client
+                    // left: this is the only word of why the start failed.
+                    tracing::warn!(route = %pool.function.pattern, error = %err, "a warm worker failed to start");
+                    pool.lock_crashes().crashed(Instant::now());
+                }
+                Err(_) => {}
+            }
+        });
+    }
 }
 
 /// How a request left its worker.
@@ -587,36 +653,41 @@ impl Pool {
         // have waited in the queue: it runs apart, and outlives the request if
         // need be.
         let timeout = self.function.settings.timeout;
-        let mut start = tokio::spawn({
+        let start = tokio::spawn({
             let pool = Arc::clone(self);
             let own_deadline = tokio::time::Instant::now() + policy::start_allowance(timeout);
             async move { pool.start_worker(own_deadline).await }
         });
-        let worker = match tokio::time::timeout_at(deadline, &mut start).await {
-            Ok(Ok(Ok(worker))) => worker,
-            Ok(Ok(Err(err))) => {
-                self.lock_crashes().crashed(Instant::now());
-                return Err(err);
-            }
-            Ok(Err(_)) => return Err(InvokeError::Internal),
-            Err(_) => {
-                // The request's time ran out first: its timeout. A worker that comes
-                // up still serves the next request; one that fails is a crash.
-                let pool = Arc::clone(self);
-                tokio::spawn(async move {
-                    // The place in the pool stays taken until the start is over.
-                    let _permit = permit;
-                    match start.await {
-                        Ok(Ok(worker)) => pool.keep_idle(worker),
-                        Ok(Err(err)) => {
-                            // Its request has had its answer (a 504): this is
-                            // the only word of why the start failed.
-                            tracing::warn!(route = %pool.function.pattern, error = %err, "a warm worker failed to start");
-                            pool.lock_crashes().crashed(Instant::now());
-                        }
-                        Err(_) => {}
+        // Whatever ends the wait first (the request's time, or its client
+        // leaving, which drops this future), a start that outlives it is
+        // finished apart, and its worker kept for the next request.
+        let mut start = StartOutlivingItsRequest {
+            pool: Arc::clone(self),
+            started,
+            start: Some((start, permit)),
+        };
+        let waited = {
+            let (handle, _) = start
+                .start
+                .as_mut()
+                .expect("the start is held until it is taken");
+            tokio::time::timeout_at(deadline, handle).await
+        };
+        let (worker, permit) = match waited {
+            Ok(ended) => {
+                let permit = start.take();
+                match ended {
+                    Ok(Ok(worker)) => (worker, permit),
+                    Ok(Err(err)) => {
+                        self.lock_crashes().crashed(Instant::now());
+                        return Err(err);
                     }
-                });
+                    Err(_) => return Err(InvokeError::Internal),
+                }
+            }
+            // The request's time ran out first: its timeout (the start goes on
+            // as the guard is dropped).
+            Err(_) => {
                 return Err(InvokeError::NoWorkerInTime {
                     file: file.clone(),
                     after: timeout,
