@@ -1248,14 +1248,14 @@ HTTPServer(("127.0.0.1", int(os.environ["PORT"])), BaseHTTPRequestHandler).serve
     assert!(stopped, "the helper {helper} outlived watchdog");
 }
 
-#[tokio::test]
-async fn a_worker_slower_to_start_than_the_timeout_still_becomes_warm() {
-    let project = one_worker(
-        "slow.py",
+/// An HTTP worker that takes `seconds` to listen, as a framework booting,
+/// then answers its pid.
+fn booting_worker(seconds: f64) -> String {
+    format!(
         r#"#!/usr/bin/env python3
 import os, time
 from http.server import BaseHTTPRequestHandler, HTTPServer
-time.sleep(1.5)  # a framework booting
+time.sleep({seconds})
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         body = str(os.getpid()).encode()
@@ -1264,7 +1264,15 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"#,
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_worker_slower_to_start_than_the_timeout_still_becomes_warm() {
+    let project = one_worker(
+        "slow.py",
+        &booting_worker(1.5),
         "timeout = \"1s\"\nwarm = { protocol = \"http\", max = 1 }",
     );
     let server = TestServer::start(&api(&project), &[]);
@@ -1305,19 +1313,7 @@ HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 async fn a_worker_whose_first_client_left_during_its_start_is_kept_for_the_next() {
     let project = one_worker(
         "booting.py",
-        r#"#!/usr/bin/env python3
-import os, time
-from http.server import BaseHTTPRequestHandler, HTTPServer
-time.sleep(1)  # a framework booting
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = str(os.getpid()).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"#,
+        &booting_worker(1.0),
         "warm = { protocol = \"http\", max = 1 }",
     );
     let server = TestServer::start(&api(&project), &[]);
