@@ -481,6 +481,35 @@ async fn a_request_past_lambdas_limit_is_a_413_that_says_so_and_no_worker_sees_i
     assert_eq!(again.headers()["x-pid"].to_str().unwrap(), pid);
 }
 
+/// An upload already past Lambda's limit when its time runs out gets the 413
+/// it had earned, not a 408 for being slow: no wait would have made it fit.
+#[tokio::test]
+async fn an_upload_past_lambdas_limit_that_stalls_is_a_413_at_its_deadline() {
+    use std::io::{Read, Write};
+    let project = project("");
+    let server = TestServer::start(&project.path().join("api"), &["--timeout", "1s"]);
+    let mut upload = std::net::TcpStream::connect(server.addr).unwrap();
+    upload
+        .write_all(
+            b"POST /api/hello-lambda HTTP/1.1\r\nHost: test\r\n\
+              Content-Type: text/plain\r\nContent-Length: 20971520\r\n\r\n",
+        )
+        .unwrap();
+    // 7 MiB of the 20 announced, then nothing more.
+    upload.write_all(&vec![b'a'; 7 << 20]).unwrap();
+    upload
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = upload.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("event of more than 6291456 bytes"),
+        "{answer}"
+    );
+}
+
 #[tokio::test]
 async fn an_answer_past_lambdas_limit_is_a_502_that_says_so_and_the_worker_serves_on() {
     let project = project("");
