@@ -1313,8 +1313,8 @@ async fn a_worker_slower_to_start_than_the_timeout_still_becomes_warm() {
 async fn a_worker_whose_first_client_left_during_its_start_is_kept_for_the_next() {
     let project = one_worker(
         "booting.py",
-        &booting_worker(1.0),
-        "warm = { protocol = \"http\", max = 1 }",
+        &booting_worker(2.0),
+        "warm = { protocol = \"http\", max = 1, idle_timeout = \"2s\" }",
     );
     let server = TestServer::start(&api(&project), &[]);
     // The client closes its connection a moment after its request went out,
@@ -1330,6 +1330,10 @@ async fn a_worker_whose_first_client_left_during_its_start_is_kept_for_the_next(
     let line = server.log_line("invocation request_id=impatient-1 ", Duration::from_secs(5));
     assert!(line.contains("client_gone=true"), "{line}");
     assert!(server.wait_for_log("warm worker ready", Duration::from_secs(10)));
+    // Idle since it became ready, not since it was spawned: an idle check
+    // (every 500 ms) meanwhile took it for idle past `idle_timeout` and
+    // stopped it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let next = client()
         .get(server.url("/api/booting.py"))
         .header("x-request-id", "next-1")

@@ -333,9 +333,11 @@ impl Drop for StartOutlivingItsRequest {
         let Some((start, permit)) = self.start.take() else {
             return;
         };
-        // Outside a runtime (watchdog's own is being dropped) there is no
-        // next request: the start's task is dropped with the runtime, and the
-        // worker with it.
+        // Outside a runtime there is no next request: the start's task is
+        // dropped with its runtime, and the worker with it. So it is, spawned
+        // below, when the runtime is shutting down (watchdog is): a worker
+        // still booting is killed outright, as a start that gives up is,
+        // since it never served.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -345,8 +347,11 @@ impl Drop for StartOutlivingItsRequest {
             // The place in the pool stays taken until the start is over.
             let _permit = permit;
             match start.await {
-                Ok(Ok(worker)) => {
+                Ok(Ok(mut worker)) => {
                     metrics::cold_start(&pool.function.pattern, started.elapsed());
+                    // Idle from now, not from its spawn: a start longer than
+                    // `idle_timeout` would have it stopped at the next check.
+                    worker.last_used = Instant::now();
                     pool.keep_idle(worker);
                 }
                 Ok(Err(err)) => {
@@ -558,7 +563,7 @@ impl Pool {
                 .start_worker(tokio::time::Instant::now() + allowance)
                 .await
             {
-                Ok(worker) => self.lock_idle().push(worker),
+                Ok(worker) => self.keep_idle(worker),
                 Err(err) => {
                     tracing::warn!(route = %self.function.pattern, error = %err, "could not pre-start a worker");
                     // Counted like any failed start, so a function that cannot start
@@ -830,11 +835,16 @@ impl Pool {
     /// Gives a worker that can serve again to the next request, or stops it
     /// when the pool was retired meanwhile (its file changed).
     fn keep_idle(&self, worker: Worker) {
+        // Looked at under the lock [`Pool::retire`] drains with: a retirement
+        // between the look and the push would strand the worker in a pool
+        // nobody lends from, to be killed without its grace when it drops.
+        let mut idle = self.lock_idle();
         if self.is_retired() {
+            drop(idle);
             tracing::info!(route = %self.function.pattern, pid = worker.pid, served = worker.served, "recycling a worker");
             return self.stop_in_background(worker);
         }
-        self.lock_idle().push(worker);
+        idle.push(worker);
     }
 
     /// Counts a connection the worker closed without answering, or before
