@@ -123,6 +123,10 @@ async fn files_added_removed_and_renamed_while_serving() {
         body.contains("second.py") && body.contains("second.sh"),
         "{body}"
     );
+    // Resolved: the next request waits for the walk instead of getting the
+    // 500 that names the file just removed.
+    std::fs::remove_file(api.join("second.py")).unwrap();
+    answers_without_the_quiet_period(&server, "/api/second").await;
 }
 
 /// DIR regenerated (`rm -rf api && cp -r ...`) or swapped for another folder:

@@ -1042,6 +1042,54 @@ async fn an_edit_to_a_module_of_the_workers_kind_recycles_it() {
     }
 }
 
+/// A warm worker runs the code it started with: a request right after a
+/// save (an editor's write to a temporary file, then a rename over the old)
+/// waits for the walk that sees it and gets the new code, as a CGI program
+/// would. It got the old worker's answer for up to the quiet period and the
+/// walk (140-290 ms).
+#[tokio::test]
+async fn a_request_right_after_a_save_gets_the_new_code() {
+    let version = |v: &str| {
+        format!(
+            r#"#!/usr/bin/env python3
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"{v}"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#
+        )
+    };
+    let project = one_worker(
+        "edited.py",
+        &version("one"),
+        r#"warm = { protocol = "http" }"#,
+    );
+    let server = TestServer::start(&api(&project), &[]);
+    assert_eq!(
+        call(&server, "/api/edited").await,
+        (200, serde_json::Value::String("one".into()))
+    );
+    let early_walks = || server.log().matches("walking DIR early").count();
+    let before = early_walks();
+    let saved = api(&project).join(".edited.py.tmp");
+    std::fs::write(&saved, version("two")).unwrap();
+    std::fs::set_permissions(&saved, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&saved, api(&project).join("edited.py")).unwrap();
+    // Well within the quiet period (75 ms), for the watcher to have seen it.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        call(&server, "/api/edited").await,
+        (200, serde_json::Value::String("two".into()))
+    );
+    assert!(early_walks() > before, "{}", server.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_routed_before_a_change_is_served_by_the_new_version() {
     let project = project(&[("stale", "min = 1, max = 2")]);

@@ -6,10 +6,11 @@
 //! quiet period; when DIR has been quiet for [`SETTLE`] (or changes have gone on
 //! for [`MAX_SETTLE`]), the whole tree is walked again and the new table swapped
 //! in at once. A burst such as a `git checkout` therefore lands as one consistent
-//! table. A request that finds no function while a change is pending shortens
-//! the quiet period to [`HURRIED_SETTLE`] and waits for the walk
-//! ([`Pending::catch_up`]), so a file just added answers the next request; the
-//! steps of one copy still land together. Requests pay one atomic load.
+//! table. A request that finds no function (or a conflict, or a warm function)
+//! while a change is pending shortens the quiet period to [`HURRIED_SETTLE`]
+//! and waits for the walk ([`Pending::catch_up`]), so a file just added or
+//! edited answers the next request; the steps of one copy still land together.
+//! Requests pay one atomic load.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -67,10 +68,11 @@ impl Pending {
 
     /// Waits, at most `limit`, for a walk of DIR that started after every
     /// change seen so far, cutting the quiet period short. For a request that
-    /// found no function, or found one whose file has gone, while a change is
-    /// pending: a file just added, renamed or removed takes effect for the next
-    /// request (CONTRACT §2), not [`SETTLE`] later (`cp f.sh api/ && curl`
-    /// answered 404). Requests that found their function do not wait.
+    /// found no function, a conflict, or a function whose file has gone or
+    /// that runs warm, while a change is pending: a file just added, renamed,
+    /// removed or edited takes effect for the next request (CONTRACT §2), not
+    /// [`SETTLE`] later (`cp f.sh api/ && curl` answered 404). Other requests
+    /// that found their function do not wait.
     pub async fn catch_up(&self, limit: Duration) {
         let target = self.seen.load(Ordering::Acquire);
         let deadline = tokio::time::Instant::now() + limit;

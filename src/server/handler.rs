@@ -194,6 +194,10 @@ async fn dispatch(
                 });
             }
             Lookup::Conflict { pattern, files } => {
+                // The change pending may be the one that resolves it.
+                if app.reload_pending.is_pending() && catch_up_once(app, &mut caught_up).await {
+                    continue;
+                }
                 *answered = Answered::Conflict(pattern.clone());
                 return Err(AppError::Conflict { pattern, files });
             }
@@ -212,6 +216,19 @@ async fn dispatch(
             }
             let file = route.function.file.relative.clone();
             return Err(InvokeError::Removed { file }.into());
+        }
+        // A CGI program is read from disk at each exec, so an edit reaches the
+        // next request by itself; a warm function's workers (a handler
+        // module's included) run the code they started with until the walk
+        // after the edit swaps in its new version. The request waits for that
+        // walk (the quiet period cut short), so a save followed by a request
+        // gets the new code (CONTRACT §2) rather than the old for up to
+        // `SETTLE` and the walk.
+        if app.reload_pending.is_pending()
+            && route.function.settings.warm.is_some()
+            && catch_up_once(app, &mut caught_up).await
+        {
+            continue;
         }
         let function = &route.function.settings;
         let deadline = started + function.timeout;
