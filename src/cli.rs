@@ -47,11 +47,17 @@ pub struct RoutesArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(override_usage = "watchdog invoke [OPTIONS] [DIR] PATH")]
 pub struct InvokeArgs {
-    /// Folder of functions.
-    pub dir: PathBuf,
-    /// Request path with optional query, e.g. `/api/users/42?full=1`.
-    pub path: String,
+    // One positional list: clap takes no optional positional before a
+    // required one, and CONTRACT §1 puts DIR first, as `serve` and `routes` do.
+    /// The folder of functions (default `api`, or `$WATCHDOG_DIR`), then the
+    /// request path with optional query, e.g. `/api/users/42?full=1`.
+    #[arg(value_name = "[DIR] PATH", num_args = 1..=2, required = true)]
+    target: Vec<String>,
+    /// DIR's default when only PATH is given.
+    #[arg(skip = std::env::var_os("WATCHDOG_DIR").map_or_else(|| PathBuf::from("api"), PathBuf::from))]
+    default_dir: PathBuf,
     /// HTTP method [default: GET, or POST with --data, as curl does].
     #[arg(short = 'X', long)]
     pub method: Option<String>,
@@ -82,6 +88,21 @@ pub struct ServeArgs {
     pub listen: Option<String>,
     #[command(flatten)]
     pub flags: ServeFlags,
+}
+
+impl InvokeArgs {
+    /// The folder of functions: the first of two positionals, else the default.
+    pub fn dir(&self) -> PathBuf {
+        match self.target.as_slice() {
+            [dir, _] => PathBuf::from(dir),
+            _ => self.default_dir.clone(),
+        }
+    }
+
+    /// The request path: the last positional.
+    pub fn path(&self) -> &str {
+        self.target.last().map_or("/", String::as_str)
+    }
 }
 
 /// The flags `serve` and `invoke` share.

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     let resolved = match &cli.command {
         Command::Serve(args) => Settings::resolve(&args.dir, args.listen.as_deref(), &args.flags),
         Command::Routes(args) => Settings::resolve(&args.dir, None, &args.serve),
-        Command::Invoke(args) => Settings::resolve(&args.dir, None, &args.serve),
+        Command::Invoke(args) => Settings::resolve(&args.dir(), None, &args.serve),
     };
     let settings = match resolved {
         Ok(settings) => settings,

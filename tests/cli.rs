@@ -39,6 +39,35 @@ fn routes_lists_functions_conflicts_and_skipped_files() {
     );
 }
 
+/// DIR may be left out, as CONTRACT §1's `watchdog invoke [DIR] PATH` says:
+/// `./api`, or `$WATCHDOG_DIR`, as for `serve`. It was required.
+#[test]
+fn invoke_without_dir_uses_api_or_watchdog_dir() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    std::fs::create_dir(&api).unwrap();
+    std::fs::copy(fixtures("cgi").join("hello.sh"), api.join("hello.sh")).unwrap();
+    let from_project = watchdog()
+        .current_dir(project.path())
+        .args(["invoke", "/api/hello", "--body-only"])
+        .output()
+        .unwrap();
+    assert!(from_project.status.success(), "{from_project:?}");
+    let from_env = watchdog()
+        .env("WATCHDOG_DIR", fixtures("cgi"))
+        .args(["invoke", "/cgi/hello", "--body-only"])
+        .output()
+        .unwrap();
+    assert!(from_env.status.success(), "{from_env:?}");
+    assert_eq!(from_project.stdout, from_env.stdout);
+    assert!(!from_env.stdout.is_empty());
+    let too_many = watchdog()
+        .args(["invoke", "api", "/api/hello", "extra"])
+        .output()
+        .unwrap();
+    assert_eq!(too_many.status.code(), Some(2));
+}
+
 #[test]
 fn invoke_prints_the_response_and_fails_on_5xx() {
     let output = watchdog()

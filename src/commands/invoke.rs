@@ -67,10 +67,10 @@ fn build_request(args: &InvokeArgs) -> anyhow::Result<Request<Body>> {
         None if args.data.is_some() => Method::POST,
         None => Method::GET,
     };
-    let path = if args.path.starts_with('/') {
-        args.path.clone()
+    let path = if args.path().starts_with('/') {
+        args.path().to_owned()
     } else {
-        format!("/{}", args.path)
+        format!("/{}", args.path())
     };
     let mut builder = Request::builder().method(method).uri(&path);
     let (mut has_host, mut has_type) = (false, false);
