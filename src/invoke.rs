@@ -132,6 +132,13 @@ pub enum InvokeError {
         "{file}: the function's file was removed or now leads outside DIR; no function answers here now"
     )]
     Removed { file: String },
+    /// The kernel refuses to run a file that is open for writing (ETXTBSY):
+    /// a save or copy in place is under way. Transient: the CGI invoker
+    /// tries again for a moment before answering this.
+    #[error(
+        "{file}: cannot start the function: its file is being written (a save or copy in progress)"
+    )]
+    FileBusy { file: String },
     #[error("{file}: invalid response: {error}")]
     BadOutput { file: String, error: EnvelopeError },
     #[error("{file}: exited with {exit} before writing a complete header block")]
@@ -231,6 +238,7 @@ impl InvokeError {
             InvokeError::Crashed { .. }
             | InvokeError::RestartBackoff { .. }
             | InvokeError::Overloaded { .. }
+            | InvokeError::FileBusy { .. }
             | InvokeError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             InvokeError::BodyIdle { .. } | InvokeError::BodyTimeout { .. } => {
                 StatusCode::REQUEST_TIMEOUT
@@ -303,6 +311,11 @@ impl InvokeError {
                     .into(),
             ),
             InvokeError::Overloaded { .. } => Some("retry later, or raise `max` in its `warm` settings".into()),
+            InvokeError::FileBusy { .. } => Some(
+                "retry in a moment; to serve the old file until the new one is whole, write the \
+                 new one beside it and rename it over (as most editors and `install` do)"
+                    .into(),
+            ),
             InvokeError::ShuttingDown { .. } => Some(
                 "send it again (to another instance behind a load balancer); a longer --drain-timeout lets such requests finish"
                     .into(),

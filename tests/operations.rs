@@ -129,6 +129,73 @@ async fn files_added_removed_and_renamed_while_serving() {
     answers_without_the_quiet_period(&server, "/api/second").await;
 }
 
+/// A script saved in place is open for writing while the save runs, and the
+/// kernel will not run it then (ETXTBSY): a request in that moment waits for
+/// the save to end, where it got a 500 that said "Text file busy". Held open
+/// for longer, it gets a 503 that says why, to be retried.
+#[tokio::test]
+async fn a_request_during_an_in_place_save_waits_for_it() {
+    let (_project, api) = project_with_ok();
+    let server = TestServer::start(&api, &[]);
+    assert_eq!(status_of(&server, "/api/ok").await, 200);
+    let open_for_writing = || {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(api.join("ok.sh"))
+            .unwrap()
+    };
+    let saving = open_for_writing();
+    let request = tokio::spawn(client().get(server.url("/api/ok")).send());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(saving);
+    let answered = request.await.unwrap().unwrap();
+    assert_eq!(answered.status(), 200);
+    assert_eq!(answered.text().await.unwrap(), "ok\n");
+
+    let stuck = open_for_writing();
+    let refused = client().get(server.url("/api/ok")).send().await.unwrap();
+    drop(stuck);
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let text = refused.text().await.unwrap();
+    assert!(text.contains("its file is being written"), "{text}");
+    assert!(text.contains("rename it over"), "{text}");
+}
+
+/// A script saved with Windows line endings: the kernel looks for `/bin/sh\r`.
+/// The 500 says so, where it said the interpreter was not found.
+#[tokio::test]
+async fn a_script_with_windows_line_endings_is_named_as_such() {
+    let (_project, api) = project_with_ok();
+    let crlf = api.join("crlf.sh");
+    std::fs::write(
+        &crlf,
+        "#!/bin/sh\r\nprintf 'Content-Type: text/plain\\n\\nhi\\n'\r\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&crlf, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // The commonest Python `#!` line: env runs, and finds no `python3\r`.
+    let env_crlf = api.join("env-crlf.py");
+    std::fs::write(
+        &env_crlf,
+        "#!/usr/bin/env python3\r\nprint('Content-Type: text/plain\\n\\nhi')\r\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &env_crlf,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let server = TestServer::start(&api, &[]);
+    for (path, file) in [("/api/crlf", "crlf.sh"), ("/api/env-crlf", "env-crlf.py")] {
+        let answered = client().get(server.url(path)).send().await.unwrap();
+        assert_eq!(answered.status(), 500);
+        let text = answered.text().await.unwrap();
+        assert!(text.contains("Windows line endings"), "{text}");
+        assert!(text.contains(&format!("dos2unix {file}")), "{text}");
+    }
+}
+
 /// DIR regenerated (`rm -rf api && cp -r ...`) or swapped for another folder:
 /// the watch follows DIR's path to the folder there now.
 #[tokio::test]

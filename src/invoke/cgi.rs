@@ -103,6 +103,32 @@ impl Invoker for CgiInvoker {
     }
 }
 
+/// How long a spawn refused because the file is open for writing is tried
+/// again, in all; see [`spawn_retrying_while_busy`].
+const BUSY_RETRY_FOR: Duration = Duration::from_millis(200);
+
+/// Runs `spawn`, and again while the kernel refuses the file because it is
+/// open for writing ([`InvokeError::FileBusy`]), for up to [`BUSY_RETRY_FOR`]
+/// or the deadline. A file saved in place (`printf ... > api/f.sh`, an
+/// editor that truncates and writes) is busy for the moment the write takes;
+/// a request that arrives then used to get a 500 that said "Text file busy".
+async fn spawn_retrying_while_busy<T>(
+    deadline: tokio::time::Instant,
+    mut spawn: impl FnMut() -> Result<T, InvokeError>,
+) -> Result<T, InvokeError> {
+    let give_up = (tokio::time::Instant::now() + BUSY_RETRY_FOR).min(deadline);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match spawn() {
+            Err(InvokeError::FileBusy { .. }) if tokio::time::Instant::now() + pause < give_up => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 type HeadSender = oneshot::Sender<Result<Reply, InvokeError>>;
 type BodySender = mpsc::Sender<io::Result<Bytes>>;
 
@@ -119,7 +145,10 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         cause: format!("cannot set up its resource limits: {err}"),
         hint: "check that watchdog may write its cgroups under /sys/fs/cgroup".into(),
     })?;
-    let started = spawn::spawn_cgi(&path, &file, runner, &env, has_body, &limiter, &plan)?;
+    let started = spawn_retrying_while_busy(invocation.deadline, || {
+        spawn::spawn_cgi(&path, &file, runner, &env, has_body, &limiter, &plan)
+    })
+    .await?;
     let pid = started.pid;
     let raw_output = invocation.route.function.settings.output == OutputMode::Raw;
     // One stdout budget for both output modes: raw output is held in memory, so
@@ -155,6 +184,7 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         is_head: invocation.method == Method::HEAD,
         conditions: conditional::Conditions::of(&invocation.method, &invocation.headers),
         file,
+        path,
         remaining: None,
         record: invocation.record,
     };
@@ -231,6 +261,8 @@ struct Driver {
     /// The request's validators, when it is a conditional GET or HEAD.
     conditions: Option<conditional::Conditions>,
     file: String,
+    /// The file's path on disk, looked at only when the function failed.
+    path: std::path::PathBuf,
     /// Body bytes still owed to the client when the function sent Content-Length.
     remaining: Option<u64>,
     raw: Option<RawOutput>,
@@ -627,6 +659,13 @@ impl Driver {
                             limit,
                             exit: describe_exit(status),
                         },
+                        // `#!/usr/bin/env python3\r\n`: env runs, finds no
+                        // `python3\r` and exits 127.
+                        None if status.code() == Some(127)
+                            && spawn::shebang_ends_in_cr(&self.path) =>
+                        {
+                            spawn::windows_line_endings(&self.file)
+                        }
                         None => InvokeError::ExitedEarly {
                             file: self.file.clone(),
                             exit: describe_exit(status),

@@ -144,6 +144,11 @@ impl AppError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
+        if let AppError::Invoke(InvokeError::FileBusy { .. }) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(1));
+        }
         match &self {
             AppError::CronRefused(crate::cron::Refusal::NeedsSecret) => {
                 response

@@ -22,6 +22,7 @@ use crate::routes::Runner;
 
 const ENOEXEC: i32 = nix::errno::Errno::ENOEXEC as i32;
 const E2BIG: i32 = nix::errno::Errno::E2BIG as i32;
+const ETXTBSY: i32 = nix::errno::Errno::ETXTBSY as i32;
 
 /// A CGI function just started: its leader, with the watch that reaps it, and
 /// watchdog's ends of its pipes.
@@ -333,6 +334,38 @@ pub fn spawn(
     }
 }
 
+/// What a script saved with Windows line endings gets: the system looked for
+/// an interpreter whose name ends in `\r` (`/bin/sh\r`), or `env` did
+/// (`python3\r`, exit 127).
+pub fn windows_line_endings(relative: &str) -> InvokeError {
+    InvokeError::Spawn {
+        file: relative.to_owned(),
+        cause: "its `#!` line ends in a carriage return (the file has Windows line endings), so \
+                the system looks for an interpreter whose name ends in one"
+            .into(),
+        hint: format!(
+            "give {relative} Unix line endings: `sed -i 's/\\r$//' {relative}` or `dos2unix {relative}`"
+        ),
+    }
+}
+
+/// Whether the file's first line is a `#!` line that ends in `\r\n`: a script
+/// saved on Windows. Read only when a function has failed to start.
+pub fn shebang_ends_in_cr(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let read = file.read(&mut head).unwrap_or(0);
+    let head = &head[..read];
+    head.starts_with(b"#!")
+        && head
+            .iter()
+            .position(|&byte| byte == b'\n')
+            .is_some_and(|end| end > 0 && head[end - 1] == b'\r')
+}
+
 /// A JavaScript or TypeScript file: a handler module when not executable.
 fn is_module(relative: &str) -> bool {
     let extension = Path::new(relative).extension().and_then(|ext| ext.to_str());
@@ -357,6 +390,11 @@ fn describe(
     if err.raw_os_error() == Some(E2BIG) {
         return InvokeError::HeadersTooLarge;
     }
+    if err.raw_os_error() == Some(ETXTBSY) {
+        return InvokeError::FileBusy {
+            file: relative.to_owned(),
+        };
+    }
     if let Some(program) = interpreter
         && err.kind() == io::ErrorKind::NotFound
     {
@@ -371,6 +409,7 @@ fn describe(
         io::ErrorKind::NotFound if path.symlink_metadata().is_err() => InvokeError::Removed {
             file: relative.to_owned(),
         },
+        io::ErrorKind::NotFound if shebang_ends_in_cr(path) => windows_line_endings(relative),
         io::ErrorKind::NotFound => spawn_error(
             "the file or the interpreter named on its `#!` line was not found".into(),
             format!("check the first line of {relative}"),
