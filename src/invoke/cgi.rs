@@ -116,11 +116,17 @@ async fn spawn_retrying_while_busy<T>(
     deadline: tokio::time::Instant,
     mut spawn: impl FnMut() -> Result<T, InvokeError>,
 ) -> Result<T, InvokeError> {
-    let give_up = (tokio::time::Instant::now() + BUSY_RETRY_FOR).min(deadline);
+    // The clock is read only once the file was found busy: not per request.
+    let mut give_up = None;
     let mut pause = Duration::from_millis(1);
     loop {
         match spawn() {
-            Err(InvokeError::FileBusy { .. }) if tokio::time::Instant::now() + pause < give_up => {
+            Err(InvokeError::FileBusy { file }) => {
+                let now = tokio::time::Instant::now();
+                let give_up = *give_up.get_or_insert((now + BUSY_RETRY_FOR).min(deadline));
+                if now + pause >= give_up {
+                    return Err(InvokeError::FileBusy { file });
+                }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(20));
             }
