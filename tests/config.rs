@@ -267,6 +267,30 @@ fn routes_of(config: &str, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// A name set in more than one layer (the file's `env`, `--env`, a
+/// section's) is listed once: it was listed once per layer.
+#[test]
+fn routes_lists_each_environment_name_once() {
+    let config = "env = { TOKEN = \"a\", STAGE = \"dev\" }\n\
+         [functions.\"tool.py\"]\nenv = { TOKEN = \"b\" }\n";
+    let json = routes_of(
+        config,
+        &["--json", "--env", "STAGE=prod", "--env", "EXTRA=1"],
+    );
+    let table: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let tool = table["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|route| route["file"] == "tool.py")
+        .unwrap_or_else(|| panic!("{table}"));
+    assert_eq!(
+        tool["settings"]["env"],
+        serde_json::json!(["STAGE", "TOKEN", "EXTRA"]),
+        "{table}"
+    );
+}
+
 #[test]
 fn routes_shows_effective_settings() {
     let config = "[functions.\"reports/*.sh\"]\ntimeout = \"2m\"\nmemory = \"64MiB\"\ncpu_time = \"3s\"\n\

@@ -85,9 +85,13 @@ impl FunctionSettings {
         if let Some(warm) = &self.warm {
             out.push(("warm", Shown::warm(warm)));
         }
+        // Each name once: the list holds every layer's pairs (`.env`, the
+        // file's `env`, `--env`, the section's), later ones winning.
+        let mut seen = std::collections::HashSet::new();
         let names: Vec<String> = (self.env.iter())
             .map(|(name, _)| name.to_string_lossy().into_owned())
             .filter(|name| !crate::config::is_inherited_name(name))
+            .filter(|name| seen.insert(name.clone()))
             .collect();
         if !names.is_empty() {
             out.push((
