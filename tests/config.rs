@@ -267,6 +267,29 @@ fn routes_of(config: &str, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `watchdog.toml` and `.env` put inside DIR (the project made into `api/`)
+/// are read by nothing: `routes` says to move them up, where it said to
+/// `chmod +x` the one and called the other private.
+#[test]
+fn project_files_inside_dir_are_named_as_misplaced() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    sleeper(project.path(), "tool.py", "0");
+    std::fs::write(api.join("watchdog.toml"), "timeout = \"5s\"\n").unwrap();
+    std::fs::write(api.join(".env"), "TOKEN=x\n").unwrap();
+    let output = watchdog().arg("routes").arg(&api).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    for file in ["watchdog.toml", ".env"] {
+        let line = text
+            .lines()
+            .find(|line| line.contains(file))
+            .unwrap_or_else(|| panic!("{file}: {text}"));
+        assert!(line.contains("is read beside DIR, not in it"), "{text}");
+        assert!(line.contains("move it up one folder"), "{text}");
+    }
+    assert!(!text.contains("chmod +x"), "{text}");
+}
+
 /// A name set in more than one layer (the file's `env`, `--env`, a
 /// section's) is listed once: it was listed once per layer.
 #[test]

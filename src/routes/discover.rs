@@ -155,6 +155,12 @@ impl Walk {
                 continue;
             };
             let rel = format!("{relative}{name}");
+            if relative.is_empty()
+                && let Some(reason) = misplaced_project_file(name)
+            {
+                self.skip(rel, reason);
+                continue;
+            }
             // `probe_all` leaves private names untouched: no probe.
             let Some(probe) = probe.filter(|_| !is_private(name)) else {
                 self.skip(
@@ -330,6 +336,33 @@ pub(super) fn version_of(meta: &fs::Metadata) -> u64 {
 }
 
 /// Names starting with `_` or `.` are never routes (a `_lib/`, `.git`).
+/// What the reason of a skipped file holds when it is one of the project's
+/// files put inside DIR, where nothing reads it: logged as a warning.
+pub const MISPLACED: &str = "is read beside DIR, not in it";
+
+/// A file of the project's put inside DIR instead of beside it (a newcomer
+/// who made `api/` the project): its settings are silently not applied, and
+/// the usual reasons (`chmod +x` it, private) would send them the wrong way.
+fn misplaced_project_file(name: &str) -> Option<String> {
+    let (what, effect) = match name {
+        "watchdog.toml" => ("watchdog's configuration", "this one is not applied"),
+        ".env" => ("the functions' `.env`", "its variables reach no function"),
+        "vercel.json" => (
+            "`vercel.json`",
+            "its `maxDuration` and `crons` are not applied",
+        ),
+        _ => return None,
+    };
+    let or_config = if name == "watchdog.toml" {
+        " (or pass --config)"
+    } else {
+        ""
+    };
+    Some(format!(
+        "{what} {MISPLACED}, so {effect}: move it up one folder{or_config}"
+    ))
+}
+
 fn is_private(name: &str) -> bool {
     name.starts_with('_') || name.starts_with('.')
 }

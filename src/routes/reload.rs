@@ -450,6 +450,8 @@ pub fn report(table: &RouteTable, reload: bool) {
         // Private names are deliberate; anything else is probably a user's mistake.
         if skipped.reason.starts_with("private") {
             tracing::debug!(file = %skipped.relative, reason = %skipped.reason, "not a route");
+        } else if skipped.reason.contains(super::discover::MISPLACED) {
+            tracing::warn!(file = %skipped.relative, reason = %skipped.reason, "not a route");
         } else {
             tracing::info!(file = %skipped.relative, reason = %skipped.reason, "not a route");
         }
