@@ -465,6 +465,51 @@ async fn a_module_that_cannot_load_says_so_and_the_log_says_where() {
     assert_eq!(server.log().matches("cannot load").count(), 1, "once");
 }
 
+/// A `.js` handler in ES module syntax with no `"type": "module"` beside it
+/// (Node detects the syntax): `node --check` passes such a file without a
+/// word on Node 20, so the log said nothing of where the error was.
+#[tokio::test]
+async fn a_js_module_with_a_syntax_error_is_located_too() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    std::fs::create_dir(&api).unwrap();
+    std::fs::write(
+        api.join("typo.js"),
+        "export default function handler(req, res) {\n  const a = 1;\n  res.send(\"x\";\n}\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&api, &[]);
+    let failed = client().get(server.url("/api/typo")).send().await.unwrap();
+    assert_eq!(failed.status(), 500);
+    assert!(
+        server.wait_for_log("typo.js:3", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    assert!(!server.log().contains("[stdin]"), "{}", server.log());
+}
+
+/// A CGI script in JavaScript that lost its execute bit (a copy, an unzip)
+/// is served as a handler module, and exports nothing: the 500 says to
+/// `chmod +x` it, as the opposite mistake's does to `chmod -x`.
+#[tokio::test]
+async fn a_cgi_script_without_its_execute_bit_is_told_to_get_it_back() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    std::fs::create_dir(&api).unwrap();
+    std::fs::write(
+        api.join("time.js"),
+        "#!/usr/bin/env node\nprocess.stdout.write('Content-Type: text/plain\\n\\nnow\\n');\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&api, &[]);
+    let failed = client().get(server.url("/api/time")).send().await.unwrap();
+    assert_eq!(failed.status(), 500);
+    let text = failed.text().await.unwrap();
+    assert!(text.contains("exports no handler"), "{text}");
+    assert!(text.contains("`chmod +x time.js`"), "{text}");
+}
+
 #[tokio::test]
 async fn stray_errors_are_logged_and_the_worker_serves_on() {
     let server = server(&[]);

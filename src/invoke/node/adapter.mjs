@@ -500,13 +500,38 @@ function dropUnreadBody(req) {
 // again). An ES module's SyntaxError has no file or line in its stack (Node
 // keeps them for its own crash report), so `node --check` is asked for them.
 let loadFailureReported = false;
+// A CGI script (it starts with `#!`) that lost its execute bit is served
+// as a handler module, and exports nothing: say what it was meant to be.
+function cgiScriptHint() {
+  let source = '';
+  try {
+    source = readFileSync(modulePath, 'utf8');
+  } catch {
+    return '';
+  }
+  const name = modulePath.slice(modulePath.lastIndexOf('/') + 1);
+  return source.startsWith('#!')
+    ? `; it starts with a \`#!\` line: to run it as a CGI script, \`chmod +x ${name}\``
+    : '';
+}
+
 function reportLoadFailure(err) {
   if (loadFailureReported) return;
   loadFailureReported = true;
   console.error(`cannot load ${modulePath}: ${err && err.stack ? err.stack : String(err)}`);
   if (err instanceof SyntaxError && !String(err.stack).includes(modulePath)) {
     const checked = spawnSync(process.execPath, ['--check', modulePath], { encoding: 'utf8' });
-    const where = (checked.stderr || '').trim();
+    let where = (checked.stderr || '').trim();
+    if (!where) {
+      // Node 20 passes a `.js` file whose ES module syntax it had to detect
+      // (no "type": "module" beside it) without checking it: checked again as
+      // a module, its source on stdin, and named by its path.
+      const asModule = spawnSync(process.execPath, ['--input-type=module', '--check'], {
+        input: readFileSync(modulePath),
+        encoding: 'utf8',
+      });
+      where = (asModule.stderr || '').trim().replace(/^\[stdin\]/, modulePath);
+    }
     if (where) console.error(where);
   }
 }
@@ -589,7 +614,7 @@ async function handle(req, res) {
       }
     }
   } else {
-    throw new HttpError(500, 'the module exports no handler: export GET/POST/… functions, default { fetch }, or a default function');
+    throw new HttpError(500, 'the module exports no handler: export GET/POST/… functions, default { fetch }, or a default function' + cgiScriptHint());
   }
 }
 
