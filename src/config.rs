@@ -5,6 +5,7 @@
 //! (and `vercel.json`) then refine the server-wide values for the files they match
 //! ([`functions`]).
 
+pub mod change_watch;
 pub mod file;
 pub mod functions;
 

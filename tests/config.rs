@@ -290,6 +290,56 @@ fn project_files_inside_dir_are_named_as_misplaced() {
     assert!(!text.contains("chmod +x"), "{text}");
 }
 
+/// The configuration files are read at start-up only: an edit while serving
+/// is said to need a restart, and a broken one is named before the restart
+/// fails on it. Both used to pass without a word.
+#[tokio::test]
+async fn an_edit_to_a_configuration_file_while_serving_is_reported() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    write_script(
+        &api.join("ok.sh"),
+        "printf 'Content-Type: text/plain\\n\\nok\\n'",
+    );
+    let toml = project.path().join("watchdog.toml");
+    std::fs::write(&toml, "timeout = \"5s\"\n").unwrap();
+    let server = TestServer::start(&api, &[]);
+    // Another file beside DIR is none of its business.
+    std::fs::write(project.path().join("app.log"), "written as it runs\n").unwrap();
+    std::fs::write(&toml, "timeout = \"6s\"\n").unwrap();
+    let changed = "a configuration file changed; it is read at start-up only";
+    assert!(
+        server.wait_for_log(changed, Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    std::fs::write(&toml, "timeout = \"6s\"\nenv = { STAGE =\n").unwrap();
+    let line = server.log_line("no longer loads", Duration::from_secs(5));
+    assert!(line.contains("watchdog.toml:2"), "{line}");
+    std::fs::write(project.path().join(".env"), "TOKEN=x\n").unwrap();
+    assert!(
+        server.wait_for_log_count(changed, 2, Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    assert!(
+        server
+            .log_line(changed, Duration::ZERO)
+            .contains("watchdog.toml")
+    );
+    assert!(!server.log().contains("app.log"), "{}", server.log());
+    // The server runs on with what it started with.
+    assert_eq!(
+        client()
+            .get(server.url("/api/ok"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
 /// A name set in more than one layer (the file's `env`, `--env`, a
 /// section's) is listed once: it was listed once per layer.
 #[test]

@@ -115,6 +115,14 @@ pub async fn run(settings: Settings) -> Result<(), CommandError> {
             None
         }
     };
+    // Read at start-up only: an edit while serving is said to need a restart.
+    let _config_watcher = match crate::config::change_watch::watch(&settings) {
+        Ok(watcher) => Some(watcher),
+        Err(err) => {
+            tracing::info!(error = %err, "cannot watch the configuration files; an edit to them will not be reported before the restart that applies it");
+            None
+        }
+    };
     crate::cron::start(Arc::clone(&app));
     let shutdown = crate::shutdown::on_signals().map_err(runtime)?;
     server::serve(listener, app, shutdown)
