@@ -162,6 +162,23 @@ async fn a_request_during_an_in_place_save_waits_for_it() {
     assert!(text.contains("rename it over"), "{text}");
 }
 
+/// A script that loses its execute bit (an editor that writes a new file and
+/// sets its mode after, a `chmod -x`) runs by its extension's interpreter at
+/// once, as it does after the next walk: in between it answered 500
+/// "permission denied".
+#[tokio::test]
+async fn a_script_that_just_lost_its_execute_bit_still_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_project, api) = project_with_ok();
+    let server = TestServer::start(&api, &[]);
+    assert_eq!(status_of(&server, "/api/ok").await, 200);
+    let script = api.join("ok.sh");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let answered = client().get(server.url("/api/ok")).send().await.unwrap();
+    assert_eq!(answered.status(), 200);
+    assert_eq!(answered.text().await.unwrap(), "ok\n");
+}
+
 /// A script saved with Windows line endings: the kernel looks for `/bin/sh\r`.
 /// The 500 says so, where it said the interpreter was not found.
 #[tokio::test]

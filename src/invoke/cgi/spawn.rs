@@ -89,7 +89,7 @@ pub fn spawn_cgi(
     };
     let pid = match direct {
         Err(err)
-            if err.raw_os_error() == Some(ENOEXEC)
+            if runs_by_interpreter_instead(&err, path)
                 && runner.interpreter.is_some()
                 && !runner.node_module =>
         {
@@ -326,7 +326,7 @@ pub fn spawn(
         Err(io::Error::from_raw_os_error(ENOEXEC))
     };
     match direct {
-        Err(err) if err.raw_os_error() == Some(ENOEXEC) && runner.interpreter.is_some() => {
+        Err(err) if runs_by_interpreter_instead(&err, path) && runner.interpreter.is_some() => {
             attempt(runner.interpreter)
                 .map_err(|err| describe(&err, path, relative, runner.interpreter, run_as))
         }
@@ -347,6 +347,19 @@ pub fn windows_line_endings(relative: &str) -> InvokeError {
             "give {relative} Unix line endings: `sed -i 's/\\r$//' {relative}` or `dos2unix {relative}`"
         ),
     }
+}
+
+/// Whether a file with a script extension that could not be exec'd runs by
+/// its extension's interpreter instead: it has no `#!` line (ENOEXEC), or it
+/// has lost its execute bit since the route table was walked (EACCES with no
+/// `x` in its mode: an editor that saves a new file and sets its mode after,
+/// a `chmod -x`), as a script without one is run at the next walk anyway.
+/// Other refusals (a folder `--user` may not enter) are reported as they are.
+fn runs_by_interpreter_instead(err: &io::Error, path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    err.raw_os_error() == Some(ENOEXEC)
+        || (err.kind() == io::ErrorKind::PermissionDenied
+            && std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o111 == 0))
 }
 
 /// Whether the file's first line is a `#!` line that ends in `\r\n`: a script
