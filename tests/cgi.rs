@@ -540,11 +540,16 @@ async fn status_location_and_header_forms() {
 
     let local = c
         .get(server.url("/api/local-redirect"))
+        .header("X-Request-Id", "local-1")
         .send()
         .await
         .unwrap();
     assert_eq!(local.status(), 200);
     assert_eq!(local.text().await.unwrap(), "hello\n");
+    // The redirecting invocation's line says where it sent the request (it
+    // had no status of its own to show).
+    let line = server.log_line("file=local-redirect.sh", Duration::from_secs(5));
+    assert!(line.contains("redirected_to=\"/api/hello\""), "{line}");
 
     // The redirecting block's cookies and other headers reach the client with
     // the answer, as through Apache's internal redirect; what described its

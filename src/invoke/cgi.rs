@@ -515,6 +515,7 @@ impl Driver {
             // The redirect target runs as a new invocation; this one no longer
             // counts against the concurrency limits while it finishes.
             self.record.slots.clear();
+            self.record.redirected_to = Some(location.clone());
             let headers = envelope.headers;
             send_head(head_tx, Ok(Reply::LocalRedirect { location, headers }));
             return Ok(None);

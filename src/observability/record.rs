@@ -38,6 +38,9 @@ pub struct InvocationRecord {
     pub cold: Option<bool>,
     /// The resource limit the function ran into, if any.
     pub limit_hit: Option<&'static str>,
+    /// A CGI local redirect (`Location: /path` without `Status:`): the path
+    /// watchdog served instead, whose own invocation has the status.
+    pub redirected_to: Option<String>,
     pub queue_wait: Duration,
     /// The request body's declared length; the log gives what arrived instead
     /// when the body streamed in (`body`).
@@ -89,6 +92,7 @@ impl InvocationRecord {
             cut_off: false,
             cold: None,
             limit_hit: None,
+            redirected_to: None,
             queue_wait: Duration::ZERO,
             bytes_in: 0,
             body: None,
@@ -148,6 +152,7 @@ impl Drop for InvocationRecord {
                 client_gone: self.client_gone,
                 cut_off: self.cut_off,
                 limit_hit: self.limit_hit,
+                redirected_to: self.redirected_to.take(),
                 cold: self.cold,
                 queue_wait: self.queue_wait,
                 elapsed,
@@ -187,6 +192,7 @@ struct LogLine {
     client_gone: bool,
     cut_off: bool,
     limit_hit: Option<&'static str>,
+    redirected_to: Option<String>,
     cold: Option<bool>,
     queue_wait: Duration,
     elapsed: Duration,
@@ -213,6 +219,7 @@ impl Drop for LogLine {
             // Only when it happened: most answers end whole.
             cut_off = self.cut_off.then_some(true),
             limit_hit = self.limit_hit,
+            redirected_to = self.redirected_to.as_deref(),
             start = self.cold.map(|cold| if cold { "cold" } else { "warm" }),
             queue_wait_ms = milliseconds(self.queue_wait),
             duration_ms = milliseconds(self.elapsed),
