@@ -53,7 +53,9 @@ pub struct InvokeArgs {
     // required one, and CONTRACT §1 puts DIR first, as `serve` and `routes` do.
     /// The folder of functions (default `api`, or `$WATCHDOG_DIR`), then the
     /// request path with optional query, e.g. `/api/users/42?full=1`.
-    #[arg(value_name = "[DIR] PATH", num_args = 1..=2, required = true)]
+    // `Set`: given once, so values on both sides of a flag (`api -X POST
+    // /a /b`) are refused instead of counted as two groups of up to two.
+    #[arg(value_name = "[DIR] PATH", num_args = 1..=2, required = true, action = clap::ArgAction::Set)]
     target: Vec<String>,
     /// DIR's default when only PATH is given.
     #[arg(skip = std::env::var_os("WATCHDOG_DIR").map_or_else(|| PathBuf::from("api"), PathBuf::from))]
@@ -102,6 +104,26 @@ impl InvokeArgs {
     /// The request path: the last positional.
     pub fn path(&self) -> &str {
         self.target.last().map_or("/", String::as_str)
+    }
+
+    /// A folder given alone is DIR without its PATH, not a path to ask the
+    /// default DIR for (`watchdog invoke myfuncs` would GET `/myfuncs` from
+    /// `./api`).
+    ///
+    /// # Errors
+    /// What is missing, with an example.
+    pub fn check(&self) -> Result<(), String> {
+        match self.target.as_slice() {
+            [alone] if !alone.starts_with('/') && std::path::Path::new(alone).is_dir() => {
+                let name = std::path::Path::new(alone)
+                    .file_name()
+                    .map_or_else(|| alone.clone(), |name| name.to_string_lossy().into_owned());
+                Err(format!(
+                    "`{alone}` is a folder: give the request path after it, e.g. `watchdog invoke {alone} /{name}/hello`"
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod body_fault;
 pub mod cgi;
 pub mod dispatch;
 pub mod envelope;
+pub mod file_busy;
 pub mod forwarded;
 pub mod hop_by_hop;
 pub mod node;
@@ -133,8 +134,9 @@ pub enum InvokeError {
     )]
     Removed { file: String },
     /// The kernel refuses to run a file that is open for writing (ETXTBSY):
-    /// a save or copy in place is under way. Transient: the CGI invoker
-    /// tries again for a moment before answering this.
+    /// a save or copy in place is under way. Transient: a start is tried
+    /// again for a moment before this is the answer ([`file_busy`]), and a
+    /// warm worker's start that ends in it is no crash.
     #[error(
         "{file}: cannot start the function: its file is being written (a save or copy in progress)"
     )]

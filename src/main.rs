@@ -24,7 +24,13 @@ fn main() -> ExitCode {
     let resolved = match &cli.command {
         Command::Serve(args) => Settings::resolve(&args.dir, args.listen.as_deref(), &args.flags),
         Command::Routes(args) => Settings::resolve(&args.dir, None, &args.serve),
-        Command::Invoke(args) => Settings::resolve(&args.dir(), None, &args.serve),
+        Command::Invoke(args) => match args.check() {
+            Ok(()) => Settings::resolve(&args.dir(), None, &args.serve),
+            Err(missing) => {
+                eprintln!("watchdog: error: {missing}");
+                return ExitCode::from(2);
+            }
+        },
     };
     let settings = match resolved {
         Ok(settings) => settings,
@@ -55,7 +61,16 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(_) => commands::serve::run(settings).await,
+            Command::Serve(args) => {
+                // What a restart would make of the configuration files, for
+                // the warning when one changes while serving.
+                let recheck = Box::new(move || {
+                    Settings::resolve(&args.dir, args.listen.as_deref(), &args.flags)
+                        .map(drop)
+                        .map_err(|err| err.to_string())
+                });
+                commands::serve::run(settings, recheck).await
+            }
             Command::Routes(args) => commands::routes::run(&settings, args.json),
             Command::Invoke(args) => commands::invoke::run(settings, args).await,
         }

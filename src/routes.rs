@@ -207,9 +207,21 @@ impl RouteTable {
     /// # Errors
     /// When DIR cannot be read.
     pub fn for_settings(settings: &crate::config::Settings) -> std::io::Result<Self> {
-        Self::build(&settings.dir, &settings.prefix, |relative| {
+        let mut table = Self::build(&settings.dir, &settings.prefix, |relative| {
             settings.function(relative)
-        })
+        })?;
+        // `--config api/watchdog.toml` is read, wherever it is: not misplaced.
+        if let Some(config) = &settings.config_file {
+            let given = config.canonicalize().ok();
+            for skipped in &mut table.skipped {
+                if skipped.relative == "watchdog.toml"
+                    && settings.dir.join("watchdog.toml").canonicalize().ok() == given
+                {
+                    skipped.reason = "the configuration file given with --config".into();
+                }
+            }
+        }
+        Ok(table)
     }
 
     /// The table as `/_watchdog/routes` and `watchdog routes --json` show it.

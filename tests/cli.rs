@@ -66,6 +66,24 @@ fn invoke_without_dir_uses_api_or_watchdog_dir() {
         .output()
         .unwrap();
     assert_eq!(too_many.status.code(), Some(2));
+    // Two on one side of a flag and one on the other are three too.
+    let split = watchdog()
+        .args(["invoke", "api", "-X", "POST", "/api/a", "/api/b"])
+        .output()
+        .unwrap();
+    assert_eq!(split.status.code(), Some(2), "{split:?}");
+    // A folder alone is DIR without its PATH, not a path for ./api.
+    let folder_alone = watchdog()
+        .current_dir(project.path())
+        .args(["invoke", "api"])
+        .output()
+        .unwrap();
+    assert_eq!(folder_alone.status.code(), Some(2), "{folder_alone:?}");
+    let said = String::from_utf8_lossy(&folder_alone.stderr);
+    assert!(
+        said.contains("`api` is a folder: give the request path after it"),
+        "{said}"
+    );
 }
 
 #[test]

@@ -288,6 +288,20 @@ fn project_files_inside_dir_are_named_as_misplaced() {
         assert!(line.contains("move it up one folder"), "{text}");
     }
     assert!(!text.contains("chmod +x"), "{text}");
+    // Given with --config, the one in DIR is read: not misplaced.
+    let output = watchdog()
+        .arg("routes")
+        .arg(&api)
+        .arg("--config")
+        .arg(api.join("watchdog.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .find(|line| line.contains("watchdog.toml"))
+        .unwrap();
+    assert!(line.contains("given with --config"), "{text}");
 }
 
 /// The configuration files are read at start-up only: an edit while serving
@@ -314,19 +328,25 @@ async fn an_edit_to_a_configuration_file_while_serving_is_reported() {
         server.log()
     );
     std::fs::write(&toml, "timeout = \"6s\"\nenv = { STAGE =\n").unwrap();
-    let line = server.log_line("no longer loads", Duration::from_secs(5));
+    let line = server.log_line("would not start", Duration::from_secs(5));
     assert!(line.contains("watchdog.toml:2"), "{line}");
-    std::fs::write(project.path().join(".env"), "TOKEN=x\n").unwrap();
+    // Mended; then `.env`, judged with the whole configuration as a start
+    // would read it.
+    std::fs::write(&toml, "timeout = \"7s\"\n").unwrap();
     assert!(
         server.wait_for_log_count(changed, 2, Duration::from_secs(5)),
         "{}",
         server.log()
     );
+    std::fs::write(project.path().join(".env"), "TOKEN=x\n").unwrap();
     assert!(
-        server
-            .log_line(changed, Duration::ZERO)
-            .contains("watchdog.toml")
+        server.wait_for_log_count(changed, 3, Duration::from_secs(5)),
+        "{}",
+        server.log()
     );
+    let log = server.log();
+    let last = log.lines().rfind(|line| line.contains(changed));
+    assert!(last.is_some_and(|line| line.contains(".env")), "{log}");
     assert!(!server.log().contains("app.log"), "{}", server.log());
     // The server runs on with what it started with.
     assert_eq!(

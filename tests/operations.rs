@@ -179,6 +179,23 @@ async fn a_script_that_just_lost_its_execute_bit_still_runs() {
     assert_eq!(answered.text().await.unwrap(), "ok\n");
 }
 
+/// A local redirect's log line names the path it sent the request to, and
+/// not its query, which may carry a token.
+#[tokio::test]
+async fn a_local_redirect_is_logged_without_its_query() {
+    let (_project, api) = project_with_ok();
+    write_script(
+        &api.join("go.sh"),
+        "printf 'Location: /api/ok?token=s3cret\\n\\n'",
+    );
+    let server = TestServer::start(&api, &[]);
+    let answered = client().get(server.url("/api/go")).send().await.unwrap();
+    assert_eq!(answered.status(), 200);
+    let line = server.log_line("file=go.sh", Duration::from_secs(5));
+    assert!(line.contains("redirected_to=\"/api/ok\""), "{line}");
+    assert!(!server.log().contains("s3cret"), "{}", server.log());
+}
+
 /// A script saved with Windows line endings: the kernel looks for `/bin/sh\r`.
 /// The 500 says so, where it said the interpreter was not found.
 #[tokio::test]
@@ -203,7 +220,21 @@ async fn a_script_with_windows_line_endings_is_named_as_such() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
+    // Run by its interpreter (no execute bit), where a carriage return is
+    // no reason for an exit 127 of its own: not taken for one.
+    std::fs::write(
+        api.join("exits-127.py"),
+        "#!/usr/bin/env python3\r\nimport sys\r\nsys.exit(127)\r\n",
+    )
+    .unwrap();
     let server = TestServer::start(&api, &[]);
+    let answered = client()
+        .get(server.url("/api/exits-127"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 502);
+    assert!(!answered.text().await.unwrap().contains("Windows"));
     for (path, file) in [("/api/crlf", "crlf.sh"), ("/api/env-crlf", "env-crlf.py")] {
         let answered = client().get(server.url(path)).send().await.unwrap();
         assert_eq!(answered.status(), 500);

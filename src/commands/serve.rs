@@ -60,7 +60,10 @@ fn raise_open_file_limit() {
 /// How often zombies that left their function's group are looked for and reaped.
 const ORPHAN_SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 
-pub async fn run(settings: Settings) -> Result<(), CommandError> {
+pub async fn run(
+    settings: Settings,
+    recheck: crate::config::change_watch::Recheck,
+) -> Result<(), CommandError> {
     let settings = Arc::new(settings);
     raise_open_file_limit();
     let routes = RouteTable::for_settings(&settings)
@@ -116,8 +119,8 @@ pub async fn run(settings: Settings) -> Result<(), CommandError> {
         }
     };
     // Read at start-up only: an edit while serving is said to need a restart.
-    let _config_watcher = match crate::config::change_watch::watch(&settings) {
-        Ok(watcher) => Some(watcher),
+    let _config_watcher = match crate::config::change_watch::watch(&settings, recheck) {
+        Ok(watcher) => watcher,
         Err(err) => {
             tracing::info!(error = %err, "cannot watch the configuration files; an edit to them will not be reported before the restart that applies it");
             None

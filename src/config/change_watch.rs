@@ -11,7 +11,7 @@
 //! events for other files there are dropped in the handler.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use notify::Watcher;
@@ -22,53 +22,46 @@ use super::Settings;
 /// several events (write a temporary file, rename it over, set its mode).
 const QUIET: Duration = Duration::from_millis(200);
 
-/// One of the files read at start-up, and how to check what it holds now.
-struct Watched {
-    path: PathBuf,
-    check: fn(&Path, &Path) -> Result<(), super::FileError>,
-}
+/// What a restart would make of the configuration as it stands: the same
+/// resolution as at start-up, every file and flag in it.
+pub type Recheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// Starts watching; the watcher stops when the returned value is dropped.
+/// None when DIR has no folder above it (`/`), where none of the files is read.
 ///
 /// # Errors
 /// When the folders cannot be watched (too many inotify watches, say).
-pub fn watch(settings: &Settings) -> notify::Result<notify::RecommendedWatcher> {
-    let root = settings.document_root.clone();
-    let project = root.parent().unwrap_or(Path::new("/")).to_path_buf();
+pub fn watch(
+    settings: &Settings,
+    recheck: Recheck,
+) -> notify::Result<Option<notify::RecommendedWatcher>> {
+    let Some(project) = settings.document_root.parent().map(Path::to_path_buf) else {
+        return Ok(None);
+    };
     let config = settings
         .config_file
         .clone()
         .unwrap_or_else(|| project.join("watchdog.toml"));
-    let files = [
-        Watched {
-            path: config,
-            check: |path, _| super::file::load(path).map(drop),
-        },
-        Watched {
-            path: project.join(".env"),
-            check: |_, root| super::file::dotenv(root).map(drop),
-        },
-        Watched {
-            path: project.join("vercel.json"),
-            check: |_, root| super::file::vercel_crons(root).map(drop),
-        },
-    ];
+    let files = [config, project.join(".env"), project.join("vercel.json")];
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
-    let paths: Vec<PathBuf> = files.iter().map(|file| file.path.clone()).collect();
+    let paths = files.clone();
     let handler = move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
-        if event.kind.is_access() {
-            return;
-        }
         for (index, path) in paths.iter().enumerate() {
             if event.paths.iter().any(|changed| changed == path) {
                 let _ = tx.send(index);
             }
         }
     };
-    let config = notify::Config::default().with_event_kinds(notify::EventKindMask::CORE);
+    // A save is a rename over the file, or a write ending in a close; the
+    // writes themselves are left out, so a log that a function appends to
+    // beside DIR does not wake this watcher at each write.
+    use notify::EventKindMask as Kind;
+    let kinds =
+        Kind::CREATE | Kind::REMOVE | Kind::MODIFY_NAME | Kind::MODIFY_META | Kind::ACCESS_CLOSE;
+    let config = notify::Config::default().with_event_kinds(kinds);
     let mut watcher = notify::RecommendedWatcher::new(handler, config)?;
-    let mut folders: Vec<&Path> = files.iter().filter_map(|file| file.path.parent()).collect();
+    let mut folders: Vec<&Path> = files.iter().filter_map(|path| path.parent()).collect();
     folders.sort();
     folders.dedup();
     for folder in folders {
@@ -91,7 +84,7 @@ pub fn watch(settings: &Settings) -> notify::Result<notify::RecommendedWatcher> 
                             .collect();
                         for index in due {
                             changed.remove(&index);
-                            report(&files[index], &root);
+                            report(&files[index], &recheck);
                         }
                         continue;
                     }
@@ -102,17 +95,18 @@ pub fn watch(settings: &Settings) -> notify::Result<notify::RecommendedWatcher> 
             changed.insert(index, tokio::time::Instant::now());
         }
     });
-    Ok(watcher)
+    Ok(Some(watcher))
 }
 
 /// Logs a change to `file`: what a restart would do with it.
-fn report(file: &Watched, root: &Path) {
-    let shown = file.path.display();
-    if !file.path.exists() {
-        tracing::warn!(file = %shown, "a configuration file was removed; its settings stay in effect until watchdog restarts");
-        return;
-    }
-    match (file.check)(&file.path, root) {
+fn report(file: &Path, recheck: &Recheck) {
+    let shown = file.display();
+    let removed = !file.exists();
+    match recheck() {
+        Ok(()) if removed => tracing::warn!(
+            file = %shown,
+            "a configuration file was removed; its settings stay in effect until watchdog restarts"
+        ),
         Ok(()) => tracing::warn!(
             file = %shown,
             "a configuration file changed; it is read at start-up only: restart watchdog to apply it"
@@ -120,7 +114,7 @@ fn report(file: &Watched, root: &Path) {
         Err(err) => tracing::error!(
             file = %shown,
             error = %err,
-            "a configuration file changed and no longer loads; the running server keeps the settings it started with, and a restart fails until the file is fixed"
+            "a configuration file changed, and watchdog would not start with the configuration as it stands; the running server keeps the settings it started with"
         ),
     }
 }

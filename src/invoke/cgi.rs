@@ -103,38 +103,6 @@ impl Invoker for CgiInvoker {
     }
 }
 
-/// How long a spawn refused because the file is open for writing is tried
-/// again, in all; see [`spawn_retrying_while_busy`].
-const BUSY_RETRY_FOR: Duration = Duration::from_millis(200);
-
-/// Runs `spawn`, and again while the kernel refuses the file because it is
-/// open for writing ([`InvokeError::FileBusy`]), for up to [`BUSY_RETRY_FOR`]
-/// or the deadline. A file saved in place (`printf ... > api/f.sh`, an
-/// editor that truncates and writes) is busy for the moment the write takes;
-/// a request that arrives then used to get a 500 that said "Text file busy".
-async fn spawn_retrying_while_busy<T>(
-    deadline: tokio::time::Instant,
-    mut spawn: impl FnMut() -> Result<T, InvokeError>,
-) -> Result<T, InvokeError> {
-    // The clock is read only once the file was found busy: not per request.
-    let mut give_up = None;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        match spawn() {
-            Err(InvokeError::FileBusy { file }) => {
-                let now = tokio::time::Instant::now();
-                let give_up = *give_up.get_or_insert((now + BUSY_RETRY_FOR).min(deadline));
-                if now + pause >= give_up {
-                    return Err(InvokeError::FileBusy { file });
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
-            other => return other,
-        }
-    }
-}
-
 type HeadSender = oneshot::Sender<Result<Reply, InvokeError>>;
 type BodySender = mpsc::Sender<io::Result<Bytes>>;
 
@@ -151,8 +119,10 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         cause: format!("cannot set up its resource limits: {err}"),
         hint: "check that watchdog may write its cgroups under /sys/fs/cgroup".into(),
     })?;
-    let started = spawn_retrying_while_busy(invocation.deadline, || {
-        spawn::spawn_cgi(&path, &file, runner, &env, has_body, &limiter, &plan)
+    let started = super::file_busy::retry_while_busy(invocation.deadline, || {
+        std::future::ready(spawn::spawn_cgi(
+            &path, &file, runner, &env, has_body, &limiter, &plan,
+        ))
     })
     .await?;
     let pid = started.pid;
@@ -190,6 +160,7 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         is_head: invocation.method == Method::HEAD,
         conditions: conditional::Conditions::of(&invocation.method, &invocation.headers),
         file,
+        exec_direct: runner.executable && !runner.node_module,
         path,
         remaining: None,
         record: invocation.record,
@@ -269,6 +240,9 @@ struct Driver {
     file: String,
     /// The file's path on disk, looked at only when the function failed.
     path: std::path::PathBuf,
+    /// It was exec'd itself (its `#!` line read by the kernel), not given to
+    /// its extension's interpreter.
+    exec_direct: bool,
     /// Body bytes still owed to the client when the function sent Content-Length.
     remaining: Option<u64>,
     raw: Option<RawOutput>,
@@ -515,7 +489,13 @@ impl Driver {
             // The redirect target runs as a new invocation; this one no longer
             // counts against the concurrency limits while it finishes.
             self.record.slots.clear();
-            self.record.redirected_to = Some(location.clone());
+            // The path only: a query may carry a token, and the log is no
+            // place for it.
+            self.record.redirected_to = Some(
+                location
+                    .split_once('?')
+                    .map_or_else(|| location.clone(), |(path, _)| path.to_owned()),
+            );
             let headers = envelope.headers;
             send_head(head_tx, Ok(Reply::LocalRedirect { location, headers }));
             return Ok(None);
@@ -669,6 +649,7 @@ impl Driver {
                         // `#!/usr/bin/env python3\r\n`: env runs, finds no
                         // `python3\r` and exits 127.
                         None if status.code() == Some(127)
+                            && self.exec_direct
                             && spawn::shebang_ends_in_cr(&self.path) =>
                         {
                             spawn::windows_line_endings(&self.file)

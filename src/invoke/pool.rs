@@ -358,7 +358,7 @@ impl Drop for StartOutlivingItsRequest {
                     // Its request has had its answer (a 504), or its client
                     // left: this is the only word of why the start failed.
                     tracing::warn!(route = %pool.function.pattern, error = %err, "a warm worker failed to start");
-                    pool.lock_crashes().crashed(Instant::now());
+                    pool.start_failed(&err);
                 }
                 Err(_) => {}
             }
@@ -568,7 +568,7 @@ impl Pool {
                     tracing::warn!(route = %self.function.pattern, error = %err, "could not pre-start a worker");
                     // Counted like any failed start, so a function that cannot start
                     // ends in the crash-loop 503 instead of being retried forever.
-                    self.lock_crashes().crashed(Instant::now());
+                    self.start_failed(&err);
                     drop(permit);
                     return;
                 }
@@ -684,7 +684,7 @@ impl Pool {
                 match ended {
                     Ok(Ok(worker)) => (worker, permit),
                     Ok(Err(err)) => {
-                        self.lock_crashes().crashed(Instant::now());
+                        self.start_failed(&err);
                         return Err(err);
                     }
                     Err(_) => return Err(InvokeError::Internal),
@@ -711,13 +711,25 @@ impl Pool {
     }
 
     async fn start_worker(&self, deadline: tokio::time::Instant) -> Result<Worker, InvokeError> {
-        match self.config.protocol {
-            WarmProtocol::Http => {
-                http::start(&self.function, &self.settings, &self.limiter, deadline).await
+        crate::invoke::file_busy::retry_while_busy(deadline, || async move {
+            match self.config.protocol {
+                WarmProtocol::Http => {
+                    http::start(&self.function, &self.settings, &self.limiter, deadline).await
+                }
+                WarmProtocol::Lambda => {
+                    lambda::start(&self.function, &self.settings, &self.limiter, deadline).await
+                }
             }
-            WarmProtocol::Lambda => {
-                lambda::start(&self.function, &self.settings, &self.limiter, deadline).await
-            }
+        })
+        .await
+    }
+
+    /// Counts a start that failed toward the crash limit, unless its file
+    /// was only being written ([`InvokeError::FileBusy`]): a save, not a
+    /// function that cannot start.
+    fn start_failed(&self, err: &InvokeError) {
+        if !matches!(err, InvokeError::FileBusy { .. }) {
+            self.lock_crashes().crashed(Instant::now());
         }
     }
 

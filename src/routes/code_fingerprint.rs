@@ -136,6 +136,27 @@ pub fn counts_beside_dir(path: &Path) -> bool {
         .is_some_and(|name| is_script(&name.to_string_lossy(), Place::Beside))
 }
 
+/// Whether a change at `changed` may give the warm function `file` a new
+/// version, so that a request for it waits for the walk that sees it
+/// (`crate::server::handler`): a file of a kind its version counts (module
+/// doc), its own included, or a path without an extension (a folder of such
+/// files renamed, a binary). A log or a database it writes as it runs,
+/// under DIR too, does not: a request would wait for a walk that changes
+/// nothing for it, after every one of its writes.
+pub fn may_change_version(file: &FunctionFile, changed: &Path) -> bool {
+    let Some(name) = changed.file_name().map(|name| name.to_string_lossy()) else {
+        return true;
+    };
+    let Some((_, kind)) = name.rsplit_once('.').filter(|(stem, _)| !stem.is_empty()) else {
+        return true;
+    };
+    if file.runner.node_module {
+        is_script(&name, Place::BelowDir) || is_script(&name, Place::Beside)
+    } else {
+        kind_of(&file.relative) == Some(kind)
+    }
+}
+
 /// A fingerprint of every script a handler module under `dir` may import:
 /// those below `dir`, and the project's beside it.
 fn scripts_version(dir: &Path, document_root: &Path) -> u64 {

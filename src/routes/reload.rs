@@ -55,6 +55,22 @@ pub struct Pending {
     /// DIR is gone: the routes served are the last ones read, and readyz
     /// says so.
     dir_gone: AtomicBool,
+    /// What the changes not yet in the table touched ([`Pending::may_concern`]).
+    recent: std::sync::Mutex<RecentChanges>,
+}
+
+/// How many changed paths are kept for [`Pending::may_concern`]; past that,
+/// a pending change may concern any function.
+const RECENT_PATHS: usize = 256;
+
+/// The paths of changes not yet in the table, each with the count of changes
+/// seen when it came.
+#[derive(Debug, Default)]
+struct RecentChanges {
+    paths: Vec<(u64, std::path::PathBuf)>,
+    /// Changes up to this count touched what was not kept (more than
+    /// [`RECENT_PATHS`], or an event that named no path): anything.
+    unknown_through: u64,
 }
 
 impl Pending {
@@ -105,7 +121,39 @@ impl Pending {
         self.walk_done.notify_waiters();
     }
 
-    fn note_change(&self) {
+    /// Whether a change not yet in the table touched a path `concerns` says
+    /// matters, or one that was not kept. For a request that would wait for
+    /// the walk only if its function could change with it.
+    pub fn may_concern(&self, concerns: impl Fn(&std::path::Path) -> bool) -> bool {
+        let applied = self.applied.load(Ordering::Acquire);
+        let recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        recent.unknown_through > applied
+            || recent
+                .paths
+                .iter()
+                .any(|(change, path)| *change > applied && concerns(path))
+    }
+
+    fn note_change(&self, paths: &[std::path::PathBuf]) {
+        // Kept before the count moves: a request that sees the change
+        // pending finds what it touched.
+        let change = self.seen.load(Ordering::Acquire) + 1;
+        {
+            let mut recent = self
+                .recent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if paths.is_empty() || recent.paths.len() + paths.len() > RECENT_PATHS {
+                recent.unknown_through = change;
+            } else {
+                recent
+                    .paths
+                    .extend(paths.iter().map(|path| (change, path.clone())));
+            }
+        }
         self.seen.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -116,6 +164,11 @@ impl Pending {
 
     /// The table walked after `changes` is in place.
     fn applied(&self, changes: u64) {
+        self.recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .paths
+            .retain(|(change, _)| *change > changes);
         self.applied.store(changes, Ordering::Release);
     }
 
@@ -188,7 +241,7 @@ pub fn watch(
                 .is_ok_and(|e| !e.kind.is_access() && concerns_code(e, &root))
                 || event.is_err()
             {
-                pending.note_change();
+                pending.note_change(event.as_ref().map_or(&[][..], |e| e.paths.as_slice()));
                 let _ = tx.send(());
             }
         }

@@ -223,9 +223,14 @@ async fn dispatch(
         // after the edit swaps in its new version. The request waits for that
         // walk (the quiet period cut short), so a save followed by a request
         // gets the new code (CONTRACT §2) rather than the old for up to
-        // `SETTLE` and the walk.
+        // `SETTLE` and the walk. Only for a change that may touch its code: a
+        // function that writes a log or a database under DIR as it runs
+        // would otherwise wait for a walk after each of its writes.
         if app.reload_pending.is_pending()
             && route.function.settings.warm.is_some()
+            && app.reload_pending.may_concern(|changed| {
+                crate::routes::code_fingerprint::may_change_version(&route.function.file, changed)
+            })
             && catch_up_once(app, &mut caught_up).await
         {
             continue;

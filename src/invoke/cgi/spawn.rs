@@ -89,7 +89,7 @@ pub fn spawn_cgi(
     };
     let pid = match direct {
         Err(err)
-            if runs_by_interpreter_instead(&err, path)
+            if runs_by_interpreter_instead(&err, path, relative)
                 && runner.interpreter.is_some()
                 && !runner.node_module =>
         {
@@ -326,7 +326,10 @@ pub fn spawn(
         Err(io::Error::from_raw_os_error(ENOEXEC))
     };
     match direct {
-        Err(err) if runs_by_interpreter_instead(&err, path) && runner.interpreter.is_some() => {
+        Err(err)
+            if runs_by_interpreter_instead(&err, path, relative)
+                && runner.interpreter.is_some() =>
+        {
             attempt(runner.interpreter)
                 .map_err(|err| describe(&err, path, relative, runner.interpreter, run_as))
         }
@@ -355,10 +358,13 @@ pub fn windows_line_endings(relative: &str) -> InvokeError {
 /// `x` in its mode: an editor that saves a new file and sets its mode after,
 /// a `chmod -x`), as a script without one is run at the next walk anyway.
 /// Other refusals (a folder `--user` may not enter) are reported as they are.
-fn runs_by_interpreter_instead(err: &io::Error, path: &Path) -> bool {
+/// A JavaScript file that lost its bit is left alone: at the next walk it is a
+/// handler module, not a CGI script for node.
+fn runs_by_interpreter_instead(err: &io::Error, path: &Path, relative: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
     err.raw_os_error() == Some(ENOEXEC)
         || (err.kind() == io::ErrorKind::PermissionDenied
+            && !is_module(relative)
             && std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o111 == 0))
 }
 

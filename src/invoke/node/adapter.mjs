@@ -522,15 +522,19 @@ function reportLoadFailure(err) {
   if (err instanceof SyntaxError && !String(err.stack).includes(modulePath)) {
     const checked = spawnSync(process.execPath, ['--check', modulePath], { encoding: 'utf8' });
     let where = (checked.stderr || '').trim();
-    if (!where) {
+    if (!where && /\.js$/.test(modulePath)) {
       // Node 20 passes a `.js` file whose ES module syntax it had to detect
       // (no "type": "module" beside it) without checking it: checked again as
       // a module, its source on stdin, and named by its path.
-      const asModule = spawnSync(process.execPath, ['--input-type=module', '--check'], {
-        input: readFileSync(modulePath),
-        encoding: 'utf8',
-      });
-      where = (asModule.stderr || '').trim().replace(/^\[stdin\]/, modulePath);
+      try {
+        const asModule = spawnSync(process.execPath, ['--input-type=module', '--check'], {
+          input: readFileSync(modulePath),
+          encoding: 'utf8',
+        });
+        where = (asModule.stderr || '').trim().replace(/^\[stdin\]/, modulePath);
+      } catch {
+        // Gone since it failed to load: the error above is all there is.
+      }
     }
     if (where) console.error(where);
   }
