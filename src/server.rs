@@ -1,6 +1,7 @@
 //! The HTTP server: binds, routes `/_watchdog/*` to the built-in endpoints and every
 //! other request to a function, and drains on SIGTERM/SIGINT (CONTRACT §8).
 
+pub mod admission;
 pub mod builtin;
 pub mod connection_threads;
 pub mod cut_off;
@@ -49,8 +50,8 @@ pub struct App {
     pub pool: Arc<PoolInvoker>,
     /// Cgroups and `--user`, for the start-up report of how limits are held.
     pub limiter: Arc<crate::limits::Limiter>,
-    /// One permit per invocation allowed to run at once (`--max-concurrency`).
-    pub slots: Arc<Semaphore>,
+    /// One slot per invocation allowed to run at once (`--max-concurrency`).
+    pub admission: Arc<admission::Admission>,
     /// Per-function limits (`max_concurrency` in a section), by file and limit, so a
     /// reload that keeps the limit keeps the semaphore.
     function_slots: Mutex<HashMap<(String, u32), Arc<Semaphore>>>,
@@ -68,7 +69,10 @@ pub struct App {
 
 impl App {
     pub fn new(settings: Arc<Settings>, routes: RouteTable, local: SocketAddr) -> Self {
-        let slots = Arc::new(Semaphore::new(settings.max_concurrency as usize));
+        let admission = admission::Admission::new(
+            settings.max_concurrency as usize,
+            connection_threads::count(),
+        );
         let limiter = Arc::new(crate::limits::Limiter::new(settings.run_as.clone()));
         let pool = Arc::new(PoolInvoker::new(
             Arc::clone(&settings),
@@ -84,7 +88,7 @@ impl App {
             }),
             pool,
             limiter,
-            slots,
+            admission,
             function_slots: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             local,
@@ -210,8 +214,7 @@ pub async fn serve(
         // included (which run in their connection's task, not as a task of
         // `tasks`: counting those said `running=0` with a warm request in
         // flight).
-        let running =
-            (app.settings.max_concurrency as usize).saturating_sub(app.slots.available_permits());
+        let running = app.admission.running();
         tracing::warn!(
             running,
             "drain over (its timeout, or a second signal); stopping the invocations still running"

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::metrics::Exit;
 use crate::invoke::body_fault::BodyWatch;
@@ -51,7 +50,7 @@ pub struct InvocationRecord {
     pub bytes_out: u64,
     pub started: Instant,
     /// The server-wide and per-function slots this invocation holds.
-    pub slots: Vec<OwnedSemaphorePermit>,
+    pub slots: Vec<crate::server::admission::Held>,
 }
 
 impl InvocationRecord {

@@ -23,6 +23,11 @@ use tokio::sync::mpsc;
 
 use crate::process::spawn::StdioSlots;
 
+/// How many connection threads there are: one per core.
+pub fn count() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
 /// An accepted connection on its way to its thread.
 pub struct Accepted {
     pub stream: std::net::TcpStream,
@@ -52,7 +57,7 @@ impl ConnectionThreads {
         F: Fn(Accepted) -> Fut + Clone + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        let count = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let count = count();
         let mut queues = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for index in 0..count {
@@ -69,6 +74,7 @@ impl ConnectionThreads {
                 .name(format!("watchdog-conn-{index}"))
                 .spawn(move || {
                     slots.adopt();
+                    super::admission::enter_lane(index);
                     runtime.block_on(async move {
                         let _pacer = tokio::spawn(keep_a_timer_pending());
                         while let Some(accepted) = arrivals.recv().await {

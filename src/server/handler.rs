@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, header};
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::App;
+use super::admission::Held;
 use super::error::AppError;
 use super::listener::Connection;
 use super::request_id;
@@ -398,7 +398,7 @@ async fn acquire_slots(
     file: &str,
     function_limit: Option<u32>,
     deadline: tokio::time::Instant,
-) -> Result<Vec<OwnedSemaphorePermit>, AppError> {
+) -> Result<Vec<Held>, AppError> {
     let settings = &app.settings;
     let give_up = (tokio::time::Instant::now() + settings.queue_timeout).min(deadline);
     let overloaded = |function_limit| AppError::Overloaded {
@@ -409,9 +409,12 @@ async fn acquire_slots(
     if let Some(limit) = function_limit {
         let semaphore = app.function_slots(file, limit);
         let permit = tokio::time::timeout_at(give_up, semaphore.acquire_owned()).await;
-        slots.push((permit.ok().and_then(Result::ok)).ok_or_else(|| overloaded(Some(limit)))?);
+        let permit = permit.ok().and_then(Result::ok);
+        slots.push(Held::Function(
+            permit.ok_or_else(|| overloaded(Some(limit)))?,
+        ));
     }
-    let permit = tokio::time::timeout_at(give_up, Arc::clone(&app.slots).acquire_owned()).await;
-    slots.push((permit.ok().and_then(Result::ok)).ok_or_else(|| overloaded(None))?);
+    let slot = app.admission.acquire(give_up).await;
+    slots.push(Held::Server(slot.ok_or_else(|| overloaded(None))?));
     Ok(slots)
 }
