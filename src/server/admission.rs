@@ -11,9 +11,11 @@
 //! and did 6,400 req/s, against 8,950 without a cap.
 //!
 //! Here a freed slot goes to the thread (lane) with waiters that runs the
-//! fewest invocations, its oldest waiter first, and to the releasing thread's
-//! own waiter when that is a tie. Under a queue each thread runs its share,
-//! and no lane with waiters is passed over for one that runs more.
+//! fewest invocations, its oldest waiter first; between lanes that run as
+//! many, to the oldest waiter of them all. Under a queue each thread runs its
+//! share, and no waiter is passed over for a younger one on a lane that runs
+//! as many or more, so none starves (a cap smaller than the number of
+//! threads included).
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -43,26 +45,70 @@ pub struct Admission {
 struct State {
     running: usize,
     lanes: Vec<Lane>,
+    /// Numbers the waiters in the order they came, across lanes.
+    next_waiter: u64,
 }
 
 #[derive(Debug, Default)]
 struct Lane {
     running: usize,
-    /// Oldest first. A waiter that gave up has dropped its receiver: a slot
-    /// sent to it comes back, and goes on to the next.
-    waiters: VecDeque<oneshot::Sender<Slot>>,
+    /// Oldest first, each with its number. A waiter that gives up takes
+    /// itself out ([`LeaveQueue`]).
+    waiters: VecDeque<(u64, oneshot::Sender<Slot>)>,
+}
+
+impl State {
+    /// The lane that gets a freed slot, and its oldest waiter: the lane with
+    /// waiters that runs the fewest, the oldest waiter between equals.
+    fn next_waiter(&mut self) -> Option<(usize, oneshot::Sender<Slot>)> {
+        let next = (0..self.lanes.len())
+            .filter_map(|lane| {
+                let (number, _) = self.lanes[lane].waiters.front()?;
+                Some((self.lanes[lane].running, *number, lane))
+            })
+            .min()?
+            .2;
+        let (_, waiter) = self.lanes[next].waiters.pop_front()?;
+        Some((next, waiter))
+    }
 }
 
 /// One running invocation's place; dropping it frees the place.
 #[derive(Debug)]
 pub struct Slot {
-    admission: Arc<Admission>,
+    /// None once disarmed: its counts were undone where it was made.
+    admission: Option<Arc<Admission>>,
     lane: usize,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.admission.release(self.lane);
+        if let Some(admission) = self.admission.take() {
+            admission.release(self.lane);
+        }
+    }
+}
+
+/// Takes a waiter out of its lane's queue when it stops waiting (its queue
+/// timeout passed, or its client left and its future was dropped): a dead
+/// waiter would otherwise stay queued, to be skipped one by one by a later
+/// release under the lock.
+struct LeaveQueue<'a> {
+    admission: &'a Admission,
+    lane: usize,
+    number: u64,
+}
+
+impl Drop for LeaveQueue<'_> {
+    fn drop(&mut self) {
+        let mut state = self.admission.lock();
+        let waiters = &mut state.lanes[self.lane].waiters;
+        if let Some(at) = waiters
+            .iter()
+            .position(|(number, _)| *number == self.number)
+        {
+            waiters.remove(at);
+        }
     }
 }
 
@@ -81,7 +127,11 @@ impl Admission {
         let lanes = (0..=threads).map(|_| Lane::default()).collect();
         Arc::new(Self {
             cap,
-            state: Mutex::new(State { running: 0, lanes }),
+            state: Mutex::new(State {
+                running: 0,
+                lanes,
+                next_waiter: 0,
+            }),
         })
     }
 
@@ -96,7 +146,7 @@ impl Admission {
 
     /// A slot, at once or when one is freed; `None` when `give_up` comes first.
     pub async fn acquire(self: &Arc<Self>, give_up: tokio::time::Instant) -> Option<Slot> {
-        let mut granted = {
+        let (lane, number, mut granted) = {
             let mut state = self.lock();
             let lane = LANE
                 .with(Cell::get)
@@ -106,13 +156,20 @@ impl Admission {
                 state.running += 1;
                 state.lanes[lane].running += 1;
                 return Some(Slot {
-                    admission: Arc::clone(self),
+                    admission: Some(Arc::clone(self)),
                     lane,
                 });
             }
             let (sender, receiver) = oneshot::channel();
-            state.lanes[lane].waiters.push_back(sender);
-            receiver
+            let number = state.next_waiter;
+            state.next_waiter += 1;
+            state.lanes[lane].waiters.push_back((number, sender));
+            (lane, number, receiver)
+        };
+        let _leave = LeaveQueue {
+            admission: self,
+            lane,
+            number,
         };
         match tokio::time::timeout_at(give_up, &mut granted).await {
             Ok(slot) => slot.ok(),
@@ -125,36 +182,31 @@ impl Admission {
         }
     }
 
-    /// Frees `lane`'s slot, and hands it on to a waiter if there is one.
+    /// Frees `lane`'s slot, and hands it on to a waiter if there is one. The
+    /// waiter is woken after the lock is let go: waking a task on another
+    /// thread is a system call.
     fn release(self: &Arc<Self>, lane: usize) {
         let mut state = self.lock();
         state.running -= 1;
         state.lanes[lane].running -= 1;
         loop {
-            // The lane with waiters that runs the fewest; the releasing
-            // lane on a tie (no wakeup of another thread).
-            let Some(next) = (0..state.lanes.len())
-                .filter(|&candidate| !state.lanes[candidate].waiters.is_empty())
-                .min_by_key(|&candidate| (state.lanes[candidate].running, candidate != lane))
-            else {
-                return;
-            };
-            let Some(waiter) = state.lanes[next].waiters.pop_front() else {
+            let Some((next, waiter)) = state.next_waiter() else {
                 return;
             };
             state.running += 1;
             state.lanes[next].running += 1;
+            drop(state);
             let slot = Slot {
-                admission: Arc::clone(self),
+                admission: Some(Arc::clone(self)),
                 lane: next,
             };
             match waiter.send(slot) {
                 Ok(()) => return,
-                Err(returned) => {
-                    // That waiter gave up (its client left, or its queue
-                    // timeout passed): undone here, since dropping the slot
-                    // would take the lock held now.
-                    std::mem::forget(returned);
+                Err(mut returned) => {
+                    // That waiter gave up as the slot was on its way: undone
+                    // here, and on to the next.
+                    returned.admission = None;
+                    state = self.lock();
                     state.running -= 1;
                     state.lanes[next].running -= 1;
                 }
@@ -208,6 +260,16 @@ mod tests {
         assert!(admission.acquire(later(10)).await.is_some());
     }
 
+    /// Queues a waiter on `lane` by hand, as another thread's request would.
+    fn queue(admission: &Admission, lane: usize) -> oneshot::Receiver<Slot> {
+        let (sender, receiver) = oneshot::channel();
+        let mut state = admission.lock();
+        let number = state.next_waiter;
+        state.next_waiter += 1;
+        state.lanes[lane].waiters.push_back((number, sender));
+        receiver
+    }
+
     #[test]
     fn a_freed_slot_goes_to_the_lane_that_runs_fewest() {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -220,26 +282,60 @@ mod tests {
             enter_lane(0);
             let a = admission.acquire(later(10)).await.unwrap();
             let b = admission.acquire(later(10)).await.unwrap();
-            // A waiter on lane 0 first, then one on lane 1 (queued by hand,
-            // as another thread's would be).
-            let (local_tx, mut local_rx) = oneshot::channel();
-            let (remote_tx, mut remote_rx) = oneshot::channel();
-            {
-                let mut state = admission.lock();
-                state.lanes[0].waiters.push_back(local_tx);
-                state.lanes[1].waiters.push_back(remote_tx);
-            }
+            // A waiter on lane 0 first, then one on lane 1.
+            let mut local = queue(&admission, 0);
+            let mut remote = queue(&admission, 1);
             // Lane 0 frees one: lane 1 runs none, so it gets it, though the
             // lane 0 waiter is older.
             drop(a);
-            let remote = remote_rx.try_recv().expect("lane 1 got the slot");
-            assert!(local_rx.try_recv().is_err());
+            let remote = remote.try_recv().expect("lane 1 got the slot");
+            assert!(local.try_recv().is_err());
             assert_eq!(remote.lane, 1);
             // Then lane 0 runs none: its own waiter gets the slot.
             drop(b);
-            let local = local_rx.try_recv().expect("lane 0's waiter got it");
+            let local = local.try_recv().expect("lane 0's waiter got it");
             assert_eq!(local.lane, 0);
             assert_eq!(admission.running(), 2);
         });
+    }
+
+    /// A cap smaller than the lanes: between lanes that run as many, the
+    /// oldest waiter. The releasing lane used to win the tie, and with a cap
+    /// of 1 kept the slot for as long as it had a queue.
+    #[test]
+    fn between_equal_lanes_the_oldest_waiter_gets_the_slot() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let admission = Admission::new(1, 2);
+            enter_lane(0);
+            let held = admission.acquire(later(10)).await.unwrap();
+            let mut older = queue(&admission, 1);
+            let mut newer = queue(&admission, 0);
+            drop(held);
+            let next = older.try_recv().expect("the older waiter, on lane 1");
+            assert_eq!(next.lane, 1);
+            assert!(newer.try_recv().is_err());
+            drop(next);
+            assert_eq!(newer.try_recv().expect("then lane 0's").lane, 0);
+        });
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_gives_up_leaves_the_queue() {
+        let admission = Admission::new(1, 2);
+        let _held = admission.acquire(later(10)).await.unwrap();
+        for _ in 0..3 {
+            assert!(admission.acquire(later(5)).await.is_none());
+        }
+        let queued: usize = admission
+            .lock()
+            .lanes
+            .iter()
+            .map(|lane| lane.waiters.len())
+            .sum();
+        assert_eq!(queued, 0);
     }
 }
