@@ -491,11 +491,7 @@ impl Driver {
             self.record.slots.clear();
             // The path only: a query may carry a token, and the log is no
             // place for it.
-            self.record.redirected_to = Some(
-                location
-                    .split_once('?')
-                    .map_or_else(|| location.clone(), |(path, _)| path.to_owned()),
-            );
+            self.record.redirected_to = location.split('?').next().map(str::to_owned);
             let headers = envelope.headers;
             send_head(head_tx, Ok(Reply::LocalRedirect { location, headers }));
             return Ok(None);

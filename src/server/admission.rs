@@ -270,57 +270,49 @@ mod tests {
         receiver
     }
 
-    #[test]
-    fn a_freed_slot_goes_to_the_lane_that_runs_fewest() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let admission = Admission::new(2, 2);
-            // Lane 0 holds both slots.
-            enter_lane(0);
-            let a = admission.acquire(later(10)).await.unwrap();
-            let b = admission.acquire(later(10)).await.unwrap();
-            // A waiter on lane 0 first, then one on lane 1.
-            let mut local = queue(&admission, 0);
-            let mut remote = queue(&admission, 1);
-            // Lane 0 frees one: lane 1 runs none, so it gets it, though the
-            // lane 0 waiter is older.
-            drop(a);
-            let remote = remote.try_recv().expect("lane 1 got the slot");
-            assert!(local.try_recv().is_err());
-            assert_eq!(remote.lane, 1);
-            // Then lane 0 runs none: its own waiter gets the slot.
-            drop(b);
-            let local = local.try_recv().expect("lane 0's waiter got it");
-            assert_eq!(local.lane, 0);
-            assert_eq!(admission.running(), 2);
-        });
+    // On the test's own thread (current-thread runtime), so `enter_lane`
+    // holds for the whole test.
+    #[tokio::test]
+    async fn a_freed_slot_goes_to_the_lane_that_runs_fewest() {
+        let admission = Admission::new(2, 2);
+        // Lane 0 holds both slots.
+        enter_lane(0);
+        let a = admission.acquire(later(10)).await.unwrap();
+        let b = admission.acquire(later(10)).await.unwrap();
+        // A waiter on lane 0 first, then one on lane 1.
+        let mut local = queue(&admission, 0);
+        let mut remote = queue(&admission, 1);
+        // Lane 0 frees one: lane 1 runs none, so it gets it, though the
+        // lane 0 waiter is older.
+        drop(a);
+        let remote = remote.try_recv().expect("lane 1 got the slot");
+        assert!(local.try_recv().is_err());
+        assert_eq!(remote.lane, 1);
+        // Then lane 0 runs none: its own waiter gets the slot.
+        drop(b);
+        let local = local.try_recv().expect("lane 0's waiter got it");
+        assert_eq!(local.lane, 0);
+        assert_eq!(admission.running(), 2);
     }
 
     /// A cap smaller than the lanes: between lanes that run as many, the
     /// oldest waiter. The releasing lane used to win the tie, and with a cap
     /// of 1 kept the slot for as long as it had a queue.
-    #[test]
-    fn between_equal_lanes_the_oldest_waiter_gets_the_slot() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let admission = Admission::new(1, 2);
-            enter_lane(0);
-            let held = admission.acquire(later(10)).await.unwrap();
-            let mut older = queue(&admission, 1);
-            let mut newer = queue(&admission, 0);
-            drop(held);
-            let next = older.try_recv().expect("the older waiter, on lane 1");
-            assert_eq!(next.lane, 1);
-            assert!(newer.try_recv().is_err());
-            drop(next);
-            assert_eq!(newer.try_recv().expect("then lane 0's").lane, 0);
-        });
+    // On the test's own thread (current-thread runtime), so `enter_lane`
+    // holds for the whole test.
+    #[tokio::test]
+    async fn between_equal_lanes_the_oldest_waiter_gets_the_slot() {
+        let admission = Admission::new(1, 2);
+        enter_lane(0);
+        let held = admission.acquire(later(10)).await.unwrap();
+        let mut older = queue(&admission, 1);
+        let mut newer = queue(&admission, 0);
+        drop(held);
+        let next = older.try_recv().expect("the older waiter, on lane 1");
+        assert_eq!(next.lane, 1);
+        assert!(newer.try_recv().is_err());
+        drop(next);
+        assert_eq!(newer.try_recv().expect("then lane 0's").lane, 0);
     }
 
     #[tokio::test]

@@ -133,21 +133,21 @@ impl AppError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        if let AppError::Invoke(
-            InvokeError::Overloaded { seconds }
-            | InvokeError::Crashed { seconds, .. }
-            | InvokeError::RestartBackoff { seconds, .. },
-        )
-        | AppError::Overloaded { seconds, .. } = self
-        {
+        let retry_after = match &self {
+            AppError::Invoke(
+                InvokeError::Overloaded { seconds }
+                | InvokeError::Crashed { seconds, .. }
+                | InvokeError::RestartBackoff { seconds, .. },
+            )
+            | AppError::Overloaded { seconds, .. } => Some(*seconds),
+            // A save in place ends in moments.
+            AppError::Invoke(InvokeError::FileBusy { .. }) => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-        }
-        if let AppError::Invoke(InvokeError::FileBusy { .. }) = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(1));
         }
         match &self {
             AppError::CronRefused(crate::cron::Refusal::NeedsSecret) => {
