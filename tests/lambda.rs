@@ -481,6 +481,42 @@ async fn a_request_past_lambdas_limit_is_a_413_that_says_so_and_no_worker_sees_i
     assert_eq!(again.headers()["x-pid"].to_str().unwrap(), pid);
 }
 
+/// With `--max-body` above the 64 MiB a runtime's answer is drained to, a
+/// request past Lambda's limit is still read to its end and answered 413:
+/// the server's own limit allows the upload, so it must not be cut off.
+#[tokio::test]
+async fn an_upload_past_lambdas_limit_under_a_large_max_body_is_read_to_its_413() {
+    use std::io::{Read, Write};
+    let project = project("");
+    let server = TestServer::start(
+        &project.path().join("api"),
+        &["--max-body", "128MiB", "--timeout", "60s"],
+    );
+    // A plain client that sends its whole body before it reads: one a server
+    // stops reading from fails in the middle of its write.
+    let mut upload = std::net::TcpStream::connect(server.addr).unwrap();
+    upload
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    upload
+        .write_all(
+            b"POST /api/hello-lambda HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+              Content-Type: text/plain\r\nContent-Length: 83886080\r\n\r\n",
+        )
+        .unwrap();
+    upload
+        .write_all(&vec![b'a'; 80 << 20])
+        .expect("the whole upload is read, not cut off");
+    let mut answer = Vec::new();
+    upload.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("event of more than 6291456 bytes"),
+        "{answer}"
+    );
+}
+
 /// An upload already past Lambda's limit when its time runs out gets the 413
 /// it had earned, not a 408 for being slow: no wait would have made it fit.
 #[tokio::test]

@@ -41,9 +41,11 @@ const API: &str = "/2018-06-01/runtime";
 /// largest event a request may make, and the largest answer a buffered
 /// `/response` may carry.
 const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
-/// How much of a larger payload is still read (and dropped) so that its
-/// sender (a runtime's answer, a client's request) gets its 413, rather than
-/// a connection closed in the middle of its upload.
+/// How much of a runtime's larger answer is still read (and dropped) so that
+/// the runtime gets its 413, rather than a connection closed in the middle of
+/// its upload. A client's request is drained up to `--max-body` instead (at
+/// least this much), which already bounds it: a 413 for Lambda's limit must
+/// not become a reset for an upload the server's own limit allows.
 const MAX_DRAINED: usize = 64 * 1024 * 1024;
 /// The JSON prelude of a streamed HTTP response ends with these bytes.
 const PRELUDE_END: [u8; 8] = [0; 8];
@@ -223,7 +225,7 @@ async fn response(
         let _ = done_rx.await;
         return reply;
     }
-    match read_payload(body, &mut 0).await {
+    match read_payload(body, &mut 0, MAX_DRAINED).await {
         Payload::Whole(bytes) => deliver(&state, &id, Answer::Buffered(bytes)),
         Payload::Broken(_) => {
             let cause = "broke off its answer before the end".to_owned();
@@ -249,16 +251,17 @@ async fn response(
 enum Payload {
     Whole(Bytes),
     /// Past [`MAX_PAYLOAD`]: at least this many bytes. The rest was read and
-    /// dropped up to [`MAX_DRAINED`], so that the sender gets its 413 rather
-    /// than a connection closed in the middle of its upload.
+    /// dropped up to the caller's bound, so that the sender gets its 413
+    /// rather than a connection closed in the middle of its upload.
     TooLarge(usize),
     /// The upload broke off.
     Broken(axum::Error),
 }
 
 /// Reads `body`, counting in `size` what has arrived (so a caller that gives
-/// up waiting knows whether it was too large already).
-async fn read_payload(body: Body, size: &mut usize) -> Payload {
+/// up waiting knows whether it was too large already); past Lambda's limit it
+/// reads on and drops up to `drain_up_to` bytes.
+async fn read_payload(body: Body, size: &mut usize, drain_up_to: usize) -> Payload {
     let mut chunks = body.into_data_stream();
     let mut whole = bytes::BytesMut::new();
     while let Some(chunk) = chunks.next().await {
@@ -270,7 +273,7 @@ async fn read_payload(body: Body, size: &mut usize) -> Payload {
         *size += chunk.len();
         if *size <= MAX_PAYLOAD {
             whole.extend_from_slice(&chunk);
-        } else if *size > MAX_DRAINED {
+        } else if *size > drain_up_to {
             break;
         }
     }
@@ -469,8 +472,13 @@ pub async fn receive_event(invocation: &mut Invocation) -> Result<Bytes, InvokeE
     let body =
         std::mem::replace(&mut invocation.body, crate::invoke::RequestBody::Empty).into_body();
     let mut size = 0;
-    let received =
-        tokio::time::timeout_at(invocation.deadline, read_payload(body, &mut size)).await;
+    let max_body = invocation.route.function.settings.max_body;
+    let drain_up_to = usize::try_from(max_body).map_or(usize::MAX, |max| max.max(MAX_DRAINED));
+    let received = tokio::time::timeout_at(
+        invocation.deadline,
+        read_payload(body, &mut size, drain_up_to),
+    )
+    .await;
     let error = match received {
         Ok(Payload::Whole(body)) => {
             let event = Bytes::from(event(invocation, &body).to_string());
