@@ -141,6 +141,13 @@ pub enum InvokeError {
         "{file}: cannot start the function: its file is being written (a save or copy in progress)"
     )]
     FileBusy { file: String },
+    /// A file run by an interpreter (or found not to be a program) that is
+    /// empty: most often a save in place met between its truncation and its
+    /// write, which the kernel does not guard as it does an exec (ETXTBSY).
+    /// Tried again for the same moment as [`InvokeError::FileBusy`]; a file
+    /// that stays empty is a function that cannot start.
+    #[error("{file}: cannot start the function: its file is empty")]
+    FileEmpty { file: String },
     #[error("{file}: invalid response: {error}")]
     BadOutput { file: String, error: EnvelopeError },
     #[error("{file}: exited with {exit} before writing a complete header block")]
@@ -220,7 +227,9 @@ pub enum InvokeError {
 impl InvokeError {
     pub fn status(&self) -> StatusCode {
         match self {
-            InvokeError::Spawn { .. } | InvokeError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            InvokeError::Spawn { .. } | InvokeError::FileEmpty { .. } | InvokeError::Internal => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             InvokeError::Removed { .. } => StatusCode::NOT_FOUND,
             InvokeError::BadOutput { .. }
             | InvokeError::ExitedEarly { .. }
@@ -318,6 +327,11 @@ impl InvokeError {
                  new one beside it and rename it over (as most editors and `install` do)"
                     .into(),
             ),
+            InvokeError::FileEmpty { file } => Some(format!(
+                "write the function's code into {file}; to serve the old code until the new is \
+                 whole, write the new file beside it and rename it over (as most editors and \
+                 `install` do)"
+            )),
             InvokeError::ShuttingDown { .. } => Some(
                 "send it again (to another instance behind a load balancer); a longer --drain-timeout lets such requests finish"
                     .into(),

@@ -162,6 +162,42 @@ async fn a_request_during_an_in_place_save_waits_for_it() {
     assert!(text.contains("rename it over"), "{text}");
 }
 
+/// A script run by its interpreter (no execute bit) has no ETXTBSY to guard
+/// it: met between a save's truncation and its write, it is empty, and the
+/// interpreter ran it as a program that does nothing (a 502 "wrote
+/// nothing"). The request waits for the write instead; a file that stays
+/// empty is a 500 that says so.
+#[tokio::test]
+async fn a_request_that_meets_an_empty_script_waits_for_its_save() {
+    use std::io::Write;
+    let (_project, api) = project_with_ok();
+    let script = api.join("plain.sh");
+    let code = "printf 'Content-Type: text/plain\\n\\nsaved\\n'\n";
+    std::fs::write(&script, code).unwrap();
+    let server = TestServer::start(&api, &[]);
+    assert_eq!(status_of(&server, "/api/plain").await, 200);
+
+    // The save: truncated, and written a moment later.
+    let mut saving = std::fs::File::create(&script).unwrap();
+    let request = tokio::spawn(client().get(server.url("/api/plain")).send());
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    saving.write_all(code.as_bytes()).unwrap();
+    drop(saving);
+    let answered = request.await.unwrap().unwrap();
+    assert_eq!(answered.status(), 200);
+    assert_eq!(answered.text().await.unwrap(), "saved\n");
+
+    std::fs::File::create(&script).unwrap();
+    let refused = client().get(server.url("/api/plain")).send().await.unwrap();
+    assert_eq!(refused.status(), 500);
+    let text = refused.text().await.unwrap();
+    assert!(
+        text.contains("plain.sh: cannot start the function: its file is empty"),
+        "{text}"
+    );
+    assert!(text.contains("rename it over"), "{text}");
+}
+
 /// A script that loses its execute bit (an editor that writes a new file and
 /// sets its mode after, a `chmod -x`) runs by its extension's interpreter at
 /// once, as it does after the next walk: in between it answered 500

@@ -3,7 +3,9 @@
 //! the write takes, and the kernel will not exec it then (ETXTBSY,
 //! [`InvokeError::FileBusy`]). A request that meets that moment waits for it
 //! to pass instead of failing: a CGI request got a 500 that said "Text file
-//! busy", and a warm worker's start counted as a crash.
+//! busy", and a warm worker's start counted as a crash. A script run by its
+//! interpreter has no such guard: met between truncation and write it is
+//! empty ([`InvokeError::FileEmpty`]), and waits the same way.
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,7 +16,8 @@ use super::InvokeError;
 /// again, in all.
 pub const RETRY_FOR: Duration = Duration::from_millis(200);
 
-/// Runs `attempt`, and again while it fails with [`InvokeError::FileBusy`],
+/// Runs `attempt`, and again while it fails with [`InvokeError::FileBusy`] or
+/// [`InvokeError::FileEmpty`],
 /// for up to [`RETRY_FOR`] or `deadline`, whichever comes first; then that
 /// error (a 503 that says why) or the attempt's own result.
 pub async fn retry_while_busy<T, F, Fut>(
@@ -30,11 +33,11 @@ where
     let mut pause = Duration::from_millis(1);
     loop {
         match attempt().await {
-            Err(InvokeError::FileBusy { file }) => {
+            Err(err @ (InvokeError::FileBusy { .. } | InvokeError::FileEmpty { .. })) => {
                 let now = tokio::time::Instant::now();
                 let give_up = *give_up.get_or_insert((now + RETRY_FOR).min(deadline));
                 if now + pause >= give_up {
-                    return Err(InvokeError::FileBusy { file });
+                    return Err(err);
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(20));

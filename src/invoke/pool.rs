@@ -725,10 +725,13 @@ impl Pool {
     }
 
     /// Counts a start that failed toward the crash limit, unless its file
-    /// was only being written ([`InvokeError::FileBusy`]): a save, not a
-    /// function that cannot start.
+    /// was being written ([`InvokeError::FileBusy`], [`InvokeError::FileEmpty`]):
+    /// a save, not a function that cannot start.
     fn start_failed(&self, err: &InvokeError) {
-        if !matches!(err, InvokeError::FileBusy { .. }) {
+        if !matches!(
+            err,
+            InvokeError::FileBusy { .. } | InvokeError::FileEmpty { .. }
+        ) {
             self.lock_crashes().crashed(Instant::now());
         }
     }

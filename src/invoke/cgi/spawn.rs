@@ -93,6 +93,9 @@ pub fn spawn_cgi(
                 && runner.interpreter.is_some()
                 && !runner.node_module =>
         {
+            if let Some(empty) = empty_file(path, relative) {
+                return Err(empty);
+            }
             spawn(runner.interpreter)
                 .map_err(|err| describe(&err, path, relative, runner.interpreter, run_as))?
         }
@@ -330,6 +333,9 @@ pub fn spawn(
             if runs_by_interpreter_instead(&err, path, relative)
                 && runner.interpreter.is_some() =>
         {
+            if let Some(empty) = empty_file(path, relative) {
+                return Err(empty);
+            }
             attempt(runner.interpreter)
                 .map_err(|err| describe(&err, path, relative, runner.interpreter, run_as))
         }
@@ -366,6 +372,20 @@ fn runs_by_interpreter_instead(err: &io::Error, path: &Path, relative: &str) -> 
         || (err.kind() == io::ErrorKind::PermissionDenied
             && !is_module(relative)
             && std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o111 == 0))
+}
+
+/// [`InvokeError::FileEmpty`] for a file that is empty where its interpreter
+/// would run it, or where the system found it no program: a save in place met
+/// between its truncation and its write. An interpreter would run it as a
+/// program that does nothing ("wrote nothing", a 502 that blames the code).
+/// Checked only on those paths: one `stat` for a script without a `#!` line
+/// or an execute bit, whose interpreter's start costs a thousand times more.
+fn empty_file(path: &Path, relative: &str) -> Option<InvokeError> {
+    std::fs::metadata(path)
+        .is_ok_and(|meta| meta.is_file() && meta.len() == 0)
+        .then(|| InvokeError::FileEmpty {
+            file: relative.to_owned(),
+        })
 }
 
 /// Whether the file's first line is a `#!` line that ends in `\r\n`: a script
@@ -446,6 +466,11 @@ fn describe(
                 format!("`chmod +x {relative}` (in the served folder)"),
             ),
         },
+        _ if err.raw_os_error() == Some(ENOEXEC)
+            && let Some(empty) = empty_file(path, relative) =>
+        {
+            empty
+        }
         _ if err.raw_os_error() == Some(ENOEXEC) && is_module(relative) => spawn_error(
             "an executable module without a `#!` line runs as a CGI program, and the system cannot run it".into(),
             format!(
