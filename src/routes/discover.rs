@@ -496,13 +496,17 @@ fn probe(entry: &fs::DirEntry, real_dir: &Path, root: &Path) -> Option<Probe> {
 
 /// Whether a file starts with `#!` or the ELF magic number.
 fn starts_like_a_program(path: &Path) -> bool {
-    use std::io::Read;
     let mut head = [0u8; 4];
-    let Ok(mut file) = fs::File::open(path) else {
-        return false;
-    };
-    let read = file.read(&mut head).unwrap_or(0);
-    head[..read].starts_with(b"#!") || head[..read] == *b"\x7fELF"
+    let head = read_head(path, &mut head);
+    head.starts_with(b"#!") || head == b"\x7fELF"
+}
+
+/// The first bytes of a file, as many as fit in `buf` and one read gives;
+/// none when it cannot be read. For sniffing what a file is, never its code.
+pub fn read_head<'buf>(path: &Path, buf: &'buf mut [u8]) -> &'buf [u8] {
+    use std::io::Read;
+    let read = fs::File::open(path).map_or(0, |mut file| file.read(buf).unwrap_or(0));
+    &buf[..read]
 }
 
 #[cfg(test)]

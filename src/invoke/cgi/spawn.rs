@@ -391,13 +391,8 @@ fn empty_file(path: &Path, relative: &str) -> Option<InvokeError> {
 /// Whether the file's first line is a `#!` line that ends in `\r\n`: a script
 /// saved on Windows. Read only when a function has failed to start.
 pub fn shebang_ends_in_cr(path: &Path) -> bool {
-    use std::io::Read;
     let mut head = [0u8; 256];
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return false;
-    };
-    let read = file.read(&mut head).unwrap_or(0);
-    let head = &head[..read];
+    let head = crate::routes::discover::read_head(path, &mut head);
     head.starts_with(b"#!")
         && head
             .iter()
