@@ -218,6 +218,7 @@ impl RouteTable {
                     && settings.dir.join("watchdog.toml").canonicalize().ok() == given
                 {
                     skipped.reason = "the configuration file given with --config".into();
+                    skipped.kind = discover::SkipKind::Deliberate;
                 }
             }
         }

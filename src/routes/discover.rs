@@ -78,6 +78,19 @@ pub struct FunctionFile {
 pub struct Skipped {
     pub relative: String,
     pub reason: String,
+    /// How loudly the walk's log line names it.
+    pub kind: SkipKind,
+}
+
+/// Why a file is not a route, as far as the user should hear of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipKind {
+    /// Kept out on purpose (a private name, the file `--config` reads).
+    Deliberate,
+    /// One of the project's files put inside DIR, where nothing reads it.
+    Misplaced,
+    /// Anything else: probably a file meant to be a function.
+    Unexpected,
 }
 
 #[derive(Debug, Default)]
@@ -127,9 +140,14 @@ struct Walk {
 
 impl Walk {
     fn skip(&mut self, relative: String, reason: impl Into<String>) {
+        self.skip_as(SkipKind::Unexpected, relative, reason);
+    }
+
+    fn skip_as(&mut self, kind: SkipKind, relative: String, reason: impl Into<String>) {
         self.out.skipped.push(Skipped {
             relative,
             reason: reason.into(),
+            kind,
         });
     }
 
@@ -158,12 +176,13 @@ impl Walk {
             if relative.is_empty()
                 && let Some(reason) = misplaced_project_file(name)
             {
-                self.skip(rel, reason);
+                self.skip_as(SkipKind::Misplaced, rel, reason);
                 continue;
             }
             // `probe_all` leaves private names untouched: no probe.
             let Some(probe) = probe.filter(|_| !is_private(name)) else {
-                self.skip(
+                self.skip_as(
+                    SkipKind::Deliberate,
                     rel,
                     "private: names starting with `_` or `.` are never routes",
                 );
@@ -335,10 +354,9 @@ pub(super) fn version_of(meta: &fs::Metadata) -> u64 {
     hasher.finish()
 }
 
-/// Names starting with `_` or `.` are never routes (a `_lib/`, `.git`).
 /// What the reason of a skipped file holds when it is one of the project's
-/// files put inside DIR, where nothing reads it: logged as a warning.
-pub const MISPLACED: &str = "is read beside DIR, not in it";
+/// files put inside DIR, where nothing reads it.
+const MISPLACED: &str = "is read beside DIR, not in it";
 
 /// A file of the project's put inside DIR instead of beside it (a newcomer
 /// who made `api/` the project): its settings are silently not applied, and
@@ -363,6 +381,7 @@ fn misplaced_project_file(name: &str) -> Option<String> {
     ))
 }
 
+/// Names starting with `_` or `.` are never routes (a `_lib/`, `.git`).
 fn is_private(name: &str) -> bool {
     name.starts_with('_') || name.starts_with('.')
 }
@@ -535,6 +554,29 @@ mod tests {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, body).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// How loudly a skipped file is logged follows from its kind, not from
+    /// the wording of its reason.
+    #[test]
+    fn skipped_files_say_whether_they_are_deliberate_misplaced_or_unexpected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        write(dir, "_helper.sh", 0o755);
+        write_with(dir, "watchdog.toml", "timeout = \"5s\"\n", 0o644);
+        write_with(dir, "notes", "plain text\n", 0o644);
+        let found = discover(dir).unwrap();
+        let kind_of = |name: &str| {
+            found
+                .skipped
+                .iter()
+                .find(|skipped| skipped.relative == name)
+                .unwrap_or_else(|| panic!("{name} skipped: {:?}", found.skipped))
+                .kind
+        };
+        assert_eq!(kind_of("_helper.sh"), SkipKind::Deliberate);
+        assert_eq!(kind_of("watchdog.toml"), SkipKind::Misplaced);
+        assert_eq!(kind_of("notes"), SkipKind::Unexpected);
     }
 
     #[test]

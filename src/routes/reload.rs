@@ -20,6 +20,7 @@ use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
 
 use super::RouteTable;
+use super::discover::SkipKind;
 use crate::config::Settings;
 
 /// How long DIR must be quiet before the table is rebuilt.
@@ -500,13 +501,11 @@ pub fn report(table: &RouteTable, reload: bool) {
         tracing::warn!(%pattern, files = %files.join(", "), "route conflict: this URL answers 500 until only one file claims it");
     }
     for skipped in &table.skipped {
-        // Private names are deliberate; anything else is probably a user's mistake.
-        if skipped.reason.starts_with("private") {
-            tracing::debug!(file = %skipped.relative, reason = %skipped.reason, "not a route");
-        } else if skipped.reason.contains(super::discover::MISPLACED) {
-            tracing::warn!(file = %skipped.relative, reason = %skipped.reason, "not a route");
-        } else {
-            tracing::info!(file = %skipped.relative, reason = %skipped.reason, "not a route");
+        let (file, reason) = (&skipped.relative, &skipped.reason);
+        match skipped.kind {
+            SkipKind::Deliberate => tracing::debug!(%file, %reason, "not a route"),
+            SkipKind::Misplaced => tracing::warn!(%file, %reason, "not a route"),
+            SkipKind::Unexpected => tracing::info!(%file, %reason, "not a route"),
         }
     }
 }
