@@ -559,6 +559,51 @@ async fn a_streamed_response_arrives_as_it_is_produced() {
     );
 }
 
+/// A client that leaves a streamed Web `Response` cancels its stream and
+/// aborts its request's signal: an SSE stream's timer ran on in the warm
+/// worker for its whole life, one more per client that came and went.
+/// Multi-threaded: the client's connection task must run to close the
+/// connection while this test blocks on the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_a_web_stream_cancels_it() {
+    let server = server(&[]);
+    let mut response = client().get(server.url("/api/ticks")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: tick"), "{first:?}");
+    drop(response);
+    assert!(
+        server.wait_for_log("stream cancelled", Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
+    assert!(
+        server.wait_for_log("signal aborted", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+}
+
+/// A Web stream is pulled only as fast as the client reads: one that stops
+/// reading holds it back at what the sockets between them buffer (well under
+/// half of its 256 MiB), where the worker made and kept every chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_stream_waits_for_a_client_that_reads_slowly() {
+    let server = server(&[]);
+    let response = client()
+        .get(server.url("/api/ticks?m=big"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(server.wait_for_log("pulled 100", Duration::from_secs(10)));
+    // Time for a stream that ignores the reader to run to its end.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let log = server.log();
+    assert!(!log.contains("pulled 2000"), "{log}");
+    drop(response);
+}
+
 #[tokio::test]
 async fn console_output_is_logged_with_the_request_id_and_hangs_time_out() {
     let server = server(&["--timeout", "1500ms"]);

@@ -451,19 +451,54 @@ async function sendWebResponse(res, response, method) {
     return;
   }
   res.flushHeaders();
-  for await (const chunk of response.body) {
-    res.write(chunk);
+  // Read by hand rather than `for await`: a chunk waits for the last to drain
+  // (a large or fast stream to a slow client was held whole in the worker's
+  // memory), and a client that goes away cancels the stream, so its `cancel()`
+  // runs (an SSE stream's timer stops) instead of feeding a closed socket for
+  // the worker's whole life.
+  const reader = response.body.getReader();
+  const cancel = () => {
+    if (!res.writableFinished) reader.cancel(new Error('the client went away')).catch(() => {});
+  };
+  res.once('close', cancel);
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done || res.destroyed) break;
+      if (!res.write(value)) await drained(res);
+    }
+  } finally {
+    res.off('close', cancel);
   }
-  res.end();
+  if (!res.destroyed) res.end();
 }
 
-function webRequest(req, url) {
+// Resolves once `res` can take more, or is closed and never will.
+function drained(res) {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
+// `request.signal` aborts when the client goes away before the answer is
+// sent, as on Vercel: a handler can stop work nobody will read.
+function webRequest(req, res, url) {
   const headers = new Headers();
   for (const [name, value] of Object.entries(req.headers)) {
     if (name.startsWith('x-watchdog-')) continue;
     headers.set(name, Array.isArray(value) ? value.join(', ') : value);
   }
-  const init = { method: req.method, headers };
+  const gone = new AbortController();
+  res.once('close', () => {
+    if (!res.writableFinished) gone.abort(new Error('the client went away'));
+  });
+  const init = { method: req.method, headers, signal: gone.signal };
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     init.body = Readable.toWeb(req);
     init.duplex = 'half';
@@ -605,12 +640,12 @@ async function handle(req, res) {
       res.end();
       return;
     }
-    await sendWebResponse(res, await handler(webRequest(req, url), { params }), req.method);
+    await sendWebResponse(res, await handler(webRequest(req, res, url), { params }), req.method);
   } else if (fallback && typeof fallback.fetch === 'function') {
-    await sendWebResponse(res, await fallback.fetch(webRequest(req, url), { params }), req.method);
+    await sendWebResponse(res, await fallback.fetch(webRequest(req, res, url), { params }), req.method);
   } else if (typeof fallback === 'function') {
     if (fallback.length === 1 || edge) {
-      await sendWebResponse(res, await fallback(webRequest(req, url), edgeContext(params)), req.method);
+      await sendWebResponse(res, await fallback(webRequest(req, res, url), edgeContext(params)), req.method);
     } else {
       const returned = await nodeStyle(fallback, req, res, url, params);
       if (returned instanceof Response && !res.headersSent && !res.writableEnded) {
