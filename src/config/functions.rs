@@ -2,8 +2,8 @@
 //! `maxDuration`) resolved for one file.
 //!
 //! Several sections may match a file; they merge key by key, the more specific glob
-//! winning: fewer wildcards first, then the longer glob. `watchdog.toml` sections win
-//! over `vercel.json` ones. Globs are relative to DIR and `*` does not cross `/`.
+//! winning ([`Specificity`]). `watchdog.toml` sections win over `vercel.json` ones.
+//! Globs are relative to DIR and `*` does not cross `/`.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -184,13 +184,62 @@ pub struct Defaults {
     pub env: Vec<(OsString, OsString)>,
 }
 
+/// How narrowly a glob names files, least first: more literal characters
+/// (folder separators aside), then fewer wildcards, then the longer glob.
+/// Counting wildcards first made the catch-all `**` (one wildcard) beat any
+/// narrower glob that needs a `**` and another wildcard (`deep/**/*.sh`), so a
+/// defaults section silently overrode them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Specificity {
+    literals: usize,
+    wildcards: std::cmp::Reverse<usize>,
+    length: usize,
+}
+
+impl Specificity {
+    /// `*`, `**`, `?`, a `[class]` and a `{a,b}` group are one wildcard each.
+    fn of(glob: &str) -> Self {
+        let (mut literals, mut wildcards) = (0, 0);
+        let mut chars = glob.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '*' => {
+                    wildcards += 1;
+                    while chars.next_if_eq(&'*').is_some() {}
+                }
+                '?' => wildcards += 1,
+                '[' | '{' => {
+                    wildcards += 1;
+                    let close = if c == '[' { ']' } else { '}' };
+                    for inner in chars.by_ref() {
+                        if inner == close {
+                            break;
+                        }
+                    }
+                }
+                '\\' => {
+                    chars.next();
+                    literals += 1;
+                }
+                '/' => {}
+                _ => literals += 1,
+            }
+        }
+        Self {
+            literals,
+            wildcards: std::cmp::Reverse(wildcards),
+            length: glob.len(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Rule {
     glob: String,
     matcher: GlobMatcher,
     section: FunctionSection,
     /// Sort key: later rules override earlier ones.
-    rank: (u8, std::cmp::Reverse<usize>, usize),
+    rank: (u8, Specificity),
     source: SectionSource,
 }
 
@@ -226,12 +275,8 @@ impl FunctionRules {
                     message: format!("`functions.\"{glob}\"`: not a valid glob: {}", err.kind()),
                 })?
                 .compile_matcher();
-            let wildcards = glob
-                .chars()
-                .filter(|c| matches!(c, '*' | '?' | '[' | '{'))
-                .count();
             rules.push(Rule {
-                rank: (source.priority, std::cmp::Reverse(wildcards), glob.len()),
+                rank: (source.priority, Specificity::of(&glob)),
                 glob,
                 matcher,
                 section,
@@ -366,6 +411,42 @@ mod tests {
         );
         let none = FunctionRules::default().resolve("x.sh", &defaults);
         assert_eq!((none.timeout, none.max_body), (Duration::from_secs(30), 10));
+    }
+
+    /// A catch-all defaults section never beats a narrower glob, whatever
+    /// wildcards that one needs.
+    #[test]
+    fn a_catch_all_loses_to_any_narrower_glob() {
+        let rules = FunctionRules::new(vec![
+            ("**".into(), section(1), source(1)),
+            ("deep/**/*.sh".into(), section(3), source(1)),
+            ("**/*.py".into(), section(4), source(1)),
+            ("*.py".into(), section(5), source(1)),
+        ])
+        .unwrap();
+        let defaults = Defaults {
+            timeout: Duration::from_secs(30),
+            max_body: 10,
+            env: vec![],
+        };
+        let timeout = |file: &str| rules.resolve(file, &defaults).timeout.as_secs();
+        assert_eq!(timeout("deep/x/s.sh"), 3);
+        assert_eq!(timeout("deep/s.sh"), 3);
+        assert_eq!(timeout("other/s.sh"), 1);
+        assert_eq!(timeout("sub/tool.py"), 4);
+        // As many letters: the one with fewer wildcards.
+        assert_eq!(timeout("tool.py"), 5);
+    }
+
+    #[test]
+    fn globs_rank_by_letters_then_wildcards_then_length() {
+        let rank = Specificity::of;
+        assert!(rank("**") < rank("deep/**/*.sh"));
+        assert!(rank("**/*.py") < rank("*.py"));
+        assert!(rank("reports/*") < rank("reports/*.sh"));
+        assert!(rank("reports/*.sh") < rank("reports/report.sh"));
+        assert!(rank("{a,b}/x.sh") < rank("a/x.sh"));
+        assert_eq!(rank("[ab]/x.sh").literals, 4);
     }
 
     #[test]
