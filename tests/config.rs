@@ -304,6 +304,27 @@ fn project_files_inside_dir_are_named_as_misplaced() {
     assert!(line.contains("given with --config"), "{text}");
 }
 
+/// `.env.local` and its kin (where `vercel env pull` puts a project's
+/// secrets) are named as not read, where they were passed over in silence;
+/// a template to copy is not.
+#[test]
+fn env_files_other_than_dot_env_are_named_as_unread() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    sleeper(project.path(), "tool.py", "0");
+    std::fs::write(project.path().join(".env.local"), "TOKEN=x\n").unwrap();
+    std::fs::write(project.path().join(".env.example"), "TOKEN=\n").unwrap();
+    let output = watchdog().arg("routes").arg(&api).output().unwrap();
+    assert!(output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    let line = log
+        .lines()
+        .find(|line| line.contains("not read"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("files=.env.local"), "{line}");
+    assert!(!line.contains(".env.example"), "{line}");
+}
+
 /// The configuration files are read at start-up only: an edit while serving
 /// is said to need a restart, and a broken one is named before the restart
 /// fails on it. Both used to pass without a word.

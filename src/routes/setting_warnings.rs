@@ -9,6 +9,34 @@ pub fn report_setting_problems(settings: &crate::config::Settings, table: &Route
     report_unmatched_sections(settings, table);
     report_header_named_env(table);
     report_unapplied_vercel_keys(settings);
+    report_unread_env_files(settings);
+}
+
+/// Warns about `.env.local`, `.env.development` and their kin beside DIR:
+/// Vercel and Next.js read them (`vercel env pull` writes `.env.local`), so a
+/// project's secrets are often there, and here only `.env` is read. Templates
+/// meant to be copied (`.env.example`) are not named.
+fn report_unread_env_files(settings: &crate::config::Settings) {
+    const TEMPLATES: [&str; 4] = [".env.example", ".env.sample", ".env.template", ".env.dist"];
+    let Some(project) = settings.document_root.parent() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(project) else {
+        return;
+    };
+    let mut unread: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| name.starts_with(".env.") && !TEMPLATES.contains(&name.as_str()))
+        .collect();
+    if unread.is_empty() {
+        return;
+    }
+    unread.sort();
+    tracing::warn!(
+        files = %unread.join(", "),
+        "not read: watchdog gives functions the variables of `.env` beside DIR only; copy those they need into it"
+    );
 }
 
 /// Warns about what a vercel.json asks for that watchdog does not do (an
