@@ -289,14 +289,23 @@ fn size<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Size {
-        Bytes(u64),
+        Bytes(i64),
         Text(String),
+        // Anything else, so the error says what a size is rather than
+        // serde's "did not match any variant of untagged enum".
+        Other(serde::de::IgnoredAny),
     }
+    const EXPECTED: &str = "a number of bytes or a text such as \"32MiB\"";
     match Size::deserialize(de)? {
-        Size::Bytes(n) => Ok(Some(n)),
+        Size::Bytes(n) => u64::try_from(n).map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("invalid size {n}: expected {EXPECTED}"))
+        }),
         Size::Text(text) => crate::cli::parse_size(&text)
             .map(Some)
             .map_err(|err| serde::de::Error::custom(format!("invalid size `{text}`: {err}"))),
+        Size::Other(_) => Err(serde::de::Error::custom(format!(
+            "invalid size: expected {EXPECTED}"
+        ))),
     }
 }
 
@@ -542,10 +551,21 @@ pub fn dotenv(document_root: &Path) -> Result<Vec<(String, String)>, FileError> 
             Ok(pair) => pairs.push(pair),
             Err(dotenvy::Error::LineParse(text, _)) => {
                 let source = std::fs::read_to_string(&path).unwrap_or_default();
-                return Err(error(
-                    format!("cannot parse `{text}`"),
-                    line_of(&source, &text),
-                ));
+                // A quote never closed makes the rest of the file one value:
+                // name its first line, not all of them.
+                let (first, unclosed) = match text.split_once('\n') {
+                    Some((first, _)) => (first, true),
+                    None => (text.as_str(), false),
+                };
+                let message = if unclosed {
+                    format!(
+                        "cannot parse `{first}`: a quote opened on this line is never closed, \
+                         so the value runs to the end of the file"
+                    )
+                } else {
+                    format!("cannot parse `{first}`")
+                };
+                return Err(error(message, line_of(&source, first)));
             }
             Err(err) => return Err(error(err.to_string(), 0)),
         }
@@ -556,6 +576,25 @@ pub fn dotenv(document_root: &Path) -> Result<Vec<(String, String)>, FileError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An unclosed quote is located at its line, and the rest of the file is
+    /// not quoted back: it was, across several lines and with no line number.
+    #[test]
+    fn a_dotenv_quote_never_closed_is_located_at_its_line() {
+        let project = tempfile::tempdir().unwrap();
+        let dir = project.path().join("api");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(
+            project.path().join(".env"),
+            "A=1\nUNCLOSED=\"abc\nNEXT=2\nSECRET=s3cret\n",
+        )
+        .unwrap();
+        let err = dotenv(&dir).unwrap_err();
+        assert_eq!(err.line, 2, "{err}");
+        assert!(err.message.contains("`UNCLOSED=\"abc`"), "{err}");
+        assert!(err.message.contains("never closed"), "{err}");
+        assert!(!err.message.contains("s3cret"), "{err}");
+    }
 
     #[test]
     fn vercel_json_keys_that_would_change_answers_are_reported() {
@@ -632,6 +671,24 @@ warm = { protocol = "http", min = 1, max = 4, idle_timeout = "5m", max_requests 
         assert!(err.to_string().contains("not from 200 to 599"), "{err}");
         assert_eq!(err.line, 2, "{err}");
         assert!(parse("[functions.\"a.sh\"]\nexit_status = { 2 = 200, 3 = 599 }\n").is_ok());
+    }
+
+    /// A size that is neither bytes nor a size text says what a size is,
+    /// where serde said "did not match any variant of untagged enum Size".
+    #[test]
+    fn a_bad_size_says_what_a_size_is() {
+        for bad in ["-1", "1.5", "true"] {
+            let err = parse(&format!("max_body = {bad}\n")).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("`max_body`"), "{text}");
+            assert!(
+                text.contains("a number of bytes or a text such as"),
+                "{text}"
+            );
+            assert!(!text.contains("untagged"), "{text}");
+        }
+        assert!(parse("max_body = 1024\n").is_ok());
+        assert!(parse("max_body = \"1MiB\"\n").is_ok());
     }
 
     #[test]
