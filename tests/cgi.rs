@@ -936,6 +936,12 @@ async fn unsafe_paths_never_reach_a_function() {
         let response = raw_request(server.addr, request.as_bytes());
         assert!(response.starts_with("HTTP/1.1 400"), "{path}: {response}");
     }
+    // Latin-1 where UTF-8 belongs: the hint says how to send it.
+    let request = "GET /api/hello.sh/caf%E9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let response = raw_request(server.addr, request.as_bytes());
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(response.contains("not valid UTF-8"), "{response}");
+    assert!(response.contains("%C3%A9"), "{response}");
 }
 
 #[tokio::test]

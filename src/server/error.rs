@@ -77,6 +77,9 @@ impl AppError {
 
     pub fn hint(&self) -> Option<String> {
         match self {
+            AppError::BadPath(crate::routes::path::PathError::NotUtf8) => Some(
+                "percent-encode the path's text as UTF-8 (`é` is %C3%A9, not the Latin-1 %E9)".into(),
+            ),
             AppError::BadPath(_) => Some("paths may not hold `..`, NUL bytes or encoded slashes".into()),
             AppError::BadHost(_) => Some("send one Host header naming the host (and port) the request is for".into()),
             AppError::TransferCoding(_) => Some("send the body as is with Content-Length, or chunked once, with no other transfer coding".into()),
