@@ -8,7 +8,7 @@
 //! Rules (RFC 3875 §6 plus what real hosts accept): lines end in LF or CRLF, a blank
 //! line ends the block, names are case-insensitive, `Status:` sets the status (so
 //! does a first line `HTTP/1.1 404 Not Found`, as `nph-` scripts write it),
-//! `Location:` without `Status:` redirects (302 for an absolute URL, an internal
+//! `Location:` without `Status:` (or with `Status: 200`) redirects (302 for an absolute URL, an internal
 //! re-dispatch for a local path), repeated headers are kept, hop-by-hop headers are
 //! dropped, and a value holding a bare CR or any other control byte is refused so a
 //! function can never split the response.
@@ -25,7 +25,7 @@ pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
 pub struct Envelope {
     pub status: StatusCode,
     pub headers: HeaderMap,
-    /// Set when `Location:` names a local path and no `Status:` was given: the server
+    /// Set when `Location:` names a local path and no `Status:` (or 200) was given: the server
     /// answers with that URL instead (RFC 3875 §6.2.2).
     pub local_redirect: Option<String>,
     /// `Content-Length:`, validated and parsed once here.
@@ -234,15 +234,23 @@ impl EnvelopeReader {
             .location
             .as_deref()
             .filter(|l| l.starts_with('/') && !l.starts_with("//"));
-        let (status, local_redirect) = match (self.status, local) {
-            (Some(status), _) => (status, None),
-            (None, Some(path)) => {
+        // `Status: 200` beside `Location:` redirects as no `Status:` does: old
+        // scripts print both, and Apache's mod_cgi, which cannot tell a 200
+        // given from its default, redirects them.
+        let redirects =
+            self.location.is_some() && self.status.is_none_or(|status| status == StatusCode::OK);
+        let (status, local_redirect) = match (redirects, local) {
+            (false, _) => (self.status.unwrap_or(StatusCode::OK), None),
+            (true, Some(path)) => {
                 headers.remove(header::LOCATION);
                 (StatusCode::OK, Some(path.to_owned()))
             }
-            (None, None) if self.location.is_some() => (StatusCode::FOUND, None),
-            (None, None) => (StatusCode::OK, None),
+            (true, None) => (StatusCode::FOUND, None),
         };
+        if redirects {
+            // "OK" is no reason for a 302.
+            self.reason = None;
+        }
         Envelope {
             status,
             headers,
@@ -381,6 +389,7 @@ mod tests {
             (b"STATUS:503 busy\r\n\r\n", 503),
             (b"Location: https://example.com/\n\n", 302),
             (b"Status: 301\nLocation: https://example.com/\n\n", 301),
+            (b"Status: 200 OK\nLocation: https://example.com/\n\n", 302),
             (b"X-A: 1\n\n", 200),
         ];
         for (input, want) in table {
@@ -452,6 +461,15 @@ mod tests {
         let (env, _) = parse_whole(b"Location: //evil.example/\n\n");
         assert_eq!(env.local_redirect, None);
         assert_eq!(env.status, StatusCode::FOUND);
+        // `Status: 200` beside it redirects too, as under Apache; any other
+        // status is the script's answer, its `Location` kept.
+        let (env, _) = parse_whole(b"Status: 200 OK\nLocation: /api/other\n\n");
+        assert_eq!(env.local_redirect.as_deref(), Some("/api/other"));
+        assert_eq!(env.reason, None);
+        let (env, _) = parse_whole(b"Status: 201\nLocation: /api/other/1\n\n");
+        assert_eq!(env.local_redirect, None);
+        assert_eq!(env.status, StatusCode::CREATED);
+        assert_eq!(env.headers[header::LOCATION], "/api/other/1");
     }
 
     #[test]
