@@ -223,6 +223,10 @@ async fn node_signature_with_vercel_helpers() {
     let none = send("no-content").await.unwrap();
     assert_eq!(none.status(), 204);
     assert!(none.headers().get("content-type").is_none());
+    let none = send("no-content-json").await.unwrap();
+    assert_eq!(none.status(), 204);
+    assert!(none.headers().get("content-type").is_none(), "{none:?}");
+    assert!(none.headers().get("etag").is_none(), "{none:?}");
     // A HEAD answer has the GET's length (`<b>text</b>`), as Express and
     // Vercel's helper send it: Node alone would give it none.
     let head = c.head(server.url("/api/send")).send().await.unwrap();

@@ -339,13 +339,13 @@ async function nodeStyle(handler, req, res, url, params) {
   });
   res.status = (code) => { res.statusCode = code; return res; };
   res.json = (value) => {
+    // A 204 or 304 has no body, so nothing to describe or tag one: as send().
+    if (res.statusCode === 204 || res.statusCode === 304) return res.send();
     if (!res.getHeader('content-type')) res.setHeader('content-type', 'application/json; charset=utf-8');
     const text = JSON.stringify(value);
     // JSON.stringify(undefined) is undefined (`res.json(rows[0])` with no row):
     // Vercel answers an empty body, of the JSON type, untagged.
     if (text === undefined) {
-      // As send() answers a 204 or 304: no body, nothing to describe one.
-      if (res.statusCode === 204 || res.statusCode === 304) res.removeHeader('content-type');
       res.end();
       return res;
     }
