@@ -376,6 +376,14 @@ mod tests {
         }
     }
 
+    fn defaults() -> Defaults {
+        Defaults {
+            timeout: Duration::from_secs(30),
+            max_body: 10,
+            env: vec![],
+        }
+    }
+
     #[test]
     fn more_specific_globs_win_key_by_key() {
         let mut env_section = section(5);
@@ -389,11 +397,7 @@ mod tests {
             ("reports/report.sh".into(), section(9), source(0)),
         ])
         .unwrap();
-        let defaults = Defaults {
-            timeout: Duration::from_secs(30),
-            max_body: 10,
-            env: vec![],
-        };
+        let defaults = defaults();
         let exact = rules.resolve("reports/report.sh", &defaults);
         assert_eq!(exact.timeout, Duration::from_secs(120));
         assert_eq!(exact.env, vec![(OsString::from("A"), OsString::from("1"))]);
@@ -424,11 +428,7 @@ mod tests {
             ("*.py".into(), section(5), source(1)),
         ])
         .unwrap();
-        let defaults = Defaults {
-            timeout: Duration::from_secs(30),
-            max_body: 10,
-            env: vec![],
-        };
+        let defaults = defaults();
         let timeout = |file: &str| rules.resolve(file, &defaults).timeout.as_secs();
         assert_eq!(timeout("deep/x/s.sh"), 3);
         assert_eq!(timeout("deep/s.sh"), 3);
