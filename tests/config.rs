@@ -304,6 +304,36 @@ fn project_files_inside_dir_are_named_as_misplaced() {
     assert!(line.contains("given with --config"), "{text}");
 }
 
+/// A `"**"` section of defaults has fewer wildcards than `"deep/**/*.sh"`,
+/// so it wins (CONTRACT §6) and the narrower-looking section's timeout is in
+/// effect nowhere: that is named at start, where it passed in silence.
+#[test]
+fn a_key_overridden_for_all_its_files_is_named() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    sleeper(project.path(), "deep/x/s.sh", "0");
+    std::fs::write(
+        project.path().join("watchdog.toml"),
+        "[functions.\"**\"]\ntimeout = \"1s\"\n\n[functions.\"deep/**/*.sh\"]\ntimeout = \"3s\"\nmax_body = \"1MiB\"\n",
+    )
+    .unwrap();
+    let output = watchdog().arg("routes").arg(&api).output().unwrap();
+    assert!(output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("overridden for every file"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains(r#"section=functions."deep/**/*.sh""#),
+        "{log}"
+    );
+    assert!(lines[0].contains("key=\"timeout\""), "{log}");
+    assert!(lines[0].contains(r#"by=functions."**""#), "{log}");
+    assert!(lines[0].contains("watchdog.toml:4"), "{log}");
+}
+
 /// `.env.local` and its kin (where `vercel env pull` puts a project's
 /// secrets) are named as not read, where they were passed over in silence;
 /// a template to copy is not.

@@ -2,8 +2,10 @@
 //! `maxDuration`) resolved for one file.
 //!
 //! Several sections may match a file; they merge key by key, the more specific glob
-//! winning ([`Specificity`]). `watchdog.toml` sections win over `vercel.json` ones.
-//! Globs are relative to DIR and `*` does not cross `/`.
+//! winning: fewer wildcards first, then the longer glob (CONTRACT §6). `watchdog.toml`
+//! sections win over `vercel.json` ones. Globs are relative to DIR and `*` does not
+//! cross `/`. A section a less specific-looking one overrides everywhere is named
+//! at start ([`FunctionRules::overridden`]).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -184,53 +186,48 @@ pub struct Defaults {
     pub env: Vec<(OsString, OsString)>,
 }
 
-/// How narrowly a glob names files, least first: more literal characters
-/// (folder separators aside), then fewer wildcards, then the longer glob.
-/// Counting wildcards first made the catch-all `**` (one wildcard) beat any
-/// narrower glob that needs a `**` and another wildcard (`deep/**/*.sh`), so a
-/// defaults section silently overrode them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Specificity {
-    literals: usize,
-    wildcards: std::cmp::Reverse<usize>,
-    length: usize,
+/// Calls `$apply!` with every key of a section that one value replaces (the
+/// environment, merged name by name, aside): one list for merging and for
+/// telling which section a key came from.
+macro_rules! section_keys {
+    ($apply:ident) => {
+        $apply!(
+            timeout,
+            max_body,
+            max_concurrency,
+            output,
+            content_type,
+            exit_status,
+            env_style,
+            memory,
+            cpu_time,
+            max_output,
+            max_processes,
+            open_files,
+            warm
+        )
+    };
 }
 
-impl Specificity {
-    /// `*`, `**`, `?`, a `[class]` and a `{a,b}` group are one wildcard each.
-    fn of(glob: &str) -> Self {
-        let (mut literals, mut wildcards) = (0, 0);
-        let mut chars = glob.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '*' => {
-                    wildcards += 1;
-                    while chars.next_if_eq(&'*').is_some() {}
-                }
-                '?' => wildcards += 1,
-                '[' | '{' => {
-                    wildcards += 1;
-                    let close = if c == '[' { ']' } else { '}' };
-                    for inner in chars.by_ref() {
-                        if inner == close {
-                            break;
-                        }
-                    }
-                }
-                '\\' => {
-                    chars.next();
-                    literals += 1;
-                }
-                '/' => {}
-                _ => literals += 1,
-            }
-        }
-        Self {
-            literals,
-            wildcards: std::cmp::Reverse(wildcards),
-            length: glob.len(),
-        }
+/// The keys a section sets, by name (the environment aside).
+fn keys_set(section: &FunctionSection) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    macro_rules! collect {
+        ($($field:ident),*) => { $( if section.$field.is_some() { keys.push(stringify!($field)); } )* };
     }
+    section_keys!(collect);
+    keys
+}
+
+/// A key a section sets that another section of the same file overrides for
+/// every file both match ([`FunctionRules::overridden`]).
+#[derive(Debug)]
+pub struct Overridden<'a> {
+    pub glob: &'a str,
+    pub key: &'static str,
+    pub source: &'a SectionSource,
+    /// The glob of the section whose value applies instead.
+    pub by: &'a str,
 }
 
 #[derive(Debug)]
@@ -239,7 +236,7 @@ struct Rule {
     matcher: GlobMatcher,
     section: FunctionSection,
     /// Sort key: later rules override earlier ones.
-    rank: (u8, Specificity),
+    rank: (u8, std::cmp::Reverse<usize>, usize),
     source: SectionSource,
 }
 
@@ -275,8 +272,12 @@ impl FunctionRules {
                     message: format!("`functions.\"{glob}\"`: not a valid glob: {}", err.kind()),
                 })?
                 .compile_matcher();
+            let wildcards = glob
+                .chars()
+                .filter(|c| matches!(c, '*' | '?' | '[' | '{'))
+                .count();
             rules.push(Rule {
-                rank: (source.priority, Specificity::of(&glob)),
+                rank: (source.priority, std::cmp::Reverse(wildcards), glob.len()),
                 glob,
                 matcher,
                 section,
@@ -285,6 +286,53 @@ impl FunctionRules {
         }
         rules.sort_by_key(|rule| rule.rank);
         Ok(Self { rules })
+    }
+
+    /// The keys that reach none of the `files` their section matches, each
+    /// with the section that wins instead. Fewer wildcards win, so a catch-all
+    /// `"**"` of defaults overrides a narrower-looking `"deep/**/*.sh"` (two
+    /// wildcards) that sets the same key: valid, and silent but for this.
+    /// Sections of different files are left out: `watchdog.toml` overriding
+    /// `vercel.json` is the documented order, not a surprise.
+    pub fn overridden(&self, files: &[&str]) -> Vec<Overridden<'_>> {
+        let keys: Vec<Vec<&'static str>> = self
+            .rules
+            .iter()
+            .map(|rule| keys_set(&rule.section))
+            .collect();
+        let mut reached = std::collections::HashSet::new();
+        let mut beaten_by = BTreeMap::new();
+        for file in files {
+            let matching: Vec<usize> = (0..self.rules.len())
+                .filter(|&at| self.rules[at].matcher.is_match(file))
+                .collect();
+            let mut setter: BTreeMap<&str, usize> = BTreeMap::new();
+            for &at in &matching {
+                for key in &keys[at] {
+                    setter.insert(key, at);
+                }
+            }
+            for &at in &matching {
+                for &key in &keys[at] {
+                    let winner = setter[key];
+                    if winner == at {
+                        reached.insert((at, key));
+                    } else if self.rules[winner].source.priority == self.rules[at].source.priority {
+                        beaten_by.entry((at, key)).or_insert(winner);
+                    }
+                }
+            }
+        }
+        beaten_by
+            .into_iter()
+            .filter(|entry| !reached.contains(&entry.0))
+            .map(|((at, key), winner)| Overridden {
+                glob: &self.rules[at].glob,
+                key,
+                source: &self.rules[at].source,
+                by: &self.rules[winner].glob,
+            })
+            .collect()
     }
 
     /// The sections whose glob matches none of `files` (paths below DIR), with
@@ -311,21 +359,7 @@ impl FunctionRules {
             macro_rules! take {
                 ($($field:ident),*) => { $( if s.$field.is_some() { merged.$field = s.$field.clone(); } )* };
             }
-            take!(
-                timeout,
-                max_body,
-                max_concurrency,
-                output,
-                content_type,
-                exit_status,
-                env_style,
-                memory,
-                cpu_time,
-                max_output,
-                max_processes,
-                open_files,
-                warm
-            );
+            section_keys!(take);
             if let Some(extra) = &s.env {
                 env.extend(extra.clone());
             }
@@ -417,36 +451,35 @@ mod tests {
         assert_eq!((none.timeout, none.max_body), (Duration::from_secs(30), 10));
     }
 
-    /// A catch-all defaults section never beats a narrower glob, whatever
-    /// wildcards that one needs.
+    /// A key a narrower-looking section sets but a section with fewer
+    /// wildcards overrides for all its files is named; one that reaches some
+    /// file, or that vercel.json sets under a watchdog.toml section, is not.
     #[test]
-    fn a_catch_all_loses_to_any_narrower_glob() {
+    fn keys_overridden_everywhere_are_named() {
+        let mut deep = section(3);
+        deep.max_body = Some(1);
         let rules = FunctionRules::new(vec![
             ("**".into(), section(1), source(1)),
-            ("deep/**/*.sh".into(), section(3), source(1)),
-            ("**/*.py".into(), section(4), source(1)),
+            ("deep/**/*.sh".into(), deep, source(1)),
             ("*.py".into(), section(5), source(1)),
+            ("top.py".into(), section(9), source(0)),
         ])
         .unwrap();
+        let files = ["deep/x/s.sh", "deep/s.sh", "top.py", "other.py"];
+        let overridden = rules.overridden(&files);
+        assert_eq!(
+            overridden
+                .iter()
+                .map(|o| (o.glob, o.key, o.by))
+                .collect::<Vec<_>>(),
+            vec![("deep/**/*.sh", "timeout", "**")],
+        );
         let defaults = defaults();
-        let timeout = |file: &str| rules.resolve(file, &defaults).timeout.as_secs();
-        assert_eq!(timeout("deep/x/s.sh"), 3);
-        assert_eq!(timeout("deep/s.sh"), 3);
-        assert_eq!(timeout("other/s.sh"), 1);
-        assert_eq!(timeout("sub/tool.py"), 4);
-        // As many letters: the one with fewer wildcards.
-        assert_eq!(timeout("tool.py"), 5);
-    }
-
-    #[test]
-    fn globs_rank_by_letters_then_wildcards_then_length() {
-        let rank = Specificity::of;
-        assert!(rank("**") < rank("deep/**/*.sh"));
-        assert!(rank("**/*.py") < rank("*.py"));
-        assert!(rank("reports/*") < rank("reports/*.sh"));
-        assert!(rank("reports/*.sh") < rank("reports/report.sh"));
-        assert!(rank("{a,b}/x.sh") < rank("a/x.sh"));
-        assert_eq!(rank("[ab]/x.sh").literals, 4);
+        assert_eq!(
+            rules.resolve("deep/s.sh", &defaults).timeout,
+            Duration::from_secs(1)
+        );
+        assert_eq!(rules.resolve("deep/s.sh", &defaults).max_body, 1);
     }
 
     #[test]

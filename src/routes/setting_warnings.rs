@@ -7,6 +7,7 @@ use super::RouteTable;
 /// to: they are valid, so nothing else would say so.
 pub fn report_setting_problems(settings: &crate::config::Settings, table: &RouteTable) {
     report_unmatched_sections(settings, table);
+    report_overridden_keys(settings, table);
     report_header_named_env(table);
     report_unapplied_vercel_keys(settings);
     report_unread_env_files(settings);
@@ -97,6 +98,26 @@ fn report_header_named_env(table: &RouteTable) {
             example = routes[0],
             hint = "rename the variable (it is set by --env, .env, `env` in watchdog.toml or --pass-env)",
             "a variable of the functions' environment is named like a request header's: a request with that header replaces it"
+        );
+    }
+}
+
+/// Warns of each key a `[functions."glob"]` section sets that reaches none
+/// of its files: a section with fewer wildcards sets it too and wins (CONTRACT
+/// §6), as a `"**"` of defaults does over `"reports/**/*.sh"`. Without this
+/// line the narrower-looking section's value is simply not in effect.
+fn report_overridden_keys(settings: &crate::config::Settings, table: &RouteTable) {
+    let files: Vec<&str> = (table.functions.iter())
+        .map(|function| function.file.relative.as_str())
+        .collect();
+    for overridden in settings.rules.overridden(&files) {
+        tracing::warn!(
+            section = %format!("functions.\"{}\"", overridden.glob),
+            key = overridden.key,
+            by = %format!("functions.\"{}\"", overridden.by),
+            at = %format!("{}:{}", overridden.source.file.display(), overridden.source.line),
+            hint = "the glob with fewer wildcards wins, then the longer one: leave the key out of the other section, or give that section a glob that does not match these files",
+            "this key is overridden for every file its section matches"
         );
     }
 }
