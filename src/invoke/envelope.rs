@@ -87,6 +87,9 @@ pub struct EnvelopeReader {
     line_start: usize,
     line_no: usize,
     status: Option<StatusCode>,
+    /// The status came from an `nph-` first line (`HTTP/1.1 200 OK`), which a
+    /// script writes to be sent as is: its 200 never makes a redirect.
+    status_from_line: bool,
     reason: Option<ReasonPhrase>,
     location: Option<String>,
     content_length: Option<u64>,
@@ -155,6 +158,7 @@ impl EnvelopeReader {
                     excerpt: excerpt(line),
                 })?;
             self.status = Some(status);
+            self.status_from_line = true;
             self.reason = reason;
             return Ok(());
         }
@@ -182,6 +186,7 @@ impl EnvelopeReader {
                     excerpt: excerpt(line),
                 })?;
             self.status = Some(status);
+            self.status_from_line = false;
             self.reason = reason;
             return Ok(());
         }
@@ -236,9 +241,13 @@ impl EnvelopeReader {
             .filter(|l| l.starts_with('/') && !l.starts_with("//"));
         // `Status: 200` beside `Location:` redirects as no `Status:` does: old
         // scripts print both, and Apache's mod_cgi, which cannot tell a 200
-        // given from its default, redirects them.
-        let redirects =
-            self.location.is_some() && self.status.is_none_or(|status| status == StatusCode::OK);
+        // given from its default, redirects them. Not an `nph-` status line,
+        // which Apache passes on as written; nor an empty `Location:`.
+        let redirects = self.location.as_deref().is_some_and(|l| !l.is_empty())
+            && match self.status {
+                None => true,
+                Some(status) => status == StatusCode::OK && !self.status_from_line,
+            };
         let (status, local_redirect) = match (redirects, local) {
             (false, _) => (self.status.unwrap_or(StatusCode::OK), None),
             (true, Some(path)) => {
@@ -466,6 +475,14 @@ mod tests {
         let (env, _) = parse_whole(b"Status: 200 OK\nLocation: /api/other\n\n");
         assert_eq!(env.local_redirect.as_deref(), Some("/api/other"));
         assert_eq!(env.reason, None);
+        // An `nph-` status line is sent as written, and an empty `Location`
+        // names nothing to go to.
+        let (env, _) = parse_whole(b"HTTP/1.1 200 OK\nLocation: /api/items/7\n\n");
+        assert_eq!(env.local_redirect, None);
+        assert_eq!(env.status, StatusCode::OK);
+        let (env, _) = parse_whole(b"Status: 200\nLocation:\n\n");
+        assert_eq!(env.local_redirect, None);
+        assert_eq!(env.status, StatusCode::OK);
         let (env, _) = parse_whole(b"Status: 201\nLocation: /api/other/1\n\n");
         assert_eq!(env.local_redirect, None);
         assert_eq!(env.status, StatusCode::CREATED);
