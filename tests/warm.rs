@@ -613,6 +613,33 @@ async fn a_worker_that_cuts_an_answer_short_is_kept_and_one_that_answers_nothing
     );
 }
 
+/// A warm function whose file stays empty (`touch api/new.py`) cannot
+/// start: after the moment a save is given, each start counts toward the
+/// crash loop, which ends in its 503 rather than in starts tried forever.
+#[tokio::test]
+async fn a_warm_function_whose_file_stays_empty_ends_in_the_crash_loop() {
+    let project = project(&[("empty", "max = 1")]);
+    std::fs::write(api(&project).join("empty.py"), "").unwrap();
+    let server = TestServer::start(&api(&project), &[]);
+    let mut answers = Vec::new();
+    for _ in 0..12 {
+        let (status, body) = call(&server, "/api/empty").await;
+        let text = body.to_string();
+        answers.push((status, text.clone()));
+        if status == 503 {
+            break;
+        }
+        assert_eq!(status, 500, "{text}");
+        assert!(text.contains("its file is empty"), "{text}");
+    }
+    let (status, text) = answers.last().unwrap();
+    assert_eq!(*status, 503, "{answers:?}");
+    assert!(
+        text.contains("crashed") || text.contains("restart backoff"),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn a_request_that_cannot_wait_out_the_restart_backoff_is_told_when_to_come_back() {
     let project = project(&[("counter", "max = 1")]);

@@ -19,7 +19,8 @@ pub const RETRY_FOR: Duration = Duration::from_millis(200);
 /// Runs `attempt`, and again while it fails with [`InvokeError::FileBusy`] or
 /// [`InvokeError::FileEmpty`],
 /// for up to [`RETRY_FOR`] or `deadline`, whichever comes first; then that
-/// error (a 503 that says why) or the attempt's own result.
+/// error (a 503 for a busy file, a 500 for one still empty, each saying why)
+/// or the attempt's own result.
 pub async fn retry_while_busy<T, F, Fut>(
     deadline: tokio::time::Instant,
     mut attempt: F,

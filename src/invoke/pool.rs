@@ -725,13 +725,12 @@ impl Pool {
     }
 
     /// Counts a start that failed toward the crash limit, unless its file
-    /// was being written ([`InvokeError::FileBusy`], [`InvokeError::FileEmpty`]):
-    /// a save, not a function that cannot start.
+    /// was being written ([`InvokeError::FileBusy`]): a save, not a function
+    /// that cannot start. A file still empty after the retry window
+    /// ([`InvokeError::FileEmpty`]) counts: it may stay empty (`touch`), and
+    /// `min` workers would be tried again forever without the backoff.
     fn start_failed(&self, err: &InvokeError) {
-        if !matches!(
-            err,
-            InvokeError::FileBusy { .. } | InvokeError::FileEmpty { .. }
-        ) {
+        if !matches!(err, InvokeError::FileBusy { .. }) {
             self.lock_crashes().crashed(Instant::now());
         }
     }
