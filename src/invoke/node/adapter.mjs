@@ -446,26 +446,41 @@ async function sendWebResponse(res, response, method) {
   }
   const cookies = response.headers.getSetCookie ? response.headers.getSetCookie() : [];
   if (cookies.length) res.setHeader('set-cookie', cookies);
-  if (!response.body || method === 'HEAD') {
-    res.end();
+  // A body nobody will read (a HEAD, a client already gone while the handler
+  // ran) is cancelled, so its `cancel()` runs: an SSE stream's timer stops.
+  const gone = () => new Error('the client went away');
+  if (!response.body || method === 'HEAD' || res.destroyed) {
+    if (response.body) response.body.cancel(gone()).catch(() => {});
+    if (!res.destroyed) res.end();
     return;
   }
   res.flushHeaders();
   // Read by hand rather than `for await`: a chunk waits for the last to drain
   // (a large or fast stream to a slow client was held whole in the worker's
   // memory), and a client that goes away cancels the stream, so its `cancel()`
-  // runs (an SSE stream's timer stops) instead of feeding a closed socket for
-  // the worker's whole life.
+  // runs instead of feeding a closed socket for the worker's whole life.
   const reader = response.body.getReader();
   const cancel = () => {
-    if (!res.writableFinished) reader.cancel(new Error('the client went away')).catch(() => {});
+    if (!res.writableFinished) reader.cancel(gone()).catch(() => {});
   };
   res.once('close', cancel);
   try {
     for (;;) {
-      const { done, value } = await reader.read();
-      if (done || res.destroyed) break;
-      if (!res.write(value)) await drained(res);
+      let next;
+      try {
+        next = await reader.read();
+      } catch (err) {
+        // A stream tied to `request.signal` (a proxied fetch) errors as the
+        // client leaves: that is the leaving, not the handler failing.
+        if (res.destroyed) return;
+        throw err;
+      }
+      if (next.done) break;
+      if (res.destroyed) {
+        cancel();
+        return;
+      }
+      if (!res.write(next.value)) await drained(res);
     }
   } finally {
     res.off('close', cancel);
@@ -670,6 +685,12 @@ const server = http.createServer((req, res) => {
         // handler's fault, and no stack is worth logging.
         console.error('the request body broke off before it was whole');
         res.destroy();
+        return;
+      }
+      if (err && err.name === 'AbortError' && res.destroyed) {
+        // A handler that stopped on `request.signal`: the client left (watchdog
+        // logs it as gone), and no stack is worth logging.
+        console.error('the handler stopped when the client went away');
         return;
       }
       console.error(err && err.stack ? err.stack : String(err));
