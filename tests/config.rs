@@ -344,6 +344,7 @@ fn env_files_other_than_dot_env_are_named_as_unread() {
     sleeper(project.path(), "tool.py", "0");
     std::fs::write(project.path().join(".env.local"), "TOKEN=x\n").unwrap();
     std::fs::write(project.path().join(".env.example"), "TOKEN=\n").unwrap();
+    std::fs::write(project.path().join(".env.keys"), "DOTENV_PRIVATE_KEY=k\n").unwrap();
     let output = watchdog().arg("routes").arg(&api).output().unwrap();
     assert!(output.status.success());
     let log = String::from_utf8_lossy(&output.stderr);
@@ -353,6 +354,7 @@ fn env_files_other_than_dot_env_are_named_as_unread() {
         .unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("files=.env.local"), "{line}");
     assert!(!line.contains(".env.example"), "{line}");
+    assert!(!line.contains(".env.keys"), "{line}");
 }
 
 /// The configuration files are read at start-up only: an edit while serving

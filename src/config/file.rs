@@ -527,6 +527,46 @@ fn line_of(source: &str, needle: &str) -> usize {
         .map_or(0, |i| i + 1)
 }
 
+/// What a `.env` line dotenv could not parse says, and its line in `source`.
+/// dotenv hands back the text of the entry (or of its value alone) from where
+/// it began, which holds more than one line when a quoted value spans
+/// several; `at` is where it failed in that text, its very end when a quote
+/// was never closed. Only
+/// the failing line is quoted: the rest of the file holds other values,
+/// secrets among them.
+fn dotenv_parse_error(source: &str, text: &str, at: usize) -> (String, usize) {
+    let first = text.lines().next().unwrap_or_default();
+    // The text is the entry from its start, or for a bad value the value
+    // alone: its first line ends a line of the file.
+    let begins = source
+        .lines()
+        .position(|line| line.ends_with(first))
+        .map_or(0, |index| index + 1);
+    let unclosed = at >= text.len() && !text.is_empty();
+    let within = if unclosed {
+        0
+    } else {
+        text.get(..at)
+            .map_or(0, |before| before.matches('\n').count())
+    };
+    let line = if begins == 0 { 0 } else { begins + within };
+    // The whole line of the file, so the key is named too.
+    let shown = line
+        .checked_sub(1)
+        .and_then(|index| source.lines().nth(index))
+        .or_else(|| text.lines().nth(within))
+        .unwrap_or(first);
+    let message = if unclosed {
+        format!(
+            "cannot parse `{shown}`: a quote opened on this line is never closed, so the \
+             value runs to the end of the file"
+        )
+    } else {
+        format!("cannot parse `{shown}`")
+    };
+    (message, line)
+}
+
 /// `NAME=value` pairs from a `.env` beside DIR, if there is one.
 ///
 /// # Errors
@@ -549,23 +589,10 @@ pub fn dotenv(document_root: &Path) -> Result<Vec<(String, String)>, FileError> 
     for item in iter {
         match item {
             Ok(pair) => pairs.push(pair),
-            Err(dotenvy::Error::LineParse(text, _)) => {
+            Err(dotenvy::Error::LineParse(text, at)) => {
                 let source = std::fs::read_to_string(&path).unwrap_or_default();
-                // A quote never closed makes the rest of the file one value:
-                // name its first line, not all of them.
-                let (first, unclosed) = match text.split_once('\n') {
-                    Some((first, _)) => (first, true),
-                    None => (text.as_str(), false),
-                };
-                let message = if unclosed {
-                    format!(
-                        "cannot parse `{first}`: a quote opened on this line is never closed, \
-                         so the value runs to the end of the file"
-                    )
-                } else {
-                    format!("cannot parse `{first}`")
-                };
-                return Err(error(message, line_of(&source, first)));
+                let (message, line) = dotenv_parse_error(&source, &text, at);
+                return Err(error(message, line));
             }
             Err(err) => return Err(error(err.to_string(), 0)),
         }
@@ -594,6 +621,39 @@ mod tests {
         assert!(err.message.contains("`UNCLOSED=\"abc`"), "{err}");
         assert!(err.message.contains("never closed"), "{err}");
         assert!(!err.message.contains("s3cret"), "{err}");
+    }
+
+    /// The other shapes: a quote left open on the last line (no newline
+    /// after it), a closed multi-line value with junk after it (not "never
+    /// closed"), and a line that only contains an earlier one's text.
+    #[test]
+    fn dotenv_errors_name_the_line_that_fails() {
+        let source = "A=1\nLAST=\"abc";
+        let (message, line) = dotenv_parse_error(source, "LAST=\"abc", 9);
+        assert_eq!(line, 2);
+        assert!(message.contains("never closed"), "{message}");
+        let source = "A=1\nB=\"x\ny\" junk\nC=2\n";
+        let (message, line) = dotenv_parse_error(source, "B=\"x\ny\" junk\n", 7);
+        assert_eq!(line, 3, "{message}");
+        assert!(!message.contains("never closed"), "{message}");
+        assert!(message.contains("`y\" junk`"), "{message}");
+        // As dotenv reads them.
+        let project = tempfile::tempdir().unwrap();
+        let dir = project.path().join("api");
+        std::fs::create_dir(&dir).unwrap();
+        for (text, want_line, want) in [
+            ("A=1\nLAST=\"abc", 2, "never closed"),
+            ("A=1\nB=\"x\ny\" junk\nC=2\n", 3, "`y\" junk`"),
+            ("A=1\nB=x y\n", 2, "`B=x y`"),
+        ] {
+            std::fs::write(project.path().join(".env"), text).unwrap();
+            let err = dotenv(&dir).unwrap_err();
+            assert_eq!(err.line, want_line, "{text:?}: {err}");
+            assert!(err.message.contains(want), "{text:?}: {err}");
+        }
+        let source = "OTHER_KEY=\"xyz\"\nKEY=\"x\n";
+        let (_, line) = dotenv_parse_error(source, "KEY=\"x\n", 7);
+        assert_eq!(line, 2);
     }
 
     #[test]

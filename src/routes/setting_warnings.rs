@@ -15,20 +15,26 @@ pub fn report_setting_problems(settings: &crate::config::Settings, table: &Route
 
 /// Warns about `.env.local`, `.env.development` and their kin beside DIR:
 /// Vercel and Next.js read them (`vercel env pull` writes `.env.local`), so a
-/// project's secrets are often there, and here only `.env` is read. Templates
-/// meant to be copied (`.env.example`) are not named.
+/// project's secrets are often there, and here only `.env` is read. Named
+/// from a list: templates (`.env.example`) and other tools' files
+/// (dotenvx's `.env.keys`) are no variables to copy.
 fn report_unread_env_files(settings: &crate::config::Settings) {
-    const TEMPLATES: [&str; 4] = [".env.example", ".env.sample", ".env.template", ".env.dist"];
+    const READ_ELSEWHERE: [&str; 8] = [
+        ".env.local",
+        ".env.development",
+        ".env.development.local",
+        ".env.production",
+        ".env.production.local",
+        ".env.preview",
+        ".env.test",
+        ".env.test.local",
+    ];
     let Some(project) = settings.document_root.parent() else {
         return;
     };
-    let Ok(entries) = std::fs::read_dir(project) else {
-        return;
-    };
-    let mut unread: Vec<String> = entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().into_string().ok())
-        .filter(|name| name.starts_with(".env.") && !TEMPLATES.contains(&name.as_str()))
+    let mut unread: Vec<&str> = READ_ELSEWHERE
+        .into_iter()
+        .filter(|name| project.join(name).is_file())
         .collect();
     if unread.is_empty() {
         return;
