@@ -907,11 +907,25 @@ async fn uploads_a_client_breaks_off_or_stalls_are_not_blamed_on_the_worker() {
     assert!(line.contains("bytes_in=100 "), "{line}");
 }
 
+/// A client that leaves in the middle of a streamed answer leaves the worker
+/// busy with it: it is stopped (CONTRACT §3's kill rule, per request under
+/// §4), as when the client leaves before the head. It was lent again, and
+/// served the next request beside the abandoned one. A client that read only
+/// the status of an answer the worker had sent whole leaves it idle: kept.
 #[tokio::test]
-async fn a_client_that_leaves_mid_answer_is_logged_as_gone_and_the_worker_kept() {
+async fn a_client_that_leaves_mid_answer_is_logged_as_gone_and_the_busy_worker_stopped() {
     let project = project(&[("counter", "max = 1")]);
     let server = TestServer::start(&api(&project), &[]);
     let (_, before) = call(&server, "/api/counter").await;
+    let status_only = client()
+        .get(server.url("/api/counter"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status_only.status(), 200);
+    drop(status_only);
+    let (_, kept) = call(&server, "/api/counter").await;
+    assert_eq!(before["pid"], kept["pid"], "an idle worker is kept");
     drop(common::get_until(
         server.addr,
         "/api/counter?drip=50",
@@ -920,9 +934,16 @@ async fn a_client_that_leaves_mid_answer_is_logged_as_gone_and_the_worker_kept()
     ));
     let line = server.log_line("invocation request_id=left-1 ", Duration::from_secs(5));
     assert!(line.contains("client_gone=true"), "{line}");
+    assert!(
+        server.wait_for_log("whose client left", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
     let (status, after) = call(&server, "/api/counter").await;
     assert_eq!(status, 200);
-    assert_eq!(before["pid"], after["pid"], "the worker was kept");
+    assert_ne!(before["pid"], after["pid"], "the busy worker was stopped");
+    assert_eq!(after["served"], 1, "a fresh worker");
+    assert!(!server.log().contains("worker crashed"), "{}", server.log());
 }
 
 #[tokio::test]

@@ -1044,6 +1044,12 @@ impl Lease {
             .expect("a lease holds its worker until it is given back")
     }
 
+    /// Whether the worker stops the work of a request whose connection
+    /// closes: the Node adapter does, any other server may go on with it.
+    pub fn stops_work_on_close(&self) -> bool {
+        self.pool.function.file.runner.node_module
+    }
+
     /// Gives the worker back.
     pub fn finish(mut self, outcome: Outcome) {
         if let Some(worker) = self.worker.take() {

@@ -401,7 +401,7 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
         && !parts.headers.contains_key(header::CONTENT_LENGTH);
     let body = LeasedBody {
         length_unknown,
-        inner: incoming,
+        inner: Some(incoming),
         sender: Some(sender),
         lease: Some(lease),
         deadline: Box::pin(tokio::time::sleep_until(deadline)),
@@ -548,7 +548,8 @@ enum NoAnswer {
 /// body too, and carries the invocation record so the log event is written when
 /// the response is really over.
 struct LeasedBody {
-    inner: Incoming,
+    /// The worker's answer; taken when the client leaves, to be drained.
+    inner: Option<Incoming>,
     /// A HEAD answer that gave no length: its (empty) body must not say 0, or
     /// hyper sends `content-length: 0` where the GET's length is unknown.
     length_unknown: bool,
@@ -599,22 +600,76 @@ impl LeasedBody {
 }
 
 impl Drop for LeasedBody {
-    /// Dropped before its end (the client left): the worker is fine, but the
-    /// connection is mid-response and is not reused.
+    /// Dropped before its end: the client left (or read only the head), and
+    /// the connection is mid-response. What the worker has still to send is
+    /// drained for a moment ([`drain_then_release`]) to learn whether it is
+    /// done with the request. The Node adapter stops the work itself once the
+    /// connection closes (a handler's `close`, a Web stream's cancel), so it
+    /// serves the next request at once.
     fn drop(&mut self) {
-        if http_body::Body::is_end_stream(&self.inner) {
+        if self
+            .inner
+            .as_ref()
+            .is_none_or(http_body::Body::is_end_stream)
+        {
             self.finish(Outcome::Served);
-        } else {
-            self.sender = None;
-            if let Some(lease) = self.lease.take() {
-                lease.finish(Outcome::Served);
+            return;
+        }
+        // Still held only when no error or deadline ended the answer.
+        if let Some(record) = self.record.as_mut() {
+            record.client_gone = true;
+        }
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        if lease.stops_work_on_close() {
+            lease.finish(Outcome::Served);
+            return;
+        }
+        match (tokio::runtime::Handle::try_current(), self.inner.take()) {
+            (Ok(runtime), Some(rest)) => {
+                runtime.spawn(drain_then_release(rest, lease, self.sender.take()));
             }
-            // Still held only when no error or deadline ended the answer.
-            if let Some(record) = self.record.as_mut() {
-                record.client_gone = true;
-            }
+            // Dropping the lease stops the worker.
+            _ => drop(lease),
         }
     }
+}
+
+/// How long, and how much of, the rest of an answer whose client left is read
+/// and dropped before the worker is judged still busy with it.
+const DRAIN_FOR: Duration = Duration::from_millis(50);
+const DRAIN_AT_MOST: usize = 1 << 20;
+
+/// Reads and drops the rest of an answer whose client left. A worker that had
+/// written it all (to a client that read only the status, say) is done with
+/// the request: it is kept, and its connection with it. One still writing (a
+/// stream, a handler that pauses) would go on beside the next request it was
+/// lent, which "one request per worker" forbids: it is stopped, as CONTRACT §3
+/// stops a CGI function's group whose client disconnects ([`Lease`]'s drop).
+async fn drain_then_release(mut rest: Incoming, mut lease: Lease, sender: Option<HttpConnection>) {
+    use http_body_util::BodyExt;
+    let drained = tokio::time::timeout(DRAIN_FOR, async {
+        let mut read = 0;
+        while let Some(frame) = rest.frame().await {
+            let Ok(frame) = frame else {
+                return false;
+            };
+            read += frame.data_ref().map_or(0, Bytes::len);
+            if read > DRAIN_AT_MOST {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    if drained != Ok(true) {
+        return drop(lease);
+    }
+    if let Some(sender) = sender {
+        lease.worker_mut().keep_connection(sender);
+    }
+    lease.finish(Outcome::Served);
 }
 
 impl http_body::Body for LeasedBody {
@@ -631,14 +686,21 @@ impl http_body::Body for LeasedBody {
                 "the function timed out mid-response",
             ))));
         }
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(record)) = (frame.data_ref(), self.record.as_mut()) {
                     record.bytes_out += data.len() as u64;
                 }
                 // With a Content-Length, hyper stops polling once it has that many
                 // bytes: give the worker (and its connection) back now.
-                if http_body::Body::is_end_stream(&self.inner) {
+                if self
+                    .inner
+                    .as_ref()
+                    .is_some_and(http_body::Body::is_end_stream)
+                {
                     self.finish(Outcome::Served);
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -670,14 +732,20 @@ impl http_body::Body for LeasedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        !self.length_unknown && self.inner.is_end_stream()
+        !self.length_unknown
+            && self
+                .inner
+                .as_ref()
+                .is_none_or(http_body::Body::is_end_stream)
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         if self.length_unknown {
             http_body::SizeHint::default()
         } else {
-            self.inner.size_hint()
+            self.inner
+                .as_ref()
+                .map_or_else(http_body::SizeHint::default, http_body::Body::size_hint)
         }
     }
 }
