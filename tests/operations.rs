@@ -198,6 +198,59 @@ async fn a_request_that_meets_an_empty_script_waits_for_its_save() {
     assert!(text.contains("rename it over"), "{text}");
 }
 
+/// What a function writes to stderr as it handles the SIGTERM of a timeout
+/// (or of a client that left) reaches the log: it was dropped once the
+/// group was signalled, where it matters most.
+#[tokio::test]
+async fn stderr_written_while_stopping_is_logged() {
+    let (_project, api) = project_with_ok();
+    write_script(
+        &api.join("cleanup.sh"),
+        "trap 'echo \"caught TERM, cleaning up\" >&2; sleep 0.2; echo \"cleanup done\" >&2; exit 143' TERM\n\
+         echo started >&2\n\
+         sleep 30 &\n\
+         wait",
+    );
+    let server = TestServer::start(&api, &["--timeout", "1s"]);
+    assert_eq!(status_of(&server, "/api/cleanup").await, 504);
+    let line = server.log_line("invocation request_id=", Duration::from_secs(5));
+    assert!(line.contains("exit_code=143"), "{line}");
+    let log = server.log();
+    assert!(log.contains("caught TERM, cleaning up"), "{log}");
+    assert!(log.contains("cleanup done"), "{log}");
+}
+
+/// An upload still arriving at the timeout is no whole body: the function's
+/// stdin stays open until it has been stopped. It was closed at the deadline
+/// beside the SIGTERM, and a function that outlives the SIGTERM (here one that
+/// ignores it, until the KILL) read a clean end and acted on a cut-off body.
+#[tokio::test]
+async fn an_upload_cut_off_by_the_timeout_never_reaches_the_function_as_an_end() {
+    let (_project, api) = project_with_ok();
+    write_script(
+        &api.join("count.sh"),
+        "trap '' TERM\n\
+         n=$(wc -c)\n\
+         echo \"stdin ended after $n bytes\" >&2\n\
+         printf 'Content-Type: text/plain\\n\\n%s bytes\\n' \"$n\"",
+    );
+    let server = TestServer::start(&api, &["--timeout", "1s", "--kill-grace", "1s"]);
+    let mut upload = common::start_upload(server.addr, "/api/count", "late-1", 1000, 10);
+    common::trickle(&mut upload, 8, Duration::from_millis(250));
+    let answer = common::read_answer(&mut upload);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let line = server.log_line("invocation request_id=late-1 ", Duration::from_secs(5));
+    assert!(
+        line.contains("signal=9") || line.contains("SIGKILL"),
+        "{line}"
+    );
+    assert!(
+        !server.log().contains("stdin ended after"),
+        "{}",
+        server.log()
+    );
+}
+
 /// A script that loses its execute bit (an editor that writes a new file and
 /// sets its mode after, a `chmod -x`) runs by its extension's interpreter at
 /// once, as it does after the next walk: in between it answered 500

@@ -79,6 +79,10 @@ const STDOUT_READ_SIZE: usize = 64 * 1024;
 /// (~635). Small outputs never pay for it, and growth has a global budget
 /// ([`crate::process::pipe::MAX_GROWN`]).
 const LARGE_OUTPUT_READ_SIZE: usize = 256 * 1024;
+/// How long the stderr pipe of a stopped group is read for what is left in
+/// it: the group is gone, so this is only for a pipe a runaway holds open.
+const STDERR_AFTER_STOP: Duration = Duration::from_millis(100);
+
 /// Bytes asked for per stderr read: log lines, not bulk data.
 const STDERR_READ_SIZE: usize = 16 * 1024;
 
@@ -747,9 +751,18 @@ impl Driver {
         let mut status = status;
         if !self.leader_reaped {
             self.group.signal(Signal::SIGTERM);
-            let exited = tokio::select! {
-                () = self.exit_watch.exited() => true,
-                () = tokio::time::sleep_until(grace_end) => false,
+            // What a SIGTERM handler says as it cleans up goes to the log too:
+            // stderr is read on while the function exits.
+            let mut stderr_open = true;
+            let exited = loop {
+                tokio::select! {
+                    () = self.exit_watch.exited() => break true,
+                    () = tokio::time::sleep_until(grace_end) => break false,
+                    chunk = self.stderr_pipe.next(), if stderr_open => match chunk {
+                        Some(Ok(chunk)) => self.stderr.push(&chunk),
+                        Some(Err(_)) | None => stderr_open = false,
+                    },
+                }
             };
             if !exited {
                 self.group.signal(Signal::SIGKILL);
@@ -769,9 +782,11 @@ impl Driver {
             };
             self.leader_reaped = true;
             self.reap_members(grace_end).await;
+            self.log_rest_of_stderr().await;
         } else if self.group.exists() {
             self.group.signal(Signal::SIGTERM);
             self.reap_members(grace_end).await;
+            self.log_rest_of_stderr().await;
         }
         // Otherwise the group is empty, zombies included: nothing to reap (the
         // usual end, one system call instead of two).
@@ -781,6 +796,18 @@ impl Driver {
         }
         self.group_registered = false;
         status
+    }
+
+    /// Logs what is left in the stderr pipe once the group is gone: its last
+    /// words before the signal took it. Bounded, as a process that left the
+    /// group (`setsid`) may hold the pipe open.
+    async fn log_rest_of_stderr(&mut self) {
+        let rest = async {
+            while let Some(Ok(chunk)) = self.stderr_pipe.next().await {
+                self.stderr.push(&chunk);
+            }
+        };
+        let _ = tokio::time::timeout(STDERR_AFTER_STOP, rest).await;
     }
 
     /// Reaps what is left of the group as it exits, up to `grace_end`, then

@@ -50,17 +50,39 @@ pub fn spawn(stdin: ChildStdin, body: RequestBody, deadline: tokio::time::Instan
         None
     };
     let (broken_tx, broken_rx) = oneshot::channel();
-    // Nothing is read or written for this request past its deadline.
     tokio::spawn(async move {
-        let _ = tokio::time::timeout_at(deadline, pump(stdin, body, broken_tx)).await;
-        // The pipe closed with the pump (or went to the driver): its place in
-        // the growth budget is free once the pump is done.
+        let mut stdin = Some(stdin);
+        let mut broken = Some(broken_tx);
+        // Nothing is read or written for this request past its deadline. Nor
+        // is stdin closed then, while the body is unfinished: the driver is
+        // stopping the function at that same deadline, and an EOF first would
+        // hand it a cut-off body as a whole one, to act on before the SIGTERM.
+        // It stays open until the driver is done (it drops its receiver).
+        let pumped = tokio::time::timeout_at(deadline, pump(&mut stdin, body, &mut broken)).await;
+        if pumped.is_err()
+            && stdin.is_some()
+            && let Some(driver) = broken.as_mut()
+        {
+            driver.closed().await;
+        }
+        drop(stdin);
+        // Its place in the growth budget is free once the pipe is closed.
         drop(grown);
     });
     broken_rx
 }
 
-async fn pump(mut stdin: ChildStdin, body: RequestBody, broken: oneshot::Sender<ChildStdin>) {
+/// Writes `body` to `stdin`; leaves it there (to be closed by the caller,
+/// the end the function sees) unless the function closed its end or the body
+/// broke off (the pipe then went to the driver through `broken`).
+async fn pump(
+    stdin: &mut Option<ChildStdin>,
+    body: RequestBody,
+    broken: &mut Option<oneshot::Sender<ChildStdin>>,
+) {
+    let Some(pipe) = stdin.as_mut() else {
+        return;
+    };
     match body {
         RequestBody::Empty => {}
         RequestBody::Streaming { body, .. } => stream(stdin, body, broken).await,
@@ -68,28 +90,31 @@ async fn pump(mut stdin: ChildStdin, body: RequestBody, broken: oneshot::Sender<
             spill: Spill::Memory(bytes),
             ..
         } => {
-            let _ = stdin.write_all(&bytes).await;
+            let _ = pipe.write_all(&bytes).await;
         }
         RequestBody::Spilled {
             spill: Spill::File(file),
             ..
         } => {
             let mut file = tokio::fs::File::from_std(file);
-            let _ = tokio::io::copy(&mut file, &mut stdin).await;
+            let _ = tokio::io::copy(&mut file, pipe).await;
         }
     }
 }
 
-async fn stream(stdin: ChildStdin, body: Body, broken: oneshot::Sender<ChildStdin>) {
+async fn stream(
+    stdin: &mut Option<ChildStdin>,
+    body: Body,
+    broken: &mut Option<oneshot::Sender<ChildStdin>>,
+) {
     let mut chunks = body.into_data_stream();
-    let mut stdin = Some(stdin);
     while let Some(chunk) = chunks.next().await {
         let Ok(chunk) = chunk else {
             // Once the function has closed its stdin, the rest of the body was only
             // being drained: it cannot mistake a short body for a whole one, and
             // is left to finish. A driver already gone has nothing left to stop.
-            if let Some(pipe) = stdin {
-                let _ = broken.send(pipe);
+            if let (Some(pipe), Some(driver)) = (stdin.take(), broken.take()) {
+                let _ = driver.send(pipe);
             }
             return;
         };
@@ -97,7 +122,7 @@ async fn stream(stdin: ChildStdin, body: Body, broken: oneshot::Sender<ChildStdi
             && pipe.write_all(&chunk).await.is_err()
         {
             // EPIPE: the function is not reading any more. Close our end and drain.
-            stdin = None;
+            *stdin = None;
         }
     }
 }
