@@ -413,6 +413,34 @@ async fn a_crashed_worker_is_replaced() {
     assert!(gone(before["pid"].as_i64().unwrap() as i32));
 }
 
+/// A chunked upload reaches an HTTP worker with its length, as CGI gets
+/// it: received whole first, it went on chunked when it was too large to keep
+/// in memory, and Python's http.server (which reads by Content-Length) took it
+/// for an empty body.
+#[tokio::test]
+async fn a_chunked_upload_reaches_a_worker_with_its_length() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &[]);
+    for size in [1000usize, 600 * 1024] {
+        let mut request = format!(
+            "POST /api/counter HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Transfer-Encoding: chunked\r\n\r\n{size:x}\r\n"
+        )
+        .into_bytes();
+        request.extend(std::iter::repeat_n(b'a', size));
+        request.extend_from_slice(b"\r\n0\r\n\r\n");
+        let answer = common::raw_request(server.addr, &request);
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "{}",
+            &answer[..answer.len().min(300)]
+        );
+        let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+        let echoed: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(echoed["echo"].as_str().unwrap().len(), size, "{size}");
+    }
+}
+
 /// A worker that exits 0 after its answer retired itself (`uvicorn
 /// --limit-max-requests`, a leak guard): not a crash, so the function never
 /// reaches the crash-loop 503 however often it happens.

@@ -194,6 +194,17 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
     let length = invocation.body.content_length();
     let body = std::mem::replace(&mut invocation.body, RequestBody::Empty).into_body();
     let mut request = upstream_request(&invocation, port, body);
+    // A chunked upload was received whole before the worker was taken: it
+    // goes on with its length, as CGI gets it, not chunked again. Many plain
+    // servers (Python's http.server, WSGI's reference) read a body by its
+    // Content-Length alone, and took a chunked one for none.
+    if let Some(length) = length
+        && !request.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        request
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, length.into());
+    }
     let deadline = invocation.deadline;
     // A failed exchange, with what it says about the worker.
     let failed = |cause: String, outcome: Outcome| {
