@@ -242,13 +242,51 @@ async fn max_concurrency_one_serialises_a_function() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     let second = c.get(impatient.url("/api/deploy")).send().await.unwrap();
     assert_eq!(second.status(), 503);
+    // The queue timeout as given, not rounded to whole seconds; a
+    // Retry-After of at least one.
+    assert_eq!(second.headers()["retry-after"], "1");
     let text = second.text().await.unwrap();
     assert!(
         text.contains("its `max_concurrency`")
-            && text.contains("in the function's watchdog.toml section"),
+            && text.contains("in the function's watchdog.toml section")
+            && text.contains("the queue wait passed 100ms"),
         "{text}"
     );
     assert_eq!(first.await.unwrap().unwrap().status(), 200);
+}
+
+/// A function whose own timeout is shorter than the queue's, and runs out
+/// while its request waits for a slot, gets the 504 of a timeout that names
+/// the wait: it got a 503 that said the (longer) queue wait had passed, with
+/// that wait as its Retry-After.
+#[tokio::test]
+async fn a_timeout_that_runs_out_in_the_queue_is_a_504_that_says_so() {
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    sleeper(dir, "slow.sh", "2");
+    sleeper(dir, "quick.sh", "0");
+    std::fs::write(
+        dir.join("watchdog.toml"),
+        "[functions.\"quick.sh\"]\ntimeout = \"300ms\"\n",
+    )
+    .unwrap();
+    let server = TestServer::start(
+        &dir.join("api"),
+        &["--max-concurrency", "1", "--queue-timeout", "10s"],
+    );
+    let c = client();
+    let slow = tokio::spawn(c.get(server.url("/api/slow")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let quick = c.get(server.url("/api/quick")).send().await.unwrap();
+    assert_eq!(quick.status(), 504);
+    assert!(quick.headers().get("retry-after").is_none());
+    let text = quick.text().await.unwrap();
+    assert!(
+        text.contains("quick.sh: timed out after 300ms waiting for a concurrency slot")
+            && text.contains("--max-concurrency"),
+        "{text}"
+    );
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
 }
 
 /// `watchdog routes ARGS` on a project holding `api/reports/daily.sh`,

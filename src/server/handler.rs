@@ -258,6 +258,7 @@ async fn dispatch(
             &route.function.file.relative,
             function.max_concurrency,
             deadline,
+            function.timeout,
         )
         .await
         .inspect_err(|_| route.function.metrics.queue_rejected(queued.elapsed()))?;
@@ -398,12 +399,25 @@ async fn acquire_slots(
     file: &str,
     function_limit: Option<u32>,
     deadline: tokio::time::Instant,
+    timeout: std::time::Duration,
 ) -> Result<Vec<Held>, AppError> {
     let settings = &app.settings;
-    let give_up = (tokio::time::Instant::now() + settings.queue_timeout).min(deadline);
-    let overloaded = |function_limit| AppError::Overloaded {
-        seconds: settings.queue_timeout.as_secs().max(1),
-        function_limit,
+    let queued = tokio::time::Instant::now();
+    let queue_end = queued + settings.queue_timeout;
+    let give_up = queue_end.min(deadline);
+    let overloaded = |function_limit| {
+        if deadline < queue_end {
+            AppError::QueuedPastTimeout {
+                file: file.to_owned(),
+                after: timeout,
+                function_limit,
+            }
+        } else {
+            AppError::Overloaded {
+                waited: settings.queue_timeout,
+                function_limit,
+            }
+        }
     };
     let mut slots = Vec::with_capacity(2);
     if let Some(limit) = function_limit {
