@@ -102,7 +102,7 @@ pub enum Reply {
 /// hint differs (more workers, or a worker that never became ready).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerWait {
-    /// Every worker was busy.
+    /// Every one of the `max` places was taken, by a busy worker or a start.
     AllBusy,
     /// A new worker was still starting.
     Starting,
@@ -111,7 +111,7 @@ pub enum WorkerWait {
 impl std::fmt::Display for WorkerWait {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            WorkerWait::AllBusy => "all were busy",
+            WorkerWait::AllBusy => "all `max` were busy or starting",
             WorkerWait::Starting => "the new one was still starting",
         })
     }

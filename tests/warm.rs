@@ -1472,7 +1472,7 @@ async fn a_worker_slower_to_start_than_the_timeout_still_becomes_warm() {
     assert_eq!(queued.status(), 504);
     let text = queued.text().await.unwrap();
     assert!(
-        text.contains("waiting for a warm worker (all were busy); it never ran"),
+        text.contains("waiting for a warm worker (all `max` were busy or starting); it never ran"),
         "{text}"
     );
     assert!(text.contains("hint: raise `max`"), "{text}");
@@ -1486,6 +1486,17 @@ async fn a_worker_slower_to_start_than_the_timeout_still_becomes_warm() {
     assert!(server.wait_for_log("warm worker ready", Duration::from_secs(5)));
     let next = client().get(server.url("/api/slow")).send().await.unwrap();
     assert_eq!(next.status(), 200);
+    // Both are timeouts in the log and the metrics, as a CGI 504 is.
+    assert!(
+        server.wait_for_log_count("status=504 timed_out=true", 2, Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    let metrics = common::get_text(server.url("/_watchdog/metrics")).await;
+    assert!(
+        metrics.contains("watchdog_timeouts_total{route=\"/api/slow\"} 2"),
+        "{metrics}"
+    );
 }
 
 /// A client that gives up while its request's worker starts does not cost

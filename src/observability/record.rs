@@ -71,6 +71,9 @@ impl InvocationRecord {
 
     pub fn failed(&mut self, error: crate::invoke::InvokeError) -> crate::invoke::InvokeError {
         self.status = Some(error.status().as_u16());
+        // A timeout spent waiting for a warm worker is a timeout in the log
+        // line and `watchdog_timeouts_total`, as one spent running.
+        self.timed_out |= matches!(error, crate::invoke::InvokeError::NoWorkerInTime { .. });
         error
     }
 
