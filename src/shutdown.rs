@@ -63,9 +63,10 @@ pub fn on_signals() -> std::io::Result<Shutdown> {
         loop {
             let name = streams.next().await;
             if first.elapsed() < SAME_KEYPRESS {
-                tracing::debug!(
+                // Said, so an operator who meant it knows to send it again.
+                tracing::info!(
                     signal = name,
-                    "a signal right after the first: taken for the same one"
+                    "a signal within a second of the first is taken for the same one; send another to stop what still runs now"
                 );
                 continue;
             }
