@@ -330,11 +330,28 @@ pub fn listen_addr(flag: Option<&str>, port_env: Option<&str>) -> Result<SocketA
     }
 }
 
-/// `--listen`'s value, or `listen` in watchdog.toml.
+/// `--listen`'s value, or `listen` in watchdog.toml. Besides an address, the
+/// short forms other servers take: a bare port (`3000`, on 127.0.0.1 as the
+/// default is: local first), `:3000` (every interface, as Go's servers read
+/// it) and `localhost:3000` (127.0.0.1, with no lookup).
 fn parse_listen(value: &str) -> Result<SocketAddr, String> {
-    value
-        .parse()
-        .map_err(|err| format!("not an address like 127.0.0.1:3000 ({err})"))
+    let value = value.trim();
+    let port = |text: &str| text.parse::<u16>().ok();
+    if let Some(port) = port(value) {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Some(port) = value.strip_prefix(':').and_then(port) {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    if let Some(port) = value.strip_prefix("localhost:").and_then(port) {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    value.parse().map_err(|err| {
+        format!(
+            "not an address like 127.0.0.1:3000, 0.0.0.0:8080, [::1]:3000, localhost:3000, \
+             :3000 (every interface) or a bare port ({err})"
+        )
+    })
 }
 
 /// Whether `name` is one of the variables every function gets from watchdog's
@@ -360,6 +377,20 @@ fn inherited_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_takes_the_short_forms_other_servers_take() {
+        let parsed = |text: &str| parse_listen(text).map(|addr| addr.to_string());
+        assert_eq!(parsed("3000").unwrap(), "127.0.0.1:3000");
+        assert_eq!(parsed(":8080").unwrap(), "0.0.0.0:8080");
+        assert_eq!(parsed("localhost:3000").unwrap(), "127.0.0.1:3000");
+        assert_eq!(parsed("[::1]:3000").unwrap(), "[::1]:3000");
+        assert_eq!(parsed("0.0.0.0:0").unwrap(), "0.0.0.0:0");
+        for bad in ["example.com:80", "70000", "localhost", "3000:"] {
+            let err = parsed(bad).unwrap_err();
+            assert!(err.contains("a bare port"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn default_prefix_follows_the_written_name() {
