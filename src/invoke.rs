@@ -51,6 +51,10 @@ pub struct Invocation {
     /// Lives until the function has fully finished (not just until the response
     /// head): its drop writes the invocation's log event and frees its slots.
     pub record: InvocationRecord,
+    /// The server-wide slot still to take, when the invoker takes it once the
+    /// invocation has a place to run ([`Invoker::admits_once_placed`]); the
+    /// slot then joins the record's.
+    pub ticket: Option<crate::server::admission::Ticket>,
     /// Background work that outlives the response head (a driver task) is spawned
     /// here, so shutdown can wait for it.
     pub tasks: tokio_util::task::TaskTracker,
@@ -114,6 +118,16 @@ impl std::fmt::Display for WorkerWait {
             WorkerWait::AllBusy => "all `max` were busy or starting",
             WorkerWait::Starting => "the new one was still starting",
         })
+    }
+}
+
+fn queue_full_message(waited: std::time::Duration, function_limit: Option<u32>) -> String {
+    let waited = humantime::format_duration(waited);
+    match function_limit {
+        Some(limit) => format!(
+            "this function already runs {limit} invocation(s) at once, its `max_concurrency`, and the queue wait passed {waited}"
+        ),
+        None => format!("too many invocations are running and the queue wait passed {waited}"),
     }
 }
 
@@ -194,6 +208,27 @@ pub enum InvokeError {
     RestartBackoff { file: String, seconds: u64 },
     #[error("no warm worker became free in time")]
     Overloaded { seconds: u64 },
+    /// No concurrency slot came free within `--queue-timeout`.
+    #[error("{}", queue_full_message(*waited, *function_limit))]
+    QueueFull {
+        /// `--queue-timeout`, which passed.
+        waited: std::time::Duration,
+        /// The function's own `max_concurrency`, when that is what was full.
+        function_limit: Option<u32>,
+    },
+    /// The function's own timeout ran out while its request waited for a
+    /// concurrency slot (a timeout shorter than `--queue-timeout`): a 504, as
+    /// a request waiting for a warm worker gets, not the queue's 503.
+    #[error(
+        "{file}: timed out after {} waiting for a concurrency slot ({}); it never ran",
+        humantime::format_duration(*after),
+        if function_limit.is_some() { "its `max_concurrency` was reached" } else { "--max-concurrency was reached" }
+    )]
+    QueuedPastTimeout {
+        file: String,
+        after: std::time::Duration,
+        function_limit: Option<u32>,
+    },
     #[error(
         "{file}: watchdog is shutting down, and stopped the function at the end of its drain timeout, before it answered"
     )]
@@ -235,9 +270,9 @@ impl InvokeError {
             | InvokeError::ExitedEarly { .. }
             | InvokeError::LimitHit { .. }
             | InvokeError::OutputTooLarge { .. } => StatusCode::BAD_GATEWAY,
-            InvokeError::Timeout { .. } | InvokeError::NoWorkerInTime { .. } => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            InvokeError::Timeout { .. }
+            | InvokeError::NoWorkerInTime { .. }
+            | InvokeError::QueuedPastTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             InvokeError::BodyTooLarge { .. } | InvokeError::EventTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -249,6 +284,7 @@ impl InvokeError {
             InvokeError::Crashed { .. }
             | InvokeError::RestartBackoff { .. }
             | InvokeError::Overloaded { .. }
+            | InvokeError::QueueFull { .. }
             | InvokeError::FileBusy { .. }
             | InvokeError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             InvokeError::BodyIdle { .. } | InvokeError::BodyTimeout { .. } => {
@@ -322,6 +358,20 @@ impl InvokeError {
                     .into(),
             ),
             InvokeError::Overloaded { .. } => Some("retry later, or raise `max` in its `warm` settings".into()),
+            InvokeError::QueueFull {
+                function_limit: Some(_),
+                ..
+            } => Some("retry later, or raise `max_concurrency` in the function's watchdog.toml section".into()),
+            InvokeError::QueueFull { .. } => Some("retry later, or raise --max-concurrency".into()),
+            InvokeError::QueuedPastTimeout {
+                function_limit: Some(_),
+                ..
+            } => Some(
+                "raise `max_concurrency` in the function's watchdog.toml section, or its timeout".into(),
+            ),
+            InvokeError::QueuedPastTimeout { .. } => {
+                Some("raise --max-concurrency, or the function's timeout".into())
+            }
             InvokeError::FileBusy { .. } => Some(
                 "retry in a moment; to serve the old file until the new one is whole, write the \
                  new one beside it and rename it over (as most editors and `install` do)"
@@ -359,4 +409,11 @@ pub trait Invoker: Send + Sync {
     /// implementation owns the process until then and must enforce the deadline,
     /// kill on client disconnect and leave nothing behind.
     fn invoke(&self, invocation: Invocation) -> InvokeFuture;
+
+    /// Whether this function's invocations wait for a place of their own (a
+    /// warm worker) before they run: they then take the server-wide slot
+    /// once placed, from [`Invocation::ticket`], not while they wait.
+    fn admits_once_placed(&self, _function: &crate::routes::Function) -> bool {
+        false
+    }
 }

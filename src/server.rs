@@ -213,7 +213,8 @@ pub async fn serve(
         // Invocations hold their slot until they are over, warm requests
         // included (which run in their connection's task, not as a task of
         // `tasks`: counting those said `running=0` with a warm request in
-        // flight).
+        // flight). One still waiting for a warm worker holds none yet: it is
+        // stopped all the same, but not counted as running.
         let running = app.admission.running();
         tracing::warn!(
             running,

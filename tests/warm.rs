@@ -441,6 +441,38 @@ async fn a_chunked_upload_reaches_a_worker_with_its_length() {
     }
 }
 
+/// A request waiting for a busy pool's worker holds no server-wide slot:
+/// `--max-concurrency` counts invocations running. Here the first request
+/// runs (its slot), the second waits for the one worker, and a CGI request
+/// runs beside them; it used to wait behind both and get the queue's 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_for_a_warm_worker_holds_no_server_slot() {
+    let project = project(&[("counter", "max = 1")]);
+    common::write_script(
+        &api(&project).join("hello.sh"),
+        "printf 'Content-Type: text/plain\\n\\nhello\\n'",
+    );
+    let server = TestServer::start(
+        &api(&project),
+        &["--max-concurrency", "2", "--queue-timeout", "2s"],
+    );
+    let running = tokio::spawn(client().get(server.url("/api/counter?sleep=5")).send());
+    assert!(server.wait_for_log("warm worker ready", Duration::from_secs(10)));
+    let waiting = tokio::spawn(client().get(server.url("/api/counter?sleep=5")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hello = client().get(server.url("/api/hello")).send().await.unwrap();
+    let status = hello.status();
+    let text = hello.text().await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(text, "hello\n");
+    // Answered beside both, not once the waiting one gave up its slot (its
+    // wait for the worker ends at the 2 s queue timeout).
+    assert!(!running.is_finished());
+    assert!(!waiting.is_finished());
+    running.abort();
+    waiting.abort();
+}
+
 /// A worker that exits 0 after its answer retired itself (`uvicorn
 /// --limit-max-requests`, a leak guard): not a crash, so the function never
 /// reaches the crash-loop 503 however often it happens.

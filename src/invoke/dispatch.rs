@@ -21,4 +21,8 @@ impl Invoker for Dispatcher {
             self.cgi.invoke(invocation)
         }
     }
+
+    fn admits_once_placed(&self, function: &crate::routes::Function) -> bool {
+        function.settings.warm.is_some()
+    }
 }

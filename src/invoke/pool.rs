@@ -188,13 +188,17 @@ impl Invoker for PoolInvoker {
                 // says so, as one that leaves during the answer.
                 invocation.record.client_gone = true;
                 let queue_wait = &mut invocation.record.queue_wait;
+                let admitted = Admitted {
+                    ticket: &mut invocation.ticket,
+                    slots: &mut invocation.record.slots,
+                };
                 // Still waiting for a worker when the drain timeout ends: a 503
                 // too, as for a request whose worker had not answered.
                 // Biased: a worker at hand (the usual case) is taken without
                 // registering with the shutdown token first.
                 let acquired = tokio::select! {
                     biased;
-                    acquired = pool.acquire(invocation.deadline, queue_wait) => acquired,
+                    acquired = pool.acquire(invocation.deadline, queue_wait, admitted) => acquired,
                     () = invocation.stop.cancelled() => {
                         invocation.record.client_gone = false;
                         return Err(invocation.stopped_by_shutdown());
@@ -400,6 +404,14 @@ pub enum Outcome {
     Refused,
 }
 
+/// Where a request's server-wide slot comes from once it has a place in the
+/// pool ([`crate::server::admission::Ticket`]), and where it goes: the
+/// invocation's record, which frees it with the rest.
+pub struct Admitted<'a> {
+    pub ticket: &'a mut Option<crate::server::admission::Ticket>,
+    pub slots: &'a mut Vec<crate::server::admission::Held>,
+}
+
 impl Pool {
     fn start(
         function: Arc<Function>,
@@ -591,6 +603,7 @@ impl Pool {
         self: &Arc<Self>,
         deadline: tokio::time::Instant,
         queue_wait: &mut Duration,
+        admitted: Admitted<'_>,
     ) -> Result<Lease, InvokeError> {
         let file = &self.function.file.relative;
         let given_up_for = self.lock_crashes().given_up_for(Instant::now());
@@ -622,6 +635,20 @@ impl Pool {
                 seconds: self.settings.queue_timeout.as_secs().max(1),
             });
         };
+        // Placed: now the server-wide slot, which the wait for a place did not
+        // hold (a request queued for a busy pool kept other routes waiting).
+        if let Some(ticket) = admitted.ticket.take() {
+            let queued = tokio::time::Instant::now();
+            let slot = ticket.admit().await;
+            *queue_wait += queued.elapsed();
+            match slot {
+                Ok(slot) => admitted.slots.push(slot),
+                Err(refused) => {
+                    self.function.metrics.count_queue_rejected();
+                    return Err(refused);
+                }
+            }
+        }
         loop {
             let candidate = self.lock_idle().pop();
             match candidate {

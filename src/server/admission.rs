@@ -20,8 +20,11 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
+
+use crate::invoke::InvokeError;
 
 thread_local! {
     /// This thread's lane: its index among the connection threads, or the
@@ -118,6 +121,84 @@ impl Drop for LeaveQueue<'_> {
 pub enum Held {
     Server(Slot),
     Function(OwnedSemaphorePermit),
+}
+
+/// The server-wide slot an invocation takes when it starts to run, and how
+/// long it may wait for it. A request for a warm function first waits for a
+/// place in its pool, and takes its slot only then
+/// ([`crate::invoke::Invoker::admits_once_placed`]): requests queued for one
+/// busy pool hold no slots other routes could run in, as `--max-concurrency`
+/// counts invocations running, not waiting.
+#[derive(Debug)]
+pub struct Ticket {
+    admission: Arc<Admission>,
+    file: String,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    queue_timeout: Duration,
+}
+
+impl Ticket {
+    pub fn new(
+        admission: &Arc<Admission>,
+        file: &str,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+        queue_timeout: Duration,
+    ) -> Self {
+        Self {
+            admission: Arc::clone(admission),
+            file: file.to_owned(),
+            deadline,
+            timeout,
+            queue_timeout,
+        }
+    }
+
+    /// The slot, waited for up to `--queue-timeout` from now, and never past
+    /// the deadline.
+    ///
+    /// # Errors
+    /// [`refusal`]'s, when neither came in time.
+    pub async fn admit(self) -> Result<Held, InvokeError> {
+        let queue_end = tokio::time::Instant::now() + self.queue_timeout;
+        match self.admission.acquire(queue_end.min(self.deadline)).await {
+            Some(slot) => Ok(Held::Server(slot)),
+            None => Err(refusal(
+                &self.file,
+                queue_end,
+                self.deadline,
+                self.timeout,
+                self.queue_timeout,
+                None,
+            )),
+        }
+    }
+}
+
+/// Why a wait for a slot (the server's, or the function's own under
+/// `max_concurrency`) ended without one: the queue timeout passed (503), or
+/// the invocation's own timeout came first (504).
+pub fn refusal(
+    file: &str,
+    queue_end: tokio::time::Instant,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    queue_timeout: Duration,
+    function_limit: Option<u32>,
+) -> InvokeError {
+    if deadline < queue_end {
+        InvokeError::QueuedPastTimeout {
+            file: file.to_owned(),
+            after: timeout,
+            function_limit,
+        }
+    } else {
+        InvokeError::QueueFull {
+            waited: queue_timeout,
+            function_limit,
+        }
+    }
 }
 
 impl Admission {

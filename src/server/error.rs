@@ -26,26 +26,6 @@ pub enum AppError {
     NotFound { path: String },
     #[error("{pattern} is claimed by more than one file: {}", files.join(", "))]
     Conflict { pattern: String, files: Vec<String> },
-    #[error("{}", overloaded_message(*waited, *function_limit))]
-    Overloaded {
-        /// `--queue-timeout`, which passed.
-        waited: std::time::Duration,
-        /// The function's own `max_concurrency`, when that is what was full.
-        function_limit: Option<u32>,
-    },
-    /// The function's own timeout ran out while its request waited for a
-    /// concurrency slot (a timeout shorter than `--queue-timeout`): a 504, as
-    /// a request waiting for a warm worker gets, not the queue's 503.
-    #[error(
-        "{file}: timed out after {} waiting for a concurrency slot ({}); it never ran",
-        humantime::format_duration(*after),
-        if function_limit.is_some() { "its `max_concurrency` was reached" } else { "--max-concurrency was reached" }
-    )]
-    QueuedPastTimeout {
-        file: String,
-        after: std::time::Duration,
-        function_limit: Option<u32>,
-    },
     #[error("the function's local redirects went {hops} deep without an answer")]
     RedirectLoop { hops: usize, location: String },
     #[error("the function's local redirect (`Location:` without `Status:`) is not a valid path")]
@@ -80,8 +60,6 @@ impl AppError {
             AppError::Conflict { .. }
             | AppError::RedirectLoop { .. }
             | AppError::BadRedirect { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            AppError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::QueuedPastTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             AppError::Invoke(err) => err.status(),
             AppError::CronRefused(crate::cron::Refusal::NeedsSecret) => StatusCode::UNAUTHORIZED,
             AppError::CronRefused(_) => StatusCode::FORBIDDEN,
@@ -102,17 +80,6 @@ impl AppError {
             AppError::HeadTooLarge { .. } => Some("send fewer or smaller headers (large cookies are the usual cause)".into()),
             AppError::NotFound { .. } => Some("`watchdog routes DIR` lists every route and the files that are not routes".into()),
             AppError::Conflict { .. } => Some("rename or remove all but one of these files".into()),
-            AppError::Overloaded {
-                function_limit: Some(_),
-                ..
-            } => Some("retry later, or raise `max_concurrency` in the function's watchdog.toml section".into()),
-            AppError::Overloaded { .. } => Some("retry later, or raise --max-concurrency".into()),
-            AppError::QueuedPastTimeout { function_limit: Some(_), .. } => Some(
-                "raise `max_concurrency` in the function's watchdog.toml section, or its timeout".into(),
-            ),
-            AppError::QueuedPastTimeout { .. } => {
-                Some("raise --max-concurrency, or the function's timeout".into())
-            }
             AppError::RedirectLoop { .. } | AppError::BadRedirect { .. } => {
                 Some("a `Location: /path` header without `Status:` makes watchdog serve that path instead".into())
             }
@@ -164,7 +131,7 @@ impl AppError {
                 | InvokeError::RestartBackoff { seconds, .. },
             ) => Some(*seconds),
             // Whole seconds, as the header has them; never 0 ("at once").
-            AppError::Overloaded { waited, .. } => {
+            AppError::Invoke(InvokeError::QueueFull { waited, .. }) => {
                 Some(waited.as_secs_f64().ceil().max(1.0) as u64)
             }
             // A save in place ends in moments.
@@ -229,16 +196,6 @@ pub fn prefers_json(headers: &HeaderMap) -> bool {
         }
     }
     best_json > 0.0 && best_json >= best_other
-}
-
-fn overloaded_message(waited: std::time::Duration, function_limit: Option<u32>) -> String {
-    let waited = humantime::format_duration(waited);
-    match function_limit {
-        Some(limit) => format!(
-            "this function already runs {limit} invocation(s) at once, its `max_concurrency`, and the queue wait passed {waited}"
-        ),
-        None => format!("too many invocations are running and the queue wait passed {waited}"),
-    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, header};
 
 use super::App;
-use super::admission::Held;
+use super::admission::{self, Held, Ticket};
 use super::error::AppError;
 use super::listener::Connection;
 use super::request_id;
@@ -253,12 +253,13 @@ async fn dispatch(
                 after: function.timeout,
             })??;
         let queued = tokio::time::Instant::now();
-        let slots = acquire_slots(
+        let (slots, ticket) = acquire_slots(
             app,
             &route.function.file.relative,
             function.max_concurrency,
             deadline,
             function.timeout,
+            app.invoker.admits_once_placed(&route.function),
         )
         .await
         .inspect_err(|_| route.function.metrics.queue_rejected(queued.elapsed()))?;
@@ -282,6 +283,7 @@ async fn dispatch(
             deadline_epoch_ms,
             settings: Arc::clone(&app.settings),
             record,
+            ticket,
             tasks: app.tasks.clone(),
             stop: app.stop_invocations.clone(),
         };
@@ -392,43 +394,39 @@ fn redirect_to(location: &str, mut headers: HeaderMap) -> Response<Body> {
     response
 }
 
-/// Waits for a server-wide slot (and the function's own, when it has a limit). The
-/// wait counts against the deadline and is capped by `--queue-timeout`.
+/// The function's own slot (under `max_concurrency`), and the server-wide
+/// one unless `defer` leaves it to the invoker ([`Ticket`]).
 async fn acquire_slots(
     app: &App,
     file: &str,
     function_limit: Option<u32>,
     deadline: tokio::time::Instant,
     timeout: std::time::Duration,
-) -> Result<Vec<Held>, AppError> {
-    let settings = &app.settings;
-    let queued = tokio::time::Instant::now();
-    let queue_end = queued + settings.queue_timeout;
-    let give_up = queue_end.min(deadline);
-    let overloaded = |function_limit| {
-        if deadline < queue_end {
-            AppError::QueuedPastTimeout {
-                file: file.to_owned(),
-                after: timeout,
-                function_limit,
-            }
-        } else {
-            AppError::Overloaded {
-                waited: settings.queue_timeout,
-                function_limit,
-            }
-        }
-    };
+    defer: bool,
+) -> Result<(Vec<Held>, Option<Ticket>), InvokeError> {
+    let queue_timeout = app.settings.queue_timeout;
     let mut slots = Vec::with_capacity(2);
     if let Some(limit) = function_limit {
+        let queue_end = tokio::time::Instant::now() + queue_timeout;
         let semaphore = app.function_slots(file, limit);
-        let permit = tokio::time::timeout_at(give_up, semaphore.acquire_owned()).await;
-        let permit = permit.ok().and_then(Result::ok);
-        slots.push(Held::Function(
-            permit.ok_or_else(|| overloaded(Some(limit)))?,
-        ));
+        let permit =
+            tokio::time::timeout_at(queue_end.min(deadline), semaphore.acquire_owned()).await;
+        let permit = permit.ok().and_then(Result::ok).ok_or_else(|| {
+            admission::refusal(
+                file,
+                queue_end,
+                deadline,
+                timeout,
+                queue_timeout,
+                Some(limit),
+            )
+        })?;
+        slots.push(Held::Function(permit));
     }
-    let slot = app.admission.acquire(give_up).await;
-    slots.push(Held::Server(slot.ok_or_else(|| overloaded(None))?));
-    Ok(slots)
+    let ticket = Ticket::new(&app.admission, file, deadline, timeout, queue_timeout);
+    if defer {
+        return Ok((slots, Some(ticket)));
+    }
+    slots.push(ticket.admit().await?);
+    Ok((slots, None))
 }
