@@ -161,18 +161,41 @@ impl Ticket {
     /// # Errors
     /// [`refusal`]'s, when neither came in time.
     pub async fn admit(self) -> Result<Held, InvokeError> {
-        let queue_end = tokio::time::Instant::now() + self.queue_timeout;
-        match self.admission.acquire(queue_end.min(self.deadline)).await {
-            Some(slot) => Ok(Held::Server(slot)),
-            None => Err(refusal(
-                &self.file,
-                queue_end,
-                self.deadline,
-                self.timeout,
-                self.queue_timeout,
-                None,
-            )),
-        }
+        admit(
+            &self.admission,
+            &self.file,
+            self.deadline,
+            self.timeout,
+            self.queue_timeout,
+        )
+        .await
+    }
+}
+
+/// The server-wide slot, waited for up to `queue_timeout` from now and never
+/// past `deadline`: what a [`Ticket`] does, without one (and its copies) for
+/// the invocations that take their slot at once.
+///
+/// # Errors
+/// [`refusal`]'s, when neither came in time.
+pub async fn admit(
+    admission: &Arc<Admission>,
+    file: &str,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    queue_timeout: Duration,
+) -> Result<Held, InvokeError> {
+    let queue_end = tokio::time::Instant::now() + queue_timeout;
+    match admission.acquire(queue_end.min(deadline)).await {
+        Some(slot) => Ok(Held::Server(slot)),
+        None => Err(refusal(
+            file,
+            queue_end,
+            deadline,
+            timeout,
+            queue_timeout,
+            None,
+        )),
     }
 }
 

@@ -423,10 +423,10 @@ async fn acquire_slots(
         })?;
         slots.push(Held::Function(permit));
     }
-    let ticket = Ticket::new(&app.admission, file, deadline, timeout, queue_timeout);
     if defer {
+        let ticket = Ticket::new(&app.admission, file, deadline, timeout, queue_timeout);
         return Ok((slots, Some(ticket)));
     }
-    slots.push(ticket.admit().await?);
+    slots.push(admission::admit(&app.admission, file, deadline, timeout, queue_timeout).await?);
     Ok((slots, None))
 }
