@@ -84,7 +84,7 @@ pub struct ServeArgs {
     #[arg(default_value = "api", env = "WATCHDOG_DIR")]
     pub dir: PathBuf,
     /// Address to bind (`127.0.0.1:8080`, `[::1]:3000`; a bare port is on
-    /// 127.0.0.1, `:8080` on every interface); port 0 picks a free port and the
+    /// 127.0.0.1, `:8080` on 0.0.0.0); port 0 picks a free port and the
     /// bound address is logged.
     ///
     /// [default: 127.0.0.1:3000, or 0.0.0.0:$PORT when PORT is set]

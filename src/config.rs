@@ -332,8 +332,8 @@ pub fn listen_addr(flag: Option<&str>, port_env: Option<&str>) -> Result<SocketA
 
 /// `--listen`'s value, or `listen` in watchdog.toml. Besides an address, the
 /// short forms other servers take: a bare port (`3000`, on 127.0.0.1 as the
-/// default is: local first), `:3000` (every interface, as Go's servers read
-/// it) and `localhost:3000` (127.0.0.1, with no lookup).
+/// default is: local first), `:3000` (0.0.0.0, every IPv4 interface, as the
+/// `PORT` default is) and `localhost:3000` (127.0.0.1, with no lookup).
 fn parse_listen(value: &str) -> Result<SocketAddr, String> {
     let value = value.trim();
     let port = |text: &str| text.parse::<u16>().ok();
@@ -349,7 +349,7 @@ fn parse_listen(value: &str) -> Result<SocketAddr, String> {
     value.parse().map_err(|err| {
         format!(
             "not an address like 127.0.0.1:3000, 0.0.0.0:8080, [::1]:3000, localhost:3000, \
-             :3000 (every interface) or a bare port ({err})"
+             :3000 (0.0.0.0) or a bare port ({err})"
         )
     })
 }

@@ -473,6 +473,38 @@ async fn a_request_waiting_for_a_warm_worker_holds_no_server_slot() {
     waiting.abort();
 }
 
+/// A request that meets a retiring worker goes back to the pool's queue
+/// without its server-wide slot, as the first time: held, with
+/// `--max-concurrency 1` it kept the request that took the pool's one place
+/// from running, while it waited for that place; the other got a 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_to_another_worker_gives_its_slot_back_while_it_waits() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(
+        &api(&project),
+        &["--max-concurrency", "1", "--queue-timeout", "3s"],
+    );
+    // One client: the next request follows the last on watchdog's kept
+    // connection to the worker, which leaves it unread for 1 s and exits 0.
+    let kept = client();
+    let last = kept
+        .get(server.url("/api/counter?retire-slowly"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(last.status(), 200);
+    let _ = last.bytes().await;
+    let meets_the_retiring = tokio::spawn(kept.get(server.url("/api/counter")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let queued_behind = tokio::spawn(client().get(server.url("/api/counter")).send());
+    for (what, request) in [("retried", meets_the_retiring), ("queued", queued_behind)] {
+        let answer = request.await.unwrap().unwrap();
+        let status = answer.status();
+        let text = answer.text().await.unwrap();
+        assert_eq!(status, 200, "{what}: {text}");
+    }
+}
+
 /// A worker that exits 0 after its answer retired itself (`uvicorn
 /// --limit-max-requests`, a leak guard): not a crash, so the function never
 /// reaches the crash-loop 503 however often it happens.
@@ -1527,6 +1559,11 @@ async fn a_worker_slower_to_start_than_the_timeout_still_becomes_warm() {
     let metrics = common::get_text(server.url("/_watchdog/metrics")).await;
     assert!(
         metrics.contains("watchdog_timeouts_total{route=\"/api/slow\"} 2"),
+        "{metrics}"
+    );
+    // Timeouts, but no kills: neither reached a process.
+    assert!(
+        !metrics.contains("watchdog_kills_total{route=\"/api/slow\""),
         "{metrics}"
     );
 }

@@ -81,7 +81,7 @@ const STDOUT_READ_SIZE: usize = 64 * 1024;
 const LARGE_OUTPUT_READ_SIZE: usize = 256 * 1024;
 /// How long the stderr pipe of a stopped group is read for what is left in
 /// it: the group is gone, so this is only for a pipe a runaway holds open.
-const STDERR_AFTER_STOP: Duration = Duration::from_millis(100);
+const STDERR_AFTER_STOP: Duration = Duration::from_millis(20);
 
 /// Bytes asked for per stderr read: log lines, not bulk data.
 const STDERR_READ_SIZE: usize = 16 * 1024;
@@ -608,6 +608,9 @@ impl Driver {
             }
             End::BadOutput => self.stop_group(None).await,
         };
+        // After the client's answer is settled, so a pipe held open past the
+        // group costs the response nothing.
+        self.log_rest_of_stderr().await;
         self.stderr.flush();
         if let Some(status) = exit {
             self.record.set_exit(status);
@@ -782,11 +785,9 @@ impl Driver {
             };
             self.leader_reaped = true;
             self.reap_members(grace_end).await;
-            self.log_rest_of_stderr().await;
         } else if self.group.exists() {
             self.group.signal(Signal::SIGTERM);
             self.reap_members(grace_end).await;
-            self.log_rest_of_stderr().await;
         }
         // Otherwise the group is empty, zombies included: nothing to reap (the
         // usual end, one system call instead of two).
@@ -800,7 +801,8 @@ impl Driver {
 
     /// Logs what is left in the stderr pipe once the group is gone: its last
     /// words before the signal took it. Bounded, as a process that left the
-    /// group (`setsid`) may hold the pipe open.
+    /// group (`setsid`) may hold the pipe open; at once when the pipe had
+    /// ended (the usual end: it is not read again).
     async fn log_rest_of_stderr(&mut self) {
         let rest = async {
             while let Some(Ok(chunk)) = self.stderr_pipe.next().await {

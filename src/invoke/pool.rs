@@ -31,6 +31,7 @@ use crate::limits::Limiter;
 use crate::observability::metrics;
 use crate::observability::record::{InvocationRecord, describe_exit};
 use crate::routes::Function;
+use crate::server::admission::Held;
 pub use policy::WarmConfig;
 pub use worker::Worker;
 
@@ -189,7 +190,7 @@ impl Invoker for PoolInvoker {
                 invocation.record.client_gone = true;
                 let queue_wait = &mut invocation.record.queue_wait;
                 let admitted = Admitted {
-                    ticket: &mut invocation.ticket,
+                    ticket: &invocation.ticket,
                     slots: &mut invocation.record.slots,
                 };
                 // Still waiting for a worker when the drain timeout ends: a 503
@@ -216,7 +217,16 @@ impl Invoker for PoolInvoker {
                     // The request never started: on to another worker, within the
                     // same deadline (an exit that is not a retirement counts
                     // toward the crash limit).
-                    Err(Failed::NotTaken(returned)) => invocation = *returned,
+                    Err(Failed::NotTaken(returned)) => {
+                        invocation = *returned;
+                        // Back in the pool's queue, so without its server-wide
+                        // slot, as the first time: held, it could keep the
+                        // request that takes the place just given back from
+                        // running, while this one waits for that place.
+                        if invocation.ticket.is_some() {
+                            invocation.record.slots.retain(|held| !held.is_server());
+                        }
+                    }
                 }
                 not_taken += 1;
                 if not_taken == NOT_TAKEN_LIMIT {
@@ -408,8 +418,8 @@ pub enum Outcome {
 /// pool ([`crate::server::admission::Ticket`]), and where it goes: the
 /// invocation's record, which frees it with the rest.
 pub struct Admitted<'a> {
-    pub ticket: &'a mut Option<crate::server::admission::Ticket>,
-    pub slots: &'a mut Vec<crate::server::admission::Held>,
+    pub ticket: &'a Option<crate::server::admission::Ticket>,
+    pub slots: &'a mut Vec<Held>,
 }
 
 impl Pool {
@@ -632,12 +642,15 @@ impl Pool {
             }
             self.function.metrics.count_queue_rejected();
             return Err(InvokeError::Overloaded {
-                seconds: self.settings.queue_timeout.as_secs().max(1),
+                // Rounded up, as the server queue's `Retry-After` is.
+                seconds: self.settings.queue_timeout.as_secs_f64().ceil().max(1.0) as u64,
             });
         };
         // Placed: now the server-wide slot, which the wait for a place did not
         // hold (a request queued for a busy pool kept other routes waiting).
-        if let Some(ticket) = admitted.ticket.take() {
+        if let Some(ticket) = admitted.ticket.as_ref()
+            && !admitted.slots.iter().any(Held::is_server)
+        {
             let queued = tokio::time::Instant::now();
             let slot = ticket.admit().await;
             *queue_wait += queued.elapsed();
@@ -1069,6 +1082,12 @@ impl Lease {
         self.worker
             .as_mut()
             .expect("a lease holds its worker until it is given back")
+    }
+
+    /// The pool's tracker of work that ends in stopping a worker, which
+    /// shutdown waits for.
+    pub fn tracker(&self) -> TaskTracker {
+        self.pool.stopping.clone()
     }
 
     /// Whether the worker stops the work of a request whose connection

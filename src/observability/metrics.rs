@@ -167,6 +167,7 @@ impl FunctionMetrics {
         queue_wait: Duration,
         exit: Option<Exit>,
         kill: Option<&'static str>,
+        timed_out: bool,
     ) {
         let handles = self.handles();
         handles.in_flight.decrement(1.0);
@@ -182,9 +183,11 @@ impl FunctionMetrics {
         // Kills and limit hits are rare: looked up when they happen.
         if let Some(reason) = kill {
             counter!(KILLS, "route" => self.route.clone(), "reason" => reason).increment(1);
-            if reason == "timeout" {
-                counter!(TIMEOUTS, "route" => self.route.clone()).increment(1);
-            }
+        }
+        // Apart from the kill: a request that timed out waiting (for a warm
+        // worker, a slot) killed nothing.
+        if timed_out {
+            counter!(TIMEOUTS, "route" => self.route.clone()).increment(1);
         }
     }
 

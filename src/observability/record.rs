@@ -71,9 +71,14 @@ impl InvocationRecord {
 
     pub fn failed(&mut self, error: crate::invoke::InvokeError) -> crate::invoke::InvokeError {
         self.status = Some(error.status().as_u16());
-        // A timeout spent waiting for a warm worker is a timeout in the log
-        // line and `watchdog_timeouts_total`, as one spent running.
-        self.timed_out |= matches!(error, crate::invoke::InvokeError::NoWorkerInTime { .. });
+        // A timeout spent waiting for a warm worker (or, once placed, for a
+        // slot) is a timeout in the log line and `watchdog_timeouts_total`, as
+        // one spent running; not a kill.
+        self.timed_out |= matches!(
+            error,
+            crate::invoke::InvokeError::NoWorkerInTime { .. }
+                | crate::invoke::InvokeError::QueuedPastTimeout { .. }
+        );
         error
     }
 
@@ -111,8 +116,13 @@ impl InvocationRecord {
         self.signal = status.signal();
     }
 
+    /// Why its process was stopped, if it had one: a request that never
+    /// reached a process (it timed out waiting for a warm worker) killed
+    /// nothing.
     fn kill_reason(&self) -> Option<&'static str> {
-        if self.timed_out {
+        if self.pid.is_none() {
+            None
+        } else if self.timed_out {
             Some("timeout")
         } else if self.client_gone {
             Some("client_gone")
@@ -137,7 +147,13 @@ impl Drop for InvocationRecord {
             (None, None) => None,
         };
         let metrics = &self.function.metrics;
-        metrics.invocation_finished(elapsed, self.queue_wait, exit_label, self.kill_reason());
+        metrics.invocation_finished(
+            elapsed,
+            self.queue_wait,
+            exit_label,
+            self.kill_reason(),
+            self.timed_out,
+        );
         if let Some(limit) = self.limit_hit {
             metrics.limit_hit(limit);
         }

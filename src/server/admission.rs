@@ -123,6 +123,12 @@ pub enum Held {
     Function(OwnedSemaphorePermit),
 }
 
+impl Held {
+    pub fn is_server(&self) -> bool {
+        matches!(self, Held::Server(_))
+    }
+}
+
 /// The server-wide slot an invocation takes when it starts to run, and how
 /// long it may wait for it. A request for a warm function first waits for a
 /// place in its pool, and takes its slot only then
@@ -133,6 +139,9 @@ pub enum Held {
 pub struct Ticket {
     admission: Arc<Admission>,
     file: String,
+    /// When the request's queue wait began plus `--queue-timeout`: one
+    /// budget for its function's slot and this one, as for CGI.
+    queue_end: tokio::time::Instant,
     deadline: tokio::time::Instant,
     timeout: Duration,
     queue_timeout: Duration,
@@ -142,6 +151,7 @@ impl Ticket {
     pub fn new(
         admission: &Arc<Admission>,
         file: &str,
+        queue_end: tokio::time::Instant,
         deadline: tokio::time::Instant,
         timeout: Duration,
         queue_timeout: Duration,
@@ -149,21 +159,23 @@ impl Ticket {
         Self {
             admission: Arc::clone(admission),
             file: file.to_owned(),
+            queue_end,
             deadline,
             timeout,
             queue_timeout,
         }
     }
 
-    /// The slot, waited for up to `--queue-timeout` from now, and never past
-    /// the deadline.
+    /// The slot, waited for until the queue's end, and never past the
+    /// deadline.
     ///
     /// # Errors
     /// [`refusal`]'s, when neither came in time.
-    pub async fn admit(self) -> Result<Held, InvokeError> {
+    pub async fn admit(&self) -> Result<Held, InvokeError> {
         admit(
             &self.admission,
             &self.file,
+            self.queue_end,
             self.deadline,
             self.timeout,
             self.queue_timeout,
@@ -172,20 +184,20 @@ impl Ticket {
     }
 }
 
-/// The server-wide slot, waited for up to `queue_timeout` from now and never
-/// past `deadline`: what a [`Ticket`] does, without one (and its copies) for
-/// the invocations that take their slot at once.
+/// The server-wide slot, waited for until `queue_end` and never past
+/// `deadline`: what a [`Ticket`] does, without one (and its copies) for the
+/// invocations that take their slot at once.
 ///
 /// # Errors
 /// [`refusal`]'s, when neither came in time.
 pub async fn admit(
     admission: &Arc<Admission>,
     file: &str,
+    queue_end: tokio::time::Instant,
     deadline: tokio::time::Instant,
     timeout: Duration,
     queue_timeout: Duration,
 ) -> Result<Held, InvokeError> {
-    let queue_end = tokio::time::Instant::now() + queue_timeout;
     match admission.acquire(queue_end.min(deadline)).await {
         Some(slot) => Ok(Held::Server(slot)),
         None => Err(refusal(

@@ -405,9 +405,10 @@ async fn acquire_slots(
     defer: bool,
 ) -> Result<(Vec<Held>, Option<Ticket>), InvokeError> {
     let queue_timeout = app.settings.queue_timeout;
+    // One budget for both waits: `--queue-timeout` is the longest in all.
+    let queue_end = tokio::time::Instant::now() + queue_timeout;
     let mut slots = Vec::with_capacity(2);
     if let Some(limit) = function_limit {
-        let queue_end = tokio::time::Instant::now() + queue_timeout;
         let semaphore = app.function_slots(file, limit);
         let permit =
             tokio::time::timeout_at(queue_end.min(deadline), semaphore.acquire_owned()).await;
@@ -424,9 +425,24 @@ async fn acquire_slots(
         slots.push(Held::Function(permit));
     }
     if defer {
-        let ticket = Ticket::new(&app.admission, file, deadline, timeout, queue_timeout);
+        let ticket = Ticket::new(
+            &app.admission,
+            file,
+            queue_end,
+            deadline,
+            timeout,
+            queue_timeout,
+        );
         return Ok((slots, Some(ticket)));
     }
-    slots.push(admission::admit(&app.admission, file, deadline, timeout, queue_timeout).await?);
+    let slot = admission::admit(
+        &app.admission,
+        file,
+        queue_end,
+        deadline,
+        timeout,
+        queue_timeout,
+    );
+    slots.push(slot.await?);
     Ok((slots, None))
 }

@@ -638,8 +638,12 @@ impl Drop for LeasedBody {
             return;
         }
         match (tokio::runtime::Handle::try_current(), self.inner.take()) {
+            // Tracked with the pool's stops, so shutdown waits for it and the
+            // worker it may stop gets its kill grace.
             (Ok(runtime), Some(rest)) => {
-                runtime.spawn(drain_then_release(rest, lease, self.sender.take()));
+                let tracker = lease.tracker();
+                let drain = drain_then_release(rest, lease, self.sender.take());
+                drop(tracker.spawn_on(drain, &runtime));
             }
             // Dropping the lease stops the worker.
             _ => drop(lease),
