@@ -133,18 +133,16 @@ impl Settings {
             .unwrap_or_else(|| default_prefix(dir, &document_root));
         let file_listen = match (listen, &config.listen) {
             (None, Some(value)) => {
-                if let Err(cause) = parse_listen(value.get_ref()) {
-                    return Err(in_file(
-                        value.span(),
-                        format!("`{}` is {cause}", value.get_ref()),
-                    ));
+                let text = value.get_ref().text();
+                if let Err(cause) = parse_listen(&text) {
+                    return Err(in_file(value.span(), format!("`{text}` is {cause}")));
                 }
-                Some(value.get_ref().as_str())
+                Some(text)
             }
             _ => None,
         };
         let listen = listen_addr(
-            listen.or(file_listen),
+            listen.or(file_listen.as_deref()),
             std::env::var("PORT").ok().as_deref(),
         )?;
         let dotenv = file::dotenv(&document_root)?;

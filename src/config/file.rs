@@ -61,12 +61,51 @@ impl FileError {
     }
 }
 
+/// `listen` as written: an address in a string, or a bare port as a number
+/// (`listen = 3000`), as `--listen 3000` takes it.
+#[derive(Debug)]
+pub enum ListenValue {
+    Port(u16),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for ListenValue {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Port(i64),
+            Text(String),
+            // Anything else, for an error that says what `listen` takes.
+            Other(serde::de::IgnoredAny),
+        }
+        match Raw::deserialize(de)? {
+            Raw::Port(n) => u16::try_from(n)
+                .map(ListenValue::Port)
+                .map_err(|_| serde::de::Error::custom(format!("{n} is not a port (0 to 65535)"))),
+            Raw::Text(text) => Ok(ListenValue::Text(text)),
+            Raw::Other(_) => Err(serde::de::Error::custom(
+                "expected an address such as \"127.0.0.1:3000\" or a port such as 3000",
+            )),
+        }
+    }
+}
+
+impl ListenValue {
+    pub fn text(&self) -> String {
+        match self {
+            ListenValue::Port(port) => port.to_string(),
+            ListenValue::Text(text) => text.clone(),
+        }
+    }
+}
+
 /// The whole of `watchdog.toml`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     /// Checked where it is used (a flag may replace it), located by its span.
-    pub listen: Option<Spanned<String>>,
+    pub listen: Option<Spanned<ListenValue>>,
     pub prefix: Option<String>,
     #[serde(default, deserialize_with = "nonzero_duration")]
     pub timeout: Option<Duration>,
@@ -749,6 +788,20 @@ warm = { protocol = "http", min = 1, max = 4, idle_timeout = "5m", max_requests 
         }
         assert!(parse("max_body = 1024\n").is_ok());
         assert!(parse("max_body = \"1MiB\"\n").is_ok());
+    }
+
+    /// `listen = 3000` is a bare port, as `--listen 3000` is: it was a type
+    /// error, as the key wanted a string.
+    #[test]
+    fn listen_takes_a_port_as_a_number() {
+        let config = parse("listen = 3000\n").unwrap();
+        assert_eq!(config.listen.unwrap().get_ref().text(), "3000");
+        let config = parse("listen = \"0.0.0.0:8080\"\n").unwrap();
+        assert_eq!(config.listen.unwrap().get_ref().text(), "0.0.0.0:8080");
+        let err = parse("listen = true\n").unwrap_err().to_string();
+        assert!(err.contains("or a port such as 3000"), "{err}");
+        let err = parse("listen = 70000\n").unwrap_err().to_string();
+        assert!(err.contains("70000 is not a port"), "{err}");
     }
 
     #[test]
