@@ -286,6 +286,15 @@ async fn a_timeout_that_runs_out_in_the_queue_is_a_504_that_says_so() {
             && text.contains("--max-concurrency"),
         "{text}"
     );
+    // It has its log line and counts as a timeout, as any invocation does; a
+    // request the queue turned away left no line.
+    let line = server.log_line("file=quick.sh", Duration::from_secs(5));
+    assert!(line.contains("status=504 timed_out=true"), "{line}");
+    let metrics = common::get_text(server.url("/_watchdog/metrics")).await;
+    assert!(
+        metrics.contains("watchdog_timeouts_total{route=\"/api/quick\"} 1"),
+        "{metrics}"
+    );
     assert_eq!(slow.await.unwrap().unwrap().status(), 200);
 }
 

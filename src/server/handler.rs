@@ -253,7 +253,7 @@ async fn dispatch(
                 after: function.timeout,
             })??;
         let queued = tokio::time::Instant::now();
-        let (slots, ticket) = acquire_slots(
+        let slots = acquire_slots(
             app,
             &route.function.file.relative,
             function.max_concurrency,
@@ -261,11 +261,20 @@ async fn dispatch(
             function.timeout,
             app.invoker.admits_once_placed(&route.function),
         )
-        .await
-        .inspect_err(|_| route.function.metrics.queue_rejected(queued.elapsed()))?;
+        .await;
         let mut record =
             InvocationRecord::start(request_id, method.clone(), Arc::clone(&route.function));
         record.queue_wait = queued.elapsed();
+        // A request the queue turned away is an invocation that never ran: it
+        // has its log line and metrics too (as a warm request's 503 does), as
+        // the record is dropped with the error.
+        let (slots, ticket) = match slots {
+            Ok(held) => held,
+            Err(refused) => {
+                route.function.metrics.queue_rejected(record.queue_wait);
+                return Err(record.failed(refused).into());
+            }
+        };
         record.bytes_in = request_body.content_length().unwrap_or(0);
         record.body = request_body.watch();
         record.slots = slots;
