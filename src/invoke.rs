@@ -121,6 +121,12 @@ impl std::fmt::Display for WorkerWait {
     }
 }
 
+/// A wait in the whole seconds `Retry-After` takes: rounded up, and never 0
+/// (which would say "at once").
+pub fn retry_after_seconds(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0 || wait.is_zero())
+}
+
 fn queue_full_message(waited: std::time::Duration, function_limit: Option<u32>) -> String {
     let waited = humantime::format_duration(waited);
     match function_limit {
@@ -415,5 +421,25 @@ pub trait Invoker: Send + Sync {
     /// once placed, from [`Invocation::ticket`], not while they wait.
     fn admits_once_placed(&self, _function: &crate::routes::Function) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up_and_never_zero() {
+        let seconds = |ms| super::retry_after_seconds(Duration::from_millis(ms));
+        assert_eq!(
+            [
+                seconds(0),
+                seconds(100),
+                seconds(1000),
+                seconds(1500),
+                seconds(10_000)
+            ],
+            [1, 1, 1, 2, 10]
+        );
     }
 }

@@ -642,8 +642,7 @@ impl Pool {
             }
             self.function.metrics.count_queue_rejected();
             return Err(InvokeError::Overloaded {
-                // Rounded up, as the server queue's `Retry-After` is.
-                seconds: self.settings.queue_timeout.as_secs_f64().ceil().max(1.0) as u64,
+                seconds: crate::invoke::retry_after_seconds(self.settings.queue_timeout),
             });
         };
         // Placed: now the server-wide slot, which the wait for a place did not

@@ -129,110 +129,101 @@ impl Held {
     }
 }
 
-/// The server-wide slot an invocation takes when it starts to run, and how
-/// long it may wait for it. A request for a warm function first waits for a
-/// place in its pool, and takes its slot only then
-/// ([`crate::invoke::Invoker::admits_once_placed`]): requests queued for one
-/// busy pool hold no slots other routes could run in, as `--max-concurrency`
-/// counts invocations running, not waiting.
+/// How long one request may wait for its slots, and what to answer when it
+/// could not: one budget of `--queue-timeout` for its function's slot and the
+/// server's, never past the invocation's deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueWait {
+    /// When the wait began plus `--queue-timeout`.
+    queue_end: tokio::time::Instant,
+    deadline: tokio::time::Instant,
+    /// The function's timeout, which the deadline is the end of.
+    timeout: Duration,
+    queue_timeout: Duration,
+}
+
+impl QueueWait {
+    /// A wait that begins now.
+    pub fn starting_now(
+        queue_timeout: Duration,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            queue_end: tokio::time::Instant::now() + queue_timeout,
+            deadline,
+            timeout,
+            queue_timeout,
+        }
+    }
+
+    /// When to stop waiting.
+    pub fn give_up(&self) -> tokio::time::Instant {
+        self.queue_end.min(self.deadline)
+    }
+
+    /// Why a wait for a slot (the server's, or the function's own under
+    /// `max_concurrency`) ended without one: the queue timeout passed (503),
+    /// or the invocation's own timeout came first (504).
+    pub fn refusal(&self, file: &str, function_limit: Option<u32>) -> InvokeError {
+        if self.deadline < self.queue_end {
+            InvokeError::QueuedPastTimeout {
+                file: file.to_owned(),
+                after: self.timeout,
+                function_limit,
+            }
+        } else {
+            InvokeError::QueueFull {
+                waited: self.queue_timeout,
+                function_limit,
+            }
+        }
+    }
+}
+
+/// The server-wide slot an invocation takes when it starts to run. A request
+/// for a warm function first waits for a place in its pool, and takes its
+/// slot only then ([`crate::invoke::Invoker::admits_once_placed`]): requests
+/// queued for one busy pool hold no slots other routes could run in, as
+/// `--max-concurrency` counts invocations running, not waiting.
 #[derive(Debug)]
 pub struct Ticket {
     admission: Arc<Admission>,
     file: String,
-    /// When the request's queue wait began plus `--queue-timeout`: one
-    /// budget for its function's slot and this one, as for CGI.
-    queue_end: tokio::time::Instant,
-    deadline: tokio::time::Instant,
-    timeout: Duration,
-    queue_timeout: Duration,
+    wait: QueueWait,
 }
 
 impl Ticket {
-    pub fn new(
-        admission: &Arc<Admission>,
-        file: &str,
-        queue_end: tokio::time::Instant,
-        deadline: tokio::time::Instant,
-        timeout: Duration,
-        queue_timeout: Duration,
-    ) -> Self {
+    pub fn new(admission: &Arc<Admission>, file: &str, wait: QueueWait) -> Self {
         Self {
             admission: Arc::clone(admission),
             file: file.to_owned(),
-            queue_end,
-            deadline,
-            timeout,
-            queue_timeout,
+            wait,
         }
     }
 
-    /// The slot, waited for until the queue's end, and never past the
-    /// deadline.
+    /// The slot, within the request's queue wait.
     ///
     /// # Errors
-    /// [`refusal`]'s, when neither came in time.
+    /// [`QueueWait::refusal`]'s, when it did not come in time.
     pub async fn admit(&self) -> Result<Held, InvokeError> {
-        admit(
-            &self.admission,
-            &self.file,
-            self.queue_end,
-            self.deadline,
-            self.timeout,
-            self.queue_timeout,
-        )
-        .await
+        admit(&self.admission, &self.file, self.wait).await
     }
 }
 
-/// The server-wide slot, waited for until `queue_end` and never past
-/// `deadline`: what a [`Ticket`] does, without one (and its copies) for the
-/// invocations that take their slot at once.
+/// The server-wide slot, within `wait`: what a [`Ticket`] does, without one
+/// (and its copies) for the invocations that take their slot at once.
 ///
 /// # Errors
-/// [`refusal`]'s, when neither came in time.
+/// [`QueueWait::refusal`]'s, when it did not come in time.
 pub async fn admit(
     admission: &Arc<Admission>,
     file: &str,
-    queue_end: tokio::time::Instant,
-    deadline: tokio::time::Instant,
-    timeout: Duration,
-    queue_timeout: Duration,
+    wait: QueueWait,
 ) -> Result<Held, InvokeError> {
-    match admission.acquire(queue_end.min(deadline)).await {
+    match admission.acquire(wait.give_up()).await {
         Some(slot) => Ok(Held::Server(slot)),
-        None => Err(refusal(
-            file,
-            queue_end,
-            deadline,
-            timeout,
-            queue_timeout,
-            None,
-        )),
-    }
-}
-
-/// Why a wait for a slot (the server's, or the function's own under
-/// `max_concurrency`) ended without one: the queue timeout passed (503), or
-/// the invocation's own timeout came first (504).
-pub fn refusal(
-    file: &str,
-    queue_end: tokio::time::Instant,
-    deadline: tokio::time::Instant,
-    timeout: Duration,
-    queue_timeout: Duration,
-    function_limit: Option<u32>,
-) -> InvokeError {
-    if deadline < queue_end {
-        InvokeError::QueuedPastTimeout {
-            file: file.to_owned(),
-            after: timeout,
-            function_limit,
-        }
-    } else {
-        InvokeError::QueueFull {
-            waited: queue_timeout,
-            function_limit,
-        }
+        None => Err(wait.refusal(file, None)),
     }
 }
 

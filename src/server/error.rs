@@ -130,9 +130,8 @@ impl AppError {
                 | InvokeError::Crashed { seconds, .. }
                 | InvokeError::RestartBackoff { seconds, .. },
             ) => Some(*seconds),
-            // Whole seconds, as the header has them; never 0 ("at once").
             AppError::Invoke(InvokeError::QueueFull { waited, .. }) => {
-                Some(waited.as_secs_f64().ceil().max(1.0) as u64)
+                Some(crate::invoke::retry_after_seconds(*waited))
             }
             // A save in place ends in moments.
             AppError::Invoke(InvokeError::FileBusy { .. }) => Some(1),

@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, header};
 
 use super::App;
-use super::admission::{self, Held, Ticket};
+use super::admission::{self, Held, QueueWait, Ticket};
 use super::error::AppError;
 use super::listener::Connection;
 use super::request_id;
@@ -413,45 +413,18 @@ async fn acquire_slots(
     timeout: std::time::Duration,
     defer: bool,
 ) -> Result<(Vec<Held>, Option<Ticket>), InvokeError> {
-    let queue_timeout = app.settings.queue_timeout;
-    // One budget for both waits: `--queue-timeout` is the longest in all.
-    let queue_end = tokio::time::Instant::now() + queue_timeout;
+    let wait = QueueWait::starting_now(app.settings.queue_timeout, deadline, timeout);
     let mut slots = Vec::with_capacity(2);
     if let Some(limit) = function_limit {
         let semaphore = app.function_slots(file, limit);
+        let permit = tokio::time::timeout_at(wait.give_up(), semaphore.acquire_owned()).await;
         let permit =
-            tokio::time::timeout_at(queue_end.min(deadline), semaphore.acquire_owned()).await;
-        let permit = permit.ok().and_then(Result::ok).ok_or_else(|| {
-            admission::refusal(
-                file,
-                queue_end,
-                deadline,
-                timeout,
-                queue_timeout,
-                Some(limit),
-            )
-        })?;
+            (permit.ok().and_then(Result::ok)).ok_or_else(|| wait.refusal(file, Some(limit)))?;
         slots.push(Held::Function(permit));
     }
     if defer {
-        let ticket = Ticket::new(
-            &app.admission,
-            file,
-            queue_end,
-            deadline,
-            timeout,
-            queue_timeout,
-        );
-        return Ok((slots, Some(ticket)));
+        return Ok((slots, Some(Ticket::new(&app.admission, file, wait))));
     }
-    let slot = admission::admit(
-        &app.admission,
-        file,
-        queue_end,
-        deadline,
-        timeout,
-        queue_timeout,
-    );
-    slots.push(slot.await?);
+    slots.push(admission::admit(&app.admission, file, wait).await?);
     Ok((slots, None))
 }

@@ -82,29 +82,7 @@ pub fn spawn_cgi(
             spawn_std(path, interpreter, runner, env, &child_fds, limiter, plan)
         }
     };
-    let direct = if runner.executable || runner.node_module {
-        spawn(None)
-    } else {
-        Err(io::Error::from_raw_os_error(ENOEXEC))
-    };
-    let pid = match direct {
-        Err(err)
-            if runs_by_interpreter_instead(&err, path, relative)
-                && runner.interpreter.is_some()
-                && !runner.node_module =>
-        {
-            if let Some(empty) = empty_file(path, relative) {
-                return Err(empty);
-            }
-            spawn(runner.interpreter)
-                .map_err(|err| describe(&err, path, relative, runner.interpreter, run_as))?
-        }
-        Err(err) => {
-            let interpreter = runner.node_module.then_some("node");
-            return Err(describe(&err, path, relative, interpreter, run_as));
-        }
-        Ok(spawned) => spawned,
-    };
+    let pid = direct_or_by_interpreter(path, relative, runner, run_as, spawn)?;
     // The child has its copies; the parent's must close, or stdout never ends.
     drop(child_fds);
     // It refuses only a pid no spawn returns (0, or beyond `i32`): there is no
@@ -320,26 +298,42 @@ pub fn spawn(
             Ok((child, pid))
         })
     };
-    if runner.node_module {
-        return attempt(None).map_err(|err| describe(&err, path, relative, Some("node"), run_as));
-    }
-    let direct = if runner.executable {
-        attempt(None)
+    direct_or_by_interpreter(path, relative, runner, run_as, attempt)
+}
+
+/// Starts the function with `start`: itself when it is executable (or a
+/// handler module, which `start` runs under node), else, or when the system
+/// cannot run it ([`runs_by_interpreter_instead`]), by its extension's
+/// interpreter; the failure said as [`describe`] says it. One rule for CGI
+/// invocations and warm workers alike.
+fn direct_or_by_interpreter<T>(
+    path: &Path,
+    relative: &str,
+    runner: &Runner,
+    run_as: Option<&str>,
+    start: impl Fn(Option<&'static str>) -> io::Result<T>,
+) -> Result<T, InvokeError> {
+    let direct = if runner.executable || runner.node_module {
+        start(None)
     } else {
         Err(io::Error::from_raw_os_error(ENOEXEC))
     };
     match direct {
         Err(err)
-            if runs_by_interpreter_instead(&err, path, relative)
-                && runner.interpreter.is_some() =>
+            if !runner.node_module
+                && runner.interpreter.is_some()
+                && runs_by_interpreter_instead(&err, path, relative) =>
         {
             if let Some(empty) = empty_file(path, relative) {
                 return Err(empty);
             }
-            attempt(runner.interpreter)
+            start(runner.interpreter)
                 .map_err(|err| describe(&err, path, relative, runner.interpreter, run_as))
         }
-        other => other.map_err(|err| describe(&err, path, relative, None, run_as)),
+        other => other.map_err(|err| {
+            let interpreter = runner.node_module.then_some("node");
+            describe(&err, path, relative, interpreter, run_as)
+        }),
     }
 }
 

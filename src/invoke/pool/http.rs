@@ -572,6 +572,14 @@ struct LeasedBody {
 }
 
 impl LeasedBody {
+    /// Whether the worker's answer has been read to its end (or handed on to
+    /// be drained).
+    fn answer_ended(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_none_or(http_body::Body::is_end_stream)
+    }
+
     fn finish(&mut self, outcome: Outcome) {
         // Cut short by a worker that may have been killed by its limit: which
         // is known only once the kernel shows it ended, a moment after its
@@ -595,13 +603,8 @@ impl LeasedBody {
             });
             return;
         }
-        if let Some(mut lease) = self.lease.take() {
-            if outcome == Outcome::Served
-                && let Some(sender) = self.sender.take()
-            {
-                lease.worker_mut().keep_connection(sender);
-            }
-            lease.finish(outcome);
+        if let Some(lease) = self.lease.take() {
+            give_back(lease, outcome, self.sender.take());
         }
         if let Some(mut record) = self.record.take() {
             record.timed_out |= outcome == Outcome::Stuck;
@@ -618,11 +621,7 @@ impl Drop for LeasedBody {
     /// connection closes (a handler's `close`, a Web stream's cancel), so it
     /// serves the next request at once.
     fn drop(&mut self) {
-        if self
-            .inner
-            .as_ref()
-            .is_none_or(http_body::Body::is_end_stream)
-        {
+        if self.answer_ended() {
             self.finish(Outcome::Served);
             return;
         }
@@ -662,7 +661,7 @@ const DRAIN_AT_MOST: usize = 1 << 20;
 /// stream, a handler that pauses) would go on beside the next request it was
 /// lent, which "one request per worker" forbids: it is stopped, as CONTRACT §3
 /// stops a CGI function's group whose client disconnects ([`Lease`]'s drop).
-async fn drain_then_release(mut rest: Incoming, mut lease: Lease, sender: Option<HttpConnection>) {
+async fn drain_then_release(mut rest: Incoming, lease: Lease, sender: Option<HttpConnection>) {
     use http_body_util::BodyExt;
     let drained = tokio::time::timeout(DRAIN_FOR, async {
         let mut read = 0;
@@ -681,10 +680,18 @@ async fn drain_then_release(mut rest: Incoming, mut lease: Lease, sender: Option
     if drained != Ok(true) {
         return drop(lease);
     }
-    if let Some(sender) = sender {
-        lease.worker_mut().keep_connection(sender);
+    give_back(lease, Outcome::Served, sender);
+}
+
+/// Gives the worker back with `outcome`, and its connection with it when it
+/// served: a connection mid-answer, or one a failure ended, is closed.
+fn give_back(mut lease: Lease, outcome: Outcome, connection: Option<HttpConnection>) {
+    if outcome == Outcome::Served
+        && let Some(connection) = connection
+    {
+        lease.worker_mut().keep_connection(connection);
     }
-    lease.finish(Outcome::Served);
+    lease.finish(outcome);
 }
 
 impl http_body::Body for LeasedBody {
@@ -711,11 +718,7 @@ impl http_body::Body for LeasedBody {
                 }
                 // With a Content-Length, hyper stops polling once it has that many
                 // bytes: give the worker (and its connection) back now.
-                if self
-                    .inner
-                    .as_ref()
-                    .is_some_and(http_body::Body::is_end_stream)
-                {
+                if self.answer_ended() {
                     self.finish(Outcome::Served);
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -747,11 +750,7 @@ impl http_body::Body for LeasedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        !self.length_unknown
-            && self
-                .inner
-                .as_ref()
-                .is_none_or(http_body::Body::is_end_stream)
+        !self.length_unknown && self.answer_ended()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
