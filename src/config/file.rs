@@ -598,10 +598,13 @@ fn dotenv_parse_error(source: &str, text: &str, at: usize) -> (String, usize) {
     let message = if unclosed {
         format!(
             "cannot parse `{shown}`: a quote opened on this line is never closed, so the \
-             value runs to the end of the file"
+             value runs to the end of the file; close it where the value ends"
         )
     } else {
-        format!("cannot parse `{shown}`")
+        format!(
+            "cannot parse `{shown}`: write NAME=value, quoting a value that holds spaces, \
+             quotes or `#` (NAME=\"a b\")"
+        )
     };
     (message, line)
 }
@@ -681,9 +684,13 @@ mod tests {
         let dir = project.path().join("api");
         std::fs::create_dir(&dir).unwrap();
         for (text, want_line, want) in [
-            ("A=1\nLAST=\"abc", 2, "never closed"),
+            (
+                "A=1\nLAST=\"abc",
+                2,
+                "never closed, so the value runs to the end of the file; close it",
+            ),
             ("A=1\nB=\"x\ny\" junk\nC=2\n", 3, "`y\" junk`"),
-            ("A=1\nB=x y\n", 2, "`B=x y`"),
+            ("A=1\nB=x y\n", 2, "`B=x y`: write NAME=value, quoting"),
         ] {
             std::fs::write(project.path().join(".env"), text).unwrap();
             let err = dotenv(&dir).unwrap_err();
