@@ -7,7 +7,9 @@
 # The worker through watchdog and the worker hit directly alternate over several
 # rounds (the order swapped every other round) and the table gives their medians
 # and the ratio of the medians: on a shared VM one pair of runs minutes apart can
-# differ by more than the proxy costs.
+# differ by more than the proxy costs. When nginx is installed, the worker hit
+# directly is also measured through it, with the headers watchdog adds, between
+# the two: what a reverse proxy costs this worker on this machine.
 #
 # usage: scripts/bench-warm.sh [--duration S] [--conc "1 16"] [--rounds N]
 set -euo pipefail
@@ -68,7 +70,52 @@ start node; node=$addr
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 PORT=$port python3 scripts/bench-warm/hello.py >/dev/null 2>&1 &
 pids+=($!)
+
+# nginx (the peers' install puts it here) as the same kind of proxy in front of the
+# worker hit directly, passing the headers watchdog adds to a warm request
+# (README, "Keep-warm pool") and logging each request to a file as watchdog does:
+# what any reverse proxy costs this worker, beside what watchdog costs it. Python's
+# http.server parses each header line slowly; those six headers are part of both.
+nginx_url=""
+if command -v nginx >/dev/null; then
+  nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mkdir -p "$work/nginx/logs"
+  cat >"$work/nginx/nginx.conf" <<CONF
+worker_processes $(nproc);
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/logs/error.log;
+events { worker_connections 1024; }
+http {
+  access_log $work/nginx/logs/access.log;
+  upstream worker { server 127.0.0.1:$port; keepalive 16; }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / {
+      proxy_pass http://worker;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$http_host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$http_host;
+      proxy_set_header X-Real-IP \$remote_addr;
+      proxy_set_header X-Request-Id \$request_id;
+      proxy_set_header X-Watchdog-Deadline-Ms \$msec;
+      add_header X-Request-Id \$request_id;
+    }
+  }
+}
+CONF
+  nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" >/dev/null 2>&1 &
+  pids+=($!)
+  nginx_url="http://127.0.0.1:$nginx_port/api/hello"
+fi
 sleep 1
+if [ -n "$nginx_url" ] && ! curl -sf -o /dev/null "$nginx_url"; then
+  echo "bench-warm: nginx did not come up in front of the worker (see $work/nginx/logs/error.log); its row is left out" >&2
+  nginx_url=""
+fi
 
 # wrk with one thread at one connection (a second thread would have none), else two.
 load() { # url conc [wrk flags...]
@@ -129,14 +176,20 @@ for c in $conc; do
   direct_url="http://127.0.0.1:$port/api/hello"
   warm_up "$via_url" "$c"
   warm_up "$direct_url" "$c"
+  [ -n "$nginx_url" ] && warm_up "$nginx_url" "$c"
   : >"$work/via"
   : >"$work/direct"
+  : >"$work/nginx-runs"
   for round in $(seq 1 "$rounds"); do
+    # watchdog and the worker hit directly swap places every other round;
+    # nginx runs between them.
     if [ $((round % 2)) -eq 1 ]; then
       measure "$via_url" "$c" >>"$work/via"
+      [ -n "$nginx_url" ] && measure "$nginx_url" "$c" >>"$work/nginx-runs"
       measure "$direct_url" "$c" >>"$work/direct"
     else
       measure "$direct_url" "$c" >>"$work/direct"
+      [ -n "$nginx_url" ] && measure "$nginx_url" "$c" >>"$work/nginx-runs"
       measure "$via_url" "$c" >>"$work/via"
     fi
   done
@@ -144,11 +197,19 @@ for c in $conc; do
   read -r direct_rps direct_p50 direct_p99 direct_range < <(median_of <"$work/direct")
   row "python, warm pool (4) via watchdog" "$c" "$via_rps $via_p50 $via_p99"
   row "python worker hit directly (1 process)" "$c" "$direct_rps $direct_p50 $direct_p99"
-  ratios+=("at $c connections: $(awk -v a="$via_rps" -v b="$direct_rps" 'BEGIN {printf "%.2f", a/b}') (via $via_range, direct $direct_range req/s)")
+  unit=connections; [ "$c" -eq 1 ] && unit=connection
+  ratio="at $c $unit: $(awk -v a="$via_rps" -v b="$direct_rps" 'BEGIN {printf "%.2f", a/b}') (via $via_range, direct $direct_range req/s)"
+  if [ -n "$nginx_url" ]; then
+    read -r nginx_rps nginx_p50 nginx_p99 nginx_range < <(median_of <"$work/nginx-runs")
+    row "that worker via nginx (same headers)" "$c" "$nginx_rps $nginx_p50 $nginx_p99"
+    ratio="$ratio; nginx / direct $(awk -v a="$nginx_rps" -v b="$direct_rps" 'BEGIN {printf "%.2f", a/b}') ($nginx_range req/s)"
+  fi
+  ratios+=("$ratio")
   run "node, CGI script (cold every request)" "http://$node/api/cgi" "$c"
   run "node, handler module (warm)" "http://$node/api/module" "$c"
 done
 echo
 echo "At 1 connection one worker serves either way: the ratio is what the proxy costs."
 echo "At 16, four one-request workers through watchdog against one threaded process."
+echo "nginx stands in front of the process hit directly, adding the headers watchdog adds."
 for ratio in "${ratios[@]}"; do echo "warm worker via watchdog / direct, $ratio"; done
