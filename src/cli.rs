@@ -33,7 +33,21 @@ pub enum Command {
     Invoke(InvokeArgs),
 }
 
+/// `routes` reads the serve flags so that its table shows the settings `serve`
+/// would use; those that change nothing in it (the server's queue and drain, the
+/// kill and body limits, the user functions run as) are accepted, from a shared
+/// environment say, but left out of its help.
 #[derive(Debug, Clone, Args)]
+#[command(
+    mut_arg("kill_grace", hidden),
+    mut_arg("max_body", hidden),
+    mut_arg("max_concurrency", hidden),
+    mut_arg("queue_timeout", hidden),
+    mut_arg("body_idle_timeout", hidden),
+    mut_arg("drain_delay", hidden),
+    mut_arg("drain_timeout", hidden),
+    mut_arg("user", hidden)
+)]
 pub struct RoutesArgs {
     /// Folder of functions.
     #[arg(default_value = "api", env = "WATCHDOG_DIR")]
@@ -46,8 +60,16 @@ pub struct RoutesArgs {
     pub serve: ServeFlags,
 }
 
+/// One request, with no server around it: the server's queue and drain flags
+/// are accepted (a shared environment may set them) but left out of its help.
 #[derive(Debug, Clone, Args)]
-#[command(override_usage = "watchdog invoke [OPTIONS] [DIR] PATH")]
+#[command(
+    override_usage = "watchdog invoke [OPTIONS] [DIR] PATH",
+    mut_arg("max_concurrency", hidden),
+    mut_arg("queue_timeout", hidden),
+    mut_arg("drain_delay", hidden),
+    mut_arg("drain_timeout", hidden)
+)]
 pub struct InvokeArgs {
     // One positional list: clap takes no optional positional before a
     // required one, and CONTRACT §1 puts DIR first, as `serve` and `routes` do.
@@ -129,7 +151,12 @@ impl InvokeArgs {
     }
 }
 
-/// The flags `serve` and `invoke` share.
+/// For `mut_arg`: a flag left out of a subcommand's help.
+fn hidden(arg: clap::Arg) -> clap::Arg {
+    arg.hide(true)
+}
+
+/// The flags `serve`, `routes` and `invoke` share.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeFlags {
     /// URL prefix routes are mounted under; `/` is allowed.

@@ -151,6 +151,79 @@ fn invoke_prints_the_response_and_fails_on_5xx() {
 }
 
 #[test]
+fn each_subcommand_help_lists_the_flags_that_do_something_there() {
+    let help = |command: &str| {
+        let out = watchdog().args([command, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{command} --help failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let serve = help("serve");
+    for flag in [
+        "--drain-delay",
+        "--queue-timeout",
+        "--max-concurrency",
+        "--user",
+        "--timeout",
+    ] {
+        assert!(serve.contains(flag), "serve --help lacks {flag}");
+    }
+    let routes = help("routes");
+    for flag in [
+        "--drain-delay",
+        "--drain-timeout",
+        "--queue-timeout",
+        "--max-concurrency",
+        "--kill-grace",
+        "--max-body",
+        "--body-idle-timeout",
+        "--user",
+    ] {
+        assert!(
+            !routes.contains(flag),
+            "routes --help lists {flag}, which changes nothing in the table"
+        );
+    }
+    for flag in ["--timeout", "--config", "--prefix", "--env", "--json"] {
+        assert!(routes.contains(flag), "routes --help lacks {flag}");
+    }
+    let invoke = help("invoke");
+    for flag in [
+        "--drain-delay",
+        "--drain-timeout",
+        "--queue-timeout",
+        "--max-concurrency",
+    ] {
+        assert!(
+            !invoke.contains(flag),
+            "invoke --help lists {flag}, which one request never uses"
+        );
+    }
+    for flag in [
+        "--timeout",
+        "--kill-grace",
+        "--max-body",
+        "--env",
+        "--user",
+        "--data",
+    ] {
+        assert!(invoke.contains(flag), "invoke --help lacks {flag}");
+    }
+    // Still accepted where hidden: an environment shared with `serve` may set them.
+    let routes_with_drain = watchdog()
+        .arg("routes")
+        .arg(fixtures("cgi"))
+        .args(["--drain-delay", "1s"])
+        .env("WATCHDOG_QUEUE_TIMEOUT", "5s")
+        .output()
+        .unwrap();
+    assert!(
+        routes_with_drain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&routes_with_drain.stderr)
+    );
+}
+
+#[test]
 fn bad_usage_exits_2_with_a_clear_message() {
     let missing = watchdog()
         .args(["serve", "/no/such/dir", "--listen", "127.0.0.1:0"])
