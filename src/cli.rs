@@ -38,16 +38,7 @@ pub enum Command {
 /// kill and body limits, the user functions run as) are accepted, from a shared
 /// environment say, but left out of its help.
 #[derive(Debug, Clone, Args)]
-#[command(
-    mut_arg("kill_grace", hidden),
-    mut_arg("max_body", hidden),
-    mut_arg("max_concurrency", hidden),
-    mut_arg("queue_timeout", hidden),
-    mut_arg("body_idle_timeout", hidden),
-    mut_arg("drain_delay", hidden),
-    mut_arg("drain_timeout", hidden),
-    mut_arg("user", hidden)
-)]
+#[command(mut_args(hidden_from_routes))]
 pub struct RoutesArgs {
     /// Folder of functions.
     #[arg(default_value = "api", env = "WATCHDOG_DIR")]
@@ -65,10 +56,7 @@ pub struct RoutesArgs {
 #[derive(Debug, Clone, Args)]
 #[command(
     override_usage = "watchdog invoke [OPTIONS] [DIR] PATH",
-    mut_arg("max_concurrency", hidden),
-    mut_arg("queue_timeout", hidden),
-    mut_arg("drain_delay", hidden),
-    mut_arg("drain_timeout", hidden)
+    mut_args(hidden_from_invoke)
 )]
 pub struct InvokeArgs {
     // One positional list: clap takes no optional positional before a
@@ -151,9 +139,38 @@ impl InvokeArgs {
     }
 }
 
-/// For `mut_arg`: a flag left out of a subcommand's help.
-fn hidden(arg: clap::Arg) -> clap::Arg {
-    arg.hide(true)
+/// The serve flags `routes` takes but leaves out of its help.
+fn hidden_from_routes(arg: clap::Arg) -> clap::Arg {
+    const UNUSED: [&str; 8] = [
+        "kill_grace",
+        "max_body",
+        "max_concurrency",
+        "queue_timeout",
+        "body_idle_timeout",
+        "drain_delay",
+        "drain_timeout",
+        "user",
+    ];
+    if UNUSED.contains(&arg.get_id().as_str()) {
+        arg.hide(true)
+    } else {
+        arg
+    }
+}
+
+/// The serve flags `invoke` takes but leaves out of its help.
+fn hidden_from_invoke(arg: clap::Arg) -> clap::Arg {
+    const UNUSED: [&str; 4] = [
+        "max_concurrency",
+        "queue_timeout",
+        "drain_delay",
+        "drain_timeout",
+    ];
+    if UNUSED.contains(&arg.get_id().as_str()) {
+        arg.hide(true)
+    } else {
+        arg
+    }
 }
 
 /// The flags `serve`, `routes` and `invoke` share.
