@@ -379,22 +379,25 @@ async fn the_wait_for_a_busy_worker_is_logged_as_queue_wait() {
 }
 
 /// A worker that listens on a port of its own rather than $PORT (an OpenFaaS
-/// template's fixed upstream port) is named in the log with the port it
-/// used, a second after it starts, not only when its start gives up.
+/// template's fixed upstream port, a server that ignores PORT) is named in the
+/// log with the port it used, a second after it starts, and its start fails
+/// a moment later with that finding: the request waiting on it got a 504
+/// "still starting" once its whole timeout (30 s by default) had passed.
 #[tokio::test]
-async fn a_worker_listening_on_another_port_than_port_is_named_in_the_log() {
+async fn a_worker_listening_on_another_port_than_port_fails_its_start_naming_it() {
     let project = one_worker(
         "fixed.py",
         "#!/usr/bin/env python3\n\
          from http.server import HTTPServer, BaseHTTPRequestHandler\n\
          HTTPServer(('127.0.0.1', 0), BaseHTTPRequestHandler).serve_forever()\n",
-        "timeout = \"3s\"\nwarm = { protocol = \"http\", max = 1 }",
+        "warm = { protocol = \"http\", max = 1 }",
     );
     let server = TestServer::start(&api(&project), &[]);
     let response = client().get(server.url("/api/fixed")).send().await.unwrap();
-    assert_eq!(response.status(), 504);
+    assert_eq!(response.status(), 502);
     let text = response.text().await.unwrap();
-    assert!(text.contains("listens on $PORT"), "{text}");
+    assert!(text.contains("did not start: it listens on port"), "{text}");
+    assert!(text.contains("but not on the one in $PORT"), "{text}");
     let line = server.log_line("but not on the one in $PORT", Duration::from_secs(5));
     assert!(line.contains("listens on port"), "{line}");
 }

@@ -59,6 +59,8 @@ pub async fn start(
     let (mut worker, mut port) = spawn_on_free_port(function, settings, limiter)?;
     let mut look_elsewhere_at = tokio::time::Instant::now() + LOOK_ELSEWHERE_EVERY;
     let mut elsewhere = None;
+    // When a worker found listening elsewhere is given up on.
+    let mut elsewhere_until = None;
     loop {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             // Another program that took the port first answers too.
@@ -93,21 +95,28 @@ pub async fn start(
                 ),
             });
         }
-        let giving_up = tokio::time::Instant::now() >= deadline;
+        let now = tokio::time::Instant::now();
+        let giving_up = now >= deadline || elsewhere_until.is_some_and(|until| now >= until);
         // Looked at each second while nothing is found, and once more before
         // giving up, for a server slow to bind its own port.
-        if elsewhere.is_none() && (giving_up || tokio::time::Instant::now() >= look_elsewhere_at) {
-            look_elsewhere_at = tokio::time::Instant::now() + LOOK_ELSEWHERE_EVERY;
+        if elsewhere.is_none() && (giving_up || now >= look_elsewhere_at) {
+            look_elsewhere_at = now + LOOK_ELSEWHERE_EVERY;
             let pid = worker.raw_pid();
             let ports = tokio::task::spawn_blocking(move || port::ports_held_by(pid))
                 .await
                 .unwrap_or_default();
             elsewhere = listening_elsewhere(&ports, port);
             if let Some(found) = &elsewhere {
-                // Said now, not only when the start gives up: that may be
-                // minutes away. A server still starting may yet bind $PORT
-                // (a debugger's port opens first), so the start goes on.
+                // Said now, not only when the start gives up. A server still
+                // starting may yet bind $PORT (a debugger's port opens first),
+                // so it is given a moment more, and the whole start allowance
+                // when all it holds is a debugger's port: a request waiting
+                // on it should not wait out its timeout to learn what the log
+                // said a second in (a 504 "still starting", each request).
                 tracing::warn!(route = %function.pattern, pid = worker.pid, ports = ?ports, port, finding = %found, "a starting warm worker does not listen where watchdog waits for it");
+                if !ports.iter().all(|held| DEBUGGER_PORTS.contains(held)) {
+                    elsewhere_until = Some(now + ELSEWHERE_GRACE);
+                }
             }
         }
         if giving_up {
@@ -151,6 +160,15 @@ fn listening_elsewhere(ports: &[u16], port: u16) -> Option<String> {
         )
     })
 }
+
+/// How long a starting worker found listening on other ports than `$PORT`
+/// still has to bind it before its start fails, naming the ports it holds.
+const ELSEWHERE_GRACE: Duration = Duration::from_secs(2);
+
+/// The default ports of Node's inspector and Python's debugpy, which open
+/// before the server they debug binds its own: a worker holding only those
+/// is waited for as long as any start.
+const DEBUGGER_PORTS: [u16; 2] = [9229, 5678];
 
 /// How many times a start may find its port taken by another program.
 const PORT_ATTEMPTS: u32 = 3;
