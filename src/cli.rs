@@ -211,7 +211,7 @@ pub struct ServeFlags {
         help_heading = "Functions"
     )]
     pub pass_env: Vec<String>,
-    /// On SIGTERM/SIGINT, keep serving this long while readyz answers 503 [default: 0s].
+    /// On SIGTERM/SIGINT/SIGHUP, keep serving this long while readyz answers 503 [default: 0s].
     #[arg(long, env = "WATCHDOG_DRAIN_DELAY", value_parser = parse_duration, help_heading = "Shutdown")]
     pub drain_delay: Option<Duration>,
     /// Then how long in-flight requests may finish [default: 10s].

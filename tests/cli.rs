@@ -158,6 +158,7 @@ fn each_subcommand_help_lists_the_flags_that_do_something_there() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let serve = help("serve");
+    assert!(serve.contains("On SIGTERM/SIGINT/SIGHUP"), "{serve}");
     for flag in [
         "--drain-delay",
         "--queue-timeout",
@@ -221,6 +222,41 @@ fn each_subcommand_help_lists_the_flags_that_do_something_there() {
         "{}",
         String::from_utf8_lossy(&routes_with_drain.stderr)
     );
+}
+
+/// `invoke -X HEAD` prints what a server sends: no body, also when the
+/// function's local redirect runs another as a GET (it printed that body).
+#[test]
+fn invoke_head_prints_no_body_even_after_a_local_redirect() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    std::fs::create_dir(&api).unwrap();
+    common::write_script(
+        &api.join("moved.sh"),
+        "printf 'Location: /api/target\\n\\n'",
+    );
+    common::write_script(
+        &api.join("target.sh"),
+        "printf 'Content-Type: text/plain\\n\\nthe target body\\n'",
+    );
+    let invoke = |path: &str, method: &str| {
+        let output = watchdog()
+            .arg("invoke")
+            .arg(&api)
+            .args([path, "-X", method])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let got = invoke("/api/moved", "GET");
+    assert!(got.ends_with("\n\nthe target body\n"), "{got}");
+    for path in ["/api/moved", "/api/target"] {
+        let head = invoke(path, "HEAD");
+        assert!(head.starts_with("HTTP/1.1 200 OK\n"), "{head}");
+        assert!(head.ends_with("\n\n"), "{path}: {head}");
+        assert!(!head.contains("the target body"), "{path}: {head}");
+    }
 }
 
 #[test]

@@ -427,6 +427,12 @@ async fn an_edit_to_a_configuration_file_while_serving_is_reported() {
         "{}",
         server.log()
     );
+    // An Apache or nginx operator's reflex, `kill -HUP`, would stop the server.
+    assert!(
+        server.log().contains("SIGHUP stops it as SIGTERM does"),
+        "{}",
+        server.log()
+    );
     std::fs::write(&toml, "timeout = \"6s\"\nenv = { STAGE =\n").unwrap();
     let line = server.log_line("would not start", Duration::from_secs(5));
     assert!(line.contains("watchdog.toml:2"), "{line}");

@@ -24,6 +24,10 @@ pub async fn run(settings: Settings, args: InvokeArgs) -> Result<(), CommandErro
         tracing::debug!(error = %err, "not a subreaper");
     }
     let request = build_request(&args).map_err(usage)?;
+    // What a server would send: no body for HEAD. The handler drops a HEAD
+    // answer's body itself, but not that of the GET a local redirect turns
+    // it into (the connection drops that one).
+    let head_only = request.method() == Method::HEAD;
     let stand_in: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
     let app = App::new(std::sync::Arc::new(settings), routes, stand_in);
     let response = handler::handle(&app, Connection::internal(), request).await;
@@ -47,6 +51,9 @@ pub async fn run(settings: Settings, args: InvokeArgs) -> Result<(), CommandErro
     let mut body = response.into_body().into_data_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|err| runtime(anyhow!("the response body broke off: {err}")))?;
+        if head_only {
+            continue;
+        }
         stdout.write_all(&chunk).map_err(runtime)?;
         stdout.flush().map_err(runtime)?;
     }

@@ -109,7 +109,7 @@ fn report(file: &Path, recheck: &Recheck) {
         ),
         Ok(()) => tracing::warn!(
             file = %shown,
-            "a configuration file changed; it is read at start-up only: restart watchdog to apply it"
+            "a configuration file changed; it is read at start-up only: restart watchdog to apply it (SIGHUP stops it as SIGTERM does; it does not reload)"
         ),
         Err(err) => tracing::error!(
             file = %shown,
