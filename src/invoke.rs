@@ -62,13 +62,25 @@ pub struct Invocation {
     pub stop: tokio_util::sync::CancellationToken,
 }
 
+impl InvokeError {
+    /// The answer of a request stopped by watchdog's shutdown, saying whether
+    /// the drain ran out or a second signal cut it short.
+    pub fn shutting_down(file: String) -> Self {
+        Self::ShuttingDown {
+            file,
+            cut_short: crate::shutdown::drain_cut_short(),
+        }
+    }
+}
+
 impl Invocation {
     /// Marks the invocation as stopped by watchdog's shutdown (at the end of the
-    /// drain timeout), and gives the error its client is answered with.
+    /// drain timeout, or when a second signal cut it short), and gives the error
+    /// its client is answered with.
     pub fn stopped_by_shutdown(&mut self) -> InvokeError {
         self.record.shutdown = true;
         let file = self.route.function.file.relative.clone();
-        self.record.failed(InvokeError::ShuttingDown { file })
+        self.record.failed(InvokeError::shutting_down(file))
     }
 }
 
@@ -236,9 +248,10 @@ pub enum InvokeError {
         function_limit: Option<u32>,
     },
     #[error(
-        "{file}: watchdog is shutting down, and stopped the function at the end of its drain timeout, before it answered"
+        "{file}: watchdog is shutting down, and stopped the function {}, before it answered",
+        if *cut_short { "when a second signal cut the drain short" } else { "at the end of its drain timeout" }
     )]
-    ShuttingDown { file: String },
+    ShuttingDown { file: String, cut_short: bool },
     #[error(
         "the request headers are too large to pass to a function (the kernel caps one variable at 128 KiB)"
     )]
@@ -388,9 +401,13 @@ impl InvokeError {
                  whole, write the new file beside it and rename it over (as most editors and \
                  `install` do)"
             )),
-            InvokeError::ShuttingDown { .. } => Some(
-                "send it again (to another instance behind a load balancer); a longer --drain-timeout lets such requests finish"
-                    .into(),
+            InvokeError::ShuttingDown { cut_short, .. } => Some(
+                if *cut_short {
+                    "send it again (to another instance behind a load balancer); a single signal lets such requests finish within --drain-timeout"
+                } else {
+                    "send it again (to another instance behind a load balancer); a longer --drain-timeout lets such requests finish"
+                }
+                .into(),
             ),
             InvokeError::BodyIdle { .. } => Some(
                 "send the body without pauses longer than --body-idle-timeout, or raise it".into(),

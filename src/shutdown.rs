@@ -31,6 +31,16 @@ pub struct Shutdown {
 /// A signal this soon after the first is taken for the same request to stop.
 const SAME_KEYPRESS: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Set when a second signal cut the drain short, for the answer of a request
+/// stopped by it: process-wide, as signals are.
+static CUT_SHORT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the drain was cut short by a second signal (rather than reaching
+/// its timeout).
+pub fn drain_cut_short() -> bool {
+    CUT_SHORT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Installs the handlers and starts the task that listens for the signals.
 ///
 /// # Errors
@@ -74,6 +84,7 @@ pub fn on_signals() -> std::io::Result<Shutdown> {
                 signal = name,
                 "second signal: not waiting for the drain; stopping what still runs now"
             );
+            CUT_SHORT.store(true, std::sync::atomic::Ordering::Relaxed);
             tokens.insisted.cancel();
             break;
         }

@@ -773,6 +773,12 @@ async fn a_second_signal_cuts_the_drain_short() {
     assert!(gone(pid) || !common::alive(pid));
     let (status, text) = in_flight.await.unwrap();
     assert_eq!(status, 503, "{text}");
+    // Its answer says what stopped it: not the drain timeout, a minute away.
+    assert!(
+        text.contains("when a second signal cut the drain short"),
+        "{text}"
+    );
+    assert!(!text.contains("a longer --drain-timeout"), "{text}");
 }
 
 /// The children of a `setsid` helper a function started do not outlive a

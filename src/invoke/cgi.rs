@@ -600,9 +600,7 @@ impl Driver {
                 self.record.shutdown = true;
                 // A 503 the client (or its load balancer) can act on, not the
                 // 500 of a driver that went away; a body already begun is cut off.
-                let error = InvokeError::ShuttingDown {
-                    file: self.file.clone(),
-                };
+                let error = InvokeError::shutting_down(self.file.clone());
                 self.answer_error(&mut head_tx, error);
                 self.stop_group(None).await
             }
