@@ -47,7 +47,7 @@ impl FileError {
             .split_once('=')
             .map(|(k, _)| k.trim().trim_matches('"').to_owned())
             .filter(|k| !k.is_empty() && !k.starts_with('['));
-        let message = message.trim().replace('\n', " ");
+        let message = explain(text, &message.trim().replace('\n', " "));
         Self {
             file: file.display().to_string(),
             line,
@@ -59,6 +59,28 @@ impl FileError {
             },
         }
     }
+}
+
+/// serde's wording where it names our own types or misses the likely slip:
+/// `warm = true` was "expected struct RawWarmSection", and a section glob left
+/// unquoted (`[functions.slow.sh]`, which TOML reads as nested tables) "unknown
+/// field `sh`".
+fn explain(line: &str, message: &str) -> String {
+    let mut message = message.replace(
+        "expected struct RawWarmSection",
+        "expected a table such as `warm = { protocol = \"http\" }` (or \"lambda\"; `min`, `max`, `idle_timeout`, `max_requests` are optional)",
+    );
+    let header = line.trim();
+    if let Some(glob) = header
+        .strip_prefix("[functions.")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .filter(|glob| !glob.starts_with(['"', '\'']))
+    {
+        message.push_str(&format!(
+            "; a glob with a dot or a wildcard must be quoted: [functions.\"{glob}\"]"
+        ));
+    }
+    message
 }
 
 /// `listen` as written: an address in a string, or a bare port as a number
@@ -645,6 +667,38 @@ pub fn dotenv(document_root: &Path) -> Result<Vec<(String, String)>, FileError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load_text(text: &str) -> String {
+        let project = tempfile::tempdir().unwrap();
+        let path = project.path().join("watchdog.toml");
+        std::fs::write(&path, text).unwrap();
+        match load(&path) {
+            Err(error) => error.to_string(),
+            Ok(_) => panic!("{text:?} loaded without an error"),
+        }
+    }
+
+    /// Said in the user's terms, with what to write.
+    #[test]
+    fn a_warm_that_is_no_table_says_what_to_write() {
+        let error = load_text("[functions.\"*.py\"]\nwarm = true\n");
+        assert!(error.contains("watchdog.toml:2"), "{error}");
+        assert!(!error.contains("RawWarmSection"), "{error}");
+        assert!(error.contains("warm = { protocol = \"http\" }"), "{error}");
+    }
+
+    #[test]
+    fn an_unquoted_glob_is_told_to_be_quoted() {
+        let error = load_text("[functions.slow.sh]\ntimeout = \"5s\"\n");
+        assert!(error.contains("watchdog.toml:1"), "{error}");
+        assert!(
+            error.contains("must be quoted: [functions.\"slow.sh\"]"),
+            "{error}"
+        );
+        // A quoted one is not.
+        let error = load_text("[functions.\"slow.sh\"]\ntimeout = \"soon\"\n");
+        assert!(!error.contains("must be quoted"), "{error}");
+    }
 
     /// An unclosed quote is located at its line, and the rest of the file is
     /// not quoted back: it was, across several lines and with no line number.
