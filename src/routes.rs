@@ -127,15 +127,20 @@ impl RouteTable {
                 trie.insert(alias, id);
             }
             let mut settings = settings_for(&file.relative);
-            if file.runner.node_module && settings.warm.is_none() {
-                // Handler modules always run warm, through the Node adapter.
-                settings.warm = Some(crate::config::file::WarmSection {
-                    protocol: crate::config::file::WarmProtocol::Http,
-                    min: None,
-                    max: None,
-                    idle_timeout: None,
-                    max_requests: None,
-                });
+            if file.runner.node_module {
+                // Handler modules always run warm, through the Node adapter,
+                // which serves HTTP: a `lambda` protocol a section gives them
+                // (a `"**"` one, say) cannot apply, and is warned of.
+                let warm = settings
+                    .warm
+                    .get_or_insert(crate::config::file::WarmSection {
+                        protocol: crate::config::file::WarmProtocol::Http,
+                        min: None,
+                        max: None,
+                        idle_timeout: None,
+                        max_requests: None,
+                    });
+                warm.protocol = crate::config::file::WarmProtocol::Http;
             }
             found_functions.push((file, settings));
         }

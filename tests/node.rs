@@ -981,3 +981,36 @@ async fn a_body_the_handler_did_not_read_does_not_stall_the_next_request() {
         server.log()
     );
 }
+
+/// A section that gives handler modules `protocol = "lambda"` (a `"**"` one
+/// in a project that mixes Lambda binaries and modules) cannot apply: the
+/// adapter serves HTTP. They run with it, and the log says so; the adapter
+/// crashed at start, and every request was a 502.
+#[tokio::test]
+async fn a_lambda_protocol_given_to_handler_modules_is_warned_of_and_they_still_run() {
+    let tmp = copy_fixture("node");
+    std::fs::write(
+        tmp.path().join("watchdog.toml"),
+        "[functions.\"**\"]\nwarm = { protocol = \"lambda\" }\noutput = \"raw\"\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&tmp.path().join("api"), &[]);
+    let response = client()
+        .get(server.url("/api/send?v=number"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "42");
+    let log = server.log();
+    assert!(
+        log.contains("protocol = \"lambda\" does not apply to handler modules"),
+        "{log}"
+    );
+    // `output = "raw"` shapes a CGI program's answer: warm functions ignore it.
+    assert!(
+        log.contains("settings that do nothing for functions that run warm"),
+        "{log}"
+    );
+    assert!(log.contains("keys=output"), "{log}");
+}

@@ -8,6 +8,8 @@ use super::RouteTable;
 pub fn report_setting_problems(settings: &crate::config::Settings, table: &RouteTable) {
     report_unmatched_sections(settings, table);
     report_overridden_keys(settings, table);
+    report_keys_warm_functions_ignore(table);
+    report_lambda_for_handler_modules(settings, table);
     report_header_named_env(table);
     report_unapplied_vercel_keys(settings);
     report_unread_env_files(settings);
@@ -104,6 +106,68 @@ fn report_header_named_env(table: &RouteTable) {
             example = routes[0],
             hint = "rename the variable (it is set by --env, .env, `env` in watchdog.toml or --pass-env)",
             "a variable of the functions' environment is named like a request header's: a request with that header replaces it"
+        );
+    }
+}
+
+/// Warns of the keys that shape a CGI program's answer or environment set on
+/// functions that run warm, where they do nothing: a worker (or handler
+/// module) writes its own status and headers and starts with its environment
+/// once. `watchdog routes` lists them all the same, as what was set.
+fn report_keys_warm_functions_ignore(table: &RouteTable) {
+    let mut ignored: std::collections::BTreeMap<Vec<&str>, Vec<&str>> = Default::default();
+    for function in &table.functions {
+        let s = &function.settings;
+        if s.warm.is_none() {
+            continue;
+        }
+        let keys: Vec<&str> = [
+            (s.output == crate::config::file::OutputMode::Raw, "output"),
+            (s.content_type.is_some(), "content_type"),
+            (!s.exit_status.is_empty(), "exit_status"),
+            (
+                s.env_style == crate::config::file::EnvStyle::Openfaas,
+                "env_style",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(set, key)| set.then_some(key))
+        .collect();
+        if !keys.is_empty() {
+            ignored.entry(keys).or_default().push(&function.pattern);
+        }
+    }
+    for (keys, routes) in ignored {
+        tracing::warn!(
+            keys = %keys.join(", "),
+            functions = routes.len(),
+            example = routes[0],
+            hint = "these apply to CGI runs only: leave them out of the section that makes the function warm, or give them a glob that leaves out warm functions",
+            "settings that do nothing for functions that run warm"
+        );
+    }
+}
+
+/// Warns of handler modules a section gives `protocol = "lambda"`: the Node
+/// adapter serves HTTP, so they run with it anyway (given lambda, the adapter
+/// crashed at start, and every request was a 502).
+fn report_lambda_for_handler_modules(settings: &crate::config::Settings, table: &RouteTable) {
+    let modules: Vec<&str> = (table.functions.iter())
+        .filter(|function| function.file.runner.node_module)
+        .filter(|function| {
+            settings
+                .function(&function.file.relative)
+                .warm
+                .is_some_and(|warm| warm.protocol == crate::config::file::WarmProtocol::Lambda)
+        })
+        .map(|function| function.file.relative.as_str())
+        .collect();
+    if let Some(example) = modules.first() {
+        tracing::warn!(
+            modules = modules.len(),
+            example,
+            hint = "a handler module (`export default function handler(req, res)`) runs through watchdog's Node adapter, over HTTP; for the Lambda Runtime API, make the file an executable that polls it",
+            "protocol = \"lambda\" does not apply to handler modules: they run with protocol = \"http\""
         );
     }
 }
