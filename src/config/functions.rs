@@ -255,6 +255,45 @@ pub struct SectionSource {
     pub priority: u8,
 }
 
+/// `glob` with the brackets of dynamic route segments (`[id]`, `[...slug]`,
+/// `[[...slug]]`: a name of letters, digits, `_` and `-`) made literal, so
+/// that `[functions."users/[id].py"]` is the file the README's routing names
+/// (`api/users/[id].py`). Read as a glob, `[id]` is a class: the section
+/// matched no such file, and set its keys on `users/d.py` instead. A class
+/// is still written as one where it holds anything else (`[0-9]`, `[!x]`).
+fn route_brackets_literal(glob: &str) -> String {
+    let mut out = String::with_capacity(glob.len() + 8);
+    let mut rest = glob;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        let tail = &rest[open..];
+        let segment = ["[[...", "[...", "["].into_iter().find_map(|start| {
+            let inner = tail.strip_prefix(start)?;
+            let end = if start == "[[..." { "]]" } else { "]" };
+            let name_len = inner.find(end)?;
+            let name = &inner[..name_len];
+            let is_name = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                && name.bytes().any(|b| b.is_ascii_alphabetic());
+            is_name.then(|| start.len() + name_len + end.len())
+        });
+        match segment {
+            Some(len) => {
+                out.push_str(&tail[..len].replace('[', "[[]"));
+                rest = &tail[len..];
+            }
+            None => {
+                out.push('[');
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 impl FunctionRules {
     /// Compiles the globs.
     ///
@@ -263,7 +302,8 @@ impl FunctionRules {
     pub fn new(sections: Vec<(String, FunctionSection, SectionSource)>) -> Result<Self, FileError> {
         let mut rules = Vec::with_capacity(sections.len());
         for (glob, section, source) in sections {
-            let matcher = GlobBuilder::new(&glob)
+            let pattern = route_brackets_literal(&glob);
+            let matcher = GlobBuilder::new(&pattern)
                 .literal_separator(true)
                 .build()
                 .map_err(|err| FileError {
@@ -272,7 +312,10 @@ impl FunctionRules {
                     message: format!("`functions.\"{glob}\"`: not a valid glob: {}", err.kind()),
                 })?
                 .compile_matcher();
-            let wildcards = glob
+            // Counted on the pattern as compiled: `[id]` in `users/[id].py`
+            // is a name, not a class.
+            let wildcards = pattern
+                .replace("[[]", "")
                 .chars()
                 .filter(|c| matches!(c, '*' | '?' | '[' | '{'))
                 .count();
@@ -449,6 +492,47 @@ mod tests {
         );
         let none = FunctionRules::default().resolve("x.sh", &defaults);
         assert_eq!((none.timeout, none.max_body), (Duration::from_secs(30), 10));
+    }
+
+    /// `users/[id].py` names that file, as the README's routing does; read
+    /// as a class, `[id]` matched no such file and set its keys on `users/d.py`.
+    #[test]
+    fn route_segments_in_a_glob_name_files() {
+        assert_eq!(route_brackets_literal("users/[id].py"), "users/[[]id].py");
+        assert_eq!(
+            route_brackets_literal("docs/[...slug].js"),
+            "docs/[[]...slug].js"
+        );
+        assert_eq!(
+            route_brackets_literal("shop/[[...path]].mjs"),
+            "shop/[[][[]...path]].mjs"
+        );
+        // Classes stay classes.
+        assert_eq!(route_brackets_literal("v[0-9]/*.sh"), "v[0-9]/*.sh");
+        assert_eq!(route_brackets_literal("[!_]*.sh"), "[!_]*.sh");
+        assert_eq!(route_brackets_literal("a[b"), "a[b");
+        let rules = FunctionRules::new(vec![
+            ("users/[id].py".into(), section(5), source(1)),
+            ("docs/[...slug].js".into(), section(6), source(1)),
+            ("v[0-9]/*.sh".into(), section(7), source(1)),
+        ])
+        .unwrap();
+        let defaults = defaults();
+        let timeout = |file: &str| rules.resolve(file, &defaults).timeout.as_secs();
+        assert_eq!(timeout("users/[id].py"), 5);
+        assert_eq!(timeout("users/d.py"), 30);
+        assert_eq!(timeout("docs/[...slug].js"), 6);
+        assert_eq!(timeout("v2/a.sh"), 7);
+        // A name, not a wildcard: it outranks a section with one.
+        let rules = FunctionRules::new(vec![
+            ("users/*.py".into(), section(8), source(1)),
+            ("users/[id].py".into(), section(5), source(1)),
+        ])
+        .unwrap();
+        assert_eq!(
+            rules.resolve("users/[id].py", &defaults).timeout.as_secs(),
+            5
+        );
     }
 
     /// A key a narrower-looking section sets but a section with fewer
