@@ -141,32 +141,37 @@ impl InvokeArgs {
 
 /// The serve flags `routes` takes but leaves out of its help.
 fn hidden_from_routes(arg: clap::Arg) -> clap::Arg {
-    const UNUSED: [&str; 8] = [
-        "kill_grace",
-        "max_body",
-        "max_concurrency",
-        "queue_timeout",
-        "body_idle_timeout",
-        "drain_delay",
-        "drain_timeout",
-        "user",
-    ];
-    if UNUSED.contains(&arg.get_id().as_str()) {
-        arg.hide(true)
-    } else {
-        arg
-    }
+    hide_if_listed(
+        arg,
+        &[
+            "kill_grace",
+            "max_body",
+            "max_concurrency",
+            "queue_timeout",
+            "body_idle_timeout",
+            "drain_delay",
+            "drain_timeout",
+            "user",
+        ],
+    )
 }
 
 /// The serve flags `invoke` takes but leaves out of its help.
 fn hidden_from_invoke(arg: clap::Arg) -> clap::Arg {
-    const UNUSED: [&str; 4] = [
-        "max_concurrency",
-        "queue_timeout",
-        "drain_delay",
-        "drain_timeout",
-    ];
-    if UNUSED.contains(&arg.get_id().as_str()) {
+    hide_if_listed(
+        arg,
+        &[
+            "max_concurrency",
+            "queue_timeout",
+            "drain_delay",
+            "drain_timeout",
+        ],
+    )
+}
+
+/// `arg` hidden from help when its id is in `unused`; else as it was.
+fn hide_if_listed(arg: clap::Arg, unused: &[&str]) -> clap::Arg {
+    if unused.contains(&arg.get_id().as_str()) {
         arg.hide(true)
     } else {
         arg
