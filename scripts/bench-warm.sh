@@ -88,6 +88,11 @@ error_log $work/nginx/logs/error.log;
 events { worker_connections 1024; }
 http {
   access_log $work/nginx/logs/access.log;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
   upstream worker { server 127.0.0.1:$port; keepalive 16; }
   server {
     listen 127.0.0.1:$nginx_port;
@@ -101,19 +106,22 @@ http {
       proxy_set_header X-Forwarded-Host \$http_host;
       proxy_set_header X-Real-IP \$remote_addr;
       proxy_set_header X-Request-Id \$request_id;
+      # A value of the same length as watchdog's (nginx has no deadline).
       proxy_set_header X-Watchdog-Deadline-Ms \$msec;
       add_header X-Request-Id \$request_id;
     }
   }
 }
 CONF
-  nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" >/dev/null 2>&1 &
+  nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" >"$work/nginx/logs/stderr.log" 2>&1 &
   pids+=($!)
   nginx_url="http://127.0.0.1:$nginx_port/api/hello"
 fi
 sleep 1
 if [ -n "$nginx_url" ] && ! curl -sf -o /dev/null "$nginx_url"; then
-  echo "bench-warm: nginx did not come up in front of the worker (see $work/nginx/logs/error.log); its row is left out" >&2
+  # Printed here: the work folder goes when the script ends.
+  echo "bench-warm: nginx did not come up in front of the worker; its row is left out. What it said:" >&2
+  tail -n 5 "$work/nginx/logs/stderr.log" "$work/nginx/logs/error.log" >&2 2>/dev/null || true
   nginx_url=""
 fi
 

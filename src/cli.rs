@@ -35,8 +35,9 @@ pub enum Command {
 
 /// `routes` reads the serve flags so that its table shows the settings `serve`
 /// would use; those that change nothing in it (the server's queue and drain, the
-/// kill and body limits, the user functions run as) are accepted, from a shared
-/// environment say, but left out of its help.
+/// kill grace, the user functions run as) are accepted, from a shared
+/// environment say, but left out of its help. `--max-body` stays: `--json`
+/// gives each function's.
 #[derive(Debug, Clone, Args)]
 #[command(mut_args(hidden_from_routes))]
 pub struct RoutesArgs {
@@ -145,7 +146,6 @@ fn hidden_from_routes(arg: clap::Arg) -> clap::Arg {
         arg,
         &[
             "kill_grace",
-            "max_body",
             "max_concurrency",
             "queue_timeout",
             "body_idle_timeout",

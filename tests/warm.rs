@@ -381,8 +381,8 @@ async fn the_wait_for_a_busy_worker_is_logged_as_queue_wait() {
 /// A worker that listens on a port of its own rather than $PORT (an OpenFaaS
 /// template's fixed upstream port, a server that ignores PORT) is named in the
 /// log with the port it used, a second after it starts, and its start fails
-/// a moment later with that finding: the request waiting on it got a 504
-/// "still starting" once its whole timeout (30 s by default) had passed.
+/// with that finding once it has had 10 s: the request waiting on it got a
+/// 504 "still starting" once its whole timeout (30 s by default) had passed.
 #[tokio::test]
 async fn a_worker_listening_on_another_port_than_port_fails_its_start_naming_it() {
     let project = one_worker(
@@ -400,6 +400,38 @@ async fn a_worker_listening_on_another_port_than_port_fails_its_start_naming_it(
     assert!(text.contains("but not on the one in $PORT"), "{text}");
     let line = server.log_line("but not on the one in $PORT", Duration::from_secs(5));
     assert!(line.contains("listens on port"), "{line}");
+}
+
+/// A server that opens another listener first (a metrics port) and binds
+/// $PORT seconds later, after a slow boot, is waited for: the port it holds
+/// meanwhile is no reason to give up on it.
+#[tokio::test]
+async fn a_worker_that_listens_elsewhere_before_binding_port_is_waited_for() {
+    let project = one_worker(
+        "slow.py",
+        "#!/usr/bin/env python3\n\
+         import os, socket, time\n\
+         from http.server import HTTPServer, BaseHTTPRequestHandler\n\
+         metrics = socket.socket(); metrics.bind(('127.0.0.1', 0)); metrics.listen()\n\
+         time.sleep(3)\n\
+         class H(BaseHTTPRequestHandler):\n\
+         \x20   def do_GET(self):\n\
+         \x20       self.send_response(200); self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'up')\n\
+         HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n",
+        "warm = { protocol = \"http\", max = 1 }",
+    );
+    let server = TestServer::start(&api(&project), &[]);
+    let response = client().get(server.url("/api/slow")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "up");
+    // It was seen listening elsewhere, and named, on the way.
+    assert!(
+        server
+            .log()
+            .contains("a starting warm worker does not listen where watchdog waits for it"),
+        "{}",
+        server.log()
+    );
 }
 
 #[tokio::test]

@@ -75,6 +75,8 @@ fn explain(line: &str, message: &str) -> String {
         .strip_prefix("[functions.")
         .and_then(|rest| rest.strip_suffix(']'))
         .filter(|glob| !glob.starts_with(['"', '\'']))
+        // A bare key needs no quotes; one with these is not what it seems.
+        .filter(|glob| glob.contains(['.', '*', '?', '/', '{', '[']))
     {
         message.push_str(&format!(
             "; a glob with a dot or a wildcard must be quoted: [functions.\"{glob}\"]"
@@ -695,8 +697,10 @@ mod tests {
             error.contains("must be quoted: [functions.\"slow.sh\"]"),
             "{error}"
         );
-        // A quoted one is not.
+        // A quoted one is not, nor a bare key (its error is another).
         let error = load_text("[functions.\"slow.sh\"]\ntimeout = \"soon\"\n");
+        assert!(!error.contains("must be quoted"), "{error}");
+        let error = load_text("[functions.hello]\ntimeout = \"1s\"\n[functions.hello]\n");
         assert!(!error.contains("must be quoted"), "{error}");
     }
 

@@ -255,29 +255,37 @@ pub struct SectionSource {
     pub priority: u8,
 }
 
-/// `glob` with the brackets of dynamic route segments (`[id]`, `[...slug]`,
-/// `[[...slug]]`: a name of letters, digits, `_` and `-`) made literal, so
-/// that `[functions."users/[id].py"]` is the file the README's routing names
+/// `glob` with the brackets of dynamic route segments made literal, so that
+/// `[functions."users/[id].py"]` is the file the README's routing names
 /// (`api/users/[id].py`). Read as a glob, `[id]` is a class: the section
-/// matched no such file, and set its keys on `users/d.py` instead. A class
-/// is still written as one where it holds anything else (`[0-9]`, `[!x]`).
+/// matched no such file, and set its keys on `users/d.py` instead. A group is
+/// taken for a segment only where a route's is: a whole folder or file name
+/// (`[id]`, `[...slug]`, `[[...slug]]`, after `/` or at the start, before `/`,
+/// `.` or the end) of letters, digits, `_` and `-`, with a letter, and not a
+/// one-character range. Every other group is a class as before: `*.[jt]s`,
+/// `[a-z]*.sh`, `[Rr]eadme.sh`, `v[0-9]/*`, `[a-z].sh`.
 fn route_brackets_literal(glob: &str) -> String {
     let mut out = String::with_capacity(glob.len() + 8);
     let mut rest = glob;
     while let Some(open) = rest.find('[') {
         out.push_str(&rest[..open]);
         let tail = &rest[open..];
+        let at_name_start = out.is_empty() || out.ends_with('/');
         let segment = ["[[...", "[...", "["].into_iter().find_map(|start| {
             let inner = tail.strip_prefix(start)?;
             let end = if start == "[[..." { "]]" } else { "]" };
             let name_len = inner.find(end)?;
             let name = &inner[..name_len];
+            let len = start.len() + name_len + end.len();
+            let at_name_end = tail[len..].is_empty() || tail[len..].starts_with(['/', '.']);
+            let one_char_range = name.len() == 3 && name.as_bytes()[1] == b'-';
             let is_name = !name.is_empty()
                 && name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-                && name.bytes().any(|b| b.is_ascii_alphabetic());
-            is_name.then(|| start.len() + name_len + end.len())
+                && name.bytes().any(|b| b.is_ascii_alphabetic())
+                && !one_char_range;
+            (at_name_start && at_name_end && is_name).then_some(len)
         });
         match segment {
             Some(len) => {
@@ -507,10 +515,24 @@ mod tests {
             route_brackets_literal("shop/[[...path]].mjs"),
             "shop/[[][[]...path]].mjs"
         );
-        // Classes stay classes.
-        assert_eq!(route_brackets_literal("v[0-9]/*.sh"), "v[0-9]/*.sh");
-        assert_eq!(route_brackets_literal("[!_]*.sh"), "[!_]*.sh");
-        assert_eq!(route_brackets_literal("a[b"), "a[b");
+        assert_eq!(
+            route_brackets_literal("[team]/[user-id]/x.py"),
+            "[[]team]/[[]user-id]/x.py"
+        );
+        // Classes stay classes: not a whole name, or a one-character range.
+        for class in [
+            "v[0-9]/*.sh",
+            "[!_]*.sh",
+            "a[b",
+            "**/*.[jt]s",
+            "[a-z]*.sh",
+            "[Rr]eadme.sh",
+            "[a-z].sh",
+            "x[id].sh",
+            "[[...x]",
+        ] {
+            assert_eq!(route_brackets_literal(class), class);
+        }
         let rules = FunctionRules::new(vec![
             ("users/[id].py".into(), section(5), source(1)),
             ("docs/[...slug].js".into(), section(6), source(1)),
@@ -523,6 +545,9 @@ mod tests {
         assert_eq!(timeout("users/d.py"), 30);
         assert_eq!(timeout("docs/[...slug].js"), 6);
         assert_eq!(timeout("v2/a.sh"), 7);
+        let rules = FunctionRules::new(vec![("**/*.[jt]s".into(), section(9), source(1))]).unwrap();
+        assert_eq!(rules.resolve("lib/a.js", &defaults).timeout.as_secs(), 9);
+        assert_eq!(rules.resolve("a.ts", &defaults).timeout.as_secs(), 9);
         // A name, not a wildcard: it outranks a section with one.
         let rules = FunctionRules::new(vec![
             ("users/*.py".into(), section(8), source(1)),

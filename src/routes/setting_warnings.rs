@@ -142,7 +142,7 @@ fn report_keys_warm_functions_ignore(table: &RouteTable) {
             keys = %keys.join(", "),
             functions = routes.len(),
             example = routes[0],
-            hint = "these apply to CGI runs only: leave them out of the section that makes the function warm, or give them a glob that leaves out warm functions",
+            hint = "these apply to CGI runs only; functions with `warm` and handler modules (always warm) ignore them: give them a section whose glob names the CGI files only (e.g. \"legacy/*.sh\")",
             "settings that do nothing for functions that run warm"
         );
     }

@@ -57,10 +57,12 @@ pub async fn start(
     let file = function.file.relative.clone();
     let mut taken = 0;
     let (mut worker, mut port) = spawn_on_free_port(function, settings, limiter)?;
-    let mut look_elsewhere_at = tokio::time::Instant::now() + LOOK_ELSEWHERE_EVERY;
-    let mut elsewhere = None;
-    // When a worker found listening elsewhere is given up on.
-    let mut elsewhere_until = None;
+    let mut spawned_at = tokio::time::Instant::now();
+    let mut look_elsewhere_at = spawned_at + LOOK_ELSEWHERE_EVERY;
+    // What the worker listens on instead of $PORT, as last looked at, and
+    // whether that is more than a debugger's port.
+    let mut elsewhere: Option<String> = None;
+    let mut elsewhere_settled = false;
     loop {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             // Another program that took the port first answers too.
@@ -80,6 +82,8 @@ pub async fn start(
             }
             tracing::warn!(route = %function.pattern, port, "another program took the worker's port before it could bind it; starting the worker again on another");
             (worker, port) = spawn_on_free_port(function, settings, limiter)?;
+            spawned_at = tokio::time::Instant::now();
+            (elsewhere, elsewhere_settled) = (None, false);
             continue;
         }
         if worker.has_exited() {
@@ -96,27 +100,36 @@ pub async fn start(
             });
         }
         let now = tokio::time::Instant::now();
-        let giving_up = now >= deadline || elsewhere_until.is_some_and(|until| now >= until);
-        // Looked at each second while nothing is found, and once more before
-        // giving up, for a server slow to bind its own port.
-        if elsewhere.is_none() && (giving_up || now >= look_elsewhere_at) {
+        // A worker that listens elsewhere (a port of its own, `::1`) is given
+        // up on once it has had START_FLOOR: a request waiting on it should
+        // not wait out its whole timeout (30 s by default) for a 504 "still
+        // starting", when the log said why a second in. Not sooner: a server
+        // may open another listener (a metrics port, a debugger) before a
+        // slow boot binds $PORT. One that holds only a debugger's default
+        // port is given the whole allowance.
+        let giving_up = now >= deadline
+            || (elsewhere_settled && now >= spawned_at + super::policy::START_FLOOR);
+        // Looked at each second, and once more before giving up, for a server
+        // slow to bind its own port.
+        if giving_up || now >= look_elsewhere_at {
             look_elsewhere_at = now + LOOK_ELSEWHERE_EVERY;
             let pid = worker.raw_pid();
             let ports = tokio::task::spawn_blocking(move || port::ports_held_by(pid))
                 .await
                 .unwrap_or_default();
-            elsewhere = listening_elsewhere(&ports, port);
-            if let Some(found) = &elsewhere {
-                // Said now, not only when the start gives up. A server still
-                // starting may yet bind $PORT (a debugger's port opens first),
-                // so it is given a moment more, and the whole start allowance
-                // when all it holds is a debugger's port: a request waiting
-                // on it should not wait out its timeout to learn what the log
-                // said a second in (a 504 "still starting", each request).
-                tracing::warn!(route = %function.pattern, pid = worker.pid, ports = ?ports, port, finding = %found, "a starting warm worker does not listen where watchdog waits for it");
-                if !ports.iter().all(|held| DEBUGGER_PORTS.contains(held)) {
-                    elsewhere_until = Some(now + ELSEWHERE_GRACE);
-                }
+            let found = listening_elsewhere(&ports, port);
+            if let Some(finding) = found
+                .as_ref()
+                .filter(|&finding| Some(finding) != elsewhere.as_ref())
+            {
+                // Said as soon as it is seen (and again if it changes), not
+                // only when the start gives up.
+                tracing::warn!(route = %function.pattern, pid = worker.pid, ports = ?ports, port, finding = %finding, "a starting warm worker does not listen where watchdog waits for it");
+            }
+            elsewhere_settled =
+                found.is_some() && !ports.iter().all(|held| DEBUGGER_PORTS.contains(held));
+            if found.is_some() {
+                elsewhere = found;
             }
         }
         if giving_up {
@@ -160,10 +173,6 @@ fn listening_elsewhere(ports: &[u16], port: u16) -> Option<String> {
         )
     })
 }
-
-/// How long a starting worker found listening on other ports than `$PORT`
-/// still has to bind it before its start fails, naming the ports it holds.
-const ELSEWHERE_GRACE: Duration = Duration::from_secs(2);
 
 /// The default ports of Node's inspector and Python's debugpy, which open
 /// before the server they debug binds its own: a worker holding only those
