@@ -35,11 +35,19 @@ fn main() -> ExitCode {
     let settings = match resolved {
         Ok(settings) => settings,
         Err(err) => {
-            eprintln!("watchdog: error: {err}");
+            // In the format the command line asked for: the configuration
+            // that may name one is what failed.
+            let flags = match &cli.command {
+                Command::Serve(args) => &args.flags,
+                Command::Routes(args) => &args.serve,
+                Command::Invoke(args) => &args.serve,
+            };
+            report_fatal(flags.log_format.unwrap_or_default(), &err.to_string(), true);
             return ExitCode::from(2);
         }
     };
     init_logging(settings.log_format);
+    let settings_log_format = settings.log_format;
     for problem in isolation_problems {
         tracing::warn!("{problem}");
     }
@@ -80,8 +88,24 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("watchdog: error: {err:#}");
+            report_fatal(settings_log_format, &format!("{err:#}"), false);
             ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// Says why watchdog cannot go on: `watchdog: error: ...` on stderr, or, under
+/// `--log-format json`, an ERROR event like every other line, which a log
+/// pipeline that reads JSON would otherwise drop. `init` when logging is not
+/// set up yet.
+fn report_fatal(format: LogFormat, message: &str, init: bool) {
+    match format {
+        LogFormat::Text => eprintln!("watchdog: error: {message}"),
+        LogFormat::Json => {
+            if init {
+                init_logging(format);
+            }
+            tracing::error!(target: "watchdog", error = message, "watchdog cannot go on");
         }
     }
 }

@@ -266,6 +266,35 @@ fn invoke_head_prints_no_body_even_after_a_local_redirect() {
     }
 }
 
+/// Under `--log-format json` a start-up error is a JSON event like every
+/// other line: it was plain text, which a pipeline reading JSON drops.
+#[test]
+fn a_start_up_error_is_json_under_log_format_json() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    common::write_script(&api.join("hello.sh"), "echo");
+    std::fs::write(project.path().join("watchdog.toml"), "timeout = \"soon\"\n").unwrap();
+    let failed = watchdog()
+        .arg("routes")
+        .arg(&api)
+        .args(["--log-format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    let line: serde_json::Value = serde_json::from_str(stderr.lines().next().unwrap_or_default())
+        .unwrap_or_else(|err| panic!("not JSON ({err}): {stderr}"));
+    assert_eq!(line["level"], "ERROR", "{stderr}");
+    let error = line["error"].as_str().unwrap_or_default();
+    assert!(error.contains("watchdog.toml:1: `timeout`"), "{stderr}");
+    // The text format keeps its plain line.
+    let plain = watchdog().arg("routes").arg(&api).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&plain.stderr).starts_with("watchdog: error: "),
+        "{plain:?}"
+    );
+}
+
 #[test]
 fn bad_usage_exits_2_with_a_clear_message() {
     let missing = watchdog()
