@@ -382,6 +382,13 @@ async fn the_event_says_who_the_client_was_and_the_answer_has_its_real_length() 
         "odd-status.sh",
         r#"printf '{"statusCode":600,"body":"x"}'"#,
     );
+    // A 204 with a body, which HTTP forbids: the body goes, and no length is
+    // announced for it (it said `content-length: 17` and sent nothing).
+    buffered_runtime(
+        &project,
+        "no-content.sh",
+        r#"printf '{"statusCode":204,"body":"should-not-appear"}'"#,
+    );
     // What the Runtime API tells a runtime that answers an event it never got.
     buffered_runtime(
         &project,
@@ -436,6 +443,16 @@ async fn the_event_says_who_the_client_was_and_the_answer_has_its_real_length() 
     let (status, text) = get_text(&server, "/api/odd-status").await;
     assert_eq!(status, 502, "{text}");
     assert!(text.contains("`statusCode` 600"), "{text}");
+    let answer = common::raw_request(
+        server.addr,
+        b"GET /api/no-content HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("content-length"),
+        "{answer}"
+    );
+    assert!(!answer.contains("should-not-appear"), "{answer}");
 }
 
 /// A request whose event would be past Lambda's 6 MB limit gets the 413

@@ -1014,3 +1014,21 @@ async fn a_lambda_protocol_given_to_handler_modules_is_warned_of_and_they_still_
     );
     assert!(log.contains("keys=output"), "{log}");
 }
+
+/// A request head past Node's own 16 KiB default (a large cookie beside a
+/// token) reaches a handler module, as it reaches CGI functions and Lambda
+/// workers: Node answered a bare 431 of its own, with no message.
+#[tokio::test]
+async fn a_request_head_past_nodes_default_limit_reaches_the_handler() {
+    let server = server(&[]);
+    let big = "a".repeat(9000);
+    let response = client()
+        .get(server.url("/api/send?v=number"))
+        .header("Cookie", format!("s={big}"))
+        .header("Authorization", format!("Bearer {big}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "42");
+}

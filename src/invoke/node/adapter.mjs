@@ -672,7 +672,10 @@ async function handle(req, res) {
   }
 }
 
-const server = http.createServer((req, res) => {
+// Node's own limit on a request head is 16 KiB, and past it Node answers a bare
+// 431 of its own; watchdog reads heads up to 64 KiB and lets through what
+// it read, as CGI functions and Lambda workers get it.
+const server = http.createServer({ maxHeaderSize: 80 * 1024 }, (req, res) => {
   res.on('finish', () => dropUnreadBody(req));
   requestContext.run(req.headers['x-request-id'] || '', () => {
     handle(req, res).catch((err) => {

@@ -894,7 +894,11 @@ fn buffered_response(bytes: &[u8]) -> Result<Response<Body>, String> {
     // the function computed wrongly (JavaScript's `body.length` counts UTF-16
     // units) would cut the body off, or leave the client waiting.
     response.headers_mut().remove(header::CONTENT_LENGTH);
-    *response.body_mut() = Body::from(body);
+    // A 204 or 304 has no body (RFC 9110 §6.4.1): one the function gave is
+    // dropped, as for CGI, or hyper would announce its length on a 204.
+    if !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED) {
+        *response.body_mut() = Body::from(body);
+    }
     Ok(response)
 }
 
