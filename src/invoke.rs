@@ -62,17 +62,6 @@ pub struct Invocation {
     pub stop: tokio_util::sync::CancellationToken,
 }
 
-impl InvokeError {
-    /// The answer of a request stopped by watchdog's shutdown, saying whether
-    /// the drain ran out or a second signal cut it short.
-    pub fn shutting_down(file: String) -> Self {
-        Self::ShuttingDown {
-            file,
-            cut_short: crate::shutdown::drain_cut_short(),
-        }
-    }
-}
-
 impl Invocation {
     /// Marks the invocation as stopped by watchdog's shutdown (at the end of the
     /// drain timeout, or when a second signal cut it short), and gives the error
@@ -279,6 +268,15 @@ pub enum InvokeError {
 }
 
 impl InvokeError {
+    /// The answer of a request stopped by watchdog's shutdown, saying whether
+    /// the drain ran out or a second signal cut it short.
+    pub fn shutting_down(file: String) -> Self {
+        Self::ShuttingDown {
+            file,
+            cut_short: crate::shutdown::drain_cut_short(),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             InvokeError::Spawn { .. } | InvokeError::FileEmpty { .. } | InvokeError::Internal => {

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
                 Command::Routes(args) => &args.serve,
                 Command::Invoke(args) => &args.serve,
             };
-            report_fatal(flags.log_format.unwrap_or_default(), &err.to_string(), true);
+            report_fatal(flags.log_format.unwrap_or_default(), &err.to_string());
             return ExitCode::from(2);
         }
     };
@@ -88,7 +88,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            report_fatal(settings_log_format, &format!("{err:#}"), false);
+            report_fatal(settings_log_format, &format!("{err:#}"));
             ExitCode::from(err.exit_code())
         }
     }
@@ -96,15 +96,12 @@ fn main() -> ExitCode {
 
 /// Says why watchdog cannot go on: `watchdog: error: ...` on stderr, or, under
 /// `--log-format json`, an ERROR event like every other line, which a log
-/// pipeline that reads JSON would otherwise drop. `init` when logging is not
-/// set up yet.
-fn report_fatal(format: LogFormat, message: &str, init: bool) {
+/// pipeline that reads JSON would otherwise drop.
+fn report_fatal(format: LogFormat, message: &str) {
     match format {
         LogFormat::Text => eprintln!("watchdog: error: {message}"),
         LogFormat::Json => {
-            if init {
-                init_logging(format);
-            }
+            init_logging(format);
             tracing::error!(target: "watchdog", error = message, "watchdog cannot go on");
         }
     }
@@ -122,8 +119,9 @@ fn init_logging(format: LogFormat) {
         // next log line.
         .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    // Once: a fatal error before start-up ([`report_fatal`]) may have set it.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }

@@ -217,16 +217,9 @@ impl Invoker for PoolInvoker {
                     // The request never started: on to another worker, within the
                     // same deadline (an exit that is not a retirement counts
                     // toward the crash limit).
-                    Err(Failed::NotTaken(returned)) => {
-                        invocation = *returned;
-                        // Back in the pool's queue, so without its server-wide
-                        // slot, as the first time: held, it could keep the
-                        // request that takes the place just given back from
-                        // running, while this one waits for that place.
-                        if invocation.ticket.is_some() {
-                            invocation.record.slots.retain(|held| !held.is_server());
-                        }
-                    }
+                    // Back to the pool's queue, which gives up its server-wide
+                    // slot while it waits again ([`Pool::acquire`]).
+                    Err(Failed::NotTaken(returned)) => invocation = *returned,
                 }
                 not_taken += 1;
                 if not_taken == NOT_TAKEN_LIMIT {
@@ -615,6 +608,12 @@ impl Pool {
         queue_wait: &mut Duration,
         admitted: Admitted<'_>,
     ) -> Result<Lease, InvokeError> {
+        // A request back from a worker that never took it waits again without
+        // its server-wide slot, as the first time: held, it could keep the
+        // request that took the place it gave back from running.
+        if admitted.ticket.is_some() {
+            admitted.slots.retain(|held| !held.is_server());
+        }
         let file = &self.function.file.relative;
         let given_up_for = self.lock_crashes().given_up_for(Instant::now());
         if let Some(left) = given_up_for {
@@ -647,9 +646,7 @@ impl Pool {
         };
         // Placed: now the server-wide slot, which the wait for a place did not
         // hold (a request queued for a busy pool kept other routes waiting).
-        if let Some(ticket) = admitted.ticket.as_ref()
-            && !admitted.slots.iter().any(Held::is_server)
-        {
+        if let Some(ticket) = admitted.ticket.as_ref() {
             let queued = tokio::time::Instant::now();
             let slot = ticket.admit().await;
             *queue_wait += queued.elapsed();
