@@ -1032,3 +1032,39 @@ async fn a_request_head_past_nodes_default_limit_reaches_the_handler() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "42");
 }
+
+#[tokio::test]
+async fn an_adapter_folder_another_user_made_first_is_left_alone() {
+    // Only root can give a folder to another user, so only root can set the
+    // trap this test looks at.
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to make a folder owned by someone else");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // Made first by `nobody`, under the name watchdog would pick.
+    let trap = tmp
+        .path()
+        .join(format!("watchdog-node-{}", nix::unistd::getuid()));
+    std::fs::create_dir(&trap).unwrap();
+    std::fs::set_permissions(&trap, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    nix::unistd::chown(&trap, Some(nobody), None).unwrap();
+    let server = TestServer::start_with(&fixtures("node"), &["--prefix", "/api"], |command| {
+        command.env("TMPDIR", tmp.path());
+    });
+    let (status, answer) = json(&server, "/api/web?name=Ada").await;
+    assert_eq!((status, &answer["name"]), (200, &serde_json::json!("Ada")));
+    let planted: Vec<_> = std::fs::read_dir(&trap).unwrap().collect();
+    assert!(
+        planted.is_empty(),
+        "the adapter went into a folder another user can write to: {planted:?}"
+    );
+    assert!(
+        server.log().contains("usual folder is not used"),
+        "{}",
+        server.log()
+    );
+}

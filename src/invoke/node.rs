@@ -28,11 +28,7 @@ fn write_adapter() -> std::io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     ADAPTER.hash(&mut hasher);
-    let folder = std::env::temp_dir().join(format!("watchdog-node-{}", nix::unistd::getuid()));
-    std::fs::create_dir_all(&folder)?;
-    // Readable by all: with --user the worker runs as someone else. It holds no
-    // secrets, only the adapter's code.
-    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755))?;
+    let folder = adapter_folder()?;
     let path = folder.join(format!("adapter-{:016x}.mjs", hasher.finish()));
     if std::fs::read_to_string(&path).ok().as_deref() != Some(ADAPTER) {
         let temporary = folder.join(format!(".adapter-{}.tmp", std::process::id()));
@@ -41,4 +37,43 @@ fn write_adapter() -> std::io::Result<PathBuf> {
         std::fs::rename(&temporary, &path)?;
     }
     Ok(path)
+}
+
+/// `$TMPDIR/watchdog-node-<uid>`, shared by this user's runs, when only this
+/// user can write to it; otherwise a new folder of this run's own.
+///
+/// The folder's name can be guessed: another local user may have made it first
+/// (or left it writable) and would then swap the adapter for their own code,
+/// which every handler module's worker runs as watchdog's user (root, often).
+fn adapter_folder() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let uid = nix::unistd::getuid();
+    let shared = std::env::temp_dir().join(format!("watchdog-node-{uid}"));
+    match std::fs::DirBuilder::new().mode(0o755).create(&shared) {
+        Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => return Err(err),
+        _ => {}
+    }
+    let found = std::fs::symlink_metadata(&shared)?;
+    let owner = found.uid();
+    let ours = found.is_dir() && owner == nix::unistd::geteuid().as_raw();
+    if ours && found.mode() & 0o022 == 0 {
+        // Readable by all: with --user the worker runs as someone else. It holds
+        // no secrets, only the adapter's code.
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755))?;
+        return Ok(shared);
+    }
+    let own = tempfile::Builder::new()
+        .prefix(&format!("watchdog-node-{uid}-"))
+        .tempdir()?
+        .keep();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o755))?;
+    tracing::warn!(
+        folder = %shared.display(),
+        owner,
+        mode = %format!("{:o}", found.mode() & 0o7777),
+        instead = %own.display(),
+        hint = "remove that folder: whoever can write to it could replace the Node adapter with their own code",
+        "the Node adapter's usual folder is not used: it is not a folder only watchdog's user can write to"
+    );
+    Ok(own)
 }
