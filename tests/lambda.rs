@@ -852,3 +852,46 @@ async fn a_streamed_lambda_response_is_bound_by_the_timeout() {
     let line = server.log_line("route=/api/long-body file=", Duration::from_secs(3));
     assert!(line.contains("timed_out=true"), "{line}");
 }
+
+/// A worker's Runtime API serves only the worker's user: another local user's
+/// process could otherwise take the next event (a client's headers and body)
+/// and answer it in the function's name.
+#[tokio::test]
+async fn another_users_process_is_turned_away_from_the_runtime_api() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to act as another user");
+        return;
+    }
+    let project = project("");
+    header_runtime(&project, "endpoint.sh", "", "$AWS_LAMBDA_RUNTIME_API");
+    let server = TestServer::start(&project.path().join("api"), &[]);
+    let api = client()
+        .get(server.url("/api/endpoint"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(api.starts_with("127.0.0.1:"), "{api}");
+    let forge_as = |uid: Option<u32>| {
+        use std::os::unix::process::CommandExt;
+        let mut curl = std::process::Command::new("curl");
+        curl.args(["-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["-X", "POST", "-d", "{}"])
+            .arg(format!(
+                "http://{api}/2018-06-01/runtime/invocation/forged/response"
+            ));
+        if let Some(uid) = uid {
+            curl.uid(uid).gid(uid);
+        }
+        String::from_utf8(curl.output().unwrap().stdout).unwrap()
+    };
+    assert_eq!(forge_as(None), "400", "the worker's own user is answered");
+    assert_eq!(
+        forge_as(Some(65534)),
+        "000",
+        "another user's process gets no answer"
+    );
+    assert!(server.wait_for_log("from another user's process", Duration::from_secs(5)));
+}

@@ -14,6 +14,7 @@ pub mod http;
 pub mod lambda;
 pub mod policy;
 pub mod port;
+pub mod runtime_peer;
 pub mod trace;
 pub mod worker;
 

@@ -104,8 +104,14 @@ impl Drop for Runtime {
     }
 }
 
+/// Who the Runtime API serves ([`super::runtime_peer`]).
+struct Peers {
+    uid: u32,
+    file: String,
+}
+
 impl Runtime {
-    async fn start(function_name: &str, region: &str) -> std::io::Result<Self> {
+    async fn start(function_name: &str, region: &str, peers: Peers) -> std::io::Result<Self> {
         let (events_tx, events_rx) = mpsc::channel(1);
         let state = Arc::new(RuntimeState {
             function_arn: format!("arn:aws:lambda:{region}:000000000000:function:{function_name}"),
@@ -122,6 +128,11 @@ impl Runtime {
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
+        let listener = super::runtime_peer::WorkerUserOnly {
+            listener,
+            uid: peers.uid,
+            file: peers.file,
+        };
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
@@ -385,13 +396,21 @@ pub async fn start(
     let region = own("AWS_REGION")
         .or_else(|| own("AWS_DEFAULT_REGION"))
         .unwrap_or_else(|| "us-east-1".to_owned());
-    let runtime = Runtime::start(&name, &region)
-        .await
-        .map_err(|err| InvokeError::Spawn {
-            file: file.clone(),
-            cause: format!("cannot open its Runtime API endpoint: {err}"),
-            hint: "see watchdog's log".into(),
-        })?;
+    let peers = Peers {
+        uid: limiter
+            .run_as
+            .as_ref()
+            .map_or_else(|| nix::unistd::geteuid().as_raw(), |user| user.uid),
+        file: file.clone(),
+    };
+    let runtime =
+        Runtime::start(&name, &region, peers)
+            .await
+            .map_err(|err| InvokeError::Spawn {
+                file: file.clone(),
+                cause: format!("cannot open its Runtime API endpoint: {err}"),
+                hint: "see watchdog's log".into(),
+            })?;
     let memory_mb = function
         .settings
         .limits
