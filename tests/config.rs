@@ -115,7 +115,7 @@ async fn an_openfaas_classic_function_runs_unchanged() {
         &dir.join("api/legacy/lookup.sh"),
         r#"if [ "$Http_Query" = "id=missing" ]; then echo '{"error":"not found"}'; exit 3; fi
 body=$(cat)
-printf '{"method":"%s","query":"%s","path":"%s","agent":"%s","body":"%s"}\n' "$Http_Method" "$Http_Query" "$Http_Path" "$Http_User_Agent" "$body""#,
+printf '{"method":"%s","query":"%s","path":"%s","agent":"%s","body":"%s","proxy":"%s"}\n' "$Http_Method" "$Http_Query" "$Http_Path" "$Http_User_Agent" "$body" "${Http_Proxy-unset}""#,
     );
     write_script(
         &dir.join("api/legacy/chatty.sh"),
@@ -135,6 +135,8 @@ printf '{"method":"%s","query":"%s","path":"%s","agent":"%s","body":"%s"}\n' "$H
         .header("Path", "/spoofed")
         .header("Method", "SPOOFED")
         .header("Query", "id=spoofed")
+        // httpoxy: no proxy variable of any case comes from a client's header.
+        .header("Proxy", "http://attacker.example:8080")
         .body("hi")
         .send()
         .await
@@ -147,6 +149,7 @@ printf '{"method":"%s","query":"%s","path":"%s","agent":"%s","body":"%s"}\n' "$H
     assert_eq!(json["path"], "/api/legacy/lookup");
     assert_eq!(json["agent"], "faas-cli");
     assert_eq!(json["body"], "hi");
+    assert_eq!(json["proxy"], "unset");
     let missing = c
         .get(server.url("/api/legacy/lookup?id=missing"))
         .send()

@@ -93,6 +93,19 @@ async fn a_worker_keeps_its_state_between_requests_and_streams_bodies() {
     .await;
     assert_eq!(underscored["underscored"], serde_json::Value::Null);
     assert!(underscored["request_id"].is_string());
+    // A `Proxy` header is httpoxy's way in (a framework turning it into
+    // HTTP_PROXY), and one the client's `Connection` names is for the hop to
+    // watchdog only (RFC 9110 section 7.6.1): neither reaches the worker.
+    let hop_only = common::send_json(
+        client()
+            .get(server.url("/api/counter"))
+            .header("Proxy", "http://attacker.example:8080")
+            .header("Connection", "keep-alive, X-Hop-Only")
+            .header("X-Hop-Only", "for watchdog"),
+    )
+    .await;
+    assert_eq!(hop_only["proxy"], serde_json::Value::Null);
+    assert_eq!(hop_only["connection_named"], serde_json::Value::Null);
     // The client's address joins a forwarded chain in the same field, so a
     // framework that reads one field does not see only the client's claim.
     let forwarded = common::send_json(

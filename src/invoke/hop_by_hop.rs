@@ -20,6 +20,18 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
 }
 
+/// Whether `headers`' own `Connection` field names `name`: a header sent for
+/// that one hop, which a proxy drops (RFC 9110 section 7.6.1). A lookup, and no
+/// allocation; most requests name only `keep-alive` there, or nothing.
+pub fn named_by_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
+}
+
 /// Removes the hop-by-hop headers of a response, the ones its `Connection`
 /// header names too. A response that came framed by Transfer-Encoding loses its
 /// Content-Length as well (RFC 9112 §6.3: the length is the chunks'), or the

@@ -200,8 +200,12 @@ pub fn openfaas_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> 
     let mut seen = std::collections::BTreeSet::new();
     for (name, value) in &invocation.headers {
         // A header named `Path`, `Method`, `Query` or `Content-Length` would
-        // become the same variable as the request's own and override it.
-        let reserved = ["method", "path", "query", "content-length"].contains(&name.as_str());
+        // become the same variable as the request's own and override it. A
+        // `Proxy` header would be `Http_Proxy`: httpoxy again for a library that
+        // reads proxy variables whatever their case (Perl's LWP lower-cases
+        // them), which is why `HTTP_PROXY` is never made.
+        let reserved =
+            ["method", "path", "query", "content-length", "proxy"].contains(&name.as_str());
         if reserved
             || is_body_framing(name.as_str())
             || !name

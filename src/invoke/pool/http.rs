@@ -23,8 +23,8 @@ use super::worker::HttpConnection;
 use super::{Failed, Lease, Outcome, Waited, Worker, port};
 use crate::config::Settings;
 use crate::invoke::body_fault::BodyWatch;
-use crate::invoke::forwarded;
 use crate::invoke::{Invocation, InvokeError, Reply, RequestBody};
+use crate::invoke::{forwarded, hop_by_hop};
 use crate::limits::Limiter;
 use crate::observability::InvocationRecord;
 use crate::routes::Function;
@@ -466,7 +466,16 @@ fn upstream_request(invocation: &Invocation, port: u16, body: Body) -> Request<B
         // the same variable as `-` (`X_Request_Id` as `X-Request-Id`): dropped, as
         // for CGI functions and as nginx does by default.
         let reserved = name.as_str().starts_with("x-watchdog-") || name.as_str().contains('_');
-        if !reserved && !crate::invoke::hop_by_hop::is_hop_by_hop(name) {
+        // `Proxy` is httpoxy's way in: a framework that makes the request's
+        // headers into HTTP_* variables would give the client HTTP_PROXY, which
+        // HTTP libraries read as the proxy for the worker's outgoing calls. (For
+        // CGI functions the variable is never made.)
+        let httpoxy = name.as_str() == "proxy";
+        if !reserved
+            && !httpoxy
+            && !hop_by_hop::is_hop_by_hop(name)
+            && !hop_by_hop::named_by_connection(&invocation.headers, name)
+        {
             headers.append(name.clone(), value.clone());
         }
     }
