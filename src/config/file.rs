@@ -613,24 +613,44 @@ fn dotenv_parse_error(source: &str, text: &str, at: usize) -> (String, usize) {
             .map_or(0, |before| before.matches('\n').count())
     };
     let line = if begins == 0 { 0 } else { begins + within };
-    // The whole line of the file, so the key is named too.
-    let shown = line
-        .checked_sub(1)
-        .and_then(|index| source.lines().nth(index))
-        .or_else(|| text.lines().nth(within))
-        .unwrap_or(first);
+    // The line's name only: its value may be the very secret being added
+    // (`TOKEN=correct horse battery staple`), and the log keeps it.
+    let shown = redacted(
+        line.checked_sub(1)
+            .and_then(|index| source.lines().nth(index))
+            .or_else(|| text.lines().nth(within))
+            .unwrap_or(first),
+    );
     let message = if unclosed {
         format!(
-            "cannot parse `{shown}`: a quote opened on this line is never closed, so the \
+            "cannot parse {shown}: a quote opened on this line is never closed, so the \
              value runs to the end of the file; close it where the value ends"
         )
     } else {
         format!(
-            "cannot parse `{shown}`: write NAME=value, quoting a value that holds spaces, \
+            "cannot parse {shown}: write NAME=value, quoting a value that holds spaces, \
              quotes or `#` (NAME=\"a b\")"
         )
     };
     (message, line)
+}
+
+/// A `.env` line as an error message shows it: `` `NAME=…` `` when it starts
+/// with a name, else no text of it at all.
+fn redacted(line: &str) -> String {
+    let entry = line.trim_start();
+    let entry = entry.strip_prefix("export ").unwrap_or(entry).trim_start();
+    match entry.split_once('=') {
+        Some((name, _))
+            if !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') =>
+        {
+            format!("`{name}=…` (its value is not shown)")
+        }
+        _ => "this line (its text is not shown: it may hold a secret)".to_owned(),
+    }
 }
 
 /// `NAME=value` pairs from a `.env` beside DIR, if there is one.
@@ -718,7 +738,8 @@ mod tests {
         .unwrap();
         let err = dotenv(&dir).unwrap_err();
         assert_eq!(err.line, 2, "{err}");
-        assert!(err.message.contains("`UNCLOSED=\"abc`"), "{err}");
+        assert!(err.message.contains("`UNCLOSED=…`"), "{err}");
+        assert!(!err.message.contains("abc"), "{err}");
         assert!(err.message.contains("never closed"), "{err}");
         assert!(!err.message.contains("s3cret"), "{err}");
     }
@@ -736,7 +757,11 @@ mod tests {
         let (message, line) = dotenv_parse_error(source, "B=\"x\ny\" junk\n", 7);
         assert_eq!(line, 3, "{message}");
         assert!(!message.contains("never closed"), "{message}");
-        assert!(message.contains("`y\" junk`"), "{message}");
+        assert!(
+            message.contains("this line (its text is not shown"),
+            "{message}"
+        );
+        assert!(!message.contains("junk"), "{message}");
         // As dotenv reads them.
         let project = tempfile::tempdir().unwrap();
         let dir = project.path().join("api");
@@ -747,13 +772,21 @@ mod tests {
                 2,
                 "never closed, so the value runs to the end of the file; close it",
             ),
-            ("A=1\nB=\"x\ny\" junk\nC=2\n", 3, "`y\" junk`"),
-            ("A=1\nB=x y\n", 2, "`B=x y`: write NAME=value, quoting"),
+            ("A=1\nB=\"x\ny\" junk\nC=2\n", 3, "this line (its text"),
+            (
+                "A=1\nB=x y\n",
+                2,
+                "`B=…` (its value is not shown): write NAME=value, quoting",
+            ),
+            ("A=1\nexport TOKEN=correct horse\n", 2, "`TOKEN=…`"),
         ] {
             std::fs::write(project.path().join(".env"), text).unwrap();
             let err = dotenv(&dir).unwrap_err();
             assert_eq!(err.line, want_line, "{text:?}: {err}");
             assert!(err.message.contains(want), "{text:?}: {err}");
+            for value in ["x y", "junk", "horse"] {
+                assert!(!err.message.contains(value), "{text:?}: {err}");
+            }
         }
         let source = "OTHER_KEY=\"xyz\"\nKEY=\"x\n";
         let (_, line) = dotenv_parse_error(source, "KEY=\"x\n", 7);
