@@ -415,6 +415,36 @@ async fn a_worker_listening_on_another_port_than_port_fails_its_start_naming_it(
     assert!(line.contains("listens on port"), "{line}");
 }
 
+/// A worker bound to every interface (`0.0.0.0`, as many templates bind) is
+/// served, and the log says once, not at each worker's start, that other
+/// machines reach it past watchdog.
+#[tokio::test]
+async fn a_worker_listening_on_every_interface_is_served_and_named_once() {
+    let project = one_worker(
+        "open.py",
+        "#!/usr/bin/env python3\n\
+         import os\n\
+         from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler\n\
+         class H(BaseHTTPRequestHandler):\n\
+         \x20   def do_GET(self):\n\
+         \x20       self.send_response(200); self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'up')\n\
+         ThreadingHTTPServer(('0.0.0.0', int(os.environ['PORT'])), H).serve_forever()\n",
+        "warm = { protocol = \"http\", min = 2, max = 2 }",
+    );
+    let server = TestServer::start(&api(&project), &[]);
+    assert!(server.wait_for_log_count("warm worker ready", 2, Duration::from_secs(20)));
+    let response = client().get(server.url("/api/open")).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "up");
+    let log = server.log();
+    assert_eq!(
+        log.matches("a warm worker listens on every interface")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("file=open.py"), "{log}");
+}
+
 /// A server that opens another listener first (a metrics port) and binds
 /// $PORT seconds later, after a slow boot, is waited for: the port it holds
 /// meanwhile is no reason to give up on it.

@@ -66,7 +66,11 @@ pub async fn start(
     loop {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             // Another program that took the port first answers too.
-            if port::listener_on(port, worker.raw_pid()) != port::Listener::Other {
+            let listener = port::listener_on(port, worker.raw_pid());
+            if listener != port::Listener::Other {
+                if listener == (port::Listener::Worker { everywhere: true }) {
+                    warn_listening_everywhere(function, port);
+                }
                 tracing::info!(route = %function.pattern, pid = worker.pid, port, "warm worker ready");
                 return Ok(worker);
             }
@@ -149,6 +153,29 @@ pub async fn start(
     }
 }
 
+/// Says once per function (not at each of its workers' starts) that a worker
+/// listens on every interface: other machines then reach it directly, past
+/// watchdog's timeouts, limits and logs, and set its `X-Real-IP` and
+/// `X-Forwarded-*` headers as they please.
+fn warn_listening_everywhere(function: &Function, port: u16) {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let file = &function.file.relative;
+    let mut warned = WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if warned.contains(file) {
+        return;
+    }
+    warned.push(file.clone());
+    tracing::warn!(
+        route = %function.pattern,
+        file = %file,
+        port,
+        hint = "bind 127.0.0.1 (the host part of the address the server is given, e.g. HTTPServer((\"127.0.0.1\", port)), app.listen(port, \"127.0.0.1\"))",
+        "a warm worker listens on every interface, not only 127.0.0.1: other machines can reach it directly, past watchdog, and set its X-Real-IP and X-Forwarded-For themselves"
+    );
+}
+
 /// How often a starting worker that does not answer on 127.0.0.1:`$PORT` is
 /// looked at for the ports it does listen on (most servers bind within a few
 /// hundred milliseconds of starting).
@@ -161,7 +188,7 @@ fn listening_elsewhere(ports: &[u16], port: u16) -> Option<String> {
     if ports.contains(&port) {
         // Bound to another address: `::1` for a server told `localhost`.
         return Some(format!(
-            "listens on $PORT ({port}) but not on 127.0.0.1: bind 127.0.0.1 or 0.0.0.0"
+            "listens on $PORT ({port}) but not on 127.0.0.1: bind 127.0.0.1"
         ));
     }
     let others: Vec<String> = ports.iter().map(u16::to_string).collect();
@@ -823,6 +850,10 @@ mod tests {
             "{fixed}"
         );
         let local = listening_elsewhere(&[4000], 4000).unwrap();
-        assert!(local.contains("bind 127.0.0.1 or 0.0.0.0"), "{local}");
+        assert!(
+            local.contains("but not on 127.0.0.1: bind 127.0.0.1"),
+            "{local}"
+        );
+        assert!(!local.contains("0.0.0.0"), "{local}");
     }
 }

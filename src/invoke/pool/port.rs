@@ -21,8 +21,10 @@ pub fn free() -> std::io::Result<u16> {
 /// Who listens on a worker's port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
-    /// A process of the worker's group (the worker, or a server it started).
-    Worker,
+    /// A process of the worker's group (the worker, or a server it started);
+    /// `everywhere` when its socket is bound to every interface (`0.0.0.0` or
+    /// `::`), where other machines reach the worker without watchdog.
+    Worker { everywhere: bool },
     /// Some other program.
     Other,
     /// Nobody, or watchdog cannot tell (it may not read the worker's file
@@ -38,12 +40,13 @@ pub fn listener_on(port: u16, worker: i32) -> Listener {
     // Reading a table costs about 2 ms whatever it holds (the kernel walks its
     // whole socket hash), once per worker start: the IPv6 one only when the
     // IPv4 one has no listener on the port (a worker bound to `::`).
-    let on_port = |table: procfs::ProcResult<Vec<procfs::net::TcpNetEntry>>| -> HashSet<u64> {
+    // Each listening socket's inode, and whether it is bound to every interface.
+    let on_port = |table: procfs::ProcResult<Vec<procfs::net::TcpNetEntry>>| -> HashMap<u64, bool> {
         table
             .into_iter()
             .flatten()
             .filter(|entry| entry.state == TcpState::Listen && entry.local_address.port() == port)
-            .map(|entry| entry.inode)
+            .map(|entry| (entry.inode, entry.local_address.ip().is_unspecified()))
             .collect()
     };
     let mut listening = on_port(procfs::net::tcp());
@@ -53,15 +56,19 @@ pub fn listener_on(port: u16, worker: i32) -> Listener {
     if listening.is_empty() {
         return Listener::Unknown;
     }
-    // Whether `process` holds one of those sockets; `None` when its file
+    // Which of those sockets `process` holds, if one; `None` when its file
     // descriptors cannot be read.
-    let holds =
-        |process: &procfs::process::Process| {
-            let fds = process.fd().ok()?;
-            Some(fds.flatten().any(
-                |fd| matches!(fd.target, FDTarget::Socket(inode) if listening.contains(&inode)),
-            ))
-        };
+    let holds = |process: &procfs::process::Process| -> Option<Option<Listener>> {
+        let fds = process.fd().ok()?;
+        Some(fds.flatten().find_map(|fd| {
+            match fd.target {
+                FDTarget::Socket(inode) => listening
+                    .get(&inode)
+                    .map(|&everywhere| Listener::Worker { everywhere }),
+                _ => None,
+            }
+        }))
+    };
     // The worker itself usually serves: asked first, it spares the walk over
     // every process.
     let mut unreadable = false;
@@ -70,7 +77,7 @@ pub fn listener_on(port: u16, worker: i32) -> Listener {
         .as_ref()
         .map(holds)
     {
-        Some(Some(true)) => return Listener::Worker,
+        Some(Some(Some(found))) => return found,
         Some(None) => unreadable = true,
         _ => {}
     }
@@ -79,8 +86,8 @@ pub fn listener_on(port: u16, worker: i32) -> Listener {
     };
     for process in members.iter().filter(|process| process.pid != worker) {
         match holds(process) {
-            Some(true) => return Listener::Worker,
-            Some(false) => {}
+            Some(Some(found)) => return found,
+            Some(None) => {}
             None => unreadable = true,
         }
     }
@@ -163,18 +170,26 @@ mod tests {
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let own = i32::try_from(std::process::id()).unwrap();
-        assert_eq!(listener_on(port, own), Listener::Worker);
+        let worker = Listener::Worker { everywhere: false };
+        assert_eq!(listener_on(port, own), worker);
         // A worker that is not there holds no socket: another program's.
         assert_eq!(listener_on(port, i32::MAX), Listener::Other);
         // One held by a process the worker started, in a session of its own
         // (a daemonized server), is the worker's.
         let parent = nix::unistd::getppid().as_raw();
         if parent > 1 {
-            assert_eq!(listener_on(port, parent), Listener::Worker);
+            assert_eq!(listener_on(port, parent), worker);
         }
         assert!(ports_held_by(own).contains(&port));
         drop(listener);
         assert_eq!(listener_on(port, own), Listener::Unknown);
         assert!(!ports_held_by(own).contains(&port));
+        // Bound to every interface: told apart.
+        let open = std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap();
+        let port = open.local_addr().unwrap().port();
+        assert_eq!(
+            listener_on(port, own),
+            Listener::Worker { everywhere: true }
+        );
     }
 }
