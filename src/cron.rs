@@ -59,6 +59,9 @@ pub fn start(app: Arc<App>) {
             if function_at(&app, &job.path).is_none() {
                 tracing::warn!(name = %job.name, path = %job.path, "no function answers this cron job's path now: its runs will fail until one does (check the path, with its prefix)");
             }
+            if secret(&app, &job.path).is_none() && std::env::var_os("CRON_SECRET").is_some() {
+                tracing::warn!(name = %job.name, hint = "put CRON_SECRET in the .env beside DIR, or pass it with --pass-env CRON_SECRET", "CRON_SECRET is set in watchdog's own environment, which functions do not get: this job runs without it, and POST /_watchdog/cron/<name> is open to any request from this machine");
+            }
             loop {
                 let now = chrono::Utc::now();
                 let Ok(next) = job.schedule.find_next_occurrence(&now, false) else {
@@ -109,9 +112,20 @@ fn find_secret(env: &[(std::ffi::OsString, std::ffi::OsString)]) -> Option<Strin
         .filter(|secret| !secret.is_empty())
 }
 
-/// Headers a reverse proxy adds: a request that carries one came from
-/// wherever the proxy's client is, though it reached watchdog over loopback.
-const FORWARDING_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
+/// Headers a reverse proxy or a CDN adds: a request that carries one came
+/// from wherever the proxy's client is, though it reached watchdog over
+/// loopback. (A proxy that adds none, such as nginx's bare `proxy_pass`, cannot
+/// be told from a local client: CRON_SECRET is the protection there.)
+const FORWARDING_HEADERS: [&str; 8] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-real-ip",
+    "via",
+    "cf-connecting-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "fastly-client-ip",
+];
 
 /// Why a request may not run a job now, if it may not: it runs the function
 /// with the secret and hands back its answer, so it needs what the platform
@@ -163,7 +177,7 @@ pub enum Refusal {
     )]
     NotLocal,
     #[error(
-        "CRON_SECRET is not set, so cron jobs run on request only from this machine, and this request came through a proxy (it carries Forwarded, X-Forwarded-For or X-Real-IP); set CRON_SECRET in the functions' environment and send it as `Authorization: Bearer ...`"
+        "CRON_SECRET is not set, so cron jobs run on request only from this machine, and this request came through a proxy (it carries Forwarded, X-Forwarded-For, X-Real-IP, Via or a CDN's client address header); set CRON_SECRET in the functions' environment and send it as `Authorization: Bearer ...`"
     )]
     Proxied,
     #[error(

@@ -725,8 +725,16 @@ async fn cron_jobs_run_on_schedule_and_on_demand_with_the_secret() {
     assert!(unknown.text().await.unwrap().contains("cleanup"));
     // Without a secret, jobs run on request from this machine, but not for a
     // browser page.
+    // A CRON_SECRET in watchdog's own environment is not the functions' (so
+    // not the jobs'): said at start, as the trigger is then open locally.
     std::fs::remove_file(dir.join(".env")).unwrap();
-    let open = TestServer::start(&dir.join("api"), &[]);
+    let open = TestServer::start_with(&dir.join("api"), &[], |command| {
+        command.env("CRON_SECRET", "shellsecret");
+    });
+    assert!(open.wait_for_log(
+        "CRON_SECRET is set in watchdog's own environment",
+        Duration::from_secs(5)
+    ));
     let local = client()
         .post(open.url("/_watchdog/cron/cleanup"))
         .send()
@@ -746,6 +754,8 @@ async fn cron_jobs_run_on_schedule_and_on_demand_with_the_secret() {
         ("X-Forwarded-For", "8.8.8.8"),
         ("Forwarded", "for=8.8.8.8"),
         ("X-Real-IP", "8.8.8.8"),
+        ("Via", "1.1 edge"),
+        ("CF-Connecting-IP", "8.8.8.8"),
     ] {
         let proxied = client()
             .post(open.url("/_watchdog/cron/cleanup"))
