@@ -52,15 +52,13 @@ impl CronJob {
 
 /// Starts one task per job; they stop once the server drains.
 pub fn start(app: Arc<App>) {
+    warn_of_a_secret_functions_do_not_get(&app);
     for job in app.settings.cron.clone() {
         let app = Arc::clone(&app);
         tokio::spawn(async move {
             tracing::info!(name = %job.name, path = %job.path, schedule = %job.schedule_text, "cron job scheduled");
             if function_at(&app, &job.path).is_none() {
                 tracing::warn!(name = %job.name, path = %job.path, "no function answers this cron job's path now: its runs will fail until one does (check the path, with its prefix)");
-            }
-            if secret(&app, &job.path).is_none() && std::env::var_os("CRON_SECRET").is_some() {
-                tracing::warn!(name = %job.name, hint = "put CRON_SECRET in the .env beside DIR, or pass it with --pass-env CRON_SECRET", "CRON_SECRET is set in watchdog's own environment, which functions do not get: this job runs without it, and POST /_watchdog/cron/<name> is open to any request from this machine");
             }
             loop {
                 let now = chrono::Utc::now();
@@ -82,6 +80,26 @@ pub fn start(app: Arc<App>) {
                 }
             }
         });
+    }
+}
+
+/// Vercel's docs have `CRON_SECRET` in the environment, but watchdog's own is
+/// not the functions': one set only there protects no job, and leaves their
+/// manual trigger open to this machine. Said once, naming those jobs.
+fn warn_of_a_secret_functions_do_not_get(app: &App) {
+    if std::env::var_os("CRON_SECRET").is_none_or(|value| value.is_empty()) {
+        return;
+    }
+    let unprotected: Vec<&str> = (app.settings.cron.iter())
+        .filter(|job| secret(app, &job.path).is_none())
+        .map(|job| job.name.as_str())
+        .collect();
+    if !unprotected.is_empty() {
+        tracing::warn!(
+            jobs = %unprotected.join(", "),
+            hint = "put CRON_SECRET in the .env beside DIR, or pass it with --pass-env CRON_SECRET",
+            "CRON_SECRET is set in watchdog's own environment, which functions do not get: these jobs run without it, and POST /_watchdog/cron/<name> runs them for any request from this machine"
+        );
     }
 }
 

@@ -731,10 +731,11 @@ async fn cron_jobs_run_on_schedule_and_on_demand_with_the_secret() {
     let open = TestServer::start_with(&dir.join("api"), &[], |command| {
         command.env("CRON_SECRET", "shellsecret");
     });
-    assert!(open.wait_for_log(
+    let warning = open.log_line(
         "CRON_SECRET is set in watchdog's own environment",
-        Duration::from_secs(5)
-    ));
+        Duration::from_secs(5),
+    );
+    assert!(warning.contains("jobs=cleanup"), "{warning}");
     let local = client()
         .post(open.url("/_watchdog/cron/cleanup"))
         .send()
@@ -756,6 +757,9 @@ async fn cron_jobs_run_on_schedule_and_on_demand_with_the_secret() {
         ("X-Real-IP", "8.8.8.8"),
         ("Via", "1.1 edge"),
         ("CF-Connecting-IP", "8.8.8.8"),
+        ("True-Client-IP", "8.8.8.8"),
+        ("X-Client-IP", "8.8.8.8"),
+        ("Fastly-Client-IP", "8.8.8.8"),
     ] {
         let proxied = client()
             .post(open.url("/_watchdog/cron/cleanup"))

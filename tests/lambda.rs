@@ -865,14 +865,7 @@ async fn another_users_process_is_turned_away_from_the_runtime_api() {
     let project = project("");
     header_runtime(&project, "endpoint.sh", "", "$AWS_LAMBDA_RUNTIME_API");
     let server = TestServer::start(&project.path().join("api"), &[]);
-    let api = client()
-        .get(server.url("/api/endpoint"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let api = common::get_text(server.url("/api/endpoint")).await;
     assert!(api.starts_with("127.0.0.1:"), "{api}");
     let forge_as = |uid: Option<u32>| {
         use std::os::unix::process::CommandExt;

@@ -1068,3 +1068,24 @@ async fn an_adapter_folder_another_user_made_first_is_left_alone() {
         server.log()
     );
 }
+
+/// In a TMPDIR others may write to without the sticky bit, any user could
+/// rename the adapter's folder aside and put their own in its place: the
+/// module is refused with what to do, rather than run from there.
+#[tokio::test]
+async fn a_tmpdir_anyone_may_rename_in_is_not_used_for_the_adapter() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let server = TestServer::start_with(&fixtures("node"), &["--prefix", "/api"], |command| {
+        command.env("TMPDIR", tmp.path());
+    });
+    let response = client().get(server.url("/api/web")).send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("is not sticky") && text.contains("chmod +t"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}

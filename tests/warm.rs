@@ -100,12 +100,15 @@ async fn a_worker_keeps_its_state_between_requests_and_streams_bodies() {
         client()
             .get(server.url("/api/counter"))
             .header("Proxy", "http://attacker.example:8080")
-            .header("Connection", "keep-alive, X-Hop-Only")
+            .header("Connection", "keep-alive, X-Hop-Only, Host")
             .header("X-Hop-Only", "for watchdog"),
     )
     .await;
     assert_eq!(hop_only["proxy"], serde_json::Value::Null);
     assert_eq!(hop_only["connection_named"], serde_json::Value::Null);
+    // Host is kept whatever `Connection` says: the worker would be told
+    // 127.0.0.1 instead.
+    assert_eq!(hop_only["host"], server.addr.to_string());
     // The client's address joins a forwarded chain in the same field, so a
     // framework that reads one field does not see only the client's claim.
     let forwarded = common::send_json(

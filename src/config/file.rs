@@ -640,12 +640,18 @@ fn dotenv_parse_error(source: &str, text: &str, at: usize) -> (String, usize) {
 fn redacted(line: &str) -> String {
     let entry = line.trim_start();
     let entry = entry.strip_prefix("export ").unwrap_or(entry).trim_start();
-    match entry.split_once('=') {
-        Some((name, _))
-            if !name.is_empty()
+    match entry
+        .split_once('=')
+        .map(|(name, value)| (name.trim_end(), value))
+    {
+        // Not a value that starts with `=`: that is a base64 secret's padding,
+        // and the "name" the secret itself.
+        Some((name, value))
+            if name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
                 && name
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') =>
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+                && !value.starts_with('=') =>
         {
             format!("`{name}=…` (its value is not shown)")
         }
@@ -788,6 +794,9 @@ mod tests {
                 assert!(!err.message.contains(value), "{text:?}: {err}");
             }
         }
+        // A base64 secret's padding is no `NAME=`: nothing of it is shown.
+        assert!(!redacted("c2VjcmV0IHZhbHVl== junk").contains("c2Vj"));
+        assert!(redacted(" export B = x y").contains("`B=…`"));
         let source = "OTHER_KEY=\"xyz\"\nKEY=\"x\n";
         let (_, line) = dotenv_parse_error(source, "KEY=\"x\n", 7);
         assert_eq!(line, 2);

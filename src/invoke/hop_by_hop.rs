@@ -24,12 +24,17 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// that one hop, which a proxy drops (RFC 9110 section 7.6.1). A lookup, and no
 /// allocation; most requests name only `keep-alive` there, or nothing.
 pub fn named_by_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
+    connection_tokens(headers).any(|token| token.eq_ignore_ascii_case(name.as_str()))
+}
+
+/// The names a `Connection` field lists, as written.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
+        .map(str::trim)
 }
 
 /// Removes the hop-by-hop headers of a response, the ones its `Connection`
@@ -41,12 +46,8 @@ pub fn strip(headers: &mut HeaderMap) {
     if headers.contains_key(header::TRANSFER_ENCODING) {
         headers.remove(header::CONTENT_LENGTH);
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
     for name in named.iter().chain(&HOP_BY_HOP) {
         headers.remove(name);

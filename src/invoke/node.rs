@@ -48,7 +48,18 @@ fn write_adapter() -> std::io::Result<PathBuf> {
 fn adapter_folder() -> std::io::Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let uid = nix::unistd::getuid();
-    let shared = std::env::temp_dir().join(format!("watchdog-node-{uid}"));
+    let temp = std::env::temp_dir();
+    // In a folder others may write to, anyone can rename a folder of ours
+    // aside and put theirs in its place, unless the sticky bit (as on /tmp)
+    // keeps each entry to its owner.
+    let parent = std::fs::metadata(&temp)?.mode();
+    if parent & 0o022 != 0 && parent & 0o1000 == 0 {
+        return Err(std::io::Error::other(format!(
+            "{} (TMPDIR) may be written to by other users and is not sticky, so they could replace the adapter with their own code; set TMPDIR to a folder only watchdog's user can write to, or make it sticky (chmod +t)",
+            temp.display()
+        )));
+    }
+    let shared = temp.join(format!("watchdog-node-{uid}"));
     match std::fs::DirBuilder::new().mode(0o755).create(&shared) {
         Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => return Err(err),
         _ => {}

@@ -224,9 +224,13 @@ fn command(
 ) -> io::Result<std::process::Command> {
     let mut command = if runner.node_module {
         let adapter = crate::invoke::node::adapter_path().map_err(|err| {
-            io::Error::other(format!(
-                "cannot write the Node adapter: {err} (watchdog needs a writable TMPDIR)"
-            ))
+            // An unsafe TMPDIR says what to do itself; a plain I/O error not.
+            let hint = if err.kind() == io::ErrorKind::Other {
+                ""
+            } else {
+                " (watchdog needs a TMPDIR it can write to)"
+            };
+            io::Error::other(format!("cannot write the Node adapter: {err}{hint}"))
         })?;
         let mut command = std::process::Command::new("node");
         command.arg(adapter).arg(path);

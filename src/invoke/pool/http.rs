@@ -501,7 +501,9 @@ fn upstream_request(invocation: &Invocation, port: u16, body: Body) -> Request<B
         if !reserved
             && !httpoxy
             && !hop_by_hop::is_hop_by_hop(name)
-            && !hop_by_hop::named_by_connection(&invocation.headers, name)
+            // Host stays: dropped, the worker would be told 127.0.0.1 instead
+            // (below), which a "local requests only" check trusts.
+            && (name == header::HOST || !hop_by_hop::named_by_connection(&invocation.headers, name))
         {
             headers.append(name.clone(), value.clone());
         }

@@ -128,11 +128,7 @@ impl Runtime {
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
-        let listener = super::runtime_peer::WorkerUserOnly {
-            listener,
-            uid: peers.uid,
-            file: peers.file,
-        };
+        let listener = super::runtime_peer::WorkerUserOnly::new(listener, peers.uid, peers.file)?;
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });

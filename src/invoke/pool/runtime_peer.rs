@@ -9,16 +9,54 @@
 //! of that same user could read the worker's memory anyway.)
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use procfs::net::TcpState;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
 /// A Runtime API listener that serves only the worker's user.
+///
+/// Connections are checked apart from one another, each on its own task, so
+/// that a slow look-up (a large socket table) or a flood of someone else's
+/// connections does not hold up the worker's own: the checked ones come out of
+/// a queue.
 pub struct WorkerUserOnly {
-    pub listener: TcpListener,
-    /// The user the worker runs as: `--user`'s, or watchdog's own.
-    pub uid: u32,
-    /// The function, for the warning about a turned-away connection.
-    pub file: String,
+    checked: mpsc::Receiver<(TcpStream, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl WorkerUserOnly {
+    /// Accepts on `listener`, passing on connections of user `uid` (the one the
+    /// worker runs as: `--user`'s, or watchdog's own); `file` names the
+    /// function in the warning about the others.
+    pub fn new(listener: TcpListener, uid: u32, file: String) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (passed, checked) = mpsc::channel(16);
+        let refusals = Arc::new(Refusals::new(file, uid));
+        tokio::spawn(async move {
+            let mut listener = listener;
+            loop {
+                let (stream, peer) = tokio::select! {
+                    // The server is gone (the worker stopped): so is this.
+                    () = passed.closed() => return,
+                    accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+                };
+                let passed = passed.clone();
+                let refusals = Arc::clone(&refusals);
+                tokio::spawn(async move {
+                    let owner = owner_with_one_retry(peer, local).await;
+                    if owner == Owner::User(uid) {
+                        let _ = passed.send((stream, peer)).await;
+                    } else {
+                        refusals.note(peer, owner);
+                    }
+                });
+            }
+        });
+        Ok(Self { checked, local })
+    }
 }
 
 impl axum::serve::Listener for WorkerUserOnly {
@@ -26,46 +64,136 @@ impl axum::serve::Listener for WorkerUserOnly {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (TcpStream, SocketAddr) {
-        loop {
-            let (stream, peer) = axum::serve::Listener::accept(&mut self.listener).await;
-            let Ok(local) = stream.local_addr() else {
-                continue;
-            };
-            // A read of /proc/net/tcp: file work, kept off the runtime's threads.
-            let owner = tokio::task::spawn_blocking(move || owner_of(peer, local))
-                .await
-                .ok()
-                .flatten();
-            if owner == Some(self.uid) {
-                return (stream, peer);
-            }
-            tracing::warn!(
-                file = %self.file,
-                %peer,
-                peer_uid = owner.map_or_else(|| "unknown".to_owned(), |uid| uid.to_string()),
-                worker_uid = self.uid,
-                "a connection to a Lambda worker's Runtime API from another user's process was closed unanswered: only the worker's own user may take its events"
-            );
+        match self.checked.recv().await {
+            Some(accepted) => accepted,
+            // The accepting task ended only if the listener failed for good:
+            // nothing more will come.
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        Ok(self.local)
     }
 }
 
-/// The user owning the socket at `peer` that is connected to `local`, as the
-/// kernel's socket table records it.
-fn owner_of(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
-    let sockets = match peer {
+/// Whose the socket at the other end of a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// A process of this user holds it.
+    User(u32),
+    /// No process holds it (closed already: the kernel shows such a socket
+    /// as root's, whoever opened it), or it is not in the table.
+    Nobody,
+    /// The socket table cannot be read here.
+    Unknown,
+}
+
+/// [`owner_of`], looked up once more a moment later when the socket is not
+/// found: the table is read in pieces, and one that changed meanwhile may
+/// have been missed.
+async fn owner_with_one_retry(peer: SocketAddr, local: SocketAddr) -> Owner {
+    // A read of /proc/net/tcp: file work, kept off the runtime's threads.
+    let look = || async move {
+        tokio::task::spawn_blocking(move || owner_of(peer, local))
+            .await
+            .unwrap_or(Owner::Unknown)
+    };
+    match look().await {
+        Owner::Nobody => {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            look().await
+        }
+        found => found,
+    }
+}
+
+/// Whose the socket at `peer` connected to `local` is, as the kernel's socket
+/// table records it. Only a socket a process still holds (an inode, in an open
+/// state) has its owner's uid there.
+fn owner_of(peer: SocketAddr, local: SocketAddr) -> Owner {
+    let table = match peer {
         SocketAddr::V4(_) => procfs::net::tcp(),
         SocketAddr::V6(_) => procfs::net::tcp6(),
     };
+    let Ok(sockets) = table else {
+        return Owner::Unknown;
+    };
     sockets
-        .ok()?
         .into_iter()
-        .find(|socket| socket.local_address == peer && socket.remote_address == local)
-        .map(|socket| socket.uid)
+        .find(|socket| {
+            socket.local_address == peer
+                && socket.remote_address == local
+                && socket.inode != 0
+                && matches!(
+                    socket.state,
+                    TcpState::Established
+                        | TcpState::FinWait1
+                        | TcpState::FinWait2
+                        | TcpState::CloseWait
+                )
+        })
+        .map_or(Owner::Nobody, |socket| Owner::User(socket.uid))
+}
+
+/// The warnings about turned-away connections: the first, then at most one
+/// every [`Refusals::EVERY`], with how many were turned away since the last
+/// (`turned_away`), so a flood of them does not flood the log.
+struct Refusals {
+    file: String,
+    uid: u32,
+    since_warned: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Refusals {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn new(file: String, uid: u32) -> Self {
+        Self {
+            file,
+            uid,
+            since_warned: Mutex::new((None, 0)),
+        }
+    }
+
+    fn note(&self, peer: SocketAddr, owner: Owner) {
+        let turned_away = {
+            let mut state = self
+                .since_warned
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.1 += 1;
+            if state.0.is_some_and(|at| at.elapsed() < Self::EVERY) {
+                return;
+            }
+            *state = (Some(Instant::now()), 0);
+            state.1 + 1
+        };
+        match owner {
+            Owner::Unknown => tracing::warn!(
+                file = %self.file,
+                %peer,
+                turned_away,
+                hint = "watchdog reads /proc/net/tcp to tell whose a connection is; make it readable",
+                "a connection to a Lambda worker's Runtime API was closed unanswered: whose it is cannot be told here"
+            ),
+            Owner::User(uid) => tracing::warn!(
+                file = %self.file,
+                %peer,
+                turned_away,
+                peer_uid = uid,
+                worker_uid = self.uid,
+                "a connection to a Lambda worker's Runtime API from another user's process was closed unanswered: only the worker's own user may take its events"
+            ),
+            Owner::Nobody => tracing::warn!(
+                file = %self.file,
+                %peer,
+                turned_away,
+                worker_uid = self.uid,
+                "a connection to a Lambda worker's Runtime API closed by its own end before it could be checked was dropped: only the worker's own user may take its events"
+            ),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -73,15 +201,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_connection_of_this_process_is_found_with_its_owner() {
+    fn a_connection_is_found_with_its_owner_while_it_is_held() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, peer) = listener.accept().unwrap();
         let local = accepted.local_addr().unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
-        assert_eq!(owner_of(peer, local), Some(nix::unistd::geteuid().as_raw()));
+        assert_eq!(
+            owner_of(peer, local),
+            Owner::User(nix::unistd::geteuid().as_raw())
+        );
         // Not the other way round: that is the listening side's own socket.
         let unconnected: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        assert_eq!(owner_of(unconnected, local), None);
+        assert_eq!(owner_of(unconnected, local), Owner::Nobody);
+        // Closed by its process: listed (as root's, by the kernel) but held by
+        // no one, so no one's.
+        drop(client);
+        assert_eq!(owner_of(peer, local), Owner::Nobody);
     }
 }
