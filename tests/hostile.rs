@@ -251,3 +251,38 @@ async fn a_body_in_a_transfer_coding_other_than_chunked_is_refused() {
     assert!(twice.starts_with("HTTP/1.1 400"), "{twice}");
     assert!(post("Chunked").starts_with("HTTP/1.1 200"));
 }
+
+/// CONNECT asks a proxy for a tunnel: refused before any function runs,
+/// whatever its target (a handler module's Node server dropped such a
+/// connection unanswered, which counted toward its crash limit).
+#[tokio::test]
+async fn connect_is_refused_before_any_function_runs() {
+    let server = server();
+    for head in [
+        "CONNECT /api/hello HTTP/1.1\r\nHost: x",
+        "CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: 127.0.0.1:80",
+    ] {
+        let answer = raw_request(
+            server.addr,
+            format!("{head}\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
+        assert!(
+            answer.contains("CONNECT asks a proxy"),
+            "{head:?}: {answer}"
+        );
+    }
+    let ok = raw_request(
+        server.addr,
+        b"GET /api/hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(
+        server.wait_for_log("method=GET", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    let ran = (server.log().lines())
+        .any(|line| line.contains("watchdog::invocation") && line.contains("method=CONNECT"));
+    assert!(!ran, "{}", server.log());
+}

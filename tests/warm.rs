@@ -1726,3 +1726,29 @@ async fn warm_workers_do_not_outlive_a_killed_watchdog() {
         log.lock().unwrap()
     );
 }
+
+/// A client that stops reading a long answer does not hold the worker past
+/// its timeout: at the deadline the worker is given back as stuck (stopped,
+/// as a CGI function's group is) and the next request is served. It was held
+/// until the client left, so `max` such connections shut everyone out.
+#[tokio::test]
+async fn a_client_that_stops_reading_does_not_hold_the_worker_past_its_timeout() {
+    let project = project(&[("counter", "max = 1")]);
+    let server = TestServer::start(&api(&project), &["--timeout", "2s"]);
+    let (status, _) = call(&server, "/api/counter").await;
+    assert_eq!(status, 200);
+    let mut stalled = std::net::TcpStream::connect(server.addr).unwrap();
+    std::io::Write::write_all(
+        &mut stalled,
+        b"GET /api/counter?big=256 HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .unwrap();
+    // Never read: the answer fills the sockets' buffers and stops there.
+    let line = server.log_line("timed_out=true", Duration::from_secs(10));
+    assert!(line.contains("route=/api/counter"), "{}", server.log());
+    // The pool's one place is free again: this is served, where it waited
+    // behind the stalled answer and had a 504 at its own timeout.
+    let (status, _) = call(&server, "/api/counter").await;
+    assert_eq!(status, 200);
+    drop(stalled);
+}

@@ -38,6 +38,8 @@ pub enum AppError {
     NoCronJob { name: String, known: String },
     #[error("no such built-in endpoint: {path}")]
     NoBuiltin { path: String },
+    #[error("CONNECT asks a proxy for a tunnel, and watchdog is no proxy: no function runs for it")]
+    Connect,
     #[error("{path} does not answer {method}")]
     MethodNotAllowed {
         method: String,
@@ -49,7 +51,9 @@ pub enum AppError {
 impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
-            AppError::BadPath(_) | AppError::BadHost(_) => StatusCode::BAD_REQUEST,
+            AppError::BadPath(_) | AppError::BadHost(_) | AppError::Connect => {
+                StatusCode::BAD_REQUEST
+            }
             AppError::TransferCoding(super::transfer_coding::TransferCodingError::ChunkedTwice) => {
                 StatusCode::BAD_REQUEST
             }
@@ -74,6 +78,7 @@ impl AppError {
                 "percent-encode the path's text as UTF-8 (`é` is %C3%A9, not the Latin-1 %E9)".into(),
             ),
             AppError::BadPath(_) => Some("paths may not hold `..`, NUL bytes or encoded slashes".into()),
+            AppError::BadHost(super::host::HostError::UserInfo) => Some("send the target without user info: credentials go in an Authorization header".into()),
             AppError::BadHost(_) => Some("send one Host header naming the host (and port) the request is for".into()),
             AppError::TransferCoding(_) => Some("send the body as is with Content-Length, or chunked once, with no other transfer coding".into()),
             AppError::Expectation(_) => Some("send the request without that `Expect` header".into()),
@@ -89,6 +94,7 @@ impl AppError {
             AppError::NoCronJob { .. } => Some("`[[cron]]` in watchdog.toml and `crons` in vercel.json name the jobs; `watchdog serve` logs each one it schedules".into()),
             AppError::NoBuiltin { .. } => Some("/_watchdog/ offers healthz, readyz, metrics, routes, and POST cron/<name>".into()),
             AppError::MethodNotAllowed { allow, .. } => Some(format!("send {allow}")),
+            AppError::Connect => Some("send the request itself (GET, POST, ...) to watchdog's address".into()),
         }
     }
 

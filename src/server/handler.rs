@@ -142,8 +142,16 @@ async fn dispatch(
     if parts.method == Method::OPTIONS && parts.uri == "*" {
         return Ok(server_options());
     }
+    // A tunnel request: its target is a host and port (RFC 9112 section 3.2.3),
+    // not a route, and a function given one answers what hyper then treats
+    // as a tunnel. Node's server drops such a connection unanswered, which
+    // counted as a crash: fifteen of them made a handler module answer 503
+    // for a minute (a hostile-client probe).
+    if parts.method == Method::CONNECT {
+        return Err(AppError::Connect);
+    }
     let (mut method, mut uri, mut headers) = (parts.method, parts.uri, parts.headers);
-    super::host::take_from_target(&uri, &mut headers);
+    super::host::take_from_target(&uri, &mut headers)?;
     let mut content_length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

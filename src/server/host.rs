@@ -15,6 +15,8 @@ pub enum HostError {
     Repeated,
     #[error("the Host header is not a host name or address with an optional port")]
     Invalid,
+    #[error("the request target holds user info (`user:password@` before the host)")]
+    UserInfo,
 }
 
 /// Checks the Host header of a request.
@@ -46,18 +48,22 @@ pub fn check(version: Version, headers: &HeaderMap) -> Result<(), HostError> {
 /// An absolute-form target (`GET http://a.example/x`, as proxies send) names the
 /// host itself, and RFC 9112 §3.2.2 has the server ignore Host then: the Host a
 /// function sees (`HTTP_HOST`, `SERVER_NAME`, a warm worker's) becomes the
-/// target's authority, without any user info.
-pub fn take_from_target(uri: &axum::http::Uri, headers: &mut HeaderMap) {
+/// target's authority.
+///
+/// # Errors
+/// A target with user info (`http://user:pw@host/`): RFC 9110 §4.2.4 has it
+/// treated as an error, as it is mostly used to disguise the host.
+pub fn take_from_target(uri: &axum::http::Uri, headers: &mut HeaderMap) -> Result<(), HostError> {
     let Some(authority) = uri.authority() else {
-        return;
+        return Ok(());
     };
-    let host = authority
-        .as_str()
-        .rsplit_once('@')
-        .map_or(authority.as_str(), |(_, host)| host);
-    if let Ok(value) = axum::http::HeaderValue::from_str(host) {
+    if authority.as_str().contains('@') {
+        return Err(HostError::UserInfo);
+    }
+    if let Ok(value) = axum::http::HeaderValue::from_str(authority.as_str()) {
         headers.insert(header::HOST, value);
     }
+    Ok(())
 }
 
 /// A URI authority (the http crate's parser: reg-name, IPv4 or a bracketed IPv6
@@ -97,11 +103,18 @@ mod tests {
     #[test]
     fn an_absolute_target_names_the_host() {
         let mut headers = with_hosts(&["good.example"]);
-        let uri: axum::http::Uri = "http://user:pw@evil.example:8080/api/x?q".parse().unwrap();
-        take_from_target(&uri, &mut headers);
+        let uri: axum::http::Uri = "http://evil.example:8080/api/x?q".parse().unwrap();
+        take_from_target(&uri, &mut headers).unwrap();
         assert_eq!(headers[header::HOST], "evil.example:8080");
         let mut headers = with_hosts(&["good.example"]);
-        take_from_target(&"/api/x".parse().unwrap(), &mut headers);
+        take_from_target(&"/api/x".parse().unwrap(), &mut headers).unwrap();
+        assert_eq!(headers[header::HOST], "good.example");
+        // User info is an error (RFC 9110 §4.2.4), not quietly dropped.
+        let uri: axum::http::Uri = "http://user:pw@evil.example/api/x".parse().unwrap();
+        assert_eq!(
+            take_from_target(&uri, &mut headers),
+            Err(HostError::UserInfo)
+        );
         assert_eq!(headers[header::HOST], "good.example");
     }
 

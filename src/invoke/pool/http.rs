@@ -8,6 +8,7 @@
 use std::ffi::OsString;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -464,6 +465,11 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
     invocation.record.status = Some(parts.status.as_u16());
     let length_unknown = invocation.method == axum::http::Method::HEAD
         && !parts.headers.contains_key(header::CONTENT_LENGTH);
+    let may_stall = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+        .is_none_or(|length| length > FITS_IN_SOCKET_BUFFERS);
     let body = LeasedBody {
         length_unknown,
         inner: Some(incoming),
@@ -474,8 +480,77 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
     };
     Ok(Reply::Response(Response::from_parts(
         parts,
-        Body::new(body),
+        Body::new(GuardedBody::new(body, may_stall.then_some(deadline))),
     )))
+}
+
+/// An answer at most this long with its Content-Length goes to the client's
+/// socket whole whether or not the client reads: the body ends at its first
+/// poll and needs no [`GuardedBody`] timer of its own.
+const FITS_IN_SOCKET_BUFFERS: u64 = 64 * 1024;
+
+/// A [`LeasedBody`] that also ends at its deadline when hyper stops polling it:
+/// a client that stops reading leaves hyper waiting to write, and the body's
+/// own deadline was never looked at. The worker stayed lent (and its pool's
+/// place taken) until the client went away: `max` such connections shut
+/// everyone else out of the function (found by a hostile-client probe). At
+/// the deadline a timer of its own gives the worker back as stuck (stopped,
+/// as a CGI function's group is) and writes the log line; the client's
+/// response is cut off when hyper next polls it.
+struct GuardedBody {
+    body: Arc<std::sync::Mutex<LeasedBody>>,
+    timer: Option<tokio::task::AbortHandle>,
+}
+
+impl GuardedBody {
+    fn new(body: LeasedBody, deadline: Option<tokio::time::Instant>) -> Self {
+        let body = Arc::new(std::sync::Mutex::new(body));
+        let timer = deadline.map(|deadline| {
+            let held = Arc::downgrade(&body);
+            tokio::spawn(async move {
+                tokio::time::sleep_until(deadline).await;
+                if let Some(body) = held.upgrade() {
+                    lock(&body).finish(Outcome::Stuck);
+                }
+            })
+            .abort_handle()
+        });
+        Self { body, timer }
+    }
+}
+
+fn lock(body: &std::sync::Mutex<LeasedBody>) -> std::sync::MutexGuard<'_, LeasedBody> {
+    body.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Drop for GuardedBody {
+    fn drop(&mut self) {
+        // Ended or left before its deadline: the timer has nothing to do.
+        if let Some(timer) = &self.timer {
+            timer.abort();
+        }
+    }
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut *lock(&self.body)).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        lock(&self.body).is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        lock(&self.body).size_hint()
+    }
 }
 
 fn upstream_request(invocation: &Invocation, port: u16, body: Body) -> Request<Body> {
