@@ -888,3 +888,25 @@ async fn another_users_process_is_turned_away_from_the_runtime_api() {
     );
     assert!(server.wait_for_log("from another user's process", Duration::from_secs(5)));
 }
+
+/// A client that stops reading a streamed answer does not hold the worker
+/// past its timeout: the stream's own deadline is looked at only when hyper
+/// polls it, which it stops doing once the client's socket is full.
+#[tokio::test]
+async fn a_client_that_stops_reading_a_stream_does_not_hold_the_worker_past_its_timeout() {
+    let project = project("");
+    streaming_runtime(
+        &project,
+        "flood.sh",
+        "",
+        r#"printf '{"statusCode":200}'; printf '\000\000\000\000\000\000\000\000'
+    head -c 268435456 /dev/zero"#,
+    );
+    let server = TestServer::start(&project.path().join("api"), &["--timeout", "2s"]);
+    let mut stalled = std::net::TcpStream::connect(server.addr).unwrap();
+    std::io::Write::write_all(&mut stalled, b"GET /api/flood HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    // Never read.
+    let line = server.log_line("timed_out=true", Duration::from_secs(10));
+    assert!(line.contains("route=/api/flood"), "{}", server.log());
+    drop(stalled);
+}

@@ -1734,7 +1734,8 @@ async fn warm_workers_do_not_outlive_a_killed_watchdog() {
 #[tokio::test]
 async fn a_client_that_stops_reading_does_not_hold_the_worker_past_its_timeout() {
     let project = project(&[("counter", "max = 1")]);
-    let server = TestServer::start(&api(&project), &["--timeout", "2s"]);
+    // Long enough for the second request to start a worker on a busy machine.
+    let server = TestServer::start(&api(&project), &["--timeout", "3s"]);
     let (status, _) = call(&server, "/api/counter").await;
     assert_eq!(status, 200);
     let mut stalled = std::net::TcpStream::connect(server.addr).unwrap();

@@ -10,6 +10,7 @@
 //! in a minute mark the function crashed (503) until its file changes, which
 //! recycles the pool.
 
+pub mod deadline_guard;
 pub mod http;
 pub mod lambda;
 pub mod policy;

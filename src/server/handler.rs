@@ -67,7 +67,9 @@ pub async fn handle(app: &App, connection: Connection, request: Request) -> Resp
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(request_id::HEADER, value);
     }
-    if app.is_draining() || (http10 && ends_with_connection(&method, &response)) {
+    // A CONNECT client may go on to send its tunnel's bytes on the connection.
+    let tunnel = method == Method::CONNECT;
+    if app.is_draining() || tunnel || (http10 && ends_with_connection(&method, &response)) {
         response.headers_mut().insert(
             axum::http::header::CONNECTION,
             HeaderValue::from_static("close"),

@@ -8,7 +8,6 @@
 use std::ffi::OsString;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::deadline_guard::{Expire, Guarded};
 use super::worker::HttpConnection;
 use super::{Failed, Lease, Outcome, Waited, Worker, port};
 use crate::config::Settings;
@@ -465,11 +465,6 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
     invocation.record.status = Some(parts.status.as_u16());
     let length_unknown = invocation.method == axum::http::Method::HEAD
         && !parts.headers.contains_key(header::CONTENT_LENGTH);
-    let may_stall = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
-        .is_none_or(|length| length > FITS_IN_SOCKET_BUFFERS);
     let body = LeasedBody {
         length_unknown,
         inner: Some(incoming),
@@ -477,79 +472,48 @@ pub async fn forward(mut lease: Lease, mut invocation: Invocation) -> Result<Rep
         lease: Some(lease),
         deadline: Box::pin(tokio::time::sleep_until(deadline)),
         record: Some(invocation.record),
+        expired: false,
     };
     Ok(Reply::Response(Response::from_parts(
         parts,
-        Body::new(GuardedBody::new(body, may_stall.then_some(deadline))),
+        Body::new(Guarded::new(body, deadline)),
     )))
 }
 
-/// An answer at most this long with its Content-Length goes to the client's
-/// socket whole whether or not the client reads: the body ends at its first
-/// poll and needs no [`GuardedBody`] timer of its own.
-const FITS_IN_SOCKET_BUFFERS: u64 = 64 * 1024;
-
-/// A [`LeasedBody`] that also ends at its deadline when hyper stops polling it:
-/// a client that stops reading leaves hyper waiting to write, and the body's
-/// own deadline was never looked at. The worker stayed lent (and its pool's
-/// place taken) until the client went away: `max` such connections shut
-/// everyone else out of the function (found by a hostile-client probe). At
-/// the deadline a timer of its own gives the worker back as stuck (stopped,
-/// as a CGI function's group is) and writes the log line; the client's
-/// response is cut off when hyper next polls it.
-struct GuardedBody {
-    body: Arc<std::sync::Mutex<LeasedBody>>,
-    timer: Option<tokio::task::AbortHandle>,
-}
-
-impl GuardedBody {
-    fn new(body: LeasedBody, deadline: Option<tokio::time::Instant>) -> Self {
-        let body = Arc::new(std::sync::Mutex::new(body));
-        let timer = deadline.map(|deadline| {
-            let held = Arc::downgrade(&body);
-            tokio::spawn(async move {
-                tokio::time::sleep_until(deadline).await;
-                if let Some(body) = held.upgrade() {
-                    lock(&body).finish(Outcome::Stuck);
-                }
-            })
-            .abort_handle()
-        });
-        Self { body, timer }
-    }
-}
-
-fn lock(body: &std::sync::Mutex<LeasedBody>) -> std::sync::MutexGuard<'_, LeasedBody> {
-    body.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl Drop for GuardedBody {
-    fn drop(&mut self) {
-        // Ended or left before its deadline: the timer has nothing to do.
-        if let Some(timer) = &self.timer {
-            timer.abort();
-        }
-    }
-}
-
-impl http_body::Body for GuardedBody {
+impl http_body::Body for Guarded<LeasedBody> {
     type Data = Bytes;
     type Error = std::io::Error;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut *lock(&self.body)).poll_frame(cx)
+        let (polled, more_to_come) = {
+            let mut body = self.lock();
+            let polled = Pin::new(&mut *body).poll_frame(cx);
+            (polled, !body.answer_ended())
+        };
+        if more_to_come && matches!(polled, Poll::Ready(Some(Ok(_)))) {
+            self.arm();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        lock(&self.body).is_end_stream()
+        self.lock().is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        lock(&self.body).size_hint()
+        self.lock().size_hint()
+    }
+}
+
+impl Expire for LeasedBody {
+    fn expire(&mut self) {
+        self.expired = true;
+        // The worker's connection goes with the worker, which is stopped.
+        self.inner = None;
+        self.finish(Outcome::Stuck);
     }
 }
 
@@ -709,6 +673,9 @@ struct LeasedBody {
     lease: Option<Lease>,
     deadline: Pin<Box<tokio::time::Sleep>>,
     record: Option<InvocationRecord>,
+    /// Ended at its deadline by its [`Guarded`] timer, while hyper was not
+    /// polling it.
+    expired: bool,
 }
 
 impl LeasedBody {
@@ -842,7 +809,7 @@ impl http_body::Body for LeasedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if self.deadline.as_mut().poll(cx).is_ready() {
+        if self.expired || self.deadline.as_mut().poll(cx).is_ready() {
             self.finish(Outcome::Stuck);
             return Poll::Ready(Some(Err(std::io::Error::other(
                 "the function timed out mid-response",

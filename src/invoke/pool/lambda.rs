@@ -27,6 +27,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::deadline_guard::{Expire, Guarded};
 use super::{Failed, Lease, Outcome, Waited, Worker};
 use crate::config::Settings;
 use crate::invoke::body_fault::BodyWatch;
@@ -663,12 +664,14 @@ pub async fn invoke(
             invocation.record.status = Some(response.status().as_u16());
             // The worker stays lent, and the invocation open, until the streamed
             // body has been read through.
-            *response.body_mut() = Body::from_stream(Leased {
+            let leased = Leased {
                 inner: stream,
                 lease: Some(lease),
                 deadline: Box::pin(tokio::time::sleep_until(invocation.deadline)),
                 record: Some(invocation.record),
-            });
+                expired: false,
+            };
+            *response.body_mut() = Body::from_stream(Guarded::new(leased, invocation.deadline));
             return Ok(Reply::Response(response));
         }
         Ready::Unreadable(cause) => {
@@ -1118,6 +1121,37 @@ struct Leased {
     lease: Option<Lease>,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
     record: Option<InvocationRecord>,
+    /// Ended at its deadline, by its own check or by its [`Guarded`] timer
+    /// while hyper was not polling it (a client that stopped reading).
+    expired: bool,
+}
+
+impl Expire for Leased {
+    fn expire(&mut self) {
+        if let Some(record) = self.record.as_mut() {
+            record.timed_out = true;
+        }
+        if let Some(lease) = self.lease.take() {
+            lease.finish(Outcome::Stuck);
+        }
+        self.record = None;
+        self.expired = true;
+    }
+}
+
+impl futures_util::Stream for Guarded<Leased> {
+    type Item = Result<Bytes, axum::Error>;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut *this.lock()).poll_next(cx);
+        if matches!(polled, std::task::Poll::Ready(Some(Ok(_)))) {
+            this.arm();
+        }
+        polled
+    }
 }
 
 impl futures_util::Stream for Leased {
@@ -1128,14 +1162,8 @@ impl futures_util::Stream for Leased {
     ) -> std::task::Poll<Option<Self::Item>> {
         use std::future::Future;
         use std::task::Poll;
-        if self.lease.is_some() && self.deadline.as_mut().poll(cx).is_ready() {
-            if let Some(record) = self.record.as_mut() {
-                record.timed_out = true;
-            }
-            if let Some(lease) = self.lease.take() {
-                lease.finish(Outcome::Stuck);
-            }
-            self.record = None;
+        if self.expired || (self.lease.is_some() && self.deadline.as_mut().poll(cx).is_ready()) {
+            self.expire();
             return Poll::Ready(Some(Err(axum::Error::new(
                 "the function timed out mid-response",
             ))));
