@@ -250,6 +250,14 @@ async fn a_body_in_a_transfer_coding_other_than_chunked_is_refused() {
     let twice = post("chunked, chunked");
     assert!(twice.starts_with("HTTP/1.1 400"), "{twice}");
     assert!(post("Chunked").starts_with("HTTP/1.1 200"));
+    // A refused framing ends the connection, though the client asked to
+    // keep it: where its next request starts is a guess.
+    let kept = raw_request(
+        server.addr,
+        b"POST /api/hello HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
+    assert!(kept.starts_with("HTTP/1.1 501"), "{kept}");
+    assert!(kept.contains("connection: close"), "{kept}");
 }
 
 /// CONNECT asks a proxy for a tunnel: refused before any function runs,

@@ -72,6 +72,14 @@ impl AppError {
         }
     }
 
+    /// Whether the answer should close the connection: after a body whose
+    /// framing watchdog refused (the next request's start is then a guess,
+    /// as nginx also judges), or a CONNECT, whose client may go on to send
+    /// its tunnel's bytes.
+    pub fn ends_connection(&self) -> bool {
+        matches!(self, AppError::TransferCoding(_) | AppError::Connect)
+    }
+
     pub fn hint(&self) -> Option<String> {
         match self {
             AppError::BadPath(crate::routes::path::PathError::NotUtf8) => Some(

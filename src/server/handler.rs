@@ -44,9 +44,11 @@ pub async fn handle(app: &App, connection: Connection, request: Request) -> Resp
     let uri = request.uri().clone();
     let http10 = request.version() == axum::http::Version::HTTP_10;
     let mut answered = Answered::Unmatched;
+    let mut ends_connection = false;
     let mut response = match dispatch(app, connection, request, &request_id, &mut answered).await {
         Ok(response) => response,
         Err(error) => {
+            ends_connection = error.ends_connection();
             tracing::warn!(
                 request_id = %request_id,
                 %method,
@@ -67,9 +69,8 @@ pub async fn handle(app: &App, connection: Connection, request: Request) -> Resp
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(request_id::HEADER, value);
     }
-    // A CONNECT client may go on to send its tunnel's bytes on the connection.
-    let tunnel = method == Method::CONNECT;
-    if app.is_draining() || tunnel || (http10 && ends_with_connection(&method, &response)) {
+    if app.is_draining() || ends_connection || (http10 && ends_with_connection(&method, &response))
+    {
         response.headers_mut().insert(
             axum::http::header::CONNECTION,
             HeaderValue::from_static("close"),
