@@ -1084,8 +1084,37 @@ async fn a_tmpdir_anyone_may_rename_in_is_not_used_for_the_adapter() {
     assert_eq!(response.status(), 500);
     let text = response.text().await.unwrap();
     assert!(
-        text.contains("is not sticky") && text.contains("chmod +t"),
+        text.contains("is not sticky") && text.contains("set TMPDIR"),
         "{text}"
     );
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+/// Nor one inside a folder another user owns: they could rename the
+/// adapter's folder (or TMPDIR itself) aside after the check and put their
+/// own in its place, for every worker started later (a re-probe did, and had
+/// its adapter run as root).
+#[tokio::test]
+async fn a_tmpdir_below_another_users_folder_is_not_used_for_the_adapter() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to make a folder owned by someone else");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let theirs = tmp.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let ours = theirs.join("tmp");
+    std::fs::create_dir(&ours).unwrap();
+    std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = TestServer::start_with(&fixtures("node"), &["--prefix", "/api"], |command| {
+        command.env("TMPDIR", &ours);
+    });
+    let response = client().get(server.url("/api/web")).send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("belongs to uid 65534"), "{text}");
+    assert_eq!(std::fs::read_dir(&ours).unwrap().count(), 0);
 }

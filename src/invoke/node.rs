@@ -39,6 +39,37 @@ fn write_adapter() -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
+/// The first folder from `folder` up to `/` that another user could rename
+/// entries in (or the folder itself), said as the reason: one owned by another
+/// user than root and watchdog's, or that others may write to without the
+/// sticky bit (which, as on /tmp, keeps each entry to its owner). Any of those
+/// lets them move the adapter's folder aside and put theirs in its place,
+/// after it was checked, for every worker started later.
+fn first_unsafe_folder(folder: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let own = nix::unistd::geteuid().as_raw();
+    folder.ancestors().find_map(|path| {
+        let Ok(found) = std::fs::metadata(path) else {
+            return Some(format!("{} cannot be looked at", path.display()));
+        };
+        let owner = found.uid();
+        let mode = found.mode();
+        if owner != 0 && owner != own {
+            Some(format!(
+                "{} (on the way to TMPDIR) belongs to uid {owner}",
+                path.display()
+            ))
+        } else if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            Some(format!(
+                "{} (on the way to TMPDIR) may be written to by other users and is not sticky",
+                path.display()
+            ))
+        } else {
+            None
+        }
+    })
+}
+
 /// `$TMPDIR/watchdog-node-<uid>`, shared by this user's runs, when only this
 /// user can write to it; otherwise a new folder of this run's own.
 ///
@@ -48,15 +79,10 @@ fn write_adapter() -> std::io::Result<PathBuf> {
 fn adapter_folder() -> std::io::Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let uid = nix::unistd::getuid();
-    let temp = std::env::temp_dir();
-    // In a folder others may write to, anyone can rename a folder of ours
-    // aside and put theirs in its place, unless the sticky bit (as on /tmp)
-    // keeps each entry to its owner.
-    let parent = std::fs::metadata(&temp)?.mode();
-    if parent & 0o022 != 0 && parent & 0o1000 == 0 {
+    let temp = std::env::temp_dir().canonicalize()?;
+    if let Some(unsafe_folder) = first_unsafe_folder(&temp) {
         return Err(std::io::Error::other(format!(
-            "{} (TMPDIR) may be written to by other users and is not sticky, so they could replace the adapter with their own code; set TMPDIR to a folder only watchdog's user can write to, or make it sticky (chmod +t)",
-            temp.display()
+            "{unsafe_folder}, so another user could put their own code in the adapter's place; set TMPDIR to a folder that only watchdog's user and root control, all the way up (as /tmp is)",
         )));
     }
     let shared = temp.join(format!("watchdog-node-{uid}"));
