@@ -108,10 +108,97 @@ async fn owner_with_one_retry(peer: SocketAddr, local: SocketAddr) -> Owner {
     }
 }
 
-/// Whose the socket at `peer` connected to `local` is, as the kernel's socket
-/// table records it. Only a socket a process still holds (an inode, in an open
-/// state) has its owner's uid there.
+/// Whose the socket at `peer` connected to `local` is. Only a socket a process
+/// still holds (an inode, in an open state) has its owner's uid.
+///
+/// Asked of the kernel for that one socket (netlink's sock_diag), which costs
+/// the same however many sockets the machine has; the whole table in
+/// /proc/net/tcp, read where netlink is not allowed, grew to 9,000 lines under
+/// another user's flood of connections, and reading it per connection made the
+/// worker's own calls take seconds (a re-probe's finding).
 fn owner_of(peer: SocketAddr, local: SocketAddr) -> Owner {
+    match owner_by_sock_diag(peer, local) {
+        Ok(owner) => owner,
+        Err(_) => owner_in_table(peer, local),
+    }
+}
+
+fn is_open(state: &TcpState) -> bool {
+    matches!(
+        state,
+        TcpState::Established | TcpState::FinWait1 | TcpState::FinWait2 | TcpState::CloseWait
+    )
+}
+
+/// [`owner_of`] through one sock_diag request for the exact connection.
+fn owner_by_sock_diag(peer: SocketAddr, local: SocketAddr) -> std::io::Result<Owner> {
+    use netlink_packet_core::{NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+    use netlink_packet_sock_diag::SockDiagMessage;
+    use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
+    use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
+    let mut socket = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+    let (family, mut id) = match peer {
+        SocketAddr::V4(_) => (AF_INET, SocketId::new_v4()),
+        SocketAddr::V6(_) => (AF_INET6, SocketId::new_v6()),
+    };
+    // The peer's own socket: its source is the peer, its destination us.
+    id.source_address = peer.ip();
+    id.source_port = peer.port();
+    id.destination_address = local.ip();
+    id.destination_port = local.port();
+    // No cookie to match (INET_DIAG_NOCOOKIE): any socket with that address.
+    id.cookie = [0xff; 8];
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST;
+    let mut request = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::all(),
+            socket_id: id,
+        })
+        .into(),
+    );
+    request.finalize();
+    let mut bytes = vec![0; request.buffer_len()];
+    request.serialize(&mut bytes);
+    socket.send(&bytes, 0)?;
+    let mut reply = vec![0; 8192];
+    let size = socket.recv(&mut &mut reply[..], 0)?;
+    let answer = NetlinkMessage::<SockDiagMessage>::deserialize(&reply[..size])
+        .map_err(std::io::Error::other)?;
+    match answer.payload {
+        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(found)) => {
+            let header = &found.header;
+            let open = TcpState::from_u8(header.state).is_some_and(|state| is_open(&state));
+            Ok(if header.inode != 0 && open {
+                Owner::User(header.uid)
+            } else {
+                Owner::Nobody
+            })
+        }
+        // ENOENT: no such connection (any more).
+        NetlinkPayload::Error(error)
+            if error.code.map(std::num::NonZeroI32::get) == Some(-libc_enoent()) =>
+        {
+            Ok(Owner::Nobody)
+        }
+        other => Err(std::io::Error::other(format!(
+            "unexpected sock_diag answer: {other:?}"
+        ))),
+    }
+}
+
+fn libc_enoent() -> i32 {
+    nix::errno::Errno::ENOENT as i32
+}
+
+/// [`owner_of`] from the whole socket table, /proc/net/tcp.
+fn owner_in_table(peer: SocketAddr, local: SocketAddr) -> Owner {
     let table = match peer {
         SocketAddr::V4(_) => procfs::net::tcp(),
         SocketAddr::V6(_) => procfs::net::tcp6(),
@@ -125,13 +212,7 @@ fn owner_of(peer: SocketAddr, local: SocketAddr) -> Owner {
             socket.local_address == peer
                 && socket.remote_address == local
                 && socket.inode != 0
-                && matches!(
-                    socket.state,
-                    TcpState::Established
-                        | TcpState::FinWait1
-                        | TcpState::FinWait2
-                        | TcpState::CloseWait
-                )
+                && is_open(&socket.state)
         })
         .map_or(Owner::Nobody, |socket| Owner::User(socket.uid))
 }
@@ -214,9 +295,26 @@ mod tests {
         // Not the other way round: that is the listening side's own socket.
         let unconnected: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert_eq!(owner_of(unconnected, local), Owner::Nobody);
+        // Both ways of asking agree, where the kernel answers sock_diag.
+        let own = Owner::User(nix::unistd::geteuid().as_raw());
+        assert_eq!(owner_in_table(peer, local), own);
+        match owner_by_sock_diag(peer, local) {
+            Ok(found) => {
+                assert_eq!(found, own);
+                assert_eq!(
+                    owner_by_sock_diag(unconnected, local).unwrap(),
+                    Owner::Nobody
+                );
+            }
+            Err(err) => eprintln!("sock_diag cannot be asked here ({err}): the table is read"),
+        }
         // Closed by its process: listed (as root's, by the kernel) but held by
         // no one, so no one's.
         drop(client);
         assert_eq!(owner_of(peer, local), Owner::Nobody);
+        assert_eq!(owner_in_table(peer, local), Owner::Nobody);
+        if let Ok(found) = owner_by_sock_diag(peer, local) {
+            assert_eq!(found, Owner::Nobody);
+        }
     }
 }
