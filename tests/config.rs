@@ -736,6 +736,19 @@ async fn cron_jobs_run_on_schedule_and_on_demand_with_the_secret() {
         Duration::from_secs(5),
     );
     assert!(warning.contains("jobs=cleanup"), "{warning}");
+    // An empty one counts as none, as in the functions' environment.
+    let empty = TestServer::start_with(&dir.join("api"), &[], |command| {
+        command.env("CRON_SECRET", "");
+    });
+    assert!(empty.wait_for_log("cron job scheduled", Duration::from_secs(5)));
+    assert!(
+        !empty
+            .log()
+            .contains("CRON_SECRET is set in watchdog's own environment"),
+        "{}",
+        empty.log()
+    );
+    drop(empty);
     let local = client()
         .post(open.url("/_watchdog/cron/cleanup"))
         .send()

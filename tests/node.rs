@@ -1033,6 +1033,29 @@ async fn a_request_head_past_nodes_default_limit_reaches_the_handler() {
     assert_eq!(response.text().await.unwrap(), "42");
 }
 
+/// A temporary folder with `mode`.
+fn folder_with_mode(mode: u32) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+    tmp
+}
+
+/// The node fixtures served with `tmpdir` as watchdog's TMPDIR.
+fn server_with_tmpdir(tmpdir: &std::path::Path) -> TestServer {
+    TestServer::start_with(&fixtures("node"), &["--prefix", "/api"], |command| {
+        command.env("TMPDIR", tmpdir);
+    })
+}
+
+/// What a handler module answers when the adapter may not be written: a 500
+/// and its text.
+async fn refused_module(server: &TestServer) -> String {
+    let response = client().get(server.url("/api/web")).send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    response.text().await.unwrap()
+}
+
 #[tokio::test]
 async fn an_adapter_folder_another_user_made_first_is_left_alone() {
     // Only root can give a folder to another user, so only root can set the
@@ -1042,8 +1065,7 @@ async fn an_adapter_folder_another_user_made_first_is_left_alone() {
         return;
     }
     use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let tmp = folder_with_mode(0o1777);
     // Made first by `nobody`, under the name watchdog would pick.
     let trap = tmp
         .path()
@@ -1052,9 +1074,7 @@ async fn an_adapter_folder_another_user_made_first_is_left_alone() {
     std::fs::set_permissions(&trap, std::fs::Permissions::from_mode(0o777)).unwrap();
     let nobody = nix::unistd::Uid::from_raw(65534);
     nix::unistd::chown(&trap, Some(nobody), None).unwrap();
-    let server = TestServer::start_with(&fixtures("node"), &["--prefix", "/api"], |command| {
-        command.env("TMPDIR", tmp.path());
-    });
+    let server = server_with_tmpdir(tmp.path());
     let (status, answer) = json(&server, "/api/web?name=Ada").await;
     assert_eq!((status, &answer["name"]), (200, &serde_json::json!("Ada")));
     let planted: Vec<_> = std::fs::read_dir(&trap).unwrap().collect();
@@ -1074,15 +1094,9 @@ async fn an_adapter_folder_another_user_made_first_is_left_alone() {
 /// module is refused with what to do, rather than run from there.
 #[tokio::test]
 async fn a_tmpdir_anyone_may_rename_in_is_not_used_for_the_adapter() {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let server = TestServer::start_with(&fixtures("node"), &["--prefix", "/api"], |command| {
-        command.env("TMPDIR", tmp.path());
-    });
-    let response = client().get(server.url("/api/web")).send().await.unwrap();
-    assert_eq!(response.status(), 500);
-    let text = response.text().await.unwrap();
+    let tmp = folder_with_mode(0o777);
+    let server = server_with_tmpdir(tmp.path());
+    let text = refused_module(&server).await;
     assert!(
         text.contains("is not sticky") && text.contains("set TMPDIR"),
         "{text}"
@@ -1101,20 +1115,15 @@ async fn a_tmpdir_below_another_users_folder_is_not_used_for_the_adapter() {
         return;
     }
     use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tmp = folder_with_mode(0o755);
     let theirs = tmp.path().join("theirs");
     std::fs::create_dir(&theirs).unwrap();
     nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
     let ours = theirs.join("tmp");
     std::fs::create_dir(&ours).unwrap();
     std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let server = TestServer::start_with(&fixtures("node"), &["--prefix", "/api"], |command| {
-        command.env("TMPDIR", &ours);
-    });
-    let response = client().get(server.url("/api/web")).send().await.unwrap();
-    assert_eq!(response.status(), 500);
-    let text = response.text().await.unwrap();
+    let server = server_with_tmpdir(&ours);
+    let text = refused_module(&server).await;
     assert!(text.contains("belongs to uid 65534"), "{text}");
     assert_eq!(std::fs::read_dir(&ours).unwrap().count(), 0);
 }

@@ -20,11 +20,14 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
 }
 
-/// Whether `headers`' own `Connection` field names `name`: a header sent for
-/// that one hop, which a proxy drops (RFC 9110 section 7.6.1). A lookup, and no
-/// allocation; most requests name only `keep-alive` there, or nothing.
-pub fn named_by_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
-    connection_tokens(headers).any(|token| token.eq_ignore_ascii_case(name.as_str()))
+/// The headers a `Connection` field names beyond those always hop-by-hop:
+/// sent for that one hop, so a proxy drops them (RFC 9110 §7.6.1). Empty, and
+/// so not allocated, for the usual `keep-alive`, `close` or nothing.
+pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    connection_tokens(headers)
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .filter(|name| !is_hop_by_hop(name) && name.as_str() != "close")
+        .collect()
 }
 
 /// The names a `Connection` field lists, as written.
@@ -46,10 +49,7 @@ pub fn strip(headers: &mut HeaderMap) {
     if headers.contains_key(header::TRANSFER_ENCODING) {
         headers.remove(header::CONTENT_LENGTH);
     }
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(&HOP_BY_HOP) {
+    for name in connection_named(headers).iter().chain(&HOP_BY_HOP) {
         headers.remove(name);
     }
 }

@@ -49,19 +49,25 @@ fn first_unsafe_folder(folder: &std::path::Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let own = nix::unistd::geteuid().as_raw();
     folder.ancestors().find_map(|path| {
-        let Ok(found) = std::fs::metadata(path) else {
-            return Some(format!("{} cannot be looked at", path.display()));
+        let found = match std::fs::metadata(path) {
+            Ok(found) => found,
+            Err(err) => {
+                return Some(format!(
+                    "{} cannot be looked at ({err}), so whether another user could replace the adapter cannot be told",
+                    path.display()
+                ));
+            }
         };
         let owner = found.uid();
         let mode = found.mode();
         if owner != 0 && owner != own {
             Some(format!(
-                "{} (on the way to TMPDIR) belongs to uid {owner}",
+                "{} (on the way to TMPDIR) belongs to uid {owner}, who could put their own code in the adapter's place",
                 path.display()
             ))
         } else if mode & 0o022 != 0 && mode & 0o1000 == 0 {
             Some(format!(
-                "{} (on the way to TMPDIR) may be written to by other users and is not sticky",
+                "{} (on the way to TMPDIR) may be written to by other users and is not sticky, so they could put their own code in the adapter's place",
                 path.display()
             ))
         } else {
@@ -82,7 +88,7 @@ fn adapter_folder() -> std::io::Result<PathBuf> {
     let temp = std::env::temp_dir().canonicalize()?;
     if let Some(unsafe_folder) = first_unsafe_folder(&temp) {
         return Err(std::io::Error::other(format!(
-            "{unsafe_folder}, so another user could put their own code in the adapter's place; set TMPDIR to a folder that only watchdog's user and root control, all the way up (as /tmp is)",
+            "{unsafe_folder}; set TMPDIR to a folder that only watchdog's user and root control, all the way up (as /tmp is)",
         )));
     }
     let shared = temp.join(format!("watchdog-node-{uid}"));

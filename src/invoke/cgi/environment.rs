@@ -175,6 +175,13 @@ fn request_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> {
     env
 }
 
+/// The request header no function is given (httpoxy): as `HTTP_PROXY`, or
+/// `Http_Proxy`, or a header a warm worker's framework makes into either, it
+/// would be taken by HTTP libraries as the proxy for the function's own
+/// outgoing calls, chosen by the client. Libraries that lower-case proxy
+/// variables (Perl's LWP) read every spelling.
+pub const HTTPOXY_HEADER: &str = "proxy";
+
 /// The OpenFaaS classic watchdog's variables: `Http_Method`, `Http_Path`,
 /// `Http_Query`, `Http_Content_Length`, and `Http_<Header>` with `-` turned into `_`
 /// and the header's canonical capitalisation (`Http_X_Call_Id`); no header can
@@ -200,12 +207,9 @@ pub fn openfaas_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> 
     let mut seen = std::collections::BTreeSet::new();
     for (name, value) in &invocation.headers {
         // A header named `Path`, `Method`, `Query` or `Content-Length` would
-        // become the same variable as the request's own and override it. A
-        // `Proxy` header would be `Http_Proxy`: httpoxy again for a library that
-        // reads proxy variables whatever their case (Perl's LWP lower-cases
-        // them), which is why `HTTP_PROXY` is never made.
+        // become the same variable as the request's own and override it.
         let reserved =
-            ["method", "path", "query", "content-length", "proxy"].contains(&name.as_str());
+            ["method", "path", "query", "content-length", HTTPOXY_HEADER].contains(&name.as_str());
         if reserved
             || is_body_framing(name.as_str())
             || !name
@@ -242,7 +246,7 @@ pub fn http_variables(headers: &HeaderMap) -> Vec<(OsString, OsString)> {
         let name = name.as_str();
         if name == "content-type"
             || name == "content-length"
-            || name == "proxy"
+            || name == HTTPOXY_HEADER
             || is_body_framing(name)
         {
             continue;

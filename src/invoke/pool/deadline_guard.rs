@@ -36,9 +36,7 @@ impl<B: Expire> Guarded<B> {
     }
 
     pub fn lock(&self) -> MutexGuard<'_, B> {
-        self.body
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.body)
     }
 
     /// Starts the timer, once: after a piece of the answer that is not its
@@ -55,13 +53,16 @@ impl<B: Expire> Guarded<B> {
         let timer = runtime.spawn(async move {
             tokio::time::sleep_until(deadline).await;
             if let Some(body) = held.upgrade() {
-                body.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .expire();
+                lock(&body).expire();
             }
         });
         self.timer = Some(timer.abort_handle());
     }
+}
+
+fn lock<B>(body: &Mutex<B>) -> MutexGuard<'_, B> {
+    body.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<B: Expire> Drop for Guarded<B> {

@@ -24,6 +24,7 @@ use super::worker::HttpConnection;
 use super::{Failed, Lease, Outcome, Waited, Worker, port};
 use crate::config::Settings;
 use crate::invoke::body_fault::BodyWatch;
+use crate::invoke::cgi::environment::HTTPOXY_HEADER;
 use crate::invoke::{Invocation, InvokeError, Reply, RequestBody};
 use crate::invoke::{forwarded, hop_by_hop};
 use crate::limits::Limiter;
@@ -522,6 +523,11 @@ fn upstream_request(invocation: &Invocation, port: u16, body: Body) -> Request<B
         || invocation.uri.path().to_owned(),
         |pq| pq.as_str().to_owned(),
     );
+    // What the client's `Connection` names is for the hop to watchdog; but
+    // Host stays: dropped, the worker would be told 127.0.0.1 instead (below),
+    // which a "local requests only" check trusts.
+    let mut hop_only = hop_by_hop::connection_named(&invocation.headers);
+    hop_only.retain(|name| name != header::HOST);
     let mut request = Request::new(body);
     *request.method_mut() = invocation.method.clone();
     *request.uri_mut() = path.parse().unwrap_or_default();
@@ -532,18 +538,10 @@ fn upstream_request(invocation: &Invocation, port: u16, body: Body) -> Request<B
         // the same variable as `-` (`X_Request_Id` as `X-Request-Id`): dropped, as
         // for CGI functions and as nginx does by default.
         let reserved = name.as_str().starts_with("x-watchdog-") || name.as_str().contains('_');
-        // `Proxy` is httpoxy's way in: a framework that makes the request's
-        // headers into HTTP_* variables would give the client HTTP_PROXY, which
-        // HTTP libraries read as the proxy for the worker's outgoing calls. (For
-        // CGI functions the variable is never made.)
-        let httpoxy = name.as_str() == "proxy";
-        if !reserved
-            && !httpoxy
-            && !hop_by_hop::is_hop_by_hop(name)
-            // Host stays: dropped, the worker would be told 127.0.0.1 instead
-            // (below), which a "local requests only" check trusts.
-            && (name == header::HOST || !hop_by_hop::named_by_connection(&invocation.headers, name))
-        {
+        // A framework that makes the request's headers into HTTP_* variables
+        // would give the client HTTP_PROXY.
+        let httpoxy = name.as_str() == HTTPOXY_HEADER;
+        if !reserved && !httpoxy && !hop_by_hop::is_hop_by_hop(name) && !hop_only.contains(name) {
             headers.append(name.clone(), value.clone());
         }
     }

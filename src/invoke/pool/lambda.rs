@@ -1126,16 +1126,23 @@ struct Leased {
     expired: bool,
 }
 
+impl Leased {
+    /// Gives the worker back with `outcome`, then writes the log line with
+    /// what `note` adds to it; both happen once, whichever way the body ends.
+    fn end(&mut self, outcome: Outcome, note: fn(&mut InvocationRecord)) {
+        if let Some(lease) = self.lease.take() {
+            lease.finish(outcome);
+        }
+        if let Some(mut record) = self.record.take() {
+            note(&mut record);
+        }
+    }
+}
+
 impl Expire for Leased {
     fn expire(&mut self) {
-        if let Some(record) = self.record.as_mut() {
-            record.timed_out = true;
-        }
-        if let Some(lease) = self.lease.take() {
-            lease.finish(Outcome::Stuck);
-        }
-        self.record = None;
         self.expired = true;
+        self.end(Outcome::Stuck, |record| record.timed_out = true);
     }
 }
 
@@ -1175,24 +1182,11 @@ impl futures_util::Stream for Leased {
                     record.bytes_out += chunk.len() as u64;
                 }
             }
-            Poll::Ready(None) => {
-                if let Some(lease) = self.lease.take() {
-                    lease.finish(Outcome::Served);
-                }
-                self.record = None;
-            }
+            Poll::Ready(None) => self.end(Outcome::Served, |_| {}),
             // The worker's stream broke, or it reported an error: logged now,
             // so that the drop that follows is not taken for a client that
             // left, and the worker given back (found dead if it died).
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(record) = self.record.as_mut() {
-                    record.cut_off = true;
-                }
-                self.record = None;
-                if let Some(lease) = self.lease.take() {
-                    lease.finish(Outcome::Served);
-                }
-            }
+            Poll::Ready(Some(Err(_))) => self.end(Outcome::Served, |record| record.cut_off = true),
             Poll::Pending => {}
         }
         polled
@@ -1205,11 +1199,6 @@ impl Drop for Leased {
     /// given back, as an HTTP worker is when its client leaves mid-body: it asks
     /// for its next event once it has sent the rest into the void.
     fn drop(&mut self) {
-        if let Some(record) = self.record.as_mut() {
-            record.client_gone = true;
-        }
-        if let Some(lease) = self.lease.take() {
-            lease.finish(Outcome::Served);
-        }
+        self.end(Outcome::Served, |record| record.client_gone = true);
     }
 }

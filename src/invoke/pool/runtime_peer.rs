@@ -46,7 +46,10 @@ impl WorkerUserOnly {
                 let passed = passed.clone();
                 let refusals = Arc::clone(&refusals);
                 tokio::spawn(async move {
-                    let owner = owner_with_one_retry(peer, local).await;
+                    // Kernel queries and file reads: kept off the runtime's threads.
+                    let owner = tokio::task::spawn_blocking(move || owner_of(peer, local))
+                        .await
+                        .unwrap_or(Owner::Unknown);
                     if owner == Owner::User(uid) {
                         let _ = passed.send((stream, peer)).await;
                     } else {
@@ -89,25 +92,6 @@ enum Owner {
     Unknown,
 }
 
-/// [`owner_of`], looked up once more a moment later when the socket is not
-/// found: the table is read in pieces, and one that changed meanwhile may
-/// have been missed.
-async fn owner_with_one_retry(peer: SocketAddr, local: SocketAddr) -> Owner {
-    // A read of /proc/net/tcp: file work, kept off the runtime's threads.
-    let look = || async move {
-        tokio::task::spawn_blocking(move || owner_of(peer, local))
-            .await
-            .unwrap_or(Owner::Unknown)
-    };
-    match look().await {
-        Owner::Nobody => {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            look().await
-        }
-        found => found,
-    }
-}
-
 /// Whose the socket at `peer` connected to `local` is. Only a socket a process
 /// still holds (an inode, in an open state) has its owner's uid.
 ///
@@ -117,11 +101,23 @@ async fn owner_with_one_retry(peer: SocketAddr, local: SocketAddr) -> Owner {
 /// another user's flood of connections, and reading it per connection made the
 /// worker's own calls take seconds (a re-probe's finding).
 fn owner_of(peer: SocketAddr, local: SocketAddr) -> Owner {
-    match owner_by_sock_diag(peer, local) {
-        Ok(owner) => owner,
-        Err(_) => owner_in_table(peer, local),
+    if let Ok(owner) = owner_by_sock_diag(peer, local) {
+        return owner;
+    }
+    match owner_in_table(peer, local) {
+        // The table is read in pieces, and a socket that moved in it
+        // meanwhile can be missed: looked for once more, a moment later.
+        Owner::Nobody => {
+            std::thread::sleep(TABLE_RETRY_AFTER);
+            owner_in_table(peer, local)
+        }
+        found => found,
     }
 }
+
+/// How long after a socket was not found in /proc/net/tcp it is looked for
+/// again (on a blocking thread).
+const TABLE_RETRY_AFTER: Duration = Duration::from_millis(20);
 
 fn is_open(state: &TcpState) -> bool {
     matches!(
@@ -183,7 +179,8 @@ fn owner_by_sock_diag(peer: SocketAddr, local: SocketAddr) -> std::io::Result<Ow
         }
         // ENOENT: no such connection (any more).
         NetlinkPayload::Error(error)
-            if error.code.map(std::num::NonZeroI32::get) == Some(-libc_enoent()) =>
+            if error.code.map(std::num::NonZeroI32::get)
+                == Some(-(nix::errno::Errno::ENOENT as i32)) =>
         {
             Ok(Owner::Nobody)
         }
@@ -191,10 +188,6 @@ fn owner_by_sock_diag(peer: SocketAddr, local: SocketAddr) -> std::io::Result<Ow
             "unexpected sock_diag answer: {other:?}"
         ))),
     }
-}
-
-fn libc_enoent() -> i32 {
-    nix::errno::Errno::ENOENT as i32
 }
 
 /// [`owner_of`] from the whole socket table, /proc/net/tcp.
@@ -255,7 +248,7 @@ impl Refusals {
                 file = %self.file,
                 %peer,
                 turned_away,
-                hint = "watchdog reads /proc/net/tcp to tell whose a connection is; make it readable",
+                hint = "watchdog asks the kernel whose a connection is (netlink sock_diag, else /proc/net/tcp): allow one of them to watchdog",
                 "a connection to a Lambda worker's Runtime API was closed unanswered: whose it is cannot be told here"
             ),
             Owner::User(uid) => tracing::warn!(
