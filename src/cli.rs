@@ -149,6 +149,7 @@ fn hidden_from_routes(arg: clap::Arg) -> clap::Arg {
             "max_concurrency",
             "queue_timeout",
             "body_idle_timeout",
+            "send_timeout",
             "drain_delay",
             "drain_timeout",
             "user",
@@ -163,6 +164,7 @@ fn hidden_from_invoke(arg: clap::Arg) -> clap::Arg {
         &[
             "max_concurrency",
             "queue_timeout",
+            "send_timeout",
             "drain_delay",
             "drain_timeout",
         ],
@@ -205,6 +207,10 @@ pub struct ServeFlags {
     /// function is stopped and the client answered 408 [default: 10s].
     #[arg(long, env = "WATCHDOG_BODY_IDLE_TIMEOUT", value_parser = parse_nonzero_duration, help_heading = "Limits")]
     pub body_idle_timeout: Option<Duration>,
+    /// Longest a client may take none of an answer before its connection is
+    /// closed and the answer cut off [default: 60s].
+    #[arg(long, env = "WATCHDOG_SEND_TIMEOUT", value_parser = parse_nonzero_duration, help_heading = "Limits")]
+    pub send_timeout: Option<Duration>,
     /// `NAME=VALUE` passed to every function; repeatable (one pair per line in WATCHDOG_ENV).
     #[arg(long = "env", env = "WATCHDOG_ENV", value_delimiter = '\n', value_parser = parse_env_pair, help_heading = "Functions")]
     pub env: Vec<(String, String)>,

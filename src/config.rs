@@ -24,6 +24,9 @@ pub const DEFAULT_MAX_BODY: u64 = 32 * 1024 * 1024;
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 256;
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// nginx's `send_timeout`: long enough for a phone on a bad link, short enough
+/// that clients which stopped reading do not pile up.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Variables of watchdog's own environment every function gets (CONTRACT §3).
@@ -61,6 +64,9 @@ pub struct Settings {
     /// A client that sends no body bytes for this long has given up or is
     /// stalling on purpose; its upload is abandoned.
     pub body_idle_timeout: Duration,
+    /// A client that takes none of an answer for this long has stopped reading
+    /// (or its network has gone); its connection is closed.
+    pub send_timeout: Duration,
     pub drain_delay: Duration,
     pub drain_timeout: Duration,
     pub log_format: LogFormat,
@@ -215,6 +221,10 @@ impl Settings {
                 .or(config.queue_timeout)
                 .unwrap_or(DEFAULT_QUEUE_TIMEOUT),
             body_idle_timeout,
+            send_timeout: flags
+                .send_timeout
+                .or(config.send_timeout)
+                .unwrap_or(DEFAULT_SEND_TIMEOUT),
             drain_delay: flags.drain_delay.or(config.drain_delay).unwrap_or_default(),
             drain_timeout: flags
                 .drain_timeout

@@ -185,8 +185,9 @@ pub async fn serve(
         tracing::info!("no longer accepting connections; waiting for in-flight requests");
     };
     let router = router(Arc::clone(&app));
+    let send_timeout = app.settings.send_timeout;
     let threads = ConnectionThreads::start(move |accepted| {
-        listener::serve_connection(accepted, router.clone())
+        listener::serve_connection(accepted, router.clone(), send_timeout)
     })
     .map_err(|err| {
         std::io::Error::other(format!(

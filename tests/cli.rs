@@ -201,6 +201,7 @@ fn each_subcommand_help_lists_the_flags_that_do_something_there() {
             "--max-concurrency",
             "--kill-grace",
             "--body-idle-timeout",
+            "--send-timeout",
             "--user",
         ],
     );
@@ -219,6 +220,7 @@ fn each_subcommand_help_lists_the_flags_that_do_something_there() {
             "--drain-timeout",
             "--queue-timeout",
             "--max-concurrency",
+            "--send-timeout",
         ],
     );
     // Still accepted where hidden: an environment shared with `serve` may set them.

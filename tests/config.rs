@@ -825,25 +825,27 @@ fn a_config_file_that_cannot_be_read_is_named_without_a_line() {
 }
 
 #[test]
-fn a_zero_body_idle_timeout_is_refused_by_name() {
+fn a_zero_idle_or_send_timeout_is_refused_by_name() {
     let project = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(project.path().join("api")).unwrap();
-    std::fs::write(
-        project.path().join("watchdog.toml"),
-        "body_idle_timeout = \"0s\"\n",
-    )
-    .unwrap();
-    let bad = watchdog()
-        .arg("serve")
-        .arg(project.path().join("api"))
-        .args(["--listen", "127.0.0.1:0"])
-        .output()
+    for key in ["body_idle_timeout", "send_timeout"] {
+        std::fs::write(
+            project.path().join("watchdog.toml"),
+            format!("{key} = \"0s\"\n"),
+        )
         .unwrap();
-    assert_eq!(bad.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(stderr.contains("body_idle_timeout"), "{stderr}");
+        let bad = watchdog()
+            .arg("serve")
+            .arg(project.path().join("api"))
+            .args(["--listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        assert_eq!(bad.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert!(stderr.contains(key), "{stderr}");
+    }
     // The flags refuse a zero by their own parser, naming the flag.
-    for flag in ["--timeout", "--body-idle-timeout"] {
+    for flag in ["--timeout", "--body-idle-timeout", "--send-timeout"] {
         let bad = watchdog()
             .arg("serve")
             .arg(project.path().join("api"))

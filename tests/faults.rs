@@ -172,6 +172,61 @@ async fn endless_output_is_cut_off_at_the_timeout() {
     .await;
 }
 
+/// A client that takes none of its answer is let go at `--send-timeout`: hyper
+/// waits on a full socket and polls the answer no more, so the connection, and
+/// here the function writing forever, stayed until the client read or left
+/// (or, for the function, until its own timeout, 30 s here).
+#[test]
+fn a_client_that_takes_none_of_its_answer_is_let_go_at_the_send_timeout() {
+    let server = server(&["--send-timeout", "1s"]);
+    let mut stalled = std::net::TcpStream::connect(server.addr).unwrap();
+    stalled
+        .write_all(b"GET /api/endless HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    // Nothing is read until watchdog has let the client go: the answer fills the
+    // sockets' buffers and stops there.
+    let line = server.log_line("took none of its answer", Duration::from_secs(20));
+    assert!(line.contains("send_timeout=1s"), "{}", server.log());
+    // Stopped as for a client that left.
+    server.assert_no_children();
+    // What the sockets held, then the end: the connection is closed.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut held = Vec::new();
+    let ended = stalled.read_to_end(&mut held);
+    assert!(ended.is_ok(), "the connection is still open: {ended:?}");
+    assert!(held.starts_with(b"HTTP/1.1 200"), "{held:?}");
+}
+
+/// Only a client that takes nothing for the send timeout is let go: one that
+/// reads slowly but steadily gets an answer that takes many times as long.
+#[test]
+fn a_client_reading_slowly_but_steadily_is_not_let_go() {
+    let server = server(&["--send-timeout", "2s"]);
+    let mut reader = std::net::TcpStream::connect(server.addr).unwrap();
+    reader
+        .write_all(b"GET /api/endless HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    reader
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // 16 MiB in about 3 s, in pieces 200 ms apart: more than the sockets'
+    // buffers hold, so a connection cut meanwhile would end before the last.
+    let mut piece = vec![0; 1 << 20];
+    for _ in 0..16 {
+        std::thread::sleep(Duration::from_millis(200));
+        reader
+            .read_exact(&mut piece)
+            .unwrap_or_else(|err| panic!("cut off: {err}\n{}", server.log()));
+    }
+    assert!(
+        !server.log().contains("took none of its answer"),
+        "{}",
+        server.log()
+    );
+}
+
 #[tokio::test]
 async fn client_disconnect_mid_upload_kills_the_function() {
     let server = TestServer::start(&fixtures("cgi"), &["--prefix", "/api"]);

@@ -143,6 +143,8 @@ pub struct ConfigFile {
     pub queue_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "nonzero_duration")]
     pub body_idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "nonzero_duration")]
+    pub send_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "env_table")]
     pub env: Option<BTreeMap<String, String>>,
     pub pass_env: Option<Vec<String>>,
@@ -305,7 +307,8 @@ fn content_type<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::E
 
 /// A duration that must not be zero: a zero `timeout` would fail every
 /// request, a zero `cpu_time` stop every function at once, a zero
-/// `body_idle_timeout` abandon every request body.
+/// `body_idle_timeout` abandon every request body, a zero `send_timeout` every
+/// answer that does not fit the socket's buffer.
 fn nonzero_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
     let value = duration(de)?;
     if value.is_some_and(|d| d.is_zero()) {

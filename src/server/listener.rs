@@ -1,8 +1,9 @@
 //! The accept loop, on hyper directly rather than `axum::serve`, for the
 //! protections a server facing hostile clients needs and `axum::serve` does not
-//! expose: a deadline for the request head (slowloris), caps on header count and
-//! size, TCP_NODELAY, graceful shutdown of every connection, and an accept loop
-//! that survives running out of file descriptors.
+//! expose: a deadline for the request head (slowloris), a limit on how long a
+//! client may leave an answer untaken, caps on header count and size,
+//! TCP_NODELAY, graceful shutdown of every connection, and an accept loop that
+//! survives running out of file descriptors.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt;
 
 use super::connection_threads::{Accepted, ConnectionThreads};
@@ -105,8 +107,9 @@ impl Connection {
     }
 }
 
-/// Serves one connection on the thread it was handed to.
-pub async fn serve_connection(accepted: Accepted, router: Router) {
+/// Serves one connection on the thread it was handed to. A write to the client
+/// that makes no progress for `send_timeout` ends the connection.
+pub async fn serve_connection(accepted: Accepted, router: Router, send_timeout: Duration) {
     let Accepted {
         stream,
         remote,
@@ -127,9 +130,19 @@ pub async fn serve_connection(accepted: Accepted, router: Router) {
         request.extensions_mut().insert(ConnectInfo(connection));
         router.clone().oneshot(request)
     });
+    // hyper has no write timeout. A client that stops reading fills its socket's
+    // buffers, hyper then waits on the socket and polls the answer's body no
+    // more, so neither the function's deadline nor the end of the answer reaches
+    // the connection: it stayed open, with its descriptor and buffers, until the
+    // client read or left. Only a write that is waiting counts (a function that
+    // is slow to answer is its timeout's business), and reads have none (the
+    // head has its deadline, a body `--body-idle-timeout`).
+    let mut stream = TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(send_timeout));
+    let stream = Box::pin(stream);
     let connection = http_builder().serve_connection(TokioIo::new(stream), service);
     if let Err(err) = watcher.watch(connection).await {
-        report_connection_error(&err, remote);
+        report_connection_error(&err, remote, send_timeout);
     }
 }
 
@@ -137,9 +150,17 @@ pub async fn serve_connection(accepted: Accepted, router: Router) {
 /// routing: no access log line and no request id. It is logged here, so an
 /// operator looking for a client's 431 (a browser's cookies past 64 KiB of head)
 /// finds it. A connection that closed or timed out early answered nothing and
-/// is only a debug line.
-fn report_connection_error(err: &hyper::Error, remote: SocketAddr) {
-    if err.is_parse_too_large() {
+/// is only a debug line. A client let go for taking none of its answer is told
+/// of, with the setting that let it go.
+fn report_connection_error(err: &hyper::Error, remote: SocketAddr, send_timeout: Duration) {
+    if write_timed_out(err) {
+        tracing::info!(
+            %remote,
+            send_timeout = %humantime::format_duration(send_timeout),
+            hint = "the client stopped reading, or its network stopped carrying data; if clients on slow links are cut off, raise --send-timeout",
+            "closed a connection whose client took none of its answer for the send timeout; the answer was cut off"
+        );
+    } else if err.is_parse_too_large() {
         tracing::info!(
             error = %err,
             %remote,
@@ -157,6 +178,15 @@ fn report_connection_error(err: &hyper::Error, remote: SocketAddr) {
     } else {
         tracing::debug!(error = %err, %remote, "connection ended with an error");
     }
+}
+
+/// Whether hyper gave up on the connection because a write to the client timed
+/// out ([`TimeoutStream`]'s error; the kernel's own `ETIMEDOUT` on a write, after
+/// minutes of retransmissions, says the same of the client).
+fn write_timed_out(err: &hyper::Error) -> bool {
+    std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
 }
 
 /// HTTP/1 only, on hyper's own HTTP/1 server: the contract needs no h2c, and
