@@ -94,6 +94,16 @@ impl ExitWatch {
     /// # Cancel safety
     /// Cancel safe: readiness is level-triggered for a pidfd, nothing is consumed.
     pub async fn exited(&self) {
+        self.exited_asking_every(POLL_WITHOUT_PIDFD).await;
+    }
+
+    /// As [`Self::exited`], for a process that may run for hours (a warm
+    /// worker): where no pidfd can be opened, it is asked every `poll` rather
+    /// than every 10 ms.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`Self::exited`].
+    pub async fn exited_asking_every(&self, poll: Duration) {
         if self.reaped.load(Ordering::Relaxed) {
             return;
         }
@@ -104,7 +114,7 @@ impl ExitWatch {
             return;
         }
         while !self.has_exited() {
-            tokio::time::sleep(POLL_WITHOUT_PIDFD).await;
+            tokio::time::sleep(poll).await;
         }
     }
 
