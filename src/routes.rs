@@ -257,13 +257,17 @@ impl RouteTable {
                         settings[key] = value.json;
                     }
                 }
-                serde_json::json!({
+                let mut route = serde_json::json!({
                     "pattern": f.pattern,
                     "file": f.file.relative,
                     "also": aliases,
                     "runs_as": f.file.runner.describe(),
                     "settings": settings,
-                })
+                });
+                if let Some(caution) = &f.file.caution {
+                    route["caution"] = caution.as_str().into();
+                }
+                route
             })
             .collect();
         let conflicts: Vec<serde_json::Value> = self

@@ -12,6 +12,7 @@ pub mod host;
 pub mod list_header;
 pub mod listener;
 pub mod request_id;
+pub mod send_stall;
 pub mod transfer_coding;
 
 use std::collections::HashMap;

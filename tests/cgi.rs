@@ -604,7 +604,11 @@ async fn status_location_and_header_forms() {
         .await
         .unwrap();
     assert_eq!(looped.status(), 500);
-    assert!(looped.text().await.unwrap().contains("local redirects"));
+    let text = looped.text().await.unwrap();
+    assert!(
+        text.contains("local redirects") && text.contains("the last to /api/loop-redirect"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -792,6 +796,32 @@ async fn output_short_of_its_content_length_is_sent_then_cut() {
         "7 bytes short of the Content-Length",
         Duration::from_secs(3)
     ));
+}
+
+/// A function that writes more than its own Content-Length: the client gets
+/// what the length says, and the log says the rest was not sent, whether it
+/// came in the same write or later.
+#[tokio::test]
+async fn output_past_its_content_length_is_not_sent_and_said() {
+    let server = server(&[]);
+    for (query, id) in [("", "past-1"), ("?later", "past-2")] {
+        let response = client()
+            .get(server.url(&format!("/api/long-length{query}")))
+            .header("X-Request-Id", id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.text().await.unwrap(), "abc", "{query}");
+        let line = server.log_line(
+            &format!("request_id={id} file=long-length.sh"),
+            Duration::from_secs(3),
+        );
+        assert!(
+            line.contains("wrote more than the Content-Length"),
+            "{}",
+            server.log()
+        );
+    }
 }
 
 #[tokio::test]

@@ -302,6 +302,43 @@ fn a_start_up_error_is_json_under_log_format_json() {
     );
 }
 
+/// A script without the execute bit runs by its extension's interpreter: one
+/// whose `#!` line names another (bash, a virtualenv's python), or a shell
+/// script with Windows line endings, would not run as its author meant, and
+/// is named as such by `routes` (and in serve's log); one whose `#!` line
+/// agrees with its extension is not.
+#[test]
+fn routes_names_scripts_that_would_not_run_as_their_first_line_says() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    std::fs::create_dir_all(&api).unwrap();
+    for (name, body) in [
+        ("bashy.sh", "#!/bin/bash\narr=(a b)\n"),
+        ("venv.py", "#!/opt/venv/bin/python\nprint()\n"),
+        ("windows.sh", "#!/bin/sh\r\necho\r\n"),
+        ("agrees.py", "#!/usr/bin/env python3\nprint()\n"),
+        ("plain.sh", "#!/bin/sh\necho\n"),
+    ] {
+        std::fs::write(api.join(name), body).unwrap();
+    }
+    let output = watchdog().arg("routes").arg(&api).output().unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    let cautions = text
+        .split("may not run as meant:")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        cautions.contains("bashy.sh: it has no execute bit, so it runs under sh")
+            && cautions.contains("`#!/opt/venv/bin/python`")
+            && cautions.contains("windows.sh: it has Windows line endings"),
+        "{text}"
+    );
+    assert!(
+        !cautions.contains("agrees.py") && !cautions.contains("plain.sh"),
+        "{text}"
+    );
+}
+
 #[test]
 fn bad_usage_exits_2_with_a_clear_message() {
     let missing = watchdog()

@@ -772,6 +772,12 @@ async fn a_streamed_lambda_response_is_passed_through_as_it_arrives() {
         "{}",
         server.log()
     );
+    // Nor is it counted as killed: nothing was.
+    let metrics = common::get_text(server.url("/_watchdog/metrics")).await;
+    assert!(
+        !metrics.contains("watchdog_kills_total{route=\"/api/ticker\""),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

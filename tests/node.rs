@@ -614,6 +614,14 @@ async fn a_client_that_leaves_a_web_stream_cancels_it() {
     );
     let settled = server.wait_for_log("tied stream ended", Duration::from_secs(1));
     assert!(!settled, "{}", server.log());
+    // The adapter's worker stopped the work itself and was kept: no kill to count.
+    assert!(
+        server.wait_for_log("client_gone=true", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    let metrics = common::get_text(server.url("/_watchdog/metrics")).await;
+    assert!(!metrics.contains("watchdog_kills_total"), "{metrics}");
 }
 
 /// A Web stream is pulled only as fast as the client reads: one that stops

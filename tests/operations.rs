@@ -333,6 +333,53 @@ async fn a_script_with_windows_line_endings_is_named_as_such() {
     }
 }
 
+/// A `#!` line whose interpreter is missing is a 500 that names it, also when
+/// it goes through env (which exits 127, and was a 502 blaming the output):
+/// `#!/usr/bin/env ruby` with no ruby, and `#!/usr/bin/env sh -e`, which asks
+/// env for a program called `sh -e`. A script of its own that exits 127 (a
+/// command it ran was missing) is still the script's 502.
+#[tokio::test]
+async fn a_missing_interpreter_on_the_shebang_line_is_named() {
+    let (_project, api) = project_with_ok();
+    let executable = |name: &str, body: &str| {
+        let path = api.join(name);
+        std::fs::write(&path, body).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    };
+    executable(
+        "env-missing",
+        "#!/usr/bin/env watchdog-no-such-interpreter\necho\n",
+    );
+    executable(
+        "env-options",
+        "#!/usr/bin/env sh -e\nprintf 'Content-Type: text/plain\\n\\nhi\\n'\n",
+    );
+    executable("absent", "#!/opt/no-such/python\nprint()\n");
+    executable("own-127", "#!/usr/bin/env sh\nwatchdog-no-such-command\n");
+    let server = TestServer::start(&api, &[]);
+    for (path, says) in [
+        (
+            "/api/env-missing",
+            "asks env for `watchdog-no-such-interpreter`",
+        ),
+        ("/api/env-options", "one argument, `sh -e`"),
+        ("/api/absent", "`#!/opt/no-such/python`"),
+    ] {
+        let answered = client().get(server.url(path)).send().await.unwrap();
+        assert_eq!(answered.status(), 500, "{path}");
+        let text = answered.text().await.unwrap();
+        assert!(text.contains(says), "{path}: {text}");
+    }
+    let answered = client()
+        .get(server.url("/api/own-127"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 502);
+    assert!(!answered.text().await.unwrap().contains("env"));
+}
+
 /// DIR regenerated (`rm -rf api && cp -r ...`) or swapped for another folder:
 /// the watch follows DIR's path to the folder there now.
 #[tokio::test]

@@ -81,6 +81,15 @@ pub fn render(table: &RouteTable) -> String {
             let _ = writeln!(out, "  {pattern}: {}", files.join(", "));
         }
     }
+    let cautions: Vec<_> = (table.functions.iter())
+        .filter_map(|f| Some((&f.file.relative, f.file.caution.as_ref()?)))
+        .collect();
+    if !cautions.is_empty() {
+        let _ = writeln!(out, "\nmay not run as meant:");
+        for (file, caution) in cautions {
+            let _ = writeln!(out, "  {file}: {caution}");
+        }
+    }
     if !table.skipped.is_empty() {
         let _ = writeln!(out, "\nnot routes:");
         for skipped in &table.skipped {

@@ -97,6 +97,9 @@ pub async fn run(
         kill_grace = ?settings.kill_grace,
         max_body = settings.max_body,
         max_concurrency = settings.max_concurrency,
+        queue_timeout = ?settings.queue_timeout,
+        body_idle_timeout = ?settings.body_idle_timeout,
+        send_timeout = ?settings.send_timeout,
         "settings"
     );
     let mut app = App::new(Arc::clone(&settings), routes, local);

@@ -38,6 +38,7 @@ use crate::config::file::OutputMode;
 use crate::limits::Limiter;
 use crate::observability::InvocationRecord;
 use crate::process::{ExitWatch, ProcessGroup, reaper};
+use crate::routes::Function;
 
 /// After the leader exits, how long stdout may stay silent before the response is
 /// ended anyway: a background child that inherited stdout must not hold the request.
@@ -165,8 +166,10 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         conditions: conditional::Conditions::of(&invocation.method, &invocation.headers),
         file,
         exec_direct: runner.executable && !runner.node_module,
+        function: Arc::clone(&invocation.route.function),
         path,
         remaining: None,
+        wrote_past_length: false,
         record: invocation.record,
     };
     invocation
@@ -247,8 +250,12 @@ struct Driver {
     /// It was exec'd itself (its `#!` line read by the kernel), not given to
     /// its extension's interpreter.
     exec_direct: bool,
+    /// Its settings: the PATH it was given, looked at only when it failed.
+    function: Arc<Function>,
     /// Body bytes still owed to the client when the function sent Content-Length.
     remaining: Option<u64>,
+    /// It wrote past that length, and the log has said so.
+    wrote_past_length: bool,
     raw: Option<RawOutput>,
     /// The invocation's own cgroup, when it has cgroup-held limits.
     cgroup: Option<crate::limits::InvocationCgroup>,
@@ -335,8 +342,10 @@ impl Driver {
                     Some(permit) => {
                         let mut chunk = pending.take().unwrap_or_default();
                         if let Some(remaining) = &mut self.remaining {
+                            let past = (chunk.len() as u64).saturating_sub(*remaining);
                             chunk.truncate(usize::try_from(*remaining).unwrap_or(usize::MAX));
                             *remaining -= chunk.len() as u64;
+                            self.past_its_length(past);
                         }
                         self.record.bytes_out += chunk.len() as u64;
                         permit.send(Ok(chunk));
@@ -404,6 +413,9 @@ impl Driver {
                     }
                 }
                 Event::Stdout(chunk) => {
+                    if self.remaining == Some(0) {
+                        self.past_its_length(chunk.len() as u64);
+                    }
                     if chunk.len() == STDOUT_READ_SIZE {
                         self.stdout.grow(LARGE_OUTPUT_READ_SIZE);
                     }
@@ -635,6 +647,28 @@ impl Driver {
         }
     }
 
+    /// Says once that the function wrote `past` bytes beyond the
+    /// Content-Length it declared, which the client never gets: silent, it
+    /// looked like a client that read too little.
+    fn past_its_length(&mut self, past: u64) {
+        if past == 0 || self.wrote_past_length {
+            return;
+        }
+        self.wrote_past_length = true;
+        tracing::warn!(
+            request_id = %self.record.request_id,
+            file = %self.file,
+            "the function wrote more than the Content-Length it declared; what came after it was not sent (a function must write as many bytes as its Content-Length says, or leave the header out)"
+        );
+    }
+
+    /// The PATH the function was given.
+    fn function_path(&self) -> Option<&std::ffi::OsStr> {
+        (self.function.settings.env.iter().rev())
+            .find(|(name, _)| name == "PATH")
+            .map(|(_, value)| value.as_os_str())
+    }
+
     /// The function has exited: complete the body, or answer the error if the
     /// header block never finished.
     fn settle(&mut self, head_tx: &mut Option<HeadSender>, sink: &Sink, exit: Option<ExitStatus>) {
@@ -654,6 +688,17 @@ impl Driver {
                             && spawn::shebang_ends_in_cr(&self.path) =>
                         {
                             spawn::windows_line_endings(&self.file)
+                        }
+                        // `#!/usr/bin/env ruby` with no ruby: env exits 127.
+                        None if status.code() == Some(127)
+                            && self.exec_direct
+                            && let Some(error) = spawn::env_line_failure(
+                                &self.path,
+                                &self.file,
+                                self.function_path(),
+                            ) =>
+                        {
+                            error
                         }
                         None => InvokeError::ExitedEarly {
                             file: self.file.clone(),

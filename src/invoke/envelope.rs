@@ -42,7 +42,9 @@ pub enum EnvelopeError {
     NoOutput,
     #[error("stdout ended before the blank line that closes the header block")]
     Unterminated,
-    #[error("no blank line within the first {MAX_HEADER_BLOCK} bytes of output")]
+    #[error(
+        "no blank line within the first {MAX_HEADER_BLOCK} bytes of output: the header block is larger than that (a header line too long?), or it never ends"
+    )]
     TooLarge,
     #[error("line {line} of the header block is not `Name: value`")]
     NotAHeader { line: usize, excerpt: String },

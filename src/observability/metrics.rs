@@ -22,6 +22,7 @@ pub const COLD_STARTS: &str = "watchdog_cold_starts_total";
 pub const INIT_DURATION: &str = "watchdog_worker_init_seconds";
 pub const WARM_HITS: &str = "watchdog_warm_hits_total";
 pub const WORKERS: &str = "watchdog_workers";
+pub const SEND_TIMEOUTS: &str = "watchdog_send_timeouts_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -232,6 +233,13 @@ pub fn routes_loaded(functions: usize, conflicts: usize, reload: bool) {
 pub fn cold_start(route: &str, init: Duration) {
     counter!(COLD_STARTS, "route" => route.to_owned()).increment(1);
     histogram!(INIT_DURATION, "route" => route.to_owned()).record(init.as_secs_f64());
+}
+
+/// A connection was closed because its client took none of its answer for
+/// `--send-timeout`. Not by route: it is the connection's, which may be
+/// between requests.
+pub fn send_timeout() {
+    counter!(SEND_TIMEOUTS).increment(1);
 }
 
 /// Workers of a warm pool by state.

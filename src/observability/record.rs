@@ -27,6 +27,10 @@ pub struct InvocationRecord {
     pub signal: Option<i32>,
     pub timed_out: bool,
     pub client_gone: bool,
+    /// The client left, and its warm worker was kept, not stopped: a Lambda
+    /// worker that had answered, the Node adapter, which stops the work
+    /// itself. No kill to count.
+    pub worker_kept: bool,
     pub shutdown: bool,
     /// The answer began, then broke off before its end on the function's side
     /// (a warm worker that died or closed its connection mid-answer, a Lambda
@@ -95,6 +99,7 @@ impl InvocationRecord {
             signal: None,
             timed_out: false,
             client_gone: false,
+            worker_kept: false,
             shutdown: false,
             cut_off: false,
             cold: None,
@@ -124,6 +129,8 @@ impl InvocationRecord {
             None
         } else if self.timed_out {
             Some("timeout")
+        } else if self.worker_kept {
+            None
         } else if self.client_gone {
             Some("client_gone")
         } else if self.shutdown {

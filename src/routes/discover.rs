@@ -68,6 +68,9 @@ pub struct FunctionFile {
     /// Further static patterns that reach the same function (`hello.sh`, `index`).
     pub aliases: Vec<Vec<Segment>>,
     pub runner: Runner,
+    /// Why it may not run as its author meant, said when the walk finds it
+    /// ([`interpreter_caution`]).
+    pub caution: Option<String>,
     /// Changes whenever the file does (modification time, size, inode, mode): a
     /// warm pool started from one version is recycled when it changes.
     pub version: u64,
@@ -207,14 +210,7 @@ impl Walk {
             if meta.is_dir() {
                 self.folder(&path, &rel, name, canonical, probe.is_symlink, segments);
             } else if meta.is_file() {
-                self.file(
-                    path,
-                    rel,
-                    name,
-                    &meta,
-                    probe.starts_like_a_program,
-                    segments,
-                );
+                self.file(path, rel, name, &meta, probe.head, segments);
             } else {
                 self.skip(rel, "not a regular file");
             }
@@ -273,9 +269,13 @@ impl Walk {
         rel: String,
         name: &str,
         meta: &fs::Metadata,
-        starts_like_a_program: bool,
+        head: Head,
         segments: &[Segment],
     ) {
+        let Head {
+            starts_like_a_program,
+            caution,
+        } = head;
         let mode = meta.permissions().mode();
         let (stem, extension) = split_extension(name);
         let interpreter = interpreter_for(extension);
@@ -333,6 +333,7 @@ impl Walk {
                 interpreter,
                 node_module,
             },
+            caution,
             version: version_of(meta),
         });
     }
@@ -419,9 +420,18 @@ struct Probe {
     real: Option<PathBuf>,
     /// The entry itself is a symlink (or its type is unknown).
     is_symlink: bool,
+    /// What its first bytes said, for a file with a script extension.
+    head: Head,
+}
+
+/// What a script's first bytes say about how it runs.
+#[derive(Default)]
+struct Head {
     /// For an executable file with a script extension: it starts with `#!` or is
     /// an ELF binary.
     starts_like_a_program: bool,
+    /// For one without the execute bit: [`interpreter_caution`].
+    caution: Option<String>,
 }
 
 /// Folders with at least this many entries are probed on several threads: a
@@ -499,18 +509,82 @@ fn probe(entry: &fs::DirEntry, real_dir: &Path, root: &Path) -> Option<Probe> {
         Some(real_dir.join(name))
     };
     let inside = real.as_ref().is_some_and(|real| real.starts_with(root));
-    let script = inside
-        && meta.as_ref().is_some_and(|meta| {
-            meta.is_file()
-                && meta.permissions().mode() & 0o111 != 0
-                && interpreter_for(split_extension(name).1).is_some()
-        });
+    let interpreter = interpreter_for(split_extension(name).1)
+        .filter(|_| inside && meta.as_ref().is_some_and(fs::Metadata::is_file));
+    let executable = meta
+        .as_ref()
+        .is_some_and(|meta| meta.permissions().mode() & 0o111 != 0);
+    let head = match interpreter {
+        Some(_) if executable => Head {
+            starts_like_a_program: starts_like_a_program(&path),
+            caution: None,
+        },
+        Some(interpreter) => Head {
+            starts_like_a_program: false,
+            caution: interpreter_caution(&path, interpreter),
+        },
+        None => Head::default(),
+    };
     Some(Probe {
         meta,
         real,
         is_symlink,
-        starts_like_a_program: script && starts_like_a_program(&path),
+        head,
     })
+}
+
+/// Why a script that runs by its extension's interpreter (it has no execute
+/// bit) may not run as its author meant: its `#!` line names another
+/// interpreter, which is then not the one used (a bash script under sh, a
+/// virtualenv's python under the system's), or it has Windows line endings,
+/// which sh cannot run. Said when the walk finds it: at run time the first
+/// is a 502 that blames the output or a quiet answer from the wrong
+/// interpreter, and the second a 502 whose `\r` the log line cannot show.
+fn interpreter_caution(path: &Path, interpreter: &str) -> Option<String> {
+    let mut head = [0u8; 256];
+    let head = read_head(path, &mut head);
+    let first_line = &head[..head.iter().position(|&byte| byte == b'\n')?];
+    if interpreter == "sh" && first_line.ends_with(b"\r") {
+        return Some(
+            "it has Windows line endings, which sh cannot run: `dos2unix` it (or `sed -i 's/\\r$//'`)"
+                .into(),
+        );
+    }
+    let line = std::str::from_utf8(first_line.strip_prefix(b"#!")?)
+        .ok()?
+        .trim();
+    let mut words = line.split_whitespace();
+    let program = words.next()?;
+    let through_env = Path::new(program)
+        .file_name()
+        .is_some_and(|name| name == "env");
+    let named = if through_env {
+        words.find(|word| !word.starts_with('-') && !word.contains('='))?
+    } else {
+        program
+    };
+    let from_the_system = through_env
+        || ["/bin", "/usr/bin", "/usr/local/bin"]
+            .iter()
+            .any(|folder| Path::new(program).parent() == Some(Path::new(folder)));
+    let name = Path::new(named).file_name()?.to_str()?;
+    if from_the_system && same_interpreter(name, interpreter) {
+        return None;
+    }
+    Some(format!(
+        "it has no execute bit, so it runs under {interpreter} (by its extension), not as its first line says (`#!{line}`): `chmod +x` it to run it by that line"
+    ))
+}
+
+/// Whether a `#!` line's program is the one a script extension names, or a
+/// version of it.
+fn same_interpreter(named: &str, interpreter: &str) -> bool {
+    match interpreter {
+        "sh" => named == "sh" || named == "dash",
+        "python3" => named == "python" || named == "python3" || named.starts_with("python3."),
+        "php-cgi" => named.starts_with("php"),
+        other => named.starts_with(other),
+    }
 }
 
 /// Whether a file starts with `#!` or the ELF magic number.

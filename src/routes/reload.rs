@@ -500,6 +500,12 @@ pub fn report(table: &RouteTable, reload: bool) {
         let files = table.conflict_files(ids);
         tracing::warn!(%pattern, files = %files.join(", "), "route conflict: this URL answers 500 until only one file claims it");
     }
+    for function in &table.functions {
+        if let Some(caution) = &function.file.caution {
+            let file = &function.file.relative;
+            tracing::warn!(%file, %caution, "a function may not run as its author meant");
+        }
+    }
     for skipped in &table.skipped {
         let (file, reason) = (&skipped.relative, &skipped.reason);
         match skipped.kind {

@@ -26,7 +26,12 @@ pub enum AppError {
     NotFound { path: String },
     #[error("{pattern} is claimed by more than one file: {}", files.join(", "))]
     Conflict { pattern: String, files: Vec<String> },
-    #[error("the function's local redirects went {hops} deep without an answer")]
+    /// Named by the path it last went to, without the query (which may carry
+    /// a token): the loop is usually a function sending the request to itself.
+    #[error(
+        "the function's local redirects went {hops} deep without an answer, the last to {}",
+        location.split(['?', '#']).next().unwrap_or_default()
+    )]
     RedirectLoop { hops: usize, location: String },
     #[error("the function's local redirect (`Location:` without `Status:`) is not a valid path")]
     BadRedirect { location: String },

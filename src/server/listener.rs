@@ -15,10 +15,10 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt;
 
 use super::connection_threads::{Accepted, ConnectionThreads};
+use super::send_stall::SendStall;
 
 /// A client must send its whole request head within this long.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -107,8 +107,8 @@ impl Connection {
     }
 }
 
-/// Serves one connection on the thread it was handed to. A write to the client
-/// that makes no progress for `send_timeout` ends the connection.
+/// Serves one connection on the thread it was handed to. A client that takes
+/// none of its answer for `send_timeout` has the connection ended.
 pub async fn serve_connection(accepted: Accepted, router: Router, send_timeout: Duration) {
     let Accepted {
         stream,
@@ -130,16 +130,8 @@ pub async fn serve_connection(accepted: Accepted, router: Router, send_timeout: 
         request.extensions_mut().insert(ConnectInfo(connection));
         router.clone().oneshot(request)
     });
-    // hyper has no write timeout. A client that stops reading fills its socket's
-    // buffers, hyper then waits on the socket and polls the answer's body no
-    // more, so neither the function's deadline nor the end of the answer reaches
-    // the connection: it stayed open, with its descriptor and buffers, until the
-    // client read or left. Only a write that is waiting counts (a function that
-    // is slow to answer is its timeout's business), and reads have none (the
-    // head has its deadline, a body `--body-idle-timeout`).
-    let mut stream = TimeoutStream::new(stream);
-    stream.set_write_timeout(Some(send_timeout));
-    let stream = Box::pin(stream);
+    // The client must keep taking its answer (`super::send_stall`).
+    let stream = SendStall::new(stream, send_timeout);
     let connection = http_builder().serve_connection(TokioIo::new(stream), service);
     if let Err(err) = watcher.watch(connection).await {
         report_connection_error(&err, remote, send_timeout);
@@ -154,7 +146,8 @@ pub async fn serve_connection(accepted: Accepted, router: Router, send_timeout: 
 /// of, with the setting that let it go.
 fn report_connection_error(err: &hyper::Error, remote: SocketAddr, send_timeout: Duration) {
     if write_timed_out(err) {
-        tracing::info!(
+        crate::observability::metrics::send_timeout();
+        tracing::warn!(
             %remote,
             send_timeout = %humantime::format_duration(send_timeout),
             hint = "the client stopped reading, or its network stopped carrying data; if clients on slow links are cut off, raise --send-timeout",
@@ -181,7 +174,7 @@ fn report_connection_error(err: &hyper::Error, remote: SocketAddr, send_timeout:
 }
 
 /// Whether hyper gave up on the connection because a write to the client timed
-/// out ([`TimeoutStream`]'s error; the kernel's own `ETIMEDOUT` on a write, after
+/// out ([`SendStall`]'s error; the kernel's own `ETIMEDOUT` on a write, after
 /// minutes of retransmissions, says the same of the client).
 fn write_timed_out(err: &hyper::Error) -> bool {
     std::error::Error::source(err)

@@ -21,7 +21,7 @@ use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 /// The search path when the function's environment has no PATH (glibc's
 /// `execvp` default).
-const DEFAULT_PATH: &str = "/bin:/usr/bin";
+pub const DEFAULT_PATH: &str = "/bin:/usr/bin";
 
 /// Interpreter name → (the PATH searched, where it was found).
 static FOUND: LazyLock<Mutex<HashMap<&'static str, (OsString, PathBuf)>>> =
@@ -52,7 +52,11 @@ pub fn forget(name: &str) {
     found().remove(name);
 }
 
-fn search(name: &str, path_var: &OsStr) -> io::Result<PathBuf> {
+/// Where `name` is on `path_var`, searched now (not remembered).
+///
+/// # Errors
+/// `NotFound` when no folder on the PATH holds an executable file of that name.
+pub fn search(name: &str, path_var: &OsStr) -> io::Result<PathBuf> {
     for folder in std::env::split_paths(path_var) {
         // An empty or relative entry names a folder relative to the working
         // directory, which for the function is its own folder: an interpreter is

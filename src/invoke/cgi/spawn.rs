@@ -398,6 +398,88 @@ pub fn shebang_ends_in_cr(path: &Path) -> bool {
             .is_some_and(|end| end > 0 && head[end - 1] == b'\r')
 }
 
+/// The file's `#!` line without the `#!`, trimmed; none for a file without
+/// one (or whose first line does not fit in 256 bytes). Read only when a
+/// function has failed to start.
+pub fn shebang_line(path: &Path) -> Option<String> {
+    let mut head = [0u8; 256];
+    let head = crate::routes::discover::read_head(path, &mut head);
+    let line = head.strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|&byte| byte == b'\n')?];
+    Some(String::from_utf8_lossy(line).trim().to_owned())
+}
+
+/// What a `#!` line that runs `env` asks it for, when env cannot have found
+/// it: exit 127 from such a script is then env's, not the script's. Either
+/// the program is not on the function's PATH (`#!/usr/bin/env ruby` with no
+/// ruby), or the kernel handed env the rest of the line as one name
+/// (`#!/usr/bin/env python3 -u` looks for a program called `python3 -u`).
+/// None when env would have found its program: 127 then came from the script
+/// (a command it ran was not found).
+pub fn env_line_failure(
+    path: &Path,
+    relative: &str,
+    path_var: Option<&OsStr>,
+) -> Option<InvokeError> {
+    let line = shebang_line(path)?;
+    let (program, rest) = line.split_once(char::is_whitespace)?;
+    if Path::new(program).file_name() != Some(OsStr::new("env")) {
+        return None;
+    }
+    let rest = rest.trim();
+    let mut words = rest.split_whitespace();
+    let spawn_error = |cause: String, hint: String| InvokeError::Spawn {
+        file: relative.to_owned(),
+        cause,
+        hint,
+    };
+    if rest.contains(char::is_whitespace) && !rest.starts_with('-') && !rest.contains('=') {
+        return Some(spawn_error(
+            format!(
+                "its `#!` line gives env one argument, `{rest}` (the system passes everything after the interpreter as one), and env found no program of that name"
+            ),
+            format!(
+                "write the first line of {relative} as `#!{program} -S {rest}`, or leave the options out"
+            ),
+        ));
+    }
+    // env's own options (`-S` splits the rest; `-u NAME` unsets one) and
+    // NAME=VALUE assignments come before the program.
+    let mut name = None;
+    while let Some(word) = words.next() {
+        match word {
+            "-u" | "--unset" | "-C" | "--chdir" => {
+                words.next();
+            }
+            _ if word.starts_with('-') || word.contains('=') => {}
+            _ => {
+                name = Some(word);
+                break;
+            }
+        }
+    }
+    let name = name?;
+    let found = if name.contains('/') {
+        nix::unistd::access(Path::new(name), nix::unistd::AccessFlags::X_OK).is_ok()
+    } else {
+        interpreter::search(
+            name,
+            path_var.unwrap_or(OsStr::new(interpreter::DEFAULT_PATH)),
+        )
+        .is_ok()
+    };
+    (!found).then(|| {
+        spawn_error(
+            format!(
+                "its `#!` line asks env for `{name}`, which is not on the function's PATH (env exited 127)"
+            ),
+            format!(
+                "install {name}, add its folder to the PATH functions get (`--env PATH=...` or `env` in watchdog.toml), or name the interpreter's full path on the first line of {relative}"
+            ),
+        )
+    })
+}
+
 /// A JavaScript or TypeScript file: a handler module when not executable.
 fn is_module(relative: &str) -> bool {
     let extension = Path::new(relative).extension().and_then(|ext| ext.to_str());
@@ -442,10 +524,20 @@ fn describe(
             file: relative.to_owned(),
         },
         io::ErrorKind::NotFound if shebang_ends_in_cr(path) => windows_line_endings(relative),
-        io::ErrorKind::NotFound => spawn_error(
-            "the file or the interpreter named on its `#!` line was not found".into(),
-            format!("check the first line of {relative}"),
-        ),
+        io::ErrorKind::NotFound => match shebang_line(path) {
+            Some(line) => spawn_error(
+                format!(
+                    "the interpreter its `#!` line names was not found: `#!{line}`"
+                ),
+                format!(
+                    "install it, or change the first line of {relative} to an interpreter that is there (`#!/usr/bin/env NAME` finds NAME on PATH)"
+                ),
+            ),
+            None => spawn_error(
+                "the file or the interpreter named on its `#!` line was not found".into(),
+                format!("check the first line of {relative}"),
+            ),
+        },
         io::ErrorKind::PermissionDenied => match run_as {
             Some(user) => spawn_error(
                 format!("permission denied for user {user}"),

@@ -738,6 +738,9 @@ impl Drop for LeasedBody {
             return;
         };
         if lease.stops_work_on_close() {
+            if let Some(record) = self.record.as_mut() {
+                record.worker_kept = true;
+            }
             lease.finish(Outcome::Served);
             return;
         }

@@ -1199,6 +1199,9 @@ impl Drop for Leased {
     /// given back, as an HTTP worker is when its client leaves mid-body: it asks
     /// for its next event once it has sent the rest into the void.
     fn drop(&mut self) {
-        self.end(Outcome::Served, |record| record.client_gone = true);
+        self.end(Outcome::Served, |record| {
+            record.client_gone = true;
+            record.worker_kept = true;
+        });
     }
 }
