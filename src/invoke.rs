@@ -197,6 +197,10 @@ pub enum InvokeError {
     FunctionError { file: String },
     #[error("{file}: its warm worker failed: {cause}")]
     WorkerFailed { file: String, cause: String },
+    /// A handler module's worker (the Node adapter) ended with the request in
+    /// it: a `process.exit()` in the handler, or a crash.
+    #[error("{file}: the handler module's process ended before it answered ({exit})")]
+    HandlerExited { file: String, exit: String },
     /// A warm worker's answer that cannot be sent on as an HTTP response: the
     /// worker is fine, its answer is not. `hint` says what the protocol wants.
     #[error("{file}: its answer cannot be sent on: {cause}")]
@@ -296,6 +300,7 @@ impl InvokeError {
             InvokeError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             InvokeError::BodyRead(_) => StatusCode::BAD_REQUEST,
             InvokeError::WorkerFailed { .. }
+            | InvokeError::HandlerExited { .. }
             | InvokeError::BadAnswer { .. }
             | InvokeError::FunctionError { .. } => StatusCode::BAD_GATEWAY,
             InvokeError::Crashed { .. }
@@ -322,7 +327,8 @@ impl InvokeError {
                 "raise `{limit}` in the function's watchdog.toml section, or make it use less"
             )),
             InvokeError::Timeout { .. } => Some(
-                "raise the timeout (--timeout, or `timeout` in the function's watchdog.toml section), \
+                "raise the timeout (--timeout, `timeout` in the function's watchdog.toml section, \
+                 or its `maxDuration` in vercel.json), \
                  or make the function finish sooner"
                     .into(),
             ),
@@ -363,6 +369,11 @@ impl InvokeError {
                 "the worker's output is in watchdog's log; a warm worker serves HTTP on $PORT \
                  (protocol = \"http\") or polls the Runtime API at $AWS_LAMBDA_RUNTIME_API \
                  (protocol = \"lambda\")"
+                    .into(),
+            ),
+            InvokeError::HandlerExited { .. } => Some(
+                "a handler must answer, not end its process (`process.exit()`): the next request \
+                 starts a new worker, so module state is lost; what it printed is in watchdog's log"
                     .into(),
             ),
             InvokeError::FunctionError { .. } => {

@@ -9,6 +9,7 @@ pub mod path;
 pub mod pattern;
 pub mod reload;
 pub mod setting_warnings;
+pub mod shebang;
 pub mod table;
 
 use std::path::{Path, PathBuf};

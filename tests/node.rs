@@ -624,6 +624,61 @@ async fn a_client_that_leaves_a_web_stream_cancels_it() {
     assert!(!metrics.contains("watchdog_kills_total"), "{metrics}");
 }
 
+/// A handler that ends its process (`process.exit(3)`) is told as that, with
+/// the exit, and a hint that fits a handler module: it was "broke off the
+/// request: connection closed", with a hint about $PORT and the Runtime API.
+#[tokio::test]
+async fn a_handler_that_exits_its_process_is_named_as_such() {
+    let server = server(&[]);
+    let answered = client()
+        .get(server.url("/api/exits?code=3"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 502);
+    let text = answered.text().await.unwrap();
+    assert!(
+        text.contains("the handler module's process ended before it answered (exit 3)")
+            && text.contains("process.exit()"),
+        "{text}"
+    );
+    let next = client().get(server.url("/api/exits")).send().await.unwrap();
+    assert_eq!(next.text().await.unwrap(), "still here\n");
+}
+
+/// A client that leaves before its answer keeps the handler module's worker,
+/// and its module state: the request's signal aborts there, as it does for a
+/// client that leaves mid-answer. The worker was stopped, as an HTTP worker
+/// is, and the next request met a cold start with its state gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_before_its_answer_keeps_the_modules_worker() {
+    let server = server(&[]);
+    let (status, first) = json(&server, "/api/patient").await;
+    assert_eq!(status, 200);
+    let left = tokio::time::timeout(
+        Duration::from_millis(300),
+        client().get(server.url("/api/patient?wait")).send(),
+    )
+    .await;
+    assert!(left.is_err(), "answered before the client left: {left:?}");
+    assert!(
+        server.wait_for_log("patient 2 aborted", Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
+    let (status, after) = json(&server, "/api/patient").await;
+    assert_eq!(status, 200);
+    assert_eq!(after["pid"], first["pid"], "{}", server.log());
+    assert_eq!(after["served"], 3, "module state kept");
+    assert!(
+        server.wait_for_log("client_gone=true", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    let metrics = common::get_text(server.url("/_watchdog/metrics")).await;
+    assert!(!metrics.contains("watchdog_kills_total"), "{metrics}");
+}
+
 /// A Web stream is pulled only as fast as the client reads: one that stops
 /// reading holds it back at what the sockets between them buffer (well under
 /// half of its 256 MiB), where the worker made and kept every chunk.

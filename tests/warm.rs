@@ -1117,6 +1117,12 @@ async fn a_client_that_leaves_mid_answer_is_logged_as_gone_and_the_busy_worker_s
     assert_ne!(before["pid"], after["pid"], "the busy worker was stopped");
     assert_eq!(after["served"], 1, "a fresh worker");
     assert!(!server.log().contains("worker crashed"), "{}", server.log());
+    // One kill: the busy worker's. The idle one was kept, and is not counted.
+    let metrics = common::get_text(server.url("/_watchdog/metrics")).await;
+    assert!(
+        metrics.contains("watchdog_kills_total{route=\"/api/counter\",reason=\"client_gone\"} 1\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -284,7 +284,11 @@ pub async fn await_answer<F: std::future::Future>(
             () = stop.cancelled() => Waited::Stopped,
         }
     };
-    invocation.record.awaiting_answer(waited).await
+    let kept_if_left = invocation.route.function.file.runner.node_module;
+    invocation
+        .record
+        .awaiting_answer(waited, kept_if_left)
+        .await
 }
 
 /// The warm workers of one version of one function.
@@ -1000,7 +1004,7 @@ impl Lease {
     /// killed the worker when one did, noted in `record`, else `error`.
     pub async fn blame(&self, record: &mut InvocationRecord, error: InvokeError) -> InvokeError {
         let Some((limit, signal)) = self.limit_that_killed().await else {
-            return error;
+            return self.handler_exited().await.unwrap_or(error);
         };
         record.limit_hit = Some(limit);
         InvokeError::LimitHit {
@@ -1008,6 +1012,33 @@ impl Lease {
             limit,
             exit: describe_exit(None, Some(signal)).unwrap_or_default(),
         }
+    }
+
+    /// For a handler module's worker that broke off a request: whether its
+    /// process ended (a `process.exit()` in the handler), said as such rather
+    /// than as a broken connection. Its end shows a moment after the
+    /// connection breaks: waited for up to [`LIMIT_KILL_SETTLE`].
+    async fn handler_exited(&self) -> Option<InvokeError> {
+        if !self.stops_work_on_close() {
+            return None;
+        }
+        let settled = tokio::time::Instant::now() + LIMIT_KILL_SETTLE;
+        if !self.ends_by(settled).await {
+            return None;
+        }
+        // Its status reaches the exit watch once its output has closed too.
+        while !self.worker().end_known() && tokio::time::Instant::now() < settled {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let exit = if self.worker().end_known() {
+            self.worker().describe_end()
+        } else {
+            "its exit status is in watchdog's log".into()
+        };
+        Some(InvokeError::HandlerExited {
+            file: self.pool.function.file.relative.clone(),
+            exit,
+        })
     }
 
     /// Whether the function has a limit the kernel enforces by killing it.
@@ -1110,14 +1141,29 @@ impl Drop for Lease {
     /// stopped, as a CGI function's group is when its client disconnects
     /// (CONTRACT §3), and a new one starts on demand. Not counted as a crash.
     /// (An answer's body holds the lease and gives its own verdict.)
+    ///
+    /// The Node adapter's worker is the exception, as when its client leaves
+    /// mid-answer ([`Lease::stops_work_on_close`]): the connection watchdog
+    /// drops with the request aborts the handler's `request.signal` and
+    /// `close` there, and the worker, its module state with it, serves on.
     fn drop(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            tracing::info!(
+        let Some(worker) = self.worker.take() else {
+            return;
+        };
+        if self.stops_work_on_close() {
+            tracing::debug!(
                 route = %self.pool.function.pattern,
                 pid = worker.pid,
-                "stopping a warm worker whose client left before the end of its answer"
+                "a client left before its answer; the handler module's worker is kept"
             );
-            self.pool.stop_in_background(worker);
+            self.pool.release(worker, Outcome::Served);
+            return;
         }
+        tracing::info!(
+            route = %self.pool.function.pattern,
+            pid = worker.pid,
+            "stopping a warm worker whose client left before the end of its answer"
+        );
+        self.pool.stop_in_background(worker);
     }
 }

@@ -65,11 +65,18 @@ impl InvocationRecord {
     /// client until the answer comes: if the future that holds this record is
     /// dropped meanwhile (the client left, and the handler with it), the log
     /// line it writes says so.
-    pub async fn awaiting_answer<F: std::future::Future>(&mut self, answer: F) -> F::Output {
-        let before = self.client_gone;
+    /// `kept_if_left`: the worker is kept if that happens (the Node adapter's,
+    /// which stops the abandoned work itself), and no kill is counted.
+    pub async fn awaiting_answer<F: std::future::Future>(
+        &mut self,
+        answer: F,
+        kept_if_left: bool,
+    ) -> F::Output {
+        let before = (self.client_gone, self.worker_kept);
         self.client_gone = true;
+        self.worker_kept |= kept_if_left;
         let answered = answer.await;
-        self.client_gone = before;
+        (self.client_gone, self.worker_kept) = before;
         answered
     }
 

@@ -541,6 +541,7 @@ fn probe(entry: &fs::DirEntry, real_dir: &Path, root: &Path) -> Option<Probe> {
 /// is a 502 that blames the output or a quiet answer from the wrong
 /// interpreter, and the second a 502 whose `\r` the log line cannot show.
 fn interpreter_caution(path: &Path, interpreter: &str) -> Option<String> {
+    use super::shebang::{EnvRequest, Shebang};
     let mut head = [0u8; 256];
     let head = read_head(path, &mut head);
     let first_line = &head[..head.iter().position(|&byte| byte == b'\n')?];
@@ -550,30 +551,32 @@ fn interpreter_caution(path: &Path, interpreter: &str) -> Option<String> {
                 .into(),
         );
     }
-    let line = std::str::from_utf8(first_line.strip_prefix(b"#!")?)
-        .ok()?
-        .trim();
-    let mut words = line.split_whitespace();
-    let program = words.next()?;
-    let through_env = Path::new(program)
-        .file_name()
-        .is_some_and(|name| name == "env");
-    let named = if through_env {
-        words.find(|word| !word.starts_with('-') && !word.contains('='))?
-    } else {
-        program
+    let shebang = Shebang::of(head)?;
+    let (named, from_the_system, with_options) = match shebang.env_request() {
+        Some(EnvRequest::Program {
+            name, with_options, ..
+        }) => (name, true, with_options),
+        Some(EnvRequest::OneArgument(_) | EnvRequest::Other) => (shebang.program, false, true),
+        None => (
+            shebang.program,
+            ["/bin", "/usr/bin", "/usr/local/bin"]
+                .iter()
+                .any(|folder| Path::new(shebang.program).parent() == Some(Path::new(folder))),
+            shebang.argument.is_some(),
+        ),
     };
-    let from_the_system = through_env
-        || ["/bin", "/usr/bin", "/usr/local/bin"]
-            .iter()
-            .any(|folder| Path::new(program).parent() == Some(Path::new(folder)));
+    let line = shebang.line;
     let name = Path::new(named).file_name()?.to_str()?;
-    if from_the_system && same_interpreter(name, interpreter) {
-        return None;
+    if !from_the_system || !same_interpreter(name, interpreter) {
+        return Some(format!(
+            "it has no execute bit, so it runs under {interpreter} (by its extension), not as its first line says (`#!{line}`): `chmod +x` it to run it by that line"
+        ));
     }
-    Some(format!(
-        "it has no execute bit, so it runs under {interpreter} (by its extension), not as its first line says (`#!{line}`): `chmod +x` it to run it by that line"
-    ))
+    with_options.then(|| {
+        format!(
+            "it has no execute bit, so it runs under {interpreter} (by its extension) without the options its first line gives (`#!{line}`): `chmod +x` it to run it by that line"
+        )
+    })
 }
 
 /// Whether a `#!` line's program is the one a script extension names, or a

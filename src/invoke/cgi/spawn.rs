@@ -421,52 +421,49 @@ pub fn env_line_failure(
     relative: &str,
     path_var: Option<&OsStr>,
 ) -> Option<InvokeError> {
-    let line = shebang_line(path)?;
-    let (program, rest) = line.split_once(char::is_whitespace)?;
-    if Path::new(program).file_name() != Some(OsStr::new("env")) {
-        return None;
-    }
-    let rest = rest.trim();
-    let mut words = rest.split_whitespace();
+    use crate::routes::shebang::{EnvRequest, Shebang};
+    let mut head = [0u8; 256];
+    let head = crate::routes::discover::read_head(path, &mut head);
+    let shebang = Shebang::of(head)?;
     let spawn_error = |cause: String, hint: String| InvokeError::Spawn {
         file: relative.to_owned(),
         cause,
         hint,
     };
-    if rest.contains(char::is_whitespace) && !rest.starts_with('-') && !rest.contains('=') {
-        return Some(spawn_error(
-            format!(
-                "its `#!` line gives env one argument, `{rest}` (the system passes everything after the interpreter as one), and env found no program of that name"
-            ),
-            format!(
-                "write the first line of {relative} as `#!{program} -S {rest}`, or leave the options out"
-            ),
-        ));
-    }
-    // env's own options (`-S` splits the rest; `-u NAME` unsets one) and
-    // NAME=VALUE assignments come before the program.
-    let mut name = None;
-    while let Some(word) = words.next() {
-        match word {
-            "-u" | "--unset" | "-C" | "--chdir" => {
-                words.next();
-            }
-            _ if word.starts_with('-') || word.contains('=') => {}
-            _ => {
-                name = Some(word);
-                break;
-            }
+    let name = match shebang.env_request()? {
+        EnvRequest::OneArgument(argument) => {
+            return Some(spawn_error(
+                format!(
+                    "its `#!` line gives env one argument, `{argument}` (the system passes everything after the interpreter as one), and env found no program of that name"
+                ),
+                format!(
+                    "write the first line of {relative} as `#!{} -S {argument}`, or leave the options out",
+                    shebang.program
+                ),
+            ));
         }
-    }
-    let name = name?;
-    let found = if name.contains('/') {
-        nix::unistd::access(Path::new(name), nix::unistd::AccessFlags::X_OK).is_ok()
-    } else {
-        interpreter::search(
+        EnvRequest::Program {
             name,
-            path_var.unwrap_or(OsStr::new(interpreter::DEFAULT_PATH)),
-        )
-        .is_ok()
+            own_search: false,
+            ..
+        } => name,
+        // Where env looks is the line's own business: no telling from here.
+        EnvRequest::Program { .. } | EnvRequest::Other => return None,
+    };
+    let found = if name.contains('/') {
+        // Relative to the function's folder, its working directory.
+        let program = path
+            .parent()
+            .map_or_else(|| Path::new(name).to_path_buf(), |folder| folder.join(name));
+        nix::unistd::access(&program, nix::unistd::AccessFlags::X_OK).is_ok()
+    } else {
+        let path_var = path_var.unwrap_or(OsStr::new(interpreter::DEFAULT_PATH));
+        // env searches a relative folder from the function's folder too, which
+        // the search here skips: no telling.
+        if std::env::split_paths(path_var).any(|folder| !folder.is_absolute()) {
+            return None;
+        }
+        interpreter::search(name, path_var).is_ok()
     };
     (!found).then(|| {
         spawn_error(
@@ -527,7 +524,7 @@ fn describe(
         io::ErrorKind::NotFound => match shebang_line(path) {
             Some(line) => spawn_error(
                 format!(
-                    "the interpreter its `#!` line names was not found: `#!{line}`"
+                    "the interpreter its `#!` line names was not found (or, if it is there, a loader it needs is not): `#!{line}`"
                 ),
                 format!(
                     "install it, or change the first line of {relative} to an interpreter that is there (`#!/usr/bin/env NAME` finds NAME on PATH)"

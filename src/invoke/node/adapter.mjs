@@ -668,7 +668,7 @@ async function handle(req, res) {
       }
     }
   } else {
-    throw new HttpError(500, 'the module exports no handler: export GET/POST/… functions, default { fetch }, or a default function' + cgiScriptHint());
+    throw new HttpError(500, 'the module exports no handler: export GET/POST/… functions, default { fetch }, or a default function (in CommonJS, `module.exports = (req, res) => …`)' + cgiScriptHint());
   }
 }
 

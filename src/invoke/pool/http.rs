@@ -749,7 +749,7 @@ impl Drop for LeasedBody {
             // worker it may stop gets its kill grace.
             (Ok(runtime), Some(rest)) => {
                 let tracker = lease.tracker();
-                let drain = drain_then_release(rest, lease, self.sender.take());
+                let drain = drain_then_release(rest, lease, self.sender.take(), self.record.take());
                 drop(tracker.spawn_on(drain, &runtime));
             }
             // Dropping the lease stops the worker.
@@ -769,7 +769,14 @@ const DRAIN_AT_MOST: usize = 1 << 20;
 /// stream, a handler that pauses) would go on beside the next request it was
 /// lent, which "one request per worker" forbids: it is stopped, as CONTRACT §3
 /// stops a CGI function's group whose client disconnects ([`Lease`]'s drop).
-async fn drain_then_release(mut rest: Incoming, lease: Lease, sender: Option<HttpConnection>) {
+/// The request's record is written once that is known (within [`DRAIN_FOR`]):
+/// a kept worker was not killed.
+async fn drain_then_release(
+    mut rest: Incoming,
+    lease: Lease,
+    sender: Option<HttpConnection>,
+    mut record: Option<InvocationRecord>,
+) {
     use http_body_util::BodyExt;
     let drained = tokio::time::timeout(DRAIN_FOR, async {
         let mut read = 0;
@@ -786,9 +793,14 @@ async fn drain_then_release(mut rest: Incoming, lease: Lease, sender: Option<Htt
     })
     .await;
     if drained != Ok(true) {
-        return drop(lease);
+        drop(lease);
+        return drop(record);
+    }
+    if let Some(record) = record.as_mut() {
+        record.worker_kept = true;
     }
     give_back(lease, Outcome::Served, sender);
+    drop(record);
 }
 
 /// Gives the worker back with `outcome`, and its connection with it when it

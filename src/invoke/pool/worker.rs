@@ -40,10 +40,11 @@ const REAPED_STATUS_SPINS: usize = 200;
 /// starts its server.
 const LEADER_ASKED_EVERY: Duration = Duration::from_millis(100);
 
-/// How long after a tick reaped the leader its output may still close for the
-/// worker to count as a plain server that exited, not a wrapper whose server
-/// ran on ([`Worker::is_wrapper`]).
-const WRAPPER_MARGIN: Duration = Duration::from_millis(100);
+/// How long after the leader exited its output may still close for the worker
+/// to count as a plain server that exited, not a wrapper whose server ran on
+/// ([`Worker::is_wrapper`]). The slack a 100 ms tick used to give on top of
+/// its 100 ms (it noticed the exit up to a tick late) is kept.
+const WRAPPER_MARGIN: Duration = Duration::from_millis(200);
 
 /// How much longer than the grace a stop waits for the kernel to finish a KILL.
 const REAP_LIMIT: Duration = Duration::from_secs(5);
@@ -144,9 +145,9 @@ impl Worker {
         let found_ended = Arc::clone(&leader_ended_first);
         tokio::spawn(async move {
             let mut status = None;
-            // When a tick reaped the leader. A plain server's output closes as
-            // it exits, so a tick can only beat the stream to that end by a
-            // moment; a wrapper's leader is reaped long before.
+            // When the leader was reaped on its exit. A plain server's output
+            // closes as it exits, so this can only beat the stream to that end
+            // by a moment; a wrapper's leader is reaped long before.
             let mut reaped_early: Option<Instant> = None;
             // The stream waits for the process only once its output is
             // closed. A wrapper that starts its server in the background and
@@ -283,6 +284,12 @@ impl Worker {
         self.leader_ended_first.load(Ordering::Relaxed)
     }
 
+    /// Whether the exit watch has seen the process end (its status, or that
+    /// it has none).
+    pub fn end_known(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+
     /// How the process ended, for the log ("exit 3", "signal 9 (SIGKILL)");
     /// "still running" before the exit watch has seen its end.
     pub fn describe_end(&self) -> String {
@@ -299,7 +306,7 @@ impl Worker {
     /// alone, a worker that broke off an answer as it died would be kept.
     ///
     /// A leader reaped while the exit watch has no status yet is a
-    /// wrapper's (`server & exit 0`: a tick reaped it while its server holds
+    /// wrapper's (`server & exit 0`: reaped on its exit while its server holds
     /// the output), or, for a moment, a server's the output task has just
     /// reaped: the worker is then its group, and has ended when no process of
     /// it runs. Taken for ended at once, a wrapper's server that cut an
