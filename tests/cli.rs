@@ -316,6 +316,7 @@ fn routes_names_scripts_that_would_not_run_as_their_first_line_says() {
         ("bashy.sh", "#!/bin/bash\narr=(a b)\n"),
         ("venv.py", "#!/opt/venv/bin/python\nprint()\n"),
         ("windows.sh", "#!/bin/sh\r\necho\r\n"),
+        ("strict.sh", "#!/bin/sh -e\nfalse\necho\n"),
         ("agrees.py", "#!/usr/bin/env python3\nprint()\n"),
         ("plain.sh", "#!/bin/sh\necho\n"),
     ] {
@@ -330,7 +331,8 @@ fn routes_names_scripts_that_would_not_run_as_their_first_line_says() {
     assert!(
         cautions.contains("bashy.sh: it has no execute bit, so it runs under sh")
             && cautions.contains("`#!/opt/venv/bin/python`")
-            && cautions.contains("windows.sh: it has Windows line endings"),
+            && cautions.contains("windows.sh: it has Windows line endings")
+            && cautions.contains("strict.sh: it has no execute bit, so it runs under sh (by its extension) without the options"),
         "{text}"
     );
     assert!(
