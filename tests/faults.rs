@@ -340,6 +340,10 @@ async fn an_upload_that_stalls_is_answered_408_and_never_handed_to_the_function(
     let answer = common::read_answer(&mut stream);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("stalled"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
     let line = server.log_line("invocation request_id=stall-1 ", Duration::from_secs(5));
     assert!(line.contains("status=408"), "{line}");
     assert!(line.contains("bytes_in=100 "), "{line}");
@@ -372,6 +376,24 @@ async fn a_function_slow_to_read_its_body_is_not_taken_for_a_stalled_client() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "8000000 bytes\n");
+}
+
+/// A chunked upload that stalls gets its 408 with `Connection: close`, as one
+/// with a Content-Length does: the rest of its body was never read, so the
+/// connection cannot carry another request, and the client is told so.
+#[test]
+fn a_chunked_upload_that_stalls_is_answered_408_and_closed() {
+    let server = server(&["--body-idle-timeout", "500ms"]);
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .write_all(b"POST /api/upload-counter HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\na\r\nxxxxxxxxxx\r\n")
+        .unwrap();
+    let answer = common::read_answer(&mut stream);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
 }
 
 #[tokio::test]

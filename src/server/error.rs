@@ -82,7 +82,14 @@ impl AppError {
     /// as nginx also judges), or a CONNECT, whose client may go on to send
     /// its tunnel's bytes.
     pub fn ends_connection(&self) -> bool {
-        matches!(self, AppError::TransferCoding(_) | AppError::Connect)
+        match self {
+            AppError::TransferCoding(_) | AppError::Connect => true,
+            // An upload that stalled or ran out of time was not read to its
+            // end: the connection cannot carry another request, and the 408
+            // says so (hyper added it only when the body had a length).
+            AppError::Invoke(err) => err.status() == StatusCode::REQUEST_TIMEOUT,
+            _ => false,
+        }
     }
 
     pub fn hint(&self) -> Option<String> {
