@@ -173,6 +173,15 @@ async fn endless_output_is_cut_off_at_the_timeout() {
     .await;
 }
 
+/// A connection that has asked for `endless`'s answer and read none of it yet.
+fn asking_for_endless_output(server: &TestServer) -> std::net::TcpStream {
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .write_all(b"GET /api/endless HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    stream
+}
+
 /// A client that takes none of its answer is let go at `--send-timeout`: hyper
 /// waits on a full socket and polls the answer no more, so the connection, and
 /// here the function writing forever, stayed until the client read or left
@@ -180,10 +189,7 @@ async fn endless_output_is_cut_off_at_the_timeout() {
 #[test]
 fn a_client_that_takes_none_of_its_answer_is_let_go_at_the_send_timeout() {
     let server = server(&["--send-timeout", "1s"]);
-    let mut stalled = std::net::TcpStream::connect(server.addr).unwrap();
-    stalled
-        .write_all(b"GET /api/endless HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    let mut stalled = asking_for_endless_output(&server);
     // Nothing is read until watchdog has let the client go: the answer fills the
     // sockets' buffers and stops there.
     let line = server.log_line("took none of its answer", Duration::from_secs(20));
@@ -216,10 +222,7 @@ fn a_client_that_takes_none_of_its_answer_is_let_go_at_the_send_timeout() {
 #[test]
 fn a_client_reading_slowly_but_steadily_is_not_let_go() {
     let server = server(&["--send-timeout", "2s"]);
-    let mut reader = std::net::TcpStream::connect(server.addr).unwrap();
-    reader
-        .write_all(b"GET /api/endless HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    let mut reader = asking_for_endless_output(&server);
     reader
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();

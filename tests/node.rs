@@ -1119,12 +1119,21 @@ async fn refused_module(server: &TestServer) -> String {
     response.text().await.unwrap()
 }
 
+/// Only root can give a folder to another user, so only root can set the
+/// traps these tests look at: true (and said) when the test cannot run.
+fn skipped_without_root() -> bool {
+    let skipped = !nix::unistd::geteuid().is_root();
+    if skipped {
+        eprintln!("skipped: needs root to make a folder owned by someone else");
+    }
+    skipped
+}
+
 #[tokio::test]
 async fn an_adapter_folder_another_user_made_first_is_left_alone() {
     // Only root can give a folder to another user, so only root can set the
     // trap this test looks at.
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to make a folder owned by someone else");
+    if skipped_without_root() {
         return;
     }
     use std::os::unix::fs::PermissionsExt;
@@ -1173,8 +1182,7 @@ async fn a_tmpdir_anyone_may_rename_in_is_not_used_for_the_adapter() {
 /// its adapter run as root).
 #[tokio::test]
 async fn a_tmpdir_below_another_users_folder_is_not_used_for_the_adapter() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to make a folder owned by someone else");
+    if skipped_without_root() {
         return;
     }
     use std::os::unix::fs::PermissionsExt;

@@ -59,18 +59,19 @@ impl SendStall {
     /// and when it has run out, sets it again if the client took anything
     /// meanwhile, else gives up.
     fn still_waiting(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        let deadline = Instant::now() + self.timeout;
         if !self.waiting {
             self.waiting = true;
             self.queued = queued(&self.stream);
+            let deadline = Instant::now() + self.timeout;
             match &mut self.timer {
                 Some(timer) => timer.as_mut().reset(deadline),
                 None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
             }
         }
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        // Set above whenever a wait starts, so always there by now.
+        let Some(timer) = self.timer.as_mut() else {
+            return Ok(());
+        };
         while timer.as_mut().poll(cx).is_ready() {
             let now_queued = queued(&self.stream);
             let took_some =

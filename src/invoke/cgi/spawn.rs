@@ -19,6 +19,7 @@ use crate::limits::{Limiter, Plan};
 use crate::process::spawn::{CStringArray, Exec};
 use crate::process::{self, ExitWatch, reaper};
 use crate::routes::Runner;
+use crate::routes::shebang::{EnvRequest, Shebang};
 
 const ENOEXEC: i32 = nix::errno::Errno::ENOEXEC as i32;
 const E2BIG: i32 = nix::errno::Errno::E2BIG as i32;
@@ -398,15 +399,12 @@ pub fn shebang_ends_in_cr(path: &Path) -> bool {
             .is_some_and(|end| end > 0 && head[end - 1] == b'\r')
 }
 
-/// The file's `#!` line without the `#!`, trimmed; none for a file without
-/// one (or whose first line does not fit in 256 bytes). Read only when a
-/// function has failed to start.
-pub fn shebang_line(path: &Path) -> Option<String> {
+/// The file's `#!` line without the `#!`, trimmed ([`Shebang`]); none for a
+/// file without one. Read only when a function has failed to start.
+fn shebang_line(path: &Path) -> Option<String> {
     let mut head = [0u8; 256];
     let head = crate::routes::discover::read_head(path, &mut head);
-    let line = head.strip_prefix(b"#!")?;
-    let line = &line[..line.iter().position(|&byte| byte == b'\n')?];
-    Some(String::from_utf8_lossy(line).trim().to_owned())
+    Shebang::of(head).map(|shebang| shebang.line.to_owned())
 }
 
 /// What a `#!` line that runs `env` asks it for, when env cannot have found
@@ -421,7 +419,6 @@ pub fn env_line_failure(
     relative: &str,
     path_var: Option<&OsStr>,
 ) -> Option<InvokeError> {
-    use crate::routes::shebang::{EnvRequest, Shebang};
     let mut head = [0u8; 256];
     let head = crate::routes::discover::read_head(path, &mut head);
     let shebang = Shebang::of(head)?;
