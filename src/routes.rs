@@ -316,6 +316,15 @@ impl RouteTable {
         })
     }
 
+    /// The prefix, when `raw_path` lies outside it: such a 404 is most often a
+    /// URL without the prefix (`/hello` for `/api/hello`), which the error's
+    /// hint then names. None under `--prefix /`, or for a path that does not
+    /// decode (its 400 says why).
+    pub fn prefix_missed_by(&self, raw_path: &str) -> Option<String> {
+        let segments = path::decode_segments(raw_path).ok()?;
+        (!segments.starts_with(&self.prefix_segments)).then(|| self.prefix.clone())
+    }
+
     /// Routes a raw request path (no query string).
     ///
     /// # Errors
@@ -513,6 +522,18 @@ mod tests {
             found(&table, "/api/users/7/edit").function.file.relative,
             "users/[id]/edit.sh"
         );
+    }
+
+    #[test]
+    fn a_path_outside_the_prefix_is_told_the_prefix() {
+        let (_dir, table) = table(&["hello.sh"]);
+        assert_eq!(table.prefix_missed_by("/hello"), Some("/api".to_owned()));
+        assert_eq!(
+            table.prefix_missed_by("/apix/hello"),
+            Some("/api".to_owned())
+        );
+        assert_eq!(table.prefix_missed_by("/api/nothing"), None);
+        assert_eq!(table.prefix_missed_by("/api"), None);
     }
 
     #[test]

@@ -241,6 +241,39 @@ fn a_client_reading_slowly_but_steadily_is_not_let_go() {
     );
 }
 
+/// A client that closes its side right after its request (`ncat`, `nc -N`)
+/// is taken for one that left, and hyper drops the request before it runs.
+/// That is logged: the client got an empty reply, and the log said nothing.
+#[test]
+fn a_request_dropped_before_it_ran_is_logged() {
+    let server = server(&[]);
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    // Corked, the request and the FIN leave as one segment, so hyper reads
+    // the end of the stream right after the request, as it does from a
+    // remote client whose FIN came in the same packet.
+    rustix::net::sockopt::set_tcp_cork(&stream, true).unwrap();
+    stream
+        .write_all(b"GET /api/no-stdin?token=secret HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    let line = server.log_line("request dropped before it ran", Duration::from_secs(10));
+    assert!(
+        line.contains("path=/api/no-stdin") && !line.contains("secret"),
+        "{line}"
+    );
+    assert!(
+        !server.log().contains("route=/api/no-stdin"),
+        "{}",
+        server.log()
+    );
+}
+
 #[tokio::test]
 async fn client_disconnect_mid_upload_kills_the_function() {
     let server = TestServer::start(&fixtures("cgi"), &["--prefix", "/api"]);

@@ -107,7 +107,21 @@ async fn urls_mirror_file_paths_with_precedence() {
 async fn default_prefix_is_the_folder_name_and_slash_works() {
     let server = TestServer::start(&fixtures("routing"), &[]);
     assert_eq!(get(&server, "/routing/users/7").await.0, 200);
-    assert_eq!(get(&server, "/api/users/7").await.0, 404);
+    // A URL outside the prefix is told the prefix, and the URL it likely meant.
+    let (status, body) = get(&server, "/api/users/7").await;
+    assert_eq!(status, 404);
+    assert!(
+        body.contains("every route here starts with /routing")
+            && body.contains("try /routing/api/users/7"),
+        "{body}"
+    );
+    // One under the prefix that matches nothing gets the general hint.
+    let (status, body) = get(&server, "/routing/nope").await;
+    assert_eq!(status, 404);
+    assert!(
+        body.contains("`watchdog routes DIR` lists every route") && !body.contains("starts with"),
+        "{body}"
+    );
     let root = TestServer::start(&fixtures("routing"), &["--prefix", "/"]);
     assert_eq!(get(&root, "/users/7").await.0, 200);
     // At the root, SCRIPT_NAME is empty and PATH_INFO `/` (RFC 3875

@@ -23,7 +23,11 @@ pub enum AppError {
     #[error("the request head is about {bytes} bytes, over the {} KiB watchdog reads", super::listener::MAX_HEAD_BYTES / 1024)]
     HeadTooLarge { bytes: usize },
     #[error("no function answers {path}")]
-    NotFound { path: String },
+    NotFound {
+        path: String,
+        /// The prefix, when the path lies outside it.
+        outside_prefix: Option<String>,
+    },
     #[error("{pattern} is claimed by more than one file: {}", files.join(", "))]
     Conflict { pattern: String, files: Vec<String> },
     /// Named by the path it last went to, without the query (which may carry
@@ -103,6 +107,9 @@ impl AppError {
             AppError::TransferCoding(_) => Some("send the body as is with Content-Length, or chunked once, with no other transfer coding".into()),
             AppError::Expectation(_) => Some("send the request without that `Expect` header".into()),
             AppError::HeadTooLarge { .. } => Some("send fewer or smaller headers (large cookies are the usual cause)".into()),
+            AppError::NotFound { path, outside_prefix: Some(prefix) } => Some(format!(
+                "every route here starts with {prefix} (`--prefix`, by default the served folder's name): try {prefix}{path}"
+            )),
             AppError::NotFound { .. } => Some("`watchdog routes DIR` lists every route and the files that are not routes".into()),
             AppError::Conflict { .. } => Some("rename or remove all but one of these files".into()),
             AppError::RedirectLoop { .. } | AppError::BadRedirect { .. } => {

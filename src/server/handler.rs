@@ -202,6 +202,7 @@ async fn dispatch(
                 }
                 return Err(AppError::NotFound {
                     path: uri.path().to_owned(),
+                    outside_prefix: app.routes.load().prefix_missed_by(uri.path()),
                 });
             }
             Lookup::Conflict { pattern, files } => {

@@ -19,6 +19,7 @@ use tower::ServiceExt;
 
 use super::connection_threads::{Accepted, ConnectionThreads};
 use super::send_stall::SendStall;
+use super::unrun::Unrun;
 
 /// A client must send its whole request head within this long.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -127,8 +128,13 @@ pub async fn serve_connection(accepted: Accepted, router: Router, send_timeout: 
         local: stream.local_addr().ok(),
     };
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        let unrun = Unrun::new(request.method(), request.uri(), remote);
         request.extensions_mut().insert(ConnectInfo(connection));
-        router.clone().oneshot(request)
+        let answer = router.clone().oneshot(request);
+        async move {
+            unrun.started();
+            answer.await
+        }
     });
     // The client must keep taking its answer (`super::send_stall`).
     let stream = SendStall::new(stream, send_timeout);
