@@ -13,6 +13,7 @@ pub mod list_header;
 pub mod listener;
 pub mod request_id;
 pub mod send_stall;
+pub mod stalled_head;
 pub mod transfer_coding;
 pub mod unrun;
 

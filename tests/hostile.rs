@@ -30,7 +30,19 @@ async fn a_slowloris_head_is_cut_off_and_others_are_served() {
             .status(),
         200
     );
+    let remote = slow.local_addr().unwrap();
     assert_closed_at_the_head_deadline(slow, started);
+    // The operator is told, with the client's address, and it is counted.
+    let line = server.log_line("sent part of a request head", Duration::from_secs(5));
+    assert!(line.contains(&format!("remote={remote}")), "{line}");
+    let metrics = raw_request(
+        server.addr,
+        b"GET /_watchdog/metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        metrics.contains("watchdog_head_timeouts_total 1"),
+        "{metrics}"
+    );
 }
 
 /// The server closes `stream` at its 10 s head deadline (counted from
@@ -54,7 +66,24 @@ fn assert_closed_at_the_head_deadline(mut stream: TcpStream, started: Instant) {
 async fn a_client_that_never_sends_a_byte_is_cut_off_at_the_head_deadline() {
     let server = server();
     let silent = TcpStream::connect(server.addr).unwrap();
+    // And a kept-alive connection idle since its answer, closed at the same
+    // deadline.
+    let mut idle = TcpStream::connect(server.addr).unwrap();
+    idle.write_all(b"GET /api/hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = [0; 12];
+    idle.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
     assert_closed_at_the_head_deadline(silent, Instant::now());
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    assert!(idle.read_to_end(&mut Vec::new()).is_ok());
+    // Routine (browsers open connections ahead and keep them): not logged.
+    assert!(
+        !server.log().contains("part of a request head"),
+        "{}",
+        server.log()
+    );
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ pub const INIT_DURATION: &str = "watchdog_worker_init_seconds";
 pub const WARM_HITS: &str = "watchdog_warm_hits_total";
 pub const WORKERS: &str = "watchdog_workers";
 pub const SEND_TIMEOUTS: &str = "watchdog_send_timeouts_total";
+pub const HEAD_TIMEOUTS: &str = "watchdog_head_timeouts_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -240,6 +241,12 @@ pub fn cold_start(route: &str, init: Duration) {
 /// between requests.
 pub fn send_timeout() {
     counter!(SEND_TIMEOUTS).increment(1);
+}
+
+/// A connection closed at the head deadline with part of a request head in:
+/// a rising count is clients on failing links, or slowloris.
+pub fn head_timeout() {
+    counter!(HEAD_TIMEOUTS).increment(1);
 }
 
 /// Workers of a warm pool by state.

@@ -19,6 +19,7 @@ use tower::ServiceExt;
 
 use super::connection_threads::{Accepted, ConnectionThreads};
 use super::send_stall::SendStall;
+use super::stalled_head::{HeadStarted, NoteHeadStarted};
 use super::unrun::Unrun;
 
 /// A client must send its whole request head within this long.
@@ -138,9 +139,11 @@ pub async fn serve_connection(accepted: Accepted, router: Router, send_timeout: 
     });
     // The client must keep taking its answer (`super::send_stall`).
     let stream = SendStall::new(stream, send_timeout);
+    let head_started = HeadStarted::default();
+    let stream = NoteHeadStarted::new(stream, head_started.clone());
     let connection = http_builder().serve_connection(TokioIo::new(stream), service);
     if let Err(err) = watcher.watch(connection).await {
-        report_connection_error(&err, remote, send_timeout);
+        report_connection_error(&err, remote, send_timeout, head_started.get());
     }
 }
 
@@ -148,10 +151,24 @@ pub async fn serve_connection(accepted: Accepted, router: Router, send_timeout: 
 /// routing: no access log line and no request id. It is logged here, so an
 /// operator looking for a client's 431 (a browser's cookies past 64 KiB of head)
 /// finds it. A connection that closed or timed out early answered nothing and
-/// is only a debug line. A client let go for taking none of its answer is told
-/// of, with the setting that let it go.
-fn report_connection_error(err: &hyper::Error, remote: SocketAddr, send_timeout: Duration) {
-    if write_timed_out(err) {
+/// is only a debug line, unless the client stopped partway through a request
+/// head (`head_started`). A client let go for taking none of its answer is
+/// told of, with the setting that let it go.
+fn report_connection_error(
+    err: &hyper::Error,
+    remote: SocketAddr,
+    send_timeout: Duration,
+    head_started: bool,
+) {
+    if err.is_timeout() && head_started {
+        crate::observability::metrics::head_timeout();
+        tracing::info!(
+            %remote,
+            head_deadline = %humantime::format_duration(HEADER_READ_TIMEOUT),
+            hint = "a client on a failing link, or one holding connections open on purpose (slowloris); the deadline is fixed",
+            "closed a connection whose client sent part of a request head and then not the rest within the head deadline; nothing was answered"
+        );
+    } else if write_timed_out(err) {
         crate::observability::metrics::send_timeout();
         tracing::warn!(
             %remote,
