@@ -63,6 +63,12 @@ pub struct Invocation {
 }
 
 impl Invocation {
+    /// Moves the deadline on by `by`, both ways it is given.
+    pub fn extend_deadline(&mut self, by: std::time::Duration) {
+        self.deadline += by;
+        self.deadline_epoch_ms += by.as_millis();
+    }
+
     /// Marks the invocation as stopped by watchdog's shutdown (at the end of the
     /// drain timeout, or when a second signal cut it short), and gives the error
     /// its client is answered with.

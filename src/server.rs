@@ -14,6 +14,7 @@ pub mod listener;
 pub mod request_id;
 pub mod send_stall;
 pub mod stalled_head;
+pub mod taken;
 pub mod transfer_coding;
 pub mod unrun;
 

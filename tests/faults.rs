@@ -177,7 +177,7 @@ async fn endless_output_is_cut_off_at_the_timeout() {
 fn asking_for_endless_output(server: &TestServer) -> std::net::TcpStream {
     let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
     stream
-        .write_all(b"GET /api/endless HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /api/endless HTTP/1.1\r\nHost: t\r\nX-Request-Id: stalled-1\r\n\r\n")
         .unwrap();
     stream
 }
@@ -194,6 +194,11 @@ fn a_client_that_takes_none_of_its_answer_is_let_go_at_the_send_timeout() {
     // sockets' buffers and stops there.
     let line = server.log_line("took none of its answer", Duration::from_secs(20));
     assert!(line.contains("send_timeout=1s"), "{}", server.log());
+    // It names the request being answered, as its invocation line does.
+    assert!(
+        line.contains("request_id=stalled-1") && line.contains("path=/api/endless"),
+        "{line}"
+    );
     // Stopped as for a client that left.
     server.assert_no_children();
     // What the sockets held, then the end: the connection is closed.
@@ -253,7 +258,9 @@ fn a_request_dropped_before_it_ran_is_logged() {
     // remote client whose FIN came in the same packet.
     rustix::net::sockopt::set_tcp_cork(&stream, true).unwrap();
     stream
-        .write_all(b"GET /api/no-stdin?token=secret HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(
+            b"GET /api/no-stdin?token=secret HTTP/1.1\r\nHost: t\r\nX-Request-Id: half-1\r\n\r\n",
+        )
         .unwrap();
     stream.shutdown(std::net::Shutdown::Write).unwrap();
     stream
@@ -264,7 +271,9 @@ fn a_request_dropped_before_it_ran_is_logged() {
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
     let line = server.log_line("request dropped before it ran", Duration::from_secs(10));
     assert!(
-        line.contains("path=/api/no-stdin") && !line.contains("secret"),
+        line.contains("path=/api/no-stdin")
+            && line.contains("request_id=half-1")
+            && !line.contains("secret"),
         "{line}"
     );
     assert!(

@@ -681,6 +681,53 @@ time.sleep(30)
     );
 }
 
+/// A runtime that takes longer to start than its function's timeout still
+/// answers its first request: as on Lambda, whose init has a budget of its
+/// own, the invocation's time starts once the runtime asks for the event. And
+/// the Runtime API's headers come in the case AWS's do, which a bootstrap that
+/// copies them into a plain map relies on.
+#[tokio::test]
+async fn a_slow_init_does_not_eat_the_invocations_time_and_headers_are_in_aws_case() {
+    let project = project("");
+    add_runtime(
+        &project,
+        "slow-init.py",
+        "timeout = \"1s\"\n",
+        "",
+        r#"#!/usr/bin/env python3
+import json, os, time, urllib.request
+time.sleep(1.5)
+base = f"http://{os.environ['AWS_LAMBDA_RUNTIME_API']}/2018-06-01/runtime/invocation"
+while True:
+    with urllib.request.urlopen(f"{base}/next") as r:
+        headers = dict(r.getheaders())
+    left = int(headers["Lambda-Runtime-Deadline-Ms"]) - int(time.time() * 1000)
+    body = json.dumps({"left_ms": left, "names": sorted(headers)})
+    answer = json.dumps({"statusCode": 200, "body": body}).encode()
+    rid = headers["Lambda-Runtime-Aws-Request-Id"]
+    urllib.request.urlopen(urllib.request.Request(f"{base}/{rid}/response", data=answer, method="POST"))
+"#,
+    );
+    let server = TestServer::start(&project.path().join("api"), &[]);
+    let (status, text) = get_text(&server, "/api/slow-init").await;
+    assert_eq!(status, 200, "{text}\n{}", server.log());
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // The deadline the runtime was given lies ahead by about the timeout, not
+    // behind by the time its start took.
+    let left = answer["left_ms"].as_i64().unwrap();
+    assert!(left > 300, "{answer}");
+    let names = answer["names"].to_string();
+    for name in [
+        "Lambda-Runtime-Aws-Request-Id",
+        "Lambda-Runtime-Deadline-Ms",
+        "Lambda-Runtime-Invoked-Function-Arn",
+        "Lambda-Runtime-Trace-Id",
+        "Content-Type",
+    ] {
+        assert!(names.contains(name), "{name} not in {names}");
+    }
+}
+
 async fn get_text(server: &TestServer, path: &str) -> (u16, String) {
     let response = client().get(server.url(path)).send().await.unwrap();
     (response.status().as_u16(), response.text().await.unwrap())

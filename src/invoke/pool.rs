@@ -209,6 +209,11 @@ impl Invoker for PoolInvoker {
                 };
                 invocation.record.client_gone = false;
                 let lease = acquired.map_err(|error| invocation.record.failed(error))?;
+                if pool.config.protocol == WarmProtocol::Lambda {
+                    // The invocation's time starts once its runtime is up, as
+                    // on Lambda ([`Pool::acquire`]).
+                    invocation.extend_deadline(lease.init);
+                }
                 let answered = match &event {
                     None => http::forward(lease, invocation).await,
                     Some(event) => lambda::invoke(lease, invocation, event.clone()).await,
@@ -313,6 +318,8 @@ pub struct Lease {
     pub worker: Option<Worker>,
     pub pool: Arc<Pool>,
     pub cold: bool,
+    /// How long the request waited for its worker to start (zero when warm).
+    pub init: Duration,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -675,6 +682,7 @@ impl Pool {
                         worker: Some(worker),
                         pool: Arc::clone(self),
                         cold: false,
+                        init: Duration::ZERO,
                         _permit: permit,
                     });
                 }
@@ -700,11 +708,20 @@ impl Pool {
         // have waited in the queue: it runs apart, and outlives the request if
         // need be.
         let timeout = self.function.settings.timeout;
+        let own_deadline = tokio::time::Instant::now() + policy::start_allowance(timeout);
         let start = tokio::spawn({
             let pool = Arc::clone(self);
-            let own_deadline = tokio::time::Instant::now() + policy::start_allowance(timeout);
             async move { pool.start_worker(own_deadline).await }
         });
+        // Lambda's init has a budget of its own: there the function's timeout
+        // starts when the runtime takes the event, so a 7 s init does not fail
+        // a 5 s function. The request waits for the start as long as the start
+        // may take, and its deadline moves on by the wait ([`Lease::init`]).
+        // An HTTP worker's start counts against the request's time.
+        let wait_until = match self.config.protocol {
+            WarmProtocol::Lambda => deadline.max(own_deadline),
+            WarmProtocol::Http => deadline,
+        };
         // Whatever ends the wait first (the request's time, or its client
         // leaving, which drops this future), a start that outlives it is
         // finished apart, and its worker kept for the next request.
@@ -718,7 +735,7 @@ impl Pool {
                 .start
                 .as_mut()
                 .expect("the start is held until it is taken");
-            tokio::time::timeout_at(deadline, handle).await
+            tokio::time::timeout_at(wait_until, handle).await
         };
         let (worker, permit) = match waited {
             Ok(ended) => {
@@ -748,6 +765,7 @@ impl Pool {
             worker: Some(worker),
             pool: Arc::clone(self),
             cold: true,
+            init: started.elapsed(),
             _permit: permit,
         })
     }

@@ -33,7 +33,7 @@ impl BuiltinRequest {
 /// error page like watchdog's others: text or JSON by `Accept`, with the id.
 pub async fn answer_as_watchdog(mut request: Request, next: Next) -> Response {
     let builtin = BuiltinRequest {
-        id: request_id::from_headers(request.headers()),
+        id: request_id::of(request.extensions(), request.headers()),
         accept: super::error::accept_of(request.headers()),
     };
     let method = request.method().to_string();

@@ -37,7 +37,7 @@ pub async fn function(
 /// Answers one request. Also used by `watchdog invoke` and cron, without a
 /// socket ([`Connection::internal`]).
 pub async fn handle(app: &App, connection: Connection, request: Request) -> Response<Body> {
-    let request_id = request_id::from_headers(request.headers());
+    let request_id = request_id::of(request.extensions(), request.headers());
     // Kept for an error page: the Accept values, not a copy of every header.
     let accept = super::error::accept_of(request.headers());
     let method = request.method().clone();

@@ -6,6 +6,7 @@
 //! survives running out of file descriptors.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -18,8 +19,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
 use super::connection_threads::{Accepted, ConnectionThreads};
+use super::request_id::{self, RequestId};
 use super::send_stall::SendStall;
 use super::stalled_head::{HeadStarted, NoteHeadStarted};
+use super::taken::{LastTaken, Taken};
 use super::unrun::Unrun;
 
 /// A client must send its whole request head within this long.
@@ -128,8 +131,17 @@ pub async fn serve_connection(accepted: Accepted, router: Router, send_timeout: 
         remote,
         local: stream.local_addr().ok(),
     };
+    let last_taken = LastTaken::default();
+    let taking = last_taken.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        let unrun = Unrun::new(request.method(), request.uri(), remote);
+        let taken = Arc::new(Taken {
+            id: request_id::from_headers(request.headers()),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+        });
+        request.extensions_mut().insert(RequestId(taken.id.clone()));
+        taking.set(Arc::clone(&taken));
+        let unrun = Unrun::new(taken, remote);
         request.extensions_mut().insert(ConnectInfo(connection));
         let answer = router.clone().oneshot(request);
         async move {
@@ -143,8 +155,24 @@ pub async fn serve_connection(accepted: Accepted, router: Router, send_timeout: 
     let stream = NoteHeadStarted::new(stream, head_started.clone());
     let connection = http_builder().serve_connection(TokioIo::new(stream), service);
     if let Err(err) = watcher.watch(connection).await {
-        report_connection_error(&err, remote, send_timeout, head_started.get());
+        let ended = Ended {
+            remote,
+            send_timeout,
+            head_started: head_started.get(),
+            last_taken: last_taken.get(),
+        };
+        report_connection_error(&err, &ended);
     }
+}
+
+/// What is known of a connection that ended with an error.
+struct Ended {
+    remote: SocketAddr,
+    send_timeout: Duration,
+    /// Part of a request head had come in since the last answer went out.
+    head_started: bool,
+    /// The request being answered, or the last one.
+    last_taken: Option<Arc<Taken>>,
 }
 
 /// A request hyper could not parse was answered by hyper itself, before
@@ -154,13 +182,9 @@ pub async fn serve_connection(accepted: Accepted, router: Router, send_timeout: 
 /// is only a debug line, unless the client stopped partway through a request
 /// head (`head_started`). A client let go for taking none of its answer is
 /// told of, with the setting that let it go.
-fn report_connection_error(
-    err: &hyper::Error,
-    remote: SocketAddr,
-    send_timeout: Duration,
-    head_started: bool,
-) {
-    if err.is_timeout() && head_started {
+fn report_connection_error(err: &hyper::Error, ended: &Ended) {
+    let remote = ended.remote;
+    if err.is_timeout() && ended.head_started {
         crate::observability::metrics::head_timeout();
         tracing::info!(
             %remote,
@@ -170,9 +194,13 @@ fn report_connection_error(
         );
     } else if write_timed_out(err) {
         crate::observability::metrics::send_timeout();
+        let taken = ended.last_taken.as_deref();
         tracing::warn!(
             %remote,
-            send_timeout = %humantime::format_duration(send_timeout),
+            request_id = taken.map(|t| display(&t.id)),
+            method = taken.map(|t| display(&t.method)),
+            path = taken.map(|t| display(t.uri.path())),
+            send_timeout = %humantime::format_duration(ended.send_timeout),
             hint = "the client stopped reading, or its network stopped carrying data; if clients on slow links are cut off, raise --send-timeout",
             "closed a connection whose client took none of its answer for the send timeout; the answer was cut off"
         );

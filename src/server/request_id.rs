@@ -6,6 +6,20 @@ use axum::http::HeaderMap;
 
 pub const HEADER: &str = "x-request-id";
 
+/// A request's id, decided as hyper hands the request over
+/// ([`super::listener`]), so that the connection can name the request it was
+/// answering when it ends badly.
+#[derive(Clone)]
+pub struct RequestId(pub String);
+
+/// The id decided for a request on its way in; for one that came no such way
+/// (`watchdog invoke`, cron), from its headers.
+pub fn of(extensions: &axum::http::Extensions, headers: &HeaderMap) -> String {
+    extensions
+        .get::<RequestId>()
+        .map_or_else(|| from_headers(headers), |id| id.0.clone())
+}
+
 /// The client's id when it is 1 to 128 visible ASCII characters, else a new one.
 pub fn from_headers(headers: &HeaderMap) -> String {
     headers

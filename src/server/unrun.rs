@@ -5,25 +5,26 @@
 //! closes its side right after sending, as `ncat`, `socat` and `nc -N` do at the
 //! end of their input (a TCP half-close), is taken for one that left, and the
 //! request is dropped unpolled: nothing ran, nothing was answered, and before
-//! this nothing was logged either, so such a user saw an empty reply and an
-//! operator an empty log. (A half-close is indistinguishable from a client
+//! [`Unrun`] nothing was logged either, so such a user saw an empty reply and
+//! an operator an empty log. (A half-close is indistinguishable from a client
 //! that went away, whose function CONTRACT §3 has killed; nginx in front of an
 //! upstream judges it the same way.)
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::http::{Method, Uri};
+use super::taken::Taken;
 
 /// Armed when hyper hands a request over; disarmed when the request's future
 /// is first polled. Dropped armed, it logs the request as dropped unrun.
 pub struct Unrun {
-    armed: Option<(Method, Uri, SocketAddr)>,
+    armed: Option<(Arc<Taken>, SocketAddr)>,
 }
 
 impl Unrun {
-    pub fn new(method: &Method, uri: &Uri, remote: SocketAddr) -> Self {
+    pub fn new(taken: Arc<Taken>, remote: SocketAddr) -> Self {
         Self {
-            armed: Some((method.clone(), uri.clone(), remote)),
+            armed: Some((taken, remote)),
         }
     }
 
@@ -35,10 +36,11 @@ impl Unrun {
 
 impl Drop for Unrun {
     fn drop(&mut self) {
-        if let Some((method, uri, remote)) = self.armed.take() {
+        if let Some((taken, remote)) = self.armed.take() {
             tracing::info!(
-                %method,
-                path = %uri.path(),
+                request_id = %taken.id,
+                method = %taken.method,
+                path = %taken.uri.path(),
                 %remote,
                 hint = "a client must keep its side of the connection open until its answer has come: `ncat --no-shutdown`, `nc` without -N; curl and browsers do",
                 "request dropped before it ran: the client closed its side of the connection right after sending it (a TCP half-close is taken as a client that left); nothing was run or answered"

@@ -130,15 +130,37 @@ impl Runtime {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let listener = super::runtime_peer::WorkerUserOnly::new(listener, peers.uid, peers.file)?;
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        let server = tokio::spawn(serve_runtime_api(listener, router));
         Ok(Self {
             addr,
             events: events_tx,
             state,
             server,
         })
+    }
+}
+
+/// Serves the Runtime API as AWS's does, header names in canonical case
+/// (`Lambda-Runtime-Aws-Request-Id`): HTTP says case does not matter, but a
+/// bootstrap that copies the headers into a plain map (Python's
+/// `dict(response.headers)`) and looks the name up as the Lambda docs spell it
+/// found nothing in hyper's lower case, and answered for request `None`.
+/// (axum's `serve` has no way to ask for that.)
+async fn serve_runtime_api(mut listener: super::runtime_peer::WorkerUserOnly, router: Router) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.title_case_headers(true);
+    loop {
+        let (stream, _) = axum::serve::Listener::accept(&mut listener).await;
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request| {
+            tower::ServiceExt::oneshot(router.clone(), request)
+        });
+        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "Runtime API connection ended with an error");
+            }
+        });
     }
 }
 
