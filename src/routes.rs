@@ -5,6 +5,7 @@
 
 pub mod code_fingerprint;
 pub mod discover;
+pub mod link_watch;
 pub mod path;
 pub mod pattern;
 pub mod reload;
@@ -28,6 +29,12 @@ use table::{Endpoint, Found, Trie};
 #[derive(Debug)]
 pub struct Function {
     pub file: FunctionFile,
+    /// DIR as the walk that found this function resolved it: DOCUMENT_ROOT,
+    /// and where its file is run from. DIR given as a symlink that is later
+    /// pointed elsewhere (a `current` release link) is resolved again by the
+    /// walk that follows, whose functions run from the new folder, while a
+    /// request routed before it runs the file it was routed to.
+    pub document_root: Arc<Path>,
     /// The pattern as users see it: `/api/users/[id]`.
     pub pattern: String,
     /// Its effective settings (defaults, flags, config sections).
@@ -70,6 +77,8 @@ impl RouteMatch {
 #[derive(Debug)]
 pub struct RouteTable {
     pub dir: PathBuf,
+    /// DIR as this table's walk resolved it ([`Function::document_root`]).
+    pub document_root: Arc<Path>,
     pub prefix: String,
     prefix_segments: Vec<String>,
     pub functions: Vec<Arc<Function>>,
@@ -146,10 +155,12 @@ impl RouteTable {
             found_functions.push((file, settings));
         }
         code_fingerprint::mix_in_imports(dir, &found.root, &mut found_functions);
+        let document_root: Arc<Path> = Arc::from(found.root.as_path());
         let mut functions = Vec::with_capacity(found_functions.len());
         for (file, settings) in found_functions {
             let shown = pattern::display(&prefix, &file.segments);
             functions.push(Arc::new(Function {
+                document_root: Arc::clone(&document_root),
                 metrics: FunctionMetrics::new(&shown),
                 pattern: shown,
                 settings,
@@ -192,6 +203,7 @@ impl RouteTable {
         }
         Ok(Self {
             dir: dir.to_path_buf(),
+            document_root,
             prefix,
             prefix_segments,
             functions,

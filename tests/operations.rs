@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestServer, client, gone, write_script};
+use common::{TestServer, client, get_text, gone, wait_for_text, write_script};
 
 /// A project whose `api/ok.sh` answers "ok", and its api folder.
 fn project_with_ok() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -417,6 +417,39 @@ async fn dir_deleted_and_made_again_or_swapped_is_watched_again() {
     eventually(&server, "/api/d", 200, Duration::from_secs(3)).await;
     write_script(&api.join("e.sh"), hello);
     eventually(&server, "/api/e", 200, Duration::from_secs(2)).await;
+}
+
+/// DIR given as a release link (`current -> releases/v1/api`) that a deploy
+/// points elsewhere, the way Capistrano and most deploy scripts do: the new
+/// release answers, the old one is watched no more, and the new one is.
+#[tokio::test]
+async fn a_dir_link_pointed_at_another_release_is_followed() {
+    let project = tempfile::tempdir().unwrap();
+    let root = project.path();
+    let says = |text: &str| format!("printf 'Content-Type: text/plain\\n\\n{text}\\n'");
+    write_script(&root.join("releases/v1/api/hello.sh"), &says("v1"));
+    write_script(&root.join("releases/v2/api/hello.sh"), &says("v2"));
+    write_script(&root.join("releases/v2/api/only-v2.sh"), &says("new"));
+    let current = root.join("current");
+    std::os::unix::fs::symlink(root.join("releases/v1/api"), &current).unwrap();
+    let server = TestServer::start(&current, &["--prefix", "/api"]);
+    assert_eq!(get_text(server.url("/api/hello")).await, "v1\n");
+    // Pointed at v2 at once, by a rename over the link.
+    let next = root.join("current.next");
+    std::os::unix::fs::symlink(root.join("releases/v2/api"), &next).unwrap();
+    std::fs::rename(&next, &current).unwrap();
+    wait_for_text(server.url("/api/hello"), "v2\n", Duration::from_secs(5)).await;
+    assert_eq!(get_text(server.url("/api/only-v2")).await, "new\n");
+    assert!(server.log().contains("DIR leads to another folder now"));
+    // v2 is watched now, and v1 no more.
+    write_script(&root.join("releases/v2/api/added.sh"), &says("added"));
+    wait_for_text(server.url("/api/added"), "added\n", Duration::from_secs(5)).await;
+    let reloads = || server.log().matches("routes reloaded").count();
+    let before = reloads();
+    write_script(&root.join("releases/v1/api/hello.sh"), &says("v1 again"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(reloads(), before, "{}", server.log());
+    assert_eq!(get_text(server.url("/api/hello")).await, "v2\n");
 }
 
 /// CONTRACT §2: nothing that resolves outside DIR reaches a function, not even

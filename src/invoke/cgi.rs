@@ -116,7 +116,7 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
     let body = std::mem::replace(&mut invocation.body, RequestBody::Empty);
     let has_body = !matches!(body, RequestBody::Empty);
     let file = invocation.route.function.file.relative.clone();
-    let path = invocation.settings.document_root.join(&file);
+    let path = invocation.route.function.document_root.join(&file);
     let runner = &invocation.route.function.file.runner;
     let limits = &invocation.route.function.settings.limits;
     let plan = limiter.plan(limits).map_err(|err| InvokeError::Spawn {

@@ -773,11 +773,9 @@ impl Pool {
     async fn start_worker(&self, deadline: tokio::time::Instant) -> Result<Worker, InvokeError> {
         crate::invoke::file_busy::retry_while_busy(deadline, || async move {
             match self.config.protocol {
-                WarmProtocol::Http => {
-                    http::start(&self.function, &self.settings, &self.limiter, deadline).await
-                }
+                WarmProtocol::Http => http::start(&self.function, &self.limiter, deadline).await,
                 WarmProtocol::Lambda => {
-                    lambda::start(&self.function, &self.settings, &self.limiter, deadline).await
+                    lambda::start(&self.function, &self.limiter, deadline).await
                 }
             }
         })

@@ -138,7 +138,7 @@ impl Pending {
                 .any(|(change, path)| *change > applied && concerns(path))
     }
 
-    fn note_change(&self, paths: &[std::path::PathBuf]) {
+    pub(super) fn note_change(&self, paths: &[std::path::PathBuf]) {
         // Kept before the count moves: a request that sees the change
         // pending finds what it touched.
         let change = self.seen.load(Ordering::Acquire) + 1;
@@ -209,16 +209,22 @@ pub fn watch(
     on_reload: impl Fn(&RouteTable) + Send + 'static,
 ) -> notify::Result<Watching> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let root = settings.document_root.clone();
+    let link_changed = tx.clone();
+    // DIR as given, which may lead through a symlink (a `current` release
+    // link), and the folder it leads to now, which is what is watched.
+    let given = std::path::absolute(&settings.dir).unwrap_or_else(|_| settings.dir.clone());
+    let shared_root = Arc::new(ArcSwap::from_pointee(settings.document_root.clone()));
     // DIR itself removed or moved away: its watch is over, whatever folder
     // is at its path by the rebuild (a new one may even reuse the inode).
     let root_replaced = Arc::new(AtomicBool::new(false));
     let mut project = ProjectWatches::default();
     let handler = {
-        let (root, root_replaced) = (root.clone(), Arc::clone(&root_replaced));
+        let (shared_root, root_replaced) = (Arc::clone(&shared_root), Arc::clone(&root_replaced));
         let pending = Arc::clone(&pending);
         let moved_away = Arc::clone(&project.moved_away);
         move |event: notify::Result<notify::Event>| {
+            let root = shared_root.load();
+            let root: &std::path::Path = &root;
             // Something removed or renamed: DIR itself, or a project folder
             // beside it, loses its watch.
             if let Ok(event) = &event
@@ -228,10 +234,10 @@ pub fn watch(
                         | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
                 )
             {
-                if event.paths.contains(&root) {
+                if event.paths.iter().any(|path| path == root) {
                     root_replaced.store(true, Ordering::Relaxed);
                 }
-                let beside = event.paths.iter().filter(|path| !path.starts_with(&root));
+                let beside = event.paths.iter().filter(|path| !path.starts_with(root));
                 moved_away
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -239,7 +245,7 @@ pub fn watch(
             }
             if event
                 .as_ref()
-                .is_ok_and(|e| !e.kind.is_access() && concerns_code(e, &root))
+                .is_ok_and(|e| !e.kind.is_access() && concerns_code(e, root))
                 || event.is_err()
             {
                 pending.note_change(event.as_ref().map_or(&[][..], |e| e.paths.as_slice()));
@@ -252,10 +258,14 @@ pub fn watch(
     // the hot path (measured: a context switch and an event parse per request).
     let config = notify::Config::default().with_event_kinds(notify::EventKindMask::CORE);
     let mut watcher = notify::RecommendedWatcher::new(handler, config)?;
+    let mut root = settings.document_root.clone();
     watcher.watch(&root, RecursiveMode::Recursive)?;
-    let mut watched = folder_identity(&root);
+    let mut watched = folder_identity(&given);
     project.sync(&mut watcher, project_folders(&routes.load(), &root));
+    let links = super::link_watch::watch(&given, link_changed, Arc::clone(&pending))?;
     let task = tokio::spawn(async move {
+        // Lives as long as the watching does.
+        let _links = links;
         let mut gone = false;
         loop {
             if gone {
@@ -264,12 +274,12 @@ pub fn watch(
                 match settled_change(&mut rx, &pending).await {
                     None => return,
                     Some(Settled::Hurried) => tracing::info!(
-                        "walking DIR early: a request that found no function is waiting on a change"
+                        "walking DIR early: a request waits on a change not yet read (a function not found, its file changed, or a warm function)"
                     ),
                     Some(Settled::Quiet) => {}
                 }
             }
-            let now = folder_identity(&root);
+            let now = folder_identity(&given);
             if now.is_none() {
                 if !gone {
                     gone = true;
@@ -281,7 +291,15 @@ pub fn watch(
             let replaced = root_replaced.swap(false, Ordering::Relaxed);
             if gone || replaced || now != watched {
                 // A new folder at DIR's path: the old watch sees nothing of it.
+                // Through a symlink pointed elsewhere, a folder at a path of
+                // its own, which is watched instead.
                 let _ = watcher.unwatch(&root);
+                let resolved = given.canonicalize().unwrap_or_else(|_| root.clone());
+                if resolved != root {
+                    tracing::info!(dir = %given.display(), now = %resolved.display(), was = %root.display(), "DIR leads to another folder now: serving its functions");
+                    root = resolved;
+                    shared_root.store(Arc::new(root.clone()));
+                }
                 match watcher.watch(&root, RecursiveMode::Recursive) {
                     Ok(()) => watched = now,
                     Err(err) => {
@@ -300,7 +318,7 @@ pub fn watch(
             let settings = Arc::clone(&settings);
             let rebuilt = tokio::task::spawn_blocking(move || {
                 RouteTable::for_settings(&settings).map(|table| {
-                    let folders = project_folders(&table, &settings.document_root);
+                    let folders = project_folders(&table, &table.document_root);
                     (table, folders)
                 })
             })

@@ -218,7 +218,7 @@ async fn dispatch(
         if app.reload_pending.is_pending()
             && !crate::routes::reload::still_below_dir(
                 &route.function.file.path,
-                &app.settings.document_root,
+                &route.function.document_root,
             )
         {
             // Renamed (`lang.sh` to `lang.py`) or replaced: the table walked

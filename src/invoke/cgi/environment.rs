@@ -9,12 +9,10 @@
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStringExt;
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, header};
 
-use crate::config::Settings;
 use crate::config::file::EnvStyle;
 use crate::invoke::Invocation;
 use crate::process::env_block::EnvBlock;
@@ -30,7 +28,6 @@ pub const SERVER_SOFTWARE: &str = concat!("watchdog/", env!("CARGO_PKG_VERSION")
 /// [`EnvBlock`]; the request's come on top.
 pub struct Environment {
     function: Arc<Function>,
-    settings: Arc<Settings>,
     request: Vec<(OsString, OsString)>,
 }
 
@@ -39,24 +36,20 @@ impl Environment {
     pub fn of(invocation: &Invocation) -> Self {
         Self {
             function: Arc::clone(&invocation.route.function),
-            settings: Arc::clone(&invocation.settings),
             request: request_variables(invocation),
         }
     }
 
     /// The function's block, built at its first start.
     fn block(&self) -> &EnvBlock {
-        self.function.env_block.get_or_init(|| {
-            EnvBlock::new(&function_variables(
-                &self.function,
-                &self.settings.document_root,
-            ))
-        })
+        self.function
+            .env_block
+            .get_or_init(|| EnvBlock::new(&function_variables(&self.function)))
     }
 
     /// Every variable, in the order applied (for std's spawner).
     pub fn pairs(&self) -> Vec<(OsString, OsString)> {
-        let mut all = function_variables(&self.function, &self.settings.document_root);
+        let mut all = function_variables(&self.function);
         all.extend(self.request.iter().cloned());
         all
     }
@@ -83,9 +76,8 @@ impl Environment {
 /// What `function` starts with whatever the request: its own variables, less
 /// those named like a meta-variable that only some requests set (a `--env
 /// CONTENT_LENGTH=100` must not reach a request without a body), then the
-/// meta-variables that are the same for every request. `document_root` is
-/// watchdog's, fixed for its lifetime.
-fn function_variables(function: &Function, document_root: &Path) -> Vec<(OsString, OsString)> {
+/// meta-variables that are the same for every request.
+fn function_variables(function: &Function) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = function
         .settings
         .env
@@ -93,7 +85,7 @@ fn function_variables(function: &Function, document_root: &Path) -> Vec<(OsStrin
         .filter(|(name, _)| !is_conditional_meta_variable(name))
         .cloned()
         .collect();
-    env.extend(constant_variables(function, document_root));
+    env.extend(constant_variables(function));
     env
 }
 
@@ -104,7 +96,8 @@ fn is_conditional_meta_variable(name: &OsStr) -> bool {
 }
 
 /// The meta-variables that are the same for every request to `function`.
-fn constant_variables(function: &Function, document_root: &Path) -> Vec<(OsString, OsString)> {
+fn constant_variables(function: &Function) -> Vec<(OsString, OsString)> {
+    let document_root = &function.document_root;
     vec![
         ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
         ("SERVER_SOFTWARE".into(), SERVER_SOFTWARE.into()),

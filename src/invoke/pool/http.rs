@@ -22,7 +22,6 @@ use tokio::net::TcpStream;
 use super::deadline_guard::{Expire, Guarded};
 use super::worker::HttpConnection;
 use super::{Failed, Lease, Outcome, Waited, Worker, port};
-use crate::config::Settings;
 use crate::invoke::body_fault::BodyWatch;
 use crate::invoke::cgi::environment::HTTPOXY_HEADER;
 use crate::invoke::{Invocation, InvokeError, Reply, RequestBody};
@@ -52,13 +51,12 @@ const SECOND_CONNECTION_GRACE: Duration = Duration::from_millis(50);
 /// `deadline`.
 pub async fn start(
     function: &Function,
-    settings: &Settings,
     limiter: &Limiter,
     deadline: tokio::time::Instant,
 ) -> Result<Worker, InvokeError> {
     let file = function.file.relative.clone();
     let mut taken = 0;
-    let (mut worker, mut port) = spawn_on_free_port(function, settings, limiter)?;
+    let (mut worker, mut port) = spawn_on_free_port(function, limiter)?;
     let mut spawned_at = tokio::time::Instant::now();
     let mut look_elsewhere_at = spawned_at + LOOK_ELSEWHERE_EVERY;
     // What the worker listens on instead of $PORT, as last looked at, and
@@ -87,7 +85,7 @@ pub async fn start(
                 });
             }
             tracing::warn!(route = %function.pattern, port, "another program took the worker's port before it could bind it; starting the worker again on another");
-            (worker, port) = spawn_on_free_port(function, settings, limiter)?;
+            (worker, port) = spawn_on_free_port(function, limiter)?;
             spawned_at = tokio::time::Instant::now();
             (elsewhere, elsewhere_settled) = (None, false);
             continue;
@@ -214,7 +212,6 @@ const PORT_ATTEMPTS: u32 = 3;
 /// Starts the function with `PORT` set to a port nothing listens on.
 fn spawn_on_free_port(
     function: &Function,
-    settings: &Settings,
     limiter: &Limiter,
 ) -> Result<(Worker, u16), InvokeError> {
     let port = port::free().map_err(|err| InvokeError::Spawn {
@@ -223,7 +220,7 @@ fn spawn_on_free_port(
         hint: "see watchdog's log".into(),
     })?;
     let env = vec![(OsString::from("PORT"), OsString::from(port.to_string()))];
-    let mut worker = Worker::spawn(function, &settings.document_root, limiter, env)?;
+    let mut worker = Worker::spawn(function, limiter, env)?;
     worker.port = port;
     Ok((worker, port))
 }

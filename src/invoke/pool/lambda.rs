@@ -29,7 +29,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::deadline_guard::{Expire, Guarded};
 use super::{Failed, Lease, Outcome, Waited, Worker};
-use crate::config::Settings;
 use crate::invoke::body_fault::BodyWatch;
 use crate::invoke::forwarded;
 use crate::invoke::{Invocation, InvokeError, Reply};
@@ -380,7 +379,6 @@ impl<S: futures_util::Stream + Unpin> futures_util::Stream for Notifying<S> {
 /// is not ready by `deadline`.
 pub async fn start(
     function: &Function,
-    settings: &Settings,
     limiter: &Limiter,
     deadline: tokio::time::Instant,
 ) -> Result<Worker, InvokeError> {
@@ -435,7 +433,7 @@ pub async fn start(
         .limits
         .memory
         .map_or(128, |bytes| (bytes / (1024 * 1024)).max(1));
-    let folder = settings
+    let folder = function
         .document_root
         .join(&file)
         .parent()
@@ -463,7 +461,7 @@ pub async fn start(
         .chain(fixed)
         .map(|(k, v)| (OsString::from(k), OsString::from(v)))
         .collect();
-    let mut worker = Worker::spawn(function, &settings.document_root, limiter, env)?;
+    let mut worker = Worker::spawn(function, limiter, env)?;
     let mut ready = runtime.state.ready.subscribe();
     let mut init_error = runtime.state.init_error.subscribe();
     worker.runtime = Some(runtime);

@@ -108,12 +108,11 @@ impl Worker {
     /// The function cannot be started (see [`InvokeError::Spawn`]).
     pub fn spawn(
         function: &Function,
-        document_root: &std::path::Path,
         limiter: &Limiter,
         extra_env: Vec<(OsString, OsString)>,
     ) -> Result<Self, InvokeError> {
         let file = &function.file.relative;
-        let path = document_root.join(file);
+        let path = function.document_root.join(file);
         let mut env = function.settings.env.clone();
         env.extend(extra_env);
         let mut plan =
