@@ -1125,6 +1125,16 @@ async fn a_full_queue_answers_503_with_retry_after() {
         .and_then(|sum| sum.trim().parse().ok())
         .unwrap_or_default();
     assert!(waited >= 0.29, "{metrics}");
+    // Once (it was recorded twice), and the first, still running, not yet.
+    assert!(
+        metrics.contains("watchdog_queue_wait_seconds_count 1\n"),
+        "{metrics}"
+    );
+    // It never ran: no near-zero duration flatters the histogram.
+    assert!(
+        !metrics.contains(r#"watchdog_invocation_duration_seconds_count{route="/api/hello"} 1"#),
+        "{metrics}"
+    );
     assert_eq!(first.await.unwrap(), "first\nsecond\n");
     // The slot is free again once the first function has exited.
     assert_eq!(

@@ -144,16 +144,10 @@ impl FunctionMetrics {
         );
     }
 
-    /// A request that waited `wait` for a slot and was turned away (503):
-    /// its wait counts in the queue-wait histogram too, or saturation would
-    /// leave that histogram looking idle.
-    pub fn queue_rejected(&self, wait: Duration) {
-        self.handles().queue_wait.record(wait.as_secs_f64());
-        self.count_queue_rejected();
-    }
-
-    /// A request turned away whose wait is recorded with its invocation (a
-    /// warm function's, queued for a worker after its slot).
+    /// A request that waited for a slot or a worker and was turned away
+    /// (503). Its wait is recorded with its invocation's record, which is
+    /// dropped with the error: it counts in the queue-wait histogram, or
+    /// saturation would leave that histogram looking idle.
     pub fn count_queue_rejected(&self) {
         counter!(QUEUE_REJECTED, "route" => self.route.clone()).increment(1);
     }
@@ -162,9 +156,13 @@ impl FunctionMetrics {
         self.handles().in_flight.increment(1.0);
     }
 
-    /// An invocation is over: its process is gone.
+    /// An invocation is over: its process is gone. `ran` is false for a
+    /// request that never reached a process (turned away by the queue, a
+    /// start that failed): its near-zero time would make the duration
+    /// histogram look faster the more requests are turned away.
     pub fn invocation_finished(
         &self,
+        ran: bool,
         elapsed: Duration,
         queue_wait: Duration,
         exit: Option<Exit>,
@@ -173,7 +171,9 @@ impl FunctionMetrics {
     ) {
         let handles = self.handles();
         handles.in_flight.decrement(1.0);
-        handles.duration.record(elapsed.as_secs_f64());
+        if ran {
+            handles.duration.record(elapsed.as_secs_f64());
+        }
         handles.queue_wait.record(queue_wait.as_secs_f64());
         if let Some(exit) = exit {
             increment_keyed(

@@ -162,6 +162,7 @@ impl Drop for InvocationRecord {
         };
         let metrics = &self.function.metrics;
         metrics.invocation_finished(
+            self.pid.is_some(),
             elapsed,
             self.queue_wait,
             exit_label,

@@ -283,7 +283,8 @@ async fn dispatch(
         let (slots, ticket) = match slots {
             Ok(held) => held,
             Err(refused) => {
-                route.function.metrics.queue_rejected(record.queue_wait);
+                // Its wait is recorded with the record, as it is dropped.
+                route.function.metrics.count_queue_rejected();
                 return Err(record.failed(refused).into());
             }
         };
