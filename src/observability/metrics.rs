@@ -30,6 +30,69 @@ const LATENCY_BUCKETS: &[f64] = &[
     60.0, 300.0,
 ];
 
+/// The `# HELP` line of each metric, so that a dashboard or `curl` says what
+/// a series counts without the README at hand.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        REQUESTS,
+        "Requests answered, by route and status (\"unmatched\" for no route)"
+    );
+    describe_histogram!(
+        DURATION,
+        metrics::Unit::Seconds,
+        "Time of invocations that reached a process, from start to its end"
+    );
+    describe_histogram!(
+        QUEUE_WAIT,
+        metrics::Unit::Seconds,
+        "Time requests waited for a slot or a warm worker, those turned away included"
+    );
+    describe_counter!(
+        QUEUE_REJECTED,
+        "Requests turned away (503) at --queue-timeout, by route"
+    );
+    describe_gauge!(IN_FLIGHT, "Invocations running now, by route");
+    describe_counter!(
+        TIMEOUTS,
+        "Invocations that ran past their timeout, by route"
+    );
+    describe_counter!(
+        KILLS,
+        "Process groups or workers stopped by watchdog, by route and reason"
+    );
+    describe_counter!(EXITS, "Function exits, by route and exit code or signal");
+    describe_gauge!(ROUTES, "Routes in the table served now");
+    describe_gauge!(
+        CONFLICTS,
+        "URL patterns claimed by more than one file (each answers 500)"
+    );
+    describe_counter!(RELOADS, "Route table rebuilds after a change under DIR");
+    describe_counter!(
+        LIMIT_HITS,
+        "Invocations stopped by a resource limit, by route and limit"
+    );
+    describe_counter!(COLD_STARTS, "Warm workers started for a request, by route");
+    describe_histogram!(
+        INIT_DURATION,
+        metrics::Unit::Seconds,
+        "Time warm workers took to become ready, by route"
+    );
+    describe_counter!(
+        WARM_HITS,
+        "Requests served by an idle warm worker, by route"
+    );
+    describe_gauge!(WORKERS, "Warm workers, by route and state (idle, busy)");
+    describe_counter!(
+        SEND_TIMEOUTS,
+        "Connections closed because the client took none of its answer for --send-timeout"
+    );
+    describe_counter!(
+        HEAD_TIMEOUTS,
+        "Connections closed with part of a request head in and the rest not sent within 10 s"
+    );
+}
+
 /// Installs the process-wide recorder (once) and starts its upkeep. Returns the
 /// handle the `/_watchdog/metrics` endpoint renders from.
 pub fn install() -> Option<PrometheusHandle> {
@@ -41,6 +104,7 @@ pub fn install() -> Option<PrometheusHandle> {
                 .ok()?;
             match builder.install_recorder() {
                 Ok(handle) => {
+                    describe();
                     let upkeep = handle.clone();
                     tokio::spawn(async move {
                         let mut ticker = tokio::time::interval(Duration::from_secs(5));
