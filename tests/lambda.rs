@@ -397,9 +397,20 @@ async fn the_event_says_who_the_client_was_and_the_answer_has_its_real_length() 
     { read -r reply; read -r code; printf '{"code":%s,"reply":%s}' "$code" "$reply"; }"#,
     );
     let server = TestServer::start(&project.path().join("api"), &[]);
-    let stray = common::send_json(client().get(server.url("/api/stray"))).await;
+    let stray = common::send_json(
+        client()
+            .get(server.url("/api/stray"))
+            .header("X-Request-Id", "stray-1"),
+    )
+    .await;
     assert_eq!(stray["code"], 400, "{stray}");
     assert_eq!(stray["reply"]["errorType"], "InvalidRequestID", "{stray}");
+    // And the log says which id was answered, and which one awaits.
+    let line = server.log_line("awaits no answer", Duration::from_secs(5));
+    assert!(
+        line.contains("answered_for=no-such-id") && line.contains("awaiting=stray-1"),
+        "{line}"
+    );
     // The event is the answer: any JSON without `statusCode` is the body.
     let event = common::send_json(
         client()

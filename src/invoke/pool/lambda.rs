@@ -195,12 +195,32 @@ async fn next(State(state): State<Arc<RuntimeState>>) -> Response<Body> {
 /// what Lambda would: 202, or 400 `InvalidRequestID` for an id that is not
 /// awaiting an answer (unknown, or answered already), which runtime clients
 /// report as such rather than as a missing endpoint.
+///
+/// The refusal is logged too, naming what does await an answer: a runtime that
+/// read the id wrongly (a header looked up in the wrong case gave `None`) left
+/// its client waiting until the timeout, with only a 504 to show for it.
 fn deliver(state: &RuntimeState, id: &str, answer: Answer) -> Response<Body> {
-    let waiter = state
-        .waiting
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .remove(id);
+    let (waiter, awaiting) = {
+        let mut waiting = state
+            .waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let waiter = waiting.remove(id);
+        let awaiting = waiter
+            .is_none()
+            .then(|| waiting.keys().cloned().collect::<Vec<_>>().join(", "));
+        (waiter, awaiting)
+    };
+    if let Some(awaiting) = awaiting {
+        let shown: String = id.chars().take(128).collect();
+        tracing::warn!(
+            function = %state.function_arn,
+            answered_for = %shown,
+            awaiting = %if awaiting.is_empty() { "none" } else { awaiting.as_str() },
+            hint = "answer at /invocation/<id>/response with the Lambda-Runtime-Aws-Request-Id header of the event /invocation/next gave, once",
+            "a Lambda runtime answered for a request id that awaits no answer (unknown, or answered already); refused with InvalidRequestID as Lambda does"
+        );
+    }
     match waiter {
         Some(waiter) => {
             let _ = waiter.send(answer);
