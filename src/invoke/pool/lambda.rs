@@ -77,6 +77,8 @@ enum Answer {
     Failed(String),
     /// An answer that could not be read whole: why.
     Unreadable(String),
+    /// A buffered answer past Lambda's limit: at least this many bytes.
+    TooLarge(usize),
 }
 
 /// One worker's Runtime API endpoint.
@@ -281,11 +283,7 @@ async fn response(
             deliver(&state, &id, Answer::Unreadable(cause))
         }
         Payload::TooLarge(size) => {
-            let cause = format!(
-                "answered with at least {size} bytes, past Lambda's limit of {MAX_PAYLOAD} for a \
-                 buffered answer: stream it (Lambda-Runtime-Function-Response-Mode: streaming) or send less"
-            );
-            deliver(&state, &id, Answer::Unreadable(cause));
+            deliver(&state, &id, Answer::TooLarge(size));
             // What Lambda tells a runtime whose answer is too large.
             let body = serde_json::json!({
                 "errorMessage": format!("Exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes)."),
@@ -636,6 +634,7 @@ pub async fn invoke(
             Answer::Buffered(bytes) => Ready::Buffered(bytes),
             Answer::Failed(detail) => Ready::Failed(detail),
             Answer::Unreadable(cause) => Ready::Unreadable(cause),
+            Answer::TooLarge(size) => Ready::TooLarge(size),
             // A malformed prelude is a bad answer, as a malformed buffered one
             // is: the worker serves on.
             Answer::Streamed { content_type, body } => {
@@ -719,6 +718,20 @@ pub async fn invoke(
             return Err(Failed::Error(
                 (invocation.record).failed(InvokeError::WorkerFailed { file, cause }),
             ));
+        }
+        // The worker is fine; its answer is too large to pass on.
+        Ready::TooLarge(size) => {
+            lease.finish(Outcome::Served);
+            let cause = format!(
+                "it is at least {size} bytes, past Lambda's limit of {MAX_PAYLOAD} for a buffered answer"
+            );
+            return Err(Failed::Error((invocation.record).failed(
+                InvokeError::BadAnswer {
+                    file,
+                    cause,
+                    hint: "stream it (the Lambda-Runtime-Function-Response-Mode: streaming header on /response), or send less",
+                },
+            )));
         }
         Ready::Failed(detail) => {
             lease.finish(Outcome::Served);
@@ -1098,6 +1111,7 @@ enum Ready {
     Streamed(Response<Body>, BodyStream),
     Failed(String),
     Unreadable(String),
+    TooLarge(usize),
 }
 
 /// The head of a streamed answer (its prelude, for an HTTP integration response),
