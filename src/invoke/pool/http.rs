@@ -121,6 +121,12 @@ pub async fn start(
             let ports = tokio::task::spawn_blocking(move || port::ports_held_by(pid))
                 .await
                 .unwrap_or_default();
+            // Listening on $PORT now, on 127.0.0.1 after all: it bound the
+            // port between the connection tried above and this look (the
+            // warning it gave then was false), and the next try finds it.
+            if ports.contains(&port) && TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                continue;
+            }
             let found = listening_elsewhere(&ports, port);
             if let Some(finding) = found
                 .as_ref()
