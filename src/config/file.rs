@@ -287,7 +287,28 @@ pub enum WarmProtocol {
 }
 
 fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
-    let text = String::deserialize(de)?;
+    /// A bare number is refused with the fix (it said "invalid type: integer
+    /// `5`, expected a string"): which unit it meant is anyone's guess.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Number(f64),
+        Other(serde::de::IgnoredAny),
+    }
+    let text = match Written::deserialize(de)? {
+        Written::Text(text) => text,
+        Written::Number(number) => {
+            return Err(serde::de::Error::custom(format!(
+                "a duration is text with its unit: write \"{number}s\" for {number} seconds (or \"{number}ms\", \"{number}m\")"
+            )));
+        }
+        Written::Other(_) => {
+            return Err(serde::de::Error::custom(
+                "expected a duration as text with its unit, such as \"30s\" or \"500ms\"",
+            ));
+        }
+    };
     crate::cli::parse_duration(&text)
         .map(Some)
         .map_err(|err| serde::de::Error::custom(format!("invalid duration `{text}`: {err}")))
@@ -830,6 +851,17 @@ mod tests {
         toml::from_str(text).map_err(|err| {
             FileError::at(Path::new("watchdog.toml"), text, err.span(), err.message())
         })
+    }
+
+    #[test]
+    fn a_duration_without_its_unit_is_refused_with_the_fix() {
+        let err = parse("timeout = 5\n").unwrap_err().to_string();
+        assert!(err.contains(r#"write "5s" for 5 seconds"#), "{err}");
+        let err = parse("[functions.\"a.sh\"]\ntimeout = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(r#"such as "30s""#), "{err}");
+        assert!(parse("timeout = \"5s\"\n").is_ok());
     }
 
     #[test]
