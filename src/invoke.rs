@@ -216,9 +216,15 @@ pub enum InvokeError {
         hint: &'static str,
     },
     #[error(
-        "{file}: its warm workers crashed 5 times within a minute; it answers 503 for {seconds} s more, or until its file changes"
+        "{file}: its warm workers crashed 5 times within a minute; it answers 503 for {seconds} s more, or until its file changes (the last crash: {last})"
     )]
-    Crashed { file: String, seconds: u64 },
+    Crashed {
+        file: String,
+        seconds: u64,
+        /// What the latest crash was: its cause is otherwise only in a log
+        /// line from before.
+        last: String,
+    },
     #[error(
         "{file}: its last warm workers crashed; the next one starts in {seconds} s (restart backoff), later than this request could wait"
     )]

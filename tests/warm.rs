@@ -1517,6 +1517,12 @@ async fn a_crash_loop_answers_503_until_the_file_changes() {
                 .unwrap();
             assert!((1..=60).contains(&seconds), "Retry-After {seconds}");
             assert!(text.contains(&format!("for {seconds} s more")), "{text}");
+            // And what the crashes were, which only the log said before.
+            assert!(
+                text.contains("(the last crash: its start failed:")
+                    && text.contains("before listening on $PORT"),
+                "{text}"
+            );
             break;
         }
         assert!(

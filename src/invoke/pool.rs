@@ -628,12 +628,17 @@ impl Pool {
             admitted.slots.retain(|held| !held.is_server());
         }
         let file = &self.function.file.relative;
-        let given_up_for = self.lock_crashes().given_up_for(Instant::now());
-        if let Some(left) = given_up_for {
+        let given_up = {
+            let mut crashes = self.lock_crashes();
+            let left = crashes.given_up_for(Instant::now());
+            left.map(|left| (left, crashes.last_cause.clone()))
+        };
+        if let Some((left, last)) = given_up {
             return Err(InvokeError::Crashed {
                 file: file.clone(),
                 // Rounded up: a client that retries on time finds it tried again.
                 seconds: left.as_secs() + 1,
+                last: last.unwrap_or_else(|| "not recorded".into()),
             });
         }
         let queued = tokio::time::Instant::now();
@@ -789,7 +794,9 @@ impl Pool {
     /// `min` workers would be tried again forever without the backoff.
     fn start_failed(&self, err: &InvokeError) {
         if !matches!(err, InvokeError::FileBusy { .. }) {
-            self.lock_crashes().crashed(Instant::now());
+            let mut crashes = self.lock_crashes();
+            crashes.crashed(Instant::now());
+            crashes.last_cause = Some(format!("its start failed: {err}"));
         }
     }
 
@@ -834,6 +841,7 @@ impl Pool {
         let given_up = {
             let mut crashes = self.lock_crashes();
             crashes.crashed(Instant::now());
+            crashes.last_cause = Some(format!("a worker {why} ({exit})"));
             crashes.given_up(Instant::now())
         };
         if given_up {

@@ -74,6 +74,9 @@ pub struct CrashRecord {
     recent: VecDeque<Instant>,
     /// Crashes since the last worker that started and served well.
     consecutive: u32,
+    /// What the latest crash was, for the 503 of a function given up on:
+    /// the crash that caused it was logged, maybe minutes before.
+    pub last_cause: Option<String>,
 }
 
 impl CrashRecord {
