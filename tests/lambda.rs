@@ -741,6 +741,43 @@ while True:
     }
 }
 
+/// A runtime that reports its invocation's error at `/error`, as the official
+/// clients do for a handler's exception: the client gets a 502 without the
+/// error's text, the log has the text and the type the runtime named, and
+/// the worker serves on.
+#[tokio::test]
+async fn an_invocation_error_is_a_502_and_logged_with_its_type() {
+    let project = project("");
+    add_runtime(
+        &project,
+        "fails.sh",
+        "",
+        "",
+        r#"#!/bin/sh
+api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime"
+while :; do
+  id=$(curl -s -D - -o /dev/null "$api/invocation/next" | tr -d '\r' | awk 'tolower($1) == "lambda-runtime-aws-request-id:" {print $2}')
+  printf '{"errorMessage":"boom at row %s","errorType":"ValueError"}' $$ |
+    curl -s -X POST -H 'Lambda-Runtime-Function-Error-Type: Runtime.UserError' \
+      --data-binary @- "$api/invocation/$id/error" >/dev/null
+done
+"#,
+    );
+    let server = TestServer::start(&project.path().join("api"), &[]);
+    let (status, text) = get_text(&server, "/api/fails").await;
+    assert_eq!(status, 502, "{text}");
+    assert!(!text.contains("boom"), "{text}");
+    let line = server.log_line("the function returned an error", Duration::from_secs(5));
+    assert!(
+        line.contains("error_type=Runtime.UserError") && line.contains("boom at row"),
+        "{line}"
+    );
+    // The same worker answers the next one.
+    let (status, _) = get_text(&server, "/api/fails").await;
+    assert_eq!(status, 502);
+    assert_eq!(server.log().matches("lambda worker ready").count(), 1);
+}
+
 async fn get_text(server: &TestServer, path: &str) -> (u16, String) {
     let response = client().get(server.url(path)).send().await.unwrap();
     (response.status().as_u16(), response.text().await.unwrap())

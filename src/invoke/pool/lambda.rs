@@ -74,7 +74,11 @@ enum Answer {
         content_type: Option<HeaderValue>,
         body: Body,
     },
-    Failed(String),
+    /// The runtime's `/error`: the error type it named, and its body.
+    Failed {
+        kind: Option<String>,
+        detail: String,
+    },
     /// An answer that could not be read whole: why.
     Unreadable(String),
     /// A buffered answer past Lambda's limit: at least this many bytes.
@@ -330,16 +334,21 @@ async fn read_payload(body: Body, size: &mut usize, drain_up_to: usize) -> Paylo
     Payload::Whole(whole.freeze())
 }
 
+/// An invocation's error, with the type the runtime names in
+/// `Lambda-Runtime-Function-Error-Type` (as the official clients send it)
+/// beside its body in the log: the mid-stream error's line had it, this one
+/// did not.
 async fn error(
     State(state): State<Arc<RuntimeState>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    deliver(
-        &state,
-        &id,
-        Answer::Failed(String::from_utf8_lossy(&body).into_owned()),
-    )
+    let kind = headers
+        .get("lambda-runtime-function-error-type")
+        .map(|kind| String::from_utf8_lossy(kind.as_bytes()).into_owned());
+    let detail = String::from_utf8_lossy(&body).into_owned();
+    deliver(&state, &id, Answer::Failed { kind, detail })
 }
 
 async fn init_error(State(state): State<Arc<RuntimeState>>, body: Bytes) -> StatusCode {
@@ -632,7 +641,7 @@ pub async fn invoke(
         };
         Ok(match answer {
             Answer::Buffered(bytes) => Ready::Buffered(bytes),
-            Answer::Failed(detail) => Ready::Failed(detail),
+            Answer::Failed { kind, detail } => Ready::Failed { kind, detail },
             Answer::Unreadable(cause) => Ready::Unreadable(cause),
             Answer::TooLarge(size) => Ready::TooLarge(size),
             // A malformed prelude is a bad answer, as a malformed buffered one
@@ -733,11 +742,12 @@ pub async fn invoke(
                 },
             )));
         }
-        Ready::Failed(detail) => {
+        Ready::Failed { kind, detail } => {
             lease.finish(Outcome::Served);
             tracing::warn!(
                 request_id = %invocation.request_id,
                 file = %file,
+                error_type = kind.as_deref().map(display),
                 error = %detail,
                 "the function returned an error"
             );
@@ -1109,7 +1119,10 @@ enum Ready {
     /// A streamed answer: an HTTP-integration prelude (JSON, then eight NUL
     /// bytes) followed by the body, or, without that content type, the body alone.
     Streamed(Response<Body>, BodyStream),
-    Failed(String),
+    Failed {
+        kind: Option<String>,
+        detail: String,
+    },
     Unreadable(String),
     TooLarge(usize),
 }
