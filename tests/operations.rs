@@ -548,6 +548,14 @@ async fn metrics_count_requests_timeouts_and_durations() {
         "{metrics}"
     );
     assert!(has("watchdog_queue_wait_seconds_count 4"), "{metrics}");
+    // Each series says what it counts.
+    for name in [
+        "watchdog_requests_total",
+        "watchdog_queue_wait_seconds",
+        "watchdog_kills_total",
+    ] {
+        assert!(has(&format!("# HELP {name} ")), "{metrics}");
+    }
 }
 
 #[tokio::test]

@@ -631,7 +631,7 @@ impl Pool {
         let given_up = {
             let mut crashes = self.lock_crashes();
             let left = crashes.given_up_for(Instant::now());
-            left.map(|left| (left, crashes.last_cause.clone()))
+            left.map(|left| (left, crashes.last_cause().map(str::to_owned)))
         };
         if let Some((left, last)) = given_up {
             return Err(InvokeError::Crashed {
@@ -794,9 +794,8 @@ impl Pool {
     /// `min` workers would be tried again forever without the backoff.
     fn start_failed(&self, err: &InvokeError) {
         if !matches!(err, InvokeError::FileBusy { .. }) {
-            let mut crashes = self.lock_crashes();
-            crashes.crashed(Instant::now());
-            crashes.last_cause = Some(format!("its start failed: {err}"));
+            self.lock_crashes()
+                .crashed(Instant::now(), format!("its start failed: {err}"));
         }
     }
 
@@ -840,8 +839,7 @@ impl Pool {
         tracing::warn!(route = %self.function.pattern, pid = worker.pid, why, exit, "worker crashed");
         let given_up = {
             let mut crashes = self.lock_crashes();
-            crashes.crashed(Instant::now());
-            crashes.last_cause = Some(format!("a worker {why} ({exit})"));
+            crashes.crashed(Instant::now(), format!("a worker {why} ({exit})"));
             crashes.given_up(Instant::now())
         };
         if given_up {

@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
 use super::connection_threads::{Accepted, ConnectionThreads};
-use super::request_id::{self, RequestId};
+use super::request_id;
 use super::send_stall::SendStall;
 use super::stalled_head::{HeadStarted, NoteHeadStarted};
 use super::taken::{LastTaken, Taken};
@@ -139,7 +139,7 @@ pub async fn serve_connection(accepted: Accepted, router: Router, send_timeout: 
             method: request.method().clone(),
             uri: request.uri().clone(),
         });
-        request.extensions_mut().insert(RequestId(taken.id.clone()));
+        request.extensions_mut().insert(Arc::clone(&taken));
         taking.set(Arc::clone(&taken));
         let unrun = Unrun::new(taken, remote);
         request.extensions_mut().insert(ConnectInfo(connection));

@@ -6,18 +6,14 @@ use axum::http::HeaderMap;
 
 pub const HEADER: &str = "x-request-id";
 
-/// A request's id, decided as hyper hands the request over
-/// ([`super::listener`]), so that the connection can name the request it was
-/// answering when it ends badly.
-#[derive(Clone)]
-pub struct RequestId(pub String);
-
-/// The id decided for a request on its way in; for one that came no such way
+/// The id decided for a request as hyper handed it over
+/// ([`super::taken::Taken`], which the connection keeps to name the request
+/// it was answering when it ends badly); for one that came no such way
 /// (`watchdog invoke`, cron), from its headers.
 pub fn of(extensions: &axum::http::Extensions, headers: &HeaderMap) -> String {
     extensions
-        .get::<RequestId>()
-        .map_or_else(|| from_headers(headers), |id| id.0.clone())
+        .get::<std::sync::Arc<super::taken::Taken>>()
+        .map_or_else(|| from_headers(headers), |taken| taken.id.clone())
 }
 
 /// The client's id when it is 1 to 128 visible ASCII characters, else a new one.

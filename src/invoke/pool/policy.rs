@@ -76,14 +76,22 @@ pub struct CrashRecord {
     consecutive: u32,
     /// What the latest crash was, for the 503 of a function given up on:
     /// the crash that caused it was logged, maybe minutes before.
-    pub last_cause: Option<String>,
+    last_cause: Option<String>,
 }
 
 impl CrashRecord {
-    pub fn crashed(&mut self, now: Instant) {
+    /// A crash at `now`; `cause` is what the function's 503 says once it is
+    /// given up on.
+    pub fn crashed(&mut self, now: Instant, cause: String) {
+        self.last_cause = Some(cause);
         self.recent.push_back(now);
         self.consecutive += 1;
         self.prune(now);
+    }
+
+    /// What the latest crash was.
+    pub fn last_cause(&self) -> Option<&str> {
+        self.last_cause.as_deref()
     }
 
     /// A worker served a request: the backoff starts over.
@@ -150,7 +158,7 @@ mod tests {
         let start = Instant::now();
         let mut delays = Vec::new();
         for i in 0..8 {
-            record.crashed(start + Duration::from_secs(100 * i));
+            record.crashed(start + Duration::from_secs(100 * i), String::new());
             delays.push(record.backoff().as_secs());
         }
         // After the 1st, 2nd, 3rd … crash.
@@ -174,10 +182,10 @@ mod tests {
         let mut record = CrashRecord::default();
         let start = Instant::now();
         for i in 0..4 {
-            record.crashed(start + Duration::from_secs(i * 10));
+            record.crashed(start + Duration::from_secs(i * 10), String::new());
         }
         assert!(!record.given_up(start + Duration::from_secs(41)));
-        record.crashed(start + Duration::from_secs(50));
+        record.crashed(start + Duration::from_secs(50), String::new());
         assert!(record.given_up(start + Duration::from_secs(51)));
         // Until the first of those five is a minute old.
         assert_eq!(
@@ -189,7 +197,7 @@ mod tests {
         // later than the window does.
         let mut long = CrashRecord::default();
         for i in 0..9 {
-            long.crashed(start + Duration::from_secs(400 + i * 10));
+            long.crashed(start + Duration::from_secs(400 + i * 10), String::new());
         }
         assert_eq!(
             long.given_up_for(start + Duration::from_secs(481)),
@@ -198,7 +206,7 @@ mod tests {
         // Spread over more than a minute they do not.
         let mut slow = CrashRecord::default();
         for i in 0..5 {
-            slow.crashed(start + Duration::from_secs(i * 20));
+            slow.crashed(start + Duration::from_secs(i * 20), String::new());
         }
         assert!(!slow.given_up(start + Duration::from_secs(81)));
     }
