@@ -8,6 +8,7 @@
 pub mod change_watch;
 pub mod file;
 pub mod functions;
+pub mod unread_variables;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;

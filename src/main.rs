@@ -51,6 +51,11 @@ fn main() -> ExitCode {
     for problem in isolation_problems {
         tracing::warn!("{problem}");
     }
+    for unread in
+        watchdog::config::unread_variables::find(std::env::vars_os().map(|(name, _)| name))
+    {
+        tracing::warn!("{unread}");
+    }
     // Before the runtime starts its threads: the guardian is forked.
     if let Command::Serve(_) = &cli.command
         && let Err(err) = watchdog::process::guardian::start(settings.kill_grace)

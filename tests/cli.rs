@@ -369,7 +369,12 @@ fn bad_usage_exits_2_with_a_clear_message() {
 #[tokio::test]
 async fn sigterm_exits_0_and_flags_can_come_from_the_environment() {
     let server = common::TestServer::start_with(&fixtures("cgi"), &[], |command| {
-        command.env("WATCHDOG_TIMEOUT", "5s");
+        command
+            .env("WATCHDOG_TIMEOUT", "5s")
+            // Misspelled: set, read by nothing, and said so.
+            .env("WATCHDOG_MAX_BODDY", "1k")
+            // systemd's, for a service with WatchdogSec=: no mistake.
+            .env("WATCHDOG_USEC", "30000000");
     });
     let response = common::client()
         .get(server.url("/cgi/hello"))
@@ -378,6 +383,13 @@ async fn sigterm_exits_0_and_flags_can_come_from_the_environment() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert!(server.log().contains("timeout=5s"));
+    let log = server.log();
+    assert!(
+        log.contains("WATCHDOG_MAX_BODDY is set, but watchdog reads no variable of that name")
+            && log.contains("did you mean WATCHDOG_MAX_BODY?"),
+        "{log}"
+    );
+    assert!(!log.contains("WATCHDOG_USEC"), "{log}");
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
 }

@@ -11,8 +11,6 @@ use crate::process::reaper;
 use crate::routes::{RouteTable, reload};
 use crate::server::{self, App};
 
-/// Says once how each function's limits are held, and warns when functions would
-/// run as root.
 /// A path as a log field: the path itself, not Rust's `Some("…")`; a field
 /// that is `None` is left out of the line.
 fn path_field(
@@ -21,6 +19,8 @@ fn path_field(
     path.map(|path| tracing::field::display(path.display()))
 }
 
+/// Says once how each function's limits are held, and warns when functions would
+/// run as root.
 fn report_limits(app: &App) {
     let limiter = &app.limiter;
     tracing::info!(
