@@ -548,6 +548,20 @@ async fn metrics_count_requests_timeouts_and_durations() {
         "{metrics}"
     );
     assert!(has("watchdog_queue_wait_seconds_count 4"), "{metrics}");
+    // Rare events are at 0 before their first, from a route's first request
+    // (or, for the server's own, from the start), so that increase() sees
+    // the first one.
+    for zero in [
+        r#"watchdog_timeouts_total{route="/api/ok"} 0"#,
+        r#"watchdog_kills_total{route="/api/ok",reason="timeout"} 0"#,
+        r#"watchdog_kills_total{route="/api/ok",reason="client_gone"} 0"#,
+        r#"watchdog_queue_rejected_total{route="/api/ok"} 0"#,
+        "watchdog_route_reloads_total 0",
+        "watchdog_send_timeouts_total 0",
+        "watchdog_head_timeouts_total 0",
+    ] {
+        assert!(has(zero), "{zero}\n{metrics}");
+    }
     // Each series says what it counts.
     for name in [
         "watchdog_requests_total",

@@ -105,6 +105,10 @@ pub fn install() -> Option<PrometheusHandle> {
             match builder.install_recorder() {
                 Ok(handle) => {
                     describe();
+                    // Shown at 0 from the start; see [`register_rare_series`].
+                    for name in [RELOADS, SEND_TIMEOUTS, HEAD_TIMEOUTS] {
+                        counter!(name).increment(0);
+                    }
                     let upkeep = handle.clone();
                     tokio::spawn(async move {
                         let mut ticker = tokio::time::interval(Duration::from_secs(5));
@@ -189,13 +193,16 @@ impl FunctionMetrics {
 
     fn handles(&self) -> &Handles {
         let route = &self.route;
-        self.handles.get_or_init(|| Handles {
-            in_flight: gauge!(IN_FLIGHT, "route" => route.clone()),
-            duration: histogram!(DURATION, "route" => route.clone()),
-            queue_wait: histogram!(QUEUE_WAIT),
-            warm_hits: counter!(WARM_HITS, "route" => route.clone()),
-            requests: Mutex::new(Vec::new()),
-            exits: Mutex::new(Vec::new()),
+        self.handles.get_or_init(|| {
+            register_rare_series(route);
+            Handles {
+                in_flight: gauge!(IN_FLIGHT, "route" => route.clone()),
+                duration: histogram!(DURATION, "route" => route.clone()),
+                queue_wait: histogram!(QUEUE_WAIT),
+                warm_hits: counter!(WARM_HITS, "route" => route.clone()),
+                requests: Mutex::new(Vec::new()),
+                exits: Mutex::new(Vec::new()),
+            }
         })
     }
 
@@ -267,6 +274,26 @@ impl FunctionMetrics {
         self.handles().warm_hits.increment(1);
     }
 }
+
+/// The series of rare events, shown at 0 from a route's first request rather
+/// than from its first timeout or kill: Prometheus's `increase()` and `rate()`
+/// see nothing of a series' first sample, so an alert on them would miss the
+/// first timeout, and a dashboard could not tell "none" from "not measured".
+/// Not at start-up for every route: a 10,000-function tree would list 50,000
+/// zeros. Limit hits are left out: their labels depend on the limits set.
+fn register_rare_series(route: &str) {
+    counter!(TIMEOUTS, "route" => route.to_owned()).increment(0);
+    counter!(QUEUE_REJECTED, "route" => route.to_owned()).increment(0);
+    for reason in KILL_REASONS {
+        counter!(KILLS, "route" => route.to_owned(), "reason" => *reason).increment(0);
+    }
+}
+
+/// The `reason` labels of [`KILLS`].
+pub const KILL_TIMEOUT: &str = "timeout";
+pub const KILL_CLIENT_GONE: &str = "client_gone";
+pub const KILL_SHUTDOWN: &str = "shutdown";
+const KILL_REASONS: &[&str] = &[KILL_TIMEOUT, KILL_CLIENT_GONE, KILL_SHUTDOWN];
 
 /// Adds one to the counter kept under `key`, registering it on first sight.
 fn increment_keyed<K: PartialEq + Copy>(

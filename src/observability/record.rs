@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::Method;
 
-use super::metrics::Exit;
+use super::metrics::{self, Exit};
 use crate::invoke::body_fault::BodyWatch;
 use crate::routes::Function;
 
@@ -135,13 +135,13 @@ impl InvocationRecord {
         if self.pid.is_none() {
             None
         } else if self.timed_out {
-            Some("timeout")
+            Some(metrics::KILL_TIMEOUT)
         } else if self.worker_kept {
             None
         } else if self.client_gone {
-            Some("client_gone")
+            Some(metrics::KILL_CLIENT_GONE)
         } else if self.shutdown {
-            Some("shutdown")
+            Some(metrics::KILL_SHUTDOWN)
         } else {
             None
         }
