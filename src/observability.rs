@@ -5,4 +5,4 @@
 pub mod metrics;
 pub mod record;
 
-pub use record::InvocationRecord;
+pub use record::{InvocationRecord, Requested};

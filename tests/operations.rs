@@ -595,7 +595,7 @@ async fn json_logs_parse_and_carry_exit_codes_and_signals() {
     let c = client();
     for id in ["json-1", "json-2"] {
         let path = if id == "json-1" {
-            "/api/fails"
+            "/api/fails?token=secret"
         } else {
             "/api/hangs"
         };
@@ -637,6 +637,11 @@ async fn json_logs_parse_and_carry_exit_codes_and_signals() {
     assert_eq!(fails["exit_code"], 7);
     assert_eq!(fails["status"], 200);
     assert_eq!(fails["route"], "/api/fails");
+    // The path, without the query (tokens), and who asked.
+    assert_eq!(fails["path"], "/api/fails");
+    assert!(!server.log().contains("secret"));
+    let client_addr = fails["client"].as_str().unwrap_or_default();
+    assert!(client_addr.starts_with("127.0.0.1:"), "{fails}");
     let hangs = invocation("json-2");
     assert_eq!(hangs["signal"], 15);
     assert_eq!(hangs["timed_out"], true);

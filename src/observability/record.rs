@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::Method;
+use axum::http::{Method, Uri};
 
 use super::metrics::{self, Exit};
 use crate::invoke::body_fault::BodyWatch;
@@ -19,6 +19,13 @@ use crate::routes::Function;
 pub struct InvocationRecord {
     pub request_id: String,
     pub method: Method,
+    /// The request's target as the function got it: the line gives its path
+    /// (the route alone does not say which `[id]`), not its query, which may
+    /// carry tokens.
+    pub uri: Uri,
+    /// Who sent it, as the socket says (behind a balancer, the balancer); none
+    /// for a request watchdog makes itself (cron, `watchdog invoke`).
+    pub client: Option<std::net::SocketAddr>,
     /// Its route, file and metric handles.
     pub function: Arc<Function>,
     pub pid: Option<u32>,
@@ -55,6 +62,13 @@ pub struct InvocationRecord {
     pub started: Instant,
     /// The server-wide and per-function slots this invocation holds.
     pub slots: Vec<crate::server::admission::Held>,
+}
+
+/// What the record takes from the request itself.
+pub struct Requested {
+    pub method: Method,
+    pub uri: Uri,
+    pub client: Option<std::net::SocketAddr>,
 }
 
 impl InvocationRecord {
@@ -94,11 +108,18 @@ impl InvocationRecord {
     }
 
     /// Starts the record of an invocation of `function`.
-    pub fn start(request_id: &str, method: Method, function: Arc<Function>) -> Self {
+    pub fn start(request_id: &str, request: Requested, function: Arc<Function>) -> Self {
         function.metrics.invocation_started();
+        let Requested {
+            method,
+            uri,
+            client,
+        } = request;
         Self {
             request_id: request_id.to_owned(),
             method,
+            uri,
+            client,
             function,
             pid: None,
             status: None,
@@ -176,6 +197,8 @@ impl Drop for InvocationRecord {
             defer(LogLine {
                 request_id: std::mem::take(&mut self.request_id),
                 method: self.method.clone(),
+                uri: std::mem::take(&mut self.uri),
+                client: self.client,
                 function: Arc::clone(&self.function),
                 pid: self.pid,
                 status: self.status,
@@ -216,6 +239,8 @@ fn defer(line: LogLine) {
 struct LogLine {
     request_id: String,
     method: Method,
+    uri: Uri,
+    client: Option<std::net::SocketAddr>,
     function: Arc<Function>,
     pid: Option<u32>,
     status: Option<u16>,
@@ -240,6 +265,8 @@ impl Drop for LogLine {
             target: "watchdog::invocation",
             request_id = %self.request_id,
             method = %self.method,
+            path = %self.uri.path(),
+            client = self.client.map(tracing::field::display),
             route = %self.function.pattern,
             file = %self.function.file.relative,
             pid = self.pid,

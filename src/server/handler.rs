@@ -14,7 +14,7 @@ use super::error::AppError;
 use super::listener::Connection;
 use super::request_id;
 use crate::invoke::{Invocation, InvokeError, Reply, RequestBody};
-use crate::observability::{InvocationRecord, metrics};
+use crate::observability::{InvocationRecord, Requested, metrics};
 use crate::routes::{Function, Lookup};
 
 /// The longest a request that found no function waits for a pending reload
@@ -134,6 +134,7 @@ async fn dispatch(
     let started_wall = SystemTime::now();
     let (parts, body) = request.into_parts();
     let client = connection.remote;
+    let from_socket = connection.local.is_some();
     let local = connection.local.unwrap_or(app.local);
     let head = super::listener::head_size(&parts);
     if head > super::listener::MAX_HEAD_BYTES {
@@ -274,8 +275,15 @@ async fn dispatch(
             app.invoker.admits_once_placed(&route.function),
         )
         .await;
-        let mut record =
-            InvocationRecord::start(request_id, method.clone(), Arc::clone(&route.function));
+        let mut record = InvocationRecord::start(
+            request_id,
+            Requested {
+                method: method.clone(),
+                uri: uri.clone(),
+                client: from_socket.then_some(client),
+            },
+            Arc::clone(&route.function),
+        );
         record.queue_wait = queued.elapsed();
         // A request the queue turned away is an invocation that never ran: it
         // has its log line and metrics too (as a warm request's 503 does), as
