@@ -309,14 +309,33 @@ fn variable_given_for(long: &str) -> Option<String> {
 }
 
 /// humantime durations: `500ms`, `30s`, `2m`, `1h 30m`.
-/// `--timeout`, `--body-idle-timeout`: a duration, not zero (every request
-/// would time out, every request body be abandoned, at once).
+/// `--timeout`, `--body-idle-timeout`, `--send-timeout`: a duration, not zero
+/// (every request would time out, every request body be abandoned, at once),
+/// nor under a millisecond ([`check_timer_duration`]).
 fn parse_nonzero_duration(value: &str) -> Result<Duration, String> {
     let duration = parse_duration(value)?;
     if duration.is_zero() {
         return Err("must be more than 0 (leave it out for the default)".into());
     }
+    check_timer_duration(duration)?;
     Ok(duration)
+}
+
+/// The shortest time a timeout may be: tokio's timers count whole
+/// milliseconds, so `--timeout 1ns` was accepted and kept as a millisecond,
+/// or more, while the settings line said 1ns.
+pub const SHORTEST_TIMER: Duration = Duration::from_millis(1);
+
+/// # Errors
+/// A duration above zero but under [`SHORTEST_TIMER`], said in the user's terms.
+pub fn check_timer_duration(duration: Duration) -> Result<(), String> {
+    if !duration.is_zero() && duration < SHORTEST_TIMER {
+        return Err(format!(
+            "{} is shorter than 1ms, the finest step watchdog's timers take; give 1ms or more (examples: 500ms, 30s)",
+            humantime::format_duration(duration)
+        ));
+    }
+    Ok(())
 }
 
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
@@ -402,6 +421,9 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3650days").is_ok());
+        let too_short = parse_nonzero_duration("1ns").unwrap_err();
+        assert!(too_short.contains("1ns is shorter than 1ms"), "{too_short}");
+        assert_eq!(parse_nonzero_duration("1ms"), Ok(Duration::from_millis(1)));
         let too_long = parse_duration("300000000000y").unwrap_err();
         assert!(too_long.contains("longer than"), "{too_long}");
         assert!(parse_env_pair("A=b=c").is_ok_and(|(n, v)| n == "A" && v == "b=c"));

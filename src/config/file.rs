@@ -337,6 +337,9 @@ fn nonzero_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>
             "must be more than 0 (leave the key out for the default)",
         ));
     }
+    if let Some(duration) = value {
+        crate::cli::check_timer_duration(duration).map_err(serde::de::Error::custom)?;
+    }
     Ok(value)
 }
 
@@ -977,6 +980,12 @@ warm = { protocol = "http", min = 1, max = 4, idle_timeout = "5m", max_requests 
                 "at least 1",
             ),
             ("timeout = \"0s\"\n", 1, "`timeout`", "more than 0"),
+            (
+                "[functions.\"a.sh\"]\ntimeout = \"500us\"\n",
+                2,
+                "`timeout`",
+                "500us is shorter than 1ms",
+            ),
             (
                 "[functions.\"a.sh\"]\nmax_concurrency = 0\n",
                 2,
