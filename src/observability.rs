@@ -4,5 +4,6 @@
 
 pub mod metrics;
 pub mod record;
+pub mod sparse;
 
 pub use record::{InvocationRecord, Requested};

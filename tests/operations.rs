@@ -1023,6 +1023,39 @@ async fn built_in_errors_are_watchdog_error_pages_with_the_request_id() {
     assert!(healthz.headers().contains_key("x-request-id"));
 }
 
+/// A client's X-Request-Id that is not kept (here, too long) is replaced with
+/// one of watchdog's, and the log says so, once a minute at most: a balancer
+/// sending such ids found them missing from every line with no word why.
+#[tokio::test]
+async fn a_client_id_not_kept_is_replaced_and_said_so_sparingly() {
+    let (_project, api) = project_with_ok();
+    let server = TestServer::start(&api, &[]);
+    let c = client();
+    let long = "r".repeat(200);
+    for _ in 0..3 {
+        let response = c
+            .get(server.url("/api/ok"))
+            .header("X-Request-Id", &long)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let id = response.headers()["x-request-id"].to_str().unwrap();
+        assert_eq!(id.len(), 16, "{id}");
+        let _ = response.text().await;
+    }
+    let said = "a client's X-Request-Id was not kept, as it is 200 bytes, over the 128 kept";
+    assert!(
+        server.wait_for_log(said, Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    // All three are logged as invocations, the warning only once.
+    assert!(server.wait_for_log_count("watchdog::invocation", 3, Duration::from_secs(5)));
+    assert_eq!(server.log().matches(said).count(), 1, "{}", server.log());
+    assert!(!server.log().contains(&long));
+}
+
 /// watchdog outlives the reader of its log: a log collector that restarts, or
 /// `| head`, left it to panic at its next log line (exit 101).
 #[tokio::test]

@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::HeaderMap;
 
+use crate::observability::sparse::Sparse;
+
 pub const HEADER: &str = "x-request-id";
 
 /// The id decided for a request as hyper handed it over
@@ -16,13 +18,57 @@ pub fn of(extensions: &axum::http::Extensions, headers: &HeaderMap) -> String {
         .map_or_else(|| from_headers(headers), |taken| taken.id.clone())
 }
 
-/// The client's id when it is 1 to 128 visible ASCII characters, else a new one.
+/// The longest client id kept: enough for a UUID with a prefix, or a trace id.
+const LONGEST: usize = 128;
+
+/// The client's id when it is 1 to [`LONGEST`] visible ASCII characters, else a
+/// new one.
 pub fn from_headers(headers: &HeaderMap) -> String {
-    headers
-        .get(HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(generate, str::to_owned)
+    let Some(given) = headers.get(HEADER) else {
+        return generate();
+    };
+    match refusal(given.as_bytes()) {
+        None => String::from_utf8_lossy(given.as_bytes()).into_owned(),
+        Some(why) => {
+            let id = generate();
+            warn_replaced(why, &id);
+            id
+        }
+    }
+}
+
+/// Why a client's id is not kept, if it is not: it would go into log lines
+/// and a function's environment as it came.
+fn refusal(given: &[u8]) -> Option<String> {
+    if given.is_empty() {
+        Some("it is empty".into())
+    } else if given.len() > LONGEST {
+        Some(format!(
+            "it is {} bytes, over the {LONGEST} kept",
+            given.len()
+        ))
+    } else if !given.iter().all(u8::is_ascii_graphic) {
+        Some(
+            "it holds other than visible ASCII characters (a space, a control or non-ASCII byte)"
+                .into(),
+        )
+    } else {
+        None
+    }
+}
+
+/// An operator whose balancer sends ids watchdog does not keep would
+/// otherwise find its ids missing from watchdog's lines with no word why. Any
+/// client can send such ids on every request: sparse.
+fn warn_replaced(why: String, id: &str) {
+    static REPLACED: Sparse = Sparse::new(std::time::Duration::from_secs(60));
+    if let Some(replaced) = REPLACED.note() {
+        tracing::warn!(
+            request_id = %id,
+            replaced,
+            "a client's X-Request-Id was not kept, as {why}: the request has an id of watchdog's making (1 to {LONGEST} visible ASCII characters are kept); said at most once a minute, `replaced` counting since the last"
+        );
+    }
 }
 
 /// 16 hex digits, unique within this process and unlikely to repeat across
@@ -60,6 +106,10 @@ mod tests {
         assert_eq!(from_headers(&headers), "abc-123");
         headers.insert(HEADER, HeaderValue::from_static("has space"));
         assert_ne!(from_headers(&headers), "has space");
+        assert_eq!(refusal(&[b'a'; 128]), None);
+        assert!(refusal(&[b'a'; 129]).is_some_and(|why| why.contains("129 bytes")));
+        assert!(refusal(b"").is_some());
+        assert!(refusal("caf\u{e9}".as_bytes()).is_some());
         assert_ne!(generate(), generate());
         assert_eq!(generate().len(), 16);
     }

@@ -9,12 +9,14 @@
 //! of that same user could read the worker's memory anyway.)
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use procfs::net::TcpState;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+
+use crate::observability::sparse::Sparse;
 
 /// A Runtime API listener that serves only the worker's user.
 ///
@@ -210,13 +212,13 @@ fn owner_in_table(peer: SocketAddr, local: SocketAddr) -> Owner {
         .map_or(Owner::Nobody, |socket| Owner::User(socket.uid))
 }
 
-/// The warnings about turned-away connections: the first, then at most one
-/// every [`Refusals::EVERY`], with how many were turned away since the last
-/// (`turned_away`), so a flood of them does not flood the log.
+/// The warnings about turned-away connections, sparse: a flood of them does
+/// not flood the log, and each says how many were turned away since the last
+/// (`turned_away`).
 struct Refusals {
     file: String,
     uid: u32,
-    since_warned: Mutex<(Option<Instant>, u64)>,
+    sparse: Sparse,
 }
 
 impl Refusals {
@@ -226,22 +228,13 @@ impl Refusals {
         Self {
             file,
             uid,
-            since_warned: Mutex::new((None, 0)),
+            sparse: Sparse::new(Self::EVERY),
         }
     }
 
     fn note(&self, peer: SocketAddr, owner: Owner) {
-        let turned_away = {
-            let mut state = self
-                .since_warned
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            state.1 += 1;
-            if state.0.is_some_and(|at| at.elapsed() < Self::EVERY) {
-                return;
-            }
-            *state = (Some(Instant::now()), 0);
-            state.1 + 1
+        let Some(turned_away) = self.sparse.note() else {
+            return;
         };
         match owner {
             Owner::Unknown => tracing::warn!(
