@@ -11,6 +11,7 @@
 //! recycles the pool.
 
 pub mod deadline_guard;
+pub mod function_name;
 pub mod http;
 pub mod lambda;
 pub mod policy;

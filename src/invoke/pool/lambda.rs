@@ -410,18 +410,7 @@ pub async fn start(
     deadline: tokio::time::Instant,
 ) -> Result<Worker, InvokeError> {
     let file = function.file.relative.clone();
-    let name: String = function
-        .pattern
-        .trim_matches('/')
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let name = super::function_name::of_route(&function.pattern);
     // The user's own values (watchdog.toml `env`, `--env`, `.env`,
     // `--pass-env`) win over these stand-ins, as `-e` does with AWS's runtime
     // interface emulator: a function that calls real AWS services needs its
