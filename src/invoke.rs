@@ -179,6 +179,14 @@ pub enum InvokeError {
     BadOutput { file: String, error: EnvelopeError },
     #[error("{file}: exited with {exit} before writing a complete header block")]
     ExitedEarly { file: String, exit: String },
+    /// A function that gave no answer or a bad one and whose file was written
+    /// as it started or while it ran: a save in place, which its interpreter
+    /// may have read half-done (the kernel guards a binary being run, ETXTBSY,
+    /// not a script being read). Said so, rather than blaming the code.
+    #[error(
+        "{file}: {failure}; its file was saved as it started or while it ran, so it may have read it half-written"
+    )]
+    SavedWhileRunning { file: String, failure: String },
     /// Stopped by one of its resource limits (config §6) before it answered.
     #[error("{file}: was stopped by its `{limit}` limit ({exit}) before it answered")]
     LimitHit {
@@ -301,6 +309,7 @@ impl InvokeError {
             InvokeError::Removed { .. } => StatusCode::NOT_FOUND,
             InvokeError::BadOutput { .. }
             | InvokeError::ExitedEarly { .. }
+            | InvokeError::SavedWhileRunning { .. }
             | InvokeError::LimitHit { .. }
             | InvokeError::OutputTooLarge { .. } => StatusCode::BAD_GATEWAY,
             InvokeError::Timeout { .. }
@@ -335,6 +344,10 @@ impl InvokeError {
                 "{}; the function's stderr is in watchdog's log",
                 EnvelopeError::HINT
             )),
+            InvokeError::SavedWhileRunning { .. } => Some(
+                "the next request runs the file as saved; to keep requests from meeting a file half-written, save by writing a new file and renaming it over the old one (most editors do; `>` and `cat >` write in place)"
+                    .into(),
+            ),
             InvokeError::LimitHit { limit, .. } => Some(format!(
                 "raise `{limit}` in the function's watchdog.toml section, or make it use less"
             )),

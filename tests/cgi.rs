@@ -449,6 +449,50 @@ async fn garbage_output_is_a_502_without_the_functions_bytes() {
     assert!(text.contains("hint:"), "{text}");
 }
 
+/// A function that answers nothing and whose file was saved in place as it
+/// ran (an editor's save met half-written, under load) is said so, with what
+/// to do, rather than only "wrote nothing", which blames the code. One that
+/// wrote nothing from a file left alone is told as before.
+#[tokio::test]
+async fn a_function_whose_file_was_saved_while_it_ran_is_said_so() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    // Saves itself in place (truncate, write), as `cat > file` does, and
+    // writes nothing.
+    common::write_script(
+        &api.join("saves.sh"),
+        "t=$(mktemp); cat \"$0\" > \"$t\"; cat \"$t\" > \"$0\"; rm -f \"$t\"",
+    );
+    common::write_script(&api.join("silent.sh"), "true");
+    // Saved long before the request, whatever the machine's pace.
+    std::fs::File::options()
+        .write(true)
+        .open(api.join("silent.sh"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
+    let server = TestServer::start(&api, &[]);
+    let saved = client().get(server.url("/api/saves")).send().await.unwrap();
+    assert_eq!(saved.status(), 502);
+    let text = saved.text().await.unwrap();
+    assert!(
+        text.contains("wrote nothing to stdout; its file was saved as it started or while it ran")
+            && text.contains("renaming it over the old one"),
+        "{text}"
+    );
+    let silent = client()
+        .get(server.url("/api/silent"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(silent.status(), 502);
+    let text = silent.text().await.unwrap();
+    assert!(
+        text.contains("wrote nothing to stdout") && !text.contains("saved"),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn two_content_lengths_are_a_502_not_an_empty_reply() {
     let server = server(&[]);

@@ -165,6 +165,7 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         is_head: invocation.method == Method::HEAD,
         conditions: conditional::Conditions::of(&invocation.method, &invocation.headers),
         file,
+        started_wall: invocation.deadline_epoch_ms,
         exec_direct: runner.executable && !runner.node_module,
         function: Arc::clone(&invocation.route.function),
         path,
@@ -247,6 +248,10 @@ struct Driver {
     file: String,
     /// The file's path on disk, looked at only when the function failed.
     path: std::path::PathBuf,
+    /// The request's deadline on the wall clock, in ms since the epoch: with
+    /// `timeout`, when it started, to tell a file saved meanwhile
+    /// ([`Driver::unless_saved_meanwhile`]).
+    started_wall: u128,
     /// It was exec'd itself (its `#!` line read by the kernel), not given to
     /// its extension's interpreter.
     exec_direct: bool,
@@ -496,7 +501,8 @@ impl Driver {
             Ok(Some(done)) => done,
             Err(error) => {
                 let file = self.file.clone();
-                send_head(head_tx, Err(InvokeError::BadOutput { file, error }));
+                let error = self.unless_saved_meanwhile(InvokeError::BadOutput { file, error });
+                send_head(head_tx, Err(error));
                 return Err(());
             }
         };
@@ -662,6 +668,30 @@ impl Driver {
         );
     }
 
+    /// `failed`, or, when the function's file was written as the request
+    /// started or since, [`InvokeError::SavedWhileRunning`] with its words.
+    /// One `stat`, on this failure path only.
+    fn unless_saved_meanwhile(&self, failed: InvokeError) -> InvokeError {
+        // A file's times come from the kernel's coarse clock, up to a tick
+        // (4-10 ms) behind the clock the request's start was read from.
+        const COARSE_CLOCK: Duration = Duration::from_millis(10);
+        let deadline = std::time::UNIX_EPOCH
+            + Duration::from_millis(u64::try_from(self.started_wall).unwrap_or(u64::MAX));
+        let started = deadline.checked_sub(self.timeout + COARSE_CLOCK);
+        let saved = std::fs::metadata(&self.path).and_then(|meta| meta.modified());
+        match (started, saved) {
+            (Some(started), Ok(saved)) if saved >= started => {
+                let text = failed.to_string();
+                let prefix = format!("{}: ", self.file);
+                InvokeError::SavedWhileRunning {
+                    failure: text.strip_prefix(&prefix).unwrap_or(&text).to_owned(),
+                    file: self.file.clone(),
+                }
+            }
+            _ => failed,
+        }
+    }
+
     /// The PATH the function was given.
     fn function_path(&self) -> Option<&std::ffi::OsStr> {
         (self.function.settings.env.iter().rev())
@@ -700,15 +730,15 @@ impl Driver {
                         {
                             error
                         }
-                        None => InvokeError::ExitedEarly {
+                        None => self.unless_saved_meanwhile(InvokeError::ExitedEarly {
                             file: self.file.clone(),
                             exit: describe_exit(status),
-                        },
+                        }),
                     },
-                    _ => InvokeError::BadOutput {
+                    _ => self.unless_saved_meanwhile(InvokeError::BadOutput {
                         file: self.file.clone(),
                         error: reader.finish(),
-                    },
+                    }),
                 };
                 send_head(head_tx, Err(self.record.failed(error)));
             }
