@@ -353,11 +353,19 @@ pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
 
 /// Sizes: `32MiB`, `10MB`, `512k`, `1048576`.
 pub fn parse_size(value: &str) -> Result<u64, String> {
-    value
+    let size = value
         .trim()
         .parse::<bytesize::ByteSize>()
         .map(|size| size.as_u64())
-        .map_err(|err| format!("{err} (examples: 32MiB, 10MB, 1048576)"))
+        .map_err(|err| format!("{err} (examples: 32MiB, 10MB, 1048576)"))?;
+    // bytesize saturates: `100EiB` was taken as 16EiB without a word.
+    if size == u64::MAX && value.trim() != u64::MAX.to_string() {
+        return Err(format!(
+            "`{}` is more than the largest size watchdog can count (16EiB); give a smaller one (examples: 32MiB, 10GB)",
+            value.trim()
+        ));
+    }
+    Ok(size)
 }
 
 fn parse_env_pair(value: &str) -> Result<(String, String), String> {
@@ -418,6 +426,9 @@ mod tests {
         assert_eq!(parse_size("10MB"), Ok(10_000_000));
         assert_eq!(parse_size("1024"), Ok(1024));
         assert!(parse_size("lots").is_err());
+        let too_big = parse_size("100EiB").unwrap_err();
+        assert!(too_big.contains("more than the largest size"), "{too_big}");
+        assert_eq!(parse_size("18446744073709551615"), Ok(u64::MAX));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3650days").is_ok());
