@@ -251,26 +251,65 @@ impl Cli {
     /// Parses the command line. A bad value that came from a `WATCHDOG_*`
     /// variable is named by that variable: clap names the flag, which a user
     /// who never typed it cannot find.
-    pub fn parse_naming_variables() -> Self {
+    ///
+    /// # Errors
+    /// What clap found, to be told ([`ParseFailure::exit`]); help and
+    /// `--version` come this way too.
+    pub fn try_parse_naming_variables() -> Result<Self, ParseFailure> {
         use clap::error::{ContextKind, ContextValue};
-        Self::try_parse().unwrap_or_else(|err| {
-            let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
-                err.exit()
-            };
-            let long = arg
-                .split(' ')
-                .next()
-                .and_then(|flag| flag.strip_prefix("--"));
-            match long.and_then(variable_given_for) {
-                Some(variable) => {
-                    let text = err.render().to_string();
+        Self::try_parse().map_err(|err| {
+            let mut text = err.render().to_string();
+            if let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) {
+                let long = arg
+                    .split(' ')
+                    .next()
+                    .and_then(|flag| flag.strip_prefix("--"));
+                if let Some(variable) = long.and_then(variable_given_for) {
                     let named = format!("{variable} (read as --{})", long.unwrap_or_default());
-                    eprint!("{}", text.replace(&format!("'{arg}'"), &named));
-                    std::process::exit(err.exit_code())
+                    text = text.replace(&format!("'{arg}'"), &named);
                 }
-                None => err.exit(),
+            }
+            ParseFailure {
+                text,
+                code: err.exit_code(),
+                is_error: err.use_stderr(),
             }
         })
+    }
+}
+
+/// What clap said instead of a command line: an error, or help or version
+/// text asked for.
+#[derive(Debug)]
+pub struct ParseFailure {
+    pub text: String,
+    pub code: i32,
+    /// An error, for stderr; else help or version text, for stdout.
+    pub is_error: bool,
+}
+
+/// The log format asked for by `--log-format` or `WATCHDOG_LOG_FORMAT`, read
+/// from the raw arguments: for clap's own errors, which come before (and
+/// instead of) its parse. An operator whose collector reads JSON got a
+/// misspelled flag's error as plain text.
+pub fn log_format_asked() -> LogFormat {
+    let mut args = std::env::args_os().skip(1);
+    let mut typed = None;
+    while let Some(arg) = args.next() {
+        let Some(arg) = arg.to_str() else { continue };
+        if arg == "--" {
+            break;
+        }
+        if arg == "--log-format" {
+            typed = args.next().and_then(|value| value.into_string().ok());
+        } else if let Some(value) = arg.strip_prefix("--log-format=") {
+            typed = Some(value.to_owned());
+        }
+    }
+    let asked = typed.or_else(|| std::env::var("WATCHDOG_LOG_FORMAT").ok());
+    match asked {
+        Some(value) if value.eq_ignore_ascii_case("json") => LogFormat::Json,
+        _ => LogFormat::Text,
     }
 }
 

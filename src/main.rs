@@ -20,7 +20,24 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     // First, before anything is opened or any thread started.
     let isolation_problems = watchdog::process::isolation::apply();
-    let cli = Cli::parse_naming_variables();
+    let cli = match Cli::try_parse_naming_variables() {
+        Ok(cli) => cli,
+        Err(failure) if failure.is_error => {
+            let format = watchdog::cli::log_format_asked();
+            match format {
+                LogFormat::Text => eprint!("{}", failure.text),
+                LogFormat::Json => {
+                    let text = failure.text.trim();
+                    report_fatal(format, text.strip_prefix("error: ").unwrap_or(text));
+                }
+            }
+            return ExitCode::from(u8::try_from(failure.code).unwrap_or(2));
+        }
+        Err(help) => {
+            print!("{}", help.text);
+            return ExitCode::from(u8::try_from(help.code).unwrap_or(0));
+        }
+    };
     let resolved = match &cli.command {
         Command::Serve(args) => Settings::resolve(&args.dir, args.listen.as_deref(), &args.flags),
         Command::Routes(args) => Settings::resolve(&args.dir, None, &args.serve),

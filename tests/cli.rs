@@ -300,6 +300,41 @@ fn a_start_up_error_is_json_under_log_format_json() {
         String::from_utf8_lossy(&plain.stderr).starts_with("watchdog: error: "),
         "{plain:?}"
     );
+    // So too the command line's own errors, found before its parse ends:
+    // a flag misspelled, a bad value from a variable.
+    for (args, variable, says) in [
+        (
+            &["--log-format", "json", "--timout", "5s"][..],
+            None,
+            "'--timout'",
+        ),
+        (&["--timeout", "soon"][..], Some("json"), "'soon'"),
+    ] {
+        let mut command = watchdog();
+        command.arg("serve").arg(&api).args(args);
+        if let Some(format) = variable {
+            command.env("WATCHDOG_LOG_FORMAT", format);
+        }
+        let failed = command.output().unwrap();
+        assert_eq!(failed.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        let line: serde_json::Value = serde_json::from_str(stderr.trim())
+            .unwrap_or_else(|err| panic!("not one JSON line ({err}): {stderr}"));
+        assert_eq!(line["level"], "ERROR", "{stderr}");
+        assert!(
+            line["error"].as_str().unwrap_or_default().contains(says),
+            "{stderr}"
+        );
+    }
+    let plain = watchdog()
+        .args(["serve", "--timout", "5s"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(
+        stderr.starts_with("error: unexpected argument '--timout'"),
+        "{stderr}"
+    );
 }
 
 /// A script without the execute bit runs by its extension's interpreter: one
