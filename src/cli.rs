@@ -101,8 +101,22 @@ pub struct ServeArgs {
     /// [default: 127.0.0.1:3000, or 0.0.0.0:$PORT when PORT is set]
     #[arg(long, env = "WATCHDOG_LISTEN", help_heading = "Server")]
     pub listen: Option<String>,
+    /// Serve `/_watchdog/` metrics, routes and cron on this address instead,
+    /// out of reach of the clients of --listen (healthz and readyz answer on
+    /// both). Same forms as --listen.
+    #[arg(long, env = "WATCHDOG_ADMIN_LISTEN", help_heading = "Server")]
+    pub admin_listen: Option<String>,
     #[command(flatten)]
     pub flags: ServeFlags,
+}
+
+impl ServeArgs {
+    pub fn addresses(&self) -> crate::config::Addresses<'_> {
+        crate::config::Addresses {
+            listen: self.listen.as_deref(),
+            admin_listen: self.admin_listen.as_deref(),
+        }
+    }
 }
 
 impl InvokeArgs {

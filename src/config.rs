@@ -57,6 +57,9 @@ pub struct Settings {
     pub document_root: PathBuf,
     pub prefix: String,
     pub listen: SocketAddr,
+    /// Where the built-in endpoints other than healthz and readyz are served,
+    /// instead of on `listen` (`--admin-listen`).
+    pub admin_listen: Option<SocketAddr>,
     pub timeout: Duration,
     pub kill_grace: Duration,
     pub max_body: u64,
@@ -87,6 +90,14 @@ pub struct Settings {
     pub unapplied_vercel_keys: Vec<&'static str>,
 }
 
+/// The addresses given on the command line (or in the environment), which
+/// only `serve` takes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Addresses<'a> {
+    pub listen: Option<&'a str>,
+    pub admin_listen: Option<&'a str>,
+}
+
 impl Settings {
     /// Reads the configuration files and applies flags, environment and defaults.
     ///
@@ -95,9 +106,13 @@ impl Settings {
     /// problem (located by file, line and key), or a flag this version cannot honour.
     pub fn resolve(
         dir: &Path,
-        listen: Option<&str>,
+        addresses: Addresses<'_>,
         flags: &ServeFlags,
     ) -> Result<Self, ConfigError> {
+        let Addresses {
+            listen,
+            admin_listen,
+        } = addresses;
         let document_root = dir.canonicalize().map_err(|cause| ConfigError::Dir {
             dir: dir.display().to_string(),
             cause,
@@ -152,6 +167,20 @@ impl Settings {
             listen.or(file_listen.as_deref()),
             std::env::var("PORT").ok().as_deref(),
         )?;
+        let admin_listen = match (admin_listen, &config.admin_listen) {
+            (Some(value), _) => Some(parse_listen(value).map_err(|cause| ConfigError::Listen {
+                given: crate::cli::named_as_given("admin-listen", value),
+                cause,
+            })?),
+            (None, Some(value)) => {
+                let text = value.get_ref().text();
+                Some(
+                    parse_listen(&text)
+                        .map_err(|cause| in_file(value.span(), format!("`{text}` is {cause}")))?,
+                )
+            }
+            (None, None) => None,
+        };
         let dotenv = file::dotenv(&document_root)?;
         let mut pass_env = flags.pass_env.clone();
         pass_env.extend(config.pass_env.clone().unwrap_or_default());
@@ -203,6 +232,7 @@ impl Settings {
             document_root,
             prefix: crate::routes::normalize_prefix(&prefix),
             listen,
+            admin_listen,
             timeout: flags.timeout.or(config.timeout).unwrap_or(DEFAULT_TIMEOUT),
             kill_grace: flags
                 .kill_grace

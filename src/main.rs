@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 use watchdog::cli::{Cli, Command, LogFormat};
 use watchdog::commands;
-use watchdog::config::Settings;
+use watchdog::config::{Addresses, Settings};
 
 /// mimalloc instead of glibc's malloc: glibc spent about 13% of watchdog's CPU in
 /// malloc, free and consolidation on the static C benchmark (perf), for the
@@ -39,10 +39,10 @@ fn main() -> ExitCode {
         }
     };
     let resolved = match &cli.command {
-        Command::Serve(args) => Settings::resolve(&args.dir, args.listen.as_deref(), &args.flags),
-        Command::Routes(args) => Settings::resolve(&args.dir, None, &args.serve),
+        Command::Serve(args) => Settings::resolve(&args.dir, args.addresses(), &args.flags),
+        Command::Routes(args) => Settings::resolve(&args.dir, Addresses::default(), &args.serve),
         Command::Invoke(args) => match args.check() {
-            Ok(()) => Settings::resolve(&args.dir(), None, &args.serve),
+            Ok(()) => Settings::resolve(&args.dir(), Addresses::default(), &args.serve),
             Err(missing) => {
                 eprintln!("watchdog: error: {missing}");
                 return ExitCode::from(2);
@@ -95,7 +95,7 @@ fn main() -> ExitCode {
                 // What a restart would make of the configuration files, for
                 // the warning when one changes while serving.
                 let recheck = Box::new(move || {
-                    Settings::resolve(&args.dir, args.listen.as_deref(), &args.flags)
+                    Settings::resolve(&args.dir, args.addresses(), &args.flags)
                         .map(drop)
                         .map_err(|err| err.to_string())
                 });

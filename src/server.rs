@@ -119,22 +119,93 @@ impl App {
     }
 }
 
-pub fn router(app: Arc<App>) -> Router {
+/// The router of the address clients reach: every function, and the built-in
+/// endpoints. With `admin_apart` (`--admin-listen`), only healthz and readyz of
+/// those, which a balancer's health check needs and which tell nothing; the
+/// others answer 404 naming where they are served.
+pub fn router(app: Arc<App>, admin_apart: bool) -> Router {
+    let builtin = if admin_apart {
+        Router::new()
+            .route("/_watchdog/healthz", get(builtin::healthz))
+            .route("/_watchdog/readyz", get(builtin::readyz))
+            .route("/_watchdog/routes", any(builtin::on_admin_address))
+            .route("/_watchdog/metrics", any(builtin::on_admin_address))
+            .route("/_watchdog/cron/{name}", any(builtin::on_admin_address))
+    } else {
+        builtin_routes()
+    };
     // The layer is the built-in routes' own: a function's request never
     // passes through it.
-    let builtin = Router::new()
+    let builtin =
+        with_reserved(builtin).layer(axum::middleware::from_fn(builtin::answer_as_watchdog));
+    Router::new()
+        .merge(builtin)
+        .fallback(handler::function)
+        .with_state(app)
+}
+
+/// The router of `--admin-listen`'s address: the built-in endpoints alone.
+pub fn admin_router(app: Arc<App>) -> Router {
+    with_reserved(builtin_routes())
+        .fallback(builtin::admin_address_only)
+        .layer(axum::middleware::from_fn(builtin::answer_as_watchdog))
+        .with_state(app)
+}
+
+fn builtin_routes() -> Router<Arc<App>> {
+    Router::new()
         .route("/_watchdog/healthz", get(builtin::healthz))
         .route("/_watchdog/readyz", get(builtin::readyz))
         .route("/_watchdog/routes", get(builtin::routes))
         .route("/_watchdog/metrics", get(builtin::metrics))
         .route("/_watchdog/cron/{name}", axum::routing::post(builtin::cron))
+}
+
+/// The rest of the reserved prefix, which no function may answer.
+fn with_reserved(builtin: Router<Arc<App>>) -> Router<Arc<App>> {
+    builtin
         .route("/_watchdog", any(builtin::reserved))
         .route("/_watchdog/{*rest}", any(builtin::reserved))
-        .layer(axum::middleware::from_fn(builtin::answer_as_watchdog));
-    Router::new()
-        .merge(builtin)
-        .fallback(handler::function)
-        .with_state(app)
+}
+
+/// The admin address's accept loop, on the main runtime: its few requests
+/// (a scrape every few seconds) need no connection thread of their own.
+struct AdminAddress {
+    stop: CancellationToken,
+    accepting: tokio::task::JoinHandle<hyper_util::server::graceful::GracefulShutdown>,
+}
+
+/// Serves `--admin-listen` until [`AdminAddress::stop`]: through the drain
+/// too, so that readyz's 503 and the last metrics can be read there.
+fn serve_admin(listener: TcpListener, app: &Arc<App>) -> AdminAddress {
+    let router = admin_router(Arc::clone(app));
+    let send_timeout = app.settings.send_timeout;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "admin endpoints on http://{addr}/_watchdog/ (metrics, routes, cron; healthz and readyz on both addresses)");
+    }
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    let accepting = tokio::spawn(async move {
+        let hand = |accepted| {
+            tokio::spawn(listener::serve_connection(
+                accepted,
+                router.clone(),
+                send_timeout,
+            ));
+        };
+        listener::accept_until(listener, hand, stopped.cancelled_owned()).await
+    });
+    AdminAddress { stop, accepting }
+}
+
+impl AdminAddress {
+    /// Stops accepting, and gives the open connections a moment to finish.
+    async fn stop(self) {
+        self.stop.cancel();
+        if let Ok(open) = self.accepting.await {
+            let _ = tokio::time::timeout(Duration::from_secs(1), open.shutdown()).await;
+        }
+    }
 }
 
 /// At most this many sweeps for left-behind processes at shutdown, this far
@@ -167,6 +238,7 @@ async fn within_drain<F: std::future::Future>(
 /// When the connection threads cannot be started.
 pub async fn serve(
     listener: TcpListener,
+    admin: Option<TcpListener>,
     app: Arc<App>,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
@@ -188,7 +260,7 @@ pub async fn serve(
         }
         tracing::info!("no longer accepting connections; waiting for in-flight requests");
     };
-    let router = router(Arc::clone(&app));
+    let router = router(Arc::clone(&app), admin.is_some());
     let send_timeout = app.settings.send_timeout;
     let threads = ConnectionThreads::start(move |accepted| {
         listener::serve_connection(accepted, router.clone(), send_timeout)
@@ -200,7 +272,9 @@ pub async fn serve(
     })?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "listening on http://{local}");
-    let connections = listener::accept_until(listener, &threads, stop_accepting).await;
+    let admin = admin.map(|admin| serve_admin(admin, &app));
+    let connections =
+        listener::accept_until(listener, |accepted| threads.hand(accepted), stop_accepting).await;
     let drain_end = tokio::time::Instant::now() + app.settings.drain_timeout;
     let connections = connections.shutdown();
     tokio::pin!(connections);
@@ -242,6 +316,9 @@ pub async fn serve(
         }
     }
     app.pool.shutdown().await;
+    if let Some(admin) = admin {
+        admin.stop().await;
+    }
     threads.stop(Duration::from_secs(2)).await;
     // Processes that left their function's or worker's group (a `setsid`
     // helper) came to watchdog, as subreaper, when their parents were stopped

@@ -939,6 +939,22 @@ fn a_bad_setting_is_named_where_it_was_written() {
         stderr.contains("watchdog.toml:2") && stderr.contains("`listen`"),
         "{stderr}"
     );
+    // The admin address the same way, in the file or by its flag.
+    std::fs::write(
+        project.path().join("watchdog.toml"),
+        "timeout = \"5s\"\nadmin_listen = \"nope\"\n",
+    )
+    .unwrap();
+    let stderr = start(&[], &[]);
+    assert!(
+        stderr.contains("watchdog.toml:2") && stderr.contains("`nope` is not an address"),
+        "{stderr}"
+    );
+    let stderr = start(&["--config", "/dev/null", "--admin-listen", "nope"], &[]);
+    assert!(
+        stderr.contains("--admin-listen nope: not an address"),
+        "{stderr}"
+    );
     std::fs::write(
         project.path().join("watchdog.toml"),
         "user = \"no-such-user-here\"\n",

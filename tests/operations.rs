@@ -1023,6 +1023,73 @@ async fn built_in_errors_are_watchdog_error_pages_with_the_request_id() {
     assert!(healthz.headers().contains_key("x-request-id"));
 }
 
+/// `--admin-listen` sets metrics, routes and cron apart from the clients'
+/// address (the operator probe found them answering whoever reached the
+/// port); healthz and readyz, which a balancer's checks need, answer on both.
+#[tokio::test]
+async fn admin_endpoints_can_be_set_apart_from_the_clients_address() {
+    let (_project, api) = project_with_ok();
+    let server = TestServer::start(&api, &["--admin-listen", "127.0.0.1:0"]);
+    let line = server.log_line("admin endpoints on http://", Duration::from_secs(5));
+    let admin = line
+        .split("admin endpoints on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no admin address in {line}"))
+        .to_owned();
+    let on_admin = |path: &str| format!("http://{admin}{path}");
+    let c = client();
+    assert_eq!(common::get_text(server.url("/api/ok")).await, "ok\n");
+    let metrics = c.get(on_admin("/_watchdog/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics
+            .text()
+            .await
+            .unwrap()
+            .contains("watchdog_requests_total")
+    );
+    let routes = c.get(on_admin("/_watchdog/routes")).send().await.unwrap();
+    assert_eq!(routes.status(), 200);
+    for path in ["/_watchdog/metrics", "/_watchdog/routes"] {
+        let hidden = c.get(server.url(path)).send().await.unwrap();
+        assert_eq!(hidden.status(), 404, "{path}");
+        let text = hidden.text().await.unwrap();
+        assert!(text.contains("served on the admin address only"), "{text}");
+        assert!(!text.contains(&admin), "{text}");
+    }
+    let cron = c
+        .post(server.url("/_watchdog/cron/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cron.status(), 404);
+    for url in [
+        server.url("/_watchdog/healthz"),
+        on_admin("/_watchdog/healthz"),
+    ] {
+        assert_eq!(c.get(&url).send().await.unwrap().status(), 200, "{url}");
+    }
+    for url in [
+        server.url("/_watchdog/readyz"),
+        on_admin("/_watchdog/readyz"),
+    ] {
+        assert_eq!(c.get(&url).send().await.unwrap().status(), 200, "{url}");
+    }
+    // No function answers on the admin address.
+    let function = c.get(on_admin("/api/ok")).send().await.unwrap();
+    assert_eq!(function.status(), 404);
+    assert!(
+        function
+            .text()
+            .await
+            .unwrap()
+            .contains("this is the admin address")
+    );
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
 /// A client's X-Request-Id that is not kept (here, too long) is replaced with
 /// one of watchdog's, and the log says so, once a minute at most: a balancer
 /// sending such ids found them missing from every line with no word why.

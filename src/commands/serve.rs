@@ -89,6 +89,19 @@ pub async fn run(
         })
         .map_err(runtime)?;
     let local = listener.local_addr().map_err(runtime)?;
+    let admin = match settings.admin_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {addr} for the admin endpoints; pick another address with --admin-listen"
+                    )
+                })
+                .map_err(runtime)?,
+        ),
+        None => None,
+    };
     tracing::info!(
         dir = %settings.dir.display(),
         config = path_field(settings.config_file.as_deref()),
@@ -131,7 +144,7 @@ pub async fn run(
     };
     crate::cron::start(Arc::clone(&app));
     let shutdown = crate::shutdown::on_signals().map_err(runtime)?;
-    server::serve(listener, app, shutdown)
+    server::serve(listener, admin, app, shutdown)
         .await
         .map_err(runtime)?;
     tracing::info!("stopped");

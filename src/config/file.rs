@@ -130,6 +130,8 @@ impl ListenValue {
 pub struct ConfigFile {
     /// Checked where it is used (a flag may replace it), located by its span.
     pub listen: Option<Spanned<ListenValue>>,
+    /// As `listen`.
+    pub admin_listen: Option<Spanned<ListenValue>>,
     pub prefix: Option<String>,
     #[serde(default, deserialize_with = "nonzero_duration")]
     pub timeout: Option<Duration>,

@@ -145,3 +145,27 @@ pub async fn reserved(
         path: uri.path().to_owned(),
     })
 }
+
+/// On the clients' address when `--admin-listen` is set: where the endpoint
+/// is served instead.
+pub async fn on_admin_address(
+    Extension(builtin): Extension<BuiltinRequest>,
+    uri: axum::http::Uri,
+) -> Response {
+    builtin.error(AppError::OnAdminAddress {
+        path: uri.path().to_owned(),
+    })
+}
+
+/// On `--admin-listen`'s address, anything outside `/_watchdog/`: functions
+/// answer on the clients' address only.
+pub async fn admin_address_only(
+    State(app): State<Arc<App>>,
+    Extension(builtin): Extension<BuiltinRequest>,
+    uri: axum::http::Uri,
+) -> Response {
+    builtin.error(AppError::NotOnAdminAddress {
+        path: uri.path().to_owned(),
+        listen: app.local,
+    })
+}

@@ -47,6 +47,15 @@ pub enum AppError {
     NoCronJob { name: String, known: String },
     #[error("no such built-in endpoint: {path}")]
     NoBuiltin { path: String },
+    #[error("{path} is served on the admin address only (--admin-listen), not on this one")]
+    OnAdminAddress { path: String },
+    #[error(
+        "{path}: this is the admin address, which serves /_watchdog/ only; functions answer on {listen}"
+    )]
+    NotOnAdminAddress {
+        path: String,
+        listen: std::net::SocketAddr,
+    },
     #[error("CONNECT asks a proxy for a tunnel, and watchdog is no proxy: no function runs for it")]
     Connect,
     #[error("{path} does not answer {method}")]
@@ -76,7 +85,10 @@ impl AppError {
             AppError::Invoke(err) => err.status(),
             AppError::CronRefused(crate::cron::Refusal::NeedsSecret) => StatusCode::UNAUTHORIZED,
             AppError::CronRefused(_) => StatusCode::FORBIDDEN,
-            AppError::NoCronJob { .. } | AppError::NoBuiltin { .. } => StatusCode::NOT_FOUND,
+            AppError::NoCronJob { .. }
+            | AppError::NoBuiltin { .. }
+            | AppError::OnAdminAddress { .. }
+            | AppError::NotOnAdminAddress { .. } => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -120,6 +132,10 @@ impl AppError {
             AppError::CronRefused(_) => None,
             AppError::NoCronJob { .. } => Some("`[[cron]]` in watchdog.toml and `crons` in vercel.json name the jobs; `watchdog serve` logs each one it schedules".into()),
             AppError::NoBuiltin { .. } => Some("/_watchdog/ offers healthz, readyz, metrics, routes, and POST cron/<name>".into()),
+            // The address itself is not told to whoever reached this one: it
+            // was set apart to be out of their reach.
+            AppError::OnAdminAddress { .. } => Some("ask the admin address watchdog logged at start (\"admin endpoints on ...\"); healthz and readyz answer here too".into()),
+            AppError::NotOnAdminAddress { .. } => Some("send function requests to the address given by --listen".into()),
             AppError::MethodNotAllowed { allow, .. } => Some(format!("send {allow}")),
             AppError::Connect => Some("send the request itself (GET, POST, ...) to watchdog's address".into()),
         }

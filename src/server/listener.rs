@@ -18,7 +18,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
-use super::connection_threads::{Accepted, ConnectionThreads};
+use super::connection_threads::Accepted;
 use super::request_id;
 use super::send_stall::SendStall;
 use super::stalled_head::{HeadStarted, NoteHeadStarted};
@@ -48,12 +48,13 @@ pub fn head_size(parts: &axum::http::request::Parts) -> usize {
     line + headers + 2
 }
 
-/// Accepts connections and hands each to one of `threads` until `stop_accepting`
-/// resolves, then closes the listener (new connections are refused) and returns a
-/// handle that finishes the open ones.
+/// Accepts connections and gives each to `hand` (one of the connection
+/// threads, for the clients' address) until `stop_accepting` resolves, then
+/// closes the listener (new connections are refused) and returns a handle that
+/// finishes the open ones.
 pub async fn accept_until(
     listener: TcpListener,
-    threads: &ConnectionThreads,
+    hand: impl Fn(Accepted),
     stop_accepting: impl std::future::Future<Output = ()>,
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
@@ -78,7 +79,7 @@ pub async fn accept_until(
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
         match stream.into_std() {
-            Ok(stream) => threads.hand(Accepted {
+            Ok(stream) => hand(Accepted {
                 stream,
                 remote,
                 watcher: graceful.watcher(),
