@@ -267,64 +267,128 @@ impl Cli {
     /// who never typed it cannot find.
     ///
     /// # Errors
-    /// What clap found, to be told ([`ParseFailure::exit`]); help and
-    /// `--version` come this way too.
+    /// What clap found, to be told ([`ParseFailure`]); help and `--version`
+    /// come this way too.
     pub fn try_parse_naming_variables() -> Result<Self, ParseFailure> {
         use clap::error::{ContextKind, ContextValue};
-        Self::try_parse().map_err(|err| {
-            let mut text = err.render().to_string();
-            if let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) {
+        Self::try_parse().map_err(|error| {
+            let mut named = None;
+            if let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) {
                 let long = arg
                     .split(' ')
                     .next()
                     .and_then(|flag| flag.strip_prefix("--"));
                 if let Some(variable) = long.and_then(variable_given_for) {
-                    let named = format!("{variable} (read as --{})", long.unwrap_or_default());
-                    text = text.replace(&format!("'{arg}'"), &named);
+                    let by = format!("{variable} (read as --{})", long.unwrap_or_default());
+                    named = Some(error.render().to_string().replace(&format!("'{arg}'"), &by));
                 }
             }
-            ParseFailure {
-                text,
-                code: err.exit_code(),
-                is_error: err.use_stderr(),
-            }
+            ParseFailure { error, named }
         })
     }
 }
 
-/// What clap said instead of a command line: an error, or help or version
+/// What clap said instead of a command line: an error, or the help or version
 /// text asked for.
 #[derive(Debug)]
 pub struct ParseFailure {
-    pub text: String,
-    pub code: i32,
-    /// An error, for stderr; else help or version text, for stdout.
-    pub is_error: bool,
+    error: clap::Error,
+    /// The error's text with the variable a bad value came from named.
+    named: Option<String>,
 }
 
-/// The log format asked for by `--log-format` or `WATCHDOG_LOG_FORMAT`, read
-/// from the raw arguments: for clap's own errors, which come before (and
-/// instead of) its parse. An operator whose collector reads JSON got a
-/// misspelled flag's error as plain text.
+impl ParseFailure {
+    /// An error, rather than help or version text (also the help given for
+    /// a missing subcommand, which is no error to report as one).
+    pub fn is_error(&self) -> bool {
+        use clap::error::ErrorKind;
+        !matches!(
+            self.error.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        )
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        self.error.exit_code()
+    }
+
+    /// Prints it as clap does: colours on a terminal, help on stdout, and a
+    /// reader that has gone (`watchdog --help | head -1`) is no error.
+    pub fn print(&self) {
+        use std::io::Write;
+        match &self.named {
+            Some(text) => {
+                let _ = write!(std::io::stderr(), "{text}");
+            }
+            None => {
+                let _ = self.error.print();
+            }
+        }
+    }
+
+    /// The error alone, for a JSON event: without `error: `, the usage line
+    /// and the pointer to `--help`.
+    pub fn message(&self) -> String {
+        let text = self
+            .named
+            .clone()
+            .unwrap_or_else(|| self.error.render().to_string());
+        let text = text.trim();
+        let text = text.strip_prefix("error: ").unwrap_or(text);
+        let end = ["\n\nUsage:", "\n\nFor more information"]
+            .iter()
+            .filter_map(|marker| text.find(marker))
+            .min()
+            .unwrap_or(text.len());
+        text[..end].trim_end().to_owned()
+    }
+}
+
+/// The log format asked for by `--log-format` or `WATCHDOG_LOG_FORMAT`, found
+/// by a parse that goes past errors: for clap's own errors, which come before
+/// (and instead of) the command line. An operator whose collector reads JSON
+/// got a misspelled flag's error as plain text.
 pub fn log_format_asked() -> LogFormat {
-    let mut args = std::env::args_os().skip(1);
+    let parsed = <Cli as clap::CommandFactory>::command()
+        .ignore_errors(true)
+        .try_get_matches()
+        .ok()
+        .and_then(|matches| {
+            let (_, args) = matches.subcommand()?;
+            args.try_get_one::<LogFormat>("log_format").ok()?.copied()
+        });
+    // Where that parse gave up first (a bad value before the flag, or from
+    // another variable): the flag as typed, else the variable.
+    let asked = parsed
+        .map(|format| format == LogFormat::Json)
+        .unwrap_or_else(|| {
+            typed_log_format()
+                .or_else(|| std::env::var("WATCHDOG_LOG_FORMAT").ok())
+                .is_some_and(|value| value.eq_ignore_ascii_case("json"))
+        });
+    if asked {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    }
+}
+
+/// `--log-format`'s value as typed, the last one given.
+fn typed_log_format() -> Option<String> {
+    let mut args = std::env::args().skip(1);
     let mut typed = None;
     while let Some(arg) = args.next() {
-        let Some(arg) = arg.to_str() else { continue };
         if arg == "--" {
             break;
-        }
-        if arg == "--log-format" {
-            typed = args.next().and_then(|value| value.into_string().ok());
+        } else if arg == "--log-format" {
+            typed = args.next();
         } else if let Some(value) = arg.strip_prefix("--log-format=") {
             typed = Some(value.to_owned());
         }
     }
-    let asked = typed.or_else(|| std::env::var("WATCHDOG_LOG_FORMAT").ok());
-    match asked {
-        Some(value) if value.eq_ignore_ascii_case("json") => LogFormat::Json,
-        _ => LogFormat::Text,
-    }
+    typed
 }
 
 /// `--long value` as the user gave it, for a message about the value: the
@@ -414,7 +478,7 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
     // bytesize saturates: `100EiB` was taken as 16EiB without a word.
     if size == u64::MAX && value.trim() != u64::MAX.to_string() {
         return Err(format!(
-            "`{}` is more than the largest size watchdog can count (16EiB); give a smaller one (examples: 32MiB, 10GB)",
+            "`{}` is more than the largest size watchdog can count (18446744073709551615 bytes, a byte short of 16EiB); give a smaller one (examples: 32MiB, 10GB)",
             value.trim()
         ));
     }

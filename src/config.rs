@@ -181,6 +181,12 @@ impl Settings {
             }
             (None, None) => None,
         };
+        if admin_listen == Some(listen) && listen.port() != 0 {
+            return Err(ConfigError::Listen {
+                given: format!("admin address {listen}"),
+                cause: "the same as the clients' (--listen); give the admin endpoints another port, or leave the admin address out to serve them with the functions".into(),
+            });
+        }
         let dotenv = file::dotenv(&document_root)?;
         let mut pass_env = flags.pass_env.clone();
         pass_env.extend(config.pass_env.clone().unwrap_or_default());

@@ -179,12 +179,12 @@ pub enum InvokeError {
     BadOutput { file: String, error: EnvelopeError },
     #[error("{file}: exited with {exit} before writing a complete header block")]
     ExitedEarly { file: String, exit: String },
-    /// A function that gave no answer or a bad one and whose file was written
-    /// as it started or while it ran: a save in place, which its interpreter
-    /// may have read half-done (the kernel guards a binary being run, ETXTBSY,
+    /// A function that gave no answer or a bad one and whose file was saved
+    /// in place as it started or while it ran, which its interpreter may have
+    /// read half-done (the kernel guards a binary being run, ETXTBSY,
     /// not a script being read). Said so, rather than blaming the code.
     #[error(
-        "{file}: {failure}; its file was saved as it started or while it ran, so it may have read it half-written"
+        "{file}: {failure}; its file was saved in place as it started or while it ran, so it may have read it half-written"
     )]
     SavedWhileRunning { file: String, failure: String },
     /// Stopped by one of its resource limits (config §6) before it answered.
@@ -345,7 +345,7 @@ impl InvokeError {
                 EnvelopeError::HINT
             )),
             InvokeError::SavedWhileRunning { .. } => Some(
-                "the next request runs the file as saved; to keep requests from meeting a file half-written, save by writing a new file and renaming it over the old one (most editors do; `>` and `cat >` write in place)"
+                "the next request runs the file as saved; to keep requests from meeting a file half-written, save by writing a new file and renaming it over the old one (most editors do; `>` and `cat >` write in place); the function's stderr is in watchdog's log"
                     .into(),
             ),
             InvokeError::LimitHit { limit, .. } => Some(format!(

@@ -22,20 +22,14 @@ fn main() -> ExitCode {
     let isolation_problems = watchdog::process::isolation::apply();
     let cli = match Cli::try_parse_naming_variables() {
         Ok(cli) => cli,
-        Err(failure) if failure.is_error => {
+        Err(failure) => {
             let format = watchdog::cli::log_format_asked();
-            match format {
-                LogFormat::Text => eprint!("{}", failure.text),
-                LogFormat::Json => {
-                    let text = failure.text.trim();
-                    report_fatal(format, text.strip_prefix("error: ").unwrap_or(text));
-                }
+            if failure.is_error() && format == LogFormat::Json {
+                report_fatal(format, &failure.message());
+            } else {
+                failure.print();
             }
-            return ExitCode::from(u8::try_from(failure.code).unwrap_or(2));
-        }
-        Err(help) => {
-            print!("{}", help.text);
-            return ExitCode::from(u8::try_from(help.code).unwrap_or(0));
+            return ExitCode::from(u8::try_from(failure.exit_code()).unwrap_or(2));
         }
     };
     let resolved = match &cli.command {
@@ -44,7 +38,10 @@ fn main() -> ExitCode {
         Command::Invoke(args) => match args.check() {
             Ok(()) => Settings::resolve(&args.dir(), Addresses::default(), &args.serve),
             Err(missing) => {
-                eprintln!("watchdog: error: {missing}");
+                report_fatal(
+                    args.serve.log_format.unwrap_or_default(),
+                    &missing.to_string(),
+                );
                 return ExitCode::from(2);
             }
         },
@@ -68,9 +65,11 @@ fn main() -> ExitCode {
     for problem in isolation_problems {
         tracing::warn!("{problem}");
     }
-    for unread in
-        watchdog::config::unread_variables::find(std::env::vars_os().map(|(name, _)| name))
-    {
+    let passed: Vec<_> = (settings.function_env.iter())
+        .map(|(name, _)| name.clone())
+        .collect();
+    let environment = std::env::vars_os().map(|(name, _)| name);
+    for unread in watchdog::config::unread_variables::find(environment, &passed) {
         tracing::warn!("{unread}");
     }
     // Before the runtime starts its threads: the guardian is forked.

@@ -180,8 +180,13 @@ struct AdminAddress {
 fn serve_admin(listener: TcpListener, app: &Arc<App>) -> AdminAddress {
     let router = admin_router(Arc::clone(app));
     let send_timeout = app.settings.send_timeout;
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "admin endpoints on http://{addr}/_watchdog/ (metrics, routes, cron; healthz and readyz on both addresses)");
+    match listener.local_addr() {
+        Ok(addr) => {
+            tracing::info!(%addr, "admin endpoints on http://{addr}/_watchdog/ (metrics, routes, cron; healthz and readyz on both addresses)")
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "admin endpoints served, but the address they are on cannot be told")
+        }
     }
     let stop = CancellationToken::new();
     let stopped = stop.clone();

@@ -955,6 +955,12 @@ fn a_bad_setting_is_named_where_it_was_written() {
         stderr.contains("--admin-listen nope: not an address"),
         "{stderr}"
     );
+    let same = ["--config", "/dev/null", "--listen", "127.0.0.1:3999"];
+    let stderr = start(
+        &[&same[..], &["--admin-listen", "127.0.0.1:3999"]].concat(),
+        &[],
+    );
+    assert!(stderr.contains("the same as the clients'"), "{stderr}");
     std::fs::write(
         project.path().join("watchdog.toml"),
         "user = \"no-such-user-here\"\n",

@@ -1029,7 +1029,10 @@ async fn built_in_errors_are_watchdog_error_pages_with_the_request_id() {
 #[tokio::test]
 async fn admin_endpoints_can_be_set_apart_from_the_clients_address() {
     let (_project, api) = project_with_ok();
-    let server = TestServer::start(&api, &["--admin-listen", "127.0.0.1:0"]);
+    let server = TestServer::start(
+        &api,
+        &["--admin-listen", "127.0.0.1:0", "--drain-delay", "3s"],
+    );
     let line = server.log_line("admin endpoints on http://", Duration::from_secs(5));
     let admin = line
         .split("admin endpoints on http://")
@@ -1086,6 +1089,26 @@ async fn admin_endpoints_can_be_set_apart_from_the_clients_address() {
             .unwrap()
             .contains("this is the admin address")
     );
+    // Through the drain, the admin address still answers: readyz's 503 and
+    // the last metrics can be read there.
+    common::signal(server.pid() as i32, nix::sys::signal::Signal::SIGTERM);
+    let mut readyz = 0;
+    for _ in 0..40 {
+        readyz = c
+            .get(on_admin("/_watchdog/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if readyz == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(readyz, 503);
+    let metrics = c.get(on_admin("/_watchdog/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
 }

@@ -95,7 +95,7 @@ pub async fn run(
                 .await
                 .with_context(|| {
                     format!(
-                        "cannot listen on {addr} for the admin endpoints; pick another address with --admin-listen"
+                        "cannot listen on {addr} for the admin endpoints; pick another address (--admin-listen, WATCHDOG_ADMIN_LISTEN or admin_listen in watchdog.toml)"
                     )
                 })
                 .map_err(runtime)?,

@@ -133,7 +133,7 @@ pub struct ConfigFile {
     /// As `listen`.
     pub admin_listen: Option<Spanned<ListenValue>>,
     pub prefix: Option<String>,
-    #[serde(default, deserialize_with = "nonzero_duration")]
+    #[serde(default, deserialize_with = "timer_duration")]
     pub timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     pub kill_grace: Option<Duration>,
@@ -143,9 +143,9 @@ pub struct ConfigFile {
     pub max_concurrency: Option<u32>,
     #[serde(default, deserialize_with = "duration")]
     pub queue_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "nonzero_duration")]
+    #[serde(default, deserialize_with = "timer_duration")]
     pub body_idle_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "nonzero_duration")]
+    #[serde(default, deserialize_with = "timer_duration")]
     pub send_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "env_table")]
     pub env: Option<BTreeMap<String, String>>,
@@ -177,7 +177,7 @@ pub struct CronSection {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionSection {
-    #[serde(default, deserialize_with = "nonzero_duration")]
+    #[serde(default, deserialize_with = "timer_duration")]
     pub timeout: Option<Duration>,
     #[serde(default, deserialize_with = "size")]
     pub max_body: Option<u64>,
@@ -339,6 +339,14 @@ fn nonzero_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>
             "must be more than 0 (leave the key out for the default)",
         ));
     }
+    Ok(value)
+}
+
+/// A timeout: not zero ([`nonzero_duration`]), nor under the millisecond
+/// watchdog's timers count in ([`crate::cli::check_timer_duration`]).
+/// (`cpu_time` is a count of seconds, rounded up: not a timer.)
+fn timer_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    let value = nonzero_duration(de)?;
     if let Some(duration) = value {
         crate::cli::check_timer_duration(duration).map_err(serde::de::Error::custom)?;
     }
@@ -867,6 +875,8 @@ mod tests {
             .to_string();
         assert!(err.contains(r#"such as "30s""#), "{err}");
         assert!(parse("timeout = \"5s\"\n").is_ok());
+        // Whole seconds, rounded up: not one of the timers.
+        assert!(parse("[functions.\"a.sh\"]\ncpu_time = \"500us\"\n").is_ok());
     }
 
     #[test]

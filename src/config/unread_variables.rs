@@ -65,11 +65,14 @@ fn read_by_watchdog() -> Vec<String> {
     names
 }
 
-/// The unread `WATCHDOG_*` variables among `environment`'s names.
-pub fn find(environment: impl IntoIterator<Item = OsString>) -> Vec<Unread> {
+/// The unread `WATCHDOG_*` variables among `environment`'s names, leaving out
+/// those `passed` on to the functions (`--pass-env WATCHDOG_FOO`): read by
+/// them, if not by watchdog.
+pub fn find(environment: impl IntoIterator<Item = OsString>, passed: &[OsString]) -> Vec<Unread> {
     let read = read_by_watchdog();
     let mut unread: Vec<Unread> = environment
         .into_iter()
+        .filter(|name| !passed.contains(name))
         .filter_map(|name| name.into_string().ok())
         .filter(|name| {
             name.starts_with(PREFIX)
@@ -107,7 +110,7 @@ mod tests {
 
     #[test]
     fn a_misspelled_variable_is_named_with_the_one_meant() {
-        let found = find(names(&["WATCHDOG_TIMOUT", "PATH", "WATCHDOG_TIMEOUT"]));
+        let found = find(names(&["WATCHDOG_TIMOUT", "PATH", "WATCHDOG_TIMEOUT"]), &[]);
         assert_eq!(
             found,
             vec![Unread {
@@ -121,7 +124,7 @@ mod tests {
 
     #[test]
     fn a_name_like_none_gets_the_rule_instead_of_a_guess() {
-        let found = find(names(&["WATCHDOG_COLOUR_SCHEME"]));
+        let found = find(names(&["WATCHDOG_COLOUR_SCHEME"]), &[]);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].closest, None);
         assert!(found[0].to_string().contains("WATCHDOG_MAX_BODY"));
@@ -129,19 +132,23 @@ mod tests {
 
     #[test]
     fn variables_read_and_those_of_others_are_not_named() {
-        let found = find(names(&[
-            "WATCHDOG_DIR",
-            "WATCHDOG_MAX_BODY",
-            "WATCHDOG_LOG_FORMAT",
-            "WATCHDOG_USER",
-            "WATCHDOG_USEC",
-            "WATCHDOG_PID",
-            "WATCHDOG_PARAM_ID",
-            "WATCHDOG_PARAMS",
-            "WATCHDOG_REQUEST_ID",
-            "WATCHDOG_DEADLINE_MS",
-            "HOME",
-        ]));
+        let found = find(
+            names(&[
+                "WATCHDOG_DIR",
+                "WATCHDOG_MAX_BODY",
+                "WATCHDOG_LOG_FORMAT",
+                "WATCHDOG_USER",
+                "WATCHDOG_USEC",
+                "WATCHDOG_PID",
+                "WATCHDOG_PARAM_ID",
+                "WATCHDOG_PARAMS",
+                "WATCHDOG_REQUEST_ID",
+                "WATCHDOG_DEADLINE_MS",
+                "HOME",
+                "WATCHDOG_PASSED_ON",
+            ]),
+            &names(&["WATCHDOG_PASSED_ON"]),
+        );
         assert_eq!(found, vec![]);
     }
 }

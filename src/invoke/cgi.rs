@@ -165,7 +165,7 @@ async fn run(mut invocation: Invocation, limiter: Arc<Limiter>) -> Result<Reply,
         is_head: invocation.method == Method::HEAD,
         conditions: conditional::Conditions::of(&invocation.method, &invocation.headers),
         file,
-        started_wall: invocation.deadline_epoch_ms,
+        spawned_wall: std::time::SystemTime::now(),
         exec_direct: runner.executable && !runner.node_module,
         function: Arc::clone(&invocation.route.function),
         path,
@@ -248,10 +248,9 @@ struct Driver {
     file: String,
     /// The file's path on disk, looked at only when the function failed.
     path: std::path::PathBuf,
-    /// The request's deadline on the wall clock, in ms since the epoch: with
-    /// `timeout`, when it started, to tell a file saved meanwhile
-    /// ([`Driver::unless_saved_meanwhile`]).
-    started_wall: u128,
+    /// When it was started, on the clock file times are kept by, to tell a
+    /// file saved meanwhile ([`Driver::unless_saved_meanwhile`]).
+    spawned_wall: std::time::SystemTime,
     /// It was exec'd itself (its `#!` line read by the kernel), not given to
     /// its extension's interpreter.
     exec_direct: bool,
@@ -668,27 +667,33 @@ impl Driver {
         );
     }
 
-    /// `failed`, or, when the function's file was written as the request
-    /// started or since, [`InvokeError::SavedWhileRunning`] with its words.
-    /// One `stat`, on this failure path only.
+    /// `failed`, or, when the function's file was saved in place as it
+    /// started or while it ran, [`InvokeError::SavedWhileRunning`] with its
+    /// words. In place: the file was there before, and written since. A file
+    /// saved by renaming a new one over it (most editors, deploy tools) is a
+    /// new file, which the function never saw: it read the old one whole, and
+    /// its failure is its own. One `stat`, on this failure path only.
     fn unless_saved_meanwhile(&self, failed: InvokeError) -> InvokeError {
         // A file's times come from the kernel's coarse clock, up to a tick
-        // (4-10 ms) behind the clock the request's start was read from.
+        // (4-10 ms) behind the clock the start was read from.
         const COARSE_CLOCK: Duration = Duration::from_millis(10);
-        let deadline = std::time::UNIX_EPOCH
-            + Duration::from_millis(u64::try_from(self.started_wall).unwrap_or(u64::MAX));
-        let started = deadline.checked_sub(self.timeout + COARSE_CLOCK);
-        let saved = std::fs::metadata(&self.path).and_then(|meta| meta.modified());
-        match (started, saved) {
-            (Some(started), Ok(saved)) if saved >= started => {
-                let text = failed.to_string();
-                let prefix = format!("{}: ", self.file);
-                InvokeError::SavedWhileRunning {
-                    failure: text.strip_prefix(&prefix).unwrap_or(&text).to_owned(),
-                    file: self.file.clone(),
-                }
-            }
-            _ => failed,
+        let Some(started) = self.spawned_wall.checked_sub(COARSE_CLOCK) else {
+            return failed;
+        };
+        let Ok(meta) = std::fs::metadata(&self.path) else {
+            return failed;
+        };
+        let written_since = meta.modified().is_ok_and(|at| at >= started);
+        // No birth time (a file system that keeps none): no claim.
+        let there_before = meta.created().is_ok_and(|at| at < started);
+        if !(written_since && there_before) {
+            return failed;
+        }
+        let text = failed.to_string();
+        let prefix = format!("{}: ", self.file);
+        InvokeError::SavedWhileRunning {
+            failure: text.strip_prefix(&prefix).unwrap_or(&text).to_owned(),
+            file: self.file.clone(),
         }
     }
 

@@ -525,3 +525,14 @@ pub async fn read_as_far_as_it_goes(server: &TestServer, path: &str) -> (u16, St
         }
     }
 }
+
+/// The sum of the values of the Prometheus series whose lines start with
+/// `series` (a name, or a name and the start of its labels): a counter
+/// registered at 0 before its first event counts as none.
+pub fn metric_sum(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(series))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
