@@ -167,6 +167,7 @@ fn hidden_from_routes(arg: clap::Arg) -> clap::Arg {
             "drain_delay",
             "drain_timeout",
             "user",
+            "trusted_proxy",
         ],
     )
 }
@@ -181,6 +182,7 @@ fn hidden_from_invoke(arg: clap::Arg) -> clap::Arg {
             "send_timeout",
             "drain_delay",
             "drain_timeout",
+            "trusted_proxy",
         ],
     )
 }
@@ -236,6 +238,17 @@ pub struct ServeFlags {
         help_heading = "Functions"
     )]
     pub pass_env: Vec<String>,
+    /// Believe X-Forwarded-For and X-Forwarded-Proto from this address or
+    /// range (a balancer in front): functions then see the client's address as
+    /// REMOTE_ADDR, and HTTPS=on behind a TLS balancer; repeatable.
+    #[arg(
+        long = "trusted-proxy",
+        env = "WATCHDOG_TRUSTED_PROXY",
+        value_delimiter = ',',
+        value_parser = crate::server::trusted_proxies::parse_range,
+        help_heading = "Server"
+    )]
+    pub trusted_proxy: Vec<ipnet::IpNet>,
     /// On SIGTERM/SIGINT/SIGHUP, keep serving this long while readyz answers 503 [default: 0s].
     #[arg(long, env = "WATCHDOG_DRAIN_DELAY", value_parser = parse_duration, help_heading = "Shutdown")]
     pub drain_delay: Option<Duration>,

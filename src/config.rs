@@ -60,6 +60,8 @@ pub struct Settings {
     /// Where the built-in endpoints other than healthz and readyz are served,
     /// instead of on `listen` (`--admin-listen`).
     pub admin_listen: Option<SocketAddr>,
+    /// Whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: crate::server::trusted_proxies::TrustedProxies,
     pub timeout: Duration,
     pub kill_grace: Duration,
     pub max_body: u64,
@@ -239,6 +241,15 @@ impl Settings {
             prefix: crate::routes::normalize_prefix(&prefix),
             listen,
             admin_listen,
+            // The flag's list replaces the file's rather than adding to it:
+            // trust is widened only where it is written.
+            trusted_proxies: crate::server::trusted_proxies::TrustedProxies::new(
+                if flags.trusted_proxy.is_empty() {
+                    config.trusted_proxies.clone().unwrap_or_default()
+                } else {
+                    flags.trusted_proxy.clone()
+                },
+            ),
             timeout: flags.timeout.or(config.timeout).unwrap_or(DEFAULT_TIMEOUT),
             kill_grace: flags
                 .kill_grace

@@ -41,7 +41,10 @@ pub struct Invocation {
     pub version: Version,
     pub headers: HeaderMap,
     pub body: RequestBody,
+    /// The connection's other end: behind a balancer, the balancer.
     pub client: SocketAddr,
+    /// What a trusted proxy said of the client (`--trusted-proxy`).
+    pub forwarded: Option<crate::server::trusted_proxies::Forwarded>,
     pub local: SocketAddr,
     /// When the invocation must be over; queue wait already counted.
     pub deadline: tokio::time::Instant,
@@ -63,6 +66,13 @@ pub struct Invocation {
 }
 
 impl Invocation {
+    /// The client's address: a trusted proxy's word for it, else the
+    /// connection's other end.
+    pub fn client_ip(&self) -> std::net::IpAddr {
+        self.forwarded
+            .map_or_else(|| self.client.ip(), |forwarded| forwarded.client)
+    }
+
     /// Moves the deadline on by `by`, both ways it is given.
     pub fn extend_deadline(&mut self, by: std::time::Duration) {
         self.deadline += by;

@@ -16,6 +16,7 @@ pub mod send_stall;
 pub mod stalled_head;
 pub mod taken;
 pub mod transfer_coding;
+pub mod trusted_proxies;
 pub mod unrun;
 
 use std::collections::HashMap;

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use std::os::unix::fs::PermissionsExt;
 
 use std::time::{Duration, Instant};
@@ -59,6 +61,70 @@ fn one_worker(name: &str, script: &str, section: &str) -> tempfile::TempDir {
 
 fn single_threaded_worker() -> String {
     std::fs::read_to_string(fixtures("warm").join("one-at-a-time.py")).unwrap()
+}
+
+/// Behind a balancer named by `--trusted-proxy`, functions see the client the
+/// balancer names, not the balancer: a CGI function's REMOTE_ADDR (without
+/// the balancer's port as REMOTE_PORT), HTTPS and REQUEST_SCHEME behind TLS,
+/// a warm worker's X-Real-IP, and the invocation line's `client` (the
+/// balancer as `via`). From anyone else the headers are not believed.
+#[tokio::test]
+async fn a_trusted_proxy_names_the_client_and_others_do_not() {
+    let project = project(&[("counter", "max = 1")]);
+    std::fs::copy(fixtures("cgi").join("env.sh"), api(&project).join("env.sh")).unwrap();
+    let env_of = |body: &str| -> BTreeMap<String, String> {
+        body.lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect()
+    };
+    let behind = |request: reqwest::RequestBuilder| {
+        request
+            .header("X-Forwarded-For", "6.6.6.6, 203.0.113.7")
+            .header("X-Forwarded-Proto", "https")
+    };
+    let trusting = TestServer::start(&api(&project), &["--trusted-proxy", "127.0.0.0/8"]);
+    let env = env_of(
+        &behind(client().get(trusting.url("/api/env")))
+            .header("X-Request-Id", "behind-1")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(env["REMOTE_ADDR"], "203.0.113.7");
+    assert!(!env.contains_key("REMOTE_PORT"), "{env:?}");
+    assert_eq!(env["HTTPS"], "on");
+    assert_eq!(env["REQUEST_SCHEME"], "https");
+    let line = trusting.log_line("invocation request_id=behind-1 ", Duration::from_secs(5));
+    assert!(line.contains("client=203.0.113.7 via=127.0.0.1:"), "{line}");
+    let warm = common::send_json(behind(client().get(trusting.url("/api/counter")))).await;
+    assert_eq!(warm["real_ip"], serde_json::json!(["203.0.113.7"]));
+    // The chain goes on with the hop the balancer came from.
+    assert_eq!(
+        warm["forwarded_for"],
+        serde_json::json!(["6.6.6.6, 203.0.113.7, 127.0.0.1"])
+    );
+    drop(trusting);
+    // Not trusted (the default): the headers are a client's claim.
+    let plain = TestServer::start(&api(&project), &[]);
+    let env = env_of(
+        &behind(client().get(plain.url("/api/env")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
+    assert!(env.contains_key("REMOTE_PORT"), "{env:?}");
+    assert!(!env.contains_key("HTTPS"), "{env:?}");
+    assert_eq!(env["REQUEST_SCHEME"], "http");
+    let warm = common::send_json(behind(client().get(plain.url("/api/counter")))).await;
+    assert_eq!(warm["real_ip"], serde_json::json!(["127.0.0.1"]));
 }
 
 #[tokio::test]

@@ -113,6 +113,8 @@ pub async fn run(
         queue_timeout = ?settings.queue_timeout,
         body_idle_timeout = ?settings.body_idle_timeout,
         send_timeout = ?settings.send_timeout,
+        trusted_proxies = (!settings.trusted_proxies.is_empty())
+            .then(|| settings.trusted_proxies.ranges().join(",")),
         "settings"
     );
     let mut app = App::new(Arc::clone(&settings), routes, local);

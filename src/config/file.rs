@@ -150,6 +150,8 @@ pub struct ConfigFile {
     #[serde(default, deserialize_with = "env_table")]
     pub env: Option<BTreeMap<String, String>>,
     pub pass_env: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "trusted_proxies")]
+    pub trusted_proxies: Option<Vec<ipnet::IpNet>>,
     #[serde(default, deserialize_with = "duration")]
     pub drain_delay: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
@@ -373,6 +375,19 @@ fn at_least_one<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u32>, D::Erro
         ));
     }
     Ok(Some(value))
+}
+
+/// Addresses and ranges, each as `--trusted-proxy` takes one.
+fn trusted_proxies<'de, D: Deserializer<'de>>(
+    de: D,
+) -> Result<Option<Vec<ipnet::IpNet>>, D::Error> {
+    let entries = Vec::<String>::deserialize(de)?;
+    entries
+        .iter()
+        .map(|entry| crate::server::trusted_proxies::parse_range(entry))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 fn env_table<'de, D: Deserializer<'de>>(
@@ -875,6 +890,14 @@ mod tests {
             .to_string();
         assert!(err.contains(r#"such as "30s""#), "{err}");
         assert!(parse("timeout = \"5s\"\n").is_ok());
+        assert!(parse("trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").is_ok());
+        let err = parse("trusted_proxies = [\"lb.internal\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`lb.internal` is not an address or a range"),
+            "{err}"
+        );
         // Whole seconds, rounded up: not one of the timers.
         assert!(parse("[functions.\"a.sh\"]\ncpu_time = \"500us\"\n").is_ok());
     }

@@ -26,6 +26,9 @@ pub struct InvocationRecord {
     /// Who sent it, as the socket says (behind a balancer, the balancer); none
     /// for a request watchdog makes itself (cron, `watchdog invoke`).
     pub client: Option<std::net::SocketAddr>,
+    /// The client a trusted proxy named (`--trusted-proxy`): the line's
+    /// `client`, with the socket's address as `via`.
+    pub forwarded_client: Option<std::net::IpAddr>,
     /// Its route, file and metric handles.
     pub function: Arc<Function>,
     pub pid: Option<u32>,
@@ -69,6 +72,7 @@ pub struct Requested {
     pub method: Method,
     pub uri: Uri,
     pub client: Option<std::net::SocketAddr>,
+    pub forwarded_client: Option<std::net::IpAddr>,
 }
 
 impl InvocationRecord {
@@ -114,12 +118,14 @@ impl InvocationRecord {
             method,
             uri,
             client,
+            forwarded_client,
         } = request;
         Self {
             request_id: request_id.to_owned(),
             method,
             uri,
             client,
+            forwarded_client,
             function,
             pid: None,
             status: None,
@@ -199,6 +205,7 @@ impl Drop for InvocationRecord {
                 method: self.method.clone(),
                 uri: std::mem::take(&mut self.uri),
                 client: self.client,
+                forwarded_client: self.forwarded_client,
                 function: Arc::clone(&self.function),
                 pid: self.pid,
                 status: self.status,
@@ -241,6 +248,7 @@ struct LogLine {
     method: Method,
     uri: Uri,
     client: Option<std::net::SocketAddr>,
+    forwarded_client: Option<std::net::IpAddr>,
     function: Arc<Function>,
     pid: Option<u32>,
     status: Option<u16>,
@@ -266,7 +274,14 @@ impl Drop for LogLine {
             request_id = %self.request_id,
             method = %self.method,
             path = %self.uri.path(),
-            client = self.client.map(tracing::field::display),
+            client = match self.forwarded_client {
+                Some(forwarded) => Some(tracing::field::display(forwarded.to_string())),
+                None => self.client.map(|socket| tracing::field::display(socket.to_string())),
+            },
+            via = self
+                .forwarded_client
+                .and(self.client)
+                .map(tracing::field::display),
             route = %self.function.pattern,
             file = %self.function.file.relative,
             pid = self.pid,

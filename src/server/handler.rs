@@ -155,6 +155,13 @@ async fn dispatch(
         return Err(AppError::Connect);
     }
     let (mut method, mut uri, mut headers) = (parts.method, parts.uri, parts.headers);
+    // Believed from a trusted proxy's connection only; none for cron and
+    // `watchdog invoke`, which have no connection.
+    let forwarded = if from_socket {
+        (app.settings.trusted_proxies).forwarded(client.ip(), &headers)
+    } else {
+        None
+    };
     super::host::take_from_target(&uri, &mut headers)?;
     let mut content_length = headers
         .get(header::CONTENT_LENGTH)
@@ -281,6 +288,7 @@ async fn dispatch(
                 method: method.clone(),
                 uri: uri.clone(),
                 client: from_socket.then_some(client),
+                forwarded_client: forwarded.map(|forwarded| forwarded.client),
             },
             Arc::clone(&route.function),
         );
@@ -308,6 +316,7 @@ async fn dispatch(
             headers: headers.clone(),
             body: request_body,
             client,
+            forwarded,
             local,
             deadline,
             deadline_epoch_ms,

@@ -136,8 +136,17 @@ fn request_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> {
     set("SERVER_PORT", &invocation.local.port().to_string());
     // Not in RFC 3875, but every CGI host sets it, and PHP code reads it.
     set("SERVER_ADDR", &invocation.local.ip().to_string());
-    set("REMOTE_ADDR", &invocation.client.ip().to_string());
-    set("REMOTE_PORT", &invocation.client.port().to_string());
+    set("REMOTE_ADDR", &invocation.client_ip().to_string());
+    match invocation.forwarded {
+        // The balancer's port would be taken for the client's.
+        Some(forwarded) => {
+            if forwarded.https {
+                set("HTTPS", "on");
+                set("REQUEST_SCHEME", "https");
+            }
+        }
+        None => set("REMOTE_PORT", &invocation.client.port().to_string()),
+    }
     if let Some(length) = invocation.body.content_length() {
         set("CONTENT_LENGTH", &length.to_string());
     }

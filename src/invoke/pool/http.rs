@@ -564,7 +564,7 @@ fn upstream_request(invocation: &Invocation, port: u16, body: Body) -> Request<B
     }
     headers.insert(
         forwarded::REAL_IP,
-        forwarded::real_ip(invocation.client.ip()),
+        forwarded::real_ip(invocation.client_ip()),
     );
     if let Ok(value) = invocation.request_id.parse() {
         headers.insert("x-request-id", value);

@@ -884,7 +884,7 @@ fn event(invocation: &Invocation, body: &[u8]) -> serde_json::Value {
                 "method": invocation.method.as_str(),
                 "path": invocation.uri.path(),
                 "protocol": format!("{:?}", invocation.version),
-                "sourceIp": invocation.client.ip().to_string(),
+                "sourceIp": invocation.client_ip().to_string(),
                 "userAgent": user_agent,
             },
             "requestId": invocation.request_id,
