@@ -63,6 +63,43 @@ fn single_threaded_worker() -> String {
     std::fs::read_to_string(fixtures("warm").join("one-at-a-time.py")).unwrap()
 }
 
+/// A pool replaced while one of its `min` workers was starting (a file saved
+/// twice in quick succession, as format-on-save does) stops: it started a
+/// worker, recycled it as soon as it was ready, and started another, about
+/// once a second for good (newcomer probe: 154 workers in 40 s, only a
+/// restart stopped it).
+#[tokio::test]
+async fn a_pool_replaced_during_a_start_does_not_start_again() {
+    let counter = fixtures("warm").join("counter.py");
+    let script = |version: u32| {
+        format!(
+            "#!/bin/sh\n# version {version}\nsleep 1\nexec python3 {}\n",
+            counter.display()
+        )
+    };
+    let project = one_worker(
+        "slow.sh",
+        &script(1),
+        "warm = { protocol = \"http\", min = 1 }",
+    );
+    let file = api(&project).join("slow.sh");
+    let server = TestServer::start(&api(&project), &[]);
+    assert!(server.wait_for_log("warm worker ready", Duration::from_secs(10)));
+    // The first save's pool is starting its worker (a second) when the
+    // second save replaces it.
+    std::fs::write(&file, script(2)).unwrap();
+    assert!(server.wait_for_log_count("warm pool created", 2, Duration::from_secs(10)));
+    std::fs::write(&file, script(3)).unwrap();
+    assert!(server.wait_for_log_count("warm pool created", 3, Duration::from_secs(10)));
+    // The newest pool's worker, and time for several more starts.
+    assert!(server.wait_for_log_count("warm worker ready", 3, Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let log = server.log();
+    assert!(log.matches("recycling a worker").count() <= 2, "{log}");
+    let (status, _) = call(&server, "/api/slow").await;
+    assert_eq!(status, 200);
+}
+
 /// Behind a balancer named by `--trusted-proxy`, functions see the client the
 /// balancer names, not the balancer: a CGI function's REMOTE_ADDR (without
 /// the balancer's port as REMOTE_PORT), HTTPS and REQUEST_SCHEME behind TLS,

@@ -573,8 +573,13 @@ impl Pool {
     }
 
     async fn fill_to_min(self: &Arc<Self>) {
-        while self.lock_idle().len() + (self.config.max - self.capacity.available_permits())
-            < self.config.min
+        // A pool retired while one of its starts was under way (a file saved
+        // twice in quick succession) stops here: its new worker went straight
+        // to recycling, and the count never reached `min`, so it started
+        // another, and another, for good.
+        while !self.is_retired()
+            && self.lock_idle().len() + (self.config.max - self.capacity.available_permits())
+                < self.config.min
         {
             {
                 let mut crashes = self.lock_crashes();
