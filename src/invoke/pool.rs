@@ -1032,7 +1032,7 @@ impl Lease {
     /// killed the worker when one did, noted in `record`, else `error`.
     pub async fn blame(&self, record: &mut InvocationRecord, error: InvokeError) -> InvokeError {
         let Some((limit, signal)) = self.limit_that_killed().await else {
-            return self.handler_exited().await.unwrap_or(error);
+            return self.process_ended().await.unwrap_or(error);
         };
         record.limit_hit = Some(limit);
         InvokeError::LimitHit {
@@ -1042,14 +1042,12 @@ impl Lease {
         }
     }
 
-    /// For a handler module's worker that broke off a request: whether its
-    /// process ended (a `process.exit()` in the handler), said as such rather
-    /// than as a broken connection. Its end shows a moment after the
+    /// For a worker that broke off a request: whether its process ended (a
+    /// crash, an `os._exit`, a handler module's `process.exit()`), said as such
+    /// with its exit, rather than as the HTTP client's "connection closed
+    /// before message completed". Its end shows a moment after the
     /// connection breaks: waited for up to [`LIMIT_KILL_SETTLE`].
-    async fn handler_exited(&self) -> Option<InvokeError> {
-        if !self.stops_work_on_close() {
-            return None;
-        }
+    async fn process_ended(&self) -> Option<InvokeError> {
         let settled = tokio::time::Instant::now() + LIMIT_KILL_SETTLE;
         if !self.ends_by(settled).await {
             return None;
@@ -1063,9 +1061,16 @@ impl Lease {
         } else {
             "its exit status is in watchdog's log".into()
         };
-        Some(InvokeError::HandlerExited {
-            file: self.pool.function.file.relative.clone(),
-            exit,
+        let file = self.pool.function.file.relative.clone();
+        Some(if self.stops_work_on_close() {
+            InvokeError::HandlerExited { file, exit }
+        } else {
+            InvokeError::WorkerFailed {
+                file,
+                cause: format!(
+                    "its process ended ({exit}) before it answered; the next request starts a new one"
+                ),
+            }
         })
     }
 
