@@ -601,6 +601,11 @@ async fn a_crashed_worker_is_replaced() {
     assert_ne!(before["pid"], after["pid"]);
     assert_eq!(after["served"], 1, "a fresh worker");
     assert!(gone(before["pid"].as_i64().unwrap() as i32));
+    let metrics = common::get_text(server.url("/_watchdog/metrics")).await;
+    assert!(
+        metrics.contains("watchdog_worker_crashes_total{route=\"/api/counter\"} 1\n"),
+        "{metrics}"
+    );
 }
 
 /// A chunked upload reaches an HTTP worker with its length, as CGI gets

@@ -469,6 +469,7 @@ impl Pool {
             max = pool.config.max,
             "warm pool created"
         );
+        crate::observability::metrics::pool_created(&pool.function.pattern);
         Arc::clone(&pool).supervise();
         pool
     }
@@ -800,6 +801,7 @@ impl Pool {
     /// `min` workers would be tried again forever without the backoff.
     fn start_failed(&self, err: &InvokeError) {
         if !matches!(err, InvokeError::FileBusy { .. }) {
+            crate::observability::metrics::worker_crashed(&self.function.pattern);
             self.lock_crashes()
                 .crashed(Instant::now(), format!("its start failed: {err}"));
         }
@@ -843,6 +845,7 @@ impl Pool {
     fn count_crash(&self, worker: &Worker, why: &str) {
         let exit = worker.describe_end();
         tracing::warn!(route = %self.function.pattern, pid = worker.pid, why, exit, "worker crashed");
+        crate::observability::metrics::worker_crashed(&self.function.pattern);
         let given_up = {
             let mut crashes = self.lock_crashes();
             crashes.crashed(Instant::now(), format!("a worker {why} ({exit})"));

@@ -22,6 +22,7 @@ pub const COLD_STARTS: &str = "watchdog_cold_starts_total";
 pub const INIT_DURATION: &str = "watchdog_worker_init_seconds";
 pub const WARM_HITS: &str = "watchdog_warm_hits_total";
 pub const WORKERS: &str = "watchdog_workers";
+pub const WORKER_CRASHES: &str = "watchdog_worker_crashes_total";
 pub const SEND_TIMEOUTS: &str = "watchdog_send_timeouts_total";
 pub const HEAD_TIMEOUTS: &str = "watchdog_head_timeouts_total";
 
@@ -83,6 +84,10 @@ fn describe() {
         "Requests served by an idle warm worker, by route"
     );
     describe_gauge!(WORKERS, "Warm workers, by route and state (idle, busy)");
+    describe_counter!(
+        WORKER_CRASHES,
+        "Warm workers that crashed or failed to start, by route (those that retired themselves or met a limit are not counted)"
+    );
     describe_counter!(
         SEND_TIMEOUTS,
         "Connections closed because the client took none of its answer for --send-timeout"
@@ -338,6 +343,17 @@ pub fn send_timeout() {
 /// a rising count is clients on failing links, or slowloris.
 pub fn head_timeout() {
     counter!(HEAD_TIMEOUTS).increment(1);
+}
+
+/// A warm pool was created: its crash counter is shown at 0 from then on
+/// (see [`register_rare_series`]).
+pub fn pool_created(route: &str) {
+    counter!(WORKER_CRASHES, "route" => route.to_owned()).increment(0);
+}
+
+/// A warm worker crashed, or could not start.
+pub fn worker_crashed(route: &str) {
+    counter!(WORKER_CRASHES, "route" => route.to_owned()).increment(1);
 }
 
 /// Workers of a warm pool by state.
