@@ -117,6 +117,12 @@ pub async fn run(
             .then(|| settings.trusted_proxies.ranges().join(",")),
         "settings"
     );
+    if settings.trusted_proxies.trusts_anyone() {
+        tracing::warn!(
+            trusted_proxies = %settings.trusted_proxies.ranges().join(","),
+            "a trusted proxy range covers every address: any client can set the address and scheme functions see (X-Forwarded-For, X-Forwarded-Proto); name only your balancers' addresses"
+        );
+    }
     let mut app = App::new(Arc::clone(&settings), routes, local);
     app.metrics = metrics;
     let app = Arc::new(app);

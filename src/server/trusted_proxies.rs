@@ -39,9 +39,15 @@ impl TrustedProxies {
         self.0.is_empty()
     }
 
-    /// The ranges, as the settings line and `routes --json` show them.
+    /// The ranges, as the settings line shows them.
     pub fn ranges(&self) -> Vec<String> {
         self.0.iter().map(ToString::to_string).collect()
+    }
+
+    /// A range as wide as the whole address space (`0.0.0.0/0`, `::/0`): any
+    /// client could then set its own address and scheme.
+    pub fn trusts_anyone(&self) -> bool {
+        self.0.iter().any(|net| net.prefix_len() == 0)
     }
 
     fn trusts(&self, address: IpAddr) -> bool {
@@ -55,24 +61,25 @@ impl TrustedProxies {
         if self.0.is_empty() || !self.trusts(peer) {
             return None;
         }
-        let mut client = peer;
+        let mut client = peer.to_canonical();
         // Right to left: the nearest hop first. An entry that is no address
         // (`unknown`, garbage a client sent) ends the walk at the last hop
-        // that could be read.
+        // that could be read. Split as bytes: a field is one line in which a
+        // proxy appends to what the client sent, and a client's byte that is
+        // not text must not take the proxy's entry with it.
         let entries = headers
             .get_all(forwarded::FOR)
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
+            .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+            .map(<[u8]>::trim_ascii)
             .filter(|entry| !entry.is_empty())
             .collect::<Vec<_>>();
         for entry in entries.iter().rev() {
-            let Some(address) = parse_entry(entry) else {
+            let Some(address) = std::str::from_utf8(entry).ok().and_then(parse_entry) else {
                 break;
             };
-            client = address;
-            if !self.trusts(address) {
+            client = address.to_canonical();
+            if !self.trusts(client) {
                 break;
             }
         }
@@ -107,14 +114,25 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
 /// What it is not, with examples.
 pub fn parse_range(value: &str) -> Result<IpNet, String> {
     let value = value.trim();
-    value
+    let range = value
         .parse::<IpNet>()
         .or_else(|_| value.parse::<IpAddr>().map(IpNet::from))
         .map_err(|_| {
             format!(
                 "`{value}` is not an address or a range (examples: 10.0.0.0/8, 192.168.1.10, fd00::/8)"
             )
-        })
+        })?;
+    // An IPv4 range written as IPv6 (`::ffff:10.0.0.0/104`): peers are
+    // compared as IPv4, so it is kept as the IPv4 range it names.
+    if let IpNet::V6(v6) = range
+        && let Some(v4) = v6.network().to_ipv4_mapped()
+        && v6.prefix_len() >= 96
+    {
+        return ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+            .map(IpNet::V4)
+            .map_err(|err| format!("`{value}`: {err}"));
+    }
+    Ok(range)
 }
 
 #[cfg(test)]
@@ -159,6 +177,23 @@ mod tests {
         assert_eq!(
             proxies.forwarded(peer, &headers).unwrap().client,
             "10.1.2.3".parse::<IpAddr>().unwrap()
+        );
+        // A client's bytes that are not text, on the line the proxy
+        // appended to: the proxy's entry is still read.
+        let mut headers = HeaderMap::new();
+        headers.append(
+            forwarded::FOR,
+            HeaderValue::from_bytes(b"\xff, 203.0.113.7").unwrap(),
+        );
+        assert_eq!(
+            proxies.forwarded(peer, &headers).unwrap().client,
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        // Mapped addresses are told as IPv4.
+        let headers = with_for(&["::ffff:203.0.113.7"]);
+        assert_eq!(
+            proxies.forwarded(peer, &headers).unwrap().client,
+            "203.0.113.7".parse::<IpAddr>().unwrap()
         );
         // Ports and brackets, as some proxies write them.
         let headers = with_for(&["[2001:db8::1]:4711"]);
@@ -209,6 +244,10 @@ mod tests {
         );
         assert_eq!(parse_range("::1").unwrap().to_string(), "::1/128");
         assert!(parse_range("10.0.0.0/33").is_err());
+        assert_eq!(
+            parse_range("::ffff:10.0.0.0/104").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
         assert!(parse_range("lb.internal").unwrap_err().contains("examples"));
     }
 }

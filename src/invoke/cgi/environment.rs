@@ -92,7 +92,11 @@ fn function_variables(function: &Function) -> Vec<(OsString, OsString)> {
 /// Meta-variables set only when the request has them.
 fn is_conditional_meta_variable(name: &OsStr) -> bool {
     let name = name.as_encoded_bytes();
-    name == b"CONTENT_LENGTH" || name == b"CONTENT_TYPE" || name.starts_with(b"WATCHDOG_PARAM_")
+    name == b"CONTENT_LENGTH"
+        || name == b"CONTENT_TYPE"
+        || name == b"HTTPS"
+        || name == b"REMOTE_PORT"
+        || name.starts_with(b"WATCHDOG_PARAM_")
 }
 
 /// The meta-variables that are the same for every request to `function`.
@@ -137,15 +141,16 @@ fn request_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> {
     // Not in RFC 3875, but every CGI host sets it, and PHP code reads it.
     set("SERVER_ADDR", &invocation.local.ip().to_string());
     set("REMOTE_ADDR", &invocation.client_ip().to_string());
-    match invocation.forwarded {
-        // The balancer's port would be taken for the client's.
-        Some(forwarded) => {
-            if forwarded.https {
-                set("HTTPS", "on");
-                set("REQUEST_SCHEME", "https");
-            }
-        }
-        None => set("REMOTE_PORT", &invocation.client.port().to_string()),
+    // A client a proxy named: the connection's port is the proxy's, not its.
+    if invocation.client_ip() == invocation.client.ip().to_canonical() {
+        set("REMOTE_PORT", &invocation.client.port().to_string());
+    }
+    if invocation
+        .forwarded
+        .is_some_and(|forwarded| forwarded.https)
+    {
+        set("HTTPS", "on");
+        set("REQUEST_SCHEME", "https");
     }
     if let Some(length) = invocation.body.content_length() {
         set("CONTENT_LENGTH", &length.to_string());
