@@ -1041,3 +1041,32 @@ fn a_variable_named_like_a_request_headers_is_warned_of() {
     let stderr = routes("HTTP_x_lower=1");
     assert!(!stderr.contains("request header"), "{stderr}");
 }
+
+/// `--trusted-proxy` replaces the file's `trusted_proxies` rather than adding
+/// to them: trust is widened only where it is written.
+#[tokio::test]
+async fn the_trusted_proxy_flag_replaces_the_files_list() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    write_script(&api.join("hello.sh"), "echo");
+    std::fs::write(
+        project.path().join("watchdog.toml"),
+        "trusted_proxies = [\"10.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    let settings = |flags: &[&str]| {
+        let server = TestServer::start(&api, flags);
+        server.log_line("settings dir=", Duration::from_secs(5))
+    };
+    let from_file = settings(&[]);
+    assert!(
+        from_file.contains("trusted_proxies=10.0.0.0/8"),
+        "{from_file}"
+    );
+    let replaced = settings(&["--trusted-proxy", "127.0.0.1"]);
+    assert!(
+        replaced.contains("trusted_proxies=127.0.0.1/32"),
+        "{replaced}"
+    );
+    assert!(!replaced.contains("10.0.0.0/8"), "{replaced}");
+}

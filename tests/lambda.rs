@@ -338,6 +338,30 @@ done
     );
 }
 
+/// Behind a balancer named by `--trusted-proxy`, the event's `sourceIp` is
+/// the client the balancer names, as a Function URL's is the caller's.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_events_source_ip_is_the_client() {
+    let project = project("");
+    buffered_runtime(&project, "event.sh", r#"cat "$event""#);
+    let server = TestServer::start(
+        &project.path().join("api"),
+        &["--trusted-proxy", "127.0.0.1"],
+    );
+    let event = common::send_json(
+        client()
+            .get(server.url("/api/event"))
+            .header("X-Forwarded-For", "203.0.113.7"),
+    )
+    .await;
+    assert_eq!(event["requestContext"]["http"]["sourceIp"], "203.0.113.7");
+    // The chain goes on with the hop the balancer came from.
+    assert_eq!(
+        event["headers"]["x-forwarded-for"],
+        "203.0.113.7, 127.0.0.1"
+    );
+}
+
 #[tokio::test]
 async fn the_event_says_who_the_client_was_and_the_answer_has_its_real_length() {
     let project = project("");
@@ -420,6 +444,8 @@ async fn the_event_says_who_the_client_was_and_the_answer_has_its_real_length() 
     .await;
     assert_eq!(event["headers"]["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
     assert_eq!(event["headers"]["x-forwarded-proto"], "http");
+    // No proxy is trusted: the client's claim is not its address.
+    assert_eq!(event["requestContext"]["http"]["sourceIp"], "127.0.0.1");
     let short = client().get(server.url("/api/short")).send().await.unwrap();
     assert_eq!(short.headers()["content-length"], "13");
     assert_eq!(short.text().await.unwrap(), "h\u{e9}llo w\u{f6}rld");

@@ -114,7 +114,7 @@ pub async fn run(
         body_idle_timeout = ?settings.body_idle_timeout,
         send_timeout = ?settings.send_timeout,
         trusted_proxies = (!settings.trusted_proxies.is_empty())
-            .then(|| settings.trusted_proxies.ranges().join(",")),
+            .then(|| tracing::field::display(settings.trusted_proxies.ranges().join(","))),
         "settings"
     );
     if settings.trusted_proxies.trusts_anyone() {
