@@ -121,6 +121,7 @@ async fn a_trusted_proxy_names_the_client_and_others_do_not() {
         request
             .header("X-Forwarded-For", "6.6.6.6, 203.0.113.7")
             .header("X-Forwarded-Proto", "https")
+            .header("X-Forwarded-Port", "443")
     };
     let trusting = TestServer::start(&api(&project), &["--trusted-proxy", "127.0.0.0/8"]);
     let env = env_of(
@@ -137,6 +138,7 @@ async fn a_trusted_proxy_names_the_client_and_others_do_not() {
     assert!(!env.contains_key("REMOTE_PORT"), "{env:?}");
     assert_eq!(env["HTTPS"], "on");
     assert_eq!(env["REQUEST_SCHEME"], "https");
+    assert_eq!(env["SERVER_PORT"], "443");
     let line = trusting.log_line("invocation request_id=behind-1 ", Duration::from_secs(5));
     assert!(line.contains("client=203.0.113.7 via=127.0.0.1:"), "{line}");
     let warm = common::send_json(behind(client().get(trusting.url("/api/counter")))).await;
@@ -167,6 +169,7 @@ async fn a_trusted_proxy_names_the_client_and_others_do_not() {
     assert!(env.contains_key("REMOTE_PORT"), "{env:?}");
     assert!(!env.contains_key("HTTPS"), "{env:?}");
     assert_eq!(env["REQUEST_SCHEME"], "http");
+    assert_eq!(env["SERVER_PORT"], plain.addr.port().to_string());
     let warm = common::send_json(behind(client().get(plain.url("/api/counter")))).await;
     assert_eq!(warm["real_ip"], serde_json::json!(["127.0.0.1"]));
 }

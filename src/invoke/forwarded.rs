@@ -21,6 +21,7 @@ use std::net::IpAddr;
 
 pub const FOR: &str = "x-forwarded-for";
 pub const PROTO: &str = "x-forwarded-proto";
+pub const PORT: &str = "x-forwarded-port";
 pub const HOST: &str = "x-forwarded-host";
 pub const REAL_IP: &str = "x-real-ip";
 

@@ -28,6 +28,9 @@ pub struct Forwarded {
     pub client: IpAddr,
     /// Reached over HTTPS (`X-Forwarded-Proto: https`).
     pub https: bool,
+    /// The port the client reached (`X-Forwarded-Port`, as an AWS ALB sets
+    /// it): a function building its own URLs takes `SERVER_PORT` for it.
+    pub port: Option<u16>,
 }
 
 impl TrustedProxies {
@@ -83,16 +86,26 @@ impl TrustedProxies {
                 break;
             }
         }
-        // The proto the nearest proxy set: the last field, if several.
-        let https = headers
-            .get_all(forwarded::PROTO)
-            .iter()
-            .next_back()
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.rsplit(',').next())
-            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
-        Some(Forwarded { client, https })
+        let https = nearest(headers, forwarded::PROTO)
+            .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
+        let port = nearest(headers, forwarded::PORT).and_then(|port| port.parse().ok());
+        Some(Forwarded {
+            client,
+            https,
+            port,
+        })
     }
+}
+
+/// What the nearest proxy set in `name`: the last field, if several.
+fn nearest<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .next_back()
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.rsplit(',').next())
+        .map(str::trim)
 }
 
 /// An `X-Forwarded-For` entry's address: `1.2.3.4`, `1.2.3.4:5678`, `::1`,
@@ -233,6 +246,10 @@ mod tests {
         headers.insert(forwarded::PROTO, HeaderValue::from_static("https, http"));
         let seen = proxies.forwarded("127.0.0.1".parse().unwrap(), &headers);
         assert!(!seen.unwrap().https);
+        assert_eq!(seen.unwrap().port, None);
+        headers.insert(forwarded::PORT, HeaderValue::from_static("443"));
+        let seen = proxies.forwarded("127.0.0.1".parse().unwrap(), &headers);
+        assert_eq!(seen.unwrap().port, Some(443));
     }
 
     #[test]

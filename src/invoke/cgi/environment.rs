@@ -137,7 +137,13 @@ fn request_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> {
         "SERVER_NAME",
         &server_name(&invocation.headers, invocation.local),
     );
-    set("SERVER_PORT", &invocation.local.port().to_string());
+    // The port the client reached, when a trusted proxy says which: a
+    // script building its own URLs behind a TLS balancer made them
+    // `https://host:3000/` from watchdog's own.
+    let server_port = (invocation.forwarded)
+        .and_then(|forwarded| forwarded.port)
+        .unwrap_or_else(|| invocation.local.port());
+    set("SERVER_PORT", &server_port.to_string());
     // Not in RFC 3875, but every CGI host sets it, and PHP code reads it.
     set("SERVER_ADDR", &invocation.local.ip().to_string());
     set("REMOTE_ADDR", &invocation.client_ip().to_string());
