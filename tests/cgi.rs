@@ -501,6 +501,34 @@ async fn a_function_whose_file_was_saved_while_it_ran_is_said_so() {
     }
 }
 
+/// A script that leaves a background job running as it exits (`nohup job
+/// &`, a cgi-bin habit Apache lets run on) has it stopped with its request,
+/// and the log says so: it was stopped without a word.
+#[tokio::test]
+async fn a_background_job_left_running_is_stopped_and_said_so() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    let marker = project.path().join("job.pid");
+    common::write_script(
+        &api.join("bg.sh"),
+        &format!(
+            "sleep 30 >/dev/null 2>&1 &\necho $! > {}\nprintf 'Content-Type: text/plain\\n\\nstarted\\n'",
+            marker.display()
+        ),
+    );
+    let server = TestServer::start(&api, &[]);
+    let answer = client().get(server.url("/api/bg")).send().await.unwrap();
+    assert_eq!(answer.text().await.unwrap(), "started\n");
+    let line = server.log_line("processes of its own still running", Duration::from_secs(5));
+    assert!(line.contains("route=/api/bg"), "{line}");
+    let job: i32 = std::fs::read_to_string(&marker)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(common::wait_until(Duration::from_secs(5), || gone(job)));
+}
+
 #[tokio::test]
 async fn two_content_lengths_are_a_502_not_an_empty_reply() {
     let server = server(&[]);

@@ -864,6 +864,18 @@ impl Driver {
             self.leader_reaped = true;
             self.reap_members(grace_end).await;
         } else if self.group.exists() {
+            // Apache lets a script's `nohup job &` run on; here a function's
+            // processes end with its request (CONTRACT §3), which a script
+            // moved from a cgi-bin would not expect and would not see.
+            if reaper::group_running(self.group.pgid()) {
+                tracing::warn!(
+                    route = %self.function.pattern,
+                    file = %self.file,
+                    request_id = %self.record.request_id,
+                    hint = "a function's processes end with its request; hand long work to a queue or a service (systemd-run, a job runner) instead",
+                    "the function exited with processes of its own still running (a background job, `cmd &`, `nohup`); they are being stopped"
+                );
+            }
             self.group.signal(Signal::SIGTERM);
             self.reap_members(grace_end).await;
         }

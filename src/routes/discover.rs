@@ -182,6 +182,14 @@ impl Walk {
                 self.skip_as(SkipKind::Misplaced, rel, reason);
                 continue;
             }
+            if is_backup_copy(name) {
+                self.skip_as(
+                    SkipKind::Deliberate,
+                    rel,
+                    "a backup or editor's copy (`~`, `.bak`, `.orig`, `.swp`, ...): never a route",
+                );
+                continue;
+            }
             // `probe_all` leaves private names untouched: no probe.
             let Some(probe) = probe.filter(|_| !is_private(name)) else {
                 self.skip_as(
@@ -387,6 +395,19 @@ fn is_private(name: &str) -> bool {
     name.starts_with('_') || name.starts_with('.')
 }
 
+/// A copy an editor or a careful admin leaves beside a script
+/// (`hello.pl.bak` from `cp -p`, `form.pl~`, `#x.sh#`, `x.py.orig` from a
+/// patch): executable like the script, it claimed the script's URL, and the
+/// conflict took the live script down (500) until it was removed.
+fn is_backup_copy(name: &str) -> bool {
+    const COPIES: &[&str] = &["bak", "orig", "rej", "swp", "swo", "tmp", "old"];
+    name.ends_with('~')
+        || (name.len() > 1 && name.starts_with('#') && name.ends_with('#'))
+        || name
+            .rsplit_once('.')
+            .is_some_and(|(stem, extension)| !stem.is_empty() && COPIES.contains(&extension))
+}
+
 /// `fn.sh` → (`fn`, `sh`); a leading dot does not start an extension, and
 /// neither do the dots of a catch-all: an executable named `[...rest]` (a
 /// Lambda `bootstrap` or a compiled binary) has none.
@@ -494,7 +515,7 @@ fn probe_all(entries: &[fs::DirEntry], real_dir: &Path, root: &Path) -> Vec<Opti
 fn probe(entry: &fs::DirEntry, real_dir: &Path, root: &Path) -> Option<Probe> {
     let name = entry.file_name();
     let name = name.to_str()?;
-    if is_private(name) {
+    if is_private(name) || is_backup_copy(name) {
         return None;
     }
     let path = entry.path();
@@ -665,6 +686,10 @@ mod tests {
         write(dir, "notes.txt", 0o644);
         write(dir, "mod.js", 0o644);
         write(dir, "_private.sh", 0o755);
+        // Copies beside a script (`cp -p`, an editor) are no routes.
+        write(dir, "hello.sh.bak", 0o755);
+        write(dir, "hello.sh~", 0o755);
+        write(dir, "#hello.sh#", 0o755);
         write(dir, "users/index.py", 0o644);
         write(dir, "users/[id].sh", 0o644);
         write(dir, "[...rest]/x.sh", 0o644);
@@ -702,7 +727,22 @@ mod tests {
         let skipped: Vec<_> = found.skipped.iter().map(|s| s.relative.as_str()).collect();
         assert_eq!(
             skipped,
-            ["[...rest]", "_private.sh", "notes.txt", "outside"]
+            [
+                "#hello.sh#",
+                "[...rest]",
+                "_private.sh",
+                "hello.sh.bak",
+                "hello.sh~",
+                "notes.txt",
+                "outside"
+            ]
+        );
+        assert!(
+            found
+                .skipped
+                .iter()
+                .any(|s| s.relative == "hello.sh.bak"
+                    && s.reason.contains("backup or editor's copy"))
         );
     }
 
