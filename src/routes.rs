@@ -337,6 +337,25 @@ impl RouteTable {
         (!segments.starts_with(&self.prefix_segments)).then(|| self.prefix.clone())
     }
 
+    /// The file at a path that found no route, when the walk passed it over
+    /// as probably meant to be a function (not executable, a link leading
+    /// out of DIR): its reason, for the operator's log. Never for a private
+    /// name or a copy, and never told to the client, who would learn which
+    /// files DIR holds.
+    pub fn skipped_at(&self, raw_path: &str) -> Option<&discover::Skipped> {
+        let segments = path::decode_segments(raw_path).ok()?;
+        let rest = segments.strip_prefix(self.prefix_segments.as_slice())?;
+        let wanted = rest.join("/");
+        self.skipped.iter().find(|skipped| {
+            skipped.kind == discover::SkipKind::Unexpected
+                && (skipped.relative == wanted
+                    || skipped
+                        .relative
+                        .rsplit_once('.')
+                        .is_some_and(|(stem, _)| stem == wanted))
+        })
+    }
+
     /// Routes a raw request path (no query string).
     ///
     /// # Errors

@@ -529,6 +529,48 @@ async fn a_background_job_left_running_is_stopped_and_said_so() {
     assert!(common::wait_until(Duration::from_secs(5), || gone(job)));
 }
 
+/// A path naming a file that is there but no function (a cgi-bin script
+/// without its execute bit) is a 404 to the client, as any path without a
+/// route, and the log tells the operator why, as Apache's error log does.
+/// A private file is not named even there.
+#[tokio::test]
+async fn a_404_for_a_file_that_is_no_function_says_why_in_the_log_only() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    common::write_script(
+        &api.join("hello.sh"),
+        "printf 'Content-Type: text/plain\\n\\nhi\\n'",
+    );
+    std::fs::write(api.join("guestbook.cgi"), "#!/usr/bin/perl\nprint 1;\n").unwrap();
+    common::write_script(&api.join("_secret.sh"), "echo");
+    let server = TestServer::start(&api, &[]);
+    let answer = client()
+        .get(server.url("/api/guestbook.cgi"))
+        .header("X-Request-Id", "nofn-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+    let text = answer.text().await.unwrap();
+    assert!(!text.contains("executable"), "{text}");
+    let line = server.log_line("the file it names is there", Duration::from_secs(5));
+    assert!(
+        line.contains("request_id=nofn-1") && line.contains("file=guestbook.cgi"),
+        "{line}"
+    );
+    let private = client()
+        .get(server.url("/api/_secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(private.status(), 404);
+    assert!(
+        !server.log().contains("file=_secret.sh"),
+        "{}",
+        server.log()
+    );
+}
+
 #[tokio::test]
 async fn two_content_lengths_are_a_502_not_an_empty_reply() {
     let server = server(&[]);

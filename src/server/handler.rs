@@ -208,9 +208,21 @@ async fn dispatch(
                 if app.reload_pending.is_pending() && catch_up_once(app, &mut caught_up).await {
                     continue;
                 }
+                let table = app.routes.load();
+                // Apache would answer 500 and log "Permission denied": the
+                // operator hears why, the client only that nothing answers.
+                if let Some(skipped) = table.skipped_at(uri.path()) {
+                    tracing::info!(
+                        request_id = %request_id,
+                        path = %uri.path(),
+                        file = %skipped.relative,
+                        why = %skipped.reason,
+                        "no function answers this path, but the file it names is there and is not one"
+                    );
+                }
                 return Err(AppError::NotFound {
                     path: uri.path().to_owned(),
-                    outside_prefix: app.routes.load().prefix_missed_by(uri.path()),
+                    outside_prefix: table.prefix_missed_by(uri.path()),
                 });
             }
             Lookup::Conflict { pattern, files } => {
