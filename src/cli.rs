@@ -64,9 +64,10 @@ pub struct InvokeArgs {
     // required one, and CONTRACT §1 puts DIR first, as `serve` and `routes` do.
     /// The folder of functions (default `api`, or `$WATCHDOG_DIR`), then the
     /// request path with optional query, e.g. `/api/users/42?full=1`.
-    // `Set`: given once, so values on both sides of a flag (`api -X POST
-    // /a /b`) are refused instead of counted as two groups of up to two.
-    #[arg(value_name = "[DIR] PATH", num_args = 1..=2, required = true, action = clap::ArgAction::Set)]
+    // `Append`: DIR and PATH may stand on either side of a flag (`cgi-bin
+    // --prefix /cgi-bin /cgi-bin/x`), as they may for `serve`; more than two
+    // in all is refused by [`InvokeArgs::check`].
+    #[arg(value_name = "[DIR] PATH", num_args = 1..=2, required = true, action = clap::ArgAction::Append)]
     target: Vec<String>,
     /// DIR's default when only PATH is given.
     #[arg(skip = std::env::var_os("WATCHDOG_DIR").map_or_else(|| PathBuf::from("api"), PathBuf::from))]
@@ -141,6 +142,11 @@ impl InvokeArgs {
     /// What is missing, with an example.
     pub fn check(&self) -> Result<(), String> {
         match self.target.as_slice() {
+            [_, _, _, ..] => Err(format!(
+                "`invoke` takes a folder and a request path, and got {}: `{}`; quote a path with spaces",
+                self.target.len(),
+                self.target.join("`, `")
+            )),
             [alone] if !alone.starts_with('/') && std::path::Path::new(alone).is_dir() => {
                 let name = std::path::Path::new(alone)
                     .file_name()

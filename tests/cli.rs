@@ -430,3 +430,31 @@ async fn sigterm_exits_0_and_flags_can_come_from_the_environment() {
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+/// `invoke`'s folder and path may stand on either side of a flag, as
+/// `serve`'s may (a CGI veteran's `invoke cgi-bin --prefix /cgi-bin
+/// /cgi-bin/x` was refused as a positional given twice); more than the two is
+/// refused with what was given.
+#[test]
+fn invoke_takes_its_folder_and_path_around_flags() {
+    let split = watchdog()
+        .arg("invoke")
+        .arg(fixtures("cgi"))
+        .args(["--prefix", "/cgi-bin", "/cgi-bin/hello"])
+        .output()
+        .unwrap();
+    assert!(split.status.success(), "{split:?}");
+    assert!(String::from_utf8_lossy(&split.stdout).starts_with("HTTP/1.1 200"));
+    let three = watchdog()
+        .arg("invoke")
+        .arg(fixtures("cgi"))
+        .args(["-X", "POST", "/cgi/a", "/cgi/b"])
+        .output()
+        .unwrap();
+    assert_eq!(three.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&three.stderr);
+    assert!(
+        stderr.contains("takes a folder and a request path, and got 3"),
+        "{stderr}"
+    );
+}
