@@ -111,12 +111,14 @@ async fn a_trusted_proxy_names_the_client_and_others_do_not() {
     std::fs::copy(fixtures("cgi").join("env.sh"), api(&project).join("env.sh")).unwrap();
     // The workaround before --trusted-proxy: never for a request that is not.
     std::fs::write(project.path().join(".env"), "HTTPS=on\nREMOTE_PORT=1\n").unwrap();
-    let env_of = |body: &str| -> BTreeMap<String, String> {
+    /// The environment `env.sh` printed for `request`.
+    async fn env_of(request: reqwest::RequestBuilder) -> BTreeMap<String, String> {
+        let body = request.send().await.unwrap().text().await.unwrap();
         body.lines()
             .filter_map(|line| line.split_once('='))
             .map(|(name, value)| (name.to_owned(), value.to_owned()))
             .collect()
-    };
+    }
     let behind = |request: reqwest::RequestBuilder| {
         request
             .header("X-Forwarded-For", "6.6.6.6, 203.0.113.7")
@@ -124,16 +126,9 @@ async fn a_trusted_proxy_names_the_client_and_others_do_not() {
             .header("X-Forwarded-Port", "443")
     };
     let trusting = TestServer::start(&api(&project), &["--trusted-proxy", "127.0.0.0/8"]);
-    let env = env_of(
-        &behind(client().get(trusting.url("/api/env")))
-            .header("X-Request-Id", "behind-1")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let env =
+        env_of(behind(client().get(trusting.url("/api/env"))).header("X-Request-Id", "behind-1"))
+            .await;
     assert_eq!(env["REMOTE_ADDR"], "203.0.113.7");
     assert!(!env.contains_key("REMOTE_PORT"), "{env:?}");
     assert_eq!(env["HTTPS"], "on");
@@ -151,15 +146,7 @@ async fn a_trusted_proxy_names_the_client_and_others_do_not() {
     drop(trusting);
     // Not trusted (the default): the headers are a client's claim.
     let plain = TestServer::start(&api(&project), &[]);
-    let env = env_of(
-        &behind(client().get(plain.url("/api/env")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let env = env_of(behind(client().get(plain.url("/api/env")))).await;
     assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
     assert_ne!(
         env.get("REMOTE_PORT").map(String::as_str),
