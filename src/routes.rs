@@ -96,6 +96,14 @@ pub enum Lookup {
     NotFound,
 }
 
+/// A path outside the prefix ([`RouteTable::prefix_missed_by`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixMiss {
+    pub prefix: String,
+    /// The path with the prefix before it, when a function answers there.
+    pub meant: Option<String>,
+}
+
 /// A request matched to its function.
 #[derive(Debug, Clone)]
 pub struct RouteMatch {
@@ -330,11 +338,20 @@ impl RouteTable {
 
     /// The prefix, when `raw_path` lies outside it: such a 404 is most often a
     /// URL without the prefix (`/hello` for `/api/hello`), which the error's
-    /// hint then names. None under `--prefix /`, or for a path that does not
-    /// decode (its 400 says why).
-    pub fn prefix_missed_by(&self, raw_path: &str) -> Option<String> {
+    /// hint then names, with that URL when a function answers it (`/` was
+    /// told to try `/api/`, which answered 404 too). None under `--prefix /`,
+    /// or for a path that does not decode (its 400 says why).
+    pub fn prefix_missed_by(&self, raw_path: &str) -> Option<PrefixMiss> {
         let segments = path::decode_segments(raw_path).ok()?;
-        (!segments.starts_with(&self.prefix_segments)).then(|| self.prefix.clone())
+        if segments.starts_with(&self.prefix_segments) {
+            return None;
+        }
+        let meant = format!("{}{raw_path}", self.prefix.trim_end_matches('/'));
+        let answers = matches!(self.lookup(&meant), Ok(Lookup::Found(_)));
+        Some(PrefixMiss {
+            prefix: self.prefix.clone(),
+            meant: answers.then_some(meant),
+        })
     }
 
     /// The file at a path that found no route, when the walk passed it over
@@ -558,11 +575,15 @@ mod tests {
     #[test]
     fn a_path_outside_the_prefix_is_told_the_prefix() {
         let (_dir, table) = table(&["hello.sh"]);
-        assert_eq!(table.prefix_missed_by("/hello"), Some("/api".to_owned()));
-        assert_eq!(
-            table.prefix_missed_by("/apix/hello"),
-            Some("/api".to_owned())
-        );
+        let miss = |meant: Option<&str>| {
+            Some(PrefixMiss {
+                prefix: "/api".to_owned(),
+                meant: meant.map(str::to_owned),
+            })
+        };
+        assert_eq!(table.prefix_missed_by("/hello"), miss(Some("/api/hello")));
+        // No function at /api/apix/hello: no URL to suggest.
+        assert_eq!(table.prefix_missed_by("/apix/hello"), miss(None));
         assert_eq!(table.prefix_missed_by("/api/nothing"), None);
         assert_eq!(table.prefix_missed_by("/api"), None);
     }

@@ -107,12 +107,21 @@ async fn urls_mirror_file_paths_with_precedence() {
 async fn default_prefix_is_the_folder_name_and_slash_works() {
     let server = TestServer::start(&fixtures("routing"), &[]);
     assert_eq!(get(&server, "/routing/users/7").await.0, 200);
-    // A URL outside the prefix is told the prefix, and the URL it likely meant.
-    let (status, body) = get(&server, "/api/users/7").await;
+    // A URL outside the prefix is told the prefix, and the URL it likely
+    // meant when a function answers there.
+    let (status, body) = get(&server, "/users/7").await;
     assert_eq!(status, 404);
     assert!(
         body.contains("every route here starts with /routing")
-            && body.contains("try /routing/api/users/7"),
+            && body.contains("try /routing/users/7"),
+        "{body}"
+    );
+    // When none does, no URL is suggested: `/api/users/7` was told to try
+    // `/routing/api/users/7`, which answered 404 too.
+    let (status, body) = get(&server, "/api/users/7").await;
+    assert_eq!(status, 404);
+    assert!(
+        body.contains("every route here starts with /routing") && !body.contains("try "),
         "{body}"
     );
     // One under the prefix that matches nothing gets the general hint.

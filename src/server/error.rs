@@ -26,7 +26,7 @@ pub enum AppError {
     NotFound {
         path: String,
         /// The prefix, when the path lies outside it.
-        outside_prefix: Option<String>,
+        outside_prefix: Option<crate::routes::PrefixMiss>,
     },
     #[error("{pattern} is claimed by more than one file: {}", files.join(", "))]
     Conflict { pattern: String, files: Vec<String> },
@@ -119,9 +119,16 @@ impl AppError {
             AppError::TransferCoding(_) => Some("send the body as is with Content-Length, or chunked once, with no other transfer coding".into()),
             AppError::Expectation(_) => Some("send the request without that `Expect` header".into()),
             AppError::HeadTooLarge { .. } => Some("send fewer or smaller headers (large cookies are the usual cause)".into()),
-            AppError::NotFound { path, outside_prefix: Some(prefix) } => Some(format!(
-                "every route here starts with {prefix} (`--prefix`, by default the served folder's name): try {prefix}{path}"
-            )),
+            AppError::NotFound { outside_prefix: Some(miss), .. } => Some(match &miss.meant {
+                Some(meant) => format!(
+                    "every route here starts with {} (`--prefix`, by default the served folder's name): try {meant}",
+                    miss.prefix
+                ),
+                None => format!(
+                    "every route here starts with {} (`--prefix`, by default the served folder's name); `watchdog routes DIR` lists them",
+                    miss.prefix
+                ),
+            }),
             AppError::NotFound { .. } => Some("`watchdog routes DIR` lists every route and the files that are not routes".into()),
             AppError::Conflict { .. } => Some("rename or remove all but one of these files".into()),
             AppError::RedirectLoop { .. } | AppError::BadRedirect { .. } => {
