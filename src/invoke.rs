@@ -45,6 +45,9 @@ pub struct Invocation {
     pub client: SocketAddr,
     /// What a trusted proxy said of the client (`--trusted-proxy`).
     pub forwarded: Option<crate::server::trusted_proxies::Forwarded>,
+    /// The client's own target, when a local redirect (`Location: /path`
+    /// without `Status:`) brought the request here.
+    pub redirected_from: Option<Uri>,
     pub local: SocketAddr,
     /// When the invocation must be over; queue wait already counted.
     pub deadline: tokio::time::Instant,

@@ -571,6 +571,31 @@ async fn a_404_for_a_file_that_is_no_function_says_why_in_the_log_only() {
     );
 }
 
+/// A local redirect's function is told where the client asked, as Apache
+/// tells it for an internal redirect (an ErrorDocument-style handler reads
+/// it): `REDIRECT_URL` and `REDIRECT_QUERY_STRING`. A request that came
+/// straight has neither.
+#[tokio::test]
+async fn a_local_redirect_tells_its_target_where_the_client_asked() {
+    let project = tempfile::tempdir().unwrap();
+    let api = project.path().join("api");
+    common::write_script(&api.join("from.sh"), "printf 'Location: /api/env\\n\\n'");
+    std::fs::copy(fixtures("cgi").join("env.sh"), api.join("env.sh")).unwrap();
+    let server = TestServer::start(&api, &[]);
+    let env = |body: String| -> BTreeMap<String, String> {
+        body.lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect()
+    };
+    let redirected = env(common::get_text(server.url("/api/from?x=1")).await);
+    assert_eq!(redirected["REDIRECT_URL"], "/api/from");
+    assert_eq!(redirected["REDIRECT_QUERY_STRING"], "x=1");
+    assert_eq!(redirected["REQUEST_URI"], "/api/env");
+    let straight = env(common::get_text(server.url("/api/env")).await);
+    assert!(!straight.contains_key("REDIRECT_URL"), "{straight:?}");
+}
+
 #[tokio::test]
 async fn two_content_lengths_are_a_502_not_an_empty_reply() {
     let server = server(&[]);

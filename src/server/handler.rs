@@ -169,6 +169,9 @@ async fn dispatch(
         .and_then(|v| v.parse::<u64>().ok());
     let mut body = body;
     let mut hops = 0;
+    // The client's own target, which a local redirect's function is told as
+    // Apache tells it (`REDIRECT_URL`); cloned only when a redirect happens.
+    let mut redirected_from: Option<Uri> = None;
     // The last local redirect followed, with the rest of its header block.
     let mut redirected: Option<(String, HeaderMap)> = None;
     // Whether this request has already waited for a pending reload.
@@ -329,6 +332,7 @@ async fn dispatch(
             body: request_body,
             client,
             forwarded,
+            redirected_from: redirected_from.clone(),
             local,
             deadline,
             deadline_epoch_ms,
@@ -352,6 +356,9 @@ async fn dispatch(
                 hops += 1;
                 if hops > MAX_LOCAL_REDIRECTS {
                     return Err(AppError::RedirectLoop { hops, location });
+                }
+                if redirected_from.is_none() {
+                    redirected_from = Some(uri.clone());
                 }
                 uri = location
                     .parse::<Uri>()

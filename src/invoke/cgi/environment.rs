@@ -96,6 +96,8 @@ fn is_conditional_meta_variable(name: &OsStr) -> bool {
         || name == b"CONTENT_TYPE"
         || name == b"HTTPS"
         || name == b"REMOTE_PORT"
+        || name == b"REDIRECT_URL"
+        || name == b"REDIRECT_QUERY_STRING"
         || name.starts_with(b"WATCHDOG_PARAM_")
 }
 
@@ -131,6 +133,13 @@ fn request_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> {
         |pq| pq.as_str().to_owned(),
     );
     set("REQUEST_URI", &request_uri);
+    // As Apache sets them for an internal redirect: where the client asked.
+    if let Some(from) = &invocation.redirected_from {
+        set("REDIRECT_URL", from.path());
+        if let Some(query) = from.query() {
+            set("REDIRECT_QUERY_STRING", query);
+        }
+    }
     set("SCRIPT_NAME", &route.script_name);
     set("PATH_INFO", &route.path_info);
     set(
