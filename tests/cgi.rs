@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{TestServer, alive, client, fixtures, gone, raw_request};
@@ -13,12 +12,7 @@ fn server(flags: &[&str]) -> TestServer {
     TestServer::start(&fixtures("cgi"), &all)
 }
 
-fn env_map(body: &str) -> BTreeMap<String, String> {
-    body.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
+use common::env_map;
 
 #[tokio::test]
 async fn environment_is_clean_and_complete() {
@@ -582,17 +576,11 @@ async fn a_local_redirect_tells_its_target_where_the_client_asked() {
     common::write_script(&api.join("from.sh"), "printf 'Location: /api/env\\n\\n'");
     std::fs::copy(fixtures("cgi").join("env.sh"), api.join("env.sh")).unwrap();
     let server = TestServer::start(&api, &[]);
-    let env = |body: String| -> BTreeMap<String, String> {
-        body.lines()
-            .filter_map(|line| line.split_once('='))
-            .map(|(name, value)| (name.to_owned(), value.to_owned()))
-            .collect()
-    };
-    let redirected = env(common::get_text(server.url("/api/from?x=1")).await);
+    let redirected = env_map(&common::get_text(server.url("/api/from?x=1")).await);
     assert_eq!(redirected["REDIRECT_URL"], "/api/from");
     assert_eq!(redirected["REDIRECT_QUERY_STRING"], "x=1");
     assert_eq!(redirected["REQUEST_URI"], "/api/env");
-    let straight = env(common::get_text(server.url("/api/env")).await);
+    let straight = env_map(&common::get_text(server.url("/api/env")).await);
     assert!(!straight.contains_key("REDIRECT_URL"), "{straight:?}");
 }
 

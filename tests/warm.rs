@@ -113,11 +113,7 @@ async fn a_trusted_proxy_names_the_client_and_others_do_not() {
     std::fs::write(project.path().join(".env"), "HTTPS=on\nREMOTE_PORT=1\n").unwrap();
     /// The environment `env.sh` printed for `request`.
     async fn env_of(request: reqwest::RequestBuilder) -> BTreeMap<String, String> {
-        let body = request.send().await.unwrap().text().await.unwrap();
-        body.lines()
-            .filter_map(|line| line.split_once('='))
-            .map(|(name, value)| (name.to_owned(), value.to_owned()))
-            .collect()
+        common::env_map(&request.send().await.unwrap().text().await.unwrap())
     }
     let behind = |request: reqwest::RequestBuilder| {
         request

@@ -536,3 +536,11 @@ pub fn metric_sum(metrics: &str, series: &str) -> f64 {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// The environment a function printed as `NAME=value` lines (`env.sh`).
+pub fn env_map(body: &str) -> std::collections::BTreeMap<String, String> {
+    body.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
