@@ -1035,6 +1035,12 @@ impl Lease {
     /// killed the worker when one did, noted in `record`, else `error`.
     pub async fn blame(&self, record: &mut InvocationRecord, error: InvokeError) -> InvokeError {
         let Some((limit, signal)) = self.limit_that_killed().await else {
+            // A broken exchange may be the worker's end; a bad answer from a
+            // worker that runs on is not, and is not held up looking (a
+            // handler module's, which may end its process, always is).
+            if !self.stops_work_on_close() && !matches!(error, InvokeError::WorkerFailed { .. }) {
+                return error;
+            }
             return self.process_ended().await.unwrap_or(error);
         };
         record.limit_hit = Some(limit);
@@ -1070,9 +1076,7 @@ impl Lease {
         } else {
             InvokeError::WorkerFailed {
                 file,
-                cause: format!(
-                    "its process ended ({exit}) before it answered; the next request starts a new one"
-                ),
+                cause: format!("its process ended ({exit}) before it answered"),
             }
         })
     }

@@ -274,10 +274,7 @@ impl Drop for LogLine {
             request_id = %self.request_id,
             method = %self.method,
             path = %self.uri.path(),
-            client = match self.forwarded_client {
-                Some(forwarded) => Some(tracing::field::display(forwarded.to_string())),
-                None => self.client.map(|socket| tracing::field::display(socket.to_string())),
-            },
+            client = LoggedClient::of(self.forwarded_client, self.client).map(tracing::field::display),
             via = self
                 .forwarded_client
                 .and(self.client)
@@ -302,6 +299,28 @@ impl Drop for LogLine {
             bytes_out = self.bytes_out,
             "invocation"
         );
+    }
+}
+
+/// The line's `client`: the address a trusted proxy named, else the
+/// socket's with its port. Written as it is, with no string made for it.
+enum LoggedClient {
+    Named(std::net::IpAddr),
+    Socket(std::net::SocketAddr),
+}
+
+impl LoggedClient {
+    fn of(named: Option<std::net::IpAddr>, socket: Option<std::net::SocketAddr>) -> Option<Self> {
+        named.map(Self::Named).or(socket.map(Self::Socket))
+    }
+}
+
+impl std::fmt::Display for LoggedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Named(address) => address.fmt(f),
+            Self::Socket(socket) => socket.fmt(f),
+        }
     }
 }
 

@@ -214,13 +214,19 @@ async fn dispatch(
                 let table = app.routes.load();
                 // Apache would answer 500 and log "Permission denied": the
                 // operator hears why, the client only that nothing answers.
-                if let Some(skipped) = table.skipped_at(uri.path()) {
+                // Any client can ask for such a path over and over: sparse.
+                static SKIPPED_ASKED: crate::observability::sparse::Sparse =
+                    crate::observability::sparse::Sparse::new(Duration::from_secs(10));
+                if let Some(skipped) = table.skipped_at(uri.path())
+                    && let Some(asked) = SKIPPED_ASKED.note()
+                {
                     tracing::info!(
+                        asked,
                         request_id = %request_id,
                         path = %uri.path(),
                         file = %skipped.relative,
                         why = %skipped.reason,
-                        "no function answers this path, but the file it names is there and is not one"
+                        "no function answers this path, but the file it names is there and is not one (said at most every 10 s, `asked` counting since the last)"
                     );
                 }
                 return Err(AppError::NotFound {

@@ -70,14 +70,16 @@ impl TrustedProxies {
         // that could be read. Split as bytes: a field is one line in which a
         // proxy appends to what the client sent, and a client's byte that is
         // not text must not take the proxy's entry with it.
+        // Walked backwards as it stands, fields and entries alike: no list
+        // is made on a request that every request behind a balancer is.
         let entries = headers
             .get_all(forwarded::FOR)
             .iter()
-            .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+            .rev()
+            .flat_map(|value| value.as_bytes().rsplit(|&byte| byte == b','))
             .map(<[u8]>::trim_ascii)
-            .filter(|entry| !entry.is_empty())
-            .collect::<Vec<_>>();
-        for entry in entries.iter().rev() {
+            .filter(|entry| !entry.is_empty());
+        for entry in entries {
             let Some(address) = std::str::from_utf8(entry).ok().and_then(parse_entry) else {
                 break;
             };

@@ -157,7 +157,11 @@ fn request_variables(invocation: &Invocation) -> Vec<(OsString, OsString)> {
     set("SERVER_ADDR", &invocation.local.ip().to_string());
     set("REMOTE_ADDR", &invocation.client_ip().to_string());
     // A client a proxy named: the connection's port is the proxy's, not its.
-    if invocation.client_ip() == invocation.client.ip().to_canonical() {
+    // (A proxy that named none but itself: its port is right.)
+    let named_by_proxy = invocation
+        .forwarded
+        .is_some_and(|forwarded| forwarded.client != invocation.client.ip().to_canonical());
+    if !named_by_proxy {
         set("REMOTE_PORT", &invocation.client.port().to_string());
     }
     if invocation
